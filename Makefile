@@ -1,0 +1,49 @@
+# herd: build, test and demo targets. `make test` is what CI runs.
+GO      ?= go
+BIN     := bin/herd
+# Debian packages herd's tests, demo and benchmarks use. `make deps`
+# installs the missing ones and is silent when all are present.
+DEBS := fdisk e2fsprogs xfsprogs dosfstools zstd ncompress cpio tar gzip \
+	nftables iproute2 udpcast busybox-static qemu-system-x86 ipxe-qemu ipxe \
+	pxelinux syslinux-common extlinux partclone iputils-ping gnuplot-nox psmisc \
+	util-linux kmod
+
+# Packages whose tests also run under the race detector (concurrent code).
+RACE_PKGS := ./ring/...
+
+.PHONY: all deps build test e2e bench demo fmt vet fuzz clean
+all: build
+
+deps:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+build:
+	$(GO) build -o $(BIN) ./cmd/herd
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+test: deps build vet
+	$(GO) test -race -timeout 20m $(RACE_PKGS)
+	$(GO) test -timeout 60m ./...
+
+e2e: deps build
+	$(GO) test -timeout 60m -v ./e2e/...
+
+bench: deps build
+	$(GO) run ./bench -results results
+
+demo: deps build
+	./scripts/demo.sh
+
+fuzz:
+	@echo "see README: go test -fuzz=FuzzX ./pkg"
+
+clean:
+	rm -rf bin results

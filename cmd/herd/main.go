@@ -1,0 +1,48 @@
+// Command herd clones an operating system from one golden node to a whole
+// cluster over a pipelined TCP chain, and hands every node back booting
+// from its own disk.
+//
+// Every subcommand lives in its own file as newXCmd; main only wires them
+// together and maps errors to exit codes (see exit.go).
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes herd with args and returns the process exit code. It is the
+// entry point tests use to run subcommands with in-memory stdio.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	return exitCode(err, stderr)
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "herd",
+		Short:         "Clone an operating system from one golden node to a whole cluster",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	// One constructor per subcommand file.
+	root.AddCommand()
+	return root
+}
