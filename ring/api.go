@@ -1,0 +1,182 @@
+// Package ring moves a session of items (disk images, files, archives) from one
+// source node down a pipelined TCP chain: the source streams to node 0, node 0
+// to node 1, and so on. Every node writes what it receives to its own Sink
+// while it forwards it, through a bounded pool of chunk buffers, checks the
+// BLAKE3 digest of every item against the source's, and reports its progress
+// upstream in acks so the source can show one bar per node and an ok/ko list.
+//
+// The protocol logic lives in ring/core (events in, actions out, no I/O);
+// this package is its TCP driver. ring/sim drives the same core on a
+// simulated network with virtual time.
+//
+// Usage, on every node:
+//
+//	l, _ := net.Listen("tcp", ":9998")
+//	st, err := ring.Receive(ctx, l, ring.ReceiverConfig{
+//		Key:  key,
+//		Open: func(it ring.Item) (ring.Sink, error) { return os.Create(it.Dest) },
+//	})
+//
+// and on the source:
+//
+//	rep, err := ring.Send(ctx, ring.SenderConfig{
+//		Nodes: []string{"n1:9998", "n2:9998"},
+//		Key:   key,
+//		Items: []ring.SendItem{{Item: ring.Item{Name: "img", Dest: "/tmp/img", Size: n},
+//			Open: func() (ring.Source, error) { f, err := os.Open("img"); return ring.ReaderSource(f), err }}},
+//	})
+//	if err == nil && !rep.OK() { ... }
+package ring
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"github.com/herd-cluster/herd/ring/core"
+)
+
+// Item is one entry of a session manifest.
+type Item struct {
+	Name string // source name as the user wrote it (shown in reports; tags the stream)
+	Dest string // output path on every node
+	Cook bool   // ">>" in a dolly+ config: the node's Sink decompresses/unpacks; ring does not care
+	Size int64  // logical size in bytes; -1 if unknown until the end of the stream
+}
+
+// Source yields an item's data as runs (offset, bytes) in strictly increasing
+// offset order; ranges never yielded are holes (the sink leaves them
+// unwritten). ReadChunk fills p (up to len(p)) and returns the item offset of
+// p[0]; it returns io.EOF (with n == 0) at the end. A Source is used by one
+// goroutine at a time.
+type Source interface {
+	ReadChunk(p []byte) (off int64, n int, err error)
+	Close() error
+}
+
+// Sink receives one item on a node. WriteAt is called with increasing offsets
+// (the same runs the source produced), from one goroutine at a time. Sync is
+// called once after the last byte, before the node reports the item done;
+// Close is always called at the end (also after a failure).
+type Sink interface {
+	io.WriterAt
+	Sync() error
+	Close() error
+}
+
+// SendItem is an item plus how to open its data at the source.
+type SendItem struct {
+	Item
+	Open func() (Source, error)
+}
+
+// SenderConfig configures Send. Only Nodes and Items are required.
+type SenderConfig struct {
+	Nodes          []string // chain order, "host:port"
+	Items          []SendItem
+	Key            []byte                                                    // nil: no authentication
+	ChunkSize      int                                                       // 0: DefaultChunkSize
+	Dial           func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
+	ConnectTimeout time.Duration                                             // how long to keep retrying a connection; 0: DefaultConnectTimeout
+	Progress       func(Snapshot)                                            // called at most every ~200ms and once at the end; must not block long
+	Logf           func(format string, args ...any)                          // nil: discard
+	// MemoryLimit caps the bytes of chunk buffers at the source; 0: DefaultMemoryLimit.
+	MemoryLimit int64
+	// DeadTimeout is how long a silent downstream may stay silent before it
+	// is declared dead; 0: DefaultDeadTimeout.
+	DeadTimeout time.Duration
+}
+
+// ReceiverConfig configures Receive. Only Open is required.
+type ReceiverConfig struct {
+	Key []byte
+	// Open is called for EVERY item as soon as the manifest arrives, before any
+	// byte is written; an error makes this node fail (reason reported upstream),
+	// but the node keeps forwarding to its downstream so others are not hurt.
+	Open        func(it Item) (Sink, error)
+	Dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	MemoryLimit int64            // bytes of chunk buffers; 0: DefaultMemoryLimit
+	Progress    func(NodeStatus) // optional; called at most every ~200ms and at the end
+	Logf        func(format string, args ...any)
+	// ConnectTimeout bounds the retries when dialing the next node; 0: DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// HelloTimeout bounds how long an accepted connection may take to
+	// introduce itself before it is dropped as stray; 0: 10s.
+	HelloTimeout time.Duration
+	// DeadTimeout is how long a silent downstream may stay silent before it
+	// is declared dead; 0: DefaultDeadTimeout.
+	DeadTimeout time.Duration
+}
+
+// Defaults used when a config field is zero.
+const (
+	DefaultChunkSize      = 4 << 20
+	DefaultMemoryLimit    = 64 << 20
+	DefaultConnectTimeout = 30 * time.Second
+	DefaultDeadTimeout    = 2 * time.Second
+)
+
+// Errors callers may branch on.
+var (
+	ErrConfig      = errors.New("ring: bad config")
+	ErrUnreachable = errors.New("ring: first node unreachable")
+	ErrNodeFailed  = errors.New("ring: node failed")
+)
+
+// State is a node's state as seen in reports.
+type State = core.State
+
+// Node states.
+const (
+	StateWaiting   = core.StateWaiting
+	StateConnected = core.StateConnected
+	StateReceiving = core.StateReceiving
+	StateSyncing   = core.StateSyncing
+	StateDone      = core.StateDone
+	StateFailed    = core.StateFailed
+)
+
+// NodeStatus is one node's progress and outcome.
+type NodeStatus = core.NodeStatus
+
+// ItemStatus is one item's progress and outcome on one node (or at the source).
+type ItemStatus = core.ItemStatus
+
+// Snapshot is the progress of a whole session, as seen by the source.
+type Snapshot struct {
+	Elapsed time.Duration
+	Total   int64 // bytes of all items, -1 unknown
+	Sent    int64
+	Nodes   []NodeStatus
+}
+
+// Report is the outcome of a session, as seen by the source.
+type Report struct {
+	Nodes   []NodeStatus
+	Items   []ItemStatus // at the source, with the BLAKE3 digest hex
+	Bytes   int64        // payload bytes sent by the source
+	Elapsed time.Duration
+}
+
+// OK reports whether every node is done and verified every item.
+func (r *Report) OK() bool {
+	if r == nil || len(r.Nodes) == 0 {
+		return false
+	}
+	for _, n := range r.Nodes {
+		if n.State != StateDone {
+			return false
+		}
+		if len(n.Items) != len(r.Items) {
+			return false
+		}
+		for _, it := range n.Items {
+			if !it.Verified {
+				return false
+			}
+		}
+	}
+	return true
+}
