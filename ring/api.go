@@ -76,12 +76,12 @@ type SendItem struct {
 type SenderConfig struct {
 	Nodes          []string // chain order, "host:port"
 	Items          []SendItem
-	Key            []byte                                                    // nil: no authentication
-	ChunkSize      int                                                       // 0: DefaultChunkSize
+	Key            []byte                                                            // nil: no authentication
+	ChunkSize      int                                                               // 0: DefaultChunkSize
 	Dial           func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
-	ConnectTimeout time.Duration                                             // how long to keep retrying a connection; 0: DefaultConnectTimeout
-	Progress       func(Snapshot)                                            // called at most every ~200ms and once at the end; must not block long
-	Logf           func(format string, args ...any)                          // nil: discard
+	ConnectTimeout time.Duration                                                     // how long to keep retrying a connection; 0: DefaultConnectTimeout
+	Progress       func(Snapshot)                                                    // called at most every ~200ms and once at the end; must not block long
+	Logf           func(format string, args ...any)                                  // nil: discard
 	// MemoryLimit caps the bytes of chunk buffers at the source; 0: DefaultMemoryLimit.
 	MemoryLimit int64
 	// DeadTimeout is how long a silent downstream may stay silent before it
