@@ -1,0 +1,70 @@
+package bootcfg
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		require.NoError(t, os.WriteFile(p, []byte(got), 0o644))
+	}
+	want, err := os.ReadFile(p)
+	require.NoError(t, err, "run go test -update to create %s", p)
+	assert.Equal(t, string(want), got)
+}
+
+func TestKernelArgs(t *testing.T) {
+	a := Agent{Server: "10.0.0.1:8080"}
+	require.NoError(t, a.Validate())
+	assert.Equal(t, "herd.server=10.0.0.1:8080 herd.session=herd herd.port=9998 herd.method=raw herd.disk=/dev/vda herd.timeout=300 herd.retries=3 console=ttyS0", a.KernelArgs())
+
+	a = Agent{Server: "10.0.0.1:80", Session: "lab", Port: 7000, Disk: "/dev/sda", Key: "00ff", Timeout: 10, Retries: 1, Console: "-", Extra: "quiet"}
+	require.NoError(t, a.Validate())
+	assert.Equal(t, "herd.server=10.0.0.1:80 herd.session=lab herd.port=7000 herd.method=raw herd.disk=/dev/sda herd.key=00ff herd.timeout=10 herd.retries=1 quiet", a.KernelArgs())
+}
+
+func TestValidateRefuses(t *testing.T) {
+	for name, a := range map[string]Agent{
+		"no server":    {},
+		"no port":      {Server: "10.0.0.1"},
+		"space":        {Server: "10.0.0.1:80", Session: "a b"},
+		"quote":        {Server: "10.0.0.1:80", Disk: `/dev/"x`},
+		"key not hex":  {Server: "10.0.0.1:80", Key: "xyz"},
+		"extra break":  {Server: "10.0.0.1:80", Extra: "a\nLABEL x"},
+		"port too big": {Server: "10.0.0.1:80", Port: 70000},
+	} {
+		t.Run(name, func(t *testing.T) { require.ErrorIs(t, a.Validate(), ErrBadParam) })
+	}
+}
+
+func TestPXELinuxFileName(t *testing.T) {
+	assert.Equal(t, "pxelinux.cfg/01-52-54-00-ab-cd-ef", PXELinuxFileName("52:54:00:AB:CD:EF"))
+	assert.Equal(t, "", PXELinuxFileName("nope"))
+	mac, ok := MACFromPXELinuxFileName("pxelinux.cfg/01-52-54-00-ab-cd-ef")
+	require.True(t, ok)
+	assert.Equal(t, "52:54:00:ab:cd:ef", mac)
+	_, ok = MACFromPXELinuxFileName("pxelinux.cfg/default")
+	assert.False(t, ok)
+	_, ok = MACFromPXELinuxFileName("pxelinux.cfg/01-52-54-00-ab-cd-zz")
+	assert.False(t, ok)
+}
+
+func TestGolden(t *testing.T) {
+	args := Agent{Server: "10.0.0.1:8080", Session: "lab"}.KernelArgs()
+	golden(t, "local.pxelinux", PXELinuxLocal())
+	golden(t, "install.pxelinux", PXELinuxInstall("vmlinuz", "initrd.img", args))
+	golden(t, "menu.pxelinux", PXELinuxMenu(Menu{Kernel: "images/vmlinuz", Initrd: "images/all.rdz", Args: args, NFSURL: "10.0.1.253:/cs4", HTTPURL: "10.0.1.253:/cs4", Seed: true}))
+	golden(t, "chain.ipxe", IPXEChain("http://10.0.0.1:8080/"))
+	golden(t, "install.ipxe", IPXEInstall("http://10.0.0.1:8080/vmlinuz", "http://10.0.0.1:8080/initrd.img", args))
+	golden(t, "local.ipxe", IPXELocal())
+}
