@@ -43,6 +43,9 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	// One constructor per subcommand file.
-	root.AddCommand()
+	root.AddCommand(
+		newSendCmd(),
+		newRecvCmd(),
+	)
 	return root
 }

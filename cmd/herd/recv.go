@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herd-cluster/herd/ring"
+	"github.com/herd-cluster/herd/ring/dollycfg"
+)
+
+type recvOptions struct {
+	listen  string
+	root    string
+	keyFile string
+	json    bool
+	verbose bool
+	sink    sinkOptions
+}
+
+func newRecvCmd() *cobra.Command {
+	var o recvOptions
+	cmd := &cobra.Command{
+		Use:   "recv [--listen ADDR:PORT] [--root DIR] [--key-file F]",
+		Short: "Wait for one session, write its items here and forward them to the next node",
+		Long: `Recv waits for one session from a herd sender (or the node before this one in
+the chain), writes every item to its destination, forwards the data to the next
+node while writing, and checks the BLAKE3 digest of what it wrote.
+
+Destinations come from the sender's config. With --root DIR they are confined
+under DIR (a destination /dev/sda becomes DIR/dev/sda); without it they are
+absolute paths on this node, which is what cloning a disk needs. A target that
+is mounted or in use, or too small for the item, is refused before anything is
+written; the node still forwards to the rest of the chain.
+
+Exit codes:
+  0  the session completed and every item verified
+  1  the session ran but this node failed (digest mismatch, write error, refused target)
+  2  usage error
+  3  no session (interrupted, network error)`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRecv(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", fmt.Sprintf(":%d", dollycfg.DefaultPort), "address and port to wait on")
+	f.StringVar(&o.root, "root", "", "confine every destination under this directory")
+	f.StringVar(&o.keyFile, "key-file", "", "file holding the session key; sessions without it are refused")
+	f.BoolVar(&o.json, "json", false, "print the result as a JSON line on stdout")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "log connections and progress on stderr")
+	addSinkFlags(f, &o.sink)
+	return cmd
+}
+
+func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error {
+	key, err := readKey(o.keyFile)
+	if err != nil {
+		return err
+	}
+	if o.root != "" {
+		abs, err := filepath.Abs(o.root)
+		if err != nil {
+			return usagef("--root: %v", err)
+		}
+		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+			return usagef("--root %s is not a directory", o.root)
+		}
+		o.sink.root = abs
+	}
+	if _, _, err := net.SplitHostPort(o.listen); err != nil {
+		return usagef("--listen %q: %v (want ADDR:PORT or :PORT)", o.listen, err)
+	}
+	l, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return exitError{code: ExitFailed, err: fmt.Errorf("listen: %w", err)}
+	}
+	defer l.Close()
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "herd recv: "+format+"\n", args...)
+	}
+	if !o.json {
+		fmt.Fprintf(stderr, "herd recv: waiting for a session on %s\n", l.Addr())
+	}
+	var lastPrint time.Time
+	progress := func(st ring.NodeStatus) {
+		if !o.verbose || time.Since(lastPrint) < 2*time.Second {
+			return
+		}
+		lastPrint = time.Now()
+		fmt.Fprintf(stderr, "herd recv: node %d %s %s %s\n", st.Index+1, st.State, humanBytes(st.Bytes), humanRate(st.Rate))
+	}
+	st, err := ring.Receive(ctx, l, ring.ReceiverConfig{
+		Key:      key,
+		Open:     func(it ring.Item) (ring.Sink, error) { return openSink(it, o.sink) },
+		Progress: progress,
+		Logf:     logf,
+	})
+	if st != nil {
+		if o.json {
+			ok := err == nil && st.State == ring.StateDone
+			writeJSON(stdout, jsonEvent{Event: "summary", OK: &ok, Bytes: st.Bytes, Nodes: []jsonNode{toJSONNode(*st)}})
+		} else {
+			var parts []string
+			for _, it := range st.Items {
+				v := "verified"
+				if !it.Verified {
+					v = "NOT verified"
+				}
+				parts = append(parts, fmt.Sprintf("%s (%s, blake3 %s, %s)", it.Dest, humanBytes(it.Bytes), short(it.Digest), v))
+			}
+			fmt.Fprintf(stdout, "herd recv: node %d %s: %s\n", st.Index+1, st.State, strings.Join(parts, "; "))
+		}
+	}
+	if err != nil {
+		if st != nil && st.Index >= 0 && st.State != "" && st.State != ring.StateWaiting {
+			return exitError{code: ExitPartial, err: err}
+		}
+		return exitError{code: ExitFailed, err: err}
+	}
+	return nil
+}
+
+func short(digest string) string {
+	if len(digest) > 16 {
+		return digest[:16] + "…"
+	}
+	return digest
+}

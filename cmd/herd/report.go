@@ -1,0 +1,169 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/herd-cluster/herd/ring"
+)
+
+// jsonItem is an item's outcome in --json output.
+type jsonItem struct {
+	Name     string `json:"name"`
+	Dest     string `json:"dest"`
+	Bytes    int64  `json:"bytes"`
+	Digest   string `json:"digest,omitempty"`
+	Verified bool   `json:"verified"`
+}
+
+// jsonNode is a node's status in --json output.
+type jsonNode struct {
+	Index int        `json:"index"`
+	Addr  string     `json:"addr"`
+	State string     `json:"state"`
+	Bytes int64      `json:"bytes"`
+	Rate  float64    `json:"rate"`
+	Error string     `json:"error"`
+	Items []jsonItem `json:"items,omitempty"`
+}
+
+// jsonEvent is one line of --json output: "progress" while running and
+// one "summary" at the end. Field names are a stable interface.
+type jsonEvent struct {
+	Event   string     `json:"event"`
+	OK      *bool      `json:"ok,omitempty"`
+	Seconds float64    `json:"seconds"`
+	Total   int64      `json:"total,omitempty"`
+	Bytes   int64      `json:"bytes"`
+	Items   []jsonItem `json:"items,omitempty"`
+	Nodes   []jsonNode `json:"nodes"`
+	// Stats holds per-item source statistics (device, used and wire bytes).
+	Stats []sourceStats `json:"stats,omitempty"`
+}
+
+func toJSONItems(its []ring.ItemStatus) []jsonItem {
+	out := make([]jsonItem, 0, len(its))
+	for _, it := range its {
+		out = append(out, jsonItem{Name: it.Name, Dest: it.Dest, Bytes: it.Bytes, Digest: it.Digest, Verified: it.Verified})
+	}
+	return out
+}
+
+func toJSONNode(n ring.NodeStatus) jsonNode {
+	return jsonNode{Index: n.Index, Addr: n.Addr, State: string(n.State), Bytes: n.Bytes, Rate: n.Rate, Error: n.Err, Items: toJSONItems(n.Items)}
+}
+
+func writeJSON(w io.Writer, ev jsonEvent) {
+	b, _ := json.Marshal(ev)
+	fmt.Fprintf(w, "%s\n", b)
+}
+
+// outcome counts the nodes that completed and verified every item.
+func outcome(rep *ring.Report) (ok, failed int) {
+	for _, n := range rep.Nodes {
+		if nodeOK(n, len(rep.Items)) {
+			ok++
+		} else {
+			failed++
+		}
+	}
+	return ok, failed
+}
+
+func nodeOK(n ring.NodeStatus, items int) bool {
+	if n.State != ring.StateDone || len(n.Items) != items {
+		return false
+	}
+	for _, it := range n.Items {
+		if !it.Verified {
+			return false
+		}
+	}
+	return true
+}
+
+// nodeResult is the one-word-or-reason result column of the summary.
+func nodeResult(n ring.NodeStatus, items int) string {
+	if nodeOK(n, items) {
+		return "ok"
+	}
+	if n.Err != "" {
+		return "FAILED: " + n.Err
+	}
+	for _, it := range n.Items {
+		if !it.Verified {
+			return fmt.Sprintf("FAILED: %s not verified", it.Dest)
+		}
+	}
+	return "FAILED: " + string(n.State)
+}
+
+// printSummary writes the human summary of a finished session.
+func printSummary(w io.Writer, rep *ring.Report, stats []sourceStats) {
+	secs := rep.Elapsed.Seconds()
+	ok, failed := outcome(rep)
+	fmt.Fprintf(w, "\nherd: %d item(s), %s to %d node(s) in %s", len(rep.Items), humanBytes(rep.Bytes), len(rep.Nodes), rep.Elapsed.Round(10*time.Millisecond))
+	if secs > 0 {
+		fmt.Fprintf(w, ", %s per node, %s aggregate", humanRate(float64(rep.Bytes)/secs), humanRate(float64(rep.Bytes)*float64(ok)/secs))
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  #\tnode\tstate\tbytes\trate\tresult")
+	for _, n := range rep.Nodes {
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\n", n.Index+1, n.Addr, n.State, humanBytes(n.Bytes), humanRate(n.Rate), nodeResult(n, len(rep.Items)))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "items:")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for i, it := range rep.Items {
+		line := fmt.Sprintf("  %s\t> %s\t%s\tblake3 %s", it.Name, it.Dest, humanBytes(it.Bytes), it.Digest)
+		if i < len(stats) && stats[i].DeviceBytes > 0 {
+			s := stats[i]
+			line += fmt.Sprintf("\t(on device %s, used %s, on the wire %s)", humanBytes(s.DeviceBytes), humanBytes(s.UsedBytes), humanBytes(s.WireBytes))
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d ok, %d failed\n", ok, failed)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+func humanRate(bps float64) string {
+	if bps <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f MB/s", bps/1e6)
+}
+
+func humanDuration(d time.Duration) string {
+	d = d.Round(time.Second)
+	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
+	if h > 0 {
+		return fmt.Sprintf("%d:%02d:%02d", h, m, s)
+	}
+	return fmt.Sprintf("%d:%02d", m, s)
+}
+
+// pad cuts or pads s to n columns.
+func pad(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s + strings.Repeat(" ", n-len(s))
+}

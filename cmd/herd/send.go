@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/herd-cluster/herd/ring"
+	"github.com/herd-cluster/herd/ring/dollycfg"
+)
+
+type sendOptions struct {
+	config         string
+	keyFile        string
+	verbose        bool
+	json           bool
+	to             string
+	in             string
+	out            string
+	cook           bool
+	connectTimeout time.Duration
+	deadTimeout    time.Duration
+	source         sourceOptions
+}
+
+func newSendCmd() *cobra.Command {
+	var o sendOptions
+	cmd := &cobra.Command{
+		Use:   "send -f CONFIG | send --to HOST[:PORT],... --in SRC --out DST",
+		Short: "Send items from this (golden) node down the chain to every client",
+		Long: `Send streams one or more items (disk, partition, image or archive) from this
+node to every client listed, through a pipelined TCP chain: this node sends to
+the first client, which writes and forwards to the next, and so on. Every node
+checks a BLAKE3 digest of what it wrote against this node's.
+
+CONFIG is a Dolly config (infile/outfile) or a Dolly+ config (iofiles N with
+"SRC > DST" copied raw and "SRC >> DST" cooked: decompressed or unpacked), then
+server, firstclient, lastclient, clients N, one client per line (host or
+host:port, default port 9998) and endconfig. Without -f, --to, --in and --out
+describe one item.
+
+Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
+(the last line is {"event":"summary",...}).` + exitHelp,
+		Example: `  herd send -f dolly.cfg
+  herd send --to node1,node2,node3:9000 --in /dev/sda --out /dev/sda
+  herd send --to node1,node2 --in boot.tar.gz --out /boot --cook --key-file /etc/herd/key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runSend(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.config, "config", "f", "", "Dolly or Dolly+ config file")
+	f.StringVar(&o.keyFile, "key-file", "", "file holding the session key (every node must use the same); nodes without it write nothing")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "print progress every second, one line per node")
+	f.BoolVar(&o.json, "json", false, "print progress and the summary as JSON lines on stdout")
+	f.StringVar(&o.to, "to", "", "comma-separated clients in chain order (host or host:port)")
+	f.StringVar(&o.in, "in", "", "item to send: file, block device, partition or image")
+	f.StringVar(&o.out, "out", "", "where every client writes the item")
+	f.BoolVar(&o.cook, "cook", false, "clients decompress or unpack the item (like '>>' in a Dolly+ config)")
+	f.DurationVar(&o.connectTimeout, "connect-timeout", ring.DefaultConnectTimeout, "how long to keep trying to reach the first client (clients may start later)")
+	f.DurationVar(&o.deadTimeout, "dead-timeout", ring.DefaultDeadTimeout, "how long a silent node may stay silent before it is declared dead")
+	addSourceFlags(f, &o.source)
+	return cmd
+}
+
+// session is what a config or the flags describe, checked but not opened.
+type session struct {
+	items   []dollycfg.Item
+	clients []string
+}
+
+// buildSession turns -f CONFIG or --to/--in/--out into a session. Errors
+// are usage errors: nothing has been opened or sent yet.
+func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
+	if o.config != "" {
+		if o.to != "" || o.in != "" || o.out != "" {
+			return nil, usagef("use either -f CONFIG or --to/--in/--out, not both")
+		}
+		data, err := os.ReadFile(o.config)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("read config: %w", err)}
+		}
+		cfg, err := dollycfg.Parse(o.config, data)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(stderr, "herd: %s: %s\n", o.config, w)
+		}
+		s := &session{items: cfg.Items}
+		for _, c := range cfg.Clients {
+			s.clients = append(s.clients, c.Addr())
+		}
+		return s, nil
+	}
+	switch {
+	case o.to == "" && o.in == "" && o.out == "":
+		return nil, usagef("nothing to send: give -f CONFIG, or --to, --in and --out")
+	case o.to == "":
+		return nil, usagef("--to is required: the clients in chain order")
+	case o.in == "":
+		return nil, usagef("--in is required: what to send")
+	case o.out == "":
+		return nil, usagef("--out is required: where the clients write it")
+	}
+	s := &session{items: []dollycfg.Item{{Src: o.in, Dst: o.out, Cook: o.cook}}}
+	seen := map[string]bool{}
+	for _, h := range strings.Split(o.to, ",") {
+		c, err := dollycfg.ParseClient(strings.TrimSpace(h))
+		if err != nil {
+			return nil, usagef("--to: %v", err)
+		}
+		if seen[c.Addr()] {
+			return nil, usagef("--to: client %s is listed twice", c.Addr())
+		}
+		seen[c.Addr()] = true
+		s.clients = append(s.clients, c.Addr())
+	}
+	return s, nil
+}
+
+// readKey reads a session key file. Keys shorter than 16 bytes are
+// refused: a guessable key protects nothing.
+func readKey(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("read key: %w", err)}
+	}
+	key = []byte(strings.TrimRight(string(key), "\r\n"))
+	if len(key) < 16 {
+		return nil, usagef("key file %s holds %d bytes; use at least 16 (for example: head -c 32 /dev/urandom > %s)", path, len(key), path)
+	}
+	return key, nil
+}
+
+func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error {
+	s, err := buildSession(o, stderr)
+	if err != nil {
+		return err
+	}
+	key, err := readKey(o.keyFile)
+	if err != nil {
+		return err
+	}
+	// Open every source once before connecting: an unreadable infile is
+	// reported before anyone is disturbed.
+	items := make([]ring.SendItem, 0, len(s.items))
+	stats := make([]sourceStats, len(s.items))
+	for i, it := range s.items {
+		probe, err := openSource(it.Src, it.Cook, o.source)
+		if err != nil {
+			return usageError{fmt.Errorf("item %d (%s): %w", i+1, it.Src, err)}
+		}
+		size := probe.Size()
+		probe.Close()
+		src, i := it.Src, i
+		cook := it.Cook
+		items = append(items, ring.SendItem{
+			Item: ring.Item{Name: it.Src, Dest: it.Dst, Cook: it.Cook, Size: size},
+			Open: func() (ring.Source, error) {
+				s, err := openSource(src, cook, o.source)
+				if err != nil {
+					return nil, err
+				}
+				return statsSource{s, &stats[i]}, nil
+			},
+		})
+	}
+	tty := false
+	if f, ok := stderr.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	progressOut := stderr
+	if o.json {
+		progressOut = stdout
+	}
+	progress := newProgress(progressOut, tty && !o.json, o.json, o.verbose)
+	logf := func(format string, args ...any) {
+		if o.verbose {
+			fmt.Fprintf(stderr, "herd: "+format+"\n", args...)
+		}
+	}
+	if !o.json {
+		fmt.Fprintf(stderr, "herd: sending %d item(s) to %d node(s): %s\n", len(items), len(s.clients), strings.Join(s.clients, " "))
+	}
+	rep, err := ring.Send(ctx, ring.SenderConfig{
+		Nodes:          s.clients,
+		Items:          items,
+		Key:            key,
+		ConnectTimeout: o.connectTimeout,
+		DeadTimeout:    o.deadTimeout,
+		Progress:       progress,
+		Logf:           logf,
+	})
+	if err != nil {
+		if errors.Is(err, ring.ErrConfig) {
+			return usageError{err}
+		}
+		return err
+	}
+	ok, failed := outcome(rep)
+	if o.json {
+		okAll := failed == 0 && ok > 0
+		ev := jsonEvent{Event: "summary", OK: &okAll, Seconds: rep.Elapsed.Seconds(), Bytes: rep.Bytes, Items: toJSONItems(rep.Items), Stats: stats}
+		for _, n := range rep.Nodes {
+			ev.Nodes = append(ev.Nodes, toJSONNode(n))
+		}
+		writeJSON(stdout, ev)
+	} else {
+		printSummary(stdout, rep, stats)
+	}
+	switch {
+	case failed == 0 && ok > 0:
+		return nil
+	case ok > 0:
+		return exitError{code: ExitPartial, err: fmt.Errorf("%d of %d nodes failed", failed, ok+failed)}
+	default:
+		return exitError{code: ExitFailed, err: fmt.Errorf("no node completed")}
+	}
+}
