@@ -345,7 +345,7 @@ type Proof struct {
 }
 
 // Type implements Msg.
-func (*Proof) Type() Type { return TProof }
+func (*Proof) Type() Type                   { return TProof }
 func (m *Proof) appendBody(b []byte) []byte { return append(b, m.MAC[:]...) }
 func (m *Proof) decodeBody(b []byte) error {
 	r := reader{b: b}
@@ -532,7 +532,7 @@ type Reject struct {
 }
 
 // Type implements Msg.
-func (*Reject) Type() Type { return TReject }
+func (*Reject) Type() Type                   { return TReject }
 func (m *Reject) appendBody(b []byte) []byte { return appendStr(b, m.Reason) }
 func (m *Reject) decodeBody(b []byte) error {
 	r := reader{b: b}
