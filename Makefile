@@ -37,6 +37,7 @@ e2e: deps build
 	$(GO) test -timeout 60m -v ./e2e/...
 
 bench: deps build
+	$(GO) test -run '^$$' -bench LoopbackClone8 -benchtime 1x ./cmd/herd
 	$(GO) run ./bench -results results
 
 demo: deps build
