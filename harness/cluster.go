@@ -1,0 +1,514 @@
+package harness
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Config describes a cluster to build. The zero value (plus Nodes) works.
+type Config struct {
+	// Name identifies the cluster: lowercase letters and digits, at most
+	// 20. Empty means a random name (what tests want).
+	Name string
+	// Nodes is the number of nodes besides golden (1..240).
+	Nodes int
+	// DiskSize is the size in bytes of each node's sparse disk; 0 means 64 MiB.
+	DiskSize int64
+	// Rate limits each node's link, in bits per second, in both
+	// directions (TBF). 0 leaves links unshaped.
+	Rate uint64
+	// Subnet holds the addresses; default 10.99.0.0/24. Golden is .1 and
+	// node i is .(10+i).
+	Subnet netip.Prefix
+	// WorkDir holds disk images and logs; default DefaultWorkRoot/<name>.
+	// It is removed by Close.
+	WorkDir string
+	// Persistent marks a cluster meant to outlive its creating process
+	// (herd lab). A sweep of leftovers never removes a persistent cluster.
+	Persistent bool
+}
+
+// Cluster is a running cluster. Its methods may be called concurrently.
+type Cluster struct {
+	st     *state
+	subnet netip.Prefix
+	golden *Node
+	nodes  []*Node
+
+	mu     sync.Mutex
+	closed bool
+	procs  map[*Proc]struct{}
+}
+
+var (
+	openMu   sync.Mutex
+	openSet  = map[*Cluster]struct{}{}
+	idPrefix = "t"
+)
+
+// New builds a cluster. It first removes leftovers of earlier runs whose
+// creator died (see Sweep). On error, everything built so far is removed.
+func New(ctx context.Context, cfg Config) (*Cluster, error) {
+	if os.Geteuid() != 0 {
+		return nil, ErrNotRoot
+	}
+	if cfg.Name == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		cfg.Name = idPrefix + hex.EncodeToString(b)
+	}
+	if !nameRE.MatchString(cfg.Name) {
+		return nil, fmt.Errorf("cluster name %q (want 1-20 of a-z0-9): %w", cfg.Name, ErrBadConfig)
+	}
+	if cfg.Nodes < 1 || cfg.Nodes > 240 {
+		return nil, fmt.Errorf("%d nodes (want 1..240): %w", cfg.Nodes, ErrBadConfig)
+	}
+	if cfg.DiskSize == 0 {
+		cfg.DiskSize = 64 << 20
+	}
+	if cfg.DiskSize < 0 {
+		return nil, fmt.Errorf("disk size %d: %w", cfg.DiskSize, ErrBadConfig)
+	}
+	if !cfg.Subnet.IsValid() {
+		cfg.Subnet = netip.MustParsePrefix("10.99.0.0/24")
+	}
+	cfg.Subnet = cfg.Subnet.Masked()
+	if !cfg.Subnet.Addr().Is4() || cfg.Subnet.Bits() > 24 {
+		return nil, fmt.Errorf("subnet %s (want IPv4, /24 or larger): %w", cfg.Subnet, ErrBadConfig)
+	}
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = filepath.Join(DefaultWorkRoot, cfg.Name)
+	}
+	if err := Sweep(); err != nil {
+		return nil, fmt.Errorf("remove leftovers: %w", err)
+	}
+
+	unlock, err := lockState()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(statePath(cfg.Name)); err == nil {
+		unlock()
+		return nil, fmt.Errorf("cluster %s (state %s): %w", cfg.Name, statePath(cfg.Name), ErrExists)
+	}
+	st := &state{
+		Name: cfg.Name, OwnerPID: os.Getpid(), OwnerStart: procStart(os.Getpid()),
+		Persistent: cfg.Persistent, Nodes: cfg.Nodes, DiskSize: cfg.DiskSize,
+		Rate: cfg.Rate, Subnet: cfg.Subnet.String(), WorkDir: cfg.WorkDir,
+		Loops: map[string]string{},
+	}
+	// The state file comes first: whatever follows can be found by it.
+	err = writeState(st)
+	unlock()
+	if err != nil {
+		return nil, err
+	}
+	c := newCluster(st, cfg.Subnet)
+	register(c)
+	if err := c.build(ctx); err != nil {
+		return nil, errors.Join(err, c.Close())
+	}
+	return c, nil
+}
+
+func newCluster(st *state, subnet netip.Prefix) *Cluster {
+	c := &Cluster{st: st, subnet: subnet, procs: map[*Proc]struct{}{}}
+	c.golden = &Node{c: c, index: 0, name: "golden", addr: hostAddr(subnet, 1)}
+	for i := 1; i <= st.Nodes; i++ {
+		c.nodes = append(c.nodes, &Node{c: c, index: i, name: nodeName(i), addr: hostAddr(subnet, 10+i), disk: st.Loops[nodeName(i)]})
+	}
+	return c
+}
+
+func hostAddr(p netip.Prefix, n int) netip.Addr {
+	a := p.Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v += uint32(n)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func register(c *Cluster) {
+	openMu.Lock()
+	openSet[c] = struct{}{}
+	openMu.Unlock()
+}
+
+func unregister(c *Cluster) {
+	openMu.Lock()
+	delete(openSet, c)
+	openMu.Unlock()
+}
+
+// Open attaches to a cluster built earlier (by another process), from its
+// state file. Close on the result removes the cluster.
+func Open(name string) (*Cluster, error) {
+	if os.Geteuid() != 0 {
+		return nil, ErrNotRoot
+	}
+	st, err := readState(name)
+	if err != nil {
+		return nil, err
+	}
+	subnet, err := netip.ParsePrefix(st.Subnet)
+	if err != nil {
+		return nil, fmt.Errorf("state of %s: subnet %q: %w", name, st.Subnet, ErrBadState)
+	}
+	c := newCluster(st, subnet)
+	for _, n := range c.All() {
+		if _, err := os.Stat(netnsPath(name, n.name)); err != nil {
+			return nil, fmt.Errorf("cluster %s is broken (netns of %s missing; take it down and up again): %w", name, n.name, ErrBadState)
+		}
+	}
+	return c, nil
+}
+
+func (c *Cluster) build(ctx context.Context) error {
+	if err := os.MkdirAll(filepath.Join(c.st.WorkDir, "logs"), 0o755); err != nil {
+		return fmt.Errorf("create work dir: %w", err)
+	}
+	gns, err := createNetns(netnsName(c.st.Name, "golden"))
+	if err != nil {
+		return err
+	}
+	defer gns.Close()
+	gh, err := netlink.NewHandleAt(gns)
+	if err != nil {
+		return fmt.Errorf("netlink in golden: %w", err)
+	}
+	defer gh.Close()
+	if err := linkUp(gh, "lo"); err != nil {
+		return fmt.Errorf("golden: %w", err)
+	}
+	off := false
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}, MulticastSnooping: &off}
+	if err := gh.LinkAdd(br); err != nil {
+		return fmt.Errorf("golden: add bridge br0: %w", err)
+	}
+	if err := configAddr(gh, "br0", c.golden.addr, c.subnet.Bits()); err != nil {
+		return fmt.Errorf("golden: %w", err)
+	}
+	brLink, err := gh.LinkByName("br0")
+	if err != nil {
+		return fmt.Errorf("golden: find br0: %w", err)
+	}
+
+	for _, n := range c.nodes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.buildNode(gh, brLink, n); err != nil {
+			return fmt.Errorf("%s: %w", n.name, err)
+		}
+	}
+	unlock, err := lockState()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return writeState(c.st)
+}
+
+func (c *Cluster) buildNode(gh *netlink.Handle, br netlink.Link, n *Node) error {
+	img := filepath.Join(c.st.WorkDir, n.name+".img")
+	f, err := os.OpenFile(img, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create disk image: %w", err)
+	}
+	err = f.Truncate(c.st.DiskSize)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("size disk image %s: %w", img, err)
+	}
+	loop, dev, err := attachLoop(img)
+	if err != nil {
+		return err
+	}
+	n.disk = loop
+	c.mu.Lock()
+	c.st.Loops[n.name] = loop
+	c.mu.Unlock()
+	// Record the loop device before anything else can fail.
+	if unlock, err := lockState(); err == nil {
+		err = writeState(c.st)
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
+
+	ns, err := createNetns(netnsName(c.st.Name, n.name))
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	if err := createMountNS(mntPinPath(c.st.Name, n.name), dev); err != nil {
+		return err
+	}
+	nh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer nh.Close()
+	if err := linkUp(nh, "lo"); err != nil {
+		return err
+	}
+	port := "v" + n.name
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: port, MasterIndex: br.Attrs().Index},
+		PeerName:      "eth0",
+		PeerNamespace: netlink.NsFd(int(ns)),
+	}
+	if err := gh.LinkAdd(veth); err != nil {
+		return fmt.Errorf("add veth %s/eth0: %w", port, err)
+	}
+	if err := linkUp(gh, port); err != nil {
+		return err
+	}
+	if err := configAddr(nh, "eth0", n.addr, c.subnet.Bits()); err != nil {
+		return err
+	}
+	if c.st.Rate > 0 {
+		if err := setTBF(gh, port, c.st.Rate); err != nil {
+			return err
+		}
+		if err := setTBF(nh, "eth0", c.st.Rate); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Name returns the cluster's name.
+func (c *Cluster) Name() string { return c.st.Name }
+
+// Nodes returns the nodes node1..nodeN (golden excluded), in order.
+func (c *Cluster) Nodes() []*Node { return append([]*Node(nil), c.nodes...) }
+
+// Golden returns the golden node: the namespace holding the bridge, which
+// reaches every node and shares the host's filesystem.
+func (c *Cluster) Golden() *Node { return c.golden }
+
+// All returns golden followed by every node.
+func (c *Cluster) All() []*Node { return append([]*Node{c.golden}, c.nodes...) }
+
+// Node returns the node called name ("golden", "host" for golden, or
+// "node1".."nodeN").
+func (c *Cluster) Node(name string) (*Node, error) {
+	if name == "golden" || name == "host" || name == "node0" {
+		return c.golden, nil
+	}
+	for _, n := range c.nodes {
+		if n.name == name {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("node %q in cluster %s: %w", name, c.st.Name, ErrNotFound)
+}
+
+// Subnet returns the cluster's address range.
+func (c *Cluster) Subnet() netip.Prefix { return c.subnet }
+
+// Rate returns the link rate in bits per second set at creation (0 = unshaped).
+func (c *Cluster) Rate() uint64 { return c.st.Rate }
+
+// DiskSize returns the size of each node's disk in bytes.
+func (c *Cluster) DiskSize() int64 { return c.st.DiskSize }
+
+// WorkDir returns the folder with disk images and logs.
+func (c *Cluster) WorkDir() string { return c.st.WorkDir }
+
+// Persistent reports whether the cluster was made to outlive its creator.
+func (c *Cluster) Persistent() bool { return c.st.Persistent }
+
+// Close kills every process in the cluster and removes every namespace,
+// link, mount, loop device, throttle rule, file and the state file. It is
+// idempotent; concurrent callers wait for the first.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	unregister(c)
+	for p := range c.procs {
+		p.signalGroup(9)
+	}
+	err := destroy(c.st)
+	for p := range c.procs {
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return err
+}
+
+// destroy removes everything state names, plus objects found by name.
+func destroy(st *state) error {
+	var errs []error
+	names := []string{"golden"}
+	for i := 1; i <= st.Nodes; i++ {
+		names = append(names, nodeName(i))
+	}
+	inodes := map[uint64]bool{}
+	for _, n := range names {
+		for _, p := range []string{netnsPath(st.Name, n), mntPinPath(st.Name, n)} {
+			if ino := nsInode(p); ino != 0 {
+				inodes[ino] = true
+			}
+		}
+	}
+	if err := killIn(inodes, 5*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	for _, n := range names {
+		if err := unpin(mntPinPath(st.Name, n)); err != nil {
+			errs = append(errs, err)
+		}
+		if err := unpin(netnsPath(st.Name, n)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	loops := map[string]bool{}
+	for _, l := range st.Loops {
+		loops[l] = true
+	}
+	if st.WorkDir != "" {
+		for _, l := range loopsBackedUnder(st.WorkDir) {
+			loops[l] = true
+		}
+	}
+	for l := range loops {
+		// Only a loop device still backed by our images is ours to reset.
+		if !backedUnder(l, st.WorkDir) {
+			continue
+		}
+		if dev, err := devNumber(l); err == nil {
+			_ = throttle(dev, 0, 0)
+		}
+		if err := detachLoop(l); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if st.WorkDir != "" {
+		if err := os.RemoveAll(st.WorkDir); err != nil {
+			errs = append(errs, fmt.Errorf("remove work dir: %w", err))
+		}
+	}
+	if len(errs) == 0 {
+		if err := os.Remove(statePath(st.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove state file: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("close cluster %s: %w", st.Name, errors.Join(errs...))
+	}
+	return nil
+}
+
+func backedUnder(loop, dir string) bool {
+	if dir == "" {
+		return false
+	}
+	for _, l := range loopsBackedUnder(dir) {
+		if l == loop {
+			return true
+		}
+	}
+	return false
+}
+
+// Sweep removes leftovers of clusters whose creating process is gone
+// (crashed, killed) unless they are persistent, and any namespace pin with
+// the harness prefix that no state file claims. New calls it.
+func Sweep() error {
+	if os.Geteuid() != 0 {
+		return ErrNotRoot
+	}
+	unlock, err := lockState()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	files, _ := filepath.Glob(filepath.Join(StateDir, "*.json"))
+	known := map[string]bool{}
+	var errs []error
+	for _, f := range files {
+		name := filepath.Base(f[:len(f)-len(".json")])
+		st, err := readState(name)
+		if err != nil {
+			// An unreadable state file: drop it, its objects are
+			// handled as unclaimed below.
+			os.Remove(f)
+			continue
+		}
+		if st.Persistent || ownerAlive(st) {
+			known[name] = true
+			continue
+		}
+		if err := destroy(st); err != nil {
+			errs = append(errs, err)
+			known[name] = true
+		}
+	}
+	// Unclaimed pins: created by a run that died before its state file
+	// existed can not happen (state comes first), but a state file may
+	// have been removed by hand.
+	for _, dir := range []string{netnsDir, mntPinDir} {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			cl, ok := clusterOfPin(e.Name())
+			if !ok || known[cl] {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			if ino := nsInode(p); ino != 0 {
+				_ = killIn(map[uint64]bool{ino: true}, 5*time.Second)
+			}
+			if err := unpin(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// clusterOfPin extracts the cluster name from "herdlab-<cluster>-<node>".
+func clusterOfPin(pin string) (string, bool) {
+	if len(pin) <= len(Prefix) || pin[:len(Prefix)] != Prefix {
+		return "", false
+	}
+	rest := pin[len(Prefix):]
+	for i := len(rest) - 1; i > 0; i-- {
+		if rest[i] == '-' {
+			return rest[:i], true
+		}
+	}
+	return "", false
+}
+
+// handleAt opens a netlink handle inside a node's network namespace.
+func (n *Node) handleAt() (*netlink.Handle, netns.NsHandle, error) {
+	ns, err := netns.GetFromPath(n.NetNS())
+	if err != nil {
+		return nil, 0, fmt.Errorf("open netns of %s: %w", n.name, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return nil, 0, fmt.Errorf("netlink in %s: %w", n.name, err)
+	}
+	return h, ns, nil
+}

@@ -1,0 +1,306 @@
+package harness
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// createNetns makes a network namespace pinned at /run/netns/<name> (the
+// place `ip netns` uses) without moving any other thread of this process.
+func createNetns(name string) (netns.NsHandle, error) {
+	type result struct {
+		h   netns.NsHandle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		origin, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("get current netns: %w", err)}
+			return
+		}
+		defer origin.Close()
+		h, err := netns.NewNamed(name)
+		if serr := netns.Set(origin); serr != nil {
+			// The thread is stuck in another namespace: keep it locked so
+			// the runtime throws it away when this goroutine ends.
+			ch <- result{h: h, err: errors.Join(err, fmt.Errorf("restore netns: %w", serr))}
+			return
+		}
+		runtime.UnlockOSThread()
+		if err != nil {
+			err = fmt.Errorf("create netns %s: %w", name, err)
+		}
+		ch <- result{h: h, err: err}
+	}()
+	r := <-ch
+	return r.h, r.err
+}
+
+// unpin unmounts a namespace pin (lazily) and removes the file. A missing
+// pin is not an error.
+func unpin(path string) error {
+	err := unix.Unmount(path, unix.MNT_DETACH)
+	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}
+
+// ensurePrivateDir makes dir a mount point with private propagation, so
+// that namespace pins made below it never propagate into a copy (the same
+// trick `ip netns` plays on /run/netns).
+func ensurePrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if isMountPoint(dir) {
+		if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("make %s private: %w", dir, err)
+		}
+		return nil
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s on itself: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make %s private: %w", dir, err)
+	}
+	return nil
+}
+
+type mountEntry struct {
+	target, fstype string
+}
+
+// mounts parses a mountinfo file.
+func mounts(path string) ([]mountEntry, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	var out []mountEntry
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		m, ok := parseMountInfoLine(sc.Text())
+		if ok {
+			out = append(out, m)
+		}
+	}
+	return out, sc.Err()
+}
+
+// parseMountInfoLine reads the mount point and filesystem type from one
+// line of /proc/*/mountinfo.
+func parseMountInfoLine(line string) (mountEntry, bool) {
+	f := strings.Fields(line)
+	if len(f) < 7 {
+		return mountEntry{}, false
+	}
+	sep := -1
+	for i := 6; i < len(f); i++ {
+		if f[i] == "-" {
+			sep = i
+			break
+		}
+	}
+	if sep < 0 || sep+1 >= len(f) {
+		return mountEntry{}, false
+	}
+	return mountEntry{target: unescapeMount(f[4]), fstype: f[sep+1]}, true
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isMountPoint(dir string) bool {
+	ms, err := mounts("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.target == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// createMountNS makes a mount namespace for a node, pinned at pin: all
+// mounts private, every namespace pin copied from the host detached (so no
+// node keeps another node's namespaces alive), a tmpfs on NodeDir with
+// NodeDisk, a block device node for dev (if non-zero).
+func createMountNS(pin string, dev uint64) error {
+	if err := ensurePrivateDir(mntPinDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(NodeDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", NodeDir, err)
+	}
+	f, err := os.OpenFile(pin, os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return fmt.Errorf("create pin %s: %w", pin, err)
+	}
+	f.Close()
+
+	tidc := make(chan int, 1)
+	errc := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("unshare mount namespace: %w", err)
+			return
+		}
+		// From here on the thread is never unlocked: it dies with the
+		// goroutine and takes its private view of the mounts with it.
+		if err := setupNodeMounts(dev); err != nil {
+			errc <- err
+			return
+		}
+		tidc <- unix.Gettid()
+		<-done
+	}()
+	var tid int
+	select {
+	case err := <-errc:
+		os.Remove(pin)
+		return err
+	case tid = <-tidc:
+	}
+	defer close(done)
+	src := fmt.Sprintf("/proc/%d/task/%d/ns/mnt", os.Getpid(), tid)
+	if err := unix.Mount(src, pin, "", unix.MS_BIND, ""); err != nil {
+		os.Remove(pin)
+		return fmt.Errorf("pin mount namespace at %s: %w", pin, err)
+	}
+	return nil
+}
+
+// setupNodeMounts runs on a thread that just entered a new mount namespace.
+func setupNodeMounts(dev uint64) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make node mounts private: %w", err)
+	}
+	ms, err := mounts("/proc/thread-self/mountinfo")
+	if err != nil {
+		return err
+	}
+	for i := len(ms) - 1; i >= 0; i-- {
+		m := ms[i]
+		if m.fstype == "nsfs" || m.target == mntPinDir {
+			// Best effort: a pin that vanished meanwhile is fine.
+			_ = unix.Unmount(m.target, unix.MNT_DETACH)
+		}
+	}
+	if err := unix.Mount("herd-node", NodeDir, "tmpfs", unix.MS_NOSUID, "mode=0755"); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", NodeDir, err)
+	}
+	if dev != 0 {
+		if err := unix.Mknod(NodeDisk, unix.S_IFBLK|0o660, int(dev)); err != nil {
+			return fmt.Errorf("mknod %s: %w", NodeDisk, err)
+		}
+	}
+	return nil
+}
+
+// nsInode returns the inode of the namespace pinned at path, or 0.
+func nsInode(path string) uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// procsIn lists the pids of processes whose network or mount namespace is
+// one of inodes.
+func procsIn(inodes map[uint64]bool) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		for _, kind := range []string{"net", "mnt"} {
+			l, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", kind))
+			if err != nil {
+				continue
+			}
+			// "net:[4026532281]"
+			i := strings.IndexByte(l, '[')
+			j := strings.IndexByte(l, ']')
+			if i < 0 || j < i {
+				continue
+			}
+			ino, err := strconv.ParseUint(l[i+1:j], 10, 64)
+			if err == nil && inodes[ino] {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// killIn sends SIGKILL to every process inside the namespaces and waits
+// (up to timeout) until none is left.
+func killIn(inodes map[uint64]bool, timeout time.Duration) error {
+	if len(inodes) == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		pids := procsIn(inodes)
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, p := range pids {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes %v survive SIGKILL: %w", pids, ErrBusy)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
