@@ -147,8 +147,13 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
+// isMountPoint reports whether dir is a mount point in this thread's mount
+// namespace. It reads thread-self, not self: the main thread may be one
+// that entered a node's namespace and was parked by the runtime.
 func isMountPoint(dir string) bool {
-	ms, err := mounts("/proc/self/mountinfo")
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ms, err := mounts("/proc/thread-self/mountinfo")
 	if err != nil {
 		return false
 	}
