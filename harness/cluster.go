@@ -512,3 +512,34 @@ func (n *Node) handleAt() (*netlink.Handle, netns.NsHandle, error) {
 	}
 	return h, ns, nil
 }
+
+// Destroy removes the cluster called name using only its state file,
+// whether or not its creator still runs and even when the cluster is half
+// broken (what `herd lab down` needs). A cluster that does not exist gives
+// ErrNotFound.
+func Destroy(name string) error {
+	if os.Geteuid() != 0 {
+		return ErrNotRoot
+	}
+	st, err := readState(name)
+	if err != nil {
+		return err
+	}
+	openMu.Lock()
+	var mine []*Cluster
+	for c := range openSet {
+		if c.st.Name == name {
+			mine = append(mine, c)
+		}
+	}
+	openMu.Unlock()
+	if len(mine) > 0 {
+		return mine[0].Close()
+	}
+	unlock, err := lockState()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return destroy(st)
+}
