@@ -46,6 +46,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newSendCmd(),
 		newRecvCmd(),
+		newLabCmd(),
 	)
 	return root
 }
