@@ -61,7 +61,8 @@ type Options struct {
 	BootDir string
 	// StatePath is the machine state file ("" keeps state in memory).
 	StatePath string
-	// HTTPPort (default 8080) and TFTPPort (default 69) to listen on.
+	// HTTPPort (default 8080) and TFTPPort (default 69; negative: no
+	// TFTP) to listen on.
 	HTTPPort, TFTPPort int
 
 	// BIOSFile (default "undionly.kpxe"), EFIFile (default "ipxe.efi"):

@@ -44,6 +44,7 @@ func newRootCmd() *cobra.Command {
 	}
 	// One constructor per subcommand file.
 	root.AddCommand(
+		newPXECmd(), newDeployCmd(),
 		newSendCmd(),
 		newRecvCmd(),
 		newLabCmd(),

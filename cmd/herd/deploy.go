@@ -1,0 +1,445 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herd-cluster/herd/pxe"
+	"github.com/herd-cluster/herd/pxe/state"
+)
+
+type deployOptions struct {
+	pxe           pxeFlags
+	nodes         int
+	image         string
+	keyFile       string
+	wait          time.Duration
+	settle        time.Duration
+	reportTimeout time.Duration
+	linger        time.Duration
+	powerCmd      string
+	herdBin       string
+	json          bool
+}
+
+func newDeployCmd() *cobra.Command {
+	var o deployOptions
+	cmd := &cobra.Command{
+		Use:   "deploy --boot-dir DIR (--nodes N | --macs A,B,...) --image FILE --disk DEV [pxe flags]",
+		Short: "Do the whole job: PXE-boot the nodes, clone the image down the chain, switch them to local boot",
+		Long: `Deploy serves PXE (as herd pxe serve), waits until the agents of --nodes N
+machines (or of every --macs machine) have registered, runs the chain with
+"herd send --to ip1:port,ip2:port,... --in IMAGE --out DISK --json", waits for
+every agent's report, switches each verified machine to local boot, reboots it
+with --power-cmd and prints the ok/ko list. A machine that failed stays in PXE
+mode with its reason in the state file.
+
+--power-cmd is run by sh -c once per verified machine after {mac}, {ip} and
+{name} are replaced (shell-quoted), e.g.
+  --power-cmd 'ipmitool -I lanplus -H {name}-bmc -U admin -P secret power reset'
+Without it the machines are switched to local boot but not rebooted.` + exitHelp,
+		Example: `  herd deploy -i eth1 -n 10.0.1 --boot-dir /srv/herd/boot --nodes 8 --image golden.img.zst --disk /dev/sda
+  herd deploy -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --macs 52:54:00:00:00:01,52:54:00:00:00:02 --image golden.img --disk /dev/vda --power-cmd 'virsh reset {name}'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runDeploy(cmd.Context(), &o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	addPXEFlags(f, &o.pxe)
+	f.IntVar(&o.nodes, "nodes", 0, "number of machines to wait for (default: the number of --macs)")
+	f.StringVar(&o.image, "image", "", "raw image (or compressed image) every node writes to --disk")
+	f.StringVar(&o.keyFile, "key-file", "", "session key file for herd send; its bytes reach the agents in hex")
+	f.DurationVar(&o.wait, "wait", 10*time.Minute, "how long to wait for the machines to register")
+	f.DurationVar(&o.settle, "settle", 0, "with --nodes, start as soon as N machines registered; with this, wait that much longer for late ones")
+	f.DurationVar(&o.reportTimeout, "report-timeout", 2*time.Minute, "how long to wait for the agents' reports after the chain ends")
+	f.DurationVar(&o.linger, "linger", time.Minute, "keep serving this long after the reboots so machines get their local-boot answer")
+	f.StringVar(&o.powerCmd, "power-cmd", "", "command that reboots one machine; {mac} {ip} {name} are replaced")
+	f.StringVar(&o.herdBin, "herd-bin", "", "herd binary that runs the chain (default: this one)")
+	f.BoolVar(&o.json, "json", false, "print the result as one JSON line")
+	return cmd
+}
+
+// sendSummary is the last JSON line of herd send --json.
+type sendSummary struct {
+	Event string `json:"event"`
+	OK    bool   `json:"ok"`
+	Nodes []struct {
+		Index int    `json:"index"`
+		Addr  string `json:"addr"`
+		State string `json:"state"`
+		Error string `json:"error"`
+	} `json:"nodes"`
+}
+
+// deployResult is one machine's line of the ok/ko list.
+type deployResult struct {
+	MAC    string `json:"mac"`
+	Name   string `json:"name,omitempty"`
+	IP     string `json:"ip,omitempty"`
+	OK     bool   `json:"ok"`
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) error {
+	logf := lineLogger(stderr)
+	svcLog := logf
+	if o.pxe.quiet {
+		svcLog = nil
+	}
+	if o.image == "" {
+		return usagef("--image is required")
+	}
+	if _, err := os.Stat(o.image); err != nil {
+		return usagef("--image: %v", err)
+	}
+	macs := splitList(o.pxe.macs)
+	if o.nodes == 0 {
+		o.nodes = len(macs)
+	}
+	if o.nodes <= 0 {
+		return usagef("give --nodes N or --macs A,B,...")
+	}
+	if len(macs) > 0 && o.nodes > len(macs) {
+		return usagef("--nodes %d but only %d --macs", o.nodes, len(macs))
+	}
+	if o.keyFile != "" {
+		key, err := readKey(o.keyFile)
+		if err != nil {
+			return err
+		}
+		o.pxe.key = hex.EncodeToString(key)
+	}
+	if o.herdBin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find herd binary: %w", err)
+		}
+		o.herdBin = exe
+	}
+	popts, err := o.pxe.options(svcLog)
+	if err != nil {
+		return err
+	}
+	srv, err := pxe.New(popts)
+	if err != nil {
+		return usageError{err}
+	}
+	st := srv.Store()
+	l, err := srv.Listen()
+	if err != nil {
+		return err
+	}
+	sctx, stopServer := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(sctx, l) }()
+	defer func() {
+		stopServer()
+		<-served
+	}()
+	start := time.Now()
+
+	// 1. Wait for the machines' agents to register.
+	logf("deploy: waiting up to %v for %d machine(s) to register on %s", o.wait, o.nodes, srv.BaseURL())
+	nodes, err := waitRegistered(ctx, st, start, macs, o.nodes, o.wait, o.settle, served)
+	if err != nil {
+		return err
+	}
+	results := map[string]*deployResult{}
+	for _, m := range macs {
+		mac, _ := state.NormalizeMAC(m)
+		results[mac] = &deployResult{MAC: mac, State: string(state.New), Reason: "did not register"}
+	}
+	if len(nodes) == 0 {
+		printDeploy(stdout, results, o.json)
+		return exitError{ExitFailed, fmt.Errorf("no machine registered within %v", o.wait)}
+	}
+	addrs := make([]string, len(nodes))
+	byAddr := map[string]string{}
+	for i, m := range nodes {
+		addrs[i] = net.JoinHostPort(m.IP, strconv.Itoa(m.Port))
+		byAddr[addrs[i]] = m.MAC
+		results[m.MAC] = &deployResult{MAC: m.MAC, Name: m.Name, IP: m.IP, State: string(state.Cloning)}
+	}
+	logf("deploy: %d machine(s) registered: %s", len(nodes), strings.Join(addrs, ","))
+
+	// 2. Run the chain.
+	sum, sendErr := runChain(ctx, o, addrs, stderr)
+	if sendErr != nil {
+		logf("deploy: herd send: %v", sendErr)
+	}
+	sendState := map[string]string{}
+	sendReason := map[string]string{}
+	if sum != nil {
+		for _, n := range sum.Nodes {
+			mac := byAddr[n.Addr]
+			if mac == "" {
+				continue
+			}
+			sendState[mac] = n.State
+			sendReason[mac] = n.Error
+		}
+	}
+
+	// 3. Wait for the agents' reports, then decide each machine.
+	waitReports(ctx, st, nodes, o.reportTimeout)
+	var rebooted int
+	for _, n := range nodes {
+		r := results[n.MAC]
+		m, _ := st.Get(n.MAC)
+		switch {
+		case sum == nil:
+			r.Reason = fmt.Sprintf("chain did not run: %v", sendErr)
+		case sendState[n.MAC] != "done":
+			r.Reason = "chain: " + firstNonEmpty(sendReason[n.MAC], "node state "+firstNonEmpty(sendState[n.MAC], "missing from summary"))
+		case m.State == state.Cloning:
+			r.Reason = fmt.Sprintf("agent did not report within %v", o.reportTimeout)
+		case m.State == state.Failed:
+			r.Reason = "agent: " + m.Reason
+		case m.State == state.Done || m.State == state.Local:
+			r.OK = true
+		default:
+			r.Reason = "unexpected state " + string(m.State)
+		}
+		if !r.OK {
+			if m.State != state.Failed {
+				if fm, err := st.Fail(n.MAC, r.Reason); err == nil {
+					m = fm
+				}
+			}
+			r.State = string(state.Failed)
+			continue
+		}
+		if _, err := st.MarkLocal(n.MAC); err != nil {
+			r.OK, r.Reason, r.State = false, fmt.Sprintf("switch to local boot: %v", err), string(m.State)
+			continue
+		}
+		r.State = string(state.Local)
+		if o.powerCmd != "" {
+			if err := powerCycle(ctx, o.powerCmd, n, stderr); err != nil {
+				r.Reason = "local boot set, reboot failed: " + err.Error()
+				logf("deploy: %s: %s", n.MAC, r.Reason)
+				continue
+			}
+			rebooted++
+		}
+	}
+	if rebooted > 0 && o.linger > 0 {
+		logf("deploy: serving %v more so the rebooted machines boot locally", o.linger)
+		select {
+		case <-time.After(o.linger):
+		case <-ctx.Done():
+		}
+	}
+	printDeploy(stdout, results, o.json)
+	ok, ko := 0, 0
+	for _, r := range results {
+		if r.OK {
+			ok++
+		} else {
+			ko++
+		}
+	}
+	switch {
+	case ko == 0:
+		return nil
+	case ok == 0:
+		return exitError{ExitFailed, fmt.Errorf("no machine was deployed (%d failed)", ko)}
+	default:
+		return exitError{ExitPartial, fmt.Errorf("%d machine(s) deployed, %d failed", ok, ko)}
+	}
+}
+
+func firstNonEmpty(a ...string) string {
+	for _, s := range a {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// waitRegistered waits until want machines (all of macs when given)
+// registered after start, or until timeout; it returns those that did,
+// in registration order.
+func waitRegistered(ctx context.Context, st *state.Store, start time.Time, macs []string, want int, timeout, settle time.Duration, served <-chan error) ([]state.Machine, error) {
+	allowed := map[string]bool{}
+	for _, m := range macs {
+		if mac, err := state.NormalizeMAC(m); err == nil {
+			allowed[mac] = true
+		}
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	var settleC <-chan time.Time
+	collect := func() []state.Machine {
+		var out []state.Machine
+		for _, m := range st.List() {
+			if m.State == state.Cloning && !m.Updated.Before(start.UTC().Truncate(time.Second)) && (len(allowed) == 0 || allowed[m.MAC]) {
+				out = append(out, m)
+			}
+		}
+		sort.SliceStable(out, func(i, j int) bool { return out[i].Updated.Before(out[j].Updated) })
+		return out
+	}
+	for {
+		changed := st.Changed()
+		got := collect()
+		if len(got) >= want {
+			if len(allowed) > 0 || settle <= 0 {
+				return got, nil
+			}
+			if settleC == nil {
+				settleC = time.After(settle)
+			}
+		}
+		select {
+		case <-changed:
+		case <-settleC:
+			return collect(), nil
+		case <-deadline.C:
+			return collect(), nil
+		case err := <-served:
+			if err == nil {
+				err = errors.New("PXE services stopped")
+			}
+			return nil, err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// runChain runs herd send as a subprocess and returns its summary line.
+func runChain(ctx context.Context, o *deployOptions, addrs []string, stderr io.Writer) (*sendSummary, error) {
+	args := []string{"send", "--to", strings.Join(addrs, ","), "--in", o.image, "--out", o.pxe.disk, "--json"}
+	if o.keyFile != "" {
+		args = append(args, "--key-file", o.keyFile)
+	}
+	cmd := exec.CommandContext(ctx, o.herdBin, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = stderr
+	runErr := cmd.Run()
+	var sum *sendSummary
+	sc := bufio.NewScanner(&out)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var s sendSummary
+		if json.Unmarshal(sc.Bytes(), &s) == nil && s.Event == "summary" {
+			sum = &s
+		}
+	}
+	if sum == nil {
+		if runErr == nil {
+			runErr = errors.New("no summary line")
+		}
+		return nil, fmt.Errorf("%s %s: %w", o.herdBin, strings.Join(args, " "), runErr)
+	}
+	return sum, runErr
+}
+
+// waitReports waits until no machine of nodes is cloning any more, or
+// until timeout.
+func waitReports(ctx context.Context, st *state.Store, nodes []state.Machine, timeout time.Duration) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		changed := st.Changed()
+		pending := 0
+		for _, n := range nodes {
+			if m, _ := st.Get(n.MAC); m.State == state.Cloning {
+				pending++
+			}
+		}
+		if pending == 0 {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// powerCommand fills the {mac} {ip} {name} placeholders of tmpl.
+func powerCommand(tmpl string, m state.Machine) string {
+	name := m.Name
+	if name == "" {
+		name = strings.ReplaceAll(m.MAC, ":", "-")
+	}
+	return strings.NewReplacer("{mac}", shellQuote(m.MAC), "{ip}", shellQuote(m.IP), "{name}", shellQuote(name)).Replace(tmpl)
+}
+
+// powerCycle runs the power command for one machine, at most a minute.
+func powerCycle(ctx context.Context, tmpl string, m state.Machine, stderr io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c", powerCommand(tmpl, m))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(out.String())
+		if len(msg) > 200 {
+			msg = msg[:200]
+		}
+		return fmt.Errorf("power command: %v: %s", err, msg)
+	}
+	return nil
+}
+
+func printDeploy(w io.Writer, results map[string]*deployResult, asJSON bool) {
+	list := make([]*deployResult, 0, len(results))
+	for _, r := range results {
+		list = append(list, r)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].MAC < list[j].MAC })
+	if asJSON {
+		ok := true
+		for _, r := range list {
+			ok = ok && r.OK
+		}
+		b, _ := json.Marshal(struct {
+			Event    string          `json:"event"`
+			OK       bool            `json:"ok"`
+			Machines []*deployResult `json:"machines"`
+		}{"deploy", ok, list})
+		fmt.Fprintf(w, "%s\n", b)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAC\tIP\tRESULT\tSTATE\tREASON")
+	for _, r := range list {
+		res := "ok"
+		if !r.OK {
+			res = "KO"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.MAC, r.IP, res, r.State, r.Reason)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/herd-cluster/herd/pxe"
+	"github.com/herd-cluster/herd/pxe/bootcfg"
+	"github.com/herd-cluster/herd/pxe/dhcp"
+	"github.com/herd-cluster/herd/pxe/httpboot"
+	"github.com/herd-cluster/herd/pxe/state"
+)
+
+// pxeFlags are the flags of herd pxe serve, shared with herd deploy.
+type pxeFlags struct {
+	iface, serverIP, dhcpMode, rangeS, netBase, subnet, gateway, dns string
+	lease                                                            time.Duration
+	bootDir, statePath                                               string
+	httpPort, tftpPort                                               int
+	biosFile, efiFile, kernel, initrd                                string
+	session, method, disk, key, console, appendArgs                  string
+	agentPort, agentTimeout, agentRetries                            int
+	menu, knownOnly                                                  bool
+	macs                                                             string
+	quiet                                                            bool
+}
+
+func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
+	f.StringVarP(&p.iface, "iface", "i", "", "network interface of the provisioning network (DHCP binds to it)")
+	f.StringVarP(&p.serverIP, "server-ip", "p", "", "address nodes reach this server at (default: first IPv4 of --iface)")
+	f.StringVar(&p.dhcpMode, "dhcp", "server", "DHCP mode: server (only DHCP server of the network), proxy (beside an existing one: PXE clients only, no addresses) or off")
+	f.StringVar(&p.rangeS, "range", "", "addresses to hand out in server mode, FIRST-LAST")
+	f.StringVarP(&p.netBase, "net", "n", "", "network base like clone_script -n (10.0.1: range 10.0.1.100-10.0.1.199, netmask /24)")
+	f.StringVar(&p.subnet, "netmask", "", "netmask in server mode (default: the interface's)")
+	f.StringVarP(&p.gateway, "gateway", "w", "", "default gateway handed out in server mode")
+	f.StringVarP(&p.dns, "dns", "s", "", "comma-separated DNS servers handed out in server mode")
+	f.DurationVar(&p.lease, "lease", time.Hour, "DHCP lease time")
+	f.StringVar(&p.bootDir, "boot-dir", "", "boot folder: first stages, kernel, initramfs (nothing outside it is served)")
+	f.StringVar(&p.statePath, "state", "", "machine state file (default BOOT-DIR/../herd-machines.json)")
+	f.IntVar(&p.httpPort, "http-port", 8080, "HTTP port (kernels, initramfs, iPXE scripts, agent API)")
+	f.IntVar(&p.tftpPort, "tftp-port", 69, "TFTP port (first stage); 0 disables TFTP")
+	f.StringVar(&p.biosFile, "bios-file", "undionly.kpxe", "first stage for BIOS clients (undionly.kpxe or pxelinux.0)")
+	f.StringVar(&p.efiFile, "efi-file", "ipxe.efi", "first stage for x86-64 UEFI clients")
+	f.StringVar(&p.kernel, "kernel", "vmlinuz", "agent kernel, relative to the boot folder")
+	f.StringVar(&p.initrd, "initrd", "initrd.img", "agent initramfs, relative to the boot folder")
+	f.StringVar(&p.session, "session", "herd", "session name the agents join")
+	f.IntVar(&p.agentPort, "agent-port", 9998, "port the agents listen on for the chain")
+	f.StringVar(&p.method, "method", "raw", "duplication method the agents run")
+	f.StringVar(&p.disk, "disk", "/dev/vda", "target disk on the nodes")
+	f.StringVar(&p.key, "key", "", "session key in hex, handed to the agents (optional)")
+	f.IntVar(&p.agentTimeout, "agent-timeout", 300, "seconds an agent waits for the server")
+	f.IntVar(&p.agentRetries, "agent-retries", 3, "attempts before an agent reboots")
+	f.StringVar(&p.console, "console", "ttyS0", "kernel console of the nodes (- for none)")
+	f.StringVar(&p.appendArgs, "append", "", "extra kernel parameters")
+	f.BoolVar(&p.menu, "menu", false, "pxelinux shows the seed's menu (local, herd, kamethod, dolly) instead of booting the agent at once")
+	f.StringVar(&p.macs, "macs", "", "comma-separated MACs of the machines to provision")
+	f.BoolVar(&p.knownOnly, "known-only", false, "answer only the --macs machines and those already in the state file")
+	f.BoolVarP(&p.quiet, "quiet", "q", false, "do not log every DHCP, TFTP and HTTP event")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseIPv4(flag, s string) (net.IP, error) {
+	ip := net.ParseIP(strings.TrimSpace(s)).To4()
+	if ip == nil {
+		return nil, usagef("--%s: %q is not an IPv4 address", flag, s)
+	}
+	return ip, nil
+}
+
+// options turns the flags into pxe.Options; every error is a usage error.
+func (p *pxeFlags) options(logf func(string, ...any)) (pxe.Options, error) {
+	var o pxe.Options
+	mode, err := dhcp.ParseMode(p.dhcpMode)
+	if err != nil {
+		return o, usagef("--dhcp: %v", err)
+	}
+	if p.bootDir == "" {
+		return o, usagef("--boot-dir is required")
+	}
+	if fi, err := os.Stat(p.bootDir); err != nil || !fi.IsDir() {
+		return o, usagef("--boot-dir %s: not a folder", p.bootDir)
+	}
+	o = pxe.Options{
+		Interface: p.iface, DHCP: mode, LeaseTime: p.lease,
+		BootDir: p.bootDir, StatePath: p.statePath, HTTPPort: p.httpPort, TFTPPort: p.tftpPort,
+		BIOSFile: p.biosFile, EFIFile: p.efiFile, Kernel: p.kernel, Initrd: p.initrd, Menu: p.menu,
+		KnownOnly: p.knownOnly, MACs: splitList(p.macs), Logf: logf,
+		Agent: bootcfg.Agent{Session: p.session, Port: p.agentPort, Method: p.method, Disk: p.disk, Key: p.key,
+			Timeout: p.agentTimeout, Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs},
+	}
+	if o.StatePath == "" {
+		o.StatePath = strings.TrimRight(p.bootDir, "/") + "/../herd-machines.json"
+	}
+	if p.tftpPort == 0 {
+		o.TFTPPort = -1
+	}
+	if p.serverIP != "" {
+		if o.ServerIP, err = parseIPv4("server-ip", p.serverIP); err != nil {
+			return o, err
+		}
+	}
+	if p.netBase != "" {
+		parts := strings.Split(p.netBase, ".")
+		if len(parts) != 3 || net.ParseIP(p.netBase+".0").To4() == nil {
+			return o, usagef("--net %q: want the first three bytes, like 10.0.1", p.netBase)
+		}
+		o.RangeStart, o.RangeEnd = net.ParseIP(p.netBase+".100").To4(), net.ParseIP(p.netBase+".199").To4()
+		o.Netmask = net.CIDRMask(24, 32)
+	}
+	if p.rangeS != "" {
+		a, b, ok := strings.Cut(p.rangeS, "-")
+		if !ok {
+			return o, usagef("--range %q: want FIRST-LAST", p.rangeS)
+		}
+		if o.RangeStart, err = parseIPv4("range", a); err != nil {
+			return o, err
+		}
+		if o.RangeEnd, err = parseIPv4("range", b); err != nil {
+			return o, err
+		}
+	}
+	if p.subnet != "" {
+		m, err := parseIPv4("netmask", p.subnet)
+		if err != nil {
+			return o, err
+		}
+		o.Netmask = net.IPMask(m)
+	}
+	if p.gateway != "" {
+		if o.Router, err = parseIPv4("gateway", p.gateway); err != nil {
+			return o, err
+		}
+	}
+	for _, d := range splitList(p.dns) {
+		ip, err := parseIPv4("dns", d)
+		if err != nil {
+			return o, err
+		}
+		o.DNS = append(o.DNS, ip)
+	}
+	if mode == dhcp.ModeServer && o.RangeStart == nil {
+		return o, usagef("--dhcp server needs --range FIRST-LAST or --net A.B.C (or use --dhcp proxy beside an existing DHCP server)")
+	}
+	return o, nil
+}
+
+// lineLogger serializes log lines from the services onto w.
+func lineLogger(w io.Writer) func(string, ...any) {
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+}
+
+func newPXECmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pxe",
+		Short: "PXE services: DHCP (server or proxy), TFTP, HTTP boot and per-machine boot state",
+	}
+	cmd.AddCommand(newPXEServeCmd(), newPXEListCmd(), newPXEMenuCmd())
+	return cmd
+}
+
+func newPXEServeCmd() *cobra.Command {
+	var p pxeFlags
+	cmd := &cobra.Command{
+		Use:   "serve --boot-dir DIR [--iface IF] [--dhcp server|proxy|off] ...",
+		Short: "Serve DHCP, TFTP and HTTP boot until interrupted",
+		Long: `Serve boots every machine of the provisioning network into the herd agent and,
+once its clone is verified and it was switched to local boot, into its own disk.
+
+DHCP hands out addresses (--dhcp server, like clone_script -p -w -n -s) or only
+boot files beside an existing DHCP server (--dhcp proxy: PXE clients only, ports
+67 and 4011). BIOS clients get --bios-file, UEFI clients --efi-file, iPXE
+clients an HTTP script. TFTP serves the first stage; HTTP the kernel, the
+initramfs, iPXE scripts and the agent API (/api/v1/register, /api/v1/report,
+/api/v1/machines). pxelinux.cfg/01-<mac> files and iPXE scripts are generated
+from each machine's state (new, cloning, done, local, failed), kept in --state.`,
+		Example: `  herd pxe serve -i eth1 -p 10.0.1.21 -n 10.0.1 -w 10.0.1.253 -s 10.0.1.253 --boot-dir /srv/herd/boot
+  herd pxe serve -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --known-only --macs 52:54:00:12:34:56`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runPXEServe(cmd.Context(), &p, cmd.ErrOrStderr())
+		},
+	}
+	addPXEFlags(cmd.Flags(), &p)
+	return cmd
+}
+
+func runPXEServe(ctx context.Context, p *pxeFlags, logw io.Writer) error {
+	logf := lineLogger(logw)
+	if p.quiet {
+		logf = nil
+	}
+	o, err := p.options(logf)
+	if err != nil {
+		return err
+	}
+	srv, err := pxe.New(o)
+	if err != nil {
+		return usageError{err}
+	}
+	return srv.Run(ctx)
+}
+
+func newPXEListCmd() *cobra.Command {
+	var statePath, server string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list (--state FILE | --server http://IP:PORT)",
+		Short: "List machines with their boot state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ms []state.Machine
+			switch {
+			case server != "":
+				var err error
+				if ms, err = fetchMachines(cmd.Context(), server); err != nil {
+					return err
+				}
+			case statePath != "":
+				b, err := os.ReadFile(statePath)
+				if err != nil {
+					return fmt.Errorf("read state %s: %w", statePath, err)
+				}
+				if ms, err = state.Load(b); err != nil {
+					return fmt.Errorf("state %s: %w", statePath, err)
+				}
+			default:
+				return usagef("give --state FILE or --server URL")
+			}
+			return printMachines(cmd.OutOrStdout(), ms, asJSON)
+		},
+	}
+	cmd.Flags().StringVar(&statePath, "state", "", "machine state file")
+	cmd.Flags().StringVar(&server, "server", "", "running herd pxe server, http://IP:PORT")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printMachines(w io.Writer, ms []state.Machine, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(ms)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAC\tNAME\tSTATE\tIP\tUPDATED\tREASON")
+	for _, m := range ms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.MAC, m.Name, m.State, m.IP, m.Updated.Format(time.RFC3339), m.Reason)
+	}
+	return tw.Flush()
+}
+
+func newPXEMenuCmd() *cobra.Command {
+	var a bootcfg.Agent
+	var m bootcfg.Menu
+	cmd := &cobra.Command{
+		Use:   "menu --server IP:PORT",
+		Short: "Print the seed's pxelinux menu (labels local, herd, kamethod, dolly, nfs, http)",
+		Long: `Menu prints a pxelinux.cfg/default with one label per method, for users who
+want to choose at the boot prompt. herd pxe serve does not need it: it answers
+each machine with its own generated configuration.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.Validate(); err != nil {
+				return usageError{err}
+			}
+			m.Args = a.KernelArgs()
+			m.Seed = true
+			_, err := io.WriteString(cmd.OutOrStdout(), bootcfg.PXELinuxMenu(m))
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&a.Server, "server", "", "herd HTTP server the agents call, IP:PORT")
+	f.StringVar(&a.Session, "session", "herd", "session name")
+	f.StringVar(&a.Disk, "disk", "/dev/vda", "target disk on the nodes")
+	f.StringVar(&m.Default, "default", "local", "label booted when nobody chooses")
+	f.StringVar(&m.Kernel, "kernel", "vmlinuz", "kernel path on the TFTP server")
+	f.StringVar(&m.Initrd, "initrd", "initrd.img", "initramfs path on the TFTP server")
+	f.StringVar(&m.NFSURL, "nfs", "", "SERVER:/DIR for the nfs label")
+	f.StringVar(&m.HTTPURL, "http", "", "SERVER:/DIR for the http label")
+	return cmd
+}
+
+// fetchMachines asks a running herd pxe server for its machines.
+func fetchMachines(ctx context.Context, server string) ([]state.Machine, error) {
+	url := strings.TrimRight(server, "/") + httpboot.PathMachines
+	if !strings.Contains(server, "://") {
+		url = "http://" + url
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, usagef("--server %q: %v", server, err)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ask %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("ask %s: %s", url, resp.Status)
+	}
+	var ms []state.Machine
+	if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
+		return nil, fmt.Errorf("ask %s: %w", url, err)
+	}
+	return ms, nil
+}
