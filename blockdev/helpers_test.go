@@ -1,0 +1,107 @@
+package blockdev_test
+
+import (
+	"bytes"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// needTool skips t when a program is missing.
+func needTool(t testing.TB, name, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Skipf("%s not installed (Debian package %s)", name, pkg)
+	}
+}
+
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices, mounts, device nodes)")
+	}
+}
+
+func run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	require.NoError(t, err, "%s %s: %s", name, strings.Join(args, " "), out)
+	return string(out)
+}
+
+// patterned returns size bytes with runs of zeros and random data.
+func patterned(size int, seed int64) []byte {
+	rng := rand.New(rand.NewSource(seed))
+	b := make([]byte, size)
+	for off := 0; off < size; {
+		n := rng.Intn(300<<10) + 1
+		if off+n > size {
+			n = size - off
+		}
+		if rng.Intn(2) == 0 {
+			rng.Read(b[off : off+n])
+		}
+		off += n
+	}
+	return b
+}
+
+// writeFile writes data to a new file in a temp dir and returns its path.
+func writeFile(t testing.TB, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(p, data, 0o600))
+	return p
+}
+
+// sparseFile writes data leaving holes where data has 64 KiB-aligned zero
+// blocks, and returns its path.
+func sparseFile(t testing.TB, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "sparse.img")
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, f.Truncate(int64(len(data))))
+	const bs = 64 << 10
+	for off := 0; off < len(data); off += bs {
+		end := min(off+bs, len(data))
+		if !bytes.Equal(data[off:end], make([]byte, end-off)) {
+			_, err := f.WriteAt(data[off:end], int64(off))
+			require.NoError(t, err)
+		}
+	}
+	return p
+}
+
+// loopDevice attaches file to a new loop device and detaches it at cleanup.
+func loopDevice(t testing.TB, file string) string {
+	t.Helper()
+	needRoot(t)
+	needTool(t, "losetup", "util-linux")
+	out, err := exec.Command("losetup", "-f", "--show", file).Output()
+	dev := strings.TrimSpace(string(out))
+	if strings.HasPrefix(dev, "/dev/loop") {
+		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	}
+	require.NoError(t, err, "losetup -f --show %s", file)
+	require.True(t, strings.HasPrefix(dev, "/dev/loop") && !strings.ContainsAny(dev, " \n"), "losetup printed %q", dev)
+	return dev
+}
+
+// compressFile runs a compressor (gzip, zstd, compress) on data.
+func compressFile(t testing.TB, tool string, data []byte) string {
+	t.Helper()
+	pkg := map[string]string{"gzip": "gzip", "zstd": "zstd", "compress": "ncompress"}[tool]
+	needTool(t, tool, pkg)
+	in := writeFile(t, "img", data)
+	out, err := exec.Command(tool, "-c", in).Output()
+	require.NoError(t, err)
+	ext := map[string]string{"gzip": ".gz", "zstd": ".zst", "compress": ".Z"}[tool]
+	return writeFile(t, "img"+ext, out)
+}
