@@ -206,4 +206,3 @@ func TestSink(t *testing.T, c SinkCase) {
 		})
 	}
 }
-
