@@ -1,14 +1,353 @@
 package ring
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
+	"sync"
+	"time"
+
+	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/wire"
 )
+
+// sinkWorker performs the sink actions of a node in order.
+type sinkWorker struct {
+	q     *queue[core.Action]
+	l     *loop
+	open  func(Item) (Sink, error)
+	items []Item // set by the loop before the first ActOpen
+	sinks []Sink
+	wg    sync.WaitGroup
+}
+
+func newSinkWorker(l *loop, open func(Item) (Sink, error)) *sinkWorker {
+	w := &sinkWorker{q: newQueue[core.Action](), l: l, open: open}
+	w.wg.Add(1)
+	go w.run()
+	return w
+}
+
+func (w *sinkWorker) run() {
+	defer w.wg.Done()
+	closed := false
+	closeAll := func() {
+		if closed {
+			return
+		}
+		closed = true
+		for i, s := range w.sinks {
+			if s != nil {
+				if err := s.Close(); err != nil {
+					w.l.logf("ring: close item %d (%s): %v", i, w.items[i].Dest, err)
+				}
+			}
+		}
+	}
+	defer closeAll()
+	for {
+		a, ok := w.q.pop()
+		if !ok {
+			return
+		}
+		switch a.Kind {
+		case core.ActOpen:
+			if w.sinks == nil {
+				w.sinks = make([]Sink, len(w.items))
+			}
+			ev := core.Event{Kind: core.EvOpened, Item: a.Item}
+			if closed {
+				ev.Err = "node already failed"
+			} else if s, err := w.open(w.items[a.Item]); err != nil {
+				ev.Err = err.Error()
+			} else if s == nil {
+				ev.Err = "Open returned no sink"
+			} else {
+				w.sinks[a.Item] = s
+			}
+			w.l.emit(ev)
+		case core.ActWrite:
+			ev := core.Event{Kind: core.EvWritten, Item: a.Item, Ref: a.Ref}
+			if closed || w.sinks[a.Item] == nil {
+				ev.Err = "sink not open"
+			} else if _, err := w.sinks[a.Item].WriteAt(a.Payload, a.Off); err != nil {
+				ev.Err = err.Error()
+			}
+			w.l.emit(ev)
+		case core.ActSync:
+			ev := core.Event{Kind: core.EvSynced, Item: a.Item}
+			if closed || w.sinks[a.Item] == nil {
+				ev.Err = "sink not open"
+			} else if err := w.sinks[a.Item].Sync(); err != nil {
+				ev.Err = err.Error()
+			}
+			w.l.emit(ev)
+		case core.ActCloseSinks:
+			closeAll()
+		}
+	}
+}
+
+type hop struct {
+	conn  net.Conn
+	br    *bufio.Reader
+	hello *wire.Hello
+}
 
 // Receive waits on l for one session (ignoring and logging stray or
 // unauthenticated connections), takes part in it (write + forward), and
 // returns this node's report. err != nil when the session failed for this
-// node (digest mismatch, sink error...). Receive does not close l.
+// node (digest mismatch, sink error...). Receive does not close l, but it
+// uses its deadline (when it has one) to stop accepting when it returns.
 func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStatus, error) {
-	return nil, errNotImplemented
+	if cfg.Open == nil {
+		return nil, fmt.Errorf("%w: ReceiverConfig.Open is nil", ErrConfig)
+	}
+	logf := cfg.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	helloTimeout := cfg.HelloTimeout
+	if helloTimeout <= 0 {
+		helloTimeout = handshakeTimeout
+	}
+	limit := cfg.MemoryLimit
+	if limit <= 0 {
+		limit = DefaultMemoryLimit
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Accept loop: every connection proves itself in its own goroutine;
+	// the first good one starts the session, later ones are refused.
+	hops := make(chan hop)
+	var mu sync.Mutex
+	var session *wire.SessionID
+	var acceptWG sync.WaitGroup
+	acceptWG.Add(1)
+	go func() {
+		defer acceptWG.Done()
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				if ctx.Err() == nil {
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						return
+					}
+					logf("ring: accept: %v", err)
+					if errors.Is(err, net.ErrClosed) {
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				return
+			}
+			go func() {
+				hello, br, err := downHandshake(conn, cfg.Key, helloTimeout, func(h *wire.Hello) string {
+					mu.Lock()
+					defer mu.Unlock()
+					if session != nil {
+						return "this node is busy with another session"
+					}
+					s := h.Session
+					session = &s
+					return ""
+				})
+				if err != nil {
+					logf("ring: ignoring connection from %s: %v", conn.RemoteAddr(), err)
+					conn.Close()
+					return
+				}
+				select {
+				case hops <- hop{conn, br, hello}:
+				case <-ctx.Done():
+					conn.Close()
+				}
+			}()
+		}
+	}()
+	defer func() {
+		cancel()
+		if dl, ok := l.(interface{ SetDeadline(time.Time) error }); ok {
+			_ = dl.SetDeadline(time.Now())
+			acceptWG.Wait()
+			_ = dl.SetDeadline(time.Time{})
+		}
+	}()
+
+	var h hop
+	select {
+	case h = <-hops:
+	case <-ctx.Done():
+		return &NodeStatus{Index: -1, State: StateWaiting, Err: ctx.Err().Error()}, ctx.Err()
+	}
+	logf("ring: session %x from %s, we are node %d", h.hello.Session[:4], h.conn.RemoteAddr(), h.hello.Index)
+	return runNode(ctx, h, cfg, limit, logf)
+}
+
+func runNode(ctx context.Context, h hop, cfg ReceiverConfig, limit int64, logf func(string, ...any)) (*NodeStatus, error) {
+	node := core.NewNode(core.NodeConfig{Dead: cfg.DeadTimeout})
+	lp := newLoop(logf)
+	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout)
+	lp.sink = newSinkWorker(lp, cfg.Open)
+	lp.up = newQueue[wire.Msg]()
+	lp.pool.Store(newPool(limit, wire.DataHeaderSize+64)) // replaced once the chunk size is known
+	var lastProgress time.Time
+	progress := func(force bool) {
+		if cfg.Progress != nil && (force || time.Since(lastProgress) >= progressEvery) {
+			lastProgress = time.Now()
+			cfg.Progress(node.Status())
+		}
+	}
+	lp.onTick = func() { progress(false) }
+	lp.step = func(ev core.Event) []core.Action {
+		if ev.Kind == core.EvUp {
+			if m, ok := ev.Msg.(*wire.Manifest); ok {
+				its := make([]Item, len(m.Items))
+				for i, it := range m.Items {
+					its[i] = Item{Name: it.Name, Dest: it.Dest, Cook: it.Cook, Size: it.Size}
+				}
+				lp.sink.items = its
+			}
+		}
+		return node.Step(ev)
+	}
+
+	// Upstream writer: acks.
+	var upWG sync.WaitGroup
+	upWG.Add(1)
+	go func() {
+		defer upWG.Done()
+		bw := bufio.NewWriterSize(h.conn, 64<<10)
+		for {
+			m, ok := lp.up.pop()
+			if !ok {
+				bw.Flush()
+				return
+			}
+			if _, err := bw.Write(wire.Encode(m)); err == nil {
+				// Flush only when nothing else is waiting.
+				lp.up.mu.Lock()
+				more := len(lp.up.items) > 0
+				lp.up.mu.Unlock()
+				if !more {
+					bw.Flush()
+				}
+			}
+		}
+	}()
+	// Upstream reader.
+	go readUpstream(ctx, lp, h, cfg.Key, limit)
+
+	acts := node.Step(core.Event{Kind: core.EvUp, Msg: h.hello, Now: lp.now()})
+	reason, err := lp.run(ctx, acts)
+
+	// Wind down: sinks first (close), then the downstream, then the final
+	// ack. Events from now on are dropped.
+	close(lp.done)
+	lp.sink.q.close()
+	lp.sink.wg.Wait()
+	lp.down.stop()
+	lp.up.close()
+	upWG.Wait()
+	h.conn.Close()
+	progress(true)
+	st := node.Status()
+	if err != nil {
+		if st.Err == "" {
+			st.Err = err.Error()
+		}
+		if !st.State.Terminal() {
+			st.State = StateFailed
+		}
+		return &st, err
+	}
+	if reason != "" || st.State != StateDone {
+		if reason == "" {
+			reason = st.Err
+		}
+		return &st, fmt.Errorf("%w: node %d: %s", ErrNodeFailed, st.Index, reason)
+	}
+	return &st, nil
+}
+
+// readUpstream reads frames from the upstream connection into pool buffers
+// and checks every chunk's sum.
+func readUpstream(ctx context.Context, lp *loop, h hop, key []byte, limit int64) {
+	summer := wire.NewSummer(key, h.hello.Session)
+	br := h.br
+	var pl *pool
+	fail := func(err error) {
+		lp.emit(core.Event{Kind: core.EvUpClosed, Err: err.Error()})
+	}
+	for {
+		var hb [wire.HeaderSize]byte
+		if _, err := io.ReadFull(br, hb[:]); err != nil {
+			fail(err)
+			return
+		}
+		hd, err := wire.ParseHeader(hb[:])
+		if err != nil {
+			fail(err)
+			return
+		}
+		if hd.Type != wire.TData {
+			if hd.Len > maxControl {
+				fail(fmt.Errorf("%s frame of %d bytes: %w", hd.Type, hd.Len, wire.ErrTooLarge))
+				return
+			}
+			body := make([]byte, hd.Len)
+			if _, err := io.ReadFull(br, body); err != nil {
+				fail(err)
+				return
+			}
+			m, err := wire.DecodeBody(hd.Type, body)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if man, ok := m.(*wire.Manifest); ok && pl == nil {
+				pl = newPool(limit, wire.DataHeaderSize+int(man.ChunkSize))
+				lp.pool.Store(pl)
+			}
+			if !lp.emit(core.Event{Kind: core.EvUp, Msg: m}) {
+				return
+			}
+			continue
+		}
+		if pl == nil {
+			fail(errors.New("data before the manifest"))
+			return
+		}
+		if wire.HeaderSize+int(hd.Len) > pl.size {
+			fail(fmt.Errorf("chunk frame of %d bytes exceeds the session's chunk size", hd.Len))
+			return
+		}
+		ref, buf, err := pl.get(ctx)
+		if err != nil {
+			return
+		}
+		copy(buf, hb[:])
+		frame := buf[:wire.HeaderSize+int(hd.Len)]
+		if _, err := io.ReadFull(br, frame[wire.HeaderSize:]); err != nil {
+			pl.put(ref)
+			fail(err)
+			return
+		}
+		m, err := wire.DecodeBody(wire.TData, frame[wire.HeaderSize:])
+		if err != nil {
+			pl.put(ref)
+			fail(err)
+			return
+		}
+		d := m.(*wire.Data)
+		if !lp.emit(core.Event{Kind: core.EvUp, Msg: d, Ref: ref, Bad: !summer.Check(d)}) {
+			return
+		}
+	}
 }

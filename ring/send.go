@@ -3,13 +3,157 @@ package ring
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/wire"
 )
 
-var errNotImplemented = errors.New("ring: not implemented yet")
-
 // Send runs a whole session from the source and returns the per-node report.
-// The error is non-nil only when the session could not run at all (bad config,
-// source unreadable, first node unreachable); node failures are in the Report.
+// The error is non-nil only when the session could not run at all (bad
+// config, source unreadable, no node reachable); node failures are in the
+// Report. When a node is unreachable the session goes on with the next one
+// and the report names it failed.
 func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
-	return nil, errNotImplemented
+	if len(cfg.Nodes) == 0 {
+		return nil, fmt.Errorf("%w: no nodes", ErrConfig)
+	}
+	chunk := cfg.ChunkSize
+	if chunk == 0 {
+		chunk = DefaultChunkSize
+	}
+	if chunk < 0 || chunk > wire.MaxChunk {
+		return nil, fmt.Errorf("%w: chunk size %d outside 1..%d", ErrConfig, chunk, wire.MaxChunk)
+	}
+	logf := cfg.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	limit := cfg.MemoryLimit
+	if limit <= 0 {
+		limit = DefaultMemoryLimit
+	}
+	man := &wire.Manifest{ChunkSize: uint32(chunk), Nodes: append([]string(nil), cfg.Nodes...)}
+	randomBytes(man.Session[:])
+	var total int64
+	for i, it := range cfg.Items {
+		if it.Open == nil {
+			return nil, fmt.Errorf("%w: item %d (%s) has no Open", ErrConfig, i, it.Name)
+		}
+		if it.Size < -1 {
+			return nil, fmt.Errorf("%w: item %d (%s) has size %d", ErrConfig, i, it.Name, it.Size)
+		}
+		man.Items = append(man.Items, wire.ManifestItem{Name: it.Name, Dest: it.Dest, Cook: it.Cook, Size: it.Size})
+		if it.Size < 0 || total < 0 {
+			total = -1
+		} else {
+			total += it.Size
+		}
+	}
+	// Open every source first: an unreadable source stops the session
+	// before any node is touched.
+	srcs := make([]Source, len(cfg.Items))
+	closeSrcs := func() {
+		for _, s := range srcs {
+			if s != nil {
+				s.Close()
+			}
+		}
+	}
+	for i, it := range cfg.Items {
+		s, err := it.Open()
+		if err != nil {
+			closeSrcs()
+			return nil, fmt.Errorf("open source item %d (%s): %w", i, it.Name, err)
+		}
+		srcs[i] = s
+	}
+	defer closeSrcs()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.DeadTimeout})
+	lp := newLoop(logf)
+	pl := newPool(limit, wire.DataHeaderSize+chunk)
+	lp.pool.Store(pl)
+	lp.step = sender.Step
+	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout)
+	snapshot := func() Snapshot {
+		return Snapshot{Elapsed: lp.now(), Total: total, Sent: sender.Bytes(), Nodes: sender.Nodes()}
+	}
+	var lastProgress time.Time
+	lp.onTick = func() {
+		if cfg.Progress != nil && time.Since(lastProgress) >= progressEvery {
+			lastProgress = time.Now()
+			cfg.Progress(snapshot())
+		}
+	}
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		readSources(ctx, lp, pl, srcs, man, cfg.Key, chunk)
+	}()
+
+	reason, err := lp.run(ctx, sender.Start(lp.now()))
+	close(lp.done)
+	cancel()
+	<-readDone
+	lp.down.stop()
+	rep := &Report{Nodes: sender.Nodes(), Items: sender.Items(), Bytes: sender.Bytes(), Elapsed: lp.now()}
+	if cfg.Progress != nil {
+		cfg.Progress(snapshot())
+	}
+	if err != nil {
+		return rep, fmt.Errorf("send session: %w", err)
+	}
+	if reason != "" {
+		return rep, fmt.Errorf("send session: %s", reason)
+	}
+	if !sender.Reached() {
+		return rep, fmt.Errorf("%w: %s", ErrUnreachable, rep.Nodes[0].Err)
+	}
+	return rep, nil
+}
+
+// readSources reads every item in order into pool buffers, frames each
+// chunk and hands it to the loop.
+func readSources(ctx context.Context, lp *loop, pl *pool, srcs []Source, man *wire.Manifest, key []byte, chunk int) {
+	summer := wire.NewSummer(key, man.Session)
+	var seq uint64
+	for i, src := range srcs {
+		for {
+			ref, buf, err := pl.get(ctx)
+			if err != nil {
+				return
+			}
+			off, n, err := src.ReadChunk(buf[wire.DataHeaderSize : wire.DataHeaderSize+chunk])
+			if n > 0 {
+				d := &wire.Data{Session: man.Session, Item: uint32(i), Seq: seq, Off: off, Payload: buf[wire.DataHeaderSize : wire.DataHeaderSize+n]}
+				seq++
+				d.Sum = summer.Sum(d, d.Payload)
+				wire.PutDataHeader(buf, d, n)
+				if !lp.emit(core.Event{Kind: core.EvRead, Msg: d, Ref: ref, Item: i}) {
+					return
+				}
+			} else {
+				pl.put(ref)
+			}
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				lp.emit(core.Event{Kind: core.EvReadEnd, Item: i, Err: err.Error()})
+				return
+			}
+			if n == 0 {
+				lp.emit(core.Event{Kind: core.EvReadEnd, Item: i, Err: "source returned no data and no error"})
+				return
+			}
+		}
+		if !lp.emit(core.Event{Kind: core.EvReadEnd, Item: i}) {
+			return
+		}
+	}
 }

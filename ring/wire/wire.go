@@ -605,7 +605,7 @@ func (m *Ack) appendBody(b []byte) []byte {
 func (m *Ack) decodeBody(b []byte) error {
 	r := reader{b: b}
 	n := r.u32()
-	if n > maxNodes || int(n) > len(r.b)/29 {
+	if n > maxNodes || int(n) > len(r.b)/25 {
 		return fmt.Errorf("%w: %d nodes", ErrBody, n)
 	}
 	m.Nodes = make([]AckNode, n)

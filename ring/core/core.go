@@ -1,0 +1,179 @@
+package core
+
+import (
+	"time"
+
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+// Ref names a chunk buffer owned by the driver. The core hands it back in
+// actions (write it, send it) and releases it with ActRelease once nothing
+// needs it anymore. Zero means no buffer.
+type Ref uint64
+
+// EventKind says what happened.
+type EventKind uint8
+
+// Events fed to Node.Step and Sender.Step.
+const (
+	EvUp         EventKind = iota + 1 // Msg from upstream (Hello after authentication, Manifest, Data with Ref, ItemEnd, End); Bad: Data failed its sum
+	EvUpClosed                        // the upstream connection ended; Err
+	EvOpened                          // a sink was opened (Item; Err if it failed)
+	EvWritten                         // a chunk was written (Ref, Item; Err if it failed)
+	EvSynced                          // a sink was synced (Item; Err)
+	EvDownUp                          // the downstream connection to Index is established and authenticated
+	EvDownFailed                      // the connection to Index could not be made or broke; Err
+	EvDown                            // Msg from downstream (Ack or Reject)
+	EvSent                            // the Data frame of Ref was handed to the downstream connection
+	EvTick                            // time passes (Now)
+	EvRead                            // source only: Msg is a ready Data frame in buffer Ref
+	EvReadEnd                         // source only: item Item has no more data; Err if reading failed
+)
+
+var evNames = [...]string{"", "up", "up-closed", "opened", "written", "synced", "down-up", "down-failed", "down", "sent", "tick", "read", "read-end"}
+
+func (k EventKind) String() string {
+	if int(k) < len(evNames) {
+		return evNames[k]
+	}
+	return "event?"
+}
+
+// Event is one input of a state machine. Now is the driver's clock (any
+// monotonic origin); it must not go backwards.
+type Event struct {
+	Kind  EventKind
+	Now   time.Duration
+	Msg   wire.Msg
+	Ref   Ref
+	Item  int
+	Index int
+	Bad   bool
+	Err   string
+}
+
+// ActionKind says what the driver must do.
+type ActionKind uint8
+
+// Actions returned by Step. The driver performs them in order. Sink actions
+// (open, write, sync, close) must be performed in order relative to each
+// other but may run asynchronously; their results come back as events.
+const (
+	ActOpen       ActionKind = iota + 1 // open the sink of Item (answer EvOpened)
+	ActWrite                            // write Payload at Off of Item's sink (answer EvWritten with Ref)
+	ActSync                             // sync Item's sink (answer EvSynced)
+	ActCloseSinks                       // close every sink opened
+	ActSendDown                         // send Msg downstream; a Data with Ref may be sent from the buffer verbatim (answer EvSent)
+	ActSendUp                           // send Msg upstream
+	ActDial                             // connect and authenticate to node Index at Addr for Session (answer EvDownUp or EvDownFailed)
+	ActCloseDown                        // close the downstream connection: after the frames queued before it, or at once when Err is set
+	ActRelease                          // buffer Ref is free
+	ActDone                             // the session is over for this node; Err says why it failed, if it did
+)
+
+var actNames = [...]string{"", "open", "write", "sync", "close-sinks", "send-down", "send-up", "dial", "close-down", "release", "done"}
+
+func (k ActionKind) String() string {
+	if int(k) < len(actNames) {
+		return actNames[k]
+	}
+	return "action?"
+}
+
+// Action is one output of a state machine.
+type Action struct {
+	Kind    ActionKind
+	Item    int
+	Off     int64
+	Payload []byte
+	Ref     Ref
+	Msg     wire.Msg
+	Index   int
+	Addr    string
+	Session wire.SessionID
+	Err     string
+}
+
+// Timing of acks and failure detection, in the driver's clock.
+const (
+	AckInterval       = 200 * time.Millisecond // at most this often an ack with changes
+	HeartbeatInterval = 500 * time.Millisecond // an ack at least this often
+	DefaultDead       = 2 * time.Second        // a downstream silent this long is dead
+	rateWindow        = time.Second
+)
+
+var stateCodes = map[State]uint8{
+	StateWaiting: wire.StWaiting, StateConnected: wire.StConnected, StateReceiving: wire.StReceiving,
+	StateSyncing: wire.StSyncing, StateDone: wire.StDone, StateFailed: wire.StFailed,
+}
+var codeStates = [...]State{StateWaiting, StateConnected, StateReceiving, StateSyncing, StateDone, StateFailed}
+
+// ToAck converts a status to its wire form.
+func ToAck(s *NodeStatus) wire.AckNode {
+	a := wire.AckNode{Index: uint32(s.Index), State: stateCodes[s.State], Bytes: s.Bytes, Rate: s.Rate, Err: s.Err}
+	if len(s.Items) > 0 {
+		a.Items = make([]wire.AckItem, len(s.Items))
+		for i, it := range s.Items {
+			a.Items[i] = wire.AckItem{Bytes: it.Bytes, Verified: it.Verified}
+			if it.Digest != "" {
+				a.Items[i].HasDigest = true
+				decodeHex(it.Digest, a.Items[i].Digest[:])
+			}
+		}
+	}
+	return a
+}
+
+// fromAck updates s from its wire form; names and addresses come from the
+// manifest.
+func fromAck(s *NodeStatus, a *wire.AckNode, m *wire.Manifest) {
+	s.State = codeStates[a.State]
+	s.Bytes = a.Bytes
+	s.Rate = a.Rate
+	s.Err = a.Err
+	if len(s.Items) != len(a.Items) {
+		s.Items = make([]ItemStatus, len(a.Items))
+	}
+	for i, it := range a.Items {
+		st := &s.Items[i]
+		if m != nil && i < len(m.Items) {
+			st.Name, st.Dest = m.Items[i].Name, m.Items[i].Dest
+		}
+		st.Bytes, st.Verified = it.Bytes, it.Verified
+		st.Digest = ""
+		if it.HasDigest {
+			st.Digest = hexString(it.Digest[:])
+		}
+	}
+}
+
+const hexdigits = "0123456789abcdef"
+
+func hexString(b []byte) string {
+	out := make([]byte, 2*len(b))
+	for i, c := range b {
+		out[2*i], out[2*i+1] = hexdigits[c>>4], hexdigits[c&15]
+	}
+	return string(out)
+}
+
+func decodeHex(s string, dst []byte) {
+	val := func(c byte) byte {
+		switch {
+		case c >= '0' && c <= '9':
+			return c - '0'
+		case c >= 'a' && c <= 'f':
+			return c - 'a' + 10
+		}
+		return 0
+	}
+	for i := 0; i < len(dst) && 2*i+1 < len(s); i++ {
+		dst[i] = val(s[2*i])<<4 | val(s[2*i+1])
+	}
+}
+
+// copyStatus returns a deep copy.
+func copyStatus(s NodeStatus) NodeStatus {
+	s.Items = append([]ItemStatus(nil), s.Items...)
+	return s
+}

@@ -1,0 +1,447 @@
+package core
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/zeebo/blake3"
+	"github.com/zeebo/xxh3"
+
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+// itemHash accumulates what identifies an item's stream: the BLAKE3 of the
+// payloads in order and the xxh3 of the run layout.
+type itemHash struct {
+	h      *blake3.Hasher
+	layout *xxh3.Hasher
+	bytes  int64
+	next   int64 // lowest offset the next run may start at
+}
+
+func newItemHash() itemHash { return itemHash{h: blake3.New(), layout: xxh3.New()} }
+
+func (ih *itemHash) add(off int64, p []byte) {
+	ih.h.Write(p)
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(off))
+	binary.LittleEndian.PutUint64(b[8:], uint64(len(p)))
+	ih.layout.Write(b[:])
+	ih.bytes += int64(len(p))
+	ih.next = off + int64(len(p))
+}
+
+func (ih *itemHash) digest() (d [wire.DigestSize]byte) {
+	ih.h.Sum(d[:0])
+	return d
+}
+
+// NodeConfig tunes a relay node.
+type NodeConfig struct {
+	Dead time.Duration // a downstream silent this long is dead; 0: DefaultDead
+}
+
+type nodeItem struct {
+	itemHash
+	ended, synced bool
+}
+
+type bufUse struct{ write, send bool }
+
+// Node is the state machine of a receiving node: it checks and writes what
+// comes from upstream, forwards it downstream, verifies every item's digest
+// and reports statuses upstream. Not safe for concurrent use.
+type Node struct {
+	cfg         NodeConfig
+	now         time.Duration
+	hello       *wire.Hello
+	man         *wire.Manifest
+	st          NodeStatus
+	items       []nodeItem
+	down        downlink
+	bufs        map[Ref]*bufUse
+	nextSeq     uint64
+	cur         int
+	upDone      bool
+	upGone      bool
+	lastAck     time.Duration
+	ackDirty    bool
+	rateAt      time.Duration
+	rateBytes   int64
+	sinksClosed bool
+	finished    bool
+}
+
+// NewNode returns a node waiting for its upstream's hello.
+func NewNode(cfg NodeConfig) *Node {
+	return &Node{cfg: cfg, st: NodeStatus{Index: -1, State: StateWaiting}, bufs: map[Ref]*bufUse{}}
+}
+
+// Status returns a copy of the node's own status.
+func (n *Node) Status() NodeStatus { return copyStatus(n.st) }
+
+// Session returns the session the node takes part in (zero before hello).
+func (n *Node) Session() (wire.SessionID, bool) {
+	if n.hello == nil {
+		return wire.SessionID{}, false
+	}
+	return n.hello.Session, true
+}
+
+// NextSeq is the sequence number of the next chunk the node expects.
+func (n *Node) NextSeq() uint64 { return n.nextSeq }
+
+// Finished reports whether the node emitted ActDone.
+func (n *Node) Finished() bool { return n.finished }
+
+// View returns the statuses of the nodes after this one, as last reported.
+func (n *Node) View() []NodeStatus {
+	if n.man == nil {
+		return nil
+	}
+	out := make([]NodeStatus, 0, len(n.down.view))
+	for j := n.st.Index + 1; j < len(n.down.view); j++ {
+		out = append(out, copyStatus(n.down.view[j]))
+	}
+	return out
+}
+
+// Step feeds one event and returns the actions to perform, in order.
+func (n *Node) Step(ev Event) []Action {
+	var out []Action
+	if ev.Now > n.now {
+		n.now = ev.Now
+	}
+	if n.finished {
+		// Late results after the end: only buffers matter.
+		switch ev.Kind {
+		case EvWritten, EvSent:
+			n.unuse(ev.Ref, ev.Kind == EvWritten, &out)
+		case EvUp:
+			if ev.Ref != 0 {
+				out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
+			}
+		}
+		return out
+	}
+	switch ev.Kind {
+	case EvUp:
+		n.onUp(ev, &out)
+	case EvUpClosed:
+		n.upGone = true
+		if !n.upDone {
+			n.fail(fmt.Sprintf("upstream lost at offset %d: %s", n.st.Bytes, ev.Err), &out)
+			if !n.down.cut && n.man != nil {
+				n.down.cut = true
+				n.releaseAll(n.down.dropPending(), &out)
+				out = append(out, Action{Kind: ActCloseDown, Err: "upstream lost"})
+			}
+		}
+	case EvOpened:
+		if ev.Err != "" {
+			n.fail(fmt.Sprintf("open item %d (%s): %s", ev.Item, n.dest(ev.Item), ev.Err), &out)
+		}
+	case EvWritten:
+		if ev.Err != "" && !n.sinksClosed {
+			n.fail(fmt.Sprintf("write item %d (%s): %s", ev.Item, n.dest(ev.Item), ev.Err), &out)
+		}
+		n.unuse(ev.Ref, true, &out)
+	case EvSynced:
+		n.onSynced(ev, &out)
+	case EvDownUp:
+		if n.man != nil {
+			n.down.onUp(ev.Index, n.now, &out)
+		}
+	case EvDownFailed:
+		if n.man != nil {
+			n.releaseAll(n.down.onFailed(ev.Index, ev.Err, &out), &out)
+		}
+	case EvDown:
+		switch m := ev.Msg.(type) {
+		case *wire.Ack:
+			if n.man != nil {
+				n.down.onAck(m, n.now)
+			}
+		case *wire.Reject:
+			if n.man != nil {
+				n.releaseAll(n.down.onFailed(n.down.target, "rejected: "+m.Reason, &out), &out)
+			}
+		}
+	case EvSent:
+		n.unuse(ev.Ref, false, &out)
+	case EvTick:
+		n.onTick(&out)
+	}
+	n.maybeAck(false, &out)
+	n.maybeFinish(&out)
+	return out
+}
+
+func (n *Node) dest(i int) string {
+	if n.man != nil && i >= 0 && i < len(n.man.Items) {
+		return n.man.Items[i].Dest
+	}
+	return "?"
+}
+
+func (n *Node) fail(reason string, out *[]Action) {
+	if n.st.State == StateFailed {
+		return
+	}
+	n.st.State = StateFailed
+	n.st.Err = reason
+	n.ackDirty = true
+	if !n.sinksClosed && n.man != nil {
+		n.sinksClosed = true
+		*out = append(*out, Action{Kind: ActCloseSinks})
+	}
+}
+
+func (n *Node) onUp(ev Event, out *[]Action) {
+	switch m := ev.Msg.(type) {
+	case *wire.Hello:
+		if n.hello != nil {
+			return
+		}
+		n.hello = m
+		n.st.Index = int(m.Index)
+		n.st.State = StateConnected
+		n.ackDirty = true
+	case *wire.Manifest:
+		if n.hello == nil || n.man != nil {
+			return
+		}
+		n.man = m
+		if m.Session != n.hello.Session {
+			n.fail("manifest of another session", out)
+			return
+		}
+		if n.st.Index >= len(m.Nodes) {
+			n.fail(fmt.Sprintf("index %d outside a chain of %d nodes", n.st.Index, len(m.Nodes)), out)
+			return
+		}
+		n.st.Addr = m.Nodes[n.st.Index]
+		n.st.Items = emptyItems(m)
+		n.items = make([]nodeItem, len(m.Items))
+		for i := range n.items {
+			n.items[i].itemHash = newItemHash()
+		}
+		n.down.init(n.st.Index, m, n.cfg.Dead)
+		for i := range m.Items {
+			*out = append(*out, Action{Kind: ActOpen, Item: i})
+		}
+		n.st.State = StateReceiving
+		n.ackDirty = true
+		n.down.start(out)
+		n.down.send(m, 0, out)
+	case *wire.Data:
+		n.onData(m, ev, out)
+	case *wire.ItemEnd:
+		if n.man == nil {
+			return
+		}
+		n.down.send(m, 0, out)
+		n.onItemEnd(m, out)
+	case *wire.End:
+		if n.man == nil {
+			return
+		}
+		n.down.send(m, 0, out)
+		n.upDone = true
+		if n.st.State == StateFailed {
+			return
+		}
+		if m.Chunks != n.nextSeq || n.cur != len(n.items) {
+			n.fail(fmt.Sprintf("incomplete session: %d of %d chunks, %d of %d items", n.nextSeq, m.Chunks, n.cur, len(n.items)), out)
+			return
+		}
+		n.st.State = StateSyncing
+		n.ackDirty = true
+		n.checkDone()
+	}
+}
+
+func (n *Node) onData(d *wire.Data, ev Event, out *[]Action) {
+	if n.man == nil {
+		if ev.Ref != 0 {
+			*out = append(*out, Action{Kind: ActRelease, Ref: ev.Ref})
+		}
+		return
+	}
+	seq := n.nextSeq
+	n.nextSeq++
+	u := &bufUse{}
+	if n.st.State != StateFailed {
+		if reason := n.check(d, seq, ev.Bad); reason != "" {
+			n.fail(reason, out)
+		} else {
+			it := &n.items[d.Item]
+			it.add(d.Off, d.Payload)
+			n.st.Bytes += int64(len(d.Payload))
+			n.st.Items[d.Item].Bytes = it.bytes
+			*out = append(*out, Action{Kind: ActWrite, Item: int(d.Item), Off: d.Off, Payload: d.Payload, Ref: ev.Ref})
+			u.write = true
+		}
+	}
+	u.send = n.down.send(d, ev.Ref, out)
+	if ev.Ref == 0 {
+		return
+	}
+	if !u.write && !u.send {
+		*out = append(*out, Action{Kind: ActRelease, Ref: ev.Ref})
+		return
+	}
+	n.bufs[ev.Ref] = u
+}
+
+// check returns why chunk d (the seq-th of the session) is unacceptable.
+func (n *Node) check(d *wire.Data, seq uint64, bad bool) string {
+	switch {
+	case bad:
+		return fmt.Sprintf("corrupt chunk %d (item %d at offset %d): checksum mismatch", seq, d.Item, d.Off)
+	case d.Session != n.man.Session:
+		return fmt.Sprintf("chunk %d of another session", seq)
+	case d.Seq != seq:
+		return fmt.Sprintf("chunk %d arrived where %d was due (lost chunk)", d.Seq, seq)
+	case int(d.Item) != n.cur:
+		return fmt.Sprintf("chunk %d for item %d while item %d is open", seq, d.Item, n.cur)
+	}
+	it := &n.items[d.Item]
+	if d.Off < it.next {
+		return fmt.Sprintf("chunk %d at offset %d overlaps previous data (item %d)", seq, d.Off, d.Item)
+	}
+	if sz := n.man.Items[d.Item].Size; sz >= 0 && d.Off+int64(len(d.Payload)) > sz {
+		return fmt.Sprintf("chunk %d ends at %d past the size %d of item %d", seq, d.Off+int64(len(d.Payload)), sz, d.Item)
+	}
+	return ""
+}
+
+func (n *Node) onItemEnd(m *wire.ItemEnd, out *[]Action) {
+	if n.st.State == StateFailed {
+		return
+	}
+	k := int(m.Item)
+	if k != n.cur || k >= len(n.items) {
+		n.fail(fmt.Sprintf("end of item %d while item %d is open", k, n.cur), out)
+		return
+	}
+	it := &n.items[k]
+	it.ended = true
+	n.cur++
+	dg := it.digest()
+	n.st.Items[k].Digest = hexString(dg[:])
+	n.ackDirty = true
+	switch {
+	case it.bytes != m.Bytes:
+		n.fail(fmt.Sprintf("size mismatch on item %d (%s): wrote %d bytes, source sent %d", k, n.dest(k), it.bytes, m.Bytes), out)
+	case !bytes.Equal(dg[:], m.Digest[:]) || it.layout.Sum64() != m.Layout:
+		n.fail(fmt.Sprintf("digest mismatch on item %d (%s)", k, n.dest(k)), out)
+	default:
+		*out = append(*out, Action{Kind: ActSync, Item: k})
+	}
+}
+
+func (n *Node) onSynced(ev Event, out *[]Action) {
+	if n.st.State == StateFailed || ev.Item < 0 || ev.Item >= len(n.items) {
+		return
+	}
+	if ev.Err != "" {
+		n.fail(fmt.Sprintf("sync item %d (%s): %s", ev.Item, n.dest(ev.Item), ev.Err), out)
+		return
+	}
+	n.items[ev.Item].synced = true
+	n.st.Items[ev.Item].Verified = true
+	n.ackDirty = true
+	n.checkDone()
+}
+
+func (n *Node) checkDone() {
+	if n.st.State == StateFailed || !n.upDone {
+		return
+	}
+	for i := range n.items {
+		if !n.items[i].synced {
+			return
+		}
+	}
+	n.st.State = StateDone
+	n.ackDirty = true
+}
+
+func (n *Node) unuse(ref Ref, write bool, out *[]Action) {
+	u := n.bufs[ref]
+	if u == nil {
+		return
+	}
+	if write {
+		u.write = false
+	} else {
+		u.send = false
+	}
+	if !u.write && !u.send {
+		delete(n.bufs, ref)
+		*out = append(*out, Action{Kind: ActRelease, Ref: ref})
+	}
+}
+
+// releaseAll marks refs as no longer being sent.
+func (n *Node) releaseAll(refs []Ref, out *[]Action) {
+	for _, r := range refs {
+		n.unuse(r, false, out)
+	}
+}
+
+func (n *Node) onTick(out *[]Action) {
+	if dt := n.now - n.rateAt; dt >= rateWindow {
+		n.st.Rate = float64(n.st.Bytes-n.rateBytes) / dt.Seconds()
+		n.rateAt, n.rateBytes = n.now, n.st.Bytes
+		if n.st.State.Terminal() {
+			n.st.Rate = 0
+		}
+	}
+	if n.man != nil {
+		n.releaseAll(n.down.tick(n.now, out), out)
+	}
+}
+
+// maybeAck sends an ack upstream when something changed (at most every
+// AckInterval, at once for final states) or as a heartbeat.
+func (n *Node) maybeAck(full bool, out *[]Action) {
+	if n.hello == nil || n.upGone {
+		return
+	}
+	changed := n.ackDirty || (n.man != nil && n.down.anyDirty())
+	since := n.now - n.lastAck
+	urgent := n.ackDirty && n.st.State.Terminal()
+	if !full && !urgent && !(changed && since >= AckInterval) && since < HeartbeatInterval {
+		return
+	}
+	a := &wire.Ack{Nodes: []wire.AckNode{ToAck(&n.st)}}
+	if n.man != nil {
+		a.Nodes = append(a.Nodes, n.down.takeDirty(full)...)
+	}
+	n.ackDirty = false
+	n.lastAck = n.now
+	*out = append(*out, Action{Kind: ActSendUp, Msg: a})
+}
+
+func (n *Node) maybeFinish(out *[]Action) {
+	if n.finished || !n.st.State.Terminal() {
+		return
+	}
+	if !n.sinksClosed && n.man != nil {
+		n.sinksClosed = true
+		*out = append(*out, Action{Kind: ActCloseSinks})
+	}
+	if !n.upGone && !(n.upDone && (n.man == nil || n.down.cut || n.down.settled())) {
+		return
+	}
+	n.maybeAck(true, out)
+	n.finished = true
+	if n.man != nil && !n.down.cut {
+		*out = append(*out, Action{Kind: ActCloseDown})
+	}
+	*out = append(*out, Action{Kind: ActDone, Err: n.st.Err})
+}

@@ -1,0 +1,220 @@
+package core
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+// SenderConfig describes the session a Sender runs.
+type SenderConfig struct {
+	Manifest *wire.Manifest // session id, chain, items, chunk size
+	Dead     time.Duration  // a downstream silent this long is dead; 0: DefaultDead
+}
+
+// Sender is the state machine of the source: it digests the chunks the
+// driver reads, streams them with the manifest and the item ends to the
+// first live node, and collects the statuses of every node from acks.
+// Not safe for concurrent use.
+type Sender struct {
+	man      *wire.Manifest
+	down     downlink
+	items    []itemHash
+	status   []ItemStatus
+	cur      int
+	nextSeq  uint64
+	bytes    int64
+	ended    bool
+	err      string
+	bufs     map[Ref]bool
+	now      time.Duration
+	finished bool
+}
+
+// NewSender returns a Sender for cfg; call Start first.
+func NewSender(cfg SenderConfig) *Sender {
+	s := &Sender{man: cfg.Manifest, bufs: map[Ref]bool{}}
+	s.down.init(-1, cfg.Manifest, cfg.Dead)
+	s.items = make([]itemHash, len(cfg.Manifest.Items))
+	for i := range s.items {
+		s.items[i] = newItemHash()
+	}
+	s.status = emptyItems(cfg.Manifest)
+	return s
+}
+
+// Start dials the first node and queues the manifest.
+func (s *Sender) Start(now time.Duration) []Action {
+	var out []Action
+	s.now = now
+	s.down.start(&out)
+	s.down.send(s.man, 0, &out)
+	if len(s.man.Items) == 0 {
+		s.endSession(&out)
+	}
+	s.maybeFinish(&out)
+	return out
+}
+
+// NextSeq is the sequence number the next Data frame must carry.
+func (s *Sender) NextSeq() uint64 { return s.nextSeq }
+
+// Bytes is the payload sent (read) so far.
+func (s *Sender) Bytes() int64 { return s.bytes }
+
+// Items returns the source's item statuses (digest once the item is read).
+func (s *Sender) Items() []ItemStatus { return append([]ItemStatus(nil), s.status...) }
+
+// Nodes returns the last known status of every node.
+func (s *Sender) Nodes() []NodeStatus {
+	out := make([]NodeStatus, len(s.down.view))
+	for j := range out {
+		out[j] = copyStatus(s.down.view[j])
+	}
+	return out
+}
+
+// Err is the reason the session stopped at the source, if it did.
+func (s *Sender) Err() string { return s.err }
+
+// Finished reports whether the sender emitted ActDone.
+func (s *Sender) Finished() bool { return s.finished }
+
+// Reached reports whether any node was ever connected.
+func (s *Sender) Reached() bool {
+	for _, v := range s.down.view {
+		if v.State != StateWaiting && !(v.State == StateFailed && len(v.Err) > 12 && v.Err[:12] == "unreachable:") {
+			return true
+		}
+	}
+	return false
+}
+
+// Step feeds one event and returns the actions to perform, in order.
+func (s *Sender) Step(ev Event) []Action {
+	var out []Action
+	if ev.Now > s.now {
+		s.now = ev.Now
+	}
+	if s.finished {
+		if ev.Kind == EvSent || (ev.Kind == EvRead && ev.Ref != 0) {
+			s.release(ev.Ref, &out)
+		}
+		return out
+	}
+	switch ev.Kind {
+	case EvRead:
+		d, ok := ev.Msg.(*wire.Data)
+		switch {
+		case !ok || s.ended:
+			s.abort("chunk read after the end", &out)
+		case int(d.Item) != s.cur || d.Seq != s.nextSeq:
+			s.abort(fmt.Sprintf("chunk %d of item %d out of order (want %d of item %d)", d.Seq, d.Item, s.nextSeq, s.cur), &out)
+		case d.Off < s.items[s.cur].next:
+			s.abort(fmt.Sprintf("source item %d (%s) yielded offset %d after %d: runs must increase", s.cur, s.man.Items[s.cur].Name, d.Off, s.items[s.cur].next), &out)
+		case s.man.Items[s.cur].Size >= 0 && d.Off+int64(len(d.Payload)) > s.man.Items[s.cur].Size:
+			s.abort(fmt.Sprintf("source item %d (%s) is larger than its size %d", s.cur, s.man.Items[s.cur].Name, s.man.Items[s.cur].Size), &out)
+		default:
+			s.nextSeq++
+			it := &s.items[s.cur]
+			it.add(d.Off, d.Payload)
+			s.bytes += int64(len(d.Payload))
+			s.status[s.cur].Bytes = it.bytes
+			if s.down.send(d, ev.Ref, &out) {
+				s.bufs[ev.Ref] = true
+				break
+			}
+		}
+		if !s.bufs[ev.Ref] && ev.Ref != 0 {
+			out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
+		}
+	case EvReadEnd:
+		if ev.Err != "" {
+			s.abort(fmt.Sprintf("read item %d (%s): %s", ev.Item, s.man.Items[ev.Item].Name, ev.Err), &out)
+			break
+		}
+		if ev.Item != s.cur || s.ended {
+			s.abort(fmt.Sprintf("end of item %d while item %d is open", ev.Item, s.cur), &out)
+			break
+		}
+		it := &s.items[s.cur]
+		if sz := s.man.Items[s.cur].Size; sz >= 0 && it.next > sz {
+			s.abort(fmt.Sprintf("source item %d (%s) is larger than its size %d", s.cur, s.man.Items[s.cur].Name, sz), &out)
+			break
+		}
+		dg := it.digest()
+		s.status[s.cur].Digest = hexString(dg[:])
+		s.status[s.cur].Verified = true
+		s.down.send(&wire.ItemEnd{Item: uint32(s.cur), Size: s.man.Items[s.cur].Size, Bytes: it.bytes, Digest: dg, Layout: it.layout.Sum64()}, 0, &out)
+		s.cur++
+		if s.cur == len(s.items) {
+			s.endSession(&out)
+		}
+	case EvDownUp:
+		s.down.onUp(ev.Index, s.now, &out)
+	case EvDownFailed:
+		s.releaseAll(s.down.onFailed(ev.Index, ev.Err, &out), &out)
+	case EvDown:
+		switch m := ev.Msg.(type) {
+		case *wire.Ack:
+			s.down.onAck(m, s.now)
+		case *wire.Reject:
+			s.releaseAll(s.down.onFailed(s.down.target, "rejected: "+m.Reason, &out), &out)
+		}
+	case EvSent:
+		s.release(ev.Ref, &out)
+	case EvTick:
+		s.releaseAll(s.down.tick(s.now, &out), &out)
+	}
+	s.maybeFinish(&out)
+	return out
+}
+
+func (s *Sender) endSession(out *[]Action) {
+	s.ended = true
+	s.down.send(&wire.End{Chunks: s.nextSeq, Bytes: s.bytes}, 0, out)
+}
+
+func (s *Sender) abort(reason string, out *[]Action) {
+	if s.err == "" {
+		s.err = reason
+	}
+	for j := range s.down.view {
+		s.down.setFailed(j, "session aborted at the source: "+reason)
+	}
+	if !s.down.cut {
+		s.down.cut = true
+		s.releaseAll(s.down.dropPending(), out)
+		*out = append(*out, Action{Kind: ActCloseDown, Err: reason})
+	}
+}
+
+func (s *Sender) release(ref Ref, out *[]Action) {
+	if s.bufs[ref] {
+		delete(s.bufs, ref)
+		*out = append(*out, Action{Kind: ActRelease, Ref: ref})
+	}
+}
+
+func (s *Sender) releaseAll(refs []Ref, out *[]Action) {
+	for _, r := range refs {
+		s.release(r, out)
+	}
+}
+
+func (s *Sender) maybeFinish(out *[]Action) {
+	if s.finished {
+		return
+	}
+	// Before the end of the data, every node settled means every node
+	// failed: there is nobody left to stream to.
+	if s.err == "" && !s.down.settled() {
+		return
+	}
+	s.finished = true
+	if !s.down.cut {
+		*out = append(*out, Action{Kind: ActCloseDown})
+	}
+	*out = append(*out, Action{Kind: ActDone, Err: s.err})
+}

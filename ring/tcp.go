@@ -1,0 +1,510 @@
+package ring
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+const (
+	tickEvery        = 100 * time.Millisecond
+	progressEvery    = 200 * time.Millisecond
+	dialRetry        = 200 * time.Millisecond
+	handshakeTimeout = 10 * time.Second
+	maxControl       = 16 << 20 // largest non-data frame accepted
+	drainTimeout     = 10 * time.Second
+)
+
+// errStray marks a connection that did not speak the protocol.
+var errStray = errors.New("ring: stray connection")
+
+// pool is a fixed set of chunk buffers, allocated on first use. get blocks
+// while all are in use: this is the backpressure that slows the upstream.
+type pool struct {
+	size int
+	bufs [][]byte
+	free chan int
+	used atomic.Int64
+	peak atomic.Int64
+}
+
+func newPool(limit int64, size int) *pool {
+	n := int(limit / int64(size))
+	if n < 4 {
+		n = 4
+	}
+	p := &pool{size: size, bufs: make([][]byte, n), free: make(chan int, n)}
+	for i := 0; i < n; i++ {
+		p.free <- i
+	}
+	return p
+}
+
+func (p *pool) get(ctx context.Context) (core.Ref, []byte, error) {
+	select {
+	case i := <-p.free:
+		if p.bufs[i] == nil {
+			p.bufs[i] = make([]byte, p.size)
+		}
+		u := p.used.Add(1)
+		for {
+			pk := p.peak.Load()
+			if u <= pk || p.peak.CompareAndSwap(pk, u) {
+				break
+			}
+		}
+		return core.Ref(i + 1), p.bufs[i], nil
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	}
+}
+
+func (p *pool) buf(r core.Ref) []byte { return p.bufs[int(r)-1] }
+
+func (p *pool) put(r core.Ref) {
+	if r == 0 {
+		return
+	}
+	p.used.Add(-1)
+	p.free <- int(r) - 1
+}
+
+// queue is an unbounded FIFO feeding one worker goroutine, so the event
+// loop never blocks on I/O.
+type queue[T any] struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	items  []T
+	closed bool
+}
+
+func newQueue[T any]() *queue[T] {
+	q := &queue[T]{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *queue[T]) push(v T) {
+	q.mu.Lock()
+	q.items = append(q.items, v)
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+func (q *queue[T]) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+func (q *queue[T]) pop() (T, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	var zero T
+	if len(q.items) == 0 {
+		return zero, false
+	}
+	v := q.items[0]
+	q.items[0] = zero
+	q.items = q.items[1:]
+	return v, true
+}
+
+func randomBytes(b []byte) {
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("ring: crypto/rand: %v", err))
+	}
+}
+
+// readControl reads one whole frame of at most maxControl bytes.
+func readControl(r io.Reader) (wire.Msg, error) {
+	var h [wire.HeaderSize]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nil, err
+	}
+	hd, err := wire.ParseHeader(h[:])
+	if err != nil {
+		return nil, err
+	}
+	if hd.Len > maxControl {
+		return nil, fmt.Errorf("%s frame of %d bytes: %w", hd.Type, hd.Len, wire.ErrTooLarge)
+	}
+	body := make([]byte, hd.Len)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	return wire.DecodeBody(hd.Type, body)
+}
+
+func writeMsg(w io.Writer, m wire.Msg) error {
+	_, err := w.Write(wire.Encode(m))
+	return err
+}
+
+// dialHop connects to the node at addr, retrying until timeout, and runs
+// the upstream side of the handshake. On success the node has accepted us.
+func dialHop(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string,
+	key []byte, s wire.SessionID, index int, timeout time.Duration) (net.Conn, *bufio.Reader, error) {
+	deadline := time.Now().Add(timeout)
+	var conn net.Conn
+	for {
+		dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		c, err := dial(dctx, "tcp", addr)
+		cancel()
+		if err == nil {
+			conn = c
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("connect %s: %w", addr, err)
+		}
+		select {
+		case <-time.After(dialRetry):
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+	br, err := upHandshake(conn, key, s, index)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("handshake with %s: %w", addr, err)
+	}
+	return conn, br, nil
+}
+
+func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int) (*bufio.Reader, error) {
+	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	defer conn.SetDeadline(time.Time{})
+	hello := &wire.Hello{Session: s, Index: uint32(index), Keyed: len(key) > 0}
+	randomBytes(hello.Nonce[:])
+	if err := writeMsg(conn, hello); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(conn, 64<<10)
+	m, err := readControl(br)
+	if err != nil {
+		return nil, err
+	}
+	ch, ok := m.(*wire.Challenge)
+	if !ok {
+		if rj, ok := m.(*wire.Reject); ok {
+			return nil, fmt.Errorf("rejected: %s", rj.Reason)
+		}
+		return nil, fmt.Errorf("unexpected %s frame instead of challenge", m.Type())
+	}
+	if len(key) > 0 {
+		want := wire.HandshakeMAC(key, wire.RoleDown, s, uint32(index), hello.Nonce, ch.Nonce)
+		if !wire.EqualMAC(want, ch.MAC) {
+			return nil, errors.New("authentication failed: the node does not prove the session key")
+		}
+	}
+	if err := writeMsg(conn, &wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleUp, s, uint32(index), hello.Nonce, ch.Nonce)}); err != nil {
+		return nil, err
+	}
+	m, err = readControl(br)
+	if err != nil {
+		return nil, err
+	}
+	switch m := m.(type) {
+	case *wire.Ack:
+		return br, nil
+	case *wire.Reject:
+		return nil, fmt.Errorf("rejected: %s", m.Reason)
+	default:
+		return nil, fmt.Errorf("unexpected %s frame instead of acceptance", m.Type())
+	}
+}
+
+// downHandshake runs the receiving side of a hop's handshake. accept
+// decides, once the peer is authenticated, whether this session is welcome
+// (an empty reason accepts).
+func downHandshake(conn net.Conn, key []byte, timeout time.Duration, accept func(*wire.Hello) string) (*wire.Hello, *bufio.Reader, error) {
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	defer conn.SetDeadline(time.Time{})
+	br := bufio.NewReaderSize(conn, 256<<10)
+	m, err := readControl(br)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", errStray, err)
+	}
+	hello, ok := m.(*wire.Hello)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: %s frame before hello", errStray, m.Type())
+	}
+	reject := func(reason string) error {
+		_ = writeMsg(conn, &wire.Reject{Reason: reason})
+		return errors.New(reason)
+	}
+	if len(key) > 0 && !hello.Keyed {
+		return nil, nil, reject("this node requires a session key")
+	}
+	ch := &wire.Challenge{}
+	randomBytes(ch.Nonce[:])
+	ch.MAC = wire.HandshakeMAC(key, wire.RoleDown, hello.Session, hello.Index, hello.Nonce, ch.Nonce)
+	if err := writeMsg(conn, ch); err != nil {
+		return nil, nil, err
+	}
+	m, err = readControl(br)
+	if err != nil {
+		return nil, nil, fmt.Errorf("waiting for proof: %w", err)
+	}
+	pr, ok := m.(*wire.Proof)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s frame instead of proof", m.Type())
+	}
+	if len(key) > 0 {
+		want := wire.HandshakeMAC(key, wire.RoleUp, hello.Session, hello.Index, hello.Nonce, ch.Nonce)
+		if !wire.EqualMAC(want, pr.MAC) {
+			return nil, nil, reject("authentication failed: wrong key proof")
+		}
+	}
+	if reason := accept(hello); reason != "" {
+		return nil, nil, reject(reason)
+	}
+	ack := &wire.Ack{Nodes: []wire.AckNode{{Index: hello.Index, State: wire.StConnected}}}
+	if err := writeMsg(conn, ack); err != nil {
+		return nil, nil, err
+	}
+	return hello, br, nil
+}
+
+// loop is the event loop shared by Send and Receive: it feeds a state
+// machine with events from the I/O goroutines and performs its actions.
+type loop struct {
+	step  func(core.Event) []core.Action
+	evc   chan core.Event
+	done  chan struct{}
+	start time.Time
+	pool  atomic.Pointer[pool]
+	down  *downWorker
+	sink  *sinkWorker      // receivers only
+	up    *queue[wire.Msg] // receivers only: frames to the upstream
+	logf  func(string, ...any)
+	onTick func()
+}
+
+func newLoop(logf func(string, ...any)) *loop {
+	return &loop{evc: make(chan core.Event, 256), done: make(chan struct{}), start: time.Now(), logf: logf}
+}
+
+// emit delivers an event to the loop unless it has ended.
+func (l *loop) emit(ev core.Event) bool {
+	select {
+	case l.evc <- ev:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *loop) now() time.Duration { return time.Since(l.start) }
+
+// run performs initial, then steps events until the machine is done or ctx
+// ends. It returns the reason of ActDone.
+func (l *loop) run(ctx context.Context, initial []core.Action) (string, error) {
+	t := time.NewTicker(tickEvery)
+	defer t.Stop()
+	if reason, done := l.perform(initial); done {
+		return reason, nil
+	}
+	for {
+		var ev core.Event
+		select {
+		case ev = <-l.evc:
+		case <-t.C:
+			ev = core.Event{Kind: core.EvTick}
+			if l.onTick != nil {
+				l.onTick()
+			}
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		ev.Now = l.now()
+		if reason, done := l.perform(l.step(ev)); done {
+			return reason, nil
+		}
+	}
+}
+
+func (l *loop) perform(acts []core.Action) (reason string, done bool) {
+	for _, a := range acts {
+		switch a.Kind {
+		case core.ActOpen, core.ActWrite, core.ActSync, core.ActCloseSinks:
+			l.sink.q.push(a)
+		case core.ActSendDown, core.ActDial:
+			l.down.q.push(a)
+		case core.ActCloseDown:
+			if a.Err != "" {
+				l.down.abort()
+			}
+			l.down.q.push(a)
+		case core.ActSendUp:
+			if l.up != nil {
+				l.up.push(a.Msg)
+			}
+		case core.ActRelease:
+			l.pool.Load().put(a.Ref)
+		case core.ActDone:
+			reason, done = a.Err, true
+		}
+	}
+	return reason, done
+}
+
+// downWorker owns the downstream connection: it dials, sends frames in
+// order and reads acks.
+type downWorker struct {
+	q       *queue[core.Action]
+	l       *loop
+	ctx     context.Context
+	key     []byte
+	dial    func(context.Context, string, string) (net.Conn, error)
+	timeout time.Duration
+	mu      sync.Mutex
+	conn    net.Conn
+	idx     int
+	broken  bool
+	wg      sync.WaitGroup
+}
+
+func newDownWorker(ctx context.Context, l *loop, key []byte, dial func(context.Context, string, string) (net.Conn, error), timeout time.Duration) *downWorker {
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	if timeout <= 0 {
+		timeout = DefaultConnectTimeout
+	}
+	w := &downWorker{q: newQueue[core.Action](), l: l, ctx: ctx, key: key, dial: dial, timeout: timeout}
+	w.wg.Add(1)
+	go w.run()
+	return w
+}
+
+// abort closes the connection at once (a frozen peer must not block us).
+func (w *downWorker) abort() {
+	w.mu.Lock()
+	if w.conn != nil {
+		w.conn.Close()
+	}
+	w.broken = true
+	w.mu.Unlock()
+}
+
+func (w *downWorker) run() {
+	defer w.wg.Done()
+	defer func() {
+		w.mu.Lock()
+		if w.conn != nil {
+			w.conn.Close()
+		}
+		w.mu.Unlock()
+	}()
+	for {
+		a, ok := w.q.pop()
+		if !ok {
+			return
+		}
+		switch a.Kind {
+		case core.ActDial:
+			w.mu.Lock()
+			if w.conn != nil {
+				w.conn.Close()
+				w.conn = nil
+			}
+			w.mu.Unlock()
+			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, w.timeout)
+			if err != nil {
+				w.l.logf("ring: node %d (%s): %v", a.Index, a.Addr, err)
+				w.l.emit(core.Event{Kind: core.EvDownFailed, Index: a.Index, Err: err.Error()})
+				continue
+			}
+			w.mu.Lock()
+			w.conn, w.idx, w.broken = conn, a.Index, false
+			w.mu.Unlock()
+			w.l.emit(core.Event{Kind: core.EvDownUp, Index: a.Index})
+			go w.readAcks(br, a.Index)
+		case core.ActSendDown:
+			w.send(a)
+		case core.ActCloseDown:
+			w.mu.Lock()
+			if w.conn != nil {
+				if tc, ok := w.conn.(interface{ CloseWrite() error }); ok && a.Err == "" {
+					// Let the peer read everything, then it closes.
+					_ = tc.CloseWrite()
+				} else {
+					w.conn.Close()
+					w.conn = nil
+				}
+			}
+			w.broken = true
+			w.mu.Unlock()
+		}
+	}
+}
+
+func (w *downWorker) send(a core.Action) {
+	w.mu.Lock()
+	conn, broken, idx := w.conn, w.broken, w.idx
+	w.mu.Unlock()
+	var err error
+	if conn != nil && !broken {
+		if d, ok := a.Msg.(*wire.Data); ok && a.Ref != 0 {
+			buf := w.l.pool.Load().buf(a.Ref)
+			_, err = conn.Write(buf[:wire.DataHeaderSize+len(d.Payload)])
+		} else {
+			err = writeMsg(conn, a.Msg)
+		}
+		if err != nil {
+			w.mu.Lock()
+			w.broken = true
+			w.mu.Unlock()
+			w.l.emit(core.Event{Kind: core.EvDownFailed, Index: idx, Err: err.Error()})
+		}
+	}
+	if a.Ref != 0 {
+		w.l.emit(core.Event{Kind: core.EvSent, Ref: a.Ref})
+	}
+}
+
+func (w *downWorker) readAcks(br *bufio.Reader, idx int) {
+	for {
+		m, err := readControl(br)
+		if err != nil {
+			w.l.emit(core.Event{Kind: core.EvDownFailed, Index: idx, Err: err.Error()})
+			return
+		}
+		if !w.l.emit(core.Event{Kind: core.EvDown, Msg: m, Index: idx}) {
+			return
+		}
+	}
+}
+
+// stop drains the queue (bounded by drainTimeout) and closes the connection.
+func (w *downWorker) stop() {
+	w.q.close()
+	ch := make(chan struct{})
+	go func() { w.wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+	case <-time.After(drainTimeout):
+		w.abort()
+		<-ch
+	}
+}
