@@ -287,15 +287,15 @@ func downHandshake(conn net.Conn, key []byte, timeout time.Duration, accept func
 // loop is the event loop shared by Send and Receive: it feeds a state
 // machine with events from the I/O goroutines and performs its actions.
 type loop struct {
-	step  func(core.Event) []core.Action
-	evc   chan core.Event
-	done  chan struct{}
-	start time.Time
-	pool  atomic.Pointer[pool]
-	down  *downWorker
-	sink  *sinkWorker      // receivers only
-	up    *queue[wire.Msg] // receivers only: frames to the upstream
-	logf  func(string, ...any)
+	step   func(core.Event) []core.Action
+	evc    chan core.Event
+	done   chan struct{}
+	start  time.Time
+	pool   atomic.Pointer[pool]
+	down   *downWorker
+	sink   *sinkWorker      // receivers only
+	up     *queue[wire.Msg] // receivers only: frames to the upstream
+	logf   func(string, ...any)
 	onTick func()
 }
 
