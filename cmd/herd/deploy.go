@@ -35,6 +35,7 @@ type deployOptions struct {
 	linger        time.Duration
 	powerCmd      string
 	herdBin       string
+	connTimeout   time.Duration
 	json          bool
 }
 
@@ -72,6 +73,7 @@ Without it the machines are switched to local boot but not rebooted.` + exitHelp
 	f.DurationVar(&o.linger, "linger", time.Minute, "keep serving this long after the reboots so machines get their local-boot answer")
 	f.StringVar(&o.powerCmd, "power-cmd", "", "command that reboots one machine; {mac} {ip} {name} are replaced")
 	f.StringVar(&o.herdBin, "herd-bin", "", "herd binary that runs the chain (default: this one)")
+	f.DurationVar(&o.connTimeout, "connect-timeout", 0, "passed to herd send: how long to keep trying to reach the first node (0: its default)")
 	f.BoolVar(&o.json, "json", false, "print the result as one JSON line")
 	return cmd
 }
@@ -333,10 +335,13 @@ func runChain(ctx context.Context, o *deployOptions, addrs []string, stderr io.W
 	if o.keyFile != "" {
 		args = append(args, "--key-file", o.keyFile)
 	}
+	if o.connTimeout > 0 {
+		args = append(args, "--connect-timeout", o.connTimeout.String())
+	}
 	cmd := exec.CommandContext(ctx, o.herdBin, args...)
-	var out bytes.Buffer
+	var out, errOut bytes.Buffer
 	cmd.Stdout = &out
-	cmd.Stderr = stderr
+	cmd.Stderr = io.MultiWriter(stderr, &errOut)
 	runErr := cmd.Run()
 	var sum *sendSummary
 	sc := bufio.NewScanner(&out)
@@ -351,9 +356,18 @@ func runChain(ctx context.Context, o *deployOptions, addrs []string, stderr io.W
 		if runErr == nil {
 			runErr = errors.New("no summary line")
 		}
-		return nil, fmt.Errorf("%s %s: %w", o.herdBin, strings.Join(args, " "), runErr)
+		if last := lastLine(errOut.String()); last != "" {
+			return nil, fmt.Errorf("herd send: %w: %s", runErr, last)
+		}
+		return nil, fmt.Errorf("herd send: %w", runErr)
 	}
 	return sum, runErr
+}
+
+// lastLine returns the last non-empty line of s, trimmed.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // waitReports waits until no machine of nodes is cloning any more, or
