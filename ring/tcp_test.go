@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -182,5 +184,237 @@ func TestTCPChainIdenticalMultiItem(t *testing.T) {
 		assert.True(t, c.sinks[i].get("/out/a").closed)
 		assert.Equal(t, StateDone, rep.Nodes[i].State)
 		assert.Equal(t, int64(len(a)+len(b)), rep.Nodes[i].Bytes)
+	}
+}
+
+// runsSource yields fixed runs of a buffer: a sparse item.
+type runsSource struct {
+	data []byte
+	runs [][2]int64 // offset, length
+	i    int
+	pos  int64 // bytes of runs[i] already yielded
+}
+
+func (s *runsSource) ReadChunk(p []byte) (int64, int, error) {
+	for s.i < len(s.runs) && s.pos >= s.runs[s.i][1] {
+		s.i++
+		s.pos = 0
+	}
+	if s.i >= len(s.runs) {
+		return 0, 0, io.EOF
+	}
+	r := s.runs[s.i]
+	off := r[0] + s.pos
+	n := copy(p, s.data[off:r[0]+r[1]])
+	s.pos += int64(n)
+	return off, n, nil
+}
+func (s *runsSource) Close() error { return nil }
+
+func TestTCPSparseSourceLeavesHoles(t *testing.T) {
+	c := startCluster(t, 2, nil)
+	size := 4 << 20
+	data := randomData(3, size)
+	runs := [][2]int64{{0, 100 << 10}, {1 << 20, 50 << 10}, {3<<20 + 7, 10000}}
+	rep, err := Send(context.Background(), SenderConfig{
+		Nodes: c.addrs, ChunkSize: 64 << 10, Logf: t.Logf,
+		Items: []SendItem{{Item: Item{Name: "sparse", Dest: "/out/sparse", Size: int64(size)},
+			Open: func() (Source, error) { return &runsSource{data: data, runs: runs}, nil }}},
+	})
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	var want int64
+	for _, r := range runs {
+		want += r[1]
+	}
+	assert.Equal(t, want, rep.Bytes)
+	for i := range c.addrs {
+		require.NoError(t, c.wait(i).err)
+		s := c.sinks[i].get("/out/sparse")
+		assert.Equal(t, int(want), s.writtenCount(), "node %d wrote only the runs", i)
+		got := s.bytes()
+		for _, r := range runs {
+			assert.Equal(t, data[r[0]:r[0]+r[1]], got[r[0]:r[0]+r[1]], "node %d run at %d", i, r[0])
+		}
+		assert.False(t, s.written[200<<10], "hole written on node %d", i)
+	}
+}
+
+func TestTCPKeyAllNodes(t *testing.T) {
+	key := []byte("cluster secret")
+	c := startCluster(t, 3, func(i int, rc *ReceiverConfig) { rc.Key = key })
+	a := randomData(4, 2<<20)
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, Key: key, ChunkSize: 256 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	for i := range c.addrs {
+		require.NoError(t, c.wait(i).err)
+		assert.Equal(t, a, c.sinks[i].get("/out/a").bytes())
+	}
+}
+
+func TestTCPWrongKeyNodeWritesNothing(t *testing.T) {
+	key := []byte("cluster secret")
+	c := startCluster(t, 3, func(i int, rc *ReceiverConfig) {
+		rc.Key = key
+		if i == 1 {
+			rc.Key = []byte("not the key")
+		}
+	})
+	a := randomData(5, 1<<20)
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, Key: key, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
+	require.NoError(t, err)
+	assert.False(t, rep.OK())
+	assert.Equal(t, StateDone, rep.Nodes[0].State)
+	assert.Equal(t, StateFailed, rep.Nodes[1].State)
+	assert.Contains(t, rep.Nodes[1].Err, "authentication failed")
+	assert.Equal(t, StateDone, rep.Nodes[2].State, "the node after the bad one still gets the data")
+	require.NoError(t, c.wait(0).err)
+	require.NoError(t, c.wait(2).err)
+	assert.Equal(t, a, c.sinks[2].get("/out/a").bytes())
+	// The wrong-key node opened nothing and keeps waiting for a real session.
+	assert.Nil(t, c.sinks[1].get("/out/a"))
+	select {
+	case r := <-c.results[1]:
+		t.Fatalf("wrong-key node returned: %+v %v", r.st, r.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	c.cancel()
+	r := c.wait(1)
+	assert.ErrorIs(t, r.err, context.Canceled)
+}
+
+func TestTCPNoKeySenderRefused(t *testing.T) {
+	c := startCluster(t, 1, func(i int, rc *ReceiverConfig) { rc.Key = []byte("k") })
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, Items: []SendItem{bytesItem("a", []byte("abc"))}})
+	require.ErrorIs(t, err, ErrUnreachable)
+	assert.Contains(t, rep.Nodes[0].Err, "requires a session key")
+	assert.Nil(t, c.sinks[0].get("/out/a"))
+}
+
+func TestTCPStrayConnectionsIgnored(t *testing.T) {
+	key := []byte("k")
+	c := startCluster(t, 2, func(i int, rc *ReceiverConfig) { rc.Key = key; rc.HelloTimeout = 500 * time.Millisecond })
+	// Garbage, a silent connection, and a keyless impostor, to node 0.
+	g, err := net.Dial("tcp", c.addrs[0])
+	require.NoError(t, err)
+	t.Cleanup(func() { g.Close() })
+	_, err = g.Write([]byte("GET / HTTP/1.0\r\n\r\n" + string(randomData(6, 1000))))
+	require.NoError(t, err)
+	silent, err := net.Dial("tcp", c.addrs[0])
+	require.NoError(t, err)
+	t.Cleanup(func() { silent.Close() })
+	_, _, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("guess"), [16]byte{1}, 0, time.Second)
+	require.Error(t, err, "an impostor with the wrong key must not be accepted")
+	a := randomData(7, 1<<20)
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, Key: key, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	for i := range c.addrs {
+		require.NoError(t, c.wait(i).err)
+		assert.Equal(t, a, c.sinks[i].get("/out/a").bytes())
+	}
+}
+
+// flipConn flips one bit of the byte at stream position at.
+type flipConn struct {
+	net.Conn
+	mu  sync.Mutex
+	pos int64
+	at  int64
+}
+
+func (f *flipConn) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	if f.at >= f.pos && f.at < f.pos+int64(len(p)) {
+		q := append([]byte(nil), p...)
+		q[f.at-f.pos] ^= 0x10
+		p = q
+	}
+	f.pos += int64(len(p))
+	f.mu.Unlock()
+	return f.Conn.Write(p)
+}
+
+func TestTCPCorruptChunkDetected(t *testing.T) {
+	for _, key := range [][]byte{nil, []byte("k")} {
+		t.Run(fmt.Sprintf("key=%v", key != nil), func(t *testing.T) {
+			c := startCluster(t, 3, func(i int, rc *ReceiverConfig) {
+				rc.Key = key
+				if i == 0 {
+					rc.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+						conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+						if err != nil {
+							return nil, err
+						}
+						return &flipConn{Conn: conn, at: 1536 << 10}, nil
+					}
+				}
+			})
+			a := randomData(8, 3<<20)
+			rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, Key: key, ChunkSize: 1 << 20, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
+			require.NoError(t, err)
+			assert.False(t, rep.OK())
+			assert.Equal(t, StateDone, rep.Nodes[0].State)
+			for _, i := range []int{1, 2} {
+				assert.Equal(t, StateFailed, rep.Nodes[i].State, "node %d", i)
+				assert.Contains(t, rep.Nodes[i].Err, "corrupt chunk 1")
+				assert.False(t, rep.Nodes[i].Items[0].Verified)
+				r := c.wait(i)
+				require.ErrorIs(t, r.err, ErrNodeFailed)
+				assert.False(t, r.st.Items[0].Verified)
+			}
+			require.NoError(t, c.wait(0).err)
+		})
+	}
+}
+
+func TestTCPOpenErrorFailsOnlyThatNode(t *testing.T) {
+	c := startCluster(t, 3, func(i int, rc *ReceiverConfig) {
+		if i == 1 {
+			ns := &nodeSinks{}
+			rc.Open = func(it Item) (Sink, error) {
+				if it.Name == "b" {
+					return nil, errors.New("no such device")
+				}
+				return ns.open(it)
+			}
+		}
+	})
+	a, b := randomData(9, 1<<20), randomData(10, 1<<20)
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, ChunkSize: 256 << 10, Items: []SendItem{bytesItem("a", a), bytesItem("b", b)}, Logf: t.Logf})
+	require.NoError(t, err)
+	assert.False(t, rep.OK())
+	assert.Equal(t, StateFailed, rep.Nodes[1].State)
+	assert.Contains(t, rep.Nodes[1].Err, "open item 1 (/out/b): no such device")
+	for _, i := range []int{0, 2} {
+		assert.Equal(t, StateDone, rep.Nodes[i].State, "node %d", i)
+		require.NoError(t, c.wait(i).err)
+		assert.Equal(t, b, c.sinks[i].get("/out/b").bytes())
+	}
+	r := c.wait(1)
+	require.ErrorIs(t, r.err, ErrNodeFailed)
+	assert.Contains(t, r.err.Error(), "no such device")
+}
+
+func TestTCPFilesOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	c := startCluster(t, 2, func(i int, rc *ReceiverConfig) {
+		rc.Open = func(it Item) (Sink, error) {
+			return os.Create(filepath.Join(dir, fmt.Sprintf("n%d-%s", i, filepath.Base(it.Dest))))
+		}
+	})
+	a := randomData(11, 3<<20+5)
+	src := filepath.Join(dir, "src")
+	require.NoError(t, os.WriteFile(src, a, 0o600))
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, Items: []SendItem{{Item: Item{Name: src, Dest: "/img", Size: int64(len(a))},
+		Open: func() (Source, error) { f, err := os.Open(src); return ReaderSource(f), err }}}})
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	for i := range c.addrs {
+		require.NoError(t, c.wait(i).err)
+		got, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("n%d-img", i)))
+		require.NoError(t, err)
+		assert.Equal(t, b3hex(a), b3hex(got))
 	}
 }
