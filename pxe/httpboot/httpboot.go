@@ -265,6 +265,7 @@ func (s *Server) ipxe(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain")
 	io.WriteString(w, s.Script(mac, s.base(r)))
+	s.logf("http: %s got the iPXE script of %s", remoteIP(r), mac)
 }
 
 func (s *Server) file(w http.ResponseWriter, r *http.Request) {
@@ -286,4 +287,5 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+	s.logf("http: %s got %s (%d bytes)", remoteIP(r), name, fi.Size())
 }
