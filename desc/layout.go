@@ -209,7 +209,9 @@ func (p *Plan) String() string {
 		if fs == "" {
 			fs = "none"
 		}
-		fmt.Fprintf(&b, "%-4d %12d %12d %12d %11s  %-8s %-5s %s\n", pp.Index, pp.Start, pp.End()-1, pp.Sectors, human(pp.Sectors*p.SectorSize), name, fs, extra)
+		line := fmt.Sprintf("%-4d %12d %12d %12d %11s  %-8s %-5s %s", pp.Index, pp.Start, pp.End()-1, pp.Sectors, human(pp.Sectors*p.SectorSize), name, fs, extra)
+		b.WriteString(strings.TrimRight(line, " "))
+		b.WriteByte('\n')
 	}
 	return b.String()
 }

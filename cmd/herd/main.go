@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 		newSendCmd(),
 		newRecvCmd(),
 		newLabCmd(),
+		newDescCmd(),
 	)
 	return root
 }
