@@ -1,0 +1,75 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+type nullSink struct{}
+
+func (nullSink) WriteAt(p []byte, off int64) (int, error) { return len(p), nil }
+func (nullSink) Sync() error                              { return nil }
+func (nullSink) Close() error                             { return nil }
+
+// zeroSource yields n bytes without touching memory beyond p.
+type zeroSource struct{ off, n int64 }
+
+func (z *zeroSource) ReadChunk(p []byte) (int64, int, error) {
+	if z.off >= z.n {
+		return 0, 0, io.EOF
+	}
+	k := int64(len(p))
+	if z.n-z.off < k {
+		k = z.n - z.off
+	}
+	off := z.off
+	z.off += k
+	return off, int(k), nil
+}
+func (z *zeroSource) Close() error { return nil }
+
+// BenchmarkChainLoopback streams 256 MiB through 8 receivers on loopback
+// to discarding sinks and reports the end-to-end rate.
+func BenchmarkChainLoopback(b *testing.B) {
+	for _, nodes := range []int{1, 8} {
+		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
+			const size = 256 << 20
+			for i := 0; i < b.N; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				var addrs []string
+				errs := make(chan error, nodes)
+				for j := 0; j < nodes; j++ {
+					l, err := net.Listen("tcp", "127.0.0.1:0")
+					if err != nil {
+						b.Fatal(err)
+					}
+					addrs = append(addrs, l.Addr().String())
+					go func() {
+						defer l.Close()
+						_, err := Receive(ctx, l, ReceiverConfig{Open: func(Item) (Sink, error) { return nullSink{}, nil }})
+						errs <- err
+					}()
+				}
+				start := time.Now()
+				rep, err := Send(ctx, SenderConfig{Nodes: addrs, Items: []SendItem{{Item: Item{Name: "zero", Dest: "/dev/null", Size: size},
+					Open: func() (Source, error) { return &zeroSource{n: size}, nil }}}})
+				if err != nil || !rep.OK() {
+					b.Fatalf("send: %v %+v", err, rep)
+				}
+				el := time.Since(start)
+				for j := 0; j < nodes; j++ {
+					if err := <-errs; err != nil {
+						b.Fatal(err)
+					}
+				}
+				cancel()
+				b.ReportMetric(float64(size)/el.Seconds()/1e6, "MB/s")
+				b.SetBytes(size)
+			}
+		})
+	}
+}
