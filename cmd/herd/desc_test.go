@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const descSeedKA = "linux 3500\nextended fill\nlogical swap 500\nlogical linux fill\n"
+
+// runDesc runs herd in-process with stdin and returns code, stdout, stderr.
+func runDesc(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, strings.NewReader(stdin), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// descFile writes a desc into a temp file and returns its path.
+func descFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "node.desc")
+	require.NoError(t, os.WriteFile(p, []byte(text), 0o644))
+	return p
+}
+
+// zeroImage creates a sparse image file of size bytes.
+func zeroImage(t *testing.T, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.img")
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(size))
+	require.NoError(t, f.Close())
+	return p
+}
+
+func TestDescCmdLayout(t *testing.T) {
+	code, out, errOut := runDesc(t, descSeedKA, "desc", "layout", "-", "--size", "80GB")
+	require.Equal(t, 0, code, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 6, out)
+	assert.Contains(t, lines[0], "156250000 sectors of 512 bytes")
+	assert.Equal(t, []string{"1", "2048", "7170047", "7168000"}, strings.Fields(lines[2])[:4])
+	assert.Equal(t, []string{"6", "8198144", "156248063", "148049920"}, strings.Fields(lines[5])[:4])
+
+	// The same desc on 2 TB: fixed parts equal, fill grows.
+	code, out, _ = runDesc(t, descSeedKA, "desc", "layout", "-", "--size", "2TB")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, " 3906248703 ", "fill ends before the last whole MiB of 3906250000 sectors")
+}
+
+func TestDescCmdErrors(t *testing.T) {
+	path := descFile(t, "linux 100\nswap 500\nlinux fill\nlogical linux 5\n")
+	code, _, errOut := runDesc(t, "", "desc", "layout", path, "--size", "1G")
+	assert.Equal(t, ExitUsage, code)
+	assert.Contains(t, errOut, path+":4:1: logical partition without an extended")
+
+	large := descFile(t, "swap 509\nlinux 5992\nextended fill\nlogical linux 52281\nlogical linux 19375\nlogical linux 78167\nlogical linux fill\n")
+	code, _, errOut = runDesc(t, "", "desc", "layout", large, "--size", "80GB")
+	assert.Equal(t, ExitUsage, code)
+	assert.Contains(t, errOut, large+":5:15: partition does not fit")
+
+	code, _, errOut = runDesc(t, descSeedKA, "desc", "layout", "-")
+	assert.Equal(t, ExitUsage, code)
+	assert.Contains(t, errOut, "--size is required")
+	code, _, _ = runDesc(t, descSeedKA, "desc", "layout", "-", "--size", "fill")
+	assert.Equal(t, ExitUsage, code)
+	code, _, _ = runDesc(t, "", "desc", "layout", filepath.Join(t.TempDir(), "missing"), "--size", "1G")
+	assert.Equal(t, ExitUsage, code)
+	code, _, _ = runDesc(t, "", "desc", "apply", "only-one-arg")
+	assert.Equal(t, ExitUsage, code)
+
+	// No table on the disk: a failure, not a usage error.
+	code, _, errOut = runDesc(t, "", "desc", "from-disk", zeroImage(t, 8<<20))
+	assert.Equal(t, ExitFailed, code)
+	assert.Contains(t, errOut, "no partition table")
+}
+
+func TestDescCmdCheck(t *testing.T) {
+	code, out, errOut := runDesc(t, "# KA\nlinux 3500   # root\ntype82 500M\nlinux fill fs=XFS label=var\n", "desc", "check", "-")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "linux 3500\ntype82 500\nlinux fill fs=xfs label=var\n", out)
+}
+
+func TestDescCmdApplyImageAndFromDisk(t *testing.T) {
+	img := zeroImage(t, 256<<20)
+	text := "table gpt\nbios 1M fs=none\nlinux 100M fs=none name=root\nlinux fill fs=none\n"
+	path := descFile(t, text)
+
+	// --dry-run prints the plan and leaves the image all zeros.
+	code, out, errOut := runDesc(t, "", "desc", "apply", path, img, "--dry-run")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "dry run: nothing is written")
+	assert.Contains(t, out, "table gpt, disk 256.00 MiB")
+	f, err := os.Open(img)
+	require.NoError(t, err)
+	defer f.Close()
+	for _, off := range []int64{0, 256<<20 - 64<<10} { // where the GPT copies go
+		data := make([]byte, 64<<10)
+		_, err := f.ReadAt(data, off)
+		require.NoError(t, err)
+		assert.Equal(t, make([]byte, 64<<10), data, "dry run wrote nothing at %d", off)
+	}
+
+	code, out, errOut = runDesc(t, "", "desc", "apply", path, img)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "3 partitions written")
+
+	code, out, errOut = runDesc(t, "", "desc", "from-disk", img)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "# from "+img+": gpt table")
+	body := out[strings.IndexByte(out, '\n')+1:]
+	assert.Equal(t, "table gpt\nbios 1\nlinux 100 name=root\nlinux fill\n", body)
+
+	if _, err := exec.LookPath("sfdisk"); err == nil {
+		sf, err := exec.Command("sfdisk", "--dump", img).CombinedOutput()
+		require.NoError(t, err, "%s", sf)
+		assert.Contains(t, string(sf), "start=        4096, size=      204800, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+	}
+}
+
+func TestDescCmdApplyLoopDevice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for loop devices: skipping")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4", "mkswap"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed: skipping", tool)
+		}
+	}
+	img := zeroImage(t, 512<<20)
+	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+
+	path := descFile(t, descSeedKA[:len("linux 3500")]+"\n")
+	code, _, errOut := runDesc(t, "", "desc", "apply", path, dev)
+	assert.Equal(t, ExitUsage, code, "3500 MB do not fit 512 MiB")
+	assert.Contains(t, errOut, ":1:7: partition does not fit")
+
+	path = descFile(t, "linux 100 label=root\nextended fill\nlogical swap 64 label=sw\nlogical linux fill fs=ext3 label=var\n")
+	code, outS, errOut := runDesc(t, "", "desc", "apply", path, dev)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, outS, "partition 6: mkfs.ext3")
+
+	code, outS, errOut = runDesc(t, "", "desc", "from-disk", dev)
+	require.Equal(t, 0, code, errOut)
+	body := outS[strings.IndexByte(outS, '\n')+1:]
+	// UUIDs are random: drop them before comparing.
+	var kept []string
+	for _, l := range strings.Split(strings.TrimSpace(body), "\n") {
+		var f []string
+		for _, w := range strings.Fields(l) {
+			if !strings.HasPrefix(w, "uuid=") {
+				f = append(f, w)
+			}
+		}
+		kept = append(kept, strings.Join(f, " "))
+	}
+	assert.Equal(t, []string{"linux 100 label=root", "extended fill", "logical swap 64 label=sw", "logical linux fill fs=ext3 label=var"}, kept)
+	assert.Contains(t, body, "uuid=", "from-disk keeps filesystem UUIDs")
+
+	// A device in use (a loop device on top of it) is refused: exit 3.
+	out, err = exec.Command("losetup", "--find", "--show", "--offset", "1048576", dev).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	part := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", part).Run() })
+	code, _, errOut = runDesc(t, "", "desc", "apply", path, dev)
+	assert.Equal(t, ExitFailed, code)
+	assert.Contains(t, errOut, "in use")
+}
