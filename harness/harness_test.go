@@ -72,8 +72,14 @@ func TestNodesHaveOwnDiskAtSamePath(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "disk of "+n.Name(), string(bytes.TrimRight(b, "\x00")))
 	}
+	// Relative paths work the same inside a node.
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	out, err := c.Nodes()[1].Run(ctx, "pwd")
+	require.NoError(t, err)
+	assert.Equal(t, wd+"\n", string(out))
 	// Golden shares the host's filesystem: it has no NodeDisk.
-	_, err := c.Golden().Run(ctx, "test", "-b", harness.NodeDisk)
+	_, err = c.Golden().Run(ctx, "test", "-b", harness.NodeDisk)
 	assert.Error(t, err)
 }
 

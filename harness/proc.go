@@ -18,13 +18,20 @@ import (
 // Command prepares name with args to run inside the node: in its network
 // namespace and, for nodeI, its mount namespace (through nsenter from
 // util-linux, because a multi-threaded Go process cannot enter a mount
-// namespace). The process gets its own process group. The caller sets
+// namespace). It starts in the caller's working directory. The process
+// gets its own process group. The caller sets
 // Stdin/Stdout/Stderr and runs it; prefer Start, which also captures the
 // output and registers the process for cleanup.
 func (n *Node) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	a := []string{"--net=" + n.NetNS()}
 	if m := n.MountNS(); m != "" {
 		a = append(a, "--mount="+m)
+		// Entering a mount namespace moves to its root; keep the caller's
+		// working directory (the node sees the host's tree) so relative
+		// paths work the same in every node.
+		if wd, err := os.Getwd(); err == nil {
+			a = append(a, "--wd="+wd)
+		}
 	}
 	a = append(a, "--", name)
 	a = append(a, args...)

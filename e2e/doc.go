@@ -1,0 +1,12 @@
+// Package e2e holds end-to-end suites (Ginkgo v2 and Gomega) that run the
+// real herd binary on a whole cluster built by package harness: herd recv in
+// every node, herd send from golden, and checks of what every node wrote.
+//
+// Run them like any Go tests (root needed, they skip without it):
+//
+//	go test -v ./e2e/...
+//	go test ./e2e/... -ginkgo.focus="raw clone"
+//
+// The suite builds bin/herd into a temporary folder first, so it always
+// tests the tree it runs in.
+package e2e

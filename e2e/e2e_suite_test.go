@@ -1,0 +1,33 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/herd-cluster/herd/harness"
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "herd end-to-end")
+}
+
+// herdBin is the herd binary built for this run.
+var herdBin string
+
+var _ = BeforeSuite(func() {
+	if err := harness.Available(); err != nil {
+		Skip("end-to-end suites need root, nsenter and loop devices: " + err.Error())
+	}
+	dir, err := os.MkdirTemp("", "herd-e2e-bin-")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(os.RemoveAll, dir)
+	herdBin = filepath.Join(dir, "herd")
+	out, err := exec.Command("go", "build", "-o", herdBin, "github.com/herd-cluster/herd/cmd/herd").CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "go build herd: %s", out)
+})

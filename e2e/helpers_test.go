@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/herd-cluster/herd/harness"
+)
+
+// summary is the last JSON line of `herd send --json`.
+type summary struct {
+	Event   string  `json:"event"`
+	OK      bool    `json:"ok"`
+	Seconds float64 `json:"seconds"`
+	Bytes   int64   `json:"bytes"`
+	Items   []item  `json:"items"`
+	Nodes   []node  `json:"nodes"`
+}
+
+type item struct {
+	Name     string `json:"name"`
+	Dest     string `json:"dest"`
+	Bytes    int64  `json:"bytes"`
+	Digest   string `json:"digest"`
+	Verified bool   `json:"verified"`
+}
+
+type node struct {
+	Index int     `json:"index"`
+	Addr  string  `json:"addr"`
+	State string  `json:"state"`
+	Bytes int64   `json:"bytes"`
+	Rate  float64 `json:"rate"`
+	Error string  `json:"error"`
+	Items []item  `json:"items"`
+}
+
+// newCluster builds a cluster closed at the end of the spec (also when it
+// fails or is interrupted).
+func newCluster(cfg harness.Config) *harness.Cluster {
+	GinkgoHelper()
+	c, err := harness.New(context.Background(), cfg)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() {
+		if CurrentSpecReport().Failed() {
+			for _, n := range c.All() {
+				if b, err := os.ReadFile(n.LogPath()); err == nil {
+					if len(b) > 3000 {
+						b = b[len(b)-3000:]
+					}
+					AddReportEntry("log of "+n.Name(), string(b))
+				}
+			}
+		}
+		Expect(c.Close()).To(Succeed())
+	})
+	return c
+}
+
+// writeRandom writes size pseudo-random bytes (seeded, so reproducible).
+func writeRandom(path string, size int64, seed uint64) {
+	GinkgoHelper()
+	f, err := os.Create(path)
+	Expect(err).NotTo(HaveOccurred())
+	defer f.Close()
+	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 1, 2, 3})
+	_, err = io.CopyN(f, r, size)
+	Expect(err).NotTo(HaveOccurred())
+}
+
+// sha256Prefix hashes the first n bytes of path (a file or a node's disk).
+func sha256Prefix(path string, n int64) string {
+	GinkgoHelper()
+	f, err := os.Open(path)
+	Expect(err).NotTo(HaveOccurred())
+	defer f.Close()
+	h := sha256.New()
+	got, err := io.CopyN(h, f, n)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(got).To(Equal(n))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func sha256File(path string) string {
+	GinkgoHelper()
+	st, err := os.Stat(path)
+	Expect(err).NotTo(HaveOccurred())
+	return sha256Prefix(path, st.Size())
+}
+
+// startRecv starts `herd recv --json` in every node.
+func startRecv(c *harness.Cluster, extra ...string) []*harness.Proc {
+	GinkgoHelper()
+	var ps []*harness.Proc
+	for _, n := range c.Nodes() {
+		p, err := n.Start(context.Background(), herdBin, append([]string{"recv", "--json"}, extra...)...)
+		Expect(err).NotTo(HaveOccurred())
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// dollyConfig writes a config with the given item lines (a Dolly
+// infile/outfile pair or Dolly+ iofiles lines) for every node of c.
+func dollyConfig(dir string, c *harness.Cluster, itemLines ...string) string {
+	GinkgoHelper()
+	var b strings.Builder
+	for _, l := range itemLines {
+		b.WriteString(l + "\n")
+	}
+	ns := c.Nodes()
+	fmt.Fprintf(&b, "server golden\nfirstclient %s\nlastclient %s\nclients %d\n", ns[0].Addr(), ns[len(ns)-1].Addr(), len(ns))
+	for _, n := range ns {
+		b.WriteString(n.Addr().String() + "\n")
+	}
+	b.WriteString("endconfig\n")
+	p := filepath.Join(dir, "herd.cfg")
+	Expect(os.WriteFile(p, []byte(b.String()), 0o644)).To(Succeed())
+	return p
+}
+
+// send runs `herd send -f cfg --json` in golden and returns its exit code
+// and the summary line.
+func send(c *harness.Cluster, cfg string, timeout time.Duration, extra ...string) (int, summary, *harness.Proc) {
+	GinkgoHelper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	p, err := c.Golden().Start(ctx, herdBin, append([]string{"send", "-f", cfg, "--json"}, extra...)...)
+	Expect(err).NotTo(HaveOccurred())
+	_ = p.Wait()
+	Expect(ctx.Err()).NotTo(HaveOccurred(), "herd send did not finish in %v; stderr: %s", timeout, p.Stderr())
+	var s summary
+	lines := strings.Split(strings.TrimSpace(string(p.Stdout())), "\n")
+	last := lines[len(lines)-1]
+	Expect(json.Unmarshal([]byte(last), &s)).To(Succeed(), "last line of herd send: %q; stderr: %s", last, p.Stderr())
+	Expect(s.Event).To(Equal("summary"))
+	return p.ExitCode(), s, p
+}
+
+// exitCodes waits for every process and returns their exit codes.
+func exitCodes(ps []*harness.Proc, timeout time.Duration) []int {
+	GinkgoHelper()
+	var codes []int
+	deadline := time.After(timeout)
+	for _, p := range ps {
+		select {
+		case <-p.Done():
+		case <-deadline:
+			Fail(fmt.Sprintf("herd recv pid %d still runs; stderr: %s", p.Pid(), p.Stderr()))
+		}
+		codes = append(codes, p.ExitCode())
+	}
+	return codes
+}
+
+// inNode runs a shell command inside n and returns its stdout.
+func inNode(n *harness.Node, script string) string {
+	GinkgoHelper()
+	out, err := n.Run(context.Background(), "sh", "-c", script)
+	Expect(err).NotTo(HaveOccurred())
+	return string(out)
+}
+
+// treeSums lists "sha256  ./path" for every file under dir, sorted.
+const treeSums = `cd "$0" && find . -type f -print0 | sort -z | xargs -0 sha256sum`
