@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ import (
 	"github.com/herd-cluster/herd/pxe/bootcfg"
 	"github.com/herd-cluster/herd/pxe/dhcp"
 	"github.com/herd-cluster/herd/pxe/httpboot"
+	"github.com/herd-cluster/herd/pxe/ra"
 	"github.com/herd-cluster/herd/pxe/state"
 	"github.com/herd-cluster/herd/pxe/tftp"
 )
@@ -82,6 +84,12 @@ type Options struct {
 	MACs []string
 	// KnownOnly answers only machines in MACs or already in the state.
 	KnownOnly bool
+
+	// RA sends IPv6 router advertisements on Interface so that iPXE does
+	// not wait ~16 s for IPv6 configuration; RAPrefix is the /64
+	// advertised (default ra.DefaultPrefix).
+	RA       bool
+	RAPrefix netip.Prefix
 
 	// Logf receives one line per event (optional).
 	Logf func(format string, args ...any)
@@ -146,6 +154,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.DHCP != dhcp.ModeOff && opts.Interface == "" {
 		return nil, fmt.Errorf("%w: DHCP needs an interface to bind to", ErrConfig)
+	}
+	if opts.RA && opts.Interface == "" {
+		return nil, fmt.Errorf("%w: router advertisements need an interface", ErrConfig)
+	}
+	if opts.RAPrefix.IsValid() && (!opts.RAPrefix.Addr().Is6() || opts.RAPrefix.Bits() != 64) {
+		return nil, fmt.Errorf("%w: advertised prefix %v must be an IPv6 /64", ErrConfig, opts.RAPrefix)
 	}
 	if opts.Agent.Server == "" {
 		opts.Agent.Server = net.JoinHostPort(opts.ServerIP.String(), strconv.Itoa(opts.HTTPPort))
@@ -272,6 +286,7 @@ type Listeners struct {
 	Proxy net.PacketConn // port 4011 (proxy mode), from ListenDHCP
 	TFTP  net.PacketConn
 	HTTP  net.Listener
+	RA    *ra.Advertiser // router advertisements (optional)
 }
 
 // Listen opens the sockets the options ask for.
@@ -297,6 +312,12 @@ func (s *Server) Listen() (Listeners, error) {
 	if l.HTTP, err = net.Listen("tcp", ":"+strconv.Itoa(s.opts.HTTPPort)); err != nil {
 		return fail(fmt.Errorf("pxe: listen HTTP: %w", err))
 	}
+	if s.opts.RA {
+		if l.RA, err = ra.Listen(s.opts.Interface, s.opts.RAPrefix); err != nil {
+			return fail(err)
+		}
+		l.RA.Logf = s.opts.Logf
+	}
 	return l, nil
 }
 
@@ -306,6 +327,9 @@ func (l Listeners) Close() {
 		if c != nil {
 			c.Close()
 		}
+	}
+	if l.RA != nil {
+		l.RA.Close()
 	}
 }
 
@@ -346,6 +370,9 @@ func (s *Server) Serve(ctx context.Context, l Listeners) error {
 	}
 	if l.HTTP != nil {
 		run("http", func() error { return s.http.Serve(l.HTTP) })
+	}
+	if l.RA != nil {
+		run("ra", func() error { return l.RA.Serve(ctx) })
 	}
 	s.logf("pxe: serving on %s (dhcp %s, boot folder %s)", s.opts.ServerIP, s.opts.DHCP, s.opts.BootDir)
 	<-ctx.Done()

@@ -127,7 +127,7 @@ func TestServerModeRealClients(t *testing.T) {
 		DHCP: dhcp.ModeServer, RangeStart: net.IPv4(10, 77, 0, 100), RangeEnd: net.IPv4(10, 77, 0, 110),
 		Router: net.IPv4(10, 77, 0, 254), DNS: []net.IP{net.IPv4(10, 77, 0, 53)},
 		BootDir: dir, StatePath: statePath, Agent: bootcfg.Agent{Session: "lab"},
-		Logf: t.Logf,
+		RA: true, Logf: t.Logf,
 	}
 	srv, stop := startIn(t, l.Srv, opts)
 
@@ -153,6 +153,19 @@ func TestServerModeRealClients(t *testing.T) {
 		v := udhcpc(t, l)
 		assert.Equal(t, "10.77.0.100", v["ip"])
 		assert.Empty(t, v["boot_file"])
+	})
+
+	t.Run("router advertisements configure IPv6", func(t *testing.T) {
+		deadline := time.Now().Add(15 * time.Second)
+		var out string
+		for time.Now().Before(deadline) {
+			out = sh(t, "ip", "-n", l.Client, "-6", "addr", "show", "dev", l.ClientIf)
+			if strings.Contains(out, "inet6 fd68:6572:6400:") {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Fatalf("no address from the advertised prefix:\n%s", out)
 	})
 
 	// From here the client has a static address for TFTP and HTTP.

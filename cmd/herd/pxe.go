@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ type pxeFlags struct {
 	menu, knownOnly                                                  bool
 	macs                                                             string
 	quiet                                                            bool
+	ra, raPrefix                                                     string
 }
 
 func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
@@ -68,6 +70,8 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.StringVar(&p.macs, "macs", "", "comma-separated MACs of the machines to provision")
 	f.BoolVar(&p.knownOnly, "known-only", false, "answer only the --macs machines and those already in the state file")
 	f.BoolVarP(&p.quiet, "quiet", "q", false, "do not log every DHCP, TFTP and HTTP event")
+	f.StringVar(&p.ra, "ra", "auto", "IPv6 router advertisements on --iface so iPXE starts without a 16 s wait: on, off, or auto (on with --dhcp server)")
+	f.StringVar(&p.raPrefix, "ra-prefix", "", "IPv6 /64 to advertise (default fd68:6572:6400::/64)")
 }
 
 func splitList(s string) []string {
@@ -158,6 +162,20 @@ func (p *pxeFlags) options(logf func(string, ...any)) (pxe.Options, error) {
 			return o, err
 		}
 		o.DNS = append(o.DNS, ip)
+	}
+	switch p.ra {
+	case "on":
+		o.RA = true
+	case "off":
+	case "auto", "":
+		o.RA = mode == dhcp.ModeServer && p.iface != ""
+	default:
+		return o, usagef("--ra %q: want on, off or auto", p.ra)
+	}
+	if p.raPrefix != "" {
+		if o.RAPrefix, err = netip.ParsePrefix(p.raPrefix); err != nil {
+			return o, usagef("--ra-prefix: %v", err)
+		}
 	}
 	if mode == dhcp.ModeServer && o.RangeStart == nil {
 		return o, usagef("--dhcp server needs --range FIRST-LAST or --net A.B.C (or use --dhcp proxy beside an existing DHCP server)")
