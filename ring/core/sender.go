@@ -57,6 +57,9 @@ func (s *Sender) Start(now time.Duration) []Action {
 	return out
 }
 
+// Session is the session id.
+func (s *Sender) Session() wire.SessionID { return s.man.Session }
+
 // NextSeq is the sequence number the next Data frame must carry.
 func (s *Sender) NextSeq() uint64 { return s.nextSeq }
 

@@ -1,0 +1,520 @@
+// Package sim runs the herd chain's state machines (ring/core) on a
+// simulated network in virtual time: per-link bandwidth and latency, a
+// bounded number of chunk buffers per node (the backpressure of the TCP
+// driver), per-node disk rates, lost or corrupted chunks and killed nodes.
+// A thousand-node chain runs in seconds, deterministically.
+//
+// Usage:
+//
+//	res, err := sim.Run(sim.Config{Nodes: 100, Size: 64 << 20, ChunkSize: 1 << 20,
+//		Bandwidth: 125e6, Latency: 100 * time.Microsecond})
+//	// res.Elapsed ≈ Size/Bandwidth + Nodes*(ChunkSize/Bandwidth + Latency)
+package sim
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"math/rand"
+	"time"
+
+	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+// Config describes a simulated session.
+type Config struct {
+	Nodes     int                   // receivers in the chain
+	Items     []int64               // item sizes; nil: one item of Size bytes
+	Size      int64                 // used when Items is nil
+	ChunkSize int                   // bytes per chunk; 0: 64 KiB
+	Seed      int64                 // data and order seed
+	Bandwidth float64               // bytes/s of every link; 0: 125e6 (1 GbE)
+	Latency   time.Duration         // one-way latency of every link; 0: 50µs
+	Buffers   int                   // chunk buffers per node (and at the source); 0: 16
+	DiskRate  float64               // bytes/s of every node's sink; 0: unlimited
+	SlowDisk  map[int]float64       // per-node sink rate overrides
+	SyncTime  time.Duration         // duration of one Sink.Sync
+	Dead      time.Duration         // silence after which a downstream is dead; 0: core default
+	DialFail  time.Duration         // time to learn that a dial failed; 0: 100ms
+	Kill      map[int]time.Duration // node index -> virtual time it freezes (stops forever)
+	Corrupt   map[int]uint64        // node index -> chunk seq that arrives corrupted at it
+	Drop      map[int]uint64        // node index -> chunk seq lost on the link into it
+	OpenFail  map[int]bool          // nodes whose sinks cannot be opened
+	Limit     time.Duration         // virtual time limit; 0: 1 hour
+}
+
+// Result is the outcome of a simulated session.
+type Result struct {
+	Elapsed     time.Duration // virtual time when the source finished
+	Nodes       []core.NodeStatus
+	Items       []core.ItemStatus // at the source
+	PeakBuffers []int             // most chunk buffers in use at each node
+	Events      int
+	SourceErr   string
+}
+
+// OK reports whether every node is done with every item verified.
+func (r *Result) OK() bool {
+	for _, n := range r.Nodes {
+		if n.State != core.StateDone {
+			return false
+		}
+		for _, it := range n.Items {
+			if !it.Verified {
+				return false
+			}
+		}
+	}
+	return len(r.Nodes) > 0
+}
+
+// ErrLimit means the simulation did not finish within Config.Limit.
+var ErrLimit = errors.New("sim: time limit reached")
+
+type event struct {
+	at  time.Duration
+	seq uint64
+	fn  func()
+}
+
+type eventHeap []*event
+
+func (h eventHeap) Len() int { return len(h) }
+func (h eventHeap) Less(i, j int) bool {
+	if h[i].at != h[j].at {
+		return h[i].at < h[j].at
+	}
+	return h[i].seq < h[j].seq
+}
+func (h eventHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *eventHeap) Push(x any)   { *h = append(*h, x.(*event)) }
+func (h *eventHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+type machine interface {
+	Step(core.Event) []core.Action
+}
+
+// host is the source (index -1) or a node.
+type host struct {
+	idx      int
+	m        machine
+	node     *core.Node // nil for the source
+	alive    bool
+	finished bool
+	bufs     int
+	peak     int
+	nextRef  core.Ref
+	diskRate float64
+	diskFree time.Duration // when the sink queue is idle
+	down     *link         // link to the node we feed
+	up       *link         // link feeding us
+	// onRelease runs when a buffer is freed (the source's reader).
+	onRelease func()
+}
+
+type frame struct {
+	msg wire.Msg
+	ref core.Ref // sender-side buffer
+}
+
+// link is one TCP connection: frames downstream are serialized at the
+// link's bandwidth; acks upstream only suffer latency.
+type link struct {
+	from, to *host
+	queue    []frame
+	busy     bool
+	closed   bool
+}
+
+type sim struct {
+	cfg     Config
+	now     time.Duration
+	seq     uint64
+	pq      eventHeap
+	src     *host
+	nodes   []*host
+	data    [][]byte
+	count   int
+	manSize int
+}
+
+func (s *sim) at(d time.Duration, fn func()) {
+	s.seq++
+	heap.Push(&s.pq, &event{at: s.now + d, seq: s.seq, fn: fn})
+}
+
+// Run simulates one session.
+func Run(cfg Config) (*Result, error) {
+	if cfg.Nodes < 1 {
+		return nil, fmt.Errorf("sim: need at least one node, got %d", cfg.Nodes)
+	}
+	if cfg.ChunkSize <= 0 {
+		cfg.ChunkSize = 64 << 10
+	}
+	if cfg.Bandwidth <= 0 {
+		cfg.Bandwidth = 125e6
+	}
+	if cfg.Latency <= 0 {
+		cfg.Latency = 50 * time.Microsecond
+	}
+	if cfg.Buffers <= 0 {
+		cfg.Buffers = 16
+	}
+	if cfg.DialFail <= 0 {
+		cfg.DialFail = 100 * time.Millisecond
+	}
+	if cfg.Limit <= 0 {
+		cfg.Limit = time.Hour
+	}
+	sizes := cfg.Items
+	if sizes == nil {
+		sizes = []int64{cfg.Size}
+	}
+	s := &sim{cfg: cfg}
+	rng := rand.New(rand.NewSource(cfg.Seed))
+	man := &wire.Manifest{ChunkSize: uint32(cfg.ChunkSize)}
+	rng.Read(man.Session[:])
+	for i := 0; i < cfg.Nodes; i++ {
+		man.Nodes = append(man.Nodes, nodeName(i))
+	}
+	for i, sz := range sizes {
+		b := make([]byte, sz)
+		rng.Read(b)
+		s.data = append(s.data, b)
+		man.Items = append(man.Items, wire.ManifestItem{Name: itemName(i), Dest: destName(i), Size: sz})
+	}
+	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.Dead})
+	s.src = &host{idx: -1, m: sender, alive: true}
+	for i := 0; i < cfg.Nodes; i++ {
+		n := core.NewNode(core.NodeConfig{Dead: cfg.Dead})
+		h := &host{idx: i, m: n, node: n, alive: true, diskRate: cfg.DiskRate}
+		if r, ok := cfg.SlowDisk[i]; ok {
+			h.diskRate = r
+		}
+		s.nodes = append(s.nodes, h)
+	}
+	for i, t := range cfg.Kill {
+		if i >= 0 && i < len(s.nodes) {
+			h := s.nodes[i]
+			s.at(t, func() { h.alive = false })
+		}
+	}
+	for _, h := range append([]*host{s.src}, s.nodes...) {
+		s.scheduleTick(h)
+	}
+	s.perform(s.src, sender.Start(0))
+	s.read(man)
+	for len(s.pq) > 0 && !s.src.finished {
+		e := heap.Pop(&s.pq).(*event)
+		if e.at > cfg.Limit {
+			return s.result(sender), fmt.Errorf("%w (%v)", ErrLimit, cfg.Limit)
+		}
+		s.now = e.at
+		s.count++
+		e.fn()
+	}
+	if !s.src.finished {
+		return s.result(sender), errors.New("sim: no more events but the source did not finish")
+	}
+	return s.result(sender), nil
+}
+
+func (s *sim) result(sender *core.Sender) *Result {
+	r := &Result{Elapsed: s.now, Nodes: sender.Nodes(), Items: sender.Items(), Events: s.count, SourceErr: sender.Err()}
+	for _, h := range s.nodes {
+		r.PeakBuffers = append(r.PeakBuffers, h.peak)
+	}
+	return r
+}
+
+func (s *sim) scheduleTick(h *host) {
+	// Stagger ticks so a thousand nodes do not tick at the same instant.
+	var tick func()
+	tick = func() {
+		if h.finished || s.src.finished {
+			return
+		}
+		if h.alive {
+			s.step(h, core.Event{Kind: core.EvTick})
+		}
+		s.at(100*time.Millisecond, tick)
+	}
+	s.at(time.Duration(h.idx+1)*time.Microsecond, tick)
+}
+
+func (s *sim) step(h *host, ev core.Event) {
+	if !h.alive || h.finished {
+		return // a frozen node holds its buffers forever
+	}
+	ev.Now = s.now
+	s.perform(h, h.m.Step(ev))
+}
+
+// read feeds the source's chunks as fast as its buffers allow (reading is
+// instantaneous).
+func (s *sim) read(man *wire.Manifest) {
+	item, off := 0, int64(0)
+	var seq uint64
+	var pump func()
+	pump = func() {
+		for s.src.alive && !s.src.finished && item < len(s.data) && s.src.bufs < s.cfg.Buffers {
+			data := s.data[item]
+			if off >= int64(len(data)) {
+				s.step(s.src, core.Event{Kind: core.EvReadEnd, Item: item})
+				item++
+				off = 0
+				continue
+			}
+			end := off + int64(s.cfg.ChunkSize)
+			if end > int64(len(data)) {
+				end = int64(len(data))
+			}
+			d := &wire.Data{Session: man.Session, Item: uint32(item), Seq: seq, Off: off, Payload: data[off:end]}
+			seq++
+			off = end
+			s.src.nextRef++
+			s.src.bufs++
+			s.src.peak = max(s.src.peak, s.src.bufs)
+			s.step(s.src, core.Event{Kind: core.EvRead, Msg: d, Ref: s.src.nextRef, Item: item})
+		}
+	}
+	s.src.onRelease = pump
+	pump()
+}
+
+func (s *sim) perform(h *host, acts []core.Action) {
+	for _, a := range acts {
+		a := a
+		switch a.Kind {
+		case core.ActOpen:
+			fail := s.cfg.OpenFail[h.idx]
+			s.disk(h, 0, func() {
+				ev := core.Event{Kind: core.EvOpened, Item: a.Item}
+				if fail {
+					ev.Err = "simulated open failure"
+				}
+				s.step(h, ev)
+			})
+		case core.ActWrite:
+			s.disk(h, len(a.Payload), func() { s.step(h, core.Event{Kind: core.EvWritten, Item: a.Item, Ref: a.Ref}) })
+		case core.ActSync:
+			s.disk(h, -1, func() { s.step(h, core.Event{Kind: core.EvSynced, Item: a.Item}) })
+		case core.ActCloseSinks:
+		case core.ActDial:
+			s.dial(h, a.Index)
+		case core.ActSendDown:
+			if h.down != nil && !h.down.closed {
+				h.down.queue = append(h.down.queue, frame{a.Msg, a.Ref})
+				s.pumpLink(h.down)
+			} else if a.Ref != 0 {
+				s.at(0, func() { s.step(h, core.Event{Kind: core.EvSent, Ref: a.Ref}) })
+			}
+		case core.ActSendUp:
+			if l := h.up; l != nil && !l.closed {
+				from := l.from
+				msg := a.Msg
+				s.at(s.cfg.Latency, func() {
+					if !l.closed {
+						s.step(from, core.Event{Kind: core.EvDown, Msg: msg, Index: h.idx})
+					}
+				})
+			}
+		case core.ActCloseDown:
+			if l := h.down; l != nil {
+				s.closeLink(l, a.Err != "")
+			}
+		case core.ActRelease:
+			h.bufs--
+			if h.onRelease != nil {
+				h.onRelease()
+			}
+			if h.up != nil {
+				s.pumpLink(h.up)
+			}
+		case core.ActDone:
+			h.finished = true
+			if l := h.up; l != nil && !l.closed {
+				// Closing our side: the upstream reads EOF after our last ack.
+				from, idx := l.from, h.idx
+				s.at(s.cfg.Latency, func() {
+					l.closed = true
+					s.step(from, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "EOF"})
+				})
+			}
+		}
+	}
+}
+
+// disk runs one sink operation after those queued before it; n < 0 is a sync.
+func (s *sim) disk(h *host, n int, done func()) {
+	var d time.Duration
+	switch {
+	case n < 0:
+		d = s.cfg.SyncTime
+	case h.diskRate > 0:
+		d = time.Duration(float64(n) / h.diskRate * float64(time.Second))
+	}
+	start := max(s.now, h.diskFree)
+	h.diskFree = start + d
+	s.at(h.diskFree-s.now, done)
+}
+
+func (s *sim) dial(h *host, idx int) {
+	t := s.nodes[idx]
+	if !t.alive || t.up != nil {
+		s.at(s.cfg.DialFail, func() { s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection refused"}) })
+		return
+	}
+	l := &link{from: h, to: t}
+	t.up = l
+	hello := &wire.Hello{Session: s.src.m.(*core.Sender).Session(), Index: uint32(idx)}
+	s.at(2*s.cfg.Latency, func() {
+		if !t.alive {
+			s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection timed out"})
+			return
+		}
+		h.down = l
+		s.step(t, core.Event{Kind: core.EvUp, Msg: hello})
+		s.step(h, core.Event{Kind: core.EvDownUp, Index: idx})
+	})
+}
+
+// msgSize is the bytes a frame occupies on the wire (acks estimated).
+func (s *sim) msgSize(m wire.Msg) int {
+	switch m := m.(type) {
+	case *wire.Data:
+		return wire.DataHeaderSize + len(m.Payload)
+	case *wire.Manifest:
+		if s.manSize == 0 {
+			s.manSize = len(wire.Encode(m))
+		}
+		return s.manSize
+	case *wire.Ack:
+		return wire.HeaderSize + 4 + 40*len(m.Nodes)
+	}
+	return len(wire.Encode(m))
+}
+
+// ManifestSize is the wire size of the manifest Run builds for cfg; the
+// first chunk waits behind it at every hop.
+func ManifestSize(cfg Config) int {
+	m := &wire.Manifest{ChunkSize: 1}
+	for i := 0; i < cfg.Nodes; i++ {
+		m.Nodes = append(m.Nodes, nodeName(i))
+	}
+	n := len(cfg.Items)
+	if cfg.Items == nil {
+		n = 1
+	}
+	for i := 0; i < n; i++ {
+		m.Items = append(m.Items, wire.ManifestItem{Name: itemName(i), Dest: destName(i)})
+	}
+	return len(wire.Encode(m))
+}
+
+func nodeName(i int) string { return fmt.Sprintf("node%d", i) }
+func itemName(i int) string { return fmt.Sprintf("item%d", i) }
+func destName(i int) string { return fmt.Sprintf("/dest%d", i) }
+
+// pumpLink starts the next transmission on l when the link is idle and the
+// receiver has a free buffer for a chunk (backpressure).
+func (s *sim) pumpLink(l *link) {
+	if l.busy || l.closed || len(l.queue) == 0 {
+		return
+	}
+	f := l.queue[0]
+	d, isData := f.msg.(*wire.Data)
+	to := l.to
+	if isData && (to.bufs >= s.cfg.Buffers || !to.alive) {
+		return // the receiver's window is full (or it froze)
+	}
+	l.queue = l.queue[1:]
+	l.busy = true
+	var ref core.Ref
+	if isData {
+		to.bufs++
+		to.peak = max(to.peak, to.bufs)
+		to.nextRef++
+		ref = to.nextRef
+	}
+	tx := time.Duration(float64(s.msgSize(f.msg)) / s.cfg.Bandwidth * float64(time.Second))
+	s.at(tx, func() {
+		l.busy = false
+		if f.ref != 0 {
+			s.step(l.from, core.Event{Kind: core.EvSent, Ref: f.ref})
+		}
+		ev := core.Event{Kind: core.EvUp, Msg: f.msg, Ref: ref}
+		lost := false
+		if isData {
+			if seq, ok := s.cfg.Corrupt[to.idx]; ok && seq == d.Seq {
+				ev.Bad = true
+			}
+			if seq, ok := s.cfg.Drop[to.idx]; ok && seq == d.Seq {
+				lost = true
+			}
+		}
+		if !l.closed {
+			s.at(s.cfg.Latency, func() {
+				if lost {
+					s.release(to, ref)
+					return
+				}
+				if to.alive && !to.finished {
+					s.step(to, ev)
+				} else if isData && to.alive {
+					s.release(to, ref)
+				}
+			})
+		} else if isData {
+			s.release(to, ref)
+		}
+		s.pumpLink(l)
+	})
+}
+
+func (s *sim) release(h *host, ref core.Ref) {
+	if ref == 0 {
+		return
+	}
+	h.bufs--
+	if h.up != nil {
+		s.pumpLink(h.up)
+	}
+}
+
+func (s *sim) closeLink(l *link, abort bool) {
+	if l.closed {
+		return
+	}
+	finish := func() {
+		l.closed = true
+		for _, f := range l.queue {
+			if f.ref != 0 {
+				s.step(l.from, core.Event{Kind: core.EvSent, Ref: f.ref})
+			}
+		}
+		l.queue = nil
+		to := l.to
+		s.at(s.cfg.Latency, func() { s.step(to, core.Event{Kind: core.EvUpClosed, Err: "EOF"}) })
+	}
+	if abort || len(l.queue) == 0 && !l.busy {
+		finish()
+		return
+	}
+	// Graceful: after the queued frames.
+	var wait func()
+	wait = func() {
+		if len(l.queue) == 0 && !l.busy {
+			finish()
+			return
+		}
+		s.at(time.Millisecond, wait)
+	}
+	s.at(0, wait)
+}

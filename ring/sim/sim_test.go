@@ -1,0 +1,96 @@
+package sim
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// expected is the completion time of a pipelined chain: the stream's
+// duration plus, per hop, one chunk's store-and-forward time and the link
+// latency, plus the final acks climbing back up the chain.
+func expected(cfg Config, n int) time.Duration {
+	b := cfg.Bandwidth
+	var s float64
+	for _, sz := range cfg.Items {
+		s += float64(sz)
+	}
+	if cfg.Items == nil {
+		s = float64(cfg.Size)
+	}
+	perHop := float64(cfg.ChunkSize+ManifestSize(cfg))/b + cfg.Latency.Seconds()
+	return time.Duration((s/b + float64(n)*perHop + float64(n)*cfg.Latency.Seconds()) * float64(time.Second))
+}
+
+func TestChainsComplete(t *testing.T) {
+	for _, n := range []int{2, 10, 100, 1000} {
+		cfg := Config{Nodes: n, Size: 1 << 20, ChunkSize: 64 << 10, Bandwidth: 100e6, Latency: 100 * time.Microsecond, Seed: int64(n)}
+		if n == 1000 {
+			cfg.Size = 256 << 10
+			cfg.ChunkSize = 16 << 10
+		}
+		res, err := Run(cfg)
+		require.NoError(t, err, "n=%d", n)
+		require.True(t, res.OK(), "n=%d: %+v", n, res.Nodes[0])
+		want := expected(cfg, n)
+		t.Logf("n=%d elapsed %v want %v events %d", n, res.Elapsed, want, res.Events)
+		assert.InEpsilon(t, want.Seconds(), res.Elapsed.Seconds(), 0.15, "n=%d", n)
+		for i, node := range res.Nodes {
+			assert.Equal(t, res.Items[0].Digest, node.Items[0].Digest, "node %d", i)
+		}
+	}
+}
+
+func TestThroughputIndependentOfChainLength(t *testing.T) {
+	var prev time.Duration
+	for _, n := range []int{2, 32} {
+		cfg := Config{Nodes: n, Size: 32 << 20, ChunkSize: 1 << 20, Bandwidth: 125e6, Latency: 50 * time.Microsecond, Buffers: 8}
+		res, err := Run(cfg)
+		require.NoError(t, err)
+		require.True(t, res.OK())
+		want := expected(cfg, n)
+		assert.InEpsilon(t, want.Seconds(), res.Elapsed.Seconds(), 0.05, "n=%d", n)
+		if prev > 0 {
+			// 30 more hops cost only 30 per-hop delays, not 30 streams.
+			extra := res.Elapsed - prev
+			assert.Less(t, extra, 30*(time.Duration(float64(cfg.ChunkSize)/cfg.Bandwidth*float64(time.Second))+3*cfg.Latency)+5*time.Millisecond)
+		}
+		prev = res.Elapsed
+	}
+}
+
+func TestSlowDiskBackpressureBoundsMemory(t *testing.T) {
+	const buffers = 6
+	cfg := Config{Nodes: 8, Size: 16 << 20, ChunkSize: 256 << 10, Bandwidth: 100e6, Latency: 100 * time.Microsecond,
+		Buffers: buffers, SlowDisk: map[int]float64{3: 10e6}}
+	res, err := Run(cfg)
+	require.NoError(t, err)
+	require.True(t, res.OK())
+	// The chain runs at the slow disk's pace: nobody finishes before it.
+	slow := float64(cfg.Size) / 10e6
+	assert.InEpsilon(t, slow, res.Elapsed.Seconds(), 0.1)
+	for i, p := range res.PeakBuffers {
+		assert.LessOrEqual(t, p, buffers, "node %d buffers", i)
+	}
+	assert.Equal(t, buffers, res.PeakBuffers[3], "the slow node fills its buffers")
+	// Fast nodes stayed fast relative to what they could get.
+	fast := Config{Nodes: 8, Size: cfg.Size, ChunkSize: cfg.ChunkSize, Bandwidth: cfg.Bandwidth, Latency: cfg.Latency, Buffers: buffers}
+	fres, err := Run(fast)
+	require.NoError(t, err)
+	assert.Less(t, fres.Elapsed, res.Elapsed/4)
+}
+
+func TestSeveralItems(t *testing.T) {
+	cfg := Config{Nodes: 5, Items: []int64{300 << 10, 0, 1<<20 + 17}, ChunkSize: 64 << 10}
+	res, err := Run(cfg)
+	require.NoError(t, err)
+	require.True(t, res.OK())
+	for _, n := range res.Nodes {
+		for k, it := range n.Items {
+			assert.Equal(t, res.Items[k].Digest, it.Digest)
+			assert.Equal(t, cfg.Items[k], it.Bytes)
+		}
+	}
+}
