@@ -1,6 +1,10 @@
 package blocktest
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"runtime"
 	"testing"
 )
 
@@ -21,4 +25,57 @@ func TestMemFakes(t *testing.T) {
 		ReadBack:    func(t *testing.T) []byte { return last.Bytes() },
 		SizeChecked: true,
 	})
+}
+
+// recorder is a testing.TB whose Fatalf records the failure and stops the
+// goroutine, so the suite's own checks can be shown to fail.
+type recorder struct {
+	testing.TB
+	failed string
+}
+
+func (r *recorder) Helper() {}
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.failed = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+func (r *recorder) Fatal(args ...any) { r.Fatalf("%v", fmt.Sprint(args...)) }
+
+// badSource yields a fixed list of (offset, length) runs of 'x'.
+type badSource struct {
+	runs [][2]int64
+	i    int
+}
+
+func (b *badSource) ReadChunk(p []byte) (int64, int, error) {
+	if b.i >= len(b.runs) {
+		return 0, 0, io.EOF
+	}
+	r := b.runs[b.i]
+	b.i++
+	n := copy(p, bytes.Repeat([]byte{'x'}, int(r[1])))
+	return r[0], n, nil
+}
+func (b *badSource) Close() error { return nil }
+
+func TestDrainCatchesViolations(t *testing.T) {
+	for name, runs := range map[string][][2]int64{
+		"overlap":   {{0, 10}, {5, 10}},
+		"backwards": {{100, 10}, {0, 10}},
+		"empty-run": {{0, 0}},
+		"negative":  {{-1, 3}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := &recorder{TB: t}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				Drain(r, &badSource{runs: runs}, 64)
+			}()
+			<-done
+			if r.failed == "" {
+				t.Fatalf("Drain accepted %v", runs)
+			}
+		})
+	}
 }

@@ -1,0 +1,170 @@
+package blockdev_test
+
+import (
+	"bytes"
+	"io"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/herd-cluster/herd/blockdev"
+	"github.com/herd-cluster/herd/blockdev/blocktest"
+	"github.com/herd-cluster/herd/blockdev/fsmap"
+	"github.com/stretchr/testify/require"
+)
+
+// ext4Image makes a 64 MiB ext4 image over random garbage, holding a few
+// files, and returns its path.
+func ext4Image(t *testing.T) string {
+	t.Helper()
+	needTool(t, "mkfs.ext4", "e2fsprogs")
+	d := t.TempDir()
+	rng := rand.New(rand.NewSource(8))
+	for i := 0; i < 10; i++ {
+		b := make([]byte, rng.Intn(500<<10))
+		rng.Read(b)
+		require.NoError(t, os.WriteFile(filepath.Join(d, "f"+strconv.Itoa(i)), b, 0o644))
+	}
+	img := make([]byte, 64<<20)
+	rng.Read(img)
+	p := writeFile(t, "ext4.img", img)
+	run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-d", d, p)
+	return p
+}
+
+// copyThrough copies src into a new file sink and returns the target path.
+func copyThrough(t *testing.T, src *blockdev.Source) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "copy.img")
+	s, err := blockdev.OpenSink(out, src.Size(), blockdev.SinkOptions{})
+	require.NoError(t, err)
+	buf := make([]byte, 1<<20)
+	for {
+		off, n, err := src.ReadChunk(buf)
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		_, err = s.WriteAt(buf[:n], off)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Sync())
+	require.NoError(t, s.Close())
+	return out
+}
+
+func complement(ext []blockdev.Extent, size int64) []blockdev.Extent {
+	var out []blockdev.Extent
+	pos := int64(0)
+	for _, e := range ext {
+		if e.Off > pos {
+			out = append(out, blockdev.Extent{Off: pos, Len: e.Off - pos})
+		}
+		pos = e.End()
+	}
+	if pos < size {
+		out = append(out, blockdev.Extent{Off: pos, Len: size - pos})
+	}
+	return out
+}
+
+func TestUsedOnlyExt4(t *testing.T) {
+	needTool(t, "e2fsck", "e2fsprogs")
+	img := ext4Image(t)
+	src := openSrc(t, img, blockdev.SourceOptions{UsedOnly: true})
+	st := src.Stats()
+	require.Equal(t, "ext4", st.Method)
+	require.Equal(t, int64(64<<20), st.DeviceBytes)
+	require.Less(t, st.UsedBytes, int64(16<<20))
+	cp := copyThrough(t, src)
+	require.Equal(t, st.UsedBytes, src.Stats().YieldedBytes)
+	out, err := exec.Command("e2fsck", "-fn", cp).CombinedOutput()
+	require.NoError(t, err, "e2fsck on the used-only copy: %s", out)
+	got, err := exec.Command("debugfs", "-R", "cat /f3", cp).Output()
+	require.NoError(t, err)
+	want, err := exec.Command("debugfs", "-R", "cat /f3", img).Output()
+	require.NoError(t, err)
+	require.True(t, len(want) > 0 && bytes.Equal(want, got))
+
+	data, err := os.ReadFile(img)
+	require.NoError(t, err)
+	blocktest.TestSource(t, blocktest.SourceCase{
+		Open: func(t *testing.T) blocktest.Source {
+			return openSrc(t, img, blockdev.SourceOptions{UsedOnly: true})
+		},
+		Want:     data,
+		Unused:   complement(usedExtents(t, img), int64(len(data))),
+		BufSizes: []int{4093, 1 << 20},
+	})
+}
+
+func usedExtents(t *testing.T, p string) []blockdev.Extent {
+	return openSrc(t, p, blockdev.SourceOptions{UsedOnly: true}).Extents()
+}
+
+func TestUsedOnlyExt4OnLoopDevice(t *testing.T) {
+	img := ext4Image(t)
+	dev := loopDevice(t, img)
+	src := openSrc(t, dev, blockdev.SourceOptions{UsedOnly: true})
+	require.Equal(t, "ext4", src.Stats().Method)
+	f, err := os.Open(img)
+	require.NoError(t, err)
+	defer f.Close()
+	m, err := fsmap.Detect(f, 64<<20)
+	require.NoError(t, err)
+	require.Equal(t, m.Extents, src.Extents())
+}
+
+func TestUsedOnlyFAT(t *testing.T) {
+	needTool(t, "mkfs.vfat", "dosfstools")
+	needTool(t, "fsck.fat", "dosfstools")
+	img := make([]byte, 32<<20)
+	rand.New(rand.NewSource(3)).Read(img)
+	p := writeFile(t, "fat.img", img)
+	run(t, "mkfs.vfat", "-F", "16", p)
+	src := openSrc(t, p, blockdev.SourceOptions{UsedOnly: true})
+	require.Equal(t, "fat16", src.Stats().Method)
+	require.Less(t, src.Stats().UsedBytes, int64(1<<20))
+	cp := copyThrough(t, src)
+	out, err := exec.Command("fsck.fat", "-n", cp).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+}
+
+func TestUsedOnlyPartcloneXFS(t *testing.T) {
+	needTool(t, "mkfs.xfs", "xfsprogs")
+	needTool(t, "partclone.xfs", "partclone")
+	needTool(t, "xfs_repair", "xfsprogs")
+	p := filepath.Join(t.TempDir(), "xfs.img")
+	require.NoError(t, os.WriteFile(p, nil, 0o600))
+	require.NoError(t, os.Truncate(p, 320<<20))
+	run(t, "mkfs.xfs", "-q", p)
+	src := openSrc(t, p, blockdev.SourceOptions{UsedOnly: true})
+	require.Equal(t, "partclone:xfs", src.Stats().Method)
+	require.Less(t, src.Stats().UsedBytes, int64(100<<20))
+	cp := copyThrough(t, src)
+	out, err := exec.Command("xfs_repair", "-n", "-f", cp).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	// Without partclone: zero runs skipped, still a valid copy.
+	src2 := openSrc(t, p, blockdev.SourceOptions{UsedOnly: true, Partclone: "-"})
+	require.Equal(t, "zero-skip", src2.Stats().Method)
+	cp2 := copyThrough(t, src2)
+	require.Less(t, src2.Stats().YieldedBytes, int64(100<<20))
+	out, err = exec.Command("xfs_repair", "-n", "-f", cp2).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+}
+
+func TestUsedOnlyUnknownFallsBackToZeroSkip(t *testing.T) {
+	data := patterned(4<<20, 12)
+	p := writeFile(t, "unknown.img", data)
+	src := openSrc(t, p, blockdev.SourceOptions{UsedOnly: true, Partclone: "-"})
+	require.Equal(t, "zero-skip", src.Stats().Method)
+	cp := copyThrough(t, src)
+	got, err := os.ReadFile(cp)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got))
+	require.Less(t, src.Stats().YieldedBytes, int64(len(data)))
+}
