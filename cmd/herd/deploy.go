@@ -145,6 +145,16 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 		return usageError{err}
 	}
 	st := srv.Store()
+	// Machines named with --macs are to be cloned now, whatever an
+	// earlier run left: back to new, so they boot the agent again.
+	for _, m := range macs {
+		if cur, ok := st.Get(m); ok && cur.State != state.New {
+			if _, err := st.Set(m, state.New, ""); err != nil {
+				return err
+			}
+			logf("deploy: %s was %s, set to new to be cloned again", cur.MAC, cur.State)
+		}
+	}
 	l, err := srv.Listen()
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -198,7 +199,7 @@ func newPXECmd() *cobra.Command {
 		Use:   "pxe",
 		Short: "PXE services: DHCP (server or proxy), TFTP, HTTP boot and per-machine boot state",
 	}
-	cmd.AddCommand(newPXEServeCmd(), newPXEListCmd(), newPXEMenuCmd())
+	cmd.AddCommand(newPXEServeCmd(), newPXEListCmd(), newPXEMenuCmd(), newPXEInitCmd())
 	return cmd
 }
 
@@ -348,4 +349,38 @@ func fetchMachines(ctx context.Context, server string) ([]state.Machine, error) 
 		return nil, fmt.Errorf("ask %s: %w", url, err)
 	}
 	return ms, nil
+}
+
+func newPXEInitCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "init --boot-dir DIR",
+		Short: "Fill a boot folder with the first stages installed by Debian (ipxe, pxelinux, syslinux-common)",
+		Long: `Init copies undionly.kpxe, ipxe.efi, snponly.efi, pxelinux.0, lpxelinux.0 and
+ldlinux.c32 from where Debian installs them into the boot folder, keeping any
+file already there. Put the agent's kernel (vmlinuz) and initramfs
+(initrd.img) beside them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dir == "" {
+				return usagef("--boot-dir is required")
+			}
+			copied, missing, err := pxe.PrepareBootDir(dir, nil)
+			if err != nil {
+				return err
+			}
+			sort.Strings(copied)
+			sort.Strings(missing)
+			w := cmd.OutOrStdout()
+			for _, n := range copied {
+				fmt.Fprintf(w, "copied %s\n", n)
+			}
+			for _, n := range missing {
+				fmt.Fprintf(w, "missing %s (install: apt-get install ipxe pxelinux syslinux-common)\n", n)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "boot-dir", "", "boot folder to fill")
+	return cmd
 }

@@ -125,3 +125,18 @@ func postAPI(t *testing.T, url, body string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+func TestPXEInit(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/ipxe/undionly.kpxe"); err != nil {
+		t.Skip("Debian package ipxe not installed")
+	}
+	dir := filepath.Join(t.TempDir(), "boot")
+	code, out, stderr := runHerd(t, "pxe", "init", "--boot-dir", dir)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "copied undionly.kpxe")
+	want, err := os.ReadFile("/usr/lib/ipxe/undionly.kpxe")
+	require.NoError(t, err)
+	got, err := os.ReadFile(filepath.Join(dir, "undionly.kpxe"))
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(want, got))
+}
