@@ -280,7 +280,7 @@ func (d *Desc) String() string {
 		b.WriteString(p.Size.String())
 		for _, kv := range [][2]string{{"fs", p.FS}, {"label", p.Label}, {"name", p.Name}, {"mount", p.Mount}, {"uuid", p.UUID}} {
 			if kv[1] != "" {
-				fmt.Fprintf(&b, " %s=%s", kv[0], kv[1])
+				fmt.Fprintf(&b, " %s=%s", kv[0], quote(kv[1]))
 			}
 		}
 		if p.Boot {

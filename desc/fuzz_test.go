@@ -145,8 +145,13 @@ func FuzzReadTable(f *testing.F) {
 				t.Fatalf("accepted partition %d at %d+%d outside a disk of %d sectors", pp.Index, pp.Start, pp.Sectors, p.DiskSectors)
 			}
 		}
-		_ = ToDesc(p).String()
 		Probe(disk, p)
+		if n := len(p.Parts); n >= 1 && n <= maxGPTParts {
+			text := ToDesc(p).String()
+			if _, err := Parse(text); err != nil {
+				t.Fatalf("ToDesc of a decoded table does not parse: %v\n%s", err, text)
+			}
+		}
 		w, err := p.Encode()
 		if err != nil {
 			return // decodable but not in herd's canonical form

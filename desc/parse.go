@@ -15,24 +15,53 @@ type token struct {
 	col  int
 }
 
-// tokenize splits a line into words, dropping a # comment.
-func tokenize(line string) []token {
-	if i := strings.IndexByte(line, '#'); i >= 0 {
-		line = line[:i]
-	}
+// tokenize splits a line into words, dropping a # comment. Double
+// quotes group a value with spaces or # (label="EFI System"); it returns
+// the column of an unterminated quote, or 0.
+func tokenize(line string) ([]token, int) {
 	var toks []token
-	start := -1
+	start, quote := -1, -1
 	for i := 0; i <= len(line); i++ {
-		space := i == len(line) || line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\v' || line[i] == '\f'
+		end := i == len(line) || (quote < 0 && line[i] == '#')
+		space := end || (quote < 0 && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\v' || line[i] == '\f'))
 		switch {
+		case end && quote >= 0:
+			return nil, quote + 1
 		case space && start >= 0:
 			toks = append(toks, token{line[start:i], start + 1})
 			start = -1
 		case !space && start < 0:
 			start = i
 		}
+		if end {
+			break
+		}
+		if !space && line[i] == '"' {
+			if quote < 0 {
+				quote = i
+			} else {
+				quote = -1
+			}
+		}
 	}
-	return toks
+	return toks, 0
+}
+
+// unquote strips the double quotes of a value; ok is false when quotes
+// appear elsewhere than around the whole value.
+func unquote(v string) (string, bool) {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	return v, !strings.Contains(v, `"`)
+}
+
+// quote formats a value so tokenize reads it back as one word.
+func quote(v string) string {
+	if v == "" || strings.ContainsAny(v, " \t\r\v\f#") {
+		return `"` + v + `"`
+	}
+	return v
 }
 
 // Parse reads desc text: KA's lines `[logical] TYPE SIZE` unchanged, plus
@@ -61,7 +90,10 @@ func perr(line, col int, format string, a ...any) *ParseError {
 }
 
 func (d *Desc) parseLine(n int, line string) error {
-	toks := tokenize(line)
+	toks, qcol := tokenize(line)
+	if qcol != 0 {
+		return perr(n, qcol, "unterminated double quote")
+	}
 	if len(toks) == 0 {
 		return nil
 	}
@@ -136,6 +168,10 @@ func (d *Desc) parseLine(n int, line string) error {
 			continue
 		}
 		vcol := tk.col + len(key) + 1
+		val, ok := unquote(val)
+		if !ok {
+			return perr(n, vcol, "bad quotes in %q: quote the whole value, which cannot hold a double quote", tk.text)
+		}
 		if val == "" {
 			return perr(n, vcol, "empty value for %q", key)
 		}

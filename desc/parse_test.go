@@ -82,6 +82,15 @@ linux fill fs=ext3 label=var mount=/var uuid=0b9c1c8e-3b1a-4b6e-9c4d-1b2a3c4d5e6
 	}
 }
 
+func TestDescParseQuotedValues(t *testing.T) {
+	d, err := Parse("table gpt\nesp 100M label=\"EFI\" name=\"EFI System Partition\" # ESP\nlinux fill name=\"a#b\"\n")
+	require.NoError(t, err)
+	assert.Equal(t, "EFI", d.Parts[0].Label)
+	assert.Equal(t, "EFI System Partition", d.Parts[0].Name)
+	assert.Equal(t, "a#b", d.Parts[1].Name)
+	assert.Equal(t, "table gpt\nesp 100 label=EFI name=\"EFI System Partition\"\nlinux fill name=\"a#b\"\n", d.String())
+}
+
 func TestDescParseTypeNN(t *testing.T) {
 	d, err := Parse("type83 100\ntypeb 200 # fat32\ntype0F fill\nlogical type7 fill\n")
 	require.NoError(t, err)
@@ -150,6 +159,8 @@ func TestDescParseErrors(t *testing.T) {
 		{"bad uuid", "linux 1 uuid=xyz\n", 1, 14, "bad uuid"},
 		{"extended with fs", "extended 100 fs=ext4\n", 1, 1, "holds no filesystem"},
 		{"no partitions", "# nothing\n\n", 3, 1, "no partitions"},
+		{"unterminated quote", "linux 1 label=\"a b\n", 1, 15, "unterminated double quote"},
+		{"bad quotes", "linux 1 label=a\"b\"c\n", 1, 15, "bad quotes"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

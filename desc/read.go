@@ -7,7 +7,9 @@ import (
 	"hash/crc32"
 	"io"
 	"sort"
+	"strings"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // maxLogicals bounds an EBR chain (a loop in a corrupt chain ends here).
@@ -280,9 +282,12 @@ func ToDesc(p *Plan) *Desc {
 	for i, pp := range p.Parts {
 		part := Part{Logical: pp.Logical, Type: pp.Type, Boot: pp.Boot,
 			Size:  Size{Kind: SizeFixed, Bytes: pp.Sectors * p.SectorSize},
-			Label: pp.Label, Mount: pp.Mount, UUID: pp.UUID}
-		if pp.Name != "" && pp.Name != pp.Label {
-			part.Name = pp.Name
+			Label: printable(pp.Label), Mount: printable(pp.Mount), UUID: pp.UUID}
+		if pp.UUID != "" && !validFSUUID(pp.UUID) {
+			part.UUID = ""
+		}
+		if name := printable(pp.Name); name != "" && name != part.Label {
+			part.Name = name
 		}
 		if pp.FS != "" && pp.FS != part.defaultFS() {
 			part.FS = pp.FS
@@ -304,7 +309,45 @@ func ToDesc(p *Plan) *Desc {
 	if lastLog >= 0 {
 		d.Parts[lastLog].Size = Fill
 	}
+	// A fixed extended partition must hold its logical partitions as
+	// Layout places them (whole MiB, 1 MiB before each for its EBR), even
+	// when another tool packed them tighter.
+	for i, part := range d.Parts {
+		if !part.Type.IsExtended() || part.Size.Kind != SizeFixed {
+			continue
+		}
+		need := int64(0)
+		for _, l := range d.Parts[i+1:] {
+			if !l.Logical {
+				break
+			}
+			need += MiB
+			if l.Size.Kind == SizeFixed {
+				need += alignUp(l.Size.Bytes, MiB)
+			} else {
+				need += MiB
+			}
+		}
+		if need > part.Size.Bytes {
+			d.Parts[i].Size.Bytes = need
+		}
+	}
 	return d
+}
+
+// printable makes a label or name from a disk writable in a desc: control
+// characters and double quotes become '_', and it is cut to 36 runes.
+func printable(s string) string {
+	r := []rune(strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || r == '"' || r == utf8.RuneError {
+			return '_'
+		}
+		return r
+	}, s))
+	if len(r) > 36 {
+		r = r[:36]
+	}
+	return string(r)
 }
 
 // defaultFS is what Filesystem returns without an explicit FS.
