@@ -49,7 +49,7 @@ func blkidAt(t *testing.T, dev string, off, size int64) map[string]string {
 	m := map[string]string{}
 	for _, l := range strings.Split(string(out), "\n") {
 		if k, v, ok := strings.Cut(l, "="); ok {
-			m[k] = v
+			m[k] = strings.ReplaceAll(v, `\ `, " ") // blkid -o export escapes spaces
 		}
 	}
 	return m
@@ -59,7 +59,7 @@ func TestDescApplyLoopDevice(t *testing.T) {
 	needRoot(t, "losetup", "sfdisk", "blkid", "mkfs.ext4", "mkfs.xfs", "mkfs.vfat", "mkswap", "e2fsck", "xfs_repair", "fsck.vfat")
 	for name, text := range map[string]string{
 		"mbr": "linux 100 fs=ext4 label=root boot\nextended fill\nlogical swap 64 label=sw\nlogical linux 320 fs=xfs label=data\nlogical linux fill fs=vfat label=EFI uuid=1234-ABCD\n",
-		"gpt": "table gpt\nbios 1M\nesp 64M label=EFI\nlinux 320M fs=xfs label=root uuid=0b9c1c8e-3b1a-4b6e-9c4d-1b2a3c4d5e6f\nswap 64M\nlinux fill fs=ext3 label=var\n",
+		"gpt": "table gpt\nbios 1M\nesp 64M label=EFI\nlinux 320M fs=xfs label=root uuid=0b9c1c8e-3b1a-4b6e-9c4d-1b2a3c4d5e6f\nswap 64M\nlinux 32M fs=ext2 label=\"old fs\"\nlinux fill fs=ext3 label=var\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			const size = 1 * GiB
@@ -89,7 +89,7 @@ func TestDescApplyLoopDevice(t *testing.T) {
 			assert.Empty(t, strings.TrimSpace(string(out)), "Apply detached its loop devices")
 
 			assertSfdiskSees(t, p, dev)
-			want := map[string]string{"ext4": "ext4", "ext3": "ext3", "xfs": "xfs", "vfat": "vfat", "swap": "swap"}
+			want := map[string]string{"ext4": "ext4", "ext3": "ext3", "ext2": "ext2", "xfs": "xfs", "vfat": "vfat", "swap": "swap"}
 			for _, pp := range p.Parts {
 				if pp.FS == "none" {
 					continue
@@ -220,4 +220,59 @@ func TestDescApplyRunnerCommands(t *testing.T) {
 		"mkswap -f /dev/loop99",
 		"losetup -d /dev/loop99",
 	}, calls)
+}
+
+func TestDescApply4KSectors(t *testing.T) {
+	needRoot(t, "losetup", "sfdisk", "mkfs.ext4", "blkid")
+	const size = 256 * MiB
+	img := sparseImage(t, size)
+	dev := attachLoop(t, img, "--sector-size", "4096")
+	gotSize, ss, err := DeviceSize(dev)
+	require.NoError(t, err)
+	require.Equal(t, int64(size), gotSize)
+	if ss != 4096 {
+		t.Skipf("loop device has %d-byte sectors: kernel ignores --sector-size", ss)
+	}
+	p, err := mustParse(t, "table gpt\nesp 32M\nlinux fill label=root\n").Layout(size, ss)
+	require.NoError(t, err)
+	require.NoError(t, Apply(context.Background(), p, dev))
+	st := sfdiskJSON(t, dev).PartitionTable
+	assert.Equal(t, int64(4096), st.SectorSize)
+	assert.Equal(t, int64(6), st.FirstLBA, "2 + 4 sectors of entries")
+	require.Len(t, st.Partitions, 2)
+	assert.Equal(t, int64(256), st.Partitions[0].Start, "1 MiB in 4 KiB sectors")
+	assert.Equal(t, p.Parts[1].Sectors, st.Partitions[1].Size)
+	info := blkidAt(t, dev, p.Parts[1].Offset(ss), p.Parts[1].Bytes(ss))
+	assert.Equal(t, "ext4", info["TYPE"])
+	assert.Equal(t, "root", info["LABEL"])
+
+	f, err := os.Open(dev)
+	require.NoError(t, err)
+	defer f.Close()
+	got, err := ReadTable(f, size)
+	require.NoError(t, err)
+	assert.Equal(t, int64(4096), got.SectorSize, "GPT found at 4096 bytes")
+	assert.Equal(t, p.Parts[1].Start, got.Parts[1].Start)
+}
+
+func TestDescApplyRefusesMounted(t *testing.T) {
+	needRoot(t, "losetup", "mkfs.ext4", "mount", "umount")
+	const size = 64 * MiB
+	img := sparseImage(t, size)
+	dev := attachLoop(t, img)
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", dev).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	mnt := t.TempDir()
+	out, err = exec.Command("mount", dev, mnt).CombinedOutput()
+	require.NoError(t, err, "mount: %s", out)
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", mnt, err, out)
+		}
+	})
+	p, err := mustParse(t, "linux fill\n").Layout(size, 512)
+	require.NoError(t, err)
+	err = Apply(context.Background(), p, dev)
+	require.ErrorIs(t, err, ErrInUse)
+	assert.Contains(t, err.Error(), "mounted on "+mnt)
 }
