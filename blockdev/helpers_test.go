@@ -105,3 +105,10 @@ func compressFile(t testing.TB, tool string, data []byte) string {
 	ext := map[string]string{"gzip": ".gz", "zstd": ".zst", "compress": ".Z"}[tool]
 	return writeFile(t, "img"+ext, out)
 }
+
+func readAll(t testing.TB, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return b
+}

@@ -35,6 +35,10 @@ type SourceOptions struct {
 	Partclone string
 	// PartcloneTimeout bounds the partclone map run; default 10 minutes.
 	PartcloneTimeout time.Duration
+	// MergeGap, when > 0, also sends unused gaps shorter than this many
+	// bytes between used ranges, so a fragmented map gives fewer, larger
+	// runs. The gaps' bytes count in UsedBytes.
+	MergeGap int64
 }
 
 // Stats are a Source's byte counts.
@@ -126,9 +130,25 @@ func newSource(f *os.File, opts SourceOptions) (*Source, error) {
 			return nil, err
 		}
 	}
+	if opts.MergeGap > 0 {
+		s.ext = mergeGaps(s.ext, opts.MergeGap)
+	}
 	s.st.DeviceBytes = s.size
 	s.st.UsedBytes = fsmap.Total(s.ext)
 	return s, nil
+}
+
+// mergeGaps joins sorted extents separated by less than gap bytes.
+func mergeGaps(ext []Extent, gap int64) []Extent {
+	out := make([]Extent, 0, len(ext))
+	for _, e := range ext {
+		if k := len(out); k > 0 && e.Off-out[k-1].End() < gap {
+			out[k-1].Len = e.End() - out[k-1].Off
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 func whole(size int64) []Extent {

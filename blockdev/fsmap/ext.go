@@ -198,10 +198,23 @@ func ExtMap(r io.ReaderAt, size int64) (*Map, error) {
 			return nil, fmt.Errorf("read ext block bitmap of group %d: %w", g, err)
 		}
 		b := builder{unit: bs}
-		for i := uint64(0); i < n; i++ {
+		for i := uint64(0); i < n; {
+			// Whole bytes first: most bitmaps are long runs of 0x00 or 0xFF.
+			if i&7 == 0 && i+8 <= n {
+				switch bitmap[i>>3] {
+				case 0x00:
+					i += 8
+					continue
+				case 0xFF:
+					b.add(int64(start+i)*bs, 8*bs)
+					i += 8
+					continue
+				}
+			}
 			if bitmap[i>>3]&(1<<(i&7)) != 0 {
 				b.add(int64(start+i)*bs, bs)
 			}
+			i++
 		}
 		used = append(used, b.ext...)
 	}
