@@ -117,7 +117,7 @@ func Apply(ctx context.Context, plan *Plan, dev string, opts ...ApplyOption) err
 	if err != nil {
 		return err
 	}
-	if ss != plan.SectorSize && !(ss == 0 && plan.SectorSize == 512) {
+	if ss != 0 && ss != plan.SectorSize { // an image file (ss 0) takes any sector size
 		return fmt.Errorf("%w: plan has %d-byte sectors, %s has %d", ErrInvalidPlan, plan.SectorSize, dev, ss)
 	}
 	if size/plan.SectorSize != plan.DiskSectors {

@@ -180,3 +180,21 @@ func TestDescDecodeSfdiskTables(t *testing.T) {
 		})
 	}
 }
+
+func TestDescCHS(t *testing.T) {
+	assert.Equal(t, [3]byte{0, 1, 0}, chs(0))
+	assert.Equal(t, [3]byte{32, 33, 0}, chs(2048))                     // 2048 = 0*16065 + 32*63 + 32
+	assert.Equal(t, [3]byte{254, 63 | 3<<6, 0xff}, chs(1024*255*63-1)) // cylinder 1023
+	assert.Equal(t, [3]byte{0xfe, 0xff, 0xff}, chs(1024*255*63))
+
+	// CHS fields of a logical partition's entry are absolute, its LBA relative.
+	p, err := mustParse(t, "extended fill\nlogical linux 10\nlogical linux fill\n").Layout(GiB, 512, fixedRand())
+	require.NoError(t, err)
+	w, err := p.EncodeMBR()
+	require.NoError(t, err)
+	ebr2 := w[len(w)-1]
+	e := ebr2.Bytes[446:]
+	assert.Equal(t, uint32(2048), uint32(e[8])|uint32(e[9])<<8|uint32(e[10])<<16|uint32(e[11])<<24)
+	want := chs(p.Parts[2].Start)
+	assert.Equal(t, want[:], e[1:4])
+}

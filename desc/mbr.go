@@ -24,8 +24,9 @@ func (p *Plan) Encode() ([]Write, error) {
 type mbrEntry struct {
 	boot    bool
 	typ     byte
-	start   uint32 // LBA
+	start   uint32 // LBA, relative to base in an EBR
 	sectors uint32
+	base    int64 // absolute LBA start is relative to (CHS fields are absolute)
 }
 
 // chs encodes an LBA as cylinder/head/sector with the 255×63 geometry
@@ -49,8 +50,8 @@ func (e mbrEntry) put(b []byte) {
 	if e.boot {
 		b[0] = 0x80
 	}
-	first := chs(int64(e.start))
-	last := chs(int64(e.start) + int64(e.sectors) - 1)
+	first := chs(e.base + int64(e.start))
+	last := chs(e.base + int64(e.start) + int64(e.sectors) - 1)
 	copy(b[1:4], first[:])
 	b[4] = e.typ
 	copy(b[5:8], last[:])
@@ -168,11 +169,11 @@ func (p *Plan) EncodeMBR() ([]Write, error) {
 		return append(writes, Write{Offset: ext.Start * ss, Bytes: mbrSector(ss, 0)}), nil
 	}
 	for k, l := range logicals {
-		first := mbrEntry{boot: l.Boot, typ: l.Type.MBR, start: uint32(l.Start - ebrs[k]), sectors: uint32(l.Sectors)}
+		first := mbrEntry{boot: l.Boot, typ: l.Type.MBR, start: uint32(l.Start - ebrs[k]), sectors: uint32(l.Sectors), base: ebrs[k]}
 		var next mbrEntry
 		if k+1 < len(logicals) {
 			n := logicals[k+1]
-			next = mbrEntry{typ: 0x05, start: uint32(ebrs[k+1] - ext.Start), sectors: uint32(n.End() - ebrs[k+1])}
+			next = mbrEntry{typ: 0x05, start: uint32(ebrs[k+1] - ext.Start), sectors: uint32(n.End() - ebrs[k+1]), base: ext.Start}
 		}
 		writes = append(writes, Write{Offset: ebrs[k] * ss, Bytes: mbrSector(ss, 0, first, next)})
 	}

@@ -10,8 +10,8 @@ import (
 
 // Probe fills FS, Label and UUID of each partition of p by reading the
 // filesystem superblock at the partition's offset in r: ext2/3/4, xfs,
-// vfat and Linux swap are recognised; other partitions are left as
-// they are. Read errors leave the partition unchanged.
+// vfat and Linux swap are recognised; any other partition gets FS
+// "none" (herd will not format what it does not know).
 func Probe(r io.ReaderAt, p *Plan) {
 	for i := range p.Parts {
 		pp := &p.Parts[i]
@@ -19,9 +19,10 @@ func Probe(r io.ReaderAt, p *Plan) {
 			continue
 		}
 		fs, label, uuid := ProbeFS(io.NewSectionReader(r, pp.Offset(p.SectorSize), pp.Bytes(p.SectorSize)))
-		if fs != "" {
-			pp.FS, pp.Label, pp.UUID = fs, label, uuid
+		if fs == "" {
+			fs = "none"
 		}
+		pp.FS, pp.Label, pp.UUID = fs, label, uuid
 	}
 }
 

@@ -170,6 +170,9 @@ are read from its superblock (ext2/3/4, xfs, vfat, swap) unless --no-probe.` + d
 			if err != nil {
 				return fmt.Errorf("read table of %s: %w", dev, err)
 			}
+			if len(p.Parts) == 0 {
+				return fmt.Errorf("%s: the %s table has no partitions", dev, p.Table)
+			}
 			if !noProbe {
 				desc.Probe(f, p)
 			}

@@ -118,7 +118,10 @@ func TestDescCmdApplyImageAndFromDisk(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "# from "+img+": gpt table")
 	body := out[strings.IndexByte(out, '\n')+1:]
-	assert.Equal(t, "table gpt\nbios 1\nlinux 100 name=root\nlinux fill\n", body)
+	assert.Equal(t, "table gpt\nbios 1\nlinux 100 fs=none name=root\nlinux fill fs=none\n", body, "no filesystem found: fs=none")
+	code, out, errOut = runDesc(t, "", "desc", "from-disk", "--no-probe", img)
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "table gpt\nbios 1\nlinux 100 name=root\nlinux fill\n", out[strings.IndexByte(out, '\n')+1:])
 
 	if _, err := exec.LookPath("sfdisk"); err == nil {
 		sf, err := exec.Command("sfdisk", "--dump", img).CombinedOutput()
