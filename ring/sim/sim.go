@@ -142,6 +142,7 @@ type sim struct {
 	data    [][]byte
 	count   int
 	manSize int
+	bad     map[*wire.Data]bool // chunks damaged in transit
 }
 
 func (s *sim) at(d time.Duration, fn func()) {
@@ -176,7 +177,7 @@ func Run(cfg Config) (*Result, error) {
 	if sizes == nil {
 		sizes = []int64{cfg.Size}
 	}
-	s := &sim{cfg: cfg}
+	s := &sim{cfg: cfg, bad: map[*wire.Data]bool{}}
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	man := &wire.Manifest{ChunkSize: uint32(cfg.ChunkSize)}
 	rng.Read(man.Session[:])
@@ -452,7 +453,18 @@ func (s *sim) pumpLink(l *link) {
 		ev := core.Event{Kind: core.EvUp, Msg: f.msg, Ref: ref}
 		lost := false
 		if isData {
-			if seq, ok := s.cfg.Corrupt[to.idx]; ok && seq == d.Seq {
+			if seq, ok := s.cfg.Corrupt[to.idx]; ok && seq == d.Seq && !s.bad[d] {
+				// Damage a copy: the node forwards the damaged bytes, as
+				// a TCP relay would, and its sum no longer matches.
+				c := *d
+				c.Payload = append([]byte(nil), d.Payload...)
+				if len(c.Payload) > 0 {
+					c.Payload[len(c.Payload)/2] ^= 0x40
+				}
+				s.bad[&c] = true
+				ev.Msg = &c
+			}
+			if dm := ev.Msg.(*wire.Data); s.bad[dm] {
 				ev.Bad = true
 			}
 			if seq, ok := s.cfg.Drop[to.idx]; ok && seq == d.Seq {

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herd-cluster/herd/ring/core"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -98,6 +99,53 @@ func TestSeveralItems(t *testing.T) {
 		for k, it := range n.Items {
 			assert.Equal(t, res.Items[k].Digest, it.Digest)
 			assert.Equal(t, cfg.Items[k], it.Bytes)
+		}
+	}
+}
+
+func TestCorruptDropAndOpenFailure(t *testing.T) {
+	base := Config{Nodes: 6, Size: 1 << 20, ChunkSize: 64 << 10}
+
+	cfg := base
+	cfg.Corrupt = map[int]uint64{2: 5}
+	res, err := Run(cfg)
+	require.NoError(t, err)
+	for i, n := range res.Nodes {
+		if i < 2 {
+			assert.Equal(t, core.StateDone, n.State, "node %d", i)
+			continue
+		}
+		// The corrupted chunk is forwarded as received: every node after
+		// the damaged link detects it on its own and never verifies.
+		assert.Equal(t, core.StateFailed, n.State, "node %d", i)
+		assert.Contains(t, n.Err, "corrupt chunk 5")
+		assert.False(t, n.Items[0].Verified)
+	}
+
+	cfg = base
+	cfg.Drop = map[int]uint64{4: 3}
+	res, err = Run(cfg)
+	require.NoError(t, err)
+	for i, n := range res.Nodes {
+		if i < 4 {
+			assert.Equal(t, core.StateDone, n.State, "node %d", i)
+		} else {
+			assert.Equal(t, core.StateFailed, n.State, "node %d", i)
+			assert.Contains(t, n.Err, "lost chunk")
+		}
+	}
+
+	cfg = base
+	cfg.OpenFail = map[int]bool{1: true}
+	res, err = Run(cfg)
+	require.NoError(t, err)
+	for i, n := range res.Nodes {
+		if i == 1 {
+			assert.Equal(t, core.StateFailed, n.State)
+			assert.Contains(t, n.Err, "open item 0 (/dest0): simulated open failure")
+			assert.Zero(t, n.Bytes)
+		} else {
+			assert.Equal(t, core.StateDone, n.State, "node %d keeps receiving through the failed one", i)
 		}
 	}
 }
