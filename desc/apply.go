@@ -130,14 +130,14 @@ func Apply(ctx context.Context, plan *Plan, dev string, opts ...ApplyOption) err
 		// A stale backup GPT header at the end would make tools doubt
 		// the new MBR: zero it when it is there.
 		if stale, err := hasGPTAt(dev, (plan.DiskSectors-1)*plan.SectorSize); err == nil && stale {
-			writes = append(writes, Write{Offset: (plan.DiskSectors - 1) * plan.SectorSize, Bytes: make([]byte, plan.SectorSize)})
+			writes = append(writes, Write{Offset: (plan.DiskSectors - 1) * plan.SectorSize, Bytes: make([]byte, plan.SectorSize), What: "zeros over an old backup GPT header"})
 		}
 	}
 
 	if o.dryRun {
 		fmt.Fprintf(o.out, "dry run: nothing is written to %s\n%s", dev, plan)
 		for _, w := range writes {
-			fmt.Fprintf(o.out, "write %d bytes at byte %d (sector %d)\n", len(w.Bytes), w.Offset, w.Offset/plan.SectorSize)
+			fmt.Fprintf(o.out, "write %d bytes at byte %d (sector %d): %s\n", len(w.Bytes), w.Offset, w.Offset/plan.SectorSize, w.What)
 		}
 		for _, pp := range plan.Parts {
 			cmd := MkfsCommand(pp, loopPlaceholder)

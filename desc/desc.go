@@ -60,6 +60,22 @@ func (k TableKind) String() string {
 	return "mbr"
 }
 
+// MarshalText formats k as "mbr" or "gpt" (for JSON).
+func (k TableKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText parses "mbr" or "gpt".
+func (k *TableKind) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "mbr":
+		*k = MBR
+	case "gpt":
+		*k = GPT
+	default:
+		return fmt.Errorf("desc: table kind %q: want mbr or gpt", b)
+	}
+	return nil
+}
+
 // SizeKind says how a Size is given.
 type SizeKind int
 
@@ -112,9 +128,9 @@ const (
 // type GUID it stands for. A zero MBR code or zero GUID means the type
 // cannot be used in that table kind.
 type Type struct {
-	Name string
-	MBR  byte
-	GUID GUID
+	Name string `json:"name"`
+	MBR  byte   `json:"mbr,omitempty"`
+	GUID GUID   `json:"guid"`
 }
 
 // IsExtended reports whether t is an MBR extended container.

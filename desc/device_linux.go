@@ -16,12 +16,12 @@ import (
 func DeviceSize(dev string) (size, sectorSize int64, err error) {
 	f, err := os.Open(dev)
 	if err != nil {
-		return 0, 0, fmt.Errorf("open %s: %w", dev, err)
+		return 0, 0, err // *fs.PathError names the operation and the path
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return 0, 0, fmt.Errorf("stat %s: %w", dev, err)
+		return 0, 0, err
 	}
 	if st.Mode().IsRegular() {
 		return st.Size(), 0, nil
@@ -53,7 +53,7 @@ func openExclusive(dev string) (*os.File, error) {
 		if errors.Is(err, unix.EBUSY) {
 			return nil, fmt.Errorf("%w: %s: %v", ErrInUse, dev, err)
 		}
-		return nil, fmt.Errorf("open %s: %w", dev, err)
+		return nil, err
 	}
 	return f, nil
 }
@@ -80,7 +80,7 @@ func CheckNotInUse(dev string) error {
 	}
 	st, err := os.Stat(abs)
 	if err != nil {
-		return fmt.Errorf("stat %s: %w", dev, err)
+		return err
 	}
 	var devNums map[string]bool // "maj:min" of dev and its partitions
 	if st.Mode()&os.ModeDevice != 0 {

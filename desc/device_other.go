@@ -11,7 +11,7 @@ import (
 func DeviceSize(dev string) (size, sectorSize int64, err error) {
 	st, err := os.Stat(dev)
 	if err != nil {
-		return 0, 0, fmt.Errorf("stat %s: %w", dev, err)
+		return 0, 0, err
 	}
 	if !st.Mode().IsRegular() {
 		return 0, 0, fmt.Errorf("%s: %w", dev, errNotSupported)

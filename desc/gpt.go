@@ -88,10 +88,10 @@ func (p *Plan) EncodeGPT() ([]Write, error) {
 	pmbr := mbrSector(ss, 0, mbrEntry{typ: 0xee, start: 1, sectors: uint32(pmbrSectors)})
 	// The protective entry's CHS start is 0/0/2 by convention.
 	return []Write{
-		{Offset: 0, Bytes: pmbr},
-		{Offset: ss, Bytes: header(1, last, 2)},
-		{Offset: 2 * ss, Bytes: entries},
-		{Offset: (last - es) * ss, Bytes: entries},
-		{Offset: last * ss, Bytes: header(last, 1, last-es)},
+		{Offset: 0, Bytes: pmbr, What: "protective MBR"},
+		{Offset: ss, Bytes: header(1, last, 2), What: "GPT header"},
+		{Offset: 2 * ss, Bytes: entries, What: "GPT entries"},
+		{Offset: (last - es) * ss, Bytes: entries, What: "backup GPT entries"},
+		{Offset: last * ss, Bytes: header(last, 1, last-es), What: "backup GPT header"},
 	}, nil
 }

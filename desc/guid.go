@@ -70,3 +70,16 @@ func hexVal(c byte) (byte, bool) {
 	}
 	return 0, false
 }
+
+// MarshalText formats g as String does (for JSON).
+func (g GUID) MarshalText() ([]byte, error) { return []byte(g.String()), nil }
+
+// UnmarshalText parses the text form of a GUID.
+func (g *GUID) UnmarshalText(b []byte) error {
+	v, err := ParseGUID(string(b))
+	if err != nil {
+		return err
+	}
+	*g = v
+	return nil
+}

@@ -10,31 +10,31 @@ import (
 // Plan is a desc laid out on one disk: exact sectors for every
 // partition. Layout makes one from a Desc, ReadTable from a disk.
 type Plan struct {
-	Table       TableKind
-	SectorSize  int64 // bytes per logical sector (512 or 4096)
-	DiskSectors int64 // size of the whole disk in sectors
-	DiskGUID    GUID  // GPT disk GUID
-	DiskID      uint32
-	Parts       []PlannedPart // in disk order; logicals right after their extended
+	Table       TableKind     `json:"table"`
+	SectorSize  int64         `json:"sector_size"`  // bytes per logical sector (512 or 4096)
+	DiskSectors int64         `json:"disk_sectors"` // size of the whole disk in sectors
+	DiskGUID    GUID          `json:"disk_guid"`    // GPT disk GUID
+	DiskID      uint32        `json:"disk_id"`      // MBR disk signature
+	Parts       []PlannedPart `json:"partitions"`   // in disk order; logicals right after their extended
 }
 
 // PlannedPart is one partition of a Plan. Start and Sectors count
 // logical sectors from the start of the disk.
 type PlannedPart struct {
-	Index   int // Linux partition number: 1-4 primaries, 5+ logicals (MBR); 1-128 (GPT)
-	Start   int64
-	Sectors int64
-	Logical bool
-	Type    Type
-	GUID    GUID   // GPT unique partition GUID
-	Name    string // GPT partition name
-	Boot    bool
-	Attrs   uint64 // GPT attribute bits (bit 2 mirrors Boot)
-	FS      string // filesystem to make ("" or "none": none)
-	Label   string
-	Mount   string
-	UUID    string
-	Line    int // desc line it comes from, 0 when decoded
+	Index   int    `json:"index"` // Linux partition number: 1-4 primaries, 5+ logicals (MBR); 1-128 (GPT)
+	Start   int64  `json:"start"`
+	Sectors int64  `json:"sectors"`
+	Logical bool   `json:"logical,omitempty"`
+	Type    Type   `json:"type"`
+	GUID    GUID   `json:"guid"`           // GPT unique partition GUID
+	Name    string `json:"name,omitempty"` // GPT partition name
+	Boot    bool   `json:"boot,omitempty"`
+	Attrs   uint64 `json:"attrs,omitempty"` // GPT attribute bits (bit 2 mirrors Boot)
+	FS      string `json:"fs,omitempty"`    // filesystem to make ("" or "none": none)
+	Label   string `json:"label,omitempty"`
+	Mount   string `json:"mount,omitempty"`
+	UUID    string `json:"uuid,omitempty"`
+	Line    int    `json:"line,omitempty"` // desc line it comes from, 0 when decoded
 }
 
 // End returns the first sector after p.

@@ -1,6 +1,7 @@
 package desc
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -157,4 +158,16 @@ func mustParse(t *testing.T, text string) *Desc {
 	d, err := Parse(text)
 	require.NoError(t, err)
 	return d
+}
+
+func TestDescPlanJSON(t *testing.T) {
+	p, err := mustParse(t, "table gpt\nesp 100M label=EFI\nlinux fill\n").Layout(GiB, 512, fixedRand())
+	require.NoError(t, err)
+	b, err := json.Marshal(p)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"table":"gpt"`)
+	assert.Contains(t, string(b), `"guid":"C12A7328-F81F-11D2-BA4B-00A0C93EC93B"`)
+	var q Plan
+	require.NoError(t, json.Unmarshal(b, &q))
+	assert.Equal(t, *p, q)
 }

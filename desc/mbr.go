@@ -9,6 +9,7 @@ import (
 type Write struct {
 	Offset int64
 	Bytes  []byte
+	What   string // what the bytes are, for dry runs: "MBR", "EBR of partition 5"…
 }
 
 // Encode returns the writes that put p's table on a disk: EncodeMBR or
@@ -142,8 +143,8 @@ func (p *Plan) EncodeMBR() ([]Write, error) {
 		return nil, invalid("%d primary partitions, an MBR holds 4", len(prim))
 	}
 	writes := []Write{
-		{Offset: 0, Bytes: mbrSector(ss, p.DiskID, prim...)},
-		{Offset: ss, Bytes: make([]byte, ss)},
+		{Offset: 0, Bytes: mbrSector(ss, p.DiskID, prim...), What: "MBR"},
+		{Offset: ss, Bytes: make([]byte, ss), What: "zeros over any old GPT header"},
 	}
 	if ext == nil {
 		return writes, nil
@@ -166,7 +167,7 @@ func (p *Plan) EncodeMBR() ([]Write, error) {
 	}
 	if len(logicals) == 0 {
 		// An empty chain: one EBR with no entries.
-		return append(writes, Write{Offset: ext.Start * ss, Bytes: mbrSector(ss, 0)}), nil
+		return append(writes, Write{Offset: ext.Start * ss, Bytes: mbrSector(ss, 0), What: "empty EBR"}), nil
 	}
 	for k, l := range logicals {
 		first := mbrEntry{boot: l.Boot, typ: l.Type.MBR, start: uint32(l.Start - ebrs[k]), sectors: uint32(l.Sectors), base: ebrs[k]}
@@ -175,7 +176,7 @@ func (p *Plan) EncodeMBR() ([]Write, error) {
 			n := logicals[k+1]
 			next = mbrEntry{typ: 0x05, start: uint32(ebrs[k+1] - ext.Start), sectors: uint32(n.End() - ebrs[k+1]), base: ext.Start}
 		}
-		writes = append(writes, Write{Offset: ebrs[k] * ss, Bytes: mbrSector(ss, 0, first, next)})
+		writes = append(writes, Write{Offset: ebrs[k] * ss, Bytes: mbrSector(ss, 0, first, next), What: fmt.Sprintf("EBR of partition %d", l.Index)})
 	}
 	return writes, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -78,9 +79,17 @@ func parseDiskSize(s string) (int64, error) {
 	return sz.Bytes, nil
 }
 
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 func newDescLayoutCmd() *cobra.Command {
 	var size string
 	var sector int64
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "layout DESC --size SIZE",
 		Short: "Print the exact sectors a desc takes on a disk of the given size",
@@ -110,12 +119,16 @@ logical linux fill" | herd desc layout - --size 2TB`,
 			if err != nil {
 				return descError(args[0], err)
 			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
 			_, err = fmt.Fprint(cmd.OutOrStdout(), p)
 			return err
 		},
 	}
 	cmd.Flags().StringVar(&size, "size", "", "disk size: 80G (GiB), 80GB (10^9 bytes), 2T, 500000M")
 	cmd.Flags().Int64Var(&sector, "sector-size", 512, "logical sector size of the disk (512 or 4096)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON (sectors, types, GUIDs, filesystems)")
 	return cmd
 }
 
@@ -138,7 +151,7 @@ line and column, and prints the desc in canonical form.` + descExitHelp,
 }
 
 func newDescFromDiskCmd() *cobra.Command {
-	var noProbe bool
+	var noProbe, asJSON bool
 	var sector int64
 	cmd := &cobra.Command{
 		Use:   "from-disk DEV",
@@ -163,7 +176,7 @@ are read from its superblock (ext2/3/4, xfs, vfat, swap) unless --no-probe.` + d
 			}
 			f, err := os.Open(dev)
 			if err != nil {
-				return fmt.Errorf("open %s: %w", dev, err)
+				return err
 			}
 			defer f.Close()
 			p, err := desc.ReadTableSector(f, size, sector)
@@ -177,12 +190,16 @@ are read from its superblock (ext2/3/4, xfs, vfat, swap) unless --no-probe.` + d
 				desc.Probe(f, p)
 			}
 			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, p)
+			}
 			fmt.Fprintf(out, "# from %s: %s table, %d bytes, %d-byte sectors\n", dev, p.Table, size, p.SectorSize)
 			_, err = fmt.Fprint(out, desc.ToDesc(p))
 			return err
 		},
 	}
 	cmd.Flags().BoolVar(&noProbe, "no-probe", false, "do not read filesystems (no fs=, label=, uuid=)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the table read (exact sectors, GUIDs) as JSON instead of a desc")
 	cmd.Flags().Int64Var(&sector, "sector-size", 0, "logical sector size (default: the device's, 512 for an MBR image)")
 	return cmd
 }

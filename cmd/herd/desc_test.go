@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,26 @@ func TestDescCmdLayout(t *testing.T) {
 	code, out, _ = runDesc(t, descSeedKA, "desc", "layout", "-", "--size", "2TB")
 	require.Equal(t, 0, code)
 	assert.Contains(t, out, " 3906248703 ", "fill ends before the last whole MiB of 3906250000 sectors")
+}
+
+func TestDescCmdLayoutJSON(t *testing.T) {
+	code, out, errOut := runDesc(t, descSeedKA, "desc", "layout", "-", "--size", "80GB", "--json")
+	require.Equal(t, 0, code, errOut)
+	var plan struct {
+		Table      string `json:"table"`
+		Partitions []struct {
+			Index   int    `json:"index"`
+			Start   int64  `json:"start"`
+			Sectors int64  `json:"sectors"`
+			FS      string `json:"fs"`
+		} `json:"partitions"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &plan), out)
+	assert.Equal(t, "mbr", plan.Table)
+	require.Len(t, plan.Partitions, 4)
+	assert.Equal(t, 6, plan.Partitions[3].Index)
+	assert.Equal(t, int64(8198144), plan.Partitions[3].Start)
+	assert.Equal(t, "swap", plan.Partitions[2].FS)
 }
 
 func TestDescCmdErrors(t *testing.T) {
