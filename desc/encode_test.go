@@ -198,3 +198,38 @@ func TestDescCHS(t *testing.T) {
 	want := chs(p.Parts[2].Start)
 	assert.Equal(t, want[:], e[1:4])
 }
+
+// TestDescDecodeOldDOSAlignment decodes a table laid out the old way
+// (cylinder alignment: partitions at sector 63, EBRs 63 sectors before
+// their logical partition) as sfdisk writes it from explicit starts.
+func TestDescDecodeOldDOSAlignment(t *testing.T) {
+	needTool(t, "sfdisk")
+	img := sparseImage(t, GiB)
+	cmd := exec.Command("sfdisk", "--no-reread", "--no-tell-kernel", "-q", img)
+	cmd.Stdin = strings.NewReader("label: dos\nstart=63, size=1000000, type=83\nstart=1000063, size=1000000, type=5\nstart=1000126, size=200000, type=82\nstart=1200189, type=83\nstart=2000063, type=b\n")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "sfdisk: %s", out)
+	st := sfdiskJSON(t, img).PartitionTable
+	f, err := os.Open(img)
+	require.NoError(t, err)
+	defer f.Close()
+	p, err := ReadTable(f, GiB)
+	require.NoError(t, err)
+	require.Len(t, p.Parts, len(st.Partitions))
+	byIndex := map[int]PlannedPart{}
+	for _, pp := range p.Parts {
+		byIndex[pp.Index] = pp
+	}
+	for _, sp := range st.Partitions {
+		pp := byIndex[partNum(sp.Node)]
+		assert.Equal(t, sp.Start, pp.Start, sp.Node)
+		assert.Equal(t, sp.Size, pp.Sectors, sp.Node)
+	}
+	// Sizes are kept exactly (in K), the last of each container fills,
+	// and the result lays out on herd's 1 MiB grid.
+	d := ToDesc(p)
+	assert.Equal(t, "linux 500000K\nextended 500000K\nlogical swap 100000K\nlogical linux fill\ntype0b fill\n", d.String())
+	q, err := mustParse(t, d.String()).Layout(GiB, 512)
+	require.NoError(t, err)
+	checkPlan(t, q)
+}
