@@ -68,3 +68,21 @@ func TestGolden(t *testing.T) {
 	golden(t, "install.ipxe", IPXEInstall("http://10.0.0.1:8080/vmlinuz", "http://10.0.0.1:8080/initrd.img", args))
 	golden(t, "local.ipxe", IPXELocal())
 }
+
+func FuzzMACFromPXELinuxFileName(f *testing.F) {
+	for _, s := range []string{"pxelinux.cfg/01-52-54-00-ab-cd-ef", "/pxelinux.cfg/01-52:54:00:ab:cd:ef", "pxelinux.cfg/default", "pxelinux.cfg/0A000001", "pxelinux.cfg/01-"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		mac, ok := MACFromPXELinuxFileName(name)
+		if !ok {
+			return
+		}
+		if back := PXELinuxFileName(mac); back == "" {
+			t.Fatalf("%q gave MAC %q that does not name a file", name, mac)
+		}
+		if again, ok := MACFromPXELinuxFileName(PXELinuxFileName(mac)); !ok || again != mac {
+			t.Fatalf("round trip %q -> %q", mac, again)
+		}
+	})
+}

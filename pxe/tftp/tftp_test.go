@@ -3,10 +3,13 @@ package tftp
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,8 +71,13 @@ func bootDir(t *testing.T) (dir string, payload []byte) {
 
 func TestServeFilesAndRefuseEscapes(t *testing.T) {
 	dir, payload := bootDir(t)
+	var mu sync.Mutex
 	var logs []string
-	s := &Server{Dir: dir, Logf: func(f string, a ...any) { logs = append(logs, f) }}
+	s := &Server{Dir: dir, Logf: func(f string, a ...any) {
+		mu.Lock()
+		logs = append(logs, fmt.Sprintf(f, a...))
+		mu.Unlock()
+	}}
 	addr := startServer(t, s)
 
 	got, err := fetch(t, addr, "/sub/undionly.kpxe")
@@ -85,6 +93,9 @@ func TestServeFilesAndRefuseEscapes(t *testing.T) {
 		assert.Error(t, err, "%s must be refused", name)
 		assert.NotContains(t, string(got), "top secret")
 	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Contains(t, strings.Join(logs, "\n"), `refused "../secret"`)
 }
 
 func TestDynamic(t *testing.T) {
