@@ -1,0 +1,132 @@
+package pxe
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/pxe/dhcp"
+	"github.com/herd-cluster/herd/pxe/state"
+)
+
+// logSink collects service log lines for a test.
+type logSink struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logSink) logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf(format, args...))
+}
+
+func (l *logSink) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// waitFor polls cond every 100 ms until it holds or timeout passes.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return cond()
+}
+
+// bootVM starts QEMU (software emulation) inside ns on tap, booting from
+// the network with the iPXE ROM QEMU ships; it is killed at test end.
+func bootVM(t *testing.T, ns, tap, mac string) (console func() string, stop func()) {
+	t.Helper()
+	var out bytes.Buffer
+	var mu sync.Mutex
+	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
+	cmd := exec.Command("ip", "netns", "exec", ns, "qemu-system-x86_64", "-accel", "tcg", "-m", "128", "-nographic", "-no-reboot",
+		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no", "-device", "virtio-net-pci,netdev=n0,mac="+mac, "-boot", "n")
+	cmd.Stdout, cmd.Stderr = w, w
+	require.NoError(t, cmd.Start())
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cmd.Process.Kill()
+		<-done
+	}
+	t.Cleanup(stop)
+	return func() string { mu.Lock(); defer mu.Unlock(); return out.String() }, stop
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestIPXEInQEMU boots a real iPXE (QEMU's virtio NIC ROM) against the
+// server: DHCP with router advertisements, the chain script, the
+// per-MAC script and the kernel and initramfs over HTTP. Switched to
+// local, the same machine is sent back to its disk.
+func TestIPXEInQEMU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots two QEMU machines (~15 s): skipped with -short")
+	}
+	requireRootTools(t, "ip", "qemu-system-x86_64")
+	if _, err := os.Stat("/usr/share/qemu/efi-virtio.rom"); err != nil {
+		if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
+			t.Skip("QEMU's iPXE ROM is missing (Debian ipxe-qemu)")
+		}
+	}
+	id := fmt.Sprintf("%d", os.Getpid()%100000)
+	ns, tap := "herdpxe-q-"+id, "hpq"+id
+	sh(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	sh(t, "ip", "-n", ns, "tuntap", "add", tap, "mode", "tap")
+	sh(t, "ip", "-n", ns, "addr", "add", "10.78.0.1/24", "brd", "+", "dev", tap)
+	sh(t, "ip", "-n", ns, "link", "set", tap, "up")
+
+	dir, top := bootFolder(t)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "initrd.img"), []byte("initrd"), 0o644))
+	logs := &logSink{}
+	srv, _ := startIn(t, ns, Options{
+		Interface: tap, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
+		DHCP: dhcp.ModeServer, RangeStart: net.IPv4(10, 78, 0, 100), RangeEnd: net.IPv4(10, 78, 0, 110),
+		BootDir: dir, StatePath: filepath.Join(top, "m.json"), RA: true, Logf: logs.logf,
+	})
+	const mac = "52:54:00:aa:bb:01"
+
+	console, stop := bootVM(t, ns, tap, mac)
+	start := time.Now()
+	ok := waitFor(90*time.Second, func() bool { return strings.Contains(logs.text(), "got initrd.img") })
+	require.True(t, ok, "iPXE did not fetch the initramfs\nserver:\n%s\nconsole:\n%s", logs.text(), console())
+	t.Logf("iPXE fetched kernel and initramfs %.1fs after power on", time.Since(start).Seconds())
+	assert.Contains(t, logs.text(), "got the iPXE script of "+mac)
+	assert.Contains(t, logs.text(), "got vmlinuz")
+	assert.Contains(t, console(), "fd68:6572:6400:", "iPXE took an address from the router advertisement")
+	stop()
+
+	_, err := srv.Store().Set(mac, state.Local, "")
+	require.NoError(t, err)
+	before := strings.Count(logs.text(), "got vmlinuz")
+	console, _ = bootVM(t, ns, tap, mac)
+	ok = waitFor(90*time.Second, func() bool { return strings.Contains(console(), "Booting from Hard Disk") })
+	require.True(t, ok, "local machine did not fall through to its disk\nserver:\n%s\nconsole:\n%s", logs.text(), console())
+	assert.Equal(t, before, strings.Count(logs.text(), "got vmlinuz"), "a local machine must not load the agent")
+}
