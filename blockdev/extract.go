@@ -193,17 +193,45 @@ func (x *extractor) replace(name string) error {
 }
 
 func (x *extractor) writeFile(name string, data io.Reader, flag int) error {
-	f, err := x.root.OpenFile(name, flag, 0o600)
+	// O_NONBLOCK: never block opening a FIFO an earlier entry put there.
+	f, err := x.root.OpenFile(name, flag|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
-	if data != nil {
-		if _, err := io.Copy(f, data); err != nil {
-			f.Close()
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%s)", name, fi.Mode().Type())
+	}
+	if err == nil && data != nil {
+		err = copySparse(f, data)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// copySparse copies r to the start of f, seeking over 64 KiB blocks of
+// zeros so they stay holes, and sets f's size to the bytes copied.
+func copySparse(f *os.File, r io.Reader) error {
+	buf := make([]byte, 64<<10)
+	var off int64
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 && !allZero(buf[:n]) {
+			if _, werr := f.WriteAt(buf[:n], off); werr != nil {
+				return werr
+			}
+		}
+		off += int64(n)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
 			return err
 		}
 	}
-	return f.Close()
+	return f.Truncate(off)
 }
 
 // atParent runs fn with a descriptor of name's parent directory (opened

@@ -49,6 +49,33 @@ type Stats struct {
 	Method       string // how ranges were chosen: "raw", "sparse", "ext4", "fat16", "partclone:xfs", "zero-skip", "gzip"...
 }
 
+// String summarizes the counts for a final report, e.g.
+// "ext4: 64.0 MiB on the device, 5.2 MiB used (8.1%), 5.2 MiB sent".
+func (st Stats) String() string {
+	dev := "unknown size"
+	if st.DeviceBytes >= 0 {
+		dev = FormatBytes(st.DeviceBytes) + " on the device"
+	}
+	pct := ""
+	if st.DeviceBytes > 0 {
+		pct = fmt.Sprintf(" (%.1f%%)", 100*float64(st.UsedBytes)/float64(st.DeviceBytes))
+	}
+	return fmt.Sprintf("%s: %s, %s used%s, %s sent", st.Method, dev, FormatBytes(st.UsedBytes), pct, FormatBytes(st.YieldedBytes))
+}
+
+// FormatBytes renders n with a binary unit ("512 B", "1.5 MiB").
+func FormatBytes(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, u := float64(n), 0
+	for v >= 1024 && u < 5 {
+		v /= 1024
+		u++
+	}
+	return fmt.Sprintf("%.1f %s", v, [...]string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}[u])
+}
+
 // Source reads a file, block device, sparse or compressed image, or the
 // used blocks of a filesystem, as runs in increasing offset order. It
 // satisfies ring.Source. It is used by one goroutine at a time.
