@@ -184,3 +184,26 @@ func TestDescReadTableFromFile(t *testing.T) {
 	_, err = ReadTable(f, 512)
 	require.True(t, errors.Is(err, ErrNoTable))
 }
+
+func TestDescToDescGrowsTightExtended(t *testing.T) {
+	linux, _ := LookupType("linux")
+	ext, _ := LookupType("extended")
+	p := &Plan{Table: MBR, SectorSize: 512, DiskSectors: 64 * 2048, Parts: []PlannedPart{
+		{Index: 1, Start: 2048, Sectors: 4096, Type: ext},
+		{Index: 5, Start: 2049, Sectors: 2000, Type: linux, Logical: true},
+		{Index: 6, Start: 4050, Sectors: 2094, Type: linux, Logical: true},
+		{Index: 2, Start: 6144, Sectors: 2048, Type: linux},
+	}}
+	// The table itself is valid: it encodes and decodes.
+	w, err := p.EncodeMBR()
+	require.NoError(t, err)
+	disk := &memDisk{size: 64 * MiB}
+	disk.write(w)
+	got, err := ReadTable(disk, disk.size)
+	require.NoError(t, err)
+	d := ToDesc(got)
+	assert.Equal(t, "extended 4\nlogical linux 1000K\nlogical linux fill\nlinux fill\n", d.String(),
+		"the extended partition grows to hold its logicals on a 1 MiB grid with 1 MiB EBR gaps")
+	_, err = mustParse(t, d.String()).Layout(64*MiB, 512)
+	require.NoError(t, err)
+}
