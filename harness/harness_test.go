@@ -420,3 +420,21 @@ func TestBadConfig(t *testing.T) {
 		assert.ErrorIs(t, err, harness.ErrBadConfig, "%+v", cfg)
 	}
 }
+
+func TestAddTap(t *testing.T) {
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("no /dev/net/tun: %v", err)
+	}
+	c := harness.NewT(t, harness.Config{Nodes: 1})
+	tap := fmt.Sprintf("tap%d", os.Getpid()%100000)
+	require.NoError(t, c.AddTap(tap))
+	out, err := c.Golden().Run(t.Context(), "ip", "-o", "link", "show", "dev", tap)
+	require.NoError(t, err)
+	assert.Contains(t, string(out), "master br0")
+	assert.Contains(t, string(out), "UP")
+	// Not in the host namespace.
+	assert.Error(t, exec.Command("ip", "link", "show", "dev", tap).Run())
+	assert.ErrorIs(t, c.AddTap(""), harness.ErrBadConfig)
+	require.NoError(t, c.Close())
+	assert.Error(t, exec.Command("ip", "link", "show", "dev", tap).Run(), "tap must not fall back to the host")
+}

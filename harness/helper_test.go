@@ -122,7 +122,7 @@ func helperUDPSend(addr string, n int) error {
 		if _, err := c.Write(msg); err != nil {
 			return err
 		}
-		if i%20 == 19 {
+		if i%5 == 4 {
 			time.Sleep(time.Millisecond)
 		}
 	}
