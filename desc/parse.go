@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 )
 
 // maxGPTParts is the number of entries herd writes in a GPT.
@@ -191,8 +192,8 @@ func (d *Desc) parseLine(n int, line string) error {
 		case "label":
 			p.Label = val
 		case "name":
-			if len([]rune(val)) > 36 {
-				return perr(n, vcol, "GPT name %q longer than 36 characters", val)
+			if len(utf16.Encode([]rune(val))) > 36 {
+				return perr(n, vcol, "GPT name %q longer than 36 UTF-16 characters", val)
 			}
 			p.Name = val
 		case "mount":

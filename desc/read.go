@@ -336,7 +336,8 @@ func ToDesc(p *Plan) *Desc {
 }
 
 // printable makes a label or name from a disk writable in a desc: control
-// characters and double quotes become '_', and it is cut to 36 runes.
+// characters and double quotes become '_', and it is cut to 36 UTF-16
+// units (a GPT name's room).
 func printable(s string) string {
 	r := []rune(strings.Map(func(r rune) rune {
 		if r < ' ' || r == 0x7f || r == '"' || r == utf8.RuneError {
@@ -344,8 +345,8 @@ func printable(s string) string {
 		}
 		return r
 	}, s))
-	if len(r) > 36 {
-		r = r[:36]
+	for len(utf16.Encode(r)) > 36 {
+		r = r[:len(r)-1]
 	}
 	return string(r)
 }
