@@ -30,6 +30,7 @@ import (
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -253,6 +254,27 @@ func waitAll(ps []*harness.Proc) error {
 	return errors.Join(errs...)
 }
 
+// nodeErrors lists the per-node errors of herd's JSON summary.
+func nodeErrors(stdout []byte) string {
+	var s struct {
+		Nodes []struct {
+			Addr  string `json:"addr"`
+			State string `json:"state"`
+			Error string `json:"error"`
+		} `json:"nodes"`
+	}
+	if json.Unmarshal([]byte(lastLine(stdout)), &s) != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, n := range s.Nodes {
+		if n.Error != "" {
+			fmt.Fprintf(&b, "; %s %s: %s", n.Addr, n.State, n.Error)
+		}
+	}
+	return b.String()
+}
+
 func lastLine(b []byte) string {
 	s := strings.TrimSpace(string(b))
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
@@ -281,7 +303,7 @@ func runHerd(ctx context.Context, c *harness.Cluster, herd, golden string) (floa
 	rerr := waitAll(recvs)
 	secs := time.Since(start).Seconds()
 	if serr != nil {
-		return 0, 0, fmt.Errorf("herd send: %w: %s", serr, lastLine(send.Stderr()))
+		return 0, 0, fmt.Errorf("herd send: %w: %s%s", serr, lastLine(send.Stderr()), nodeErrors(send.Stdout()))
 	}
 	if rerr != nil {
 		return 0, 0, fmt.Errorf("herd recv: %w", rerr)
