@@ -15,8 +15,12 @@ import (
 // maxLogicals bounds an EBR chain (a loop in a corrupt chain ends here).
 const maxLogicals = 256
 
-// maxGPTEntries bounds the entry array read from a GPT header.
-const maxGPTEntries = 4096
+// maxGPTEntries and maxGPTArray bound the entry array read from a GPT
+// header (the usual array is 128 entries of 128 bytes, 16 KiB).
+const (
+	maxGPTEntries = 4096
+	maxGPTArray   = 1 << 20
+)
 
 // bad wraps ErrBadTable with a reason.
 func bad(format string, a ...any) error {
@@ -220,6 +224,9 @@ func readGPTHeader(r io.ReaderAt, total, ss, lba int64) (*Plan, error) {
 		return nil, bad("GPT usable sectors %d..%d outside the disk of %d sectors", firstUsable, lastUsable, total)
 	}
 	arrayBytes := int64(num) * int64(esize)
+	if arrayBytes > maxGPTArray {
+		return nil, bad("GPT entry array of %d bytes (%d entries of %d), more than %d", arrayBytes, num, esize, maxGPTArray)
+	}
 	if arrayLBA >= uint64(total) || int64(arrayLBA)*ss+arrayBytes > total*ss {
 		return nil, bad("GPT entry array at sector %d outside the disk", arrayLBA)
 	}
