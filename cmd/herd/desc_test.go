@@ -170,6 +170,13 @@ func TestDescCmdApplyLoopDevice(t *testing.T) {
 	code, _, errOut := runDesc(t, "", "desc", "apply", path, dev)
 	assert.Equal(t, ExitUsage, code, "3500 MB do not fit 512 MiB")
 	assert.Contains(t, errOut, ":1:7: partition does not fit")
+	head := make([]byte, 4096)
+	fh, err := os.Open(dev)
+	require.NoError(t, err)
+	_, err = fh.ReadAt(head, 0)
+	fh.Close()
+	require.NoError(t, err)
+	assert.Equal(t, make([]byte, 4096), head, "a disk too small is refused before anything is written")
 
 	path = descFile(t, "linux 100 label=root\nextended fill\nlogical swap 64 label=sw\nlogical linux fill fs=ext3 label=var\n")
 	code, outS, errOut := runDesc(t, "", "desc", "apply", path, dev)
