@@ -70,6 +70,10 @@ type Options struct {
 	// BIOSFile (default "undionly.kpxe"), EFIFile (default "ipxe.efi"):
 	// first stages by client architecture, relative to BootDir.
 	BIOSFile, EFIFile string
+	// NoIPXEScript hands iPXE clients the same first stage as other PXE
+	// clients (for example pxelinux.0, to run the seed's pxelinux flow
+	// from an iPXE ROM) instead of the HTTP chain script.
+	NoIPXEScript bool
 	// Kernel (default "vmlinuz") and Initrd (default "initrd.img"),
 	// relative to BootDir.
 	Kernel, Initrd string
@@ -194,6 +198,9 @@ func New(opts Options) (*Server, error) {
 		Start: opts.RangeStart.To4(), End: opts.RangeEnd.To4(), Netmask: opts.Netmask,
 		Router: opts.Router, DNS: opts.DNS, LeaseTime: opts.LeaseTime,
 		BIOSFile: opts.BIOSFile, EFIFile: opts.EFIFile, IPXEScript: base + httpboot.PathChain,
+	}
+	if opts.NoIPXEScript {
+		s.dcfg.IPXEScript = ""
 	}
 	if opts.KnownOnly {
 		s.dcfg.Allow = func(hw net.HardwareAddr) bool { return s.allowed(hw.String()) }

@@ -79,29 +79,38 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-// TestIPXEInQEMU boots a real iPXE (QEMU's virtio NIC ROM) against the
-// server: DHCP with router advertisements, the chain script, the
-// per-MAC script and the kernel and initramfs over HTTP. Switched to
-// local, the same machine is sent back to its disk.
-func TestIPXEInQEMU(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots two QEMU machines (~15 s): skipped with -short")
-	}
-	requireRootTools(t, "ip", "qemu-system-x86_64")
-	if _, err := os.Stat("/usr/share/qemu/efi-virtio.rom"); err != nil {
-		if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
-			t.Skip("QEMU's iPXE ROM is missing (Debian ipxe-qemu)")
-		}
-	}
-	id := fmt.Sprintf("%d", os.Getpid()%100000)
-	ns, tap := "herdpxe-q-"+id, "hpq"+id
+// qemuNetns makes a namespace with a tap holding 10.78.0.1/24.
+func qemuNetns(t *testing.T) (ns, tap string) {
+	t.Helper()
+	id := fmt.Sprintf("%d%d", os.Getpid()%100000, time.Now().UnixNano()%1000)
+	ns, tap = "herdpxe-q-"+id, "hpq"+id
 	sh(t, "ip", "netns", "add", ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	sh(t, "ip", "-n", ns, "tuntap", "add", tap, "mode", "tap")
 	sh(t, "ip", "-n", ns, "addr", "add", "10.78.0.1/24", "brd", "+", "dev", tap)
 	sh(t, "ip", "-n", ns, "link", "set", tap, "up")
+	return ns, tap
+}
 
+func requireQEMU(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots QEMU machines (~15 s each): skipped with -short")
+	}
+	requireRootTools(t, "ip", "qemu-system-x86_64")
+	if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
+		t.Skip("QEMU's iPXE ROM is missing (Debian ipxe-qemu)")
+	}
+}
+
+// TestIPXEInQEMU boots a real iPXE (QEMU's virtio NIC ROM) against the
+// server: DHCP with router advertisements, the chain script, the
+// per-MAC script and the kernel and initramfs over HTTP. Switched to
+// local, the same machine is sent back to its disk.
+func TestIPXEInQEMU(t *testing.T) {
+	requireQEMU(t)
+	ns, tap := qemuNetns(t)
 	dir, top := bootFolder(t)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "initrd.img"), []byte("initrd"), 0o644))
 	logs := &logSink{}
@@ -128,5 +137,48 @@ func TestIPXEInQEMU(t *testing.T) {
 	console, _ = bootVM(t, ns, tap, mac)
 	ok = waitFor(90*time.Second, func() bool { return strings.Contains(console(), "Booting from Hard Disk") })
 	require.True(t, ok, "local machine did not fall through to its disk\nserver:\n%s\nconsole:\n%s", logs.text(), console())
+	assert.Equal(t, before, strings.Count(logs.text(), "got vmlinuz"), "a local machine must not load the agent")
+}
+
+// TestPXELinuxInQEMU runs the seed's flow: the iPXE ROM loads pxelinux.0
+// over TFTP, pxelinux asks for pxelinux.cfg/01-<mac> (generated from the
+// machine's state) and loads the agent's kernel over TFTP; once the
+// machine is local, pxelinux gets LOCALBOOT 0 and the disk is tried.
+func TestPXELinuxInQEMU(t *testing.T) {
+	requireQEMU(t)
+	for _, f := range []string{"/usr/lib/PXELINUX/pxelinux.0", "/usr/lib/syslinux/modules/bios/ldlinux.c32"} {
+		if _, err := os.Stat(f); err != nil {
+			t.Skipf("%s missing (Debian pxelinux, syslinux-common)", f)
+		}
+	}
+	ns, tap := qemuNetns(t)
+	dir, top := bootFolder(t)
+	_, _, err := PrepareBootDir(dir, map[string]string{"pxelinux.0": "/usr/lib/PXELINUX/pxelinux.0", "ldlinux.c32": "/usr/lib/syslinux/modules/bios/ldlinux.c32"})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "initrd.img"), []byte("initrd"), 0o644))
+	logs := &logSink{}
+	srv, _ := startIn(t, ns, Options{
+		Interface: tap, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
+		DHCP: dhcp.ModeServer, RangeStart: net.IPv4(10, 78, 0, 100), RangeEnd: net.IPv4(10, 78, 0, 110),
+		BootDir: dir, StatePath: filepath.Join(top, "m.json"), RA: true, BIOSFile: "pxelinux.0", NoIPXEScript: true, Logf: logs.logf,
+	})
+	const mac = "52:54:00:aa:bb:02"
+	cfgName := "pxelinux.cfg/01-52-54-00-aa-bb-02"
+
+	console, stop := bootVM(t, ns, tap, mac)
+	ok := waitFor(90*time.Second, func() bool { return strings.Contains(logs.text(), "got vmlinuz") })
+	require.True(t, ok, "pxelinux did not load the kernel\nserver:\n%s\nconsole:\n%s", logs.text(), console())
+	assert.Contains(t, logs.text(), "got pxelinux.0")
+	assert.Contains(t, logs.text(), "got ldlinux.c32")
+	assert.Contains(t, logs.text(), "got "+cfgName+" (generated")
+	stop()
+
+	_, err = srv.Store().Set(mac, state.Local, "")
+	require.NoError(t, err)
+	before := strings.Count(logs.text(), "got vmlinuz")
+	console, _ = bootVM(t, ns, tap, mac)
+	ok = waitFor(90*time.Second, func() bool { return strings.Contains(console(), "Booting from Hard Disk") })
+	require.True(t, ok, "LOCALBOOT did not reach the disk\nserver:\n%s\nconsole:\n%s", logs.text(), console())
+	assert.Equal(t, 2, strings.Count(logs.text(), "got "+cfgName), "the config was asked again")
 	assert.Equal(t, before, strings.Count(logs.text(), "got vmlinuz"), "a local machine must not load the agent")
 }

@@ -34,7 +34,7 @@ type pxeFlags struct {
 	biosFile, efiFile, kernel, initrd                                string
 	session, method, disk, key, console, appendArgs                  string
 	agentPort, agentTimeout, agentRetries                            int
-	menu, knownOnly                                                  bool
+	menu, knownOnly, noIPXEScript                                    bool
 	macs                                                             string
 	quiet                                                            bool
 	ra, raPrefix                                                     string
@@ -67,6 +67,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.IntVar(&p.agentRetries, "agent-retries", 3, "attempts before an agent reboots")
 	f.StringVar(&p.console, "console", "ttyS0", "kernel console of the nodes (- for none)")
 	f.StringVar(&p.appendArgs, "append", "", "extra kernel parameters")
+	f.BoolVar(&p.noIPXEScript, "no-ipxe-script", false, "give iPXE clients --bios-file/--efi-file too (e.g. pxelinux.0) instead of the HTTP script")
 	f.BoolVar(&p.menu, "menu", false, "pxelinux shows the seed's menu (local, herd, kamethod, dolly) instead of booting the agent at once")
 	f.StringVar(&p.macs, "macs", "", "comma-separated MACs of the machines to provision")
 	f.BoolVar(&p.knownOnly, "known-only", false, "answer only the --macs machines and those already in the state file")
@@ -109,7 +110,7 @@ func (p *pxeFlags) options(logf func(string, ...any)) (pxe.Options, error) {
 	o = pxe.Options{
 		Interface: p.iface, DHCP: mode, LeaseTime: p.lease,
 		BootDir: p.bootDir, StatePath: p.statePath, HTTPPort: p.httpPort, TFTPPort: p.tftpPort,
-		BIOSFile: p.biosFile, EFIFile: p.efiFile, Kernel: p.kernel, Initrd: p.initrd, Menu: p.menu,
+		BIOSFile: p.biosFile, EFIFile: p.efiFile, Kernel: p.kernel, Initrd: p.initrd, Menu: p.menu, NoIPXEScript: p.noIPXEScript,
 		KnownOnly: p.knownOnly, MACs: splitList(p.macs), Logf: logf,
 		Agent: bootcfg.Agent{Session: p.session, Port: p.agentPort, Method: p.method, Disk: p.disk, Key: p.key,
 			Timeout: p.agentTimeout, Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs},
