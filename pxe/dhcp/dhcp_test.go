@@ -240,3 +240,37 @@ func FuzzHandle(f *testing.F) {
 		}
 	})
 }
+
+// TestCaptures runs real captured requests (see testdata/README.md)
+// through both modes.
+func TestCaptures(t *testing.T) {
+	for _, name := range []string{"capture-ipxe-discover", "capture-udhcpc-discover"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name+".req"))
+		require.NoError(t, err)
+		raw, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		require.NoError(t, err)
+		req, err := dhcpv4.FromBytes(raw)
+		require.NoError(t, err)
+		for _, cfg := range []*Config{serverCfg(), proxyCfg()} {
+			t.Run(name+"-"+cfg.Mode.String(), func(t *testing.T) {
+				got := describe(Handle(cfg, NewPool(cfg.Start, cfg.End), req, ServerPort))
+				p := filepath.Join("testdata", name+"."+cfg.Mode.String()+".golden")
+				if *update {
+					require.NoError(t, os.WriteFile(p, []byte(got), 0o644))
+				}
+				want, err := os.ReadFile(p)
+				require.NoError(t, err)
+				assert.Equal(t, string(want), got)
+			})
+		}
+	}
+	// The facts the goldens rest on, stated plainly.
+	b, _ := os.ReadFile("testdata/capture-ipxe-discover.req")
+	raw, _ := hex.DecodeString(strings.TrimSpace(string(b)))
+	req, err := dhcpv4.FromBytes(raw)
+	require.NoError(t, err)
+	cl := Classify(req)
+	assert.True(t, cl.PXE)
+	assert.True(t, cl.IPXE)
+	assert.Equal(t, iana.INTEL_X86PC, cl.Arch)
+}
