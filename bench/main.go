@@ -243,10 +243,30 @@ func measure(c *harness.Cluster, o options, tool string, rate uint64, golden, wa
 	return r
 }
 
-// waitAll waits for every process and returns the first failure.
+// waitAll waits for every process and returns the failures.
 func waitAll(ps []*harness.Proc) error {
+	return waitGrace(ps, 0)
+}
+
+// waitGrace is waitAll, but with grace > 0 a process still running grace
+// after the call is killed and reported (a receiver left waiting when its
+// sender has given up).
+func waitGrace(ps []*harness.Proc, grace time.Duration) error {
 	var errs []error
+	var deadline <-chan time.Time
+	if grace > 0 {
+		deadline = time.After(grace)
+	}
 	for _, p := range ps {
+		select {
+		case <-p.Done():
+		case <-deadline:
+			for _, q := range ps {
+				_ = q.Kill()
+			}
+			errs = append(errs, fmt.Errorf("pid %d still ran %v after the sender ended", p.Pid(), grace))
+			deadline = nil
+		}
 		if err := p.Wait(); err != nil {
 			errs = append(errs, fmt.Errorf("pid %d: %w: %s", p.Pid(), err, lastLine(p.Stderr())))
 		}
@@ -300,7 +320,7 @@ func runHerd(ctx context.Context, c *harness.Cluster, herd, golden string) (floa
 		return 0, 0, err
 	}
 	serr := send.Wait()
-	rerr := waitAll(recvs)
+	rerr := waitGrace(recvs, 20*time.Second)
 	secs := time.Since(start).Seconds()
 	if serr != nil {
 		return 0, 0, fmt.Errorf("herd send: %w: %s%s", serr, lastLine(send.Stderr()), nodeErrors(send.Stdout()))
@@ -331,7 +351,7 @@ func runUDPCast(ctx context.Context, c *harness.Cluster, golden string) (float64
 		return 0, err
 	}
 	serr := send.Wait()
-	rerr := waitAll(recvs)
+	rerr := waitGrace(recvs, 20*time.Second)
 	secs := time.Since(start).Seconds()
 	if serr != nil {
 		return 0, fmt.Errorf("udp-sender: %w: %s", serr, lastLine(send.Stderr()))
