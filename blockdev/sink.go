@@ -33,6 +33,12 @@ type SinkOptions struct {
 	Need int64
 	// FileMode is the permission of created files; default 0o600.
 	FileMode os.FileMode
+	// Offset shifts every write by this many bytes: the sink is the
+	// section of the file or device that starts there (a partition of a
+	// whole disk, when the kernel shows no partition node). The size check
+	// counts from Offset. A file target with an Offset is not truncated,
+	// only grown to Offset+size.
+	Offset int64
 }
 
 // FileSink writes runs to a regular file or a block device. It satisfies
@@ -42,6 +48,7 @@ type SinkOptions struct {
 type FileSink struct {
 	f       *os.File
 	name    string
+	base    int64 // SinkOptions.Offset
 	size    int64 // declared size (< 0: unknown)
 	isDev   bool
 	zero    bool
@@ -117,14 +124,21 @@ func openDeviceSink(dest string, fi os.FileInfo, size int64, opts SinkOptions) (
 		f.Close()
 		return nil, fmt.Errorf("open target %s: %w", dest, err)
 	}
-	if size > devSize {
+	if opts.Offset < 0 || opts.Offset > devSize {
 		f.Close()
+		return nil, fmt.Errorf("open target %s: offset %d outside the %d-byte device: %w", dest, opts.Offset, devSize, ErrOutOfRange)
+	}
+	if avail := devSize - opts.Offset; size > avail {
+		f.Close()
+		if opts.Offset > 0 {
+			return nil, fmt.Errorf("open target %s: device has %d bytes after offset %d, %d must fit: %w", dest, avail, opts.Offset, size, ErrTooSmall)
+		}
 		return nil, fmt.Errorf("open target %s: device has %d bytes, %d must fit: %w", dest, devSize, size, ErrTooSmall)
 	}
 	if size < 0 {
-		size = devSize
+		size = devSize - opts.Offset
 	}
-	return &FileSink{f: f, name: dest, size: size, isDev: true, zero: opts.ZeroUnused, sorted: true}, nil
+	return &FileSink{f: f, name: dest, base: opts.Offset, size: size, isDev: true, zero: opts.ZeroUnused, sorted: true}, nil
 }
 
 // confine returns dest relative to root, refusing paths that leave it.
@@ -205,15 +219,22 @@ func openFileTarget(dest string, size int64, opts SinkOptions) (*FileSink, error
 			return fail(fmt.Errorf("filesystem has %d bytes free, %d must fit: %w", free+fi.Size(), opts.Need, ErrTooSmall))
 		}
 	}
-	if err := f.Truncate(0); err != nil {
-		return fail(err)
+	if opts.Offset < 0 {
+		return fail(fmt.Errorf("offset %d: %w", opts.Offset, ErrOutOfRange))
 	}
-	if size > 0 {
-		if err := f.Truncate(size); err != nil {
-			return fail(fmt.Errorf("resize to %d bytes: %w", size, err))
+	cur := fi.Size()
+	if opts.Offset == 0 {
+		if err := f.Truncate(0); err != nil {
+			return fail(err)
+		}
+		cur = 0
+	}
+	if size > 0 && cur < opts.Offset+size {
+		if err := f.Truncate(opts.Offset + size); err != nil {
+			return fail(fmt.Errorf("resize to %d bytes: %w", opts.Offset+size, err))
 		}
 	}
-	return &FileSink{f: f, name: name, size: size, zero: opts.ZeroUnused, sorted: true}, nil
+	return &FileSink{f: f, name: name, base: opts.Offset, size: size, zero: opts.ZeroUnused, sorted: true}, nil
 }
 
 // notAllowed marks os.Root escapes as ErrNotAllowed.
@@ -237,11 +258,11 @@ func (s *FileSink) WriteAt(p []byte, off int64) (int, error) {
 		return 0, nil
 	}
 	if s.zero && s.isDev && off > s.next {
-		if err := zeroRange(s.f, s.next, off-s.next, true); err != nil {
+		if err := zeroRange(s.f, s.base+s.next, off-s.next, true); err != nil {
 			return 0, fmt.Errorf("zero %s [%d,%d): %w", s.name, s.next, off, err)
 		}
 	}
-	n, err := s.f.WriteAt(p, off)
+	n, err := s.f.WriteAt(p, s.base+off)
 	s.record(off, int64(n))
 	if err != nil {
 		return n, fmt.Errorf("write %s at %d: %w", s.name, off+int64(n), err)
@@ -271,7 +292,7 @@ func (s *FileSink) Sync() error {
 		return ErrClosed
 	}
 	if s.zero && s.isDev && s.size > s.next {
-		if err := zeroRange(s.f, s.next, s.size-s.next, true); err != nil {
+		if err := zeroRange(s.f, s.base+s.next, s.size-s.next, true); err != nil {
 			return fmt.Errorf("zero %s tail: %w", s.name, err)
 		}
 		s.next = s.size
@@ -309,16 +330,24 @@ func (s *FileSink) Written() []Extent {
 
 // ReadBack re-reads the written ranges from the target (after dropping
 // them from the page cache where the OS allows, so the bytes come from
-// the disk) and returns their RunDigest. Call it after Sync; it may be
-// called after Close.
+// the disk) and returns their RunDigest, to compare with the stream's
+// (--verify). Call it after Sync, preferably before Close: then it reads
+// through the descriptor it wrote with; after Close it reopens the path.
 func (s *FileSink) ReadBack() ([32]byte, error) {
-	f, err := os.Open(s.name)
-	if err != nil {
-		return [32]byte{}, fmt.Errorf("read back %s: %w", s.name, err)
+	f := s.f
+	if s.closed {
+		var err error
+		if f, err = os.Open(s.name); err != nil {
+			return [32]byte{}, fmt.Errorf("read back %s: %w", s.name, err)
+		}
+		defer f.Close()
 	}
-	defer f.Close()
 	dropCache(f)
-	return ReadBackDigest(f, s.Written())
+	end := int64(1 << 62)
+	if s.size >= 0 {
+		end = s.size
+	}
+	return ReadBackDigest(io.NewSectionReader(f, s.base, end), s.Written())
 }
 
 func writeZeros(f *os.File, off, n int64) error {

@@ -35,6 +35,12 @@ type SourceOptions struct {
 	Partclone string
 	// PartcloneTimeout bounds the partclone map run; default 10 minutes.
 	PartcloneTimeout time.Duration
+	// Offset and Length select a section of the file or device (a
+	// partition of a whole-disk image, say) to read as if it were the whole
+	// source: offsets yielded are relative to Offset. Length 0 means to the
+	// end. partclone maps are not used for a section (zero skipping
+	// instead).
+	Offset, Length int64
 	// MergeGap, when > 0, also sends unused gaps shorter than this many
 	// bytes between used ranges, so a fragmented map gives fewer, larger
 	// runs. The gaps' bytes count in UsedBytes.
@@ -82,6 +88,7 @@ func FormatBytes(n int64) string {
 type Source struct {
 	name   string
 	f      *os.File
+	ra     io.ReaderAt // f, or the selected section of it
 	size   int64
 	ext    []Extent // extent mode: ranges to read; nil in stream mode
 	cur    int      // current extent
@@ -123,25 +130,53 @@ func newSource(f *os.File, opts SourceOptions) (*Source, error) {
 		}
 	}
 	isDev := fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
+	if opts.Offset < 0 || opts.Length < 0 {
+		return nil, fmt.Errorf("section at %d of %d bytes: %w", opts.Offset, opts.Length, ErrOutOfRange)
+	}
+	sectioned := opts.Offset != 0 || opts.Length != 0
+	// section clips the full size to the selected section.
+	section := func(full int64) error {
+		if opts.Offset > full || (opts.Length > 0 && opts.Offset+opts.Length > full) {
+			return fmt.Errorf("section [%d,+%d) of a %d-byte source: %w", opts.Offset, opts.Length, full, ErrOutOfRange)
+		}
+		s.size = full - opts.Offset
+		if opts.Length > 0 {
+			s.size = opts.Length
+		}
+		s.ra = io.NewSectionReader(f, opts.Offset, s.size)
+		return nil
+	}
 	switch {
 	case isDev:
-		if s.size, err = deviceSize(f); err != nil {
+		full, err := deviceSize(f)
+		if err != nil {
+			return nil, err
+		}
+		if err := section(full); err != nil {
 			return nil, err
 		}
 		s.st.Method = "raw"
 		s.ext = whole(s.size)
 	case fi.Mode().IsRegular():
-		s.size = fi.Size()
+		if err := section(fi.Size()); err != nil {
+			return nil, err
+		}
 		if !opts.Raw {
 			head := make([]byte, 4)
-			n, _ := f.ReadAt(head, 0)
+			n, _ := s.ra.ReadAt(head, 0)
 			if c := Sniff(head[:n]); c != None {
-				return s.openStream(c)
+				return s.openStream(c, opts)
 			}
 		}
-		ext, ok, err := dataExtents(f, s.size)
+		ext, ok, err := dataExtents(f, fi.Size())
 		if err != nil {
 			return nil, err
+		}
+		if ok {
+			ext = fsmap.Intersect(ext, []Extent{{Off: opts.Offset, Len: s.size}})
+			for i := range ext {
+				ext[i].Off -= opts.Offset
+			}
 		}
 		if ok && fsmap.Total(ext) < s.size {
 			s.ext, s.st.Method = ext, "sparse"
@@ -149,8 +184,14 @@ func newSource(f *os.File, opts SourceOptions) (*Source, error) {
 			s.ext, s.st.Method = whole(s.size), "raw"
 		}
 	default:
+		if sectioned {
+			return nil, fmt.Errorf("a section of a stream: %w", ErrUnsupported)
+		}
 		// A pipe or character device: read as a stream, decompressing.
-		return s.openStreamFrom(f, opts.Raw)
+		return s.openStreamFrom(f, opts)
+	}
+	if sectioned && opts.Partclone == "" {
+		opts.Partclone = "-"
 	}
 	if opts.UsedOnly {
 		if err := s.useMap(opts); err != nil {
@@ -187,7 +228,7 @@ func whole(size int64) []Extent {
 
 // useMap narrows s.ext to the filesystem's used blocks.
 func (s *Source) useMap(opts SourceOptions) error {
-	m, err := fsmap.Detect(s.f, s.size)
+	m, err := fsmap.Detect(s.ra, s.size)
 	if err == nil {
 		s.ext = fsmap.Intersect(s.ext, m.Extents)
 		s.st.Method = m.FS
@@ -196,7 +237,7 @@ func (s *Source) useMap(opts SourceOptions) error {
 	if !errors.Is(err, fsmap.ErrUnknownFS) && !errors.Is(err, fsmap.ErrUnsupported) {
 		return fmt.Errorf("used-block map: %w", err)
 	}
-	if fs := fsmap.Probe(s.f); fs != "" && opts.Partclone != "-" {
+	if fs := fsmap.Probe(s.ra); fs != "" && opts.Partclone != "-" {
 		ext, err := partcloneMap(s.name, fs, opts)
 		if err == nil {
 			s.ext = fsmap.Intersect(s.ext, fsmap.Normalize(ext, s.size))
@@ -270,21 +311,20 @@ func tail(b []byte) string {
 	return string(b)
 }
 
-func (s *Source) openStream(c Compression) (*Source, error) {
-	r, done, err := Decompress(sectionReader(s.f), c)
+func (s *Source) openStream(c Compression, opts SourceOptions) (*Source, error) {
+	r, done, err := Decompress(io.NewSectionReader(s.ra, 0, s.size), c)
 	if err != nil {
 		return nil, err
 	}
 	s.stream, s.sdone = r, done
 	s.st.Method = string(c)
-	s.size = -1
-	s.st.DeviceBytes = -1
+	s.streamOpts(opts)
 	return s, nil
 }
 
-func (s *Source) openStreamFrom(r io.Reader, raw bool) (*Source, error) {
+func (s *Source) openStreamFrom(r io.Reader, opts SourceOptions) (*Source, error) {
 	br, c := sniffReader(r)
-	if raw {
+	if opts.Raw {
 		c = None
 	}
 	zr, done, err := Decompress(br, c)
@@ -296,16 +336,30 @@ func (s *Source) openStreamFrom(r io.Reader, raw bool) (*Source, error) {
 	if c != None {
 		s.st.Method = string(c)
 	}
-	s.size, s.st.DeviceBytes = -1, -1
+	s.streamOpts(opts)
 	return s, nil
 }
 
-func sectionReader(f *os.File) io.Reader { return io.NewSectionReader(f, 0, 1<<62) }
+// streamOpts finishes a stream source: the size is unknown until the end,
+// and UsedOnly (which needs random access for a map) means zero skipping.
+func (s *Source) streamOpts(opts SourceOptions) {
+	s.size, s.st.DeviceBytes = -1, -1
+	if opts.UsedOnly && s.zb == 0 {
+		s.zb = int64(opts.ZeroBlock)
+		if s.zb <= 0 {
+			s.zb = 64 << 10
+		}
+	}
+	if s.zb > 0 {
+		s.st.Method += "+zero-skip"
+	}
+}
+
 
 // NewStreamSource returns a Source over a sequential reader (offsets
 // 0, 1, 2... with no holes unless SkipZeros), decompressing gzip, zstd and
-// .Z streams unless opts.Raw. UsedOnly is ignored (a map needs random
-// access). Close closes r if it is an io.Closer.
+// .Z streams unless opts.Raw. UsedOnly means zero skipping (a map needs
+// random access). Close closes r if it is an io.Closer.
 func NewStreamSource(r io.Reader, opts SourceOptions) (*Source, error) {
 	s := &Source{name: "stream"}
 	if c, ok := r.(io.Closer); ok {
@@ -318,7 +372,7 @@ func NewStreamSource(r io.Reader, opts SourceOptions) (*Source, error) {
 		}
 	}
 	closeR := s.sdone
-	s2, err := s.openStreamFrom(r, opts.Raw)
+	s2, err := s.openStreamFrom(r, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -416,7 +470,7 @@ func (s *Source) raw(p []byte) (int64, int, error) {
 	e := s.ext[s.cur]
 	n := int(min(int64(len(p)), e.Len-s.pos))
 	off := e.Off + s.pos
-	m, err := s.f.ReadAt(p[:n], off)
+	m, err := s.ra.ReadAt(p[:n], off)
 	if m < n {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
