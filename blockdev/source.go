@@ -355,7 +355,6 @@ func (s *Source) streamOpts(opts SourceOptions) {
 	}
 }
 
-
 // NewStreamSource returns a Source over a sequential reader (offsets
 // 0, 1, 2... with no holes unless SkipZeros), decompressing gzip, zstd and
 // .Z streams unless opts.Raw. UsedOnly means zero skipping (a map needs
