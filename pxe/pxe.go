@@ -49,6 +49,9 @@ type Options struct {
 	Interface string
 	// ServerIP is the address clients reach this server at.
 	ServerIP net.IP
+	// TFTPServer hands out another machine as the first stage's TFTP
+	// server (default ServerIP).
+	TFTPServer net.IP
 	// DHCP mode (default dhcp.ModeOff: another server hands out boot files).
 	DHCP dhcp.Mode
 	// RangeStart..RangeEnd, Netmask, Router, DNS, LeaseTime: ModeServer
@@ -198,6 +201,7 @@ func New(opts Options) (*Server, error) {
 		Start: opts.RangeStart.To4(), End: opts.RangeEnd.To4(), Netmask: opts.Netmask,
 		Router: opts.Router, DNS: opts.DNS, LeaseTime: opts.LeaseTime,
 		BIOSFile: opts.BIOSFile, EFIFile: opts.EFIFile, IPXEScript: base + httpboot.PathChain,
+		TFTPServer: opts.TFTPServer.To4(),
 	}
 	if opts.NoIPXEScript {
 		s.dcfg.IPXEScript = ""

@@ -37,7 +37,7 @@ type pxeFlags struct {
 	menu, knownOnly, noIPXEScript                                    bool
 	macs                                                             string
 	quiet                                                            bool
-	ra, raPrefix                                                     string
+	ra, raPrefix, tftpServer                                         string
 }
 
 func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
@@ -53,6 +53,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.StringVar(&p.bootDir, "boot-dir", "", "boot folder: first stages, kernel, initramfs (nothing outside it is served)")
 	f.StringVar(&p.statePath, "state", "", "machine state file (default BOOT-DIR/../herd-machines.json)")
 	f.IntVar(&p.httpPort, "http-port", 8080, "HTTP port (kernels, initramfs, iPXE scripts, agent API)")
+	f.StringVarP(&p.tftpServer, "tftp-server", "t", "", "TFTP server handed out for the first stage, like clone_script -t (default: this server)")
 	f.IntVar(&p.tftpPort, "tftp-port", 69, "TFTP port (first stage); 0 disables TFTP")
 	f.StringVar(&p.biosFile, "bios-file", "undionly.kpxe", "first stage for BIOS clients (undionly.kpxe or pxelinux.0)")
 	f.StringVar(&p.efiFile, "efi-file", "ipxe.efi", "first stage for x86-64 UEFI clients")
@@ -152,6 +153,11 @@ func (p *pxeFlags) options(logf func(string, ...any)) (pxe.Options, error) {
 			return o, err
 		}
 		o.Netmask = net.IPMask(m)
+	}
+	if p.tftpServer != "" {
+		if o.TFTPServer, err = parseIPv4("tftp-server", p.tftpServer); err != nil {
+			return o, err
+		}
 	}
 	if p.gateway != "" {
 		if o.Router, err = parseIPv4("gateway", p.gateway); err != nil {

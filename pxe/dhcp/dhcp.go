@@ -99,6 +99,9 @@ type Config struct {
 	BIOSFile   string // first stage for BIOS clients (arch 0), e.g. "undionly.kpxe" or "pxelinux.0"
 	EFIFile    string // first stage for x86-64 UEFI clients (arch 7, 9), e.g. "ipxe.efi"
 	IPXEScript string // URL handed to clients that already run iPXE
+	// TFTPServer is the next server (siaddr, option 66) for the first
+	// stage; default ServerIP (clone_script -t).
+	TFTPServer net.IP
 
 	// Allow, when set, says which MACs get an answer; nil allows all.
 	Allow func(mac net.HardwareAddr) bool
@@ -126,6 +129,9 @@ func (c *Config) Validate() error {
 		if !n.Contains(c.Start) || !n.Contains(c.End) {
 			return fmt.Errorf("%w: range %v-%v outside %v", ErrConfig, c.Start, c.End, &n)
 		}
+	}
+	if c.TFTPServer != nil && c.TFTPServer.To4() == nil {
+		return fmt.Errorf("%w: TFTP server %v is not IPv4", ErrConfig, c.TFTPServer)
 	}
 	if c.BIOSFile == "" && c.EFIFile == "" && c.IPXEScript == "" {
 		return fmt.Errorf("%w: no boot file configured", ErrConfig)
@@ -272,10 +278,14 @@ func serverReply(cfg *Config, req *dhcpv4.DHCPv4, cl Client, mt dhcpv4.MessageTy
 }
 
 func addBoot(cfg *Config, reply *dhcpv4.DHCPv4, cl Client, file string) {
+	next := cfg.ServerIP
+	if cfg.TFTPServer != nil {
+		next = cfg.TFTPServer
+	}
 	reply.BootFileName = file
-	reply.ServerIPAddr = cfg.ServerIP
+	reply.ServerIPAddr = next
 	reply.UpdateOption(dhcpv4.OptBootFileName(file))
-	reply.UpdateOption(dhcpv4.OptTFTPServerName(cfg.ServerIP.String()))
+	reply.UpdateOption(dhcpv4.OptTFTPServerName(next.String()))
 	if cl.PXE {
 		reply.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
 	}

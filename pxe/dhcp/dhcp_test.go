@@ -181,6 +181,16 @@ func TestRestartedServerKeepsClientAddress(t *testing.T) {
 	assert.Equal(t, "10.0.1.102", reply.YourIPAddr.String())
 }
 
+func TestTFTPServerElsewhere(t *testing.T) {
+	cfg := serverCfg()
+	cfg.TFTPServer = net.IPv4(10, 0, 1, 5).To4()
+	reply, err := Handle(cfg, NewPool(cfg.Start, cfg.End), request(t, mac1, dhcpv4.MessageTypeDiscover, pxeMods(iana.INTEL_X86PC)...), ServerPort)
+	require.NoError(t, err)
+	assert.Equal(t, "10.0.1.5", reply.ServerIPAddr.String())
+	assert.Equal(t, "10.0.1.5", reply.TFTPServerName())
+	assert.Equal(t, "10.0.1.21", reply.ServerIdentifier().String(), "the DHCP server stays this one")
+}
+
 func TestValidate(t *testing.T) {
 	bad := serverCfg()
 	bad.End = net.IPv4(10, 0, 2, 5).To4()
