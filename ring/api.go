@@ -108,6 +108,9 @@ type ReceiverConfig struct {
 	// DeadTimeout is how long a silent downstream may stay silent before it
 	// is declared dead; 0: DefaultDeadTimeout.
 	DeadTimeout time.Duration
+	// UpstreamWait is how long a node whose upstream died mid-stream waits
+	// for a node further up to reconnect to it; 0: 10s.
+	UpstreamWait time.Duration
 }
 
 // Defaults used when a config field is zero.

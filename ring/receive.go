@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
@@ -122,10 +123,13 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 	defer cancel()
 
 	// Accept loop: every connection proves itself in its own goroutine;
-	// the first good one starts the session, later ones are refused.
+	// the first good one starts the session. Later ones are refused unless
+	// they continue the same session at our place in the chain: a node
+	// further up reconnecting to us because our upstream died.
 	hops := make(chan hop)
 	var mu sync.Mutex
 	var session *wire.SessionID
+	var ourIndex uint32
 	var acceptWG sync.WaitGroup
 	acceptWG.Add(1)
 	go func() {
@@ -152,10 +156,13 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 					mu.Lock()
 					defer mu.Unlock()
 					if session != nil {
+						if *session == h.Session && ourIndex == h.Index {
+							return ""
+						}
 						return "this node is busy with another session"
 					}
 					s := h.Session
-					session = &s
+					session, ourIndex = &s, h.Index
 					return ""
 				})
 				if err != nil {
@@ -187,16 +194,60 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 		return &NodeStatus{Index: -1, State: StateWaiting, Err: ctx.Err().Error()}, ctx.Err()
 	}
 	logf("ring: session %x from %s, we are node %d", h.hello.Session[:4], h.conn.RemoteAddr(), h.hello.Index)
-	return runNode(ctx, h, cfg, limit, logf)
+	return runNode(ctx, h, hops, cfg, limit, logf)
 }
 
-func runNode(ctx context.Context, h hop, cfg ReceiverConfig, limit int64, logf func(string, ...any)) (*NodeStatus, error) {
-	node := core.NewNode(core.NodeConfig{Dead: cfg.DeadTimeout})
+// upstream is one upstream connection: its reader and its ack writer.
+type upstream struct {
+	h   hop
+	gen int
+	q   *queue[wire.Msg]
+	wg  sync.WaitGroup
+}
+
+func startUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, limit int64, pl *atomic.Pointer[pool]) *upstream {
+	u := &upstream{h: h, gen: gen, q: newQueue[wire.Msg]()}
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		bw := bufio.NewWriterSize(h.conn, 64<<10)
+		for {
+			m, ok := u.q.pop()
+			if !ok {
+				bw.Flush()
+				return
+			}
+			if _, err := bw.Write(wire.Encode(m)); err == nil {
+				// Flush only when nothing else is waiting.
+				u.q.mu.Lock()
+				more := len(u.q.items) > 0
+				u.q.mu.Unlock()
+				if !more {
+					bw.Flush()
+				}
+			}
+		}
+	}()
+	go readUpstream(ctx, lp, h, gen, key, limit, pl)
+	return u
+}
+
+// stop flushes the pending acks and closes the connection.
+func (u *upstream) stop() {
+	u.q.close()
+	u.wg.Wait()
+	u.h.conn.Close()
+}
+
+func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, limit int64, logf func(string, ...any)) (*NodeStatus, error) {
+	node := core.NewNode(core.NodeConfig{Dead: cfg.DeadTimeout, UpWait: cfg.UpstreamWait})
 	lp := newLoop(logf)
 	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout)
 	lp.sink = newSinkWorker(lp, cfg.Open)
-	lp.up = newQueue[wire.Msg]()
-	lp.pool.Store(newPool(limit, wire.DataHeaderSize+64)) // replaced once the chunk size is known
+	// The pool is sized once the manifest gives the chunk size (by the
+	// first reader that sees it); this one only serves before that.
+	var sized atomic.Pointer[pool]
+	lp.pool.Store(newPool(4*(wire.DataHeaderSize+64), wire.DataHeaderSize+64))
 	var lastProgress time.Time
 	progress := func(force bool) {
 		if cfg.Progress != nil && (force || time.Since(lastProgress) >= progressEvery) {
@@ -218,31 +269,21 @@ func runNode(ctx context.Context, h hop, cfg ReceiverConfig, limit int64, logf f
 		return node.Step(ev)
 	}
 
-	// Upstream writer: acks.
-	var upWG sync.WaitGroup
-	upWG.Add(1)
-	go func() {
-		defer upWG.Done()
-		bw := bufio.NewWriterSize(h.conn, 64<<10)
-		for {
-			m, ok := lp.up.pop()
-			if !ok {
-				bw.Flush()
-				return
-			}
-			if _, err := bw.Write(wire.Encode(m)); err == nil {
-				// Flush only when nothing else is waiting.
-				lp.up.mu.Lock()
-				more := len(lp.up.items) > 0
-				lp.up.mu.Unlock()
-				if !more {
-					bw.Flush()
-				}
-			}
-		}
-	}()
-	// Upstream reader.
-	go readUpstream(ctx, lp, h, cfg.Key, limit)
+	gen := 0
+	up := startUpstream(ctx, lp, h, gen, cfg.Key, limit, &sized)
+	lp.up = up.q
+	lp.hops = hops
+	lp.onHop = func(nh hop) []core.Action {
+		logf("ring: new upstream %s replaces %s", nh.conn.RemoteAddr(), up.h.conn.RemoteAddr())
+		old := up
+		old.q.close()
+		old.h.conn.Close()
+		gen++
+		up = startUpstream(ctx, lp, nh, gen, cfg.Key, limit, &sized)
+		lp.up = up.q
+		return node.Step(core.Event{Kind: core.EvUpNew, Msg: nh.hello, Now: lp.now()})
+	}
+	lp.upGen = func() int { return gen }
 
 	acts := node.Step(core.Event{Kind: core.EvUp, Msg: h.hello, Now: lp.now()})
 	reason, err := lp.run(ctx, acts)
@@ -253,9 +294,7 @@ func runNode(ctx context.Context, h hop, cfg ReceiverConfig, limit int64, logf f
 	lp.sink.q.close()
 	lp.sink.wg.Wait()
 	lp.down.stop()
-	lp.up.close()
-	upWG.Wait()
-	h.conn.Close()
+	up.stop()
 	progress(true)
 	st := node.Status()
 	if err != nil {
@@ -278,12 +317,12 @@ func runNode(ctx context.Context, h hop, cfg ReceiverConfig, limit int64, logf f
 
 // readUpstream reads frames from the upstream connection into pool buffers
 // and checks every chunk's sum.
-func readUpstream(ctx context.Context, lp *loop, h hop, key []byte, limit int64) {
+func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, limit int64, sized *atomic.Pointer[pool]) {
 	summer := wire.NewSummer(key, h.hello.Session)
 	br := h.br
-	var pl *pool
+	pl := sized.Load()
 	fail := func(err error) {
-		lp.emit(core.Event{Kind: core.EvUpClosed, Err: err.Error()})
+		lp.emit(core.Event{Kind: core.EvUpClosed, Err: err.Error(), Index: gen})
 	}
 	for {
 		var hb [wire.HeaderSize]byte
@@ -313,12 +352,19 @@ func readUpstream(ctx context.Context, lp *loop, h hop, key []byte, limit int64)
 			}
 			if man, ok := m.(*wire.Manifest); ok && pl == nil {
 				pl = newPool(limit, wire.DataHeaderSize+int(man.ChunkSize))
-				lp.pool.Store(pl)
+				if sized.CompareAndSwap(nil, pl) {
+					lp.pool.Store(pl)
+				} else {
+					pl = sized.Load()
+				}
 			}
-			if !lp.emit(core.Event{Kind: core.EvUp, Msg: m}) {
+			if !lp.emit(core.Event{Kind: core.EvUp, Msg: m, Index: gen}) {
 				return
 			}
 			continue
+		}
+		if pl == nil {
+			pl = sized.Load()
 		}
 		if pl == nil {
 			fail(errors.New("data before the manifest"))
@@ -346,7 +392,7 @@ func readUpstream(ctx context.Context, lp *loop, h hop, key []byte, limit int64)
 			return
 		}
 		d := m.(*wire.Data)
-		if !lp.emit(core.Event{Kind: core.EvUp, Msg: d, Ref: ref, Bad: !summer.Check(d)}) {
+		if !lp.emit(core.Event{Kind: core.EvUp, Msg: d, Ref: ref, Bad: !summer.Check(d), Index: gen}) {
 			return
 		}
 	}

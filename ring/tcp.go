@@ -297,6 +297,11 @@ type loop struct {
 	up     *queue[wire.Msg] // receivers only: frames to the upstream
 	logf   func(string, ...any)
 	onTick func()
+	// Receivers only: replacement upstream connections, and the number
+	// of the current one (events of older ones are dropped).
+	hops  <-chan hop
+	onHop func(hop) []core.Action
+	upGen func() int
 }
 
 func newLoop(logf func(string, ...any)) *loop {
@@ -328,18 +333,41 @@ func (l *loop) run(ctx context.Context, initial []core.Action) (string, error) {
 		select {
 		case ev = <-l.evc:
 		case <-t.C:
+			// Events that arrived before the tick go first: a busy loop
+			// must not mistake queued acks for silence.
+			for n := len(l.evc); n > 0; n-- {
+				if reason, done := l.handle(<-l.evc); done {
+					return reason, nil
+				}
+			}
 			ev = core.Event{Kind: core.EvTick}
 			if l.onTick != nil {
 				l.onTick()
 			}
+		case h := <-l.hops:
+			if reason, done := l.perform(l.onHop(h)); done {
+				return reason, nil
+			}
+			continue
 		case <-ctx.Done():
 			return "", ctx.Err()
 		}
-		ev.Now = l.now()
-		if reason, done := l.perform(l.step(ev)); done {
+		if reason, done := l.handle(ev); done {
 			return reason, nil
 		}
 	}
+}
+
+// handle steps one event and performs the actions.
+func (l *loop) handle(ev core.Event) (string, bool) {
+	if (ev.Kind == core.EvUp || ev.Kind == core.EvUpClosed) && l.upGen != nil && ev.Index != l.upGen() {
+		if ev.Ref != 0 {
+			l.pool.Load().put(ev.Ref)
+		}
+		return "", false // from a replaced upstream connection
+	}
+	ev.Now = l.now()
+	return l.perform(l.step(ev))
 }
 
 func (l *loop) perform(acts []core.Action) (reason string, done bool) {

@@ -35,9 +35,9 @@ func (s *memSink) WriteAt(p []byte, off int64) (int, error) {
 		return 0, errors.New("memsink: closed")
 	}
 	end := int(off) + len(p)
-	for len(s.data) < end {
-		s.data = append(s.data, 0)
-		s.written = append(s.written, false)
+	if len(s.data) < end {
+		s.data = append(s.data, make([]byte, end-len(s.data))...)
+		s.written = append(s.written, make([]bool, end-len(s.written))...)
 	}
 	copy(s.data[off:], p)
 	for i := int(off); i < end; i++ {
@@ -97,6 +97,7 @@ type cluster struct {
 	sinks   []*nodeSinks
 	results []chan recvResult
 	cancel  context.CancelFunc
+	cancels []context.CancelFunc // per receiver
 }
 
 // startCluster starts n receivers on loopback; cfgf may adjust each config.
@@ -115,8 +116,10 @@ func startCluster(t *testing.T, n int, cfgf func(i int, c *ReceiverConfig)) *clu
 			cfgf(i, &rc)
 		}
 		res := make(chan recvResult, 1)
+		nctx, ncancel := context.WithCancel(ctx)
+		c.cancels = append(c.cancels, ncancel)
 		go func() {
-			st, err := Receive(ctx, l, rc)
+			st, err := Receive(nctx, l, rc)
 			res <- recvResult{st, err}
 		}()
 		c.addrs = append(c.addrs, l.Addr().String())
@@ -417,4 +420,47 @@ func TestTCPFilesOnDisk(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, b3hex(a), b3hex(got))
 	}
+}
+
+// crashSink makes its node's Receive stop (as if the process died) once
+// it has written limit bytes.
+type crashSink struct {
+	memSink
+	limit int64
+	crash func()
+	n     int64
+}
+
+func (s *crashSink) WriteAt(p []byte, off int64) (int, error) {
+	s.n += int64(len(p))
+	if s.n >= s.limit {
+		s.crash()
+	}
+	return s.memSink.WriteAt(p, off)
+}
+
+func TestTCPBypassKilledReceiver(t *testing.T) {
+	var c *cluster
+	c = startCluster(t, 4, func(i int, rc *ReceiverConfig) {
+		if i == 1 {
+			rc.Open = func(it Item) (Sink, error) {
+				return &crashSink{limit: 2 << 20, crash: func() { c.cancels[1]() }}, nil
+			}
+		}
+	})
+	a := randomData(12, 8<<20)
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, ChunkSize: 256 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
+	require.NoError(t, err)
+	assert.False(t, rep.OK())
+	assert.Equal(t, StateFailed, rep.Nodes[1].State)
+	assert.Contains(t, rep.Nodes[1].Err, "dead at offset")
+	for _, i := range []int{0, 2, 3} {
+		assert.Equal(t, StateDone, rep.Nodes[i].State, "node %d: %s", i, rep.Nodes[i].Err)
+		r := c.wait(i)
+		require.NoError(t, r.err, "node %d", i)
+		assert.True(t, r.st.Items[0].Verified)
+		assert.Equal(t, b3hex(a), b3hex(c.sinks[i].get("/out/a").bytes()), "node %d", i)
+	}
+	r := c.wait(1)
+	assert.ErrorIs(t, r.err, context.Canceled)
 }

@@ -18,19 +18,20 @@ type EventKind uint8
 const (
 	EvUp         EventKind = iota + 1 // Msg from upstream (Hello after authentication, Manifest, Data with Ref, ItemEnd, End); Bad: Data failed its sum
 	EvUpClosed                        // the upstream connection ended; Err
+	EvUpNew                           // a new upstream connection (Msg: its Hello) replaces a lost one
 	EvOpened                          // a sink was opened (Item; Err if it failed)
 	EvWritten                         // a chunk was written (Ref, Item; Err if it failed)
 	EvSynced                          // a sink was synced (Item; Err)
 	EvDownUp                          // the downstream connection to Index is established and authenticated
 	EvDownFailed                      // the connection to Index could not be made or broke; Err
-	EvDown                            // Msg from downstream (Ack or Reject)
+	EvDown                            // Msg from downstream (Resume, Ack or Reject) on the connection to Index
 	EvSent                            // the Data frame of Ref was handed to the downstream connection
 	EvTick                            // time passes (Now)
 	EvRead                            // source only: Msg is a ready Data frame in buffer Ref
 	EvReadEnd                         // source only: item Item has no more data; Err if reading failed
 )
 
-var evNames = [...]string{"", "up", "up-closed", "opened", "written", "synced", "down-up", "down-failed", "down", "sent", "tick", "read", "read-end"}
+var evNames = [...]string{"", "up", "up-closed", "up-new", "opened", "written", "synced", "down-up", "down-failed", "down", "sent", "tick", "read", "read-end"}
 
 func (k EventKind) String() string {
 	if int(k) < len(evNames) {
@@ -63,7 +64,7 @@ const (
 	ActWrite                            // write Payload at Off of Item's sink (answer EvWritten with Ref)
 	ActSync                             // sync Item's sink (answer EvSynced)
 	ActCloseSinks                       // close every sink opened
-	ActSendDown                         // send Msg downstream; a Data with Ref may be sent from the buffer verbatim (answer EvSent)
+	ActSendDown                         // send Msg downstream; a Data with Ref may be sent from the buffer verbatim (always answer EvSent, even when the send failed)
 	ActSendUp                           // send Msg upstream
 	ActDial                             // connect and authenticate to node Index at Addr for Session (answer EvDownUp or EvDownFailed)
 	ActCloseDown                        // close the downstream connection: after the frames queued before it, or at once when Err is set

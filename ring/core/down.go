@@ -7,14 +7,18 @@ import (
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
-// pend is a frame waiting for (or being sent on) the downstream connection.
-type pend struct {
+// logEntry is a stream frame (data, item end, end) numbered in session
+// order. Entries stay in the log until they are sent and, while we retain,
+// until the node after our target has them: then a dead target can be
+// bypassed by resending from the log.
+type logEntry struct {
+	num uint64
 	msg wire.Msg
 	ref Ref
 }
 
 // downlink is the downstream half shared by the source and the relay nodes:
-// which node we feed, the frames waiting for it, and the view of every node
+// which node we feed, the frames it still needs, and the view of every node
 // further down, merged from acks.
 type downlink struct {
 	self      int // owner's index; -1 for the source
@@ -22,12 +26,19 @@ type downlink struct {
 	dead      time.Duration
 	target    int  // node we dial or feed
 	up        bool // connected and authenticated to target
+	awaiting  bool // connected, waiting for the target's Resume
 	cut       bool // no downstream anymore (end of chain, or lost)
-	pending   []pend
+	log       []logEntry
+	nextNum   uint64      // number of the next stream frame
+	sentTo    uint64      // frames below this were handed to the driver for target
+	inflight  map[Ref]int // sends handed to the driver and not yet answered
+	freed     []Ref       // buffers the downlink no longer needs, for the owner
 	view      []NodeStatus
+	frames    []uint64 // per node: stream frames received (from acks)
+	downFr    []uint64 // per node: frames its downstream received
 	dirty     []bool
 	lastHeard time.Duration
-	sent      int64 // payload bytes handed to the current target
+	resumes   int // successful bypasses
 }
 
 func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
@@ -35,13 +46,17 @@ func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
 	if d.dead <= 0 {
 		d.dead = DefaultDead
 	}
-	d.view = make([]NodeStatus, len(m.Nodes))
-	d.dirty = make([]bool, len(m.Nodes))
-	for j := range d.view {
+	n := len(m.Nodes)
+	d.view = make([]NodeStatus, n)
+	d.frames = make([]uint64, n)
+	d.downFr = make([]uint64, n)
+	d.dirty = make([]bool, n)
+	d.inflight = map[Ref]int{}
+	for j := self + 1; j < n; j++ {
 		d.view[j] = NodeStatus{Index: j, Addr: m.Nodes[j], State: StateWaiting, Items: emptyItems(m)}
 	}
 	d.target = self + 1
-	if d.target >= len(m.Nodes) {
+	if d.target >= n {
 		d.cut = true
 	}
 }
@@ -61,44 +76,133 @@ func (d *downlink) start(out *[]Action) {
 }
 
 func (d *downlink) dial(out *[]Action) {
+	d.up, d.awaiting = false, false
 	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session})
 }
 
-// send queues m for the downstream; it returns false when there is no
-// downstream (the frame is dropped and its buffer is not kept for sending).
+// retaining reports whether sent frames must be kept for a bypass: only
+// when a node after our target could take over from it.
+func (d *downlink) retaining() bool { return d.target+1 < len(d.view) }
+
+// send appends a stream frame (data, item end, end). It returns false when
+// there is no downstream: the frame is dropped and ref not kept.
 func (d *downlink) send(m wire.Msg, ref Ref, out *[]Action) bool {
 	if d.cut {
+		d.nextNum++
 		return false
 	}
-	if dm, ok := m.(*wire.Data); ok {
-		d.sent += int64(len(dm.Payload))
+	d.log = append(d.log, logEntry{num: d.nextNum, msg: m, ref: ref})
+	d.nextNum++
+	if d.up && !d.awaiting {
+		d.flush(out)
 	}
-	if d.up {
-		*out = append(*out, Action{Kind: ActSendDown, Msg: m, Ref: ref})
-		return true
-	}
-	d.pending = append(d.pending, pend{m, ref})
 	return true
 }
 
-func (d *downlink) onUp(idx int, now time.Duration, out *[]Action) {
+// flush hands every unsent frame to the driver, then trims the log.
+func (d *downlink) flush(out *[]Action) {
+	for i := range d.log {
+		e := &d.log[i]
+		if e.num < d.sentTo {
+			continue
+		}
+		*out = append(*out, Action{Kind: ActSendDown, Msg: e.msg, Ref: e.ref})
+		if e.ref != 0 {
+			d.inflight[e.ref]++
+		}
+	}
+	d.sentTo = d.nextNum
+	d.trim()
+}
+
+// trim drops log entries nobody can need anymore.
+func (d *downlink) trim() {
+	keepFrom := d.sentTo
+	if d.retaining() {
+		keepFrom = min(keepFrom, d.downFr[d.target])
+	}
+	i := 0
+	for ; i < len(d.log) && d.log[i].num < keepFrom; i++ {
+		if r := d.log[i].ref; r != 0 && d.inflight[r] == 0 {
+			d.freed = append(d.freed, r)
+		}
+		d.log[i] = logEntry{}
+	}
+	d.log = d.log[i:]
+}
+
+func (d *downlink) inLog(r Ref) bool {
+	for i := range d.log {
+		if d.log[i].ref == r {
+			return true
+		}
+	}
+	return false
+}
+
+// onSent: the driver no longer needs r for sending.
+func (d *downlink) onSent(r Ref) {
+	if d.inflight[r] == 0 {
+		return
+	}
+	d.inflight[r]--
+	if d.inflight[r] > 0 {
+		return
+	}
+	delete(d.inflight, r)
+	if !d.inLog(r) {
+		d.freed = append(d.freed, r)
+	}
+}
+
+// takeFreed returns the buffers released since the last call.
+func (d *downlink) takeFreed() []Ref {
+	f := d.freed
+	d.freed = nil
+	return f
+}
+
+func (d *downlink) onUp(idx int, now time.Duration) {
 	if idx != d.target || d.cut {
 		return
 	}
-	d.up = true
+	d.up, d.awaiting = true, true
 	d.lastHeard = now
 	if d.view[idx].State == StateWaiting {
 		d.view[idx].State = StateConnected
 		d.dirty[idx] = true
 	}
-	for _, p := range d.pending {
-		*out = append(*out, Action{Kind: ActSendDown, Msg: p.msg, Ref: p.ref})
+}
+
+// onResume starts (or restarts) the stream to the target from the frame it
+// asks for.
+func (d *downlink) onResume(r *wire.Resume, out *[]Action) {
+	if !d.up || !d.awaiting || d.cut {
+		return
 	}
-	d.pending = nil
+	first := d.nextNum
+	if len(d.log) > 0 {
+		first = d.log[0].num
+	}
+	if r.Frames < first || r.Frames > d.nextNum || (!r.HasManifest && r.Frames != 0) {
+		reason := fmt.Sprintf("cannot resume: it needs frame %d, frames %d..%d are kept", r.Frames, first, d.nextNum)
+		d.loseTarget(reason, out)
+		return
+	}
+	d.awaiting = false
+	if !r.HasManifest {
+		*out = append(*out, Action{Kind: ActSendDown, Msg: d.man})
+	}
+	if r.Frames > 0 {
+		d.resumes++
+	}
+	d.sentTo = r.Frames
+	d.frames[d.target] = max(d.frames[d.target], r.Frames)
+	d.flush(out)
 }
 
 func (d *downlink) setFailed(j int, reason string) {
-	if d.view[j].State.Terminal() {
+	if j <= d.self || d.view[j].State.Terminal() {
 		return
 	}
 	d.view[j].State = StateFailed
@@ -106,48 +210,72 @@ func (d *downlink) setFailed(j int, reason string) {
 	d.dirty[j] = true
 }
 
-// onFailed handles a failed dial or a broken connection to idx. It returns
-// the buffers of frames that will never be sent.
-func (d *downlink) onFailed(idx int, reason string, out *[]Action) []Ref {
+// onFailed handles a failed dial or a broken (or silent) connection to idx:
+// the node is marked failed and the next live node is dialed; it will say
+// where to resume from.
+func (d *downlink) onFailed(idx int, reason string, out *[]Action) {
 	if idx != d.target || d.cut {
-		return nil
+		return
 	}
 	if d.settled() { // the downstream closed after everyone finished
 		d.up = false
 		d.cut = true
-		return nil
+		d.dropLog()
+		return
 	}
 	if !d.up {
-		// Nothing was delivered to idx: skip it and feed the next node
-		// everything that waited.
 		d.setFailed(idx, "unreachable: "+reason)
-		d.target++
-		if d.target < len(d.view) {
-			d.dial(out)
-			return nil
-		}
-		d.cut = true
-		return d.dropPending()
+	} else {
+		d.setFailed(idx, fmt.Sprintf("dead at offset %d: %s", d.view[idx].Bytes, reason))
+		*out = append(*out, Action{Kind: ActCloseDown, Err: reason})
 	}
-	d.up = false
-	d.cut = true
-	d.setFailed(idx, fmt.Sprintf("dead at offset %d: %s", d.view[idx].Bytes, reason))
-	for j := idx + 1; j < len(d.view); j++ {
-		d.setFailed(j, fmt.Sprintf("cut off: node %d upstream of it failed", idx))
-	}
-	*out = append(*out, Action{Kind: ActCloseDown, Err: reason})
-	return d.dropPending()
+	d.next(out)
 }
 
-func (d *downlink) dropPending() []Ref {
-	var refs []Ref
-	for _, p := range d.pending {
-		if p.ref != 0 {
-			refs = append(refs, p.ref)
+// loseTarget gives up on the current target (connected or not).
+func (d *downlink) loseTarget(reason string, out *[]Action) {
+	d.setFailed(d.target, reason)
+	if d.up {
+		*out = append(*out, Action{Kind: ActCloseDown, Err: reason})
+	}
+	d.next(out)
+}
+
+// next dials the first node after the target that is not final yet.
+func (d *downlink) next(out *[]Action) {
+	d.up, d.awaiting = false, false
+	for d.target++; d.target < len(d.view) && d.view[d.target].State.Terminal(); d.target++ {
+	}
+	if d.target < len(d.view) {
+		d.dial(out)
+		return
+	}
+	d.cut = true
+	d.dropLog()
+}
+
+// abandon stops feeding anyone: the nodes further down are cut off.
+func (d *downlink) abandon(reason string, out *[]Action) {
+	if d.cut {
+		return
+	}
+	for j := d.target; j < len(d.view); j++ {
+		d.setFailed(j, reason)
+	}
+	if d.up {
+		*out = append(*out, Action{Kind: ActCloseDown, Err: reason})
+	}
+	d.up, d.cut = false, true
+	d.dropLog()
+}
+
+func (d *downlink) dropLog() {
+	for _, e := range d.log {
+		if e.ref != 0 && d.inflight[e.ref] == 0 {
+			d.freed = append(d.freed, e.ref)
 		}
 	}
-	d.pending = nil
-	return refs
+	d.log = nil
 }
 
 func (d *downlink) onAck(a *wire.Ack, now time.Duration) {
@@ -158,20 +286,22 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration) {
 		if j <= d.self || j >= len(d.view) {
 			continue
 		}
+		d.frames[j] = max(d.frames[j], an.Frames)
+		d.downFr[j] = max(d.downFr[j], an.DownFrames)
 		if d.view[j].State.Terminal() {
 			continue // final states stick
 		}
 		fromAck(&d.view[j], an, d.man)
 		d.dirty[j] = true
 	}
+	d.trim()
 }
 
 // tick declares a silent downstream dead.
-func (d *downlink) tick(now time.Duration, out *[]Action) []Ref {
+func (d *downlink) tick(now time.Duration, out *[]Action) {
 	if d.up && !d.cut && now-d.lastHeard > d.dead && !d.settled() {
-		return d.onFailed(d.target, fmt.Sprintf("silent for %v", now-d.lastHeard), out)
+		d.onFailed(d.target, fmt.Sprintf("silent for %v", (now-d.lastHeard).Round(time.Millisecond)), out)
 	}
-	return nil
 }
 
 // settled reports whether every node after the owner is in a final state.
@@ -184,13 +314,23 @@ func (d *downlink) settled() bool {
 	return true
 }
 
+// targetFrames is how many frames our current downstream has received.
+func (d *downlink) targetFrames() uint64 {
+	if d.cut || d.target >= len(d.view) {
+		return 0
+	}
+	return d.frames[d.target]
+}
+
 // takeDirty returns the wire form of changed downstream statuses (all of
 // them when full) and clears the marks.
 func (d *downlink) takeDirty(full bool) []wire.AckNode {
 	var out []wire.AckNode
 	for j := d.self + 1; j < len(d.view); j++ {
 		if d.dirty[j] || full {
-			out = append(out, ToAck(&d.view[j]))
+			a := ToAck(&d.view[j])
+			a.Frames, a.DownFrames = d.frames[j], d.downFr[j]
+			out = append(out, a)
 			d.dirty[j] = false
 		}
 	}

@@ -41,6 +41,10 @@ func (ih *itemHash) digest() (d [wire.DigestSize]byte) {
 // NodeConfig tunes a relay node.
 type NodeConfig struct {
 	Dead time.Duration // a downstream silent this long is dead; 0: DefaultDead
+	// UpWait is how long a node whose upstream vanished mid-stream waits for
+	// a node further up to reconnect (bypassing the dead one) before it
+	// fails; 0: DefaultUpWait.
+	UpWait time.Duration
 }
 
 type nodeItem struct {
@@ -48,11 +52,14 @@ type nodeItem struct {
 	ended, synced bool
 }
 
-type bufUse struct{ write, send bool }
+type bufUse struct{ write, down bool }
 
 // Node is the state machine of a receiving node: it checks and writes what
 // comes from upstream, forwards it downstream, verifies every item's digest
-// and reports statuses upstream. Not safe for concurrent use.
+// and reports statuses upstream. When its downstream dies it skips to the
+// next node and resends what that node lacks from the frames it retained;
+// when its upstream dies it waits for the node before that to reconnect.
+// Not safe for concurrent use.
 type Node struct {
 	cfg         NodeConfig
 	now         time.Duration
@@ -63,26 +70,40 @@ type Node struct {
 	down        downlink
 	bufs        map[Ref]*bufUse
 	nextSeq     uint64
+	framesIn    uint64
 	cur         int
 	upDone      bool
 	upGone      bool
+	upLostAt    time.Duration
+	upLostWhy   string
 	lastAck     time.Duration
+	ackedFrames uint64
+	ackedDown   uint64
 	ackDirty    bool
+	fullAck     bool
 	rateAt      time.Duration
 	rateBytes   int64
 	sinksClosed bool
 	finished    bool
 }
 
+// Timing defaults of a node.
+const (
+	DefaultUpWait = 10 * time.Second
+)
+
 // NewNode returns a node waiting for its upstream's hello.
 func NewNode(cfg NodeConfig) *Node {
+	if cfg.UpWait <= 0 {
+		cfg.UpWait = DefaultUpWait
+	}
 	return &Node{cfg: cfg, st: NodeStatus{Index: -1, State: StateWaiting}, bufs: map[Ref]*bufUse{}}
 }
 
 // Status returns a copy of the node's own status.
 func (n *Node) Status() NodeStatus { return copyStatus(n.st) }
 
-// Session returns the session the node takes part in (zero before hello).
+// Session returns the session the node takes part in (false before hello).
 func (n *Node) Session() (wire.SessionID, bool) {
 	if n.hello == nil {
 		return wire.SessionID{}, false
@@ -90,11 +111,18 @@ func (n *Node) Session() (wire.SessionID, bool) {
 	return n.hello.Session, true
 }
 
+// Index is the node's index in the chain (-1 before hello).
+func (n *Node) Index() int { return n.st.Index }
+
 // NextSeq is the sequence number of the next chunk the node expects.
 func (n *Node) NextSeq() uint64 { return n.nextSeq }
 
 // Finished reports whether the node emitted ActDone.
 func (n *Node) Finished() bool { return n.finished }
+
+// UpstreamLost reports whether the node lost its upstream before the end
+// of the data and waits for a replacement (EvUpNew).
+func (n *Node) UpstreamLost() bool { return n.upGone && !n.upDone }
 
 // View returns the statuses of the nodes after this one, as last reported.
 func (n *Node) View() []NodeStatus {
@@ -117,8 +145,13 @@ func (n *Node) Step(ev Event) []Action {
 	if n.finished {
 		// Late results after the end: only buffers matter.
 		switch ev.Kind {
-		case EvWritten, EvSent:
-			n.unuse(ev.Ref, ev.Kind == EvWritten, &out)
+		case EvWritten:
+			n.unuse(ev.Ref, true, &out)
+		case EvSent:
+			if n.man != nil {
+				n.down.onSent(ev.Ref)
+				n.collectFreed(&out)
+			}
 		case EvUp:
 			if ev.Ref != 0 {
 				out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
@@ -129,15 +162,13 @@ func (n *Node) Step(ev Event) []Action {
 	switch ev.Kind {
 	case EvUp:
 		n.onUp(ev, &out)
+	case EvUpNew:
+		n.onUpNew(ev, &out)
 	case EvUpClosed:
-		n.upGone = true
-		if !n.upDone {
-			n.fail(fmt.Sprintf("upstream lost at offset %d: %s", n.st.Bytes, ev.Err), &out)
-			if !n.down.cut && n.man != nil {
-				n.down.cut = true
-				n.releaseAll(n.down.dropPending(), &out)
-				out = append(out, Action{Kind: ActCloseDown, Err: "upstream lost"})
-			}
+		if !n.upGone {
+			n.upGone = true
+			n.upLostAt = n.now
+			n.upLostWhy = ev.Err
 		}
 	case EvOpened:
 		if ev.Err != "" {
@@ -152,28 +183,36 @@ func (n *Node) Step(ev Event) []Action {
 		n.onSynced(ev, &out)
 	case EvDownUp:
 		if n.man != nil {
-			n.down.onUp(ev.Index, n.now, &out)
+			n.down.onUp(ev.Index, n.now)
 		}
 	case EvDownFailed:
 		if n.man != nil {
-			n.releaseAll(n.down.onFailed(ev.Index, ev.Err, &out), &out)
+			if n.UpstreamLost() {
+				// Orphaned: do not take over anyone's upstream.
+				n.down.abandon(fmt.Sprintf("cut off: node %d lost its upstream", n.st.Index), &out)
+			} else {
+				n.down.onFailed(ev.Index, ev.Err, &out)
+			}
 		}
 	case EvDown:
-		switch m := ev.Msg.(type) {
-		case *wire.Ack:
-			if n.man != nil {
+		if n.man != nil && ev.Index == n.down.target {
+			switch m := ev.Msg.(type) {
+			case *wire.Ack:
 				n.down.onAck(m, n.now)
-			}
-		case *wire.Reject:
-			if n.man != nil {
-				n.releaseAll(n.down.onFailed(n.down.target, "rejected: "+m.Reason, &out), &out)
+			case *wire.Resume:
+				n.down.onResume(m, &out)
+			case *wire.Reject:
+				n.down.loseTarget("rejected: "+m.Reason, &out)
 			}
 		}
 	case EvSent:
-		n.unuse(ev.Ref, false, &out)
+		if n.man != nil {
+			n.down.onSent(ev.Ref)
+		}
 	case EvTick:
 		n.onTick(&out)
 	}
+	n.collectFreed(&out)
 	n.maybeAck(false, &out)
 	n.maybeFinish(&out)
 	return out
@@ -199,7 +238,30 @@ func (n *Node) fail(reason string, out *[]Action) {
 	}
 }
 
+func (n *Node) onUpNew(ev Event, out *[]Action) {
+	h, ok := ev.Msg.(*wire.Hello)
+	if !ok {
+		return
+	}
+	if n.hello == nil {
+		n.onUp(ev, out)
+		return
+	}
+	if h.Session != n.hello.Session || int(h.Index) != n.st.Index {
+		return
+	}
+	n.upGone = false
+	n.fullAck = true
+	*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.Resume{Frames: n.framesIn, HasManifest: n.man != nil}})
+}
+
 func (n *Node) onUp(ev Event, out *[]Action) {
+	if n.man != nil {
+		switch ev.Msg.(type) {
+		case *wire.Data, *wire.ItemEnd, *wire.End:
+			n.framesIn++
+		}
+	}
 	switch m := ev.Msg.(type) {
 	case *wire.Hello:
 		if n.hello != nil {
@@ -209,11 +271,11 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		n.st.Index = int(m.Index)
 		n.st.State = StateConnected
 		n.ackDirty = true
+		*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.Resume{}})
 	case *wire.Manifest:
 		if n.hello == nil || n.man != nil {
 			return
 		}
-		n.man = m
 		if m.Session != n.hello.Session {
 			n.fail("manifest of another session", out)
 			return
@@ -222,6 +284,7 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 			n.fail(fmt.Sprintf("index %d outside a chain of %d nodes", n.st.Index, len(m.Nodes)), out)
 			return
 		}
+		n.man = m
 		n.st.Addr = m.Nodes[n.st.Index]
 		n.st.Items = emptyItems(m)
 		n.items = make([]nodeItem, len(m.Items))
@@ -235,7 +298,6 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		n.st.State = StateReceiving
 		n.ackDirty = true
 		n.down.start(out)
-		n.down.send(m, 0, out)
 	case *wire.Data:
 		n.onData(m, ev, out)
 	case *wire.ItemEnd:
@@ -285,11 +347,11 @@ func (n *Node) onData(d *wire.Data, ev Event, out *[]Action) {
 			u.write = true
 		}
 	}
-	u.send = n.down.send(d, ev.Ref, out)
+	u.down = n.down.send(d, ev.Ref, out)
 	if ev.Ref == 0 {
 		return
 	}
-	if !u.write && !u.send {
+	if !u.write && !u.down {
 		*out = append(*out, Action{Kind: ActRelease, Ref: ev.Ref})
 		return
 	}
@@ -378,17 +440,20 @@ func (n *Node) unuse(ref Ref, write bool, out *[]Action) {
 	if write {
 		u.write = false
 	} else {
-		u.send = false
+		u.down = false
 	}
-	if !u.write && !u.send {
+	if !u.write && !u.down {
 		delete(n.bufs, ref)
 		*out = append(*out, Action{Kind: ActRelease, Ref: ref})
 	}
 }
 
-// releaseAll marks refs as no longer being sent.
-func (n *Node) releaseAll(refs []Ref, out *[]Action) {
-	for _, r := range refs {
+// collectFreed releases the buffers the downlink let go of.
+func (n *Node) collectFreed(out *[]Action) {
+	if n.man == nil {
+		return
+	}
+	for _, r := range n.down.takeFreed() {
 		n.unuse(r, false, out)
 	}
 }
@@ -400,30 +465,57 @@ func (n *Node) onTick(out *[]Action) {
 		if n.st.State.Terminal() {
 			n.st.Rate = 0
 		}
+		n.ackDirty = true
 	}
 	if n.man != nil {
-		n.releaseAll(n.down.tick(n.now, out), out)
+		n.down.tick(n.now, out)
+	}
+	if n.UpstreamLost() && n.now-n.upLostAt > n.cfg.UpWait {
+		n.fail(fmt.Sprintf("upstream lost at offset %d: %s", n.st.Bytes, n.upLostWhy), out)
+		if n.man != nil {
+			n.down.abandon(fmt.Sprintf("cut off: node %d lost its upstream", n.st.Index), out)
+		}
 	}
 }
 
-// maybeAck sends an ack upstream when something changed (at most every
-// AckInterval, at once for final states) or as a heartbeat.
+// downFrames is what the node reports as received by its downstream: the
+// frames its current target has, or its own count at the end of the chain.
+func (n *Node) downFrames() uint64 {
+	if n.man == nil || n.down.cut {
+		return n.framesIn
+	}
+	return n.down.targetFrames()
+}
+
+// maybeAck sends an ack upstream: with every change at most every
+// AckInterval (at once for final states), as a heartbeat, or with the
+// node's own progress alone (frames received by it and by its downstream)
+// whenever it moves: the upstream frees retained chunks on it, so a delay
+// here would stall the stream.
 func (n *Node) maybeAck(full bool, out *[]Action) {
 	if n.hello == nil || n.upGone {
 		return
 	}
+	full = full || n.fullAck
 	changed := n.ackDirty || (n.man != nil && n.down.anyDirty())
 	since := n.now - n.lastAck
 	urgent := n.ackDirty && n.st.State.Terminal()
-	if !full && !urgent && !(changed && since >= AckInterval) && since < HeartbeatInterval {
+	own := ToAck(&n.st)
+	own.Frames, own.DownFrames = n.framesIn, n.downFrames()
+	progressed := own.Frames != n.ackedFrames || own.DownFrames != n.ackedDown
+	a := &wire.Ack{Nodes: []wire.AckNode{own}}
+	switch {
+	case full || urgent || (changed && since >= AckInterval) || since >= HeartbeatInterval:
+		if n.man != nil {
+			a.Nodes = append(a.Nodes, n.down.takeDirty(full)...)
+		}
+		n.ackDirty, n.fullAck = false, false
+		n.lastAck = n.now
+	case progressed:
+	default:
 		return
 	}
-	a := &wire.Ack{Nodes: []wire.AckNode{ToAck(&n.st)}}
-	if n.man != nil {
-		a.Nodes = append(a.Nodes, n.down.takeDirty(full)...)
-	}
-	n.ackDirty = false
-	n.lastAck = n.now
+	n.ackedFrames, n.ackedDown = own.Frames, own.DownFrames
 	*out = append(*out, Action{Kind: ActSendUp, Msg: a})
 }
 
@@ -435,7 +527,8 @@ func (n *Node) maybeFinish(out *[]Action) {
 		n.sinksClosed = true
 		*out = append(*out, Action{Kind: ActCloseSinks})
 	}
-	if !n.upGone && !(n.upDone && (n.man == nil || n.down.cut || n.down.settled())) {
+	lost := n.UpstreamLost() || (n.upGone && n.man == nil)
+	if !lost && !(n.upDone && (n.man == nil || n.down.cut || n.down.settled())) {
 		return
 	}
 	n.maybeAck(true, out)

@@ -27,14 +27,13 @@ type Sender struct {
 	bytes    int64
 	ended    bool
 	err      string
-	bufs     map[Ref]bool
 	now      time.Duration
 	finished bool
 }
 
 // NewSender returns a Sender for cfg; call Start first.
 func NewSender(cfg SenderConfig) *Sender {
-	s := &Sender{man: cfg.Manifest, bufs: map[Ref]bool{}}
+	s := &Sender{man: cfg.Manifest}
 	s.down.init(-1, cfg.Manifest, cfg.Dead)
 	s.items = make([]itemHash, len(cfg.Manifest.Items))
 	for i := range s.items {
@@ -49,7 +48,6 @@ func (s *Sender) Start(now time.Duration) []Action {
 	var out []Action
 	s.now = now
 	s.down.start(&out)
-	s.down.send(s.man, 0, &out)
 	if len(s.man.Items) == 0 {
 		s.endSession(&out)
 	}
@@ -101,37 +99,20 @@ func (s *Sender) Step(ev Event) []Action {
 		s.now = ev.Now
 	}
 	if s.finished {
-		if ev.Kind == EvSent || (ev.Kind == EvRead && ev.Ref != 0) {
-			s.release(ev.Ref, &out)
+		switch ev.Kind {
+		case EvSent:
+			s.down.onSent(ev.Ref)
+			s.collectFreed(&out)
+		case EvRead:
+			if ev.Ref != 0 {
+				out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
+			}
 		}
 		return out
 	}
 	switch ev.Kind {
 	case EvRead:
-		d, ok := ev.Msg.(*wire.Data)
-		switch {
-		case !ok || s.ended:
-			s.abort("chunk read after the end", &out)
-		case int(d.Item) != s.cur || d.Seq != s.nextSeq:
-			s.abort(fmt.Sprintf("chunk %d of item %d out of order (want %d of item %d)", d.Seq, d.Item, s.nextSeq, s.cur), &out)
-		case d.Off < s.items[s.cur].next:
-			s.abort(fmt.Sprintf("source item %d (%s) yielded offset %d after %d: runs must increase", s.cur, s.man.Items[s.cur].Name, d.Off, s.items[s.cur].next), &out)
-		case s.man.Items[s.cur].Size >= 0 && d.Off+int64(len(d.Payload)) > s.man.Items[s.cur].Size:
-			s.abort(fmt.Sprintf("source item %d (%s) is larger than its size %d", s.cur, s.man.Items[s.cur].Name, s.man.Items[s.cur].Size), &out)
-		default:
-			s.nextSeq++
-			it := &s.items[s.cur]
-			it.add(d.Off, d.Payload)
-			s.bytes += int64(len(d.Payload))
-			s.status[s.cur].Bytes = it.bytes
-			if s.down.send(d, ev.Ref, &out) {
-				s.bufs[ev.Ref] = true
-				break
-			}
-		}
-		if !s.bufs[ev.Ref] && ev.Ref != 0 {
-			out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
-		}
+		s.onRead(ev, &out)
 	case EvReadEnd:
 		if ev.Err != "" {
 			s.abort(fmt.Sprintf("read item %d (%s): %s", ev.Item, s.man.Items[ev.Item].Name, ev.Err), &out)
@@ -142,10 +123,6 @@ func (s *Sender) Step(ev Event) []Action {
 			break
 		}
 		it := &s.items[s.cur]
-		if sz := s.man.Items[s.cur].Size; sz >= 0 && it.next > sz {
-			s.abort(fmt.Sprintf("source item %d (%s) is larger than its size %d", s.cur, s.man.Items[s.cur].Name, sz), &out)
-			break
-		}
 		dg := it.digest()
 		s.status[s.cur].Digest = hexString(dg[:])
 		s.status[s.cur].Verified = true
@@ -155,23 +132,59 @@ func (s *Sender) Step(ev Event) []Action {
 			s.endSession(&out)
 		}
 	case EvDownUp:
-		s.down.onUp(ev.Index, s.now, &out)
+		s.down.onUp(ev.Index, s.now)
 	case EvDownFailed:
-		s.releaseAll(s.down.onFailed(ev.Index, ev.Err, &out), &out)
+		s.down.onFailed(ev.Index, ev.Err, &out)
 	case EvDown:
-		switch m := ev.Msg.(type) {
-		case *wire.Ack:
-			s.down.onAck(m, s.now)
-		case *wire.Reject:
-			s.releaseAll(s.down.onFailed(s.down.target, "rejected: "+m.Reason, &out), &out)
+		if ev.Index == s.down.target {
+			switch m := ev.Msg.(type) {
+			case *wire.Ack:
+				s.down.onAck(m, s.now)
+			case *wire.Resume:
+				s.down.onResume(m, &out)
+			case *wire.Reject:
+				s.down.loseTarget("rejected: "+m.Reason, &out)
+			}
 		}
 	case EvSent:
-		s.release(ev.Ref, &out)
+		s.down.onSent(ev.Ref)
 	case EvTick:
-		s.releaseAll(s.down.tick(s.now, &out), &out)
+		s.down.tick(s.now, &out)
 	}
+	s.collectFreed(&out)
 	s.maybeFinish(&out)
 	return out
+}
+
+func (s *Sender) onRead(ev Event, out *[]Action) {
+	d, ok := ev.Msg.(*wire.Data)
+	kept := false
+	switch {
+	case !ok || s.ended:
+		s.abort("chunk read after the end", out)
+	case int(d.Item) != s.cur || d.Seq != s.nextSeq:
+		s.abort(fmt.Sprintf("chunk %d of item %d out of order (want %d of item %d)", d.Seq, d.Item, s.nextSeq, s.cur), out)
+	case d.Off < s.items[s.cur].next:
+		s.abort(fmt.Sprintf("source item %d (%s) yielded offset %d after %d: runs must increase", s.cur, s.man.Items[s.cur].Name, d.Off, s.items[s.cur].next), out)
+	case s.man.Items[s.cur].Size >= 0 && d.Off+int64(len(d.Payload)) > s.man.Items[s.cur].Size:
+		s.abort(fmt.Sprintf("source item %d (%s) is larger than its size %d", s.cur, s.man.Items[s.cur].Name, s.man.Items[s.cur].Size), out)
+	default:
+		s.nextSeq++
+		it := &s.items[s.cur]
+		it.add(d.Off, d.Payload)
+		s.bytes += int64(len(d.Payload))
+		s.status[s.cur].Bytes = it.bytes
+		kept = s.down.send(d, ev.Ref, out)
+	}
+	if !kept && ev.Ref != 0 {
+		*out = append(*out, Action{Kind: ActRelease, Ref: ev.Ref})
+	}
+}
+
+func (s *Sender) collectFreed(out *[]Action) {
+	for _, r := range s.down.takeFreed() {
+		*out = append(*out, Action{Kind: ActRelease, Ref: r})
+	}
 }
 
 func (s *Sender) endSession(out *[]Action) {
@@ -183,27 +196,7 @@ func (s *Sender) abort(reason string, out *[]Action) {
 	if s.err == "" {
 		s.err = reason
 	}
-	for j := range s.down.view {
-		s.down.setFailed(j, "session aborted at the source: "+reason)
-	}
-	if !s.down.cut {
-		s.down.cut = true
-		s.releaseAll(s.down.dropPending(), out)
-		*out = append(*out, Action{Kind: ActCloseDown, Err: reason})
-	}
-}
-
-func (s *Sender) release(ref Ref, out *[]Action) {
-	if s.bufs[ref] {
-		delete(s.bufs, ref)
-		*out = append(*out, Action{Kind: ActRelease, Ref: ref})
-	}
-}
-
-func (s *Sender) releaseAll(refs []Ref, out *[]Action) {
-	for _, r := range refs {
-		s.release(r, out)
-	}
+	s.down.abandon("session aborted at the source: "+reason, out)
 }
 
 func (s *Sender) maybeFinish(out *[]Action) {

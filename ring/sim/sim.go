@@ -37,7 +37,8 @@ type Config struct {
 	SyncTime  time.Duration         // duration of one Sink.Sync
 	Dead      time.Duration         // silence after which a downstream is dead; 0: core default
 	DialFail  time.Duration         // time to learn that a dial failed; 0: 100ms
-	Kill      map[int]time.Duration // node index -> virtual time it freezes (stops forever)
+	Kill      map[int]time.Duration // node index -> virtual time it freezes (stops, connections stay open and silent)
+	Crash     map[int]time.Duration // node index -> virtual time it crashes (stops, connections reset)
 	Corrupt   map[int]uint64        // node index -> chunk seq that arrives corrupted at it
 	Drop      map[int]uint64        // node index -> chunk seq lost on the link into it
 	OpenFail  map[int]bool          // nodes whose sinks cannot be opened
@@ -142,6 +143,7 @@ type sim struct {
 	data    [][]byte
 	count   int
 	manSize int
+	session wire.SessionID
 	bad     map[*wire.Data]bool // chunks damaged in transit
 }
 
@@ -190,6 +192,7 @@ func Run(cfg Config) (*Result, error) {
 		s.data = append(s.data, b)
 		man.Items = append(man.Items, wire.ManifestItem{Name: itemName(i), Dest: destName(i), Size: sz})
 	}
+	s.session = man.Session
 	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.Dead})
 	s.src = &host{idx: -1, m: sender, alive: true}
 	for i := 0; i < cfg.Nodes; i++ {
@@ -204,6 +207,12 @@ func Run(cfg Config) (*Result, error) {
 		if i >= 0 && i < len(s.nodes) {
 			h := s.nodes[i]
 			s.at(t, func() { h.alive = false })
+		}
+	}
+	for i, t := range cfg.Crash {
+		if i >= 0 && i < len(s.nodes) {
+			h := s.nodes[i]
+			s.at(t, func() { s.crash(h) })
 		}
 	}
 	for _, h := range append([]*host{s.src}, s.nodes...) {
@@ -321,7 +330,7 @@ func (s *sim) perform(h *host, acts []core.Action) {
 				from := l.from
 				msg := a.Msg
 				s.at(s.cfg.Latency, func() {
-					if !l.closed {
+					if !l.closed && from.down == l {
 						s.step(from, core.Event{Kind: core.EvDown, Msg: msg, Index: h.idx})
 					}
 				})
@@ -368,22 +377,45 @@ func (s *sim) disk(h *host, n int, done func()) {
 
 func (s *sim) dial(h *host, idx int) {
 	t := s.nodes[idx]
-	if !t.alive || t.up != nil {
+	if !t.alive {
 		s.at(s.cfg.DialFail, func() { s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection refused"}) })
 		return
 	}
 	l := &link{from: h, to: t}
-	t.up = l
-	hello := &wire.Hello{Session: s.src.m.(*core.Sender).Session(), Index: uint32(idx)}
+	hello := &wire.Hello{Session: s.session, Index: uint32(idx)}
 	s.at(2*s.cfg.Latency, func() {
 		if !t.alive {
 			s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection timed out"})
 			return
 		}
+		if old := t.up; old != nil {
+			// A replacement upstream: the node drops the old connection.
+			old.closed = true
+		}
+		t.up = l
 		h.down = l
-		s.step(t, core.Event{Kind: core.EvUp, Msg: hello})
 		s.step(h, core.Event{Kind: core.EvDownUp, Index: idx})
+		s.step(t, core.Event{Kind: core.EvUpNew, Msg: hello})
 	})
+}
+
+// crash stops h and closes its connections: both neighbours notice at once.
+func (s *sim) crash(h *host) {
+	h.alive = false
+	if l := h.up; l != nil && !l.closed {
+		l.closed = true
+		from := l.from
+		s.at(s.cfg.Latency, func() { s.step(from, core.Event{Kind: core.EvDownFailed, Index: h.idx, Err: "connection reset"}) })
+	}
+	if l := h.down; l != nil && !l.closed {
+		l.closed = true
+		to := l.to
+		s.at(s.cfg.Latency, func() {
+			if to.up == l {
+				s.step(to, core.Event{Kind: core.EvUpClosed, Err: "connection reset"})
+			}
+		})
+	}
 }
 
 // msgSize is the bytes a frame occupies on the wire (acks estimated).

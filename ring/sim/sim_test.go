@@ -14,8 +14,9 @@ import (
 // expected is the completion time T = S/B + N·d of a pipelined chain, plus
 // the final acks climbing back up (N·latency). The per-hop delay d is the
 // longer of two paths: the session set-up (a node dials its successor when
-// the manifest arrives: one round trip, then the manifest is stored and
-// forwarded) and a chunk's store-and-forward plus propagation.
+// the manifest arrives: one round trip to connect, the successor's Resume
+// back, then the manifest stored and forwarded) and a chunk's
+// store-and-forward plus propagation.
 func expected(cfg Config, n int) time.Duration {
 	b := cfg.Bandwidth
 	var s float64
@@ -26,7 +27,7 @@ func expected(cfg Config, n int) time.Duration {
 		s = float64(cfg.Size)
 	}
 	lat := cfg.Latency.Seconds()
-	setup := float64(ManifestSize(cfg))/b + 3*lat
+	setup := float64(ManifestSize(cfg))/b + 4*lat
 	chunk := float64(cfg.ChunkSize+wire.DataHeaderSize)/b + lat
 	d := max(setup, chunk)
 	return time.Duration((s/b + float64(n)*d + float64(n)*lat) * float64(time.Second))
@@ -147,5 +148,73 @@ func TestCorruptDropAndOpenFailure(t *testing.T) {
 		} else {
 			assert.Equal(t, core.StateDone, n.State, "node %d keeps receiving through the failed one", i)
 		}
+	}
+}
+
+func TestBypassCrashedNode(t *testing.T) {
+	cfg := Config{Nodes: 8, Size: 4 << 20, ChunkSize: 64 << 10, Bandwidth: 100e6, Latency: 100 * time.Microsecond, Buffers: 8,
+		Crash: map[int]time.Duration{3: 20 * time.Millisecond}}
+	res, err := Run(cfg)
+	require.NoError(t, err)
+	for i, n := range res.Nodes {
+		if i == 3 {
+			assert.Equal(t, core.StateFailed, n.State)
+			assert.Contains(t, n.Err, "dead at offset")
+			continue
+		}
+		assert.Equal(t, core.StateDone, n.State, "node %d: %s", i, n.Err)
+		assert.True(t, n.Items[0].Verified, "node %d", i)
+		assert.Equal(t, res.Items[0].Digest, n.Items[0].Digest)
+	}
+	for i, p := range res.PeakBuffers {
+		assert.LessOrEqual(t, p, cfg.Buffers, "node %d", i)
+	}
+	// A crash is noticed at once: barely slower than without it.
+	clean := cfg
+	clean.Crash = nil
+	cres, err := Run(clean)
+	require.NoError(t, err)
+	assert.Less(t, res.Elapsed, cres.Elapsed+20*time.Millisecond)
+}
+
+func TestBypassFrozenNodeWithinDeadTimeout(t *testing.T) {
+	cfg := Config{Nodes: 6, Size: 8 << 20, ChunkSize: 64 << 10, Bandwidth: 100e6, Latency: 100 * time.Microsecond, Buffers: 8,
+		Kill: map[int]time.Duration{2: 30 * time.Millisecond}, Dead: 2 * time.Second}
+	res, err := Run(cfg)
+	require.NoError(t, err)
+	for i, n := range res.Nodes {
+		if i == 2 {
+			assert.Equal(t, core.StateFailed, n.State)
+			assert.Contains(t, n.Err, "silent for")
+			continue
+		}
+		assert.Equal(t, core.StateDone, n.State, "node %d: %s", i, n.Err)
+	}
+	// Declared dead after 2 s of silence, then the stream goes on.
+	assert.Greater(t, res.Elapsed, 2*time.Second)
+	assert.Less(t, res.Elapsed, 2*time.Second+500*time.Millisecond)
+}
+
+func TestBypassTwoSeparateFailures(t *testing.T) {
+	cfg := Config{Nodes: 10, Size: 4 << 20, ChunkSize: 64 << 10, Bandwidth: 100e6, Latency: 100 * time.Microsecond, Buffers: 8,
+		Crash: map[int]time.Duration{2: 10 * time.Millisecond, 6: 25 * time.Millisecond}}
+	res, err := Run(cfg)
+	require.NoError(t, err)
+	for i, n := range res.Nodes {
+		if i == 2 || i == 6 {
+			assert.Equal(t, core.StateFailed, n.State, "node %d", i)
+			continue
+		}
+		assert.Equal(t, core.StateDone, n.State, "node %d: %s", i, n.Err)
+	}
+}
+
+func TestLastNodeCrash(t *testing.T) {
+	cfg := Config{Nodes: 4, Size: 2 << 20, ChunkSize: 64 << 10, Crash: map[int]time.Duration{3: 5 * time.Millisecond}}
+	res, err := Run(cfg)
+	require.NoError(t, err)
+	assert.Equal(t, core.StateFailed, res.Nodes[3].State)
+	for i := 0; i < 3; i++ {
+		assert.Equal(t, core.StateDone, res.Nodes[i].State, "node %d: %s", i, res.Nodes[i].Err)
 	}
 }

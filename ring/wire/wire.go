@@ -25,15 +25,16 @@ type Type uint8
 
 // Frame types.
 const (
-	THello     Type = 1 // upstream -> downstream, first frame on a hop
-	TChallenge Type = 2 // downstream -> upstream, answer to Hello
-	TProof     Type = 3 // upstream -> downstream, completes authentication
-	TManifest  Type = 4 // session description, forwarded down the chain
-	TData      Type = 5 // one chunk of one item
-	TItemEnd   Type = 6 // end of one item with its digest
-	TEnd       Type = 7 // end of the session's data
-	TAck       Type = 8 // downstream -> upstream: statuses of downstream nodes
-	TReject    Type = 9 // either way: the peer refuses the hop, with a reason
+	THello     Type = 1  // upstream -> downstream, first frame on a hop
+	TChallenge Type = 2  // downstream -> upstream, answer to Hello
+	TProof     Type = 3  // upstream -> downstream, completes authentication
+	TManifest  Type = 4  // session description, forwarded down the chain
+	TData      Type = 5  // one chunk of one item
+	TItemEnd   Type = 6  // end of one item with its digest
+	TEnd       Type = 7  // end of the session's data
+	TAck       Type = 8  // downstream -> upstream: statuses of downstream nodes
+	TReject    Type = 9  // either way: the peer refuses the hop, with a reason
+	TResume    Type = 10 // downstream -> upstream after acceptance: where to (re)start
 )
 
 func (t Type) String() string {
@@ -56,6 +57,8 @@ func (t Type) String() string {
 		return "ack"
 	case TReject:
 		return "reject"
+	case TResume:
+		return "resume"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -111,7 +114,7 @@ func ParseHeader(b []byte) (Header, error) {
 		return Header{}, ErrMagic
 	}
 	h := Header{Type: Type(b[2]), Flags: b[3], Len: binary.LittleEndian.Uint32(b[4:])}
-	if h.Type < THello || h.Type > TReject {
+	if h.Type < THello || h.Type > TResume {
 		return h, fmt.Errorf("%w %d", ErrType, h.Type)
 	}
 	if h.Flags != 0 {
@@ -180,6 +183,8 @@ func DecodeBody(t Type, body []byte) (Msg, error) {
 		m = new(Ack)
 	case TReject:
 		m = new(Reject)
+	case TResume:
+		m = new(Resume)
 	default:
 		return nil, fmt.Errorf("%w %d", ErrType, t)
 	}
@@ -303,39 +308,52 @@ func (m *Hello) decodeBody(b []byte) error {
 	return r.done()
 }
 
-// Challenge answers a Hello: the downstream's nonce, its MAC proving the key
-// (zero without key), and where it stands in the session (for resuming).
+// Challenge answers a Hello: the downstream's nonce and its MAC proving
+// the key (zero without key).
 type Challenge struct {
 	Nonce [NonceSize]byte
 	MAC   [MACSize]byte
-	// HasState is set when the node already takes part in this session;
-	// NextSeq is then the first chunk sequence number it still needs.
-	HasState bool
-	NextSeq  uint64
 }
 
 // Type implements Msg.
 func (*Challenge) Type() Type { return TChallenge }
 func (m *Challenge) appendBody(b []byte) []byte {
 	b = append(b, m.Nonce[:]...)
-	b = append(b, m.MAC[:]...)
-	s := byte(0)
-	if m.HasState {
-		s = 1
-	}
-	b = append(b, s)
-	return appendU64(b, m.NextSeq)
+	return append(b, m.MAC[:]...)
 }
 func (m *Challenge) decodeBody(b []byte) error {
 	r := reader{b: b}
 	r.fixed(m.Nonce[:])
 	r.fixed(m.MAC[:])
-	s := r.u8()
-	if s > 1 {
+	return r.done()
+}
+
+// Resume is the first frame a node sends on an accepted hop: how many
+// stream frames (data, item ends, end; the manifest not counted) it has
+// already received from the session, and whether it has the manifest. The
+// upstream sends the rest from there, from the frames it retained.
+type Resume struct {
+	Frames      uint64
+	HasManifest bool
+}
+
+// Type implements Msg.
+func (*Resume) Type() Type { return TResume }
+func (m *Resume) appendBody(b []byte) []byte {
+	b = appendU64(b, m.Frames)
+	if m.HasManifest {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+func (m *Resume) decodeBody(b []byte) error {
+	r := reader{b: b}
+	m.Frames = r.u64()
+	f := r.u8()
+	if f > 1 {
 		return ErrBody
 	}
-	m.HasState = s == 1
-	m.NextSeq = r.u64()
+	m.HasManifest = f == 1
 	return r.done()
 }
 
@@ -559,14 +577,19 @@ type AckItem struct {
 	Digest    [DigestSize]byte
 }
 
-// AckNode is one node's status in an Ack.
+// AckNode is one node's status in an Ack. Frames counts the stream frames
+// the node received; DownFrames those its own downstream received (equal
+// to Frames at the end of the chain): an upstream may drop a retained frame
+// once the node after its downstream has it.
 type AckNode struct {
-	Index uint32
-	State uint8
-	Bytes int64
-	Rate  float64
-	Err   string
-	Items []AckItem
+	Index      uint32
+	State      uint8
+	Frames     uint64
+	DownFrames uint64
+	Bytes      int64
+	Rate       float64
+	Err        string
+	Items      []AckItem
 }
 
 // Ack carries statuses of the sender and of nodes further down the chain.
@@ -581,6 +604,8 @@ func (m *Ack) appendBody(b []byte) []byte {
 	for _, n := range m.Nodes {
 		b = appendU32(b, n.Index)
 		b = append(b, n.State)
+		b = appendU64(b, n.Frames)
+		b = appendU64(b, n.DownFrames)
 		b = appendU64(b, uint64(n.Bytes))
 		b = appendU64(b, math.Float64bits(n.Rate))
 		b = appendStr(b, n.Err)
@@ -605,7 +630,7 @@ func (m *Ack) appendBody(b []byte) []byte {
 func (m *Ack) decodeBody(b []byte) error {
 	r := reader{b: b}
 	n := r.u32()
-	if n > maxNodes || int(n) > len(r.b)/25 {
+	if n > maxNodes || int(n) > len(r.b)/41 {
 		return fmt.Errorf("%w: %d nodes", ErrBody, n)
 	}
 	m.Nodes = make([]AckNode, n)
@@ -616,6 +641,8 @@ func (m *Ack) decodeBody(b []byte) error {
 		if an.State >= stMax {
 			return fmt.Errorf("%w: state %d", ErrBody, an.State)
 		}
+		an.Frames = r.u64()
+		an.DownFrames = r.u64()
 		an.Bytes = int64(r.u64())
 		an.Rate = math.Float64frombits(r.u64())
 		an.Err = r.str()
