@@ -110,9 +110,12 @@ func TestParseMountinfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Mount{{98, 0, "/mnt2", "ext3", "/dev/root"}, {7, 3, "/tmp/a b", "ext4", "/dev/loop3"}}
+	want := []Mount{{98, 0, "/mnt2", "rw,noatime", "ext3", "/dev/root"}, {7, 3, "/tmp/a b", "rw", "ext4", "/dev/loop3"}}
 	if len(ms) != 2 || ms[0] != want[0] || ms[1] != want[1] {
 		t.Fatalf("got %+v, want %+v", ms, want)
+	}
+	if ms[0].ReadOnly() || !(Mount{Options: "ro,relatime"}).ReadOnly() {
+		t.Fatal("ReadOnly wrong")
 	}
 	_, err = ParseMountinfo(strings.NewReader("ok line missing fields\n"))
 	if err == nil || !strings.Contains(err.Error(), "line 1") {

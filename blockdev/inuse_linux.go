@@ -59,26 +59,12 @@ func deviceInUse(dest string, fi os.FileInfo) error {
 			}
 		}
 	}
-	if f, err := os.Open(mountinfoPath); err == nil {
-		mounts, err := ParseMountinfo(f)
-		f.Close()
-		if err != nil {
-			return err
-		}
-		for _, m := range mounts {
-			if what, ok := devs[[2]uint32{m.Major, m.Minor}]; ok {
-				return fmt.Errorf("%s is mounted on %s: %w", what, m.Point, ErrInUse)
-			}
-			if strings.HasPrefix(m.Source, "/") {
-				var ms unix.Stat_t
-				if unix.Stat(m.Source, &ms) == nil && ms.Mode&unix.S_IFMT == unix.S_IFBLK {
-					a, b := devNumbers(ms.Rdev)
-					if what, ok := devs[[2]uint32{a, b}]; ok {
-						return fmt.Errorf("%s is mounted on %s: %w", what, m.Point, ErrInUse)
-					}
-				}
-			}
-		}
+	ms, err := mountsOf(devs)
+	if err != nil {
+		return err
+	}
+	if len(ms) > 0 {
+		return fmt.Errorf("%s is mounted on %s: %w", ms[0].what, ms[0].Point, ErrInUse)
 	}
 	return swapInUse(func(st *unix.Stat_t) bool {
 		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
@@ -88,6 +74,62 @@ func deviceInUse(dest string, fi os.FileInfo) error {
 		_, ok := devs[[2]uint32{a, b}]
 		return ok
 	})
+}
+
+type devMount struct {
+	Mount
+	what string
+}
+
+// mountsOf returns the mounts of any device in devs (by st_dev, or by the
+// mount source's device number).
+func mountsOf(devs map[[2]uint32]string) ([]devMount, error) {
+	f, err := os.Open(mountinfoPath)
+	if err != nil {
+		return nil, nil
+	}
+	mounts, err := ParseMountinfo(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	var out []devMount
+	for _, m := range mounts {
+		if what, ok := devs[[2]uint32{m.Major, m.Minor}]; ok {
+			out = append(out, devMount{m, what})
+			continue
+		}
+		if strings.HasPrefix(m.Source, "/") {
+			var ms unix.Stat_t
+			if unix.Stat(m.Source, &ms) == nil && ms.Mode&unix.S_IFMT == unix.S_IFBLK {
+				a, b := devNumbers(ms.Rdev)
+				if what, ok := devs[[2]uint32{a, b}]; ok {
+					out = append(out, devMount{m, what})
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// sourceMountedRW refuses a source device mounted read-write: a copy of a
+// filesystem that changes while it is read is inconsistent.
+func sourceMountedRW(name string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	maj, min := devNumbers(st.Rdev)
+	ms, err := mountsOf(map[[2]uint32]string{{maj, min}: name})
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if !m.ReadOnly() {
+			return fmt.Errorf("%s is mounted read-write on %s (remount it read-only or copy a snapshot): %w", name, m.Point, ErrInUse)
+		}
+	}
+	return nil
 }
 
 func swapInUse(match func(*unix.Stat_t) bool) error {

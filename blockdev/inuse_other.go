@@ -18,3 +18,5 @@ func fileInUse(fi os.FileInfo) error { return nil }
 func freeBytes(f *os.File) (int64, error) { return 0, ErrUnsupported }
 
 func dropCache(f *os.File) {}
+
+func sourceMountedRW(name string, fi os.FileInfo) error { return nil }

@@ -12,6 +12,7 @@ import (
 type Mount struct {
 	Major, Minor uint32 // st_dev of the mounted filesystem
 	Point        string // mount point
+	Options      string // per-mount options, e.g. "rw,relatime"
 	FSType       string
 	Source       string // e.g. /dev/sda1
 }
@@ -49,15 +50,26 @@ func ParseMountinfo(r io.Reader) ([]Mount, error) {
 		}
 		out = append(out, Mount{
 			Major: uint32(a), Minor: uint32(b),
-			Point:  unescapeOctal(f[4]),
-			FSType: f[sep+1],
-			Source: unescapeOctal(f[sep+2]),
+			Point:   unescapeOctal(f[4]),
+			Options: f[5],
+			FSType:  f[sep+1],
+			Source:  unescapeOctal(f[sep+2]),
 		})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("blockdev: read mountinfo: %w", err)
 	}
 	return out, nil
+}
+
+// ReadOnly reports whether the mount is read-only.
+func (m Mount) ReadOnly() bool {
+	for _, o := range strings.Split(m.Options, ",") {
+		if o == "ro" {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseSwaps returns the file names listed in /proc/swaps.

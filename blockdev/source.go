@@ -41,6 +41,10 @@ type SourceOptions struct {
 	// end. partclone maps are not used for a section (zero skipping
 	// instead).
 	Offset, Length int64
+	// AllowMountedRW reads a block device even while it is mounted
+	// read-write; by default that is refused (ErrInUse) because the copy
+	// would be inconsistent.
+	AllowMountedRW bool
 	// MergeGap, when > 0, also sends unused gaps shorter than this many
 	// bytes between used ranges, so a fragmented map gives fewer, larger
 	// runs. The gaps' bytes count in UsedBytes.
@@ -148,6 +152,11 @@ func newSource(f *os.File, opts SourceOptions) (*Source, error) {
 	}
 	switch {
 	case isDev:
+		if !opts.AllowMountedRW {
+			if err := sourceMountedRW(f.Name(), fi); err != nil {
+				return nil, err
+			}
+		}
 		full, err := deviceSize(f)
 		if err != nil {
 			return nil, err

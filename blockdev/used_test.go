@@ -168,3 +168,23 @@ func TestUsedOnlyUnknownFallsBackToZeroSkip(t *testing.T) {
 	require.True(t, bytes.Equal(data, got))
 	require.Less(t, src.Stats().YieldedBytes, int64(len(data)))
 }
+
+func TestSourceRefusesMountedRW(t *testing.T) {
+	img := ext4Image(t)
+	dev := loopDevice(t, img)
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount here: %s", out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	_, err := blockdev.OpenSource(dev, blockdev.SourceOptions{UsedOnly: true})
+	require.ErrorIs(t, err, blockdev.ErrInUse)
+	require.Contains(t, err.Error(), mnt)
+	s, err := blockdev.OpenSource(dev, blockdev.SourceOptions{UsedOnly: true, AllowMountedRW: true})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	run(t, "mount", "-o", "remount,ro", mnt)
+	s, err = blockdev.OpenSource(dev, blockdev.SourceOptions{UsedOnly: true})
+	require.NoError(t, err, "a read-only mount is a consistent source")
+	require.NoError(t, s.Close())
+}

@@ -152,6 +152,9 @@ func ExtMap(r io.ReaderAt, size int64) (*Map, error) {
 	}
 	bs := s.blockSize
 	le := binary.LittleEndian
+	if s.groups > 1<<24 {
+		return nil, fmt.Errorf("%w: ext filesystem with %d groups", ErrCorrupt, s.groups)
+	}
 	gdtBlocks := (int64(s.groups)*s.descSize + bs - 1) / bs
 	gdt := make([]byte, gdtBlocks*bs)
 	if _, err := r.ReadAt(gdt, int64(s.firstData+1)*bs); err != nil {

@@ -99,6 +99,9 @@ func FATMap(r io.ReaderAt, size int64) (*Map, error) {
 	if size >= 0 && g.totalSize > size {
 		return nil, fmt.Errorf("%w: FAT volume of %d bytes is larger than the %d-byte device", ErrCorrupt, g.totalSize, size)
 	}
+	if g.fatBytes > 1<<30 {
+		return nil, fmt.Errorf("%w: FAT table of %d bytes", ErrCorrupt, g.fatBytes)
+	}
 	tab := make([]byte, g.fatBytes)
 	if _, err := r.ReadAt(tab, g.fatOff); err != nil {
 		return nil, fmt.Errorf("read FAT table: %w", err)
