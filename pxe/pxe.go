@@ -213,6 +213,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.pool = dhcp.NewPool(s.dcfg.Start, s.dcfg.End)
+	s.pool.Lease = opts.LeaseTime
 	s.http = &httpboot.Server{Dir: opts.BootDir, Store: st, BaseURL: base, Script: s.ipxeScript, Session: opts.Agent.Session, Logf: opts.Logf}
 	if opts.KnownOnly {
 		s.http.Allow = s.allowed

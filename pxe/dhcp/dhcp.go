@@ -357,31 +357,55 @@ func u32ToIP(v uint32) net.IP {
 }
 
 // Pool hands out addresses from a range, one per MAC, the lowest free
-// address first, and keeps them for the life of the process (a
-// provisioning network is sized for its machines). A client that asks
-// for an address in the range that nobody holds gets it, so a restarted
-// server keeps the clients' addresses. Safe for concurrent use.
+// address first. A client that asks for an address in the range that
+// nobody holds gets it, so a restarted server keeps the clients'
+// addresses. An address is held until its lease ends (Lease after the
+// last offer or acknowledgement; forever when Lease is zero), and only
+// then given to another client, when no never-used address is left.
+// Safe for concurrent use.
 type Pool struct {
+	// Lease is how long an address stays held without renewal.
+	Lease time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+
 	mu         sync.Mutex
 	start, end uint32
 	byMAC      map[string]uint32
 	byIP       map[uint32]string
+	expires    map[uint32]time.Time
 }
 
-// NewPool returns a pool for the addresses start..end inclusive.
+// NewPool returns a pool for the addresses start..end inclusive whose
+// addresses are held forever (set Lease to let them expire).
 func NewPool(start, end net.IP) *Pool {
-	return &Pool{start: ipToU32(start), end: ipToU32(end), byMAC: map[string]uint32{}, byIP: map[uint32]string{}}
+	return &Pool{start: ipToU32(start), end: ipToU32(end), byMAC: map[string]uint32{}, byIP: map[uint32]string{}, expires: map[uint32]time.Time{}}
 }
 
 func (p *Pool) inRange(v uint32) bool { return v >= p.start && v <= p.end && p.end != 0 }
 
+func (p *Pool) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// expired reports whether the lease on v has ended.
+func (p *Pool) expired(v uint32) bool {
+	e, ok := p.expires[v]
+	return ok && p.Lease > 0 && p.now().After(e)
+}
+
 // Offer returns the address for mac: the one it holds, else hint when it
-// is free and in range, else the lowest free address.
+// is free and in range, else the lowest free address, else the address
+// whose lease ended first.
 func (p *Pool) Offer(mac net.HardwareAddr, hint net.IP) (net.IP, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	k := mac.String()
 	if v, ok := p.byMAC[k]; ok {
+		p.bind(k, v)
 		return u32ToIP(v), nil
 	}
 	if h := ipToU32(hint); p.inRange(h) {
@@ -390,20 +414,30 @@ func (p *Pool) Offer(mac net.HardwareAddr, hint net.IP) (net.IP, error) {
 			return u32ToIP(h), nil
 		}
 	}
+	var oldest uint32
+	var oldestExp time.Time
 	for v := p.start; p.inRange(v); v++ {
 		if _, used := p.byIP[v]; !used {
 			p.bind(k, v)
 			return u32ToIP(v), nil
 		}
+		if p.expired(v) && (oldest == 0 || p.expires[v].Before(oldestExp)) {
+			oldest, oldestExp = v, p.expires[v]
+		}
 		if v == p.end {
 			break
 		}
+	}
+	if oldest != 0 {
+		delete(p.byMAC, p.byIP[oldest])
+		p.bind(k, oldest)
+		return u32ToIP(oldest), nil
 	}
 	return nil, fmt.Errorf("%w: %s", ErrPoolFull, mac)
 }
 
 // Take confirms that mac uses want; it fails when want is outside the
-// range or held by another MAC.
+// range or held by another MAC whose lease has not ended.
 func (p *Pool) Take(mac net.HardwareAddr, want net.IP) (net.IP, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -413,10 +447,14 @@ func (p *Pool) Take(mac net.HardwareAddr, want net.IP) (net.IP, error) {
 		return nil, fmt.Errorf("dhcp: %v is not in this server's range", want)
 	}
 	if owner, used := p.byIP[w]; used && owner != k {
-		return nil, fmt.Errorf("dhcp: %v is held by another client", want)
+		if !p.expired(w) {
+			return nil, fmt.Errorf("dhcp: %v is held by another client", want)
+		}
+		delete(p.byMAC, owner)
 	}
 	if old, ok := p.byMAC[k]; ok && old != w {
 		delete(p.byIP, old)
+		delete(p.expires, old)
 	}
 	p.bind(k, w)
 	return u32ToIP(w), nil
@@ -440,11 +478,14 @@ func (p *Pool) Forget(mac net.HardwareAddr) {
 	k := mac.String()
 	if v, ok := p.byMAC[k]; ok {
 		delete(p.byIP, v)
+		delete(p.expires, v)
 		delete(p.byMAC, k)
 	}
 }
 
+// bind gives v to k and restarts its lease.
 func (p *Pool) bind(k string, v uint32) {
 	p.byMAC[k] = v
 	p.byIP[v] = k
+	p.expires[v] = p.now().Add(p.Lease)
 }

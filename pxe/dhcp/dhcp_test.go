@@ -171,6 +171,37 @@ func TestServerAssignsDistinctAddressesUntilFull(t *testing.T) {
 	assert.Equal(t, "10.0.1.101", reply.YourIPAddr.String())
 }
 
+func TestLeasesExpire(t *testing.T) {
+	cfg := serverCfg()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	pool := NewPool(cfg.Start, cfg.End)
+	pool.Lease = time.Hour
+	pool.Now = func() time.Time { return now }
+	for i := 0; i < 3; i++ {
+		_, err := pool.Offer(net.HardwareAddr{2, 0, 0, 0, 0, byte(i)}, nil)
+		require.NoError(t, err)
+		now = now.Add(time.Minute)
+	}
+	late := net.HardwareAddr{2, 0, 0, 0, 0, 9}
+	_, err := pool.Offer(late, nil)
+	require.ErrorIs(t, err, ErrPoolFull, "every lease still runs")
+	_, err = pool.Take(late, net.IPv4(10, 0, 1, 101))
+	require.Error(t, err)
+
+	// Client 1 renews; then the others' leases end.
+	_, err = pool.Take(net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.IPv4(10, 0, 1, 101))
+	require.NoError(t, err)
+	now = now.Add(58 * time.Minute)
+	ip, err := pool.Offer(late, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "10.0.1.100", ip.String(), "the lease that ended first is reused")
+	_, held := pool.Lookup(net.HardwareAddr{2, 0, 0, 0, 0, 0})
+	assert.False(t, held)
+	got, held := pool.Lookup(net.HardwareAddr{2, 0, 0, 0, 0, 1})
+	require.True(t, held)
+	assert.Equal(t, "10.0.1.101", got.String(), "the renewed lease is kept")
+}
+
 func TestRestartedServerKeepsClientAddress(t *testing.T) {
 	cfg := serverCfg()
 	pool := NewPool(cfg.Start, cfg.End) // empty: the server just restarted
