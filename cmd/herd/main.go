@@ -49,6 +49,7 @@ func newRootCmd() *cobra.Command {
 		newRecvCmd(),
 		newLabCmd(),
 		newDescCmd(),
+		newInitramfsCmd(), newAgentCmd(),
 	)
 	return root
 }

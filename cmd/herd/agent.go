@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herd-cluster/herd/pxe/agent"
+)
+
+type agentOptions struct {
+	cmdline  string
+	force    bool
+	noReboot bool
+}
+
+func newAgentCmd() *cobra.Command {
+	var o agentOptions
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the PXE agent: join the session named on the kernel command line, write the disk, reboot",
+		Long: `Agent is what the herd initramfs runs as its init. It reads its orders from the
+kernel command line (herd.server=IP:PORT herd.session=NAME herd.port=9998
+herd.method=raw herd.disk=/dev/vda herd.key=HEX herd.timeout=SECONDS
+herd.retries=N), brings eth0 up with DHCP, registers with the server, receives
+the image with herd recv, reports and reboots. If the server cannot be reached
+it says so on the console, retries herd.retries times and reboots.
+
+It reboots the machine it runs on, so outside an initramfs (pid 1) it refuses
+to start unless --force is given.
+
+Exit codes (only seen with --no-reboot):
+  0  the clone verified and was reported
+  2  usage error, bad kernel command line
+  3  the server was unreachable or the clone failed`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runAgent(cmd.Context(), o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.cmdline, "cmdline", "/proc/cmdline", "file holding the kernel command line")
+	f.BoolVar(&o.force, "force", false, "run even though this is not pid 1 (the machine reboots at the end)")
+	f.BoolVar(&o.noReboot, "no-reboot", false, "do not reboot at the end (for trying the agent out)")
+	return cmd
+}
+
+func runAgent(ctx context.Context, o agentOptions, console io.Writer) error {
+	if os.Getpid() != 1 && !o.force && !o.noReboot {
+		return usagef("herd agent reboots this machine at the end; it runs as an initramfs's init (pid 1): give --force or --no-reboot to run it here")
+	}
+	b, err := os.ReadFile(o.cmdline)
+	if err != nil {
+		return usagef("read kernel command line: %v", err)
+	}
+	cfg, err := agent.ParseCmdline(string(b))
+	if err != nil {
+		fmt.Fprintf(console, "herd: %v\n", err)
+		if o.noReboot {
+			return usageError{err}
+		}
+		fmt.Fprintln(console, "herd: rebooting in 30 s")
+		select {
+		case <-ctx.Done():
+		case <-timeAfter30():
+		}
+		return agent.Reboot()
+	}
+	a := &agent.Agent{Config: cfg, Console: console}
+	if o.noReboot {
+		a.Reboot = func() error { return nil }
+	}
+	return a.Run(ctx)
+}
+
+func timeAfter30() <-chan time.Time { return time.After(30 * time.Second) }

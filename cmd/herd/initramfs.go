@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herd-cluster/herd/pxe/initramfs"
+)
+
+type initramfsOptions struct {
+	out        string
+	kernelDeb  string
+	kernelPkg  string
+	kernelRoot string
+	cache      string
+	busybox    string
+	herd       string
+	modules    []string
+	kernelName string
+	initrdName string
+}
+
+func newInitramfsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "initramfs",
+		Short: "Build the kernel and initramfs that PXE-booted machines run (the herd agent)",
+	}
+	cmd.AddCommand(newInitramfsBuildCmd())
+	return cmd
+}
+
+func newInitramfsBuildCmd() *cobra.Command {
+	var o initramfsOptions
+	cmd := &cobra.Command{
+		Use:   "build [--out DIR]",
+		Short: "Make vmlinuz and initrd.img from a Debian cloud kernel, busybox and this herd binary",
+		Long: `Build takes a Debian cloud kernel package (downloaded with apt-get download
+into --cache unless --kernel-deb or --kernel-root is given; nothing is
+installed), keeps only the virtio modules the agent needs (with their
+dependencies, loaded in order), adds a static busybox and the herd binary, and
+writes the kernel and a gzip-compressed initramfs to --out. Same inputs give
+the same bytes.
+
+The herd binary must be static (CGO_ENABLED=0 go build ./cmd/herd).
+
+Exit codes:
+  0  kernel and initramfs written
+  2  usage error
+  3  build failed (download, missing module, dynamic binary, write error)`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runInitramfsBuild(cmd.Context(), o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.out, "out", "o", ".", "folder for the kernel and initramfs")
+	f.StringVar(&o.kernelDeb, "kernel-deb", "", "kernel .deb to use instead of downloading one")
+	f.StringVar(&o.kernelPkg, "kernel-package", "", "kernel package to download (default: what "+initramfs.MetaPackage+" depends on)")
+	f.StringVar(&o.kernelRoot, "kernel-root", "", "folder holding an already extracted kernel package")
+	f.StringVar(&o.cache, "cache", "/var/cache/herd", "folder keeping downloaded kernel packages")
+	f.StringVar(&o.busybox, "busybox", "/bin/busybox", "static busybox binary")
+	f.StringVar(&o.herd, "herd", "", "static herd binary to put in (default: this executable)")
+	f.StringSliceVar(&o.modules, "modules", initramfs.DefaultModules, "kernel modules to load, in order (dependencies are added)")
+	f.StringVar(&o.kernelName, "kernel-name", "vmlinuz", "file name of the kernel in --out")
+	f.StringVar(&o.initrdName, "initrd-name", "initrd.img", "file name of the initramfs in --out")
+	return cmd
+}
+
+func runInitramfsBuild(ctx context.Context, o initramfsOptions, stdout io.Writer) error {
+	if o.kernelDeb != "" && o.kernelRoot != "" {
+		return usagef("give --kernel-deb or --kernel-root, not both")
+	}
+	for _, n := range []string{o.kernelName, o.initrdName} {
+		if n == "" || strings.ContainsRune(n, '/') {
+			return usagef("output name %q must be a plain file name", n)
+		}
+	}
+	if o.herd == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the herd binary: %w (give --herd)", err)
+		}
+		o.herd = self
+	}
+	root := o.kernelRoot
+	if root == "" {
+		deb := o.kernelDeb
+		if deb == "" {
+			var err error
+			if deb, err = initramfs.FetchKernelDeb(ctx, o.cache, o.kernelPkg); err != nil {
+				return err
+			}
+		}
+		tmp, err := os.MkdirTemp("", "herd-kernel-")
+		if err != nil {
+			return fmt.Errorf("create build folder: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		if err := initramfs.ExtractDeb(ctx, deb, tmp); err != nil {
+			return err
+		}
+		root = tmp
+		fmt.Fprintf(stdout, "kernel package %s\n", filepath.Base(deb))
+	}
+	res, err := initramfs.Build(initramfs.Options{KernelRoot: root, Busybox: o.busybox, Herd: o.herd, Modules: o.modules})
+	if err != nil {
+		return err
+	}
+	if err := res.WriteFiles(o.out, o.kernelName, o.initrdName); err != nil {
+		return err
+	}
+	names := make([]string, len(res.Modules))
+	for i, m := range res.Modules {
+		names[i] = m.Name
+	}
+	fmt.Fprintf(stdout, "kernel %s: %s (%d bytes)\n", res.KernelVersion, filepath.Join(o.out, o.kernelName), len(res.Kernel))
+	fmt.Fprintf(stdout, "initramfs: %s (%d bytes)\n", filepath.Join(o.out, o.initrdName), len(res.Initrd))
+	fmt.Fprintf(stdout, "modules: %s\n", strings.Join(names, " "))
+	return nil
+}

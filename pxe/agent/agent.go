@@ -1,0 +1,330 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/herd-cluster/herd/pxe/httpboot"
+)
+
+// Errors the agent's Run returns; the machine reboots in every case.
+var (
+	// ErrUnreachable means the server did not answer in any attempt.
+	ErrUnreachable = errors.New("agent: cannot reach herd server")
+	// ErrCloneFailed means the receive ran but did not verify.
+	ErrCloneFailed = errors.New("agent: clone failed")
+)
+
+// Lease is the network configuration the agent got.
+type Lease struct {
+	// Interface is the interface name ("eth0").
+	Interface string
+	// MAC is its hardware address ("52:54:00:12:34:56").
+	MAC string
+	// IP is its IPv4 address without prefix length.
+	IP string
+}
+
+// Summary is what the agent learned from the receive.
+type Summary struct {
+	OK    bool
+	Bytes int64
+	Error string
+}
+
+// Agent runs the agent's flow once: network, register, receive, report,
+// reboot. Set Config and Console; the other fields default to the real
+// machine (udhcpc on eth0, "herd recv" as a subprocess, the reboot
+// system call) and exist so tests can replace them. An Agent must not
+// be copied or reused after Run.
+type Agent struct {
+	// Config holds the orders from the kernel command line.
+	Config Config
+	// Console receives every message for the operator (the serial
+	// console in the initramfs).
+	Console io.Writer
+	// NetUp brings the network up; default DHCP on eth0 with udhcpc.
+	NetUp func(ctx context.Context) (Lease, error)
+	// RecvCommand returns the command that receives the image, given
+	// herd recv's arguments; default: this executable with those args.
+	// Its stdout must carry herd recv's --json lines.
+	RecvCommand func(ctx context.Context, args []string) *exec.Cmd
+	// HTTP is the client for the server's API; default a plain client
+	// whose timeout is Config.Timeout.
+	HTTP *http.Client
+	// Reboot restarts the machine; default sync and the reboot system
+	// call. Run returns what happened once Reboot returns.
+	Reboot func() error
+	// RetryDelay separates attempts to reach the server (default 2 s).
+	RetryDelay time.Duration
+	// TempDir holds the key file (default os.TempDir()).
+	TempDir string
+}
+
+func (a *Agent) say(format string, args ...any) {
+	fmt.Fprintf(a.Console, "herd: "+format+"\n", args...)
+}
+
+// Run executes the flow and reboots at the end, whatever happened: the
+// next PXE boot decides what the machine does next (clone again, or
+// boot from its disk once the server marked it local). It returns nil
+// when the clone verified and was reported, otherwise an error wrapping
+// ErrUnreachable, ErrCloneFailed or the local failure; the error is also
+// printed on the console.
+func (a *Agent) Run(ctx context.Context) error {
+	a.defaults()
+	c := a.Config
+	a.say("agent starting: server %s session %s method %s disk %s port %d, %d attempts of %s",
+		c.Server, c.Session, c.Method, c.Disk, c.Port, c.Retries, c.Timeout)
+	err := a.clone(ctx)
+	if err != nil {
+		a.say("%v", err)
+	}
+	if errors.Is(err, ErrUnreachable) {
+		a.say("giving up on herd server %s after %d attempts, rebooting to try PXE again", c.Server, c.Retries)
+	} else if err != nil {
+		a.say("clone failed, rebooting")
+	}
+	if rerr := a.Reboot(); rerr != nil {
+		a.say("reboot: %v", rerr)
+		return errors.Join(err, fmt.Errorf("reboot: %w", rerr))
+	}
+	return err
+}
+
+func (a *Agent) clone(ctx context.Context) error {
+	c := a.Config
+	if c.Method != "raw" {
+		return fmt.Errorf("agent: method %q is not supported by this agent (only raw)", c.Method)
+	}
+	lease, err := a.join(ctx)
+	if err != nil {
+		return err
+	}
+	sum, err := a.receive(ctx)
+	bytes := int64(0)
+	if sum != nil {
+		bytes = sum.Bytes
+	}
+	rep := httpboot.ReportRequest{MAC: lease.MAC, OK: err == nil, Bytes: bytes}
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	if rerr := a.post(ctx, httpboot.PathReport, rep); rerr != nil {
+		a.say("cannot report to herd server %s: %v", c.Server, rerr)
+		if err == nil {
+			err = fmt.Errorf("agent: report: %w", rerr)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	a.say("clone verified (%d bytes), rebooting", bytes)
+	return nil
+}
+
+// join brings the network up and registers, each attempt bounded by
+// Config.Timeout, at most Config.Retries attempts.
+func (a *Agent) join(ctx context.Context) (Lease, error) {
+	c := a.Config
+	var lease Lease
+	var last error
+	for i := 1; i <= c.Retries; i++ {
+		if i > 1 {
+			select {
+			case <-ctx.Done():
+				return Lease{}, ctx.Err()
+			case <-time.After(a.RetryDelay):
+			}
+		}
+		if lease.IP == "" {
+			actx, cancel := context.WithTimeout(ctx, c.Timeout)
+			l, err := a.NetUp(actx)
+			cancel()
+			if err != nil {
+				last = err
+				a.say("no network, cannot reach herd server %s (attempt %d/%d): %v", c.Server, i, c.Retries, err)
+				continue
+			}
+			lease = l
+			a.say("network up: %s %s %s", l.Interface, l.MAC, l.IP)
+		}
+		reg := httpboot.RegisterRequest{MAC: lease.MAC, IP: lease.IP, Port: c.Port, Session: c.Session}
+		if err := a.post(ctx, httpboot.PathRegister, reg); err != nil {
+			last = err
+			a.say("cannot reach herd server %s (attempt %d/%d): %v", c.Server, i, c.Retries, err)
+			continue
+		}
+		a.say("registered with %s as %s %s, waiting for session %s on port %d", c.Server, lease.MAC, lease.IP, c.Session, c.Port)
+		return lease, nil
+	}
+	return Lease{}, fmt.Errorf("%w %s after %d attempts: %v", ErrUnreachable, c.Server, c.Retries, last)
+}
+
+// post sends body as JSON to the server and checks its Reply.
+func (a *Agent) post(ctx context.Context, path string, body any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, a.Config.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, "http://"+a.Config.Server+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	var rep httpboot.Reply
+	if jerr := json.Unmarshal(data, &rep); jerr != nil || resp.StatusCode != http.StatusOK || !rep.OK {
+		msg := rep.Error
+		if msg == "" {
+			msg = strings.TrimSpace(string(data))
+		}
+		return fmt.Errorf("POST %s: %s: %s", path, resp.Status, msg)
+	}
+	return nil
+}
+
+// receive runs herd recv and reads its summary line.
+func (a *Agent) receive(ctx context.Context) (*Summary, error) {
+	c := a.Config
+	args := []string{"recv", "--listen", ":" + strconv.Itoa(c.Port), "--json"}
+	if c.Key != nil {
+		kf := filepath.Join(a.TempDir, "herd-session.key")
+		if err := os.WriteFile(kf, []byte(hex.EncodeToString(c.Key)+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("agent: write key file: %w", err)
+		}
+		defer os.Remove(kf)
+		args = append(args, "--key-file", kf)
+	}
+	cmd := a.RecvCommand(ctx, args)
+	cmd.Stderr = a.Console
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("agent: recv: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("agent: start recv: %w", err)
+	}
+	var sum *Summary
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		if s, ok := ParseSummary(sc.Bytes()); ok {
+			sum = s
+		}
+	}
+	io.Copy(io.Discard, out)
+	werr := cmd.Wait()
+	switch {
+	case sum == nil && werr != nil:
+		return nil, fmt.Errorf("%w: herd recv: %v (no summary)", ErrCloneFailed, werr)
+	case sum == nil:
+		return nil, fmt.Errorf("%w: herd recv printed no summary", ErrCloneFailed)
+	case !sum.OK:
+		return sum, fmt.Errorf("%w: %s", ErrCloneFailed, orDefault(sum.Error, "not verified"))
+	case werr != nil:
+		return sum, fmt.Errorf("%w: herd recv: %v", ErrCloneFailed, werr)
+	}
+	return sum, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// ParseSummary reads one line of herd recv --json output and returns the
+// summary it holds, or false when the line is not a summary event.
+func ParseSummary(line []byte) (*Summary, bool) {
+	var ev struct {
+		Event string `json:"event"`
+		OK    *bool  `json:"ok"`
+		Bytes int64  `json:"bytes"`
+		Nodes []struct {
+			Error string `json:"error"`
+		} `json:"nodes"`
+	}
+	if json.Unmarshal(line, &ev) != nil || ev.Event != "summary" || ev.OK == nil {
+		return nil, false
+	}
+	s := &Summary{OK: *ev.OK, Bytes: ev.Bytes}
+	for _, n := range ev.Nodes {
+		if n.Error != "" {
+			s.Error = n.Error
+			break
+		}
+	}
+	return s, true
+}
+
+func (a *Agent) defaults() {
+	if a.Console == nil {
+		a.Console = io.Discard
+	}
+	a.Console = &lockedWriter{w: a.Console}
+	if a.NetUp == nil {
+		a.NetUp = func(ctx context.Context) (Lease, error) { return DHCP(ctx, "eth0", a.Console) }
+	}
+	if a.RecvCommand == nil {
+		a.RecvCommand = func(ctx context.Context, args []string) *exec.Cmd {
+			self, err := os.Executable()
+			if err != nil {
+				self = "/bin/herd"
+			}
+			return exec.CommandContext(ctx, self, args...)
+		}
+	}
+	if a.HTTP == nil {
+		a.HTTP = &http.Client{Timeout: a.Config.Timeout}
+	}
+	if a.Reboot == nil {
+		a.Reboot = Reboot
+	}
+	if a.RetryDelay == 0 {
+		a.RetryDelay = 2 * time.Second
+	}
+	if a.TempDir == "" {
+		a.TempDir = os.TempDir()
+	}
+	if a.Config.Retries < 1 {
+		a.Config.Retries = 1
+	}
+	if a.Config.Timeout <= 0 {
+		a.Config.Timeout = DefaultTimeout
+	}
+}
+
+// lockedWriter serialises writes from the agent and its subprocess.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

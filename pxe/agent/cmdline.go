@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrCmdline means the kernel command line does not hold valid orders.
+var ErrCmdline = errors.New("agent: bad kernel command line")
+
+// Defaults for orders the kernel command line leaves out; they match
+// what pxe/bootcfg writes.
+const (
+	DefaultPort    = 9998
+	DefaultMethod  = "raw"
+	DefaultDisk    = "/dev/vda"
+	DefaultTimeout = 300 * time.Second
+	DefaultRetries = 3
+	DefaultSession = "herd"
+)
+
+// Config holds the agent's orders, read from the kernel command line.
+type Config struct {
+	// Server is the herd server's HTTP address, "IP:PORT" (herd.server).
+	Server string
+	// Session is the session name to join (herd.session).
+	Session string
+	// Port is where herd recv listens on this machine (herd.port).
+	Port int
+	// Method is the cloning method (herd.method); the agent runs "raw".
+	Method string
+	// Disk is the device the image is written to (herd.disk).
+	Disk string
+	// Key is the session key (herd.key, hex), nil when absent.
+	Key []byte
+	// Timeout bounds each attempt to reach the server (herd.timeout,
+	// seconds).
+	Timeout time.Duration
+	// Retries is how many times the server is tried before the machine
+	// reboots (herd.retries, at least 1).
+	Retries int
+}
+
+// ParseCmdline reads the agent's orders from a kernel command line such
+// as the contents of /proc/cmdline:
+//
+//	herd.server=10.0.0.1:8080 herd.session=lab herd.port=9998 herd.method=raw
+//	herd.disk=/dev/vda herd.key=HEX herd.timeout=30 herd.retries=3 console=ttyS0
+//
+// Parameters not starting with "herd." are ignored, as are unknown herd.
+// ones; a later value of the same parameter wins, as with the kernel.
+// herd.server is required; the rest take the Default values.
+func ParseCmdline(s string) (Config, error) {
+	c := Config{Session: DefaultSession, Port: DefaultPort, Method: DefaultMethod, Disk: DefaultDisk, Timeout: DefaultTimeout, Retries: DefaultRetries}
+	bad := func(k, v, why string) (Config, error) {
+		return Config{}, fmt.Errorf("%w: %s=%q: %s", ErrCmdline, k, v, why)
+	}
+	for _, f := range strings.Fields(s) {
+		k, v, _ := strings.Cut(f, "=")
+		if !strings.HasPrefix(k, "herd.") {
+			continue
+		}
+		switch k {
+		case "herd.server":
+			host, port, err := net.SplitHostPort(v)
+			if err != nil || net.ParseIP(host) == nil {
+				return bad(k, v, "want IP:PORT")
+			}
+			if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+				return bad(k, v, "port out of range")
+			}
+			c.Server = v
+		case "herd.session":
+			if v == "" || !printable(v) {
+				return bad(k, v, "want a non-empty printable name")
+			}
+			c.Session = v
+		case "herd.port":
+			p, err := strconv.Atoi(v)
+			if err != nil || p < 1 || p > 65535 {
+				return bad(k, v, "want a port 1-65535")
+			}
+			c.Port = p
+		case "herd.method":
+			if v == "" || strings.Trim(v, "abcdefghijklmnopqrstuvwxyz") != "" {
+				return bad(k, v, "want a method name such as raw")
+			}
+			c.Method = v
+		case "herd.disk":
+			if !strings.HasPrefix(v, "/dev/") || len(v) <= len("/dev/") || !printable(v) || strings.Contains(v, "..") {
+				return bad(k, v, "want a device path under /dev/")
+			}
+			c.Disk = v
+		case "herd.key":
+			if v == "" {
+				c.Key = nil
+				continue
+			}
+			key, err := hex.DecodeString(v)
+			if err != nil {
+				return bad(k, v, "want hex digits")
+			}
+			c.Key = key
+		case "herd.timeout":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 86400 {
+				return bad(k, v, "want seconds 1-86400")
+			}
+			c.Timeout = time.Duration(n) * time.Second
+		case "herd.retries":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 1000 {
+				return bad(k, v, "want a count 0-1000")
+			}
+			c.Retries = max(n, 1)
+		}
+	}
+	if c.Server == "" {
+		return Config{}, fmt.Errorf("%w: herd.server=IP:PORT is missing", ErrCmdline)
+	}
+	return c, nil
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r <= ' ' || r > '~' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,22 @@
+//go:build !linux
+
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// UDHCPCScript is the udhcpc script the initramfs holds.
+const UDHCPCScript = "/etc/herd/udhcpc.sh"
+
+var errNotLinux = errors.New("agent: only runs on Linux")
+
+// DHCP is only implemented on Linux.
+func DHCP(ctx context.Context, iface string, console io.Writer) (Lease, error) {
+	return Lease{}, errNotLinux
+}
+
+// Reboot is only implemented on Linux.
+func Reboot() error { return errNotLinux }

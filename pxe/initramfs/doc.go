@@ -1,0 +1,17 @@
+// Package initramfs builds the kernel and initramfs that PXE-booted
+// machines run: a Debian cloud kernel (taken from its .deb, not
+// installed), only the virtio modules the agent needs, a static busybox
+// and the herd binary, whose "herd agent" /init starts.
+//
+// The archive is reproducible: the package's own newc cpio writer sorts
+// entries and zeroes times, owners and inode noise, and gzip gets no
+// name or time, so the same inputs always give the same bytes.
+//
+// Usage:
+//
+//	deb, err := initramfs.FetchKernelDeb(ctx, "/var/cache/herd", "")
+//	// ...
+//	err = initramfs.ExtractDeb(ctx, deb, work)
+//	res, err := initramfs.Build(initramfs.Options{KernelRoot: work, Herd: "/usr/local/bin/herd"})
+//	err = res.WriteFiles("/srv/herd", "vmlinuz", "initrd.img")
+package initramfs
