@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/blockdev"
+	"github.com/herd-cluster/herd/blockdev/blocktest"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -334,4 +335,26 @@ func TestCookRootConfinement(t *testing.T) {
 	require.ErrorIs(t, err, blockdev.ErrNotAllowed)
 	_, err = blockdev.OpenCookSink("a.gz", "/etc/x", blockdev.SinkOptions{Root: root})
 	require.ErrorIs(t, err, blockdev.ErrNotAllowed)
+}
+
+func TestCookSinkConformance(t *testing.T) {
+	var out string
+	for _, tc := range []struct {
+		name, tool string
+	}{{"disk.img.gz", "gzip"}, {"disk.img.zst", "zstd"}, {"disk.img.Z", "compress"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			blocktest.TestSink(t, blocktest.SinkCase{
+				Open: func(t *testing.T, size int64) blocktest.Sink {
+					out = filepath.Join(t.TempDir(), "disk.img")
+					s, err := blockdev.OpenCookSink(tc.name, out, blockdev.SinkOptions{})
+					require.NoError(t, err)
+					return s
+				},
+				ReadBack: func(t *testing.T) []byte { return readAll(t, out) },
+				Encode: func(t *testing.T, img []byte) []byte {
+					return readAll(t, compressFile(t, tc.tool, img))
+				},
+			})
+		})
+	}
 }

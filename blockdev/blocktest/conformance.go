@@ -131,6 +131,10 @@ type SinkCase struct {
 	ReadBack func(t *testing.T) []byte
 	// SizeChecked says the sink refuses writes past size.
 	SizeChecked bool
+	// Encode, when set, marks a streaming sink (a cooking sink): the suite
+	// writes Encode(image) as one gap-free stream and ReadBack must return
+	// the image itself; a write below the bytes already written must fail.
+	Encode func(t *testing.T, img []byte) []byte
 }
 
 // TestSink runs the sink conformance suite: runs with holes written in
@@ -152,10 +156,15 @@ func TestSink(t *testing.T, c SinkCase) {
 		}
 		off += n + int64(rng.Intn(100<<10))
 	}
+	wire, wireExt := img, ext
+	if c.Encode != nil {
+		wire = c.Encode(t, img)
+		wireExt = nil
+	}
 	for _, chunk := range []int{1 << 20, 65536, 4093} {
 		t.Run(fmt.Sprintf("chunk%d", chunk), func(t *testing.T) {
 			s := c.Open(t, size)
-			src := NewMemSource(img, ext)
+			src := NewMemSource(wire, wireExt)
 			buf := make([]byte, chunk)
 			for {
 				off, n, err := src.ReadChunk(buf)
@@ -187,9 +196,25 @@ func TestSink(t *testing.T, c SinkCase) {
 			}
 		})
 	}
+	if c.Encode != nil {
+		t.Run("backwards", func(t *testing.T) {
+			s := c.Open(t, size)
+			defer s.Close()
+			if _, err := s.WriteAt(wire[:100], 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.WriteAt(wire[50:60], 50); err == nil {
+				t.Fatalf("a streaming sink accepted a write going back")
+			}
+		})
+	}
 	t.Run("close-without-sync", func(t *testing.T) {
 		s := c.Open(t, size)
-		if _, err := s.WriteAt([]byte("abc"), 10); err != nil {
+		p, off := []byte("abc"), int64(10)
+		if c.Encode != nil {
+			p, off = wire[:100], 0
+		}
+		if _, err := s.WriteAt(p, off); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Close(); err != nil {
