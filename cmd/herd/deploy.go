@@ -193,7 +193,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	logf("deploy: %d machine(s) registered: %s", len(nodes), strings.Join(addrs, ","))
 
 	// 2. Run the chain.
-	sum, sendErr := runChain(ctx, o, addrs, stderr)
+	sum, sendErr := runChain(ctx, o, addrs, stderr, logf)
 	if sendErr != nil {
 		logf("deploy: herd send: %v", sendErr)
 	}
@@ -340,7 +340,7 @@ func waitRegistered(ctx context.Context, st *state.Store, start time.Time, macs 
 }
 
 // runChain runs herd send as a subprocess and returns its summary line.
-func runChain(ctx context.Context, o *deployOptions, addrs []string, stderr io.Writer) (*sendSummary, error) {
+func runChain(ctx context.Context, o *deployOptions, addrs []string, stderr io.Writer, logf func(string, ...any)) (*sendSummary, error) {
 	args := []string{"send", "--to", strings.Join(addrs, ","), "--in", o.image, "--out", o.pxe.disk, "--json"}
 	if o.keyFile != "" {
 		args = append(args, "--key-file", o.keyFile)
@@ -349,19 +349,42 @@ func runChain(ctx context.Context, o *deployOptions, addrs []string, stderr io.W
 		args = append(args, "--connect-timeout", o.connTimeout.String())
 	}
 	cmd := exec.CommandContext(ctx, o.herdBin, args...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout = &out
+	var errOut tailBuffer
 	cmd.Stderr = io.MultiWriter(stderr, &errOut)
-	runErr := cmd.Run()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("herd send: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("herd send: %w", err)
+	}
 	var sum *sendSummary
-	sc := bufio.NewScanner(&out)
+	var lastLog time.Time
+	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
-		var s sendSummary
-		if json.Unmarshal(sc.Bytes(), &s) == nil && s.Event == "summary" {
+		var ev struct {
+			sendSummary
+			Seconds float64 `json:"seconds"`
+			Total   int64   `json:"total"`
+			Bytes   int64   `json:"bytes"`
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
+			continue
+		}
+		switch ev.Event {
+		case "summary":
+			s := ev.sendSummary
 			sum = &s
+		case "progress":
+			if time.Since(lastLog) >= 5*time.Second {
+				lastLog = time.Now()
+				logf("deploy: chain %s", progressText(ev.Bytes, ev.Total, ev.Seconds))
+			}
 		}
 	}
+	io.Copy(io.Discard, stdout)
+	runErr := cmd.Wait()
 	if sum == nil {
 		if runErr == nil {
 			runErr = errors.New("no summary line")
@@ -373,6 +396,32 @@ func runChain(ctx context.Context, o *deployOptions, addrs []string, stderr io.W
 	}
 	return sum, runErr
 }
+
+// progressText renders bytes sent of total after seconds.
+func progressText(bytes, total int64, seconds float64) string {
+	const mib = 1 << 20
+	rate := 0.0
+	if seconds > 0 {
+		rate = float64(bytes) / mib / seconds
+	}
+	if total > 0 {
+		return fmt.Sprintf("%d%% (%d of %d MiB, %.0f MiB/s)", bytes*100/total, bytes/mib, total/mib, rate)
+	}
+	return fmt.Sprintf("%d MiB (%.0f MiB/s)", bytes/mib, rate)
+}
+
+// tailBuffer keeps the last 4 KiB written to it.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 4096 {
+		t.b = append(t.b[:0], t.b[len(t.b)-4096:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }
 
 // lastLine returns the last non-empty line of s, trimmed.
 func lastLine(s string) string {

@@ -141,3 +141,13 @@ func TestPowerCommandQuotes(t *testing.T) {
 	assert.Equal(t, `ipmitool -H '10.0.0.5' power reset # '52:54:00:00:00:01' 'n'\''1; rm -rf /'`,
 		powerCommand("ipmitool -H {ip} power reset # {mac} {name}", m))
 }
+
+func TestProgressText(t *testing.T) {
+	assert.Equal(t, "50% (512 of 1024 MiB, 256 MiB/s)", progressText(512<<20, 1<<30, 2))
+	assert.Equal(t, "3 MiB (0 MiB/s)", progressText(3<<20, 0, 0))
+	var tb tailBuffer
+	tb.Write(bytes.Repeat([]byte("a"), 5000))
+	tb.Write([]byte("\nlast line\n"))
+	assert.Len(t, tb.String(), 4096)
+	assert.Equal(t, "last line", lastLine(tb.String()))
+}
