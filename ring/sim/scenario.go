@@ -1,0 +1,412 @@
+package sim
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/herd-cluster/herd/ring/core"
+)
+
+// A Scenario is a session told as a story, one command per line ('#'
+// starts a comment). Nodes are numbered from 1 as an operator counts them:
+//
+//	chain 6                 # six receivers
+//	link 100MB/s 100us      # bandwidth and one-way latency of every link
+//	chunk 64KiB
+//	buffers 8               # chunk buffers per node
+//	send 4MiB               # one item (repeat for several items)
+//	crash 3 at 40%          # node 3 dies (connections reset) 40% into the stream
+//	freeze 2 at 10ms        # node 2 stops answering (connections stay open)
+//	slowdisk 4 10MB/s
+//	corrupt 2 chunk 5       # chunk 5 arrives damaged at node 2
+//	drop 4 chunk 3          # chunk 3 is lost on the link into node 4
+//	openfail 1              # node 1 cannot open its sinks
+//	expect ok 1-2,4-6 ko 3
+//	expect err 3 "dead at offset"
+//	expect time < 2.5s
+//	expect buffers <= 8
+//
+// Percentages are of the stream's duration at link speed (total size over
+// bandwidth).
+type Scenario struct {
+	Config Config
+	Expect []Expectation
+}
+
+// Expectation is one "expect" line.
+type Expectation struct {
+	Line  int
+	Kind  string // "ok", "ko", "err", "time<", "time>", "buffers<="
+	Nodes []int  // 0-based
+	Text  string
+	Dur   time.Duration
+	N     int
+}
+
+// ParseError locates a scenario error.
+type ParseError struct {
+	Line int
+	Msg  string
+}
+
+func (e *ParseError) Error() string { return fmt.Sprintf("scenario line %d: %s", e.Line, e.Msg) }
+
+// ErrScenario is wrapped by every scenario parse error.
+var ErrScenario = errors.New("sim: bad scenario")
+
+func (e *ParseError) Unwrap() error { return ErrScenario }
+
+// ParseScenario reads a scenario.
+func ParseScenario(r io.Reader) (*Scenario, error) {
+	sc := &Scenario{}
+	c := &sc.Config
+	type pending struct {
+		line  int
+		node  int
+		pct   float64
+		at    time.Duration
+		crash bool
+	}
+	var kills []pending
+	bs := bufio.NewScanner(r)
+	line := 0
+	for bs.Scan() {
+		line++
+		text := bs.Text()
+		if i := strings.IndexByte(text, '#'); i >= 0 && !strings.Contains(text[:i], "\"") {
+			text = text[:i]
+		}
+		f := strings.Fields(text)
+		if len(f) == 0 {
+			continue
+		}
+		bad := func(format string, args ...any) error {
+			return &ParseError{Line: line, Msg: fmt.Sprintf(format, args...)}
+		}
+		need := func(n int) error {
+			if len(f) != n {
+				return bad("%s takes %d arguments, got %d", f[0], n-1, len(f)-1)
+			}
+			return nil
+		}
+		node := func(s string) (int, error) {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > 1<<20 {
+				return 0, bad("bad node number %q", s)
+			}
+			return n - 1, nil
+		}
+		var err error
+		switch f[0] {
+		case "chain":
+			if err = need(2); err == nil {
+				c.Nodes, err = strconv.Atoi(f[1])
+				if err != nil || c.Nodes < 1 || c.Nodes > 100000 {
+					err = bad("bad chain length %q", f[1])
+				}
+			}
+		case "link":
+			if err = need(3); err == nil {
+				if c.Bandwidth, err = parseRate(f[1]); err != nil {
+					err = bad("%v", err)
+				} else if c.Latency, err = time.ParseDuration(strings.Replace(f[2], "us", "µs", 1)); err != nil || c.Latency < 0 {
+					err = bad("bad latency %q", f[2])
+				}
+			}
+		case "chunk":
+			if err = need(2); err == nil {
+				var n int64
+				if n, err = parseSize(f[1]); err != nil || n < 1 || n > 64<<20 {
+					err = bad("bad chunk size %q", f[1])
+				}
+				c.ChunkSize = int(n)
+			}
+		case "buffers":
+			if err = need(2); err == nil {
+				if c.Buffers, err = strconv.Atoi(f[1]); err != nil || c.Buffers < 1 || c.Buffers > 1<<16 {
+					err = bad("bad buffer count %q", f[1])
+				}
+			}
+		case "send":
+			if err = need(2); err == nil {
+				var n int64
+				if n, err = parseSize(f[1]); err != nil || n < 0 || n > 1<<40 {
+					err = bad("bad size %q", f[1])
+				}
+				c.Items = append(c.Items, n)
+			}
+		case "crash", "freeze":
+			if err = need(4); err == nil && f[2] != "at" {
+				err = bad("want %s N at TIME|PCT%%", f[0])
+			}
+			if err == nil {
+				p := pending{line: line, crash: f[0] == "crash"}
+				if p.node, err = node(f[1]); err == nil {
+					if strings.HasSuffix(f[3], "%") {
+						p.pct, err = strconv.ParseFloat(strings.TrimSuffix(f[3], "%"), 64)
+						if err != nil || p.pct < 0 || p.pct > 100 {
+							err = bad("bad percentage %q", f[3])
+						}
+					} else if p.at, err = time.ParseDuration(strings.Replace(f[3], "us", "µs", 1)); err != nil || p.at < 0 {
+						err = bad("bad time %q", f[3])
+					}
+				}
+				kills = append(kills, p)
+			}
+		case "slowdisk":
+			if err = need(3); err == nil {
+				var n int
+				var r float64
+				if n, err = node(f[1]); err == nil {
+					if r, err = parseRate(f[2]); err != nil {
+						err = bad("%v", err)
+					} else {
+						if c.SlowDisk == nil {
+							c.SlowDisk = map[int]float64{}
+						}
+						c.SlowDisk[n] = r
+					}
+				}
+			}
+		case "corrupt", "drop":
+			if err = need(4); err == nil && f[2] != "chunk" {
+				err = bad("want %s N chunk SEQ", f[0])
+			}
+			if err == nil {
+				var n int
+				var seq uint64
+				if n, err = node(f[1]); err == nil {
+					if seq, err = strconv.ParseUint(f[3], 10, 64); err != nil {
+						err = bad("bad chunk number %q", f[3])
+					} else if f[0] == "corrupt" {
+						if c.Corrupt == nil {
+							c.Corrupt = map[int]uint64{}
+						}
+						c.Corrupt[n] = seq
+					} else {
+						if c.Drop == nil {
+							c.Drop = map[int]uint64{}
+						}
+						c.Drop[n] = seq
+					}
+				}
+			}
+		case "openfail":
+			if err = need(2); err == nil {
+				var n int
+				if n, err = node(f[1]); err == nil {
+					if c.OpenFail == nil {
+						c.OpenFail = map[int]bool{}
+					}
+					c.OpenFail[n] = true
+				}
+			}
+		case "expect":
+			err = sc.parseExpect(line, text, f, bad)
+		default:
+			err = bad("unknown command %q", f[0])
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := bs.Err(); err != nil {
+		return nil, fmt.Errorf("read scenario: %w", err)
+	}
+	if c.Nodes == 0 {
+		return nil, &ParseError{Line: line, Msg: "no chain line"}
+	}
+	if c.Bandwidth <= 0 {
+		c.Bandwidth = 125e6
+	}
+	var total int64
+	for _, s := range c.Items {
+		total += s
+	}
+	for _, k := range kills {
+		if k.node >= c.Nodes {
+			return nil, &ParseError{Line: k.line, Msg: fmt.Sprintf("node %d outside a chain of %d", k.node+1, c.Nodes)}
+		}
+		at := k.at
+		if k.pct > 0 || k.at == 0 {
+			at = time.Duration(k.pct / 100 * float64(total) / c.Bandwidth * float64(time.Second))
+		}
+		m := &c.Kill
+		if k.crash {
+			m = &c.Crash
+		}
+		if *m == nil {
+			*m = map[int]time.Duration{}
+		}
+		(*m)[k.node] = at
+	}
+	for _, e := range sc.Expect {
+		for _, n := range e.Nodes {
+			if n >= c.Nodes {
+				return nil, &ParseError{Line: e.Line, Msg: fmt.Sprintf("node %d outside a chain of %d", n+1, c.Nodes)}
+			}
+		}
+	}
+	return sc, nil
+}
+
+func (sc *Scenario) parseExpect(line int, text string, f []string, bad func(string, ...any) error) error {
+	if len(f) < 2 {
+		return bad("expect what?")
+	}
+	switch f[1] {
+	case "ok", "ko":
+		for i := 1; i < len(f); i += 2 {
+			if i+1 >= len(f) || (f[i] != "ok" && f[i] != "ko") {
+				return bad("want expect ok LIST [ko LIST]")
+			}
+			nodes, err := parseList(f[i+1])
+			if err != nil {
+				return bad("%v", err)
+			}
+			sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: f[i], Nodes: nodes})
+		}
+	case "err":
+		q := strings.IndexByte(text, '"')
+		r := strings.LastIndexByte(text, '"')
+		if len(f) < 4 || q < 0 || r <= q {
+			return bad(`want expect err N "text"`)
+		}
+		n, err := strconv.Atoi(f[2])
+		if err != nil || n < 1 {
+			return bad("bad node number %q", f[2])
+		}
+		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "err", Nodes: []int{n - 1}, Text: text[q+1 : r]})
+	case "time":
+		if len(f) != 4 || (f[2] != "<" && f[2] != ">") {
+			return bad("want expect time < D or > D")
+		}
+		d, err := time.ParseDuration(strings.Replace(f[3], "us", "µs", 1))
+		if err != nil {
+			return bad("bad duration %q", f[3])
+		}
+		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "time" + f[2], Dur: d})
+	case "buffers":
+		if len(f) != 4 || f[2] != "<=" {
+			return bad("want expect buffers <= N")
+		}
+		n, err := strconv.Atoi(f[3])
+		if err != nil || n < 0 {
+			return bad("bad count %q", f[3])
+		}
+		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "buffers<=", N: n})
+	default:
+		return bad("unknown expectation %q", f[1])
+	}
+	return nil
+}
+
+// Check returns one message per unmet expectation.
+func (sc *Scenario) Check(res *Result) []string {
+	var out []string
+	for _, e := range sc.Expect {
+		switch e.Kind {
+		case "ok":
+			for _, n := range e.Nodes {
+				st := res.Nodes[n]
+				if st.State != core.StateDone || !allVerified(st) {
+					out = append(out, fmt.Sprintf("line %d: node %d is %s (%s), want ok", e.Line, n+1, st.State, st.Err))
+				}
+			}
+		case "ko":
+			for _, n := range e.Nodes {
+				if st := res.Nodes[n]; st.State != core.StateFailed {
+					out = append(out, fmt.Sprintf("line %d: node %d is %s, want ko", e.Line, n+1, st.State))
+				}
+			}
+		case "err":
+			if st := res.Nodes[e.Nodes[0]]; !strings.Contains(st.Err, e.Text) {
+				out = append(out, fmt.Sprintf("line %d: node %d error %q does not contain %q", e.Line, e.Nodes[0]+1, st.Err, e.Text))
+			}
+		case "time<":
+			if res.Elapsed >= e.Dur {
+				out = append(out, fmt.Sprintf("line %d: took %v, want < %v", e.Line, res.Elapsed, e.Dur))
+			}
+		case "time>":
+			if res.Elapsed <= e.Dur {
+				out = append(out, fmt.Sprintf("line %d: took %v, want > %v", e.Line, res.Elapsed, e.Dur))
+			}
+		case "buffers<=":
+			for i, p := range res.PeakBuffers {
+				if p > e.N {
+					out = append(out, fmt.Sprintf("line %d: node %d used %d buffers, want <= %d", e.Line, i+1, p, e.N))
+				}
+			}
+		}
+	}
+	return out
+}
+
+func allVerified(st core.NodeStatus) bool {
+	for _, it := range st.Items {
+		if !it.Verified {
+			return false
+		}
+	}
+	return true
+}
+
+// parseList reads "1-3,5" into 0-based indexes.
+func parseList(s string) ([]int, error) {
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 1 {
+			return nil, fmt.Errorf("bad node list %q", s)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a || b-a > 1<<20 {
+				return nil, fmt.Errorf("bad node range %q", part)
+			}
+		}
+		for i := a; i <= b; i++ {
+			out = append(out, i-1)
+		}
+	}
+	return out, nil
+}
+
+var sizeUnits = []struct {
+	suffix string
+	mult   float64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+
+func parseSize(s string) (int64, error) {
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			v, err := strconv.ParseFloat(strings.TrimSuffix(s, u.suffix), 64)
+			if err != nil || v < 0 || v*u.mult > 1<<50 {
+				return 0, fmt.Errorf("bad size %q", s)
+			}
+			return int64(v * u.mult), nil
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return v, nil
+}
+
+func parseRate(s string) (float64, error) {
+	if !strings.HasSuffix(s, "/s") {
+		return 0, fmt.Errorf("bad rate %q (want e.g. 125MB/s)", s)
+	}
+	n, err := parseSize(strings.TrimSuffix(s, "/s"))
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("bad rate %q", s)
+	}
+	return float64(n), nil
+}

@@ -1,0 +1,83 @@
+package sim
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestScenarios(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.scen")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			fh, err := os.Open(f)
+			require.NoError(t, err)
+			defer fh.Close()
+			sc, err := ParseScenario(fh)
+			require.NoError(t, err)
+			require.NotEmpty(t, sc.Expect, "a scenario without expectations proves nothing")
+			res, err := Run(sc.Config)
+			require.NoError(t, err)
+			for _, msg := range sc.Check(res) {
+				t.Error(msg)
+			}
+		})
+	}
+}
+
+func TestScenarioCheckFails(t *testing.T) {
+	// The checker really fails: a healthy chain does not meet "ko".
+	sc, err := ParseScenario(strings.NewReader("chain 2\nsend 1KiB\nexpect ok 1 ko 2\nexpect time > 1h\n"))
+	require.NoError(t, err)
+	res, err := Run(sc.Config)
+	require.NoError(t, err)
+	msgs := sc.Check(res)
+	require.Len(t, msgs, 2)
+	assert.Contains(t, msgs[0], "node 2 is done, want ko")
+}
+
+func TestParseScenarioErrors(t *testing.T) {
+	for _, tc := range []struct{ in, msg string }{
+		{"chain x\n", "line 1: bad chain length"},
+		{"chain 3\nfly 2\n", `line 2: unknown command "fly"`},
+		{"chain 3\ncrash 9 at 10%\n", "line 2: node 9 outside a chain of 3"},
+		{"chain 3\nlink 100MB 1ms\n", "line 2: bad rate"},
+		{"send 1MiB\n", "no chain line"},
+		{"chain 3\nexpect ok 2-1\n", "line 2: bad node range"},
+		{"chain 3\nexpect err 2 nope\n", "line 2: want expect err"},
+	} {
+		_, err := ParseScenario(strings.NewReader(tc.in))
+		require.Error(t, err, tc.in)
+		assert.Contains(t, err.Error(), tc.msg)
+		var pe *ParseError
+		assert.True(t, errors.As(err, &pe))
+		assert.ErrorIs(t, err, ErrScenario)
+	}
+}
+
+func FuzzParseScenario(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.scen")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err == nil {
+			f.Add(string(b))
+		}
+	}
+	f.Add("chain 1\nexpect ok 1-1,1\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		sc, err := ParseScenario(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		if sc.Config.Nodes < 1 {
+			t.Fatal("accepted a scenario without nodes")
+		}
+	})
+}
