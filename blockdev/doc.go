@@ -80,3 +80,11 @@ var (
 	// ErrClosed: the source or sink was used after Close.
 	ErrClosed = errors.New("blockdev: closed")
 )
+
+// The concrete types satisfy the contracts (and so ring.Source/ring.Sink).
+var (
+	_ ChunkSource = (*Source)(nil)
+	_ Sink        = (*FileSink)(nil)
+	_ Sink        = (*CookSink)(nil)
+	_ Sink        = (*DiscardSink)(nil)
+)
