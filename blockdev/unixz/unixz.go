@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Errors returned by the reader.
@@ -53,8 +54,8 @@ type Reader struct {
 
 	prefix []uint16
 	suffix []byte
-	stack  []byte
-	out    []byte // decoded bytes; out[pos:] not yet returned
+	length []uint32 // string length of each code
+	out    []byte   // decoded bytes; out[pos:] not yet returned
 	pos    int
 	old    int
 	fin    byte
@@ -85,11 +86,12 @@ func NewReader(r io.Reader) (*Reader, error) {
 		maxCode: 1<<initBits - 1,
 		prefix:  make([]uint16, 1<<maxBits),
 		suffix:  make([]byte, 1<<maxBits),
-		stack:   make([]byte, 0, 1<<maxBits),
+		length:  make([]uint32, 1<<maxBits),
 		start:   true,
 	}
 	for i := 0; i < 256; i++ {
 		z.suffix[i] = byte(i)
+		z.length[i] = 1
 	}
 	z.freeEnt = 256
 	if z.block {
@@ -172,29 +174,42 @@ func (z *Reader) step() error {
 		}
 	}
 	in := c
-	z.stack = z.stack[:0]
+	kwk := false
 	if c >= z.freeEnt {
 		if c > z.freeEnt {
 			return fmt.Errorf("%w: code %d beyond table end %d", ErrCorrupt, c, z.freeEnt)
 		}
-		z.stack = append(z.stack, z.fin)
-		c = z.old
+		kwk, c = true, z.old // the string of the previous code plus its first byte
 	}
+	// Write the string of c backwards straight into the output.
+	n := int(z.length[c])
+	at := len(z.out)
+	total := n
+	if kwk {
+		total++
+	}
+	z.out = slices.Grow(z.out, total)[:at+total]
+	i := at + n - 1
 	for c >= 256 {
-		if len(z.stack) >= cap(z.stack) {
-			return fmt.Errorf("%w: code chain loops", ErrCorrupt)
+		if i <= at {
+			return fmt.Errorf("%w: code chain longer than its length", ErrCorrupt)
 		}
-		z.stack = append(z.stack, z.suffix[c])
+		z.out[i] = z.suffix[c]
 		c = int(z.prefix[c])
+		i--
 	}
-	z.fin = z.suffix[c]
-	z.stack = append(z.stack, z.fin)
-	for i := len(z.stack) - 1; i >= 0; i-- {
-		z.out = append(z.out, z.stack[i])
+	if i != at {
+		return fmt.Errorf("%w: code chain shorter than its length", ErrCorrupt)
+	}
+	z.out[at] = byte(c)
+	z.fin = byte(c)
+	if kwk {
+		z.out[at+n] = z.fin
 	}
 	if e := z.freeEnt; e < z.maxMax {
 		z.prefix[e] = uint16(z.old)
 		z.suffix[e] = z.fin
+		z.length[e] = z.length[z.old] + 1
 		z.freeEnt = e + 1
 	}
 	z.old = in
@@ -203,8 +218,11 @@ func (z *Reader) step() error {
 
 // Read implements io.Reader.
 func (z *Reader) Read(p []byte) (int, error) {
-	for z.pos == len(z.out) && z.err == nil {
+	if z.pos == len(z.out) {
 		z.out, z.pos = z.out[:0], 0
+	}
+	// Decode until p can be filled (a code adds at most 64 KiB).
+	for len(z.out)-z.pos < len(p) && z.err == nil {
 		z.err = z.step()
 	}
 	if z.pos < len(z.out) {
