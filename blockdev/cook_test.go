@@ -358,3 +358,20 @@ func TestCookSinkConformance(t *testing.T) {
 		})
 	}
 }
+
+func TestCookDotEntrySetsTargetDir(t *testing.T) {
+	mt := time.Date(2010, 1, 2, 3, 4, 5, 0, time.UTC)
+	arc := tarOf(t,
+		&tar.Header{Name: "./", Typeflag: tar.TypeDir, Mode: 0o751, ModTime: mt},
+		&tar.Header{Name: "./etc/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt},
+		&tar.Header{Name: "./etc/motd", ModTime: mt})
+	dst := filepath.Join(t.TempDir(), "target")
+	require.NoError(t, cookBytes(t, arc, "root.tar", dst, blockdev.SinkOptions{}))
+	fi, err := os.Stat(dst)
+	require.NoError(t, err)
+	require.Equal(t, fs.FileMode(0o751), fi.Mode().Perm())
+	require.Equal(t, mt.Unix(), fi.ModTime().Unix())
+	b, err := os.ReadFile(filepath.Join(dst, "etc/motd"))
+	require.NoError(t, err)
+	require.Equal(t, "evil", string(b))
+}

@@ -88,7 +88,12 @@ func (x *extractor) add(e *entry, data io.Reader) error {
 		return x.fail(e, err)
 	}
 	if name == "" {
-		return nil // the target directory itself keeps its metadata
+		if e.kind == 'd' { // "." or "./": the target directory's own metadata
+			d := *e
+			d.name = "."
+			x.dirs = append(x.dirs, &d)
+		}
+		return nil
 	}
 	if dir := path.Dir(name); dir != "." {
 		if err := x.root.MkdirAll(dir, 0o755); err != nil {
@@ -295,9 +300,13 @@ func (x *extractor) meta(name string, e *entry) error {
 // finish applies directory metadata, deepest first, so that creating
 // entries did not disturb their times.
 func (x *extractor) finish() error {
-	sort.SliceStable(x.dirs, func(i, j int) bool {
-		return strings.Count(x.dirs[i].name, "/") > strings.Count(x.dirs[j].name, "/")
-	})
+	depth := func(n string) int {
+		if n == "." {
+			return -1
+		}
+		return strings.Count(n, "/")
+	}
+	sort.SliceStable(x.dirs, func(i, j int) bool { return depth(x.dirs[i].name) > depth(x.dirs[j].name) })
 	for _, d := range x.dirs {
 		if err := x.meta(d.name, d); err != nil {
 			return x.fail(d, err)
