@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 
 	"github.com/herd-cluster/herd/blockdev"
@@ -83,6 +84,12 @@ func TestUsedOnlyExt4(t *testing.T) {
 	require.Equal(t, st.UsedBytes, src.Stats().YieldedBytes)
 	out, err := exec.Command("e2fsck", "-fn", cp).CombinedOutput()
 	require.NoError(t, err, "e2fsck on the used-only copy: %s", out)
+	// The target stays sparse: only what was written is allocated.
+	fi, err := os.Stat(cp)
+	require.NoError(t, err)
+	require.Equal(t, int64(64<<20), fi.Size())
+	alloc := fi.Sys().(*syscall.Stat_t).Blocks * 512
+	require.LessOrEqual(t, alloc, st.UsedBytes+1<<20, "allocated %d bytes for %d written", alloc, st.UsedBytes)
 	got, err := exec.Command("debugfs", "-R", "cat /f3", cp).Output()
 	require.NoError(t, err)
 	want, err := exec.Command("debugfs", "-R", "cat /f3", img).Output()
