@@ -7,9 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-
-	"golang.org/x/sys/unix"
 )
 
 // CookPlan is what a cooked transfer (Dolly+ "SRC >> DST") does with a
@@ -69,7 +66,6 @@ type CookSink struct {
 	next   int64
 	synced bool
 	closed bool
-	once   sync.Once
 }
 
 var errAborted = errors.New("blockdev: cook aborted by Close before Sync")
@@ -120,7 +116,7 @@ func openCookSink(srcName, dest string, opts SinkOptions) (*CookSink, error) {
 			}
 			if d, err := root.Open("."); err == nil {
 				defer d.Close()
-				if err := unix.Syncfs(int(d.Fd())); err != nil {
+				if err := syncFS(d); err != nil {
 					return fmt.Errorf("sync %s: %w", dest, err)
 				}
 			}

@@ -167,7 +167,7 @@ func (x *extractor) add(e *entry, data io.Reader) error {
 		}
 		mode := map[byte]uint32{'c': unix.S_IFCHR, 'b': unix.S_IFBLK, 'p': unix.S_IFIFO}[e.kind]
 		err := x.atParent(name, func(dirfd int, base string) error {
-			return unix.Mknodat(dirfd, base, mode|0o600, int(unix.Mkdev(e.major, e.minor)))
+			return mknodAt(dirfd, base, mode|0o600, e.major, e.minor)
 		})
 		if err != nil {
 			return x.fail(e, fmt.Errorf("mknod: %w", err))

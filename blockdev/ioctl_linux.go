@@ -79,3 +79,11 @@ func devNumbers(rdev uint64) (uint32, uint32) { return unix.Major(rdev), unix.Mi
 func openExclusive(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_WRONLY|os.O_EXCL|unix.O_CLOEXEC, 0)
 }
+
+// syncFS flushes the whole filesystem holding f (syncfs(2)).
+func syncFS(f *os.File) error { return unix.Syncfs(int(f.Fd())) }
+
+// mknodAt creates a device node or FIFO named base in the directory dirfd.
+func mknodAt(dirfd int, base string, mode, major, minor uint32) error {
+	return unix.Mknodat(dirfd, base, mode, int(unix.Mkdev(major, minor)))
+}

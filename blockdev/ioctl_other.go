@@ -24,3 +24,9 @@ func dataExtents(f *os.File, size int64) ([]Extent, bool, error) { return nil, f
 func devNumbers(rdev uint64) (uint32, uint32) { return uint32(rdev >> 8), uint32(rdev & 0xff) }
 
 func openExclusive(path string) (*os.File, error) { return os.OpenFile(path, os.O_WRONLY, 0) }
+
+func syncFS(f *os.File) error { return f.Sync() }
+
+func mknodAt(dirfd int, base string, mode, major, minor uint32) error {
+	return fmt.Errorf("device nodes: %w on this OS", ErrUnsupported)
+}
