@@ -343,15 +343,27 @@ func FetchKernelDeb(ctx context.Context, cacheDir, pkg string) (string, error) {
 	if p := find(); p != "" {
 		return p, nil
 	}
+	// Download into a private folder and rename, so concurrent builds
+	// never see a partial package.
+	tmp, err := os.MkdirTemp(cacheDir, ".download-")
+	if err != nil {
+		return "", fmt.Errorf("create download folder: %w", err)
+	}
+	defer os.RemoveAll(tmp)
 	cmd := exec.CommandContext(ctx, "apt-get", "download", pkg)
-	cmd.Dir = cacheDir
+	cmd.Dir = tmp
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("apt-get download %s: %w: %s", pkg, err, lastLine(out))
 	}
-	if p := find(); p != "" {
-		return p, nil
+	ms, _ := filepath.Glob(filepath.Join(tmp, pkg+"_*_amd64.deb"))
+	if len(ms) != 1 {
+		return "", fmt.Errorf("initramfs: apt-get download %s left %d .deb files", pkg, len(ms))
 	}
-	return "", fmt.Errorf("initramfs: apt-get download %s left no .deb in %s", pkg, cacheDir)
+	dst := filepath.Join(cacheDir, filepath.Base(ms[0]))
+	if err := os.Rename(ms[0], dst); err != nil {
+		return "", fmt.Errorf("store %s: %w", dst, err)
+	}
+	return dst, nil
 }
 
 // ExtractDeb unpacks deb into dir with dpkg -x (nothing is installed).
