@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"text/tabwriter"
 
@@ -36,6 +37,7 @@ The lab persists between invocations until "herd lab down".
   herd lab exec node1 -- herd recv
   herd lab exec golden -- herd send --to 10.99.0.11,10.99.0.12 --in golden.img --out ` + harness.NodeDisk + `
   herd lab status
+  herd lab fault node3 cut
   herd lab down`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -45,7 +47,7 @@ The lab persists between invocations until "herd lab down".
 		},
 	}
 	cmd.PersistentFlags().StringVar(&o.name, "name", "lab", "name of the lab (several labs may coexist)")
-	cmd.AddCommand(newLabUpCmd(&o), newLabExecCmd(&o), newLabStatusCmd(&o), newLabDownCmd(&o))
+	cmd.AddCommand(newLabUpCmd(&o), newLabExecCmd(&o), newLabStatusCmd(&o), newLabDownCmd(&o), newLabFaultCmd(&o))
 	return cmd
 }
 
@@ -187,6 +189,82 @@ func newLabDownCmd(o *labOptions) *cobra.Command {
 				return fmt.Errorf("lab down: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "lab %q is down\n", o.name)
+			return nil
+		},
+	}
+}
+
+func newLabFaultCmd(o *labOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "fault NODE kill|freeze|thaw|cut|restore|loss N|rate RATE|slow-disk BYTES/S",
+		Short: "Inject a fault into a lab node (or undo it)",
+		Long: `Fault changes one node of the lab:
+
+  kill            SIGKILL every process in the node
+  freeze, thaw    SIGSTOP, SIGCONT every process in the node
+  cut, restore    unplug and replug the node's cable (its bridge port goes down/up)
+  loss N          drop one packet in N at random each way (0: no loss)
+  rate RATE       shape the node's link, e.g. 100mbit (0: unshaped)
+  slow-disk B     throttle the node's disk to B bytes/s, e.g. 10M (0: full speed)`,
+		Args: cobra.RangeArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := harness.Open(o.name)
+			if err != nil {
+				return labOpenError(o.name, err)
+			}
+			n, err := c.Node(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			action, val := args[1], ""
+			if len(args) == 3 {
+				val = args[2]
+			}
+			needVal := action == "loss" || action == "rate" || action == "slow-disk"
+			if needVal != (val != "") {
+				return usagef("lab fault %s: %s takes %s", n.Name(), action, map[bool]string{true: "one value", false: "no value"}[needVal])
+			}
+			switch action {
+			case "kill":
+				err = n.Kill()
+			case "freeze":
+				err = n.Freeze()
+			case "thaw":
+				err = n.Thaw()
+			case "cut":
+				err = n.Cut()
+			case "restore":
+				err = n.Restore()
+			case "loss":
+				var k int
+				if k, err = strconv.Atoi(val); err != nil {
+					return usagef("loss %q: want a number N (drop one packet in N)", val)
+				}
+				err = n.SetLoss(k)
+			case "rate":
+				var bits uint64
+				if bits, err = harness.ParseRate(val); err != nil {
+					return usageError{err}
+				}
+				err = n.SetRate(bits)
+			case "slow-disk":
+				var bps int64
+				if val != "0" {
+					if bps, err = harness.ParseSize(val); err != nil {
+						return usageError{err}
+					}
+				}
+				err = n.SlowDisk(uint64(bps), uint64(bps))
+			default:
+				return usagef("unknown fault %q (kill, freeze, thaw, cut, restore, loss, rate, slow-disk)", action)
+			}
+			if errors.Is(err, harness.ErrBadConfig) {
+				return usageError{err}
+			}
+			if err != nil {
+				return fmt.Errorf("lab fault %s %s: %w", n.Name(), action, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s %s\n", n.Name(), action, val)
 			return nil
 		},
 	}

@@ -53,6 +53,27 @@ func TestLabUpExecStatusDown(t *testing.T) {
 	code, _, stderr = runHerd(t, "lab", "--name", name, "exec", "node4", "--", "true")
 	assert.Equal(t, ExitUsage, code, stderr)
 
+	// Faults: a cut node does not answer, a restored one does.
+	code, _, stderr = runHerd(t, "lab", "--name", name, "fault", "node2", "cut")
+	require.Equal(t, ExitOK, code, stderr)
+	code, _, _ = runHerd(t, "lab", "--name", name, "exec", "golden", "ping", "-c1", "-W1", "10.99.0.12")
+	assert.NotEqual(t, ExitOK, code, "node2 answered through a cut link")
+	code, _, stderr = runHerd(t, "lab", "--name", name, "fault", "node2", "restore")
+	require.Equal(t, ExitOK, code, stderr)
+	code, out, _ = runHerd(t, "lab", "--name", name, "exec", "golden", "ping", "-c1", "-W2", "10.99.0.12")
+	assert.Equal(t, ExitOK, code, out)
+	for _, args := range [][]string{{"node1", "loss", "10"}, {"node1", "loss", "0"}, {"node1", "rate", "100mbit"}, {"node1", "freeze"}, {"node1", "thaw"}, {"node1", "kill"}} {
+		code, _, stderr = runHerd(t, append([]string{"lab", "--name", name, "fault"}, args...)...)
+		assert.Equal(t, ExitOK, code, "%v: %s", args, stderr)
+	}
+	code, out, _ = runHerd(t, "lab", "--name", name, "exec", "node1", "tc", "qdisc", "show", "dev", "eth0")
+	assert.Equal(t, ExitOK, code)
+	assert.Contains(t, out, "rate 100Mbit")
+	for _, args := range [][]string{{"node1", "loss"}, {"node1", "cut", "5"}, {"node1", "melt"}, {"node1", "loss", "x"}, {"golden", "cut"}} {
+		code, _, stderr = runHerd(t, append([]string{"lab", "--name", name, "fault"}, args...)...)
+		assert.Equal(t, ExitUsage, code, "%v: %s", args, stderr)
+	}
+
 	code, out, stderr = runHerd(t, "lab", "--name", name, "status", "--json")
 	require.Equal(t, ExitOK, code, stderr)
 	var st labStatus
