@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -101,6 +102,8 @@ type deployResult struct {
 }
 
 func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) error {
+	// Log lines, herd send's stderr and power command output share stderr.
+	stderr = &syncWriter{w: stderr}
 	logf := lineLogger(stderr)
 	svcLog := logf
 	if o.pxe.quiet {
@@ -192,67 +195,8 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	}
 	logf("deploy: %d machine(s) registered: %s", len(nodes), strings.Join(addrs, ","))
 
-	// 2. Run the chain.
-	sum, sendErr := runChain(ctx, o, addrs, stderr, logf)
-	if sendErr != nil {
-		logf("deploy: herd send: %v", sendErr)
-	}
-	sendState := map[string]string{}
-	sendReason := map[string]string{}
-	if sum != nil {
-		for _, n := range sum.Nodes {
-			mac := byAddr[n.Addr]
-			if mac == "" {
-				continue
-			}
-			sendState[mac] = n.State
-			sendReason[mac] = n.Error
-		}
-	}
-
-	// 3. Wait for the agents' reports, then decide each machine.
-	waitReports(ctx, st, nodes, o.reportTimeout)
-	var rebooted int
-	for _, n := range nodes {
-		r := results[n.MAC]
-		m, _ := st.Get(n.MAC)
-		switch {
-		case sum == nil:
-			r.Reason = fmt.Sprintf("chain did not run: %v", sendErr)
-		case sendState[n.MAC] != "done":
-			r.Reason = "chain: " + firstNonEmpty(sendReason[n.MAC], "node state "+firstNonEmpty(sendState[n.MAC], "missing from summary"))
-		case m.State == state.Cloning:
-			r.Reason = fmt.Sprintf("agent did not report within %v", o.reportTimeout)
-		case m.State == state.Failed:
-			r.Reason = "agent: " + m.Reason
-		case m.State == state.Done || m.State == state.Local:
-			r.OK = true
-		default:
-			r.Reason = "unexpected state " + string(m.State)
-		}
-		if !r.OK {
-			if m.State != state.Failed {
-				if fm, err := st.Fail(n.MAC, r.Reason); err == nil {
-					m = fm
-				}
-			}
-			r.State = string(state.Failed)
-			continue
-		}
-		if _, err := st.MarkLocal(n.MAC); err != nil {
-			r.OK, r.Reason, r.State = false, fmt.Sprintf("switch to local boot: %v", err), string(m.State)
-			continue
-		}
-		r.State = string(state.Local)
-		if o.powerCmd != "" {
-			if err := powerCycle(ctx, o.powerCmd, n, stderr); err != nil {
-				r.Reason = "local boot set, reboot failed: " + err.Error()
-				logf("deploy: %s: %s", n.MAC, r.Reason)
-				continue
-			}
-			rebooted++
-		}
-	}
+	// 2. Run the chain; decide each machine as soon as what it needs is known.
+	rebooted := superviseChain(ctx, o, st, nodes, addrs, byAddr, results, stderr, logf)
 	if rebooted > 0 && o.linger > 0 {
 		logf("deploy: serving %v more so the rebooted machines boot locally", o.linger)
 		select {
@@ -286,6 +230,153 @@ func firstNonEmpty(a ...string) string {
 		}
 	}
 	return ""
+}
+
+// chainDone is the outcome of herd send.
+type chainDone struct {
+	sum *sendSummary
+	err error
+}
+
+// superviseChain runs the chain and decides every machine of nodes: a
+// machine whose agent reported a verified copy goes local at once (its
+// agent reboots right after reporting, so the local answer must be ready
+// before its next PXE boot) and is power cycled; one the chain or its
+// agent failed is marked failed with the reason. It returns once the
+// chain ended and every machine is decided (or the report timeout after
+// the chain passed), and reports how many machines were power cycled.
+func superviseChain(ctx context.Context, o *deployOptions, st *state.Store, nodes []state.Machine, addrs []string,
+	byAddr map[string]string, results map[string]*deployResult, stderr io.Writer, logf func(string, ...any)) int {
+	chainC := make(chan chainDone, 1)
+	go func() {
+		sum, err := runChain(ctx, o, addrs, stderr, logf)
+		chainC <- chainDone{sum, err}
+	}()
+	var (
+		chain       *chainDone
+		reportLimit <-chan time.Time
+		mu          sync.Mutex // guards results during power commands
+		power       sync.WaitGroup
+		rebooted    int
+		decided     = map[string]bool{}
+		sendState   = map[string]string{}
+		sendReason  = map[string]string{}
+	)
+	fail := func(mac, reason, stored string) {
+		mu.Lock()
+		r := results[mac]
+		r.OK, r.Reason, r.State = false, reason, string(state.Failed)
+		mu.Unlock()
+		if cur, _ := st.Get(mac); cur.State != state.Failed || cur.Reason != stored {
+			if _, err := st.Fail(mac, stored); err != nil {
+				logf("deploy: %s: record failure: %v", mac, err)
+			}
+		}
+		decided[mac] = true
+		logf("deploy: %s failed: %s", mac, reason)
+	}
+	succeed := func(n state.Machine) {
+		decided[n.MAC] = true
+		m, err := st.MarkLocal(n.MAC)
+		mu.Lock()
+		defer mu.Unlock()
+		r := results[n.MAC]
+		if err != nil {
+			r.OK, r.Reason, r.State = false, fmt.Sprintf("switch to local boot: %v", err), string(m.State)
+			return
+		}
+		r.OK, r.Reason, r.State = true, "", string(state.Local)
+		logf("deploy: %s verified, switched to local boot", n.MAC)
+		if o.powerCmd == "" {
+			return
+		}
+		rebooted++
+		power.Add(1)
+		go func() {
+			defer power.Done()
+			if err := powerCycle(ctx, o.powerCmd, n, stderr); err != nil {
+				mu.Lock()
+				r.Reason = "local boot set, reboot failed: " + err.Error()
+				rebooted--
+				mu.Unlock()
+				logf("deploy: %s: %s", n.MAC, r.Reason)
+			}
+		}()
+	}
+	for {
+		changed := st.Changed()
+		for _, n := range nodes {
+			if chain != nil && !decided[n.MAC] {
+				if chain.sum == nil {
+					reason := fmt.Sprintf("chain did not run: %v", chain.err)
+					fail(n.MAC, reason, reason)
+					continue
+				}
+				if sendState[n.MAC] != "done" {
+					reason := "chain: " + firstNonEmpty(sendReason[n.MAC], "node state "+firstNonEmpty(sendState[n.MAC], "missing from summary"))
+					fail(n.MAC, reason, reason)
+					continue
+				}
+			}
+			if decided[n.MAC] {
+				continue
+			}
+			switch m, _ := st.Get(n.MAC); m.State {
+			case state.Done, state.Local:
+				succeed(n)
+			case state.Failed:
+				fail(n.MAC, "agent: "+m.Reason, m.Reason)
+			}
+		}
+		if chain != nil && len(decided) == len(nodes) {
+			break
+		}
+		select {
+		case <-changed:
+		case c := <-chainC:
+			chain = &c
+			if c.err != nil {
+				logf("deploy: %v", c.err)
+			}
+			if c.sum != nil {
+				for _, n := range c.sum.Nodes {
+					if mac := byAddr[n.Addr]; mac != "" {
+						sendState[mac], sendReason[mac] = n.State, n.Error
+					}
+				}
+			}
+			// A machine that went local before the chain said it failed
+			// goes back to PXE.
+			for _, n := range nodes {
+				mu.Lock()
+				wasOK := results[n.MAC].OK
+				mu.Unlock()
+				if wasOK && (c.sum == nil || sendState[n.MAC] != "done") {
+					delete(decided, n.MAC)
+				}
+			}
+			reportLimit = time.After(o.reportTimeout)
+		case <-reportLimit:
+			for _, n := range nodes {
+				if !decided[n.MAC] {
+					reason := fmt.Sprintf("agent did not report within %v", o.reportTimeout)
+					fail(n.MAC, reason, reason)
+				}
+			}
+		case <-ctx.Done():
+			for _, n := range nodes {
+				if !decided[n.MAC] {
+					fail(n.MAC, "interrupted", "deploy interrupted")
+				}
+			}
+			if chain == nil {
+				chain = &chainDone{err: ctx.Err()}
+				<-chainC
+			}
+		}
+	}
+	power.Wait()
+	return rebooted
 }
 
 // waitRegistered waits until want machines (all of macs when given)
@@ -404,10 +495,25 @@ func progressText(bytes, total int64, seconds float64) string {
 	if seconds > 0 {
 		rate = float64(bytes) / mib / seconds
 	}
+	if total > 0 && bytes >= total {
+		return fmt.Sprintf("all %d MiB sent in %.0f s, nodes finishing", total/mib, seconds)
+	}
 	if total > 0 {
 		return fmt.Sprintf("%d%% (%d of %d MiB, %.0f MiB/s)", bytes*100/total, bytes/mib, total/mib, rate)
 	}
 	return fmt.Sprintf("%d MiB (%.0f MiB/s)", bytes/mib, rate)
+}
+
+// syncWriter serializes writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 // tailBuffer keeps the last 4 KiB written to it.
@@ -427,32 +533,6 @@ func (t *tailBuffer) String() string { return string(t.b) }
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
-}
-
-// waitReports waits until no machine of nodes is cloning any more, or
-// until timeout.
-func waitReports(ctx context.Context, st *state.Store, nodes []state.Machine, timeout time.Duration) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		changed := st.Changed()
-		pending := 0
-		for _, n := range nodes {
-			if m, _ := st.Get(n.MAC); m.State == state.Cloning {
-				pending++
-			}
-		}
-		if pending == 0 {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
 }
 
 // shellQuote quotes s for sh.

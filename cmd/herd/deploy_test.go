@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,9 +146,97 @@ func TestPowerCommandQuotes(t *testing.T) {
 func TestProgressText(t *testing.T) {
 	assert.Equal(t, "50% (512 of 1024 MiB, 256 MiB/s)", progressText(512<<20, 1<<30, 2))
 	assert.Equal(t, "3 MiB (0 MiB/s)", progressText(3<<20, 0, 0))
+	assert.Equal(t, "all 1024 MiB sent in 9 s, nodes finishing", progressText(1<<30, 1<<30, 9))
 	var tb tailBuffer
 	tb.Write(bytes.Repeat([]byte("a"), 5000))
 	tb.Write([]byte("\nlast line\n"))
 	assert.Len(t, tb.String(), 4096)
 	assert.Equal(t, "last line", lastLine(tb.String()))
+}
+
+// TestDeployDecidesEachMachineAtOnce uses a stand-in for herd send that
+// holds its summary until the test lets it go: a machine whose agent
+// reports a verified copy is local before the chain ends (its agent
+// reboots right away), and a machine the chain then declares failed goes
+// back to PXE with the chain's reason.
+func TestDeployDecidesEachMachineAtOnce(t *testing.T) {
+	top := t.TempDir()
+	boot := filepath.Join(top, "boot")
+	require.NoError(t, os.MkdirAll(boot, 0o755))
+	statePath := filepath.Join(top, "state.json")
+	image := filepath.Join(top, "golden.img")
+	require.NoError(t, os.WriteFile(image, []byte("image"), 0o644))
+	release := filepath.Join(top, "release")
+	argsFile := filepath.Join(top, "args")
+	fake := filepath.Join(top, "fake-herd")
+	script := `#!/bin/sh
+echo "$@" > ` + argsFile + `
+echo '{"event":"progress","seconds":1,"total":5,"bytes":5,"nodes":[]}'
+while [ ! -e ` + release + ` ]; do sleep 0.05; done
+echo '{"event":"summary","ok":false,"nodes":[{"index":0,"addr":"127.0.0.1:7001","state":"done","error":""},{"index":1,"addr":"127.0.0.1:7002","state":"failed","error":"node 2 stopped acking"}]}'
+exit 1
+`
+	require.NoError(t, os.WriteFile(fake, []byte(script), 0o755))
+	port := freePorts(t, 1)[0]
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"deploy", "--dhcp", "off", "--server-ip", "127.0.0.1", "--http-port", fmt.Sprint(port), "--tftp-port", "0",
+			"--boot-dir", boot, "--state", statePath, "--nodes", "2", "--image", image, "--disk", "/dev/sdb", "--herd-bin", fake,
+			"--wait", "30s", "--report-timeout", "5s", "--linger", "0", "-q"}, strings.NewReader(""), &stdout, &stderr)
+	}()
+	waitHTTP(t, base)
+	require.Equal(t, 200, postAPI(t, base+"/api/v1/register", `{"mac":"52:54:00:00:00:01","ip":"127.0.0.1","port":7001,"session":"herd"}`))
+	require.Equal(t, 200, postAPI(t, base+"/api/v1/register", `{"mac":"52:54:00:00:00:02","ip":"127.0.0.1","port":7002,"session":"herd"}`))
+	require.True(t, waitFile(argsFile), "the chain did not start")
+	b, err := os.ReadFile(argsFile)
+	require.NoError(t, err)
+	assert.Equal(t, "send --to 127.0.0.1:7001,127.0.0.1:7002 --in "+image+" --out /dev/sdb --json\n", string(b), "chain in registration order")
+
+	require.Equal(t, 200, postAPI(t, base+"/api/v1/report", `{"mac":"52:54:00:00:00:01","ok":true,"bytes":5}`))
+	require.Equal(t, 200, postAPI(t, base+"/api/v1/report", `{"mac":"52:54:00:00:00:02","ok":true,"bytes":5}`))
+	ms := machinesAt(t, base)
+	require.Eventually(t, func() bool {
+		ms = machinesAt(t, base)
+		return len(ms) == 2 && ms[0].State == state.Local && ms[1].State == state.Local
+	}, 10*time.Second, 20*time.Millisecond, "verified machines must go local before the chain ends: %+v", ms)
+
+	require.NoError(t, os.WriteFile(release, nil, 0o644))
+	var code int
+	select {
+	case code = <-done:
+	case <-ctx.Done():
+		t.Fatalf("herd deploy did not finish: %s", stderr.String())
+	}
+	assert.Equal(t, ExitPartial, code, stderr.String())
+	assert.Regexp(t, `52:54:00:00:00:01\s+127\.0\.0\.1\s+ok\s+local`, stdout.String())
+	assert.Regexp(t, `52:54:00:00:00:02\s+127\.0\.0\.1\s+KO\s+failed\s+chain: node 2 stopped acking`, stdout.String())
+	st, err := state.Open(statePath)
+	require.NoError(t, err)
+	m, _ := st.Get("52:54:00:00:00:02")
+	assert.Equal(t, state.Failed, m.State, "back in PXE mode")
+	assert.Equal(t, "chain: node 2 stopped acking", m.Reason)
+}
+
+func waitFile(p string) bool {
+	for i := 0; i < 500; i++ {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+func machinesAt(t *testing.T, base string) []state.Machine {
+	t.Helper()
+	resp, err := http.Get(base + "/api/v1/machines")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var ms []state.Machine
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ms))
+	return ms
 }
