@@ -4,7 +4,6 @@ package blockdev_test
 
 import (
 	"bytes"
-	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -36,42 +35,6 @@ func ext4Image(t *testing.T) string {
 	p := writeFile(t, "ext4.img", img)
 	run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-d", d, p)
 	return p
-}
-
-// copyThrough copies src into a new file sink and returns the target path.
-func copyThrough(t *testing.T, src *blockdev.Source) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "copy.img")
-	s, err := blockdev.OpenSink(out, src.Size(), blockdev.SinkOptions{})
-	require.NoError(t, err)
-	buf := make([]byte, 1<<20)
-	for {
-		off, n, err := src.ReadChunk(buf)
-		if err == io.EOF {
-			break
-		}
-		require.NoError(t, err)
-		_, err = s.WriteAt(buf[:n], off)
-		require.NoError(t, err)
-	}
-	require.NoError(t, s.Sync())
-	require.NoError(t, s.Close())
-	return out
-}
-
-func complement(ext []blockdev.Extent, size int64) []blockdev.Extent {
-	var out []blockdev.Extent
-	pos := int64(0)
-	for _, e := range ext {
-		if e.Off > pos {
-			out = append(out, blockdev.Extent{Off: pos, Len: e.Off - pos})
-		}
-		pos = e.End()
-	}
-	if pos < size {
-		out = append(out, blockdev.Extent{Off: pos, Len: size - pos})
-	}
-	return out
 }
 
 func TestUsedOnlyExt4(t *testing.T) {
