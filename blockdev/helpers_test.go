@@ -150,4 +150,3 @@ func complement(ext []blockdev.Extent, size int64) []blockdev.Extent {
 	}
 	return out
 }
-
