@@ -1,0 +1,184 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/pxe/httpboot"
+)
+
+// fakeServer records the agent API calls it gets.
+type fakeServer struct {
+	mu         sync.Mutex
+	registers  []httpboot.RegisterRequest
+	reports    []httpboot.ReportRequest
+	failFirstN int
+}
+
+func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch r.URL.Path {
+	case httpboot.PathRegister:
+		var req httpboot.RegisterRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		f.registers = append(f.registers, req)
+		if len(f.registers) <= f.failFirstN {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(httpboot.Reply{Error: "not ready"})
+			return
+		}
+	case httpboot.PathReport:
+		var req httpboot.ReportRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		f.reports = append(f.reports, req)
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	json.NewEncoder(w).Encode(httpboot.Reply{OK: true})
+}
+
+type harness struct {
+	console bytes.Buffer
+	reboots int
+	recv    []string
+	keyFile string
+}
+
+// agentFor returns an Agent against server whose receive prints line
+// and exits with code.
+func (h *harness) agentFor(t *testing.T, server string, line string, code int) *Agent {
+	t.Helper()
+	return &Agent{
+		Config:  Config{Server: server, Session: "s1", Port: 9998, Method: "raw", Disk: "/dev/vda", Timeout: 2 * time.Second, Retries: 3, Key: []byte{0xab, 0xcd}},
+		Console: &h.console,
+		NetUp: func(ctx context.Context) (Lease, error) {
+			return Lease{Interface: "eth0", MAC: "52:54:00:00:00:01", IP: "10.0.0.5"}, nil
+		},
+		RecvCommand: func(ctx context.Context, args []string) *exec.Cmd {
+			h.recv = args
+			if i := indexOf(args, "--key-file"); i >= 0 {
+				b, _ := os.ReadFile(args[i+1])
+				h.keyFile = string(b)
+			}
+			return exec.CommandContext(ctx, "sh", "-c", `echo '{"event":"progress","bytes":1,"nodes":[]}'; echo "$0"; echo "recv says hi" >&2; exit $1`, line, strconv.Itoa(code))
+		},
+		Reboot:     func() error { h.reboots++; return nil },
+		RetryDelay: 10 * time.Millisecond,
+		TempDir:    t.TempDir(),
+	}
+}
+
+func indexOf(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+
+func TestAgentClonesReportsAndReboots(t *testing.T) {
+	fs := &fakeServer{failFirstN: 1}
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	h := &harness{}
+	a := h.agentFor(t, strings.TrimPrefix(srv.URL, "http://"), `{"event":"summary","ok":true,"bytes":4096,"nodes":[{"error":""}]}`, 0)
+	require.NoError(t, a.Run(context.Background()))
+
+	assert.Equal(t, 1, h.reboots)
+	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file"}, h.recv[:5])
+	assert.Equal(t, "abcd\n", h.keyFile, "the key reaches herd recv as a hex file")
+	require.Len(t, fs.registers, 2, "the first refused register is retried")
+	assert.Equal(t, httpboot.RegisterRequest{MAC: "52:54:00:00:00:01", IP: "10.0.0.5", Port: 9998, Session: "s1"}, fs.registers[1])
+	require.Len(t, fs.reports, 1)
+	assert.Equal(t, httpboot.ReportRequest{MAC: "52:54:00:00:00:01", OK: true, Bytes: 4096}, fs.reports[0])
+	out := h.console.String()
+	assert.Contains(t, out, "cannot reach herd server "+a.Config.Server+" (attempt 1/3)")
+	assert.Contains(t, out, "recv says hi", "herd recv's stderr goes to the console")
+	assert.Contains(t, out, "herd: clone verified (4096 bytes), rebooting")
+}
+
+func TestAgentReportsAFailedClone(t *testing.T) {
+	fs := &fakeServer{}
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	h := &harness{}
+	a := h.agentFor(t, strings.TrimPrefix(srv.URL, "http://"), `{"event":"summary","ok":false,"bytes":100,"nodes":[{"error":"digest mismatch"}]}`, 1)
+	err := a.Run(context.Background())
+	assert.ErrorIs(t, err, ErrCloneFailed)
+	assert.Equal(t, 1, h.reboots)
+	require.Len(t, fs.reports, 1)
+	assert.False(t, fs.reports[0].OK)
+	assert.Contains(t, fs.reports[0].Error, "digest mismatch")
+	assert.Contains(t, h.console.String(), "clone failed, rebooting")
+	assert.NotContains(t, h.console.String(), "clone verified")
+}
+
+func TestAgentRecvWithoutSummaryFails(t *testing.T) {
+	fs := &fakeServer{}
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	h := &harness{}
+	a := h.agentFor(t, strings.TrimPrefix(srv.URL, "http://"), `not json`, 3)
+	assert.ErrorIs(t, a.Run(context.Background()), ErrCloneFailed)
+	require.Len(t, fs.reports, 1)
+	assert.False(t, fs.reports[0].OK)
+}
+
+func TestAgentUnreachableServerRetriesThenReboots(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	l.Close() // nothing listens there any more
+	h := &harness{}
+	a := h.agentFor(t, addr, "", 0)
+	start := time.Now()
+	err = a.Run(context.Background())
+	assert.ErrorIs(t, err, ErrUnreachable)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	assert.Equal(t, 1, h.reboots)
+	assert.Nil(t, h.recv, "no receive without the server")
+	out := h.console.String()
+	for _, n := range []string{"1/3", "2/3", "3/3"} {
+		assert.Contains(t, out, "cannot reach herd server "+addr+" (attempt "+n+")")
+	}
+	assert.NotContains(t, out, "attempt 4/3")
+	assert.Contains(t, out, "giving up on herd server "+addr+" after 3 attempts, rebooting to try PXE again")
+}
+
+func TestAgentNoNetworkCountsAsAttempts(t *testing.T) {
+	h := &harness{}
+	a := h.agentFor(t, "10.255.255.1:80", "", 0)
+	calls := 0
+	a.NetUp = func(ctx context.Context) (Lease, error) { calls++; return Lease{}, context.DeadlineExceeded }
+	assert.ErrorIs(t, a.Run(context.Background()), ErrUnreachable)
+	assert.Equal(t, 3, calls)
+	assert.Equal(t, 1, h.reboots)
+	assert.Contains(t, h.console.String(), "no network, cannot reach herd server 10.255.255.1:80 (attempt 3/3)")
+}
+
+func TestAgentRefusesUnknownMethod(t *testing.T) {
+	h := &harness{}
+	a := h.agentFor(t, "127.0.0.1:1", "", 0)
+	a.Config.Method = "files"
+	err := a.Run(context.Background())
+	assert.ErrorContains(t, err, `method "files" is not supported`)
+	assert.Equal(t, 1, h.reboots)
+}

@@ -1,0 +1,91 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A line as pxe/bootcfg writes it, inside a real kernel command line.
+const sampleLine = "BOOT_IMAGE=vmlinuz initrd=initrd.img herd.server=10.0.0.1:8080 herd.session=lab herd.port=9100 herd.method=raw herd.disk=/dev/sda herd.key=00ff10 herd.timeout=30 herd.retries=5 console=ttyS0 quiet"
+
+func TestParseCmdline(t *testing.T) {
+	c, err := ParseCmdline(sampleLine)
+	require.NoError(t, err)
+	assert.Equal(t, Config{Server: "10.0.0.1:8080", Session: "lab", Port: 9100, Method: "raw", Disk: "/dev/sda",
+		Key: []byte{0, 0xff, 0x10}, Timeout: 30 * time.Second, Retries: 5}, c)
+}
+
+func TestParseCmdlineDefaults(t *testing.T) {
+	c, err := ParseCmdline("herd.server=[fd00::1]:80\n")
+	require.NoError(t, err)
+	assert.Equal(t, Config{Server: "[fd00::1]:80", Session: DefaultSession, Port: DefaultPort, Method: DefaultMethod,
+		Disk: DefaultDisk, Timeout: DefaultTimeout, Retries: DefaultRetries}, c)
+	c, err = ParseCmdline("herd.server=1.2.3.4:1 herd.retries=0 herd.retries=0")
+	require.NoError(t, err)
+	assert.Equal(t, 1, c.Retries, "zero retries still means one attempt")
+	c, err = ParseCmdline("herd.server=1.2.3.4:1 herd.session=a herd.session=b herd.unknown=1")
+	require.NoError(t, err)
+	assert.Equal(t, "b", c.Session, "the last value wins")
+}
+
+func TestParseCmdlineErrors(t *testing.T) {
+	for _, line := range []string{
+		"", "console=ttyS0", "herd.server=", "herd.server=host:80", "herd.server=1.2.3.4", "herd.server=1.2.3.4:0",
+		"herd.server=1.2.3.4:80 herd.port=70000", "herd.server=1.2.3.4:80 herd.port=x",
+		"herd.server=1.2.3.4:80 herd.key=xyz", "herd.server=1.2.3.4:80 herd.key=abc",
+		"herd.server=1.2.3.4:80 herd.timeout=0", "herd.server=1.2.3.4:80 herd.retries=-1",
+		"herd.server=1.2.3.4:80 herd.disk=/etc/passwd", "herd.server=1.2.3.4:80 herd.disk=/dev/../etc",
+		"herd.server=1.2.3.4:80 herd.method=RAW;", "herd.server=1.2.3.4:80 herd.session=",
+	} {
+		_, err := ParseCmdline(line)
+		assert.ErrorIs(t, err, ErrCmdline, "%q", line)
+	}
+	_, err := ParseCmdline("herd.server=1.2.3.4:80 herd.timeout=soon")
+	assert.ErrorContains(t, err, `herd.timeout="soon"`)
+}
+
+func FuzzParseCmdline(f *testing.F) {
+	f.Add(sampleLine)
+	f.Add("herd.server=10.0.0.1:8080")
+	f.Add("herd.server=[::1]:1 herd.key= herd.retries=1000")
+	f.Add("herd.disk=/dev/vda herd.server=x")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCmdline(s)
+		if err != nil {
+			return
+		}
+		if c.Server == "" || c.Retries < 1 || c.Timeout <= 0 || c.Port < 1 || c.Port > 65535 {
+			t.Fatalf("accepted invalid config %+v from %q", c, s)
+		}
+		if !strings.HasPrefix(c.Disk, "/dev/") || strings.ContainsAny(c.Session, " \t\n") {
+			t.Fatalf("unsafe value in %+v", c)
+		}
+	})
+}
+
+func TestParseSummary(t *testing.T) {
+	s, ok := ParseSummary([]byte(`{"event":"summary","ok":true,"seconds":1.5,"bytes":1048576,"nodes":[{"index":1,"addr":"","state":"done","bytes":1048576,"rate":0,"error":""}]}`))
+	require.True(t, ok)
+	assert.Equal(t, Summary{OK: true, Bytes: 1 << 20}, *s)
+	s, ok = ParseSummary([]byte(`{"event":"summary","ok":false,"bytes":10,"nodes":[{"error":"digest mismatch"}]}`))
+	require.True(t, ok)
+	assert.Equal(t, Summary{OK: false, Bytes: 10, Error: "digest mismatch"}, *s)
+	for _, l := range []string{`{"event":"progress","bytes":5,"nodes":[]}`, `{"event":"summary"}`, `garbage`, ``} {
+		_, ok = ParseSummary([]byte(l))
+		assert.False(t, ok, l)
+	}
+}
+
+func FuzzParseSummary(f *testing.F) {
+	f.Add([]byte(`{"event":"summary","ok":true,"bytes":1,"nodes":[]}`))
+	f.Add([]byte(`{"event":"progress"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if s, ok := ParseSummary(b); ok && s == nil {
+			t.Fatal("ok without a summary")
+		}
+	})
+}
