@@ -93,7 +93,6 @@ func indexOf(s []string, v string) int {
 	return -1
 }
 
-
 func TestAgentClonesReportsAndReboots(t *testing.T) {
 	fs := &fakeServer{failFirstN: 1}
 	srv := httptest.NewServer(fs)
