@@ -88,6 +88,16 @@ func (h *RunDigest) Sum() [32]byte {
 	return out
 }
 
+// DataSum returns D alone: the BLAKE3 of the run bytes in order, without
+// their offsets. It equals ring/core's item digest (which hashes the
+// payloads the same way and keeps the layout in a separate xxh3), so a
+// receiver can compare a read-back with the digest the chain carried.
+func (h *RunDigest) DataSum() [32]byte {
+	var out [32]byte
+	h.d.Sum(out[:0])
+	return out
+}
+
 // SumHex returns Sum in lower-case hexadecimal.
 func (h *RunDigest) SumHex() string {
 	s := h.Sum()
@@ -98,6 +108,16 @@ func (h *RunDigest) SumHex() string {
 // returns their RunDigest: what a receiver compares with the stream's
 // digest after writing (--verify).
 func ReadBackDigest(r io.ReaderAt, ext []Extent) ([32]byte, error) {
+	h, err := ReadBackRuns(r, ext)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return h.Sum(), nil
+}
+
+// ReadBackRuns is ReadBackDigest returning the RunDigest itself, for
+// callers that need DataSum too.
+func ReadBackRuns(r io.ReaderAt, ext []Extent) (*RunDigest, error) {
 	h := NewRunDigest()
 	buf := make([]byte, 1<<20)
 	for _, e := range ext {
@@ -108,15 +128,15 @@ func ReadBackDigest(r io.ReaderAt, ext []Extent) ([32]byte, error) {
 				if err == nil || err == io.EOF {
 					err = io.ErrUnexpectedEOF
 				}
-				return [32]byte{}, fmt.Errorf("read back at %d: %w", off+int64(m), err)
+				return nil, fmt.Errorf("read back at %d: %w", off+int64(m), err)
 			}
 			if err := h.Add(off, buf[:n]); err != nil {
-				return [32]byte{}, err
+				return nil, err
 			}
 			off += int64(n)
 		}
 	}
-	return h.Sum(), nil
+	return h, nil
 }
 
 // SourceDigest drains src and returns the RunDigest of everything it

@@ -5,6 +5,7 @@ import (
 
 	"github.com/herd-cluster/herd/blockdev"
 	"github.com/stretchr/testify/require"
+	"github.com/zeebo/blake3"
 )
 
 func digestOf(t *testing.T, runs ...any) [32]byte {
@@ -33,6 +34,8 @@ func TestRunDigestDefinition(t *testing.T) {
 	require.ErrorIs(t, h.Add(11, []byte("x")), blockdev.ErrOrder)
 	require.Equal(t, int64(3), h.Bytes())
 	require.Len(t, h.SumHex(), 64)
+	// DataSum is the plain BLAKE3 of the bytes (ring/core's item digest).
+	require.Equal(t, blake3.Sum256([]byte("abc")), h.DataSum())
 }
 
 func TestMergeGap(t *testing.T) {

@@ -330,15 +330,25 @@ func (s *FileSink) Written() []Extent {
 
 // ReadBack re-reads the written ranges from the target (after dropping
 // them from the page cache where the OS allows, so the bytes come from
-// the disk) and returns their RunDigest, to compare with the stream's
+// the disk) and returns their RunDigest Sum, to compare with the stream's
 // (--verify). Call it after Sync, preferably before Close: then it reads
 // through the descriptor it wrote with; after Close it reopens the path.
 func (s *FileSink) ReadBack() ([32]byte, error) {
+	h, err := s.ReadBackRuns()
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return h.Sum(), nil
+}
+
+// ReadBackRuns is ReadBack returning the RunDigest, whose DataSum
+// compares with ring's item digest.
+func (s *FileSink) ReadBackRuns() (*RunDigest, error) {
 	f := s.f
 	if s.closed {
 		var err error
 		if f, err = os.Open(s.name); err != nil {
-			return [32]byte{}, fmt.Errorf("read back %s: %w", s.name, err)
+			return nil, fmt.Errorf("read back %s: %w", s.name, err)
 		}
 		defer f.Close()
 	}
@@ -347,7 +357,7 @@ func (s *FileSink) ReadBack() ([32]byte, error) {
 	if s.size >= 0 {
 		end = s.size
 	}
-	return ReadBackDigest(io.NewSectionReader(f, s.base, end), s.Written())
+	return ReadBackRuns(io.NewSectionReader(f, s.base, end), s.Written())
 }
 
 func writeZeros(f *os.File, off, n int64) error {

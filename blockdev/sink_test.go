@@ -228,6 +228,9 @@ func TestReadBackDigest(t *testing.T) {
 	got, err := s.ReadBack()
 	require.NoError(t, err)
 	require.Equal(t, h.Sum(), got)
+	runs, err := s.ReadBackRuns()
+	require.NoError(t, err)
+	require.Equal(t, h.DataSum(), runs.DataSum())
 	// Corrupt one written byte: the read-back digest changes.
 	w := s.Written()
 	require.NotEmpty(t, w)
