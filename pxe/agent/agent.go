@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -211,7 +210,7 @@ func (a *Agent) receive(ctx context.Context) (*Summary, error) {
 	args := []string{"recv", "--listen", ":" + strconv.Itoa(c.Port), "--json"}
 	if c.Key != nil {
 		kf := filepath.Join(a.TempDir, "herd-session.key")
-		if err := os.WriteFile(kf, []byte(hex.EncodeToString(c.Key)+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(kf, c.Key, 0o600); err != nil {
 			return nil, fmt.Errorf("agent: write key file: %w", err)
 		}
 		defer os.Remove(kf)

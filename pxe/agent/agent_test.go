@@ -103,7 +103,7 @@ func TestAgentClonesReportsAndReboots(t *testing.T) {
 
 	assert.Equal(t, 1, h.reboots)
 	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file"}, h.recv[:5])
-	assert.Equal(t, "abcd\n", h.keyFile, "the key reaches herd recv as a hex file")
+	assert.Equal(t, "\xab\xcd", h.keyFile, "herd recv gets the key bytes the sender's key file holds (herd.key is their hex)")
 	require.Len(t, fs.registers, 2, "the first refused register is retried")
 	assert.Equal(t, httpboot.RegisterRequest{MAC: "52:54:00:00:00:01", IP: "10.0.0.5", Port: 9998, Session: "s1"}, fs.registers[1])
 	require.Len(t, fs.reports, 1)

@@ -36,7 +36,8 @@ type Config struct {
 	Method string
 	// Disk is the device the image is written to (herd.disk).
 	Disk string
-	// Key is the session key (herd.key, hex), nil when absent.
+	// Key is the session key (herd.key, hex of the bytes of the key
+	// file given to herd send/deploy), nil when absent.
 	Key []byte
 	// Timeout bounds each attempt to reach the server (herd.timeout,
 	// seconds).
