@@ -57,6 +57,7 @@ type Stats struct {
 	UsedBytes    int64  // bytes in the used/data map (or yielded, for streams)
 	YieldedBytes int64  // bytes handed out by ReadChunk so far
 	Method       string // how ranges were chosen: "raw", "sparse", "ext4", "fat16", "partclone:xfs", "zero-skip", "gzip"...
+	Note         string // why a used-block map was not used, when Method fell back to "zero-skip"
 }
 
 // String summarizes the counts for a final report, e.g.
@@ -235,7 +236,8 @@ func whole(size int64) []Extent {
 	return []Extent{{Off: 0, Len: size}}
 }
 
-// useMap narrows s.ext to the filesystem's used blocks.
+// useMap narrows s.ext to the filesystem's used blocks, or falls back to
+// zero skipping (with the reason in Stats.Note).
 func (s *Source) useMap(opts SourceOptions) error {
 	m, err := fsmap.Detect(s.ra, s.size)
 	if err == nil {
@@ -243,19 +245,19 @@ func (s *Source) useMap(opts SourceOptions) error {
 		s.st.Method = m.FS
 		return nil
 	}
-	if !errors.Is(err, fsmap.ErrUnknownFS) && !errors.Is(err, fsmap.ErrUnsupported) {
-		return fmt.Errorf("used-block map: %w", err)
+	// Whatever goes wrong with a map, skipping zeros is always safe.
+	if !errors.Is(err, fsmap.ErrUnknownFS) {
+		s.st.Note = err.Error()
 	}
 	if fs := fsmap.Probe(s.ra); fs != "" && opts.Partclone != "-" {
 		ext, err := partcloneMap(s.name, fs, opts)
 		if err == nil {
 			s.ext = fsmap.Intersect(s.ext, fsmap.Normalize(ext, s.size))
 			s.st.Method = "partclone:" + fs
+			s.st.Note = ""
 			return nil
 		}
-		if !errors.Is(err, exec.ErrNotFound) {
-			return fmt.Errorf("used-block map: %w", err)
-		}
+		s.st.Note = err.Error()
 	}
 	if s.zb == 0 {
 		s.zb = int64(opts.ZeroBlock)

@@ -123,6 +123,10 @@ func TestUsedOnlyPartcloneXFS(t *testing.T) {
 	// Without partclone: zero runs skipped, still a valid copy.
 	src2 := openSrc(t, p, blockdev.SourceOptions{UsedOnly: true, Partclone: "-"})
 	require.Equal(t, "zero-skip", src2.Stats().Method)
+	// A partclone directory without the tool: the fallback says why.
+	src3 := openSrc(t, p, blockdev.SourceOptions{UsedOnly: true, Partclone: t.TempDir()})
+	require.Equal(t, "zero-skip", src3.Stats().Method)
+	require.Contains(t, src3.Stats().Note, "partclone.xfs")
 	cp2 := copyThrough(t, src2)
 	require.Less(t, src2.Stats().YieldedBytes, int64(100<<20))
 	out, err = exec.Command("xfs_repair", "-n", "-f", cp2).CombinedOutput()
@@ -159,4 +163,15 @@ func TestSourceRefusesMountedRW(t *testing.T) {
 	s, err = blockdev.OpenSource(dev, blockdev.SourceOptions{UsedOnly: true})
 	require.NoError(t, err, "a read-only mount is a consistent source")
 	require.NoError(t, s.Close())
+}
+
+func TestUsedOnlyCorruptExtFallsBack(t *testing.T) {
+	data := readAll(t, ext4Image(t))
+	data[1024+0x18] = 40 // s_log_block_size: impossible
+	p := writeFile(t, "bad.img", data)
+	src := openSrc(t, p, blockdev.SourceOptions{UsedOnly: true, Partclone: "-"})
+	require.Equal(t, "zero-skip", src.Stats().Method)
+	require.Contains(t, src.Stats().Note, "corrupt")
+	cp := copyThrough(t, src)
+	require.True(t, bytes.Equal(data, readAll(t, cp)), "zero skipping loses nothing")
 }
