@@ -39,9 +39,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -133,12 +135,21 @@ func run(o options) error {
 	if err := harness.Available(); err != nil {
 		return fmt.Errorf("bench needs the harness (root): %w", err)
 	}
-	harness.HandleInterrupts()
 	work, err := os.MkdirTemp("/var/tmp", "herd-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
+	// Ctrl-C or SIGTERM: take the cluster down and remove the image.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigc
+		harness.CloseAll()
+		os.RemoveAll(work)
+		fmt.Fprintln(os.Stderr, "bench: interrupted, cluster removed")
+		os.Exit(130)
+	}()
 	if o.herd == "" {
 		o.herd = filepath.Join(work, "herd")
 		if out, err := exec.Command("go", "build", "-o", o.herd, "./cmd/herd").CombinedOutput(); err != nil {
