@@ -438,3 +438,21 @@ func TestAddTap(t *testing.T) {
 	require.NoError(t, c.Close())
 	assert.Error(t, exec.Command("ip", "link", "show", "dev", tap).Run(), "tap must not fall back to the host")
 }
+
+func TestDestroyBrokenCluster(t *testing.T) {
+	if err := harness.Available(); err != nil {
+		t.Skipf("harness unavailable: %v", err)
+	}
+	name := fmt.Sprintf("b%d", os.Getpid())
+	c, err := harness.New(t.Context(), harness.Config{Name: name, Nodes: 2, Persistent: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = harness.Destroy(name) })
+	work := c.WorkDir()
+	// Half broken: node2's network namespace vanished (as after a reboot).
+	require.NoError(t, exec.Command("ip", "netns", "delete", harness.Prefix+name+"-node2").Run())
+	_, err = harness.Open(name)
+	require.ErrorIs(t, err, harness.ErrBadState)
+	require.NoError(t, harness.Destroy(name))
+	assert.Empty(t, leftovers(name, work))
+	assert.ErrorIs(t, harness.Destroy(name), harness.ErrNotFound)
+}
