@@ -1,10 +1,21 @@
 package pxee2e
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/herd-cluster/herd/pxe/httpboot"
 )
 
 // expect waits for s on vm's console after the previous match.
@@ -38,5 +49,62 @@ var _ = Describe("the agent's initramfs booted by QEMU", func() {
 		expectLine(vm, "herd: initramfs up", 60*time.Second)
 		expectLine(vm, "cannot reach herd server 10.79.0.1:8080 (attempt 1/3)", 60*time.Second)
 		Expect(vm.Count("(attempt 4/3)")).To(BeZero())
+	})
+})
+
+var _ = Describe("the agent in QEMU receiving a disk image", func() {
+	It("registers, gets the image from herd send, writes and verifies the disk, reports and reboots", func() {
+		dir := GinkgoT().TempDir()
+		const size = 24 << 20
+		golden := filepath.Join(dir, "golden.img")
+		img := make([]byte, size)
+		rng := rand.New(rand.NewPCG(7, uint64(os.Getpid())))
+		for i := 0; i < size; i += 4096 {
+			if i%(1<<20) < 3<<18 { // three quarters data, one quarter zeros
+				for j := i; j < i+4096; j += 8 {
+					binary.LittleEndian.PutUint64(img[j:], rng.Uint64())
+				}
+			}
+		}
+		Expect(os.WriteFile(golden, img, 0o644)).To(Succeed())
+		disk := filepath.Join(dir, "disk.img")
+		Expect(os.WriteFile(disk, nil, 0o644)).To(Succeed())
+		Expect(os.Truncate(disk, 64<<20)).To(Succeed())
+		key := []byte("e2e-session-key-0123456789abcdef")
+		keyFile := filepath.Join(dir, "key")
+		Expect(os.WriteFile(keyFile, key, 0o600)).To(Succeed())
+
+		l := newLAN()
+		l.startDHCP()
+		api := l.startAPI(8080)
+		vm := l.startVM("clone", disk, "console=ttyS0 quiet herd.server=10.79.0.1:8080 herd.session=e2e herd.port=9998 herd.method=raw herd.disk=/dev/vda herd.key="+hex.EncodeToString(key)+" herd.timeout=10 herd.retries=5")
+
+		var reg httpboot.RegisterRequest
+		Eventually(api.reg, 90*time.Second).Should(Receive(&reg), "no registration; console:\n%s", vm.Console())
+		Expect(reg.Session).To(Equal("e2e"))
+		Expect(reg.Port).To(Equal(9998))
+		Expect(net.ParseIP(reg.IP).To4()).NotTo(BeNil())
+		Expect(reg.MAC).To(HavePrefix("52:54:00:"))
+		expectLine(vm, "herd: registered with 10.79.0.1:8080", 10*time.Second)
+
+		send := exec.Command("ip", "netns", "exec", l.ns, herdBin, "send", "--to", reg.IP+":9998", "--in", golden, "--out", "/dev/vda", "--key-file", keyFile, "--json", "--connect-timeout", "30s")
+		var out, errb bytes.Buffer
+		send.Stdout, send.Stderr = &out, &errb
+		start := time.Now()
+		Expect(send.Run()).To(Succeed(), "herd send: %s\n%s\nconsole:\n%s", out.String(), errb.String(), vm.Console())
+		GinkgoWriter.Printf("herd send to the VM took %.1fs\n", time.Since(start).Seconds())
+		Expect(out.String()).To(ContainSubstring(`"event":"summary","ok":true`))
+
+		var rep httpboot.ReportRequest
+		Eventually(api.rep, 60*time.Second).Should(Receive(&rep), "no report; console:\n%s", vm.Console())
+		Expect(rep).To(Equal(httpboot.ReportRequest{MAC: reg.MAC, OK: true, Bytes: size}))
+		expectLine(vm, "herd: clone verified (", 30*time.Second)
+		expectLine(vm, "reboot: Restarting system", 30*time.Second)
+		vm.Kill()
+
+		got, err := os.ReadFile(disk)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sha256.Sum256(got[:size])).To(Equal(sha256.Sum256(img)), "the VM's disk holds the golden image")
+		Expect(bytes.Count(got[size:], []byte{0})).To(Equal(len(got)-size), "nothing written past the image")
 	})
 })

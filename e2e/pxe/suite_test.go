@@ -2,18 +2,26 @@ package pxee2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/vishvananda/netns"
+
+	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/qemu"
 )
 
@@ -128,4 +136,67 @@ func run(name string, args ...string) {
 	GinkgoHelper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), "%s %s: %s", name, strings.Join(args, " "), out)
+}
+
+// listenIn opens a TCP listener inside the named namespace (the socket
+// stays there after this thread goes back to the test's namespace).
+func listenIn(ns, addr string) net.Listener {
+	GinkgoHelper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	Expect(err).NotTo(HaveOccurred())
+	defer orig.Close()
+	h, err := netns.GetFromName(ns)
+	Expect(err).NotTo(HaveOccurred())
+	defer h.Close()
+	Expect(netns.Set(h)).To(Succeed())
+	l, lerr := net.Listen("tcp", addr)
+	Expect(netns.Set(orig)).To(Succeed())
+	Expect(lerr).NotTo(HaveOccurred())
+	DeferCleanup(func() { l.Close() })
+	return l
+}
+
+// apiServer is a stand-in for herd's agent API (register and report),
+// recording what agents send.
+type apiServer struct {
+	mu        sync.Mutex
+	registers []httpboot.RegisterRequest
+	reports   []httpboot.ReportRequest
+	reg       chan httpboot.RegisterRequest
+	rep       chan httpboot.ReportRequest
+}
+
+func (l *lan) startAPI(port int) *apiServer {
+	a := &apiServer{reg: make(chan httpboot.RegisterRequest, 16), rep: make(chan httpboot.ReportRequest, 16)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+httpboot.PathRegister, func(w http.ResponseWriter, r *http.Request) {
+		var req httpboot.RegisterRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		a.mu.Lock()
+		a.registers = append(a.registers, req)
+		a.mu.Unlock()
+		a.reg <- req
+		json.NewEncoder(w).Encode(httpboot.Reply{OK: true})
+	})
+	mux.HandleFunc("POST "+httpboot.PathReport, func(w http.ResponseWriter, r *http.Request) {
+		var req httpboot.ReportRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		a.mu.Lock()
+		a.reports = append(a.reports, req)
+		a.mu.Unlock()
+		a.rep <- req
+		json.NewEncoder(w).Encode(httpboot.Reply{OK: true})
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(listenIn(l.ns, fmt.Sprintf("%s:%d", l.ip, port)))
+	DeferCleanup(srv.Close)
+	return a
 }
