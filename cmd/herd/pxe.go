@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -51,7 +52,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.StringVarP(&p.dns, "dns", "s", "", "comma-separated DNS servers handed out in server mode")
 	f.DurationVar(&p.lease, "lease", time.Hour, "DHCP lease time")
 	f.StringVar(&p.bootDir, "boot-dir", "", "boot folder: first stages, kernel, initramfs (nothing outside it is served)")
-	f.StringVar(&p.statePath, "state", "", "machine state file (default BOOT-DIR/../herd-machines.json)")
+	f.StringVar(&p.statePath, "state", "", "machine state file (default: herd-machines.json beside the boot folder)")
 	f.IntVar(&p.httpPort, "http-port", 8080, "HTTP port (kernels, initramfs, iPXE scripts, agent API)")
 	f.StringVarP(&p.tftpServer, "tftp-server", "t", "", "TFTP server handed out for the first stage, like clone_script -t (default: this server)")
 	f.IntVar(&p.tftpPort, "tftp-port", 69, "TFTP port (first stage); 0 disables TFTP")
@@ -117,7 +118,7 @@ func (p *pxeFlags) options(logf func(string, ...any)) (pxe.Options, error) {
 			Timeout: p.agentTimeout, Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs},
 	}
 	if o.StatePath == "" {
-		o.StatePath = strings.TrimRight(p.bootDir, "/") + "/../herd-machines.json"
+		o.StatePath = filepath.Join(filepath.Dir(filepath.Clean(p.bootDir)), "herd-machines.json")
 	}
 	if p.tftpPort == 0 {
 		o.TFTPPort = -1
