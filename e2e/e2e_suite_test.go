@@ -24,6 +24,11 @@ var _ = BeforeSuite(func() {
 	if err := harness.Available(); err != nil {
 		Skip("end-to-end suites need root, nsenter and loop devices: " + err.Error())
 	}
+	for _, tool := range []string{"gzip", "tar", "sha256sum"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			Skip(tool + " not installed (make deps installs it)")
+		}
+	}
 	dir, err := os.MkdirTemp("", "herd-e2e-bin-")
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(os.RemoveAll, dir)

@@ -29,6 +29,16 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// needTools skips the test when a command it runs is not installed.
+func needTools(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("%s not installed (make deps installs it)", n)
+		}
+	}
+}
+
 // helper runs the test binary as a helper role inside node n.
 func helper(t *testing.T, n *harness.Node, role string, args ...string) *harness.Proc {
 	t.Helper()
@@ -50,6 +60,7 @@ func waitOK(t *testing.T, p *harness.Proc) string {
 }
 
 func TestNodesHaveOwnDiskAtSamePath(t *testing.T) {
+	needTools(t, "blockdev", "dd")
 	c := harness.NewT(t, harness.Config{Nodes: 3, DiskSize: 8 << 20})
 	ctx := t.Context()
 	for _, n := range c.Nodes() {
@@ -84,6 +95,7 @@ func TestNodesHaveOwnDiskAtSamePath(t *testing.T) {
 }
 
 func TestAddressesAndReachability(t *testing.T) {
+	needTools(t, "ip")
 	c := harness.NewT(t, harness.Config{Nodes: 2})
 	ctx := t.Context()
 	assert.Equal(t, "10.99.0.1", c.Golden().Addr().String())
@@ -183,6 +195,7 @@ func dialOK(n *harness.Node, addr string) bool {
 }
 
 func TestCutAndRestore(t *testing.T) {
+	needTools(t, "ping", "bash", "timeout")
 	c := harness.NewT(t, harness.Config{Nodes: 2})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	addr := net.JoinHostPort(n1.Addr().String(), "7020")
@@ -246,6 +259,7 @@ func TestFreezeThawKill(t *testing.T) {
 }
 
 func TestSlowDisk(t *testing.T) {
+	needTools(t, "dd")
 	c := harness.NewT(t, harness.Config{Nodes: 1, DiskSize: 16 << 20})
 	n1 := c.Nodes()[0]
 	write := func() time.Duration {
@@ -293,6 +307,7 @@ func pidAlive(pid int) bool {
 }
 
 func TestCloseRemovesEverything(t *testing.T) {
+	needTools(t, "ip")
 	if err := harness.Available(); err != nil {
 		t.Skipf("harness unavailable: %v", err)
 	}
@@ -422,6 +437,7 @@ func TestBadConfig(t *testing.T) {
 }
 
 func TestAddTap(t *testing.T) {
+	needTools(t, "ip")
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skipf("no /dev/net/tun: %v", err)
 	}
@@ -440,6 +456,7 @@ func TestAddTap(t *testing.T) {
 }
 
 func TestDestroyBrokenCluster(t *testing.T) {
+	needTools(t, "ip")
 	if err := harness.Available(); err != nil {
 		t.Skipf("harness unavailable: %v", err)
 	}

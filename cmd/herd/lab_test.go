@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -29,6 +30,11 @@ func TestLabUsageErrors(t *testing.T) {
 func TestLabUpExecStatusDown(t *testing.T) {
 	if err := harness.Available(); err != nil {
 		t.Skipf("lab needs the harness: %v", err)
+	}
+	for _, tool := range []string{"ip", "ping", "tc", "blockdev"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (make deps installs it)", tool)
+		}
 	}
 	name := fmt.Sprintf("labt%d", os.Getpid())
 	t.Cleanup(func() { _ = harness.Destroy(name) })
