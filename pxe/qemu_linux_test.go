@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
 	"github.com/herd-cluster/herd/pxe/dhcp"
 	"github.com/herd-cluster/herd/pxe/state"
 )
@@ -181,4 +183,59 @@ func TestPXELinuxInQEMU(t *testing.T) {
 	require.True(t, ok, "LOCALBOOT did not reach the disk\nserver:\n%s\nconsole:\n%s", logs.text(), console())
 	assert.Equal(t, 2, strings.Count(logs.text(), "got "+cfgName), "the config was asked again")
 	assert.Equal(t, before, strings.Count(logs.text(), "got vmlinuz"), "a local machine must not load the agent")
+}
+
+// plainDHCP answers like a production DHCP server that knows nothing of
+// PXE: addresses only. It runs until the test ends.
+func plainDHCP(t *testing.T, ns, iface string) {
+	t.Helper()
+	var conn net.PacketConn
+	require.NoError(t, in(ns, func() error {
+		var err error
+		conn, err = ListenDHCP(iface, dhcp.ServerPort)
+		return err
+	}))
+	t.Cleanup(func() { conn.Close() })
+	cfg := &dhcp.Config{Mode: dhcp.ModeServer, ServerIP: net.IPv4(10, 78, 0, 254).To4(), Start: net.IPv4(10, 78, 0, 50).To4(),
+		End: net.IPv4(10, 78, 0, 60).To4(), Netmask: net.CIDRMask(24, 32)} // no boot files at all
+	pool := dhcp.NewPool(cfg.Start, cfg.End)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			req, err := dhcpv4.FromBytes(buf[:n])
+			if err != nil {
+				continue
+			}
+			if reply, err := dhcp.Handle(cfg, pool, req, dhcp.ServerPort); err == nil {
+				conn.WriteTo(reply.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: dhcp.ClientPort})
+			}
+		}
+	}()
+}
+
+// TestProxyDHCPWithIPXEInQEMU: a production DHCP server hands out the
+// address, herd answers as proxyDHCP only, and a real iPXE boots the
+// agent's kernel from herd.
+func TestProxyDHCPWithIPXEInQEMU(t *testing.T) {
+	requireQEMU(t)
+	ns, tap := qemuNetns(t)
+	sh(t, "ip", "-n", ns, "addr", "add", "10.78.0.254/24", "dev", tap) // the production server's address
+	dir, top := bootFolder(t)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "initrd.img"), []byte("initrd"), 0o644))
+	plainDHCP(t, ns, tap)
+	logs := &logSink{}
+	startIn(t, ns, Options{
+		Interface: tap, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
+		DHCP: dhcp.ModeProxy, BootDir: dir, StatePath: filepath.Join(top, "m.json"), RA: true, Logf: logs.logf,
+	})
+	const mac = "52:54:00:aa:bb:05"
+	console, _ := bootVM(t, ns, tap, mac)
+	ok := waitFor(90*time.Second, func() bool { return strings.Contains(logs.text(), "got initrd.img") })
+	require.True(t, ok, "iPXE did not boot through proxyDHCP\nserver:\n%s\nconsole:\n%s", logs.text(), console())
+	assert.Contains(t, console(), "10.78.0.5", "the address came from the production server's range")
+	assert.Contains(t, logs.text(), "OFFER to "+mac+" ip=0.0.0.0", "herd offered no address")
 }
