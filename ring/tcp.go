@@ -367,6 +367,12 @@ func (l *loop) handle(ev core.Event) (string, bool) {
 		return "", false // from a replaced upstream connection
 	}
 	ev.Now = l.now()
+	switch ev.Kind {
+	case core.EvDownFailed:
+		l.logf("ring: connection to node %d ended: %s", ev.Index, ev.Err)
+	case core.EvUpClosed:
+		l.logf("ring: upstream connection closed: %s", ev.Err)
+	}
 	return l.perform(l.step(ev))
 }
 
