@@ -52,10 +52,16 @@ every agent's report, switches each verified machine to local boot, reboots it
 with --power-cmd and prints the ok/ko list. A machine that failed stays in PXE
 mode with its reason in the state file.
 
---power-cmd is run by sh -c once per verified machine after {mac}, {ip} and
-{name} are replaced (shell-quoted), e.g.
+Each machine is decided as soon as its agent reports: a verified one goes to
+local boot at once (the agent reboots by itself right after reporting), then
+--power-cmd is run by sh -c with {mac}, {ip} and {name} replaced (shell-quoted;
+{name} is the MAC with dashes when the machine has no name), e.g.
   --power-cmd 'ipmitool -I lanplus -H {name}-bmc -U admin -P secret power reset'
-Without it the machines are switched to local boot but not rebooted.` + exitHelp,
+  --power-cmd 'echo system_reset | socat - UNIX-CONNECT:/run/vm/{name}.mon'
+Without it the machines are switched to local boot and reboot on their own.
+--linger keeps DHCP, TFTP and HTTP up after the reboots so that the machines
+get their local-boot answer.
+` + exitHelp,
 		Example: `  herd deploy -i eth1 -n 10.0.1 --boot-dir /srv/herd/boot --nodes 8 --image golden.img.zst --disk /dev/sda
   herd deploy -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --macs 52:54:00:00:00:01,52:54:00:00:00:02 --image golden.img --disk /dev/vda --power-cmd 'virsh reset {name}'`,
 		Args: cobra.NoArgs,
@@ -197,8 +203,14 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 
 	// 2. Run the chain; decide each machine as soon as what it needs is known.
 	rebooted := superviseChain(ctx, o, st, nodes, addrs, byAddr, results, stderr, logf)
-	if rebooted > 0 && o.linger > 0 {
-		logf("deploy: serving %v more so the rebooted machines boot locally", o.linger)
+	wentLocal := 0
+	for _, r := range results {
+		if r.OK {
+			wentLocal++
+		}
+	}
+	if wentLocal > 0 && o.linger > 0 {
+		logf("deploy: serving %v more so the %d rebooting machine(s) (%d power cycled) boot locally", o.linger, wentLocal, rebooted)
 		select {
 		case <-time.After(o.linger):
 		case <-ctx.Done():
