@@ -72,25 +72,32 @@ func newLab(t *testing.T) *lab {
 }
 
 // in runs f on a thread switched into the namespace ns. Sockets f opens
-// stay in ns after the thread switches back.
+// stay in ns after the thread switches back. A thread that cannot switch
+// back stays locked, so the runtime discards it instead of reusing it.
 func in(ns string, f func() error) error {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
+		runtime.UnlockOSThread()
 		return err
 	}
 	defer orig.Close()
 	h, err := netns.GetFromName(ns)
 	if err != nil {
+		runtime.UnlockOSThread()
 		return fmt.Errorf("netns %s: %w", ns, err)
 	}
 	defer h.Close()
 	if err := netns.Set(h); err != nil {
+		runtime.UnlockOSThread()
 		return err
 	}
-	defer netns.Set(orig)
-	return f()
+	ferr := f()
+	if err := netns.Set(orig); err != nil {
+		return fmt.Errorf("return from netns %s: %w", ns, err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
 }
 
 // dialer returns a DialContext that connects from inside ns.
