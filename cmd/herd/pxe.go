@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -207,7 +208,7 @@ func newPXECmd() *cobra.Command {
 		Use:   "pxe",
 		Short: "PXE services: DHCP (server or proxy), TFTP, HTTP boot and per-machine boot state",
 	}
-	cmd.AddCommand(newPXEServeCmd(), newPXEListCmd(), newPXEMenuCmd(), newPXEInitCmd())
+	cmd.AddCommand(newPXEServeCmd(), newPXEListCmd(), newPXESetCmd(), newPXEMenuCmd(), newPXEInitCmd())
 	return cmd
 }
 
@@ -391,4 +392,71 @@ file already there. Put the agent's kernel (vmlinuz) and initramfs
 	}
 	cmd.Flags().StringVar(&dir, "boot-dir", "", "boot folder to fill")
 	return cmd
+}
+
+func newPXESetCmd() *cobra.Command {
+	var statePath, server, reason string
+	cmd := &cobra.Command{
+		Use:   "set MAC STATE (--server http://IP:PORT | --state FILE)",
+		Short: "Force a machine's boot state: new (clone it again), local (boot its disk), failed, ...",
+		Long: `Set overrides the boot state of one machine. With --server it asks the running
+herd pxe server; with --state it edits the state file of a stopped server (a
+running server would overwrite the change).
+
+States: new, cloning, done, local, failed.`,
+		Example: `  herd pxe set --server http://10.0.1.21:8080 52:54:00:12:34:56 new
+  herd pxe set --state /srv/herd/herd-machines.json 52:54:00:12:34:56 local`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mac, err := state.NormalizeMAC(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			p := state.Phase(args[1])
+			if !p.Valid() {
+				return usagef("state %q: want new, cloning, done, local or failed", args[1])
+			}
+			switch {
+			case server != "":
+				return postSet(cmd.Context(), server, mac, httpboot.SetRequest{State: p, Reason: reason})
+			case statePath != "":
+				st, err := state.Open(statePath)
+				if err != nil {
+					return err
+				}
+				_, err = st.Set(mac, p, reason)
+				return err
+			default:
+				return usagef("give --server URL or --state FILE")
+			}
+		},
+	}
+	cmd.Flags().StringVar(&statePath, "state", "", "state file of a stopped server")
+	cmd.Flags().StringVar(&server, "server", "", "running herd pxe server, http://IP:PORT")
+	cmd.Flags().StringVar(&reason, "reason", "", "reason, kept with state failed")
+	return cmd
+}
+
+// postSet asks a running server to set the state of mac.
+func postSet(ctx context.Context, server, mac string, body httpboot.SetRequest) error {
+	url := strings.TrimRight(server, "/") + httpboot.PathMachines + "/" + mac
+	if !strings.Contains(server, "://") {
+		url = "http://" + url
+	}
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		return usagef("--server %q: %v", server, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("ask %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	var r httpboot.Reply
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || !r.OK {
+		return fmt.Errorf("ask %s: %s %s", url, resp.Status, r.Error)
+	}
+	return nil
 }

@@ -89,6 +89,17 @@ func TestPXEServeAndList(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Regexp(t, `52:54:00:00:00:01\s+cloning\s+10\.0\.0\.9`, out)
 
+	code, _, errOut = runHerd(t, "pxe", "set", "--server", base, "52-54-00-00-00-01", "local")
+	require.Equal(t, 0, code, errOut)
+	code, _, errOut = runHerd(t, "pxe", "set", "--server", base, "52-54-00-00-00-01", "zombie")
+	assert.Equal(t, ExitUsage, code, errOut)
+	resp, err = http.Get(base + "/ipxe/52-54-00-00-00-01")
+	require.NoError(t, err)
+	script.Reset()
+	script.ReadFrom(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, script.String(), "sanboot", "set local over the API changes the boot answer")
+
 	cancel()
 	select {
 	case code := <-done:
@@ -101,7 +112,14 @@ func TestPXEServeAndList(t *testing.T) {
 	var ms []state.Machine
 	require.NoError(t, json.Unmarshal([]byte(out), &ms))
 	require.Len(t, ms, 1)
-	assert.Equal(t, state.Cloning, ms[0].State)
+	assert.Equal(t, state.Local, ms[0].State)
+
+	// Offline edit of the stopped server's file.
+	code, _, errOut = runHerd(t, "pxe", "set", "--state", statePath, "52:54:00:00:00:01", "failed", "--reason", "disk replaced")
+	require.Equal(t, 0, code, errOut)
+	code, out, _ = runHerd(t, "pxe", "list", "--state", statePath)
+	require.Equal(t, 0, code)
+	assert.Regexp(t, `52:54:00:00:00:01\s+failed\s+.*disk replaced`, out)
 }
 
 func waitHTTP(t *testing.T, base string) {

@@ -7,6 +7,7 @@
 //	POST /api/v1/register  {"mac":"52:54:00:..","ip":"10.0.0.5","port":9998,"session":"lab"} → {"ok":true}
 //	POST /api/v1/report    {"mac":"..","ok":true,"error":"","bytes":N}                     → {"ok":true}
 //	GET  /api/v1/machines  → [{"mac":..,"state":..,"ip":..,"reason":..,"updated":..}, ...]
+//	POST /api/v1/machines/{mac}  {"state":"local","reason":""} → {"ok":true} (operator override)
 //
 // Usage:
 //
@@ -58,6 +59,13 @@ type ReportRequest struct {
 	Bytes int64  `json:"bytes"`
 }
 
+// SetRequest is the body of POST /api/v1/machines/{mac}: an operator
+// forcing a machine's state (for example back to new to clone it again).
+type SetRequest struct {
+	State  state.Phase `json:"state"`
+	Reason string      `json:"reason"`
+}
+
 // Reply is the body of every API answer; Error is set when OK is false.
 type Reply struct {
 	OK    bool   `json:"ok"`
@@ -104,6 +112,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+PathRegister, s.register)
 	mux.HandleFunc("POST "+PathReport, s.report)
 	mux.HandleFunc("GET "+PathMachines, s.machines)
+	mux.HandleFunc("POST "+PathMachines+"/{mac}", s.set)
 	mux.HandleFunc("GET "+PathChain, s.chain)
 	mux.HandleFunc("GET "+PathIPXE+"{mac}", s.ipxe)
 	mux.HandleFunc("GET /", s.file)
@@ -237,6 +246,26 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) machines(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.Store.List())
+}
+
+func (s *Server) set(w http.ResponseWriter, r *http.Request) {
+	var req SetRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, http.StatusBadRequest, "set: bad body: %v", err)
+		return
+	}
+	mac, err := state.NormalizeMAC(r.PathValue("mac"))
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, "set: %v", err)
+		return
+	}
+	m, err := s.Store.Set(mac, req.State, req.Reason)
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, "set: %v", err)
+		return
+	}
+	s.logf("http: %s set to %s by %s", m.MAC, m.State, remoteIP(r))
+	writeJSON(w, http.StatusOK, Reply{OK: true})
 }
 
 func (s *Server) base(r *http.Request) string {

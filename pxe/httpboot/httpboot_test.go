@@ -108,6 +108,23 @@ func TestRegisterReportRoundTrip(t *testing.T) {
 	assert.Equal(t, state.Failed, m.State)
 }
 
+func TestOperatorSet(t *testing.T) {
+	ts, _, _ := setup(t, nil)
+	code, r := post(t, ts.URL+PathMachines+"/52-54-00-aa-00-07", `{"state":"local"}`)
+	require.Equal(t, http.StatusOK, code, r.Error)
+	ms := machines(t, ts.URL)
+	require.Len(t, ms, 1)
+	assert.Equal(t, "52:54:00:aa:00:07", ms[0].MAC)
+	assert.Equal(t, state.Local, ms[0].State)
+	_, body := get(t, ts.URL+PathIPXE+"52:54:00:aa:00:07")
+	assert.Equal(t, bootcfg.IPXELocal(), body)
+
+	code, _ = post(t, ts.URL+PathMachines+"/52-54-00-aa-00-07", `{"state":"zombie"}`)
+	assert.Equal(t, http.StatusBadRequest, code)
+	code, _ = post(t, ts.URL+PathMachines+"/nope", `{"state":"new"}`)
+	assert.Equal(t, http.StatusBadRequest, code)
+}
+
 func TestRegisterRefusals(t *testing.T) {
 	ts, _, _ := setup(t, func(s *Server) {
 		s.Allow = func(mac string) bool { return mac == "52:54:00:aa:00:01" }
