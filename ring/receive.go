@@ -130,7 +130,8 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 	var mu sync.Mutex
 	var session *wire.SessionID
 	var ourIndex uint32
-	var acceptWG sync.WaitGroup
+	handshaking := map[net.Conn]bool{} // under mu
+	var acceptWG, hsWG sync.WaitGroup
 	acceptWG.Add(1)
 	go func() {
 		defer acceptWG.Done()
@@ -151,7 +152,17 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 				}
 				return
 			}
+			mu.Lock()
+			handshaking[conn] = true
+			mu.Unlock()
+			hsWG.Add(1)
 			go func() {
+				defer hsWG.Done()
+				defer func() {
+					mu.Lock()
+					delete(handshaking, conn)
+					mu.Unlock()
+				}()
 				hello, br, err := downHandshake(conn, cfg.Key, helloTimeout, func(h *wire.Hello) string {
 					mu.Lock()
 					defer mu.Unlock()
@@ -166,7 +177,9 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 					return ""
 				})
 				if err != nil {
-					logf("ring: ignoring connection from %s: %v", conn.RemoteAddr(), err)
+					if ctx.Err() == nil {
+						logf("ring: ignoring connection from %s: %v", conn.RemoteAddr(), err)
+					}
 					conn.Close()
 					return
 				}
@@ -184,6 +197,13 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 			_ = dl.SetDeadline(time.Now())
 			acceptWG.Wait()
 			_ = dl.SetDeadline(time.Time{})
+			// No handshake may outlive us.
+			mu.Lock()
+			for c := range handshaking {
+				c.Close()
+			}
+			mu.Unlock()
+			hsWG.Wait()
 		}
 	}()
 
