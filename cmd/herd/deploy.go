@@ -195,7 +195,11 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	addrs := make([]string, len(nodes))
 	byAddr := map[string]string{}
 	for i, m := range nodes {
-		addrs[i] = net.JoinHostPort(m.IP, strconv.Itoa(m.Port))
+		port := m.Port
+		if port == 0 {
+			port = o.pxe.agentPort
+		}
+		addrs[i] = net.JoinHostPort(m.IP, strconv.Itoa(port))
 		byAddr[addrs[i]] = m.MAC
 		results[m.MAC] = &deployResult{MAC: m.MAC, Name: m.Name, IP: m.IP, State: string(state.Cloning)}
 	}
