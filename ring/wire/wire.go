@@ -1,6 +1,22 @@
 // Package wire encodes and decodes the frames of the herd chain protocol.
 // It is pure: no sockets, no files. Every frame is an 8-byte header (magic
-// "hd", type, flags, little-endian body length) followed by the body.
+// "hd", type, flags (zero), little-endian body length) followed by the body.
+//
+// A hop (one TCP connection from a node to the next) goes:
+//
+//	up → down   Hello      session id, the receiver's index, a nonce
+//	down → up   Challenge  its nonce, keyed-BLAKE3 MAC of both nonces (role "down")
+//	up → down   Proof      MAC of both nonces (role "up"); the key never travels
+//	down → up   Ack        acceptance (or Reject with a reason)
+//	down → up   Resume     stream frames it already has, and whether it has the manifest
+//	up → down   Manifest   (unless it has it) chain and items
+//	up → down   Data…, ItemEnd per item, End    stream frames, forwarded verbatim
+//	down → up   Ack…       statuses of this node and the nodes after it
+//
+// Data frames carry the session id, the item index, a global chunk number
+// and the offset, with an xxh3-128 sum (keyed BLAKE3 with a session key) over
+// all of it. ItemEnd carries the BLAKE3 digest of the item's data and an
+// xxh3 of its run layout; every node compares them with what it wrote.
 //
 // Data frames are laid out so a node can forward the bytes it received
 // verbatim and read a chunk straight into a buffer after the header:
