@@ -217,6 +217,9 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 	return runNode(ctx, h, hops, cfg, limit, logf)
 }
 
+// poolHook, when set (by tests), sees every node's chunk pool.
+var poolHook func(index uint32, p *pool)
+
 // upstream is one upstream connection: its reader and its ack writer.
 type upstream struct {
 	h   hop
@@ -374,6 +377,9 @@ func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, lim
 				pl = newPool(limit, wire.DataHeaderSize+int(man.ChunkSize))
 				if sized.CompareAndSwap(nil, pl) {
 					lp.pool.Store(pl)
+					if poolHook != nil {
+						poolHook(h.hello.Index, pl)
+					}
 				} else {
 					pl = sized.Load()
 				}

@@ -482,3 +482,46 @@ func TestTCPBypassKilledReceiver(t *testing.T) {
 	r := c.wait(1)
 	assert.ErrorIs(t, r.err, context.Canceled)
 }
+
+// slowSink delays every write.
+type slowSink struct {
+	memSink
+	delay time.Duration
+}
+
+func (s *slowSink) WriteAt(p []byte, off int64) (int, error) {
+	time.Sleep(s.delay)
+	return s.memSink.WriteAt(p, off)
+}
+
+func TestTCPSlowSinkBackpressureBoundedMemory(t *testing.T) {
+	const limit = 1 << 20 // 16 buffers of 64 KiB
+	var mu sync.Mutex
+	pools := map[uint32]*pool{}
+	poolHook = func(i uint32, p *pool) { mu.Lock(); pools[i] = p; mu.Unlock() }
+	t.Cleanup(func() { poolHook = nil })
+	c := startCluster(t, 3, func(i int, rc *ReceiverConfig) {
+		rc.MemoryLimit = limit
+		if i == 1 {
+			rc.Open = func(it Item) (Sink, error) { return &slowSink{delay: 2 * time.Millisecond}, nil }
+		}
+	})
+	a := randomData(13, 4<<20) // 64 chunks: four times what a node may hold
+	start := time.Now()
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit, Items: []SendItem{bytesItem("a", a)}})
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	assert.GreaterOrEqual(t, time.Since(start), 64*2*time.Millisecond, "the chain waits for the slow disk")
+	for i := range c.addrs {
+		require.NoError(t, c.wait(i).err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, pools, 3)
+	for i, p := range pools {
+		assert.LessOrEqual(t, p.peak.Load(), int64(len(p.bufs)), "node %d", i)
+		assert.LessOrEqual(t, int64(len(p.bufs))*int64(p.size), int64(limit), "node %d", i)
+		assert.Equal(t, int64(0), p.used.Load(), "node %d leaks buffers", i)
+	}
+	assert.Equal(t, int64(len(pools[1].bufs)), pools[1].peak.Load(), "the slow node fills its buffers")
+}
