@@ -20,6 +20,14 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	if len(cfg.Nodes) == 0 {
 		return nil, fmt.Errorf("%w: no nodes", ErrConfig)
 	}
+	if len(cfg.Nodes) > wire.MaxNodes || len(cfg.Items) > wire.MaxItems {
+		return nil, fmt.Errorf("%w: %d nodes and %d items (at most %d and %d)", ErrConfig, len(cfg.Nodes), len(cfg.Items), wire.MaxNodes, wire.MaxItems)
+	}
+	for _, n := range cfg.Nodes {
+		if n == "" || len(n) > wire.MaxString {
+			return nil, fmt.Errorf("%w: bad node address %q", ErrConfig, n)
+		}
+	}
 	chunk := cfg.ChunkSize
 	if chunk == 0 {
 		chunk = DefaultChunkSize
@@ -41,6 +49,9 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	for i, it := range cfg.Items {
 		if it.Open == nil {
 			return nil, fmt.Errorf("%w: item %d (%s) has no Open", ErrConfig, i, it.Name)
+		}
+		if len(it.Name) > wire.MaxString || len(it.Dest) > wire.MaxString {
+			return nil, fmt.Errorf("%w: item %d: name or destination longer than %d bytes", ErrConfig, i, wire.MaxString)
 		}
 		if it.Size < -1 {
 			return nil, fmt.Errorf("%w: item %d (%s) has size %d", ErrConfig, i, it.Name, it.Size)

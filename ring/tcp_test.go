@@ -525,3 +525,22 @@ func TestTCPSlowSinkBackpressureBoundedMemory(t *testing.T) {
 	}
 	assert.Equal(t, int64(len(pools[1].bufs)), pools[1].peak.Load(), "the slow node fills its buffers")
 }
+
+func TestSendConfigErrors(t *testing.T) {
+	ok := bytesItem("a", []byte("x"))
+	for _, cfg := range []SenderConfig{
+		{},
+		{Nodes: []string{"127.0.0.1:1"}, ChunkSize: -1, Items: []SendItem{ok}},
+		{Nodes: []string{""}, Items: []SendItem{ok}},
+		{Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{{Item: Item{Name: "a"}}}},
+		{Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{{Item: Item{Name: "a", Dest: string(make([]byte, 5000))}, Open: ok.Open}}},
+	} {
+		_, err := Send(context.Background(), cfg)
+		assert.ErrorIs(t, err, ErrConfig, "%+v", cfg)
+	}
+	_, err := Send(context.Background(), SenderConfig{Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{{Item: Item{Name: "gone"},
+		Open: func() (Source, error) { return nil, os.ErrNotExist }}}})
+	assert.ErrorIs(t, err, os.ErrNotExist, "an unreadable source stops the session before any node is touched")
+	_, err = Receive(context.Background(), nil, ReceiverConfig{})
+	assert.ErrorIs(t, err, ErrConfig)
+}

@@ -91,9 +91,9 @@ const (
 	NonceSize      = 32
 	MACSize        = 32
 	DigestSize     = 32
-	maxString      = 4096
-	maxNodes       = 1 << 16
-	maxItems       = 1024
+	MaxString      = 4096    // longest name, path or address in a frame
+	MaxNodes       = 1 << 16 // longest chain
+	MaxItems       = 1024    // most items in a session
 )
 
 var magic = [2]byte{'h', 'd'}
@@ -255,7 +255,7 @@ func (r *reader) u64() uint64 {
 }
 func (r *reader) str() string {
 	n := int(r.u16())
-	if n > maxString {
+	if n > MaxString {
 		r.err = ErrBody
 		return ""
 	}
@@ -276,8 +276,8 @@ func appendU16(b []byte, v uint16) []byte { return binary.LittleEndian.AppendUin
 func appendU32(b []byte, v uint32) []byte { return binary.LittleEndian.AppendUint32(b, v) }
 func appendU64(b []byte, v uint64) []byte { return binary.LittleEndian.AppendUint64(b, v) }
 func appendStr(b []byte, s string) []byte {
-	if len(s) > maxString {
-		s = s[:maxString]
+	if len(s) > MaxString {
+		s = s[:MaxString]
 	}
 	b = appendU16(b, uint16(len(s)))
 	return append(b, s...)
@@ -429,7 +429,7 @@ func (m *Manifest) decodeBody(b []byte) error {
 	r.fixed(m.Session[:])
 	m.ChunkSize = r.u32()
 	n := r.u32()
-	if n > maxNodes || int(n) > len(r.b)/2 {
+	if n > MaxNodes || int(n) > len(r.b)/2 {
 		return fmt.Errorf("%w: %d nodes", ErrBody, n)
 	}
 	m.Nodes = make([]string, n)
@@ -437,7 +437,7 @@ func (m *Manifest) decodeBody(b []byte) error {
 		m.Nodes[i] = r.str()
 	}
 	k := r.u32()
-	if k > maxItems || int(k) > len(r.b)/13 {
+	if k > MaxItems || int(k) > len(r.b)/13 {
 		return fmt.Errorf("%w: %d items", ErrBody, k)
 	}
 	m.Items = make([]ManifestItem, k)
@@ -646,7 +646,7 @@ func (m *Ack) appendBody(b []byte) []byte {
 func (m *Ack) decodeBody(b []byte) error {
 	r := reader{b: b}
 	n := r.u32()
-	if n > maxNodes || int(n) > len(r.b)/41 {
+	if n > MaxNodes || int(n) > len(r.b)/41 {
 		return fmt.Errorf("%w: %d nodes", ErrBody, n)
 	}
 	m.Nodes = make([]AckNode, n)
@@ -663,7 +663,7 @@ func (m *Ack) decodeBody(b []byte) error {
 		an.Rate = math.Float64frombits(r.u64())
 		an.Err = r.str()
 		k := r.u16()
-		if int(k) > maxItems || int(k) > len(r.b)/9 {
+		if int(k) > MaxItems || int(k) > len(r.b)/9 {
 			return fmt.Errorf("%w: %d items", ErrBody, k)
 		}
 		if k > 0 {
