@@ -1,0 +1,151 @@
+package ring
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/sim"
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+// corruptConn damages the payload of the data frame with chunk number seq
+// as it is written (frames are written whole, one per Write).
+type corruptConn struct {
+	net.Conn
+	seq uint64
+}
+
+func (c *corruptConn) Write(p []byte) (int, error) {
+	if len(p) > wire.DataHeaderSize && p[0] == 'h' && p[1] == 'd' && wire.Type(p[2]) == wire.TData &&
+		binary.LittleEndian.Uint64(p[wire.HeaderSize+16+4:]) == c.seq {
+		q := append([]byte(nil), p...)
+		q[wire.DataHeaderSize+(len(q)-wire.DataHeaderSize)/2] ^= 0x40
+		return c.Conn.Write(q)
+	}
+	return c.Conn.Write(p)
+}
+
+// TestScenariosOverTCP runs the simulator's scenario files on loopback
+// TCP: the same stories, the same expected outcomes, real sockets. Lines
+// about virtual time are not checked here; scenarios that need what TCP on
+// loopback cannot do (freezing a node, losing a chunk) are skipped.
+func TestScenariosOverTCP(t *testing.T) {
+	files, err := filepath.Glob("sim/testdata/*.scen")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			fh, err := os.Open(f)
+			require.NoError(t, err)
+			defer fh.Close()
+			sc, err := sim.ParseScenario(fh)
+			require.NoError(t, err)
+			cfg := sc.Config
+			if len(cfg.Kill) > 0 || len(cfg.Drop) > 0 {
+				t.Skip("freezing a node or losing a chunk is simulated only")
+			}
+			runTCPScenario(t, sc)
+		})
+	}
+}
+
+func runTCPScenario(t *testing.T, sc *sim.Scenario) {
+	cfg := sc.Config
+	chunk := cfg.ChunkSize
+	if chunk == 0 {
+		chunk = 64 << 10
+	}
+	var limit int64
+	if cfg.Buffers > 0 {
+		limit = int64(cfg.Buffers) * int64(wire.DataHeaderSize+chunk)
+	}
+	var total int64
+	for _, s := range cfg.Items {
+		total += s
+	}
+	var mu sync.Mutex
+	pools := map[uint32]*pool{}
+	poolHook = func(i uint32, p *pool) { mu.Lock(); pools[i] = p; mu.Unlock() }
+	t.Cleanup(func() { poolHook = nil })
+
+	var c *cluster
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		for n, seq := range cfg.Corrupt {
+			if c.addrs[n] == addr {
+				return &corruptConn{Conn: conn, seq: seq}, nil
+			}
+		}
+		return conn, nil
+	}
+	c = startCluster(t, cfg.Nodes, func(i int, rc *ReceiverConfig) {
+		rc.MemoryLimit = limit
+		rc.Dial = dial
+		ns := &nodeSinks{}
+		rc.Open = func(it Item) (Sink, error) {
+			if cfg.OpenFail[i] {
+				return nil, os.ErrPermission
+			}
+			s, _ := ns.open(it)
+			var out Sink = s
+			if at, ok := cfg.Crash[i]; ok {
+				// Crash when this node has written the share of the stream
+				// the scenario's time stands for.
+				share := int64(at.Seconds() * cfg.Bandwidth)
+				out = &crashSink{limit: max(share, 1), crash: func() { c.cancels[i]() }}
+			} else if r, ok := cfg.SlowDisk[i]; ok {
+				out = &slowSink{delay: time.Duration(float64(chunk) / r * float64(time.Second))}
+			}
+			return out, nil
+		}
+	})
+	var items []SendItem
+	for k, size := range cfg.Items {
+		items = append(items, bytesItem(strings.Repeat("i", k+1), randomData(int64(k), int(size))))
+	}
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: chunk, MemoryLimit: limit, Items: items, Dial: dial})
+	require.NoError(t, err)
+	for i := range c.addrs {
+		c.wait(i)
+	}
+	res := &sim.Result{Nodes: rep.Nodes, Items: rep.Items}
+	mu.Lock()
+	for i := 0; i < cfg.Nodes; i++ {
+		peak := 0
+		if p := pools[uint32(i)]; p != nil {
+			peak = int(p.peak.Load())
+		}
+		res.PeakBuffers = append(res.PeakBuffers, peak)
+	}
+	mu.Unlock()
+	var timeless []sim.Expectation
+	for _, e := range sc.Expect {
+		if !strings.HasPrefix(e.Kind, "time") {
+			timeless = append(timeless, e)
+		}
+	}
+	sc.Expect = timeless
+	for _, msg := range sc.Check(res) {
+		t.Error(msg)
+	}
+	for i, n := range rep.Nodes {
+		if n.State == core.StateDone {
+			for k, it := range n.Items {
+				require.Equal(t, rep.Items[k].Digest, it.Digest, "node %d item %d", i, k)
+			}
+		}
+	}
+}
