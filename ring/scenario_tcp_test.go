@@ -37,8 +37,9 @@ func (c *corruptConn) Write(p []byte) (int, error) {
 
 // TestScenariosOverTCP runs the simulator's scenario files on loopback
 // TCP: the same stories, the same expected outcomes, real sockets. Lines
-// about virtual time are not checked here; scenarios that need what TCP on
-// loopback cannot do (freezing a node, losing a chunk) are skipped.
+// about virtual time are not checked here and link shapes are not applied
+// (loopback runs at memory speed); scenarios that need what TCP on loopback
+// cannot do (freezing a node, losing a chunk) are skipped.
 func TestScenariosOverTCP(t *testing.T) {
 	files, err := filepath.Glob("sim/testdata/*.scen")
 	require.NoError(t, err)

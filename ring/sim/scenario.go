@@ -23,6 +23,7 @@ import (
 //	crash 3 at 40%          # node 3 dies (connections reset) 40% into the stream
 //	freeze 2 at 10ms        # node 2 stops answering (connections stay open)
 //	slowdisk 4 10MB/s
+//	slowlink 5 10MB/s 2ms   # the link into node 5
 //	corrupt 2 chunk 5       # chunk 5 arrives damaged at node 2
 //	drop 4 chunk 3          # chunk 3 is lost on the link into node 4
 //	openfail 1              # node 1 cannot open its sinks
@@ -170,6 +171,23 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 							c.SlowDisk = map[int]float64{}
 						}
 						c.SlowDisk[n] = r
+					}
+				}
+			}
+		case "slowlink":
+			if err = need(4); err == nil {
+				var n int
+				var l Link
+				if n, err = node(f[1]); err == nil {
+					if l.Bandwidth, err = parseRate(f[2]); err != nil {
+						err = bad("%v", err)
+					} else if l.Latency, err = time.ParseDuration(strings.Replace(f[3], "us", "µs", 1)); err != nil || l.Latency < 0 {
+						err = bad("bad latency %q", f[3])
+					} else {
+						if c.Links == nil {
+							c.Links = map[int]Link{}
+						}
+						c.Links[n] = l
 					}
 				}
 			}

@@ -34,6 +34,7 @@ type Config struct {
 	Buffers   int                   // chunk buffers per node (and at the source); 0: 16
 	DiskRate  float64               // bytes/s of every node's sink; 0: unlimited
 	SlowDisk  map[int]float64       // per-node sink rate overrides
+	Links     map[int]Link          // per-link overrides, by the index of the node the link leads to
 	SyncTime  time.Duration         // duration of one Sink.Sync
 	Dead      time.Duration         // silence after which a downstream is dead; 0: core default
 	DialFail  time.Duration         // time to learn that a dial failed; 0: 100ms
@@ -43,6 +44,13 @@ type Config struct {
 	Drop      map[int]uint64        // node index -> chunk seq lost on the link into it
 	OpenFail  map[int]bool          // nodes whose sinks cannot be opened
 	Limit     time.Duration         // virtual time limit; 0: 1 hour
+}
+
+// Link overrides the bandwidth (bytes/s) and one-way latency of one link;
+// zero fields keep the defaults.
+type Link struct {
+	Bandwidth float64
+	Latency   time.Duration
 }
 
 // Result is the outcome of a simulated session.
@@ -476,7 +484,8 @@ func (s *sim) pumpLink(l *link) {
 		to.nextRef++
 		ref = to.nextRef
 	}
-	tx := time.Duration(float64(s.msgSize(f.msg)) / s.cfg.Bandwidth * float64(time.Second))
+	bw, lat := s.link(to.idx)
+	tx := time.Duration(float64(s.msgSize(f.msg)) / bw * float64(time.Second))
 	s.at(tx, func() {
 		l.busy = false
 		if f.ref != 0 {
@@ -504,7 +513,7 @@ func (s *sim) pumpLink(l *link) {
 			}
 		}
 		if !l.closed {
-			s.at(s.cfg.Latency, func() {
+			s.at(lat, func() {
 				if lost {
 					s.release(to, ref)
 					return
@@ -520,6 +529,20 @@ func (s *sim) pumpLink(l *link) {
 		}
 		s.pumpLink(l)
 	})
+}
+
+// link returns the bandwidth and latency of the link into node idx.
+func (s *sim) link(idx int) (float64, time.Duration) {
+	bw, lat := s.cfg.Bandwidth, s.cfg.Latency
+	if l, ok := s.cfg.Links[idx]; ok {
+		if l.Bandwidth > 0 {
+			bw = l.Bandwidth
+		}
+		if l.Latency > 0 {
+			lat = l.Latency
+		}
+	}
+	return bw, lat
 }
 
 func (s *sim) release(h *host, ref core.Ref) {
