@@ -130,6 +130,13 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 	var mu sync.Mutex
 	var session *wire.SessionID
 	var ourIndex uint32
+	// upActivity points at when the current upstream last sent a frame
+	// (unix ns; 0 once it is closed).
+	var upActivity atomic.Pointer[atomic.Int64]
+	dead := cfg.DeadTimeout
+	if dead <= 0 {
+		dead = DefaultDeadTimeout
+	}
 	handshaking := map[net.Conn]bool{} // under mu
 	var acceptWG, hsWG sync.WaitGroup
 	acceptWG.Add(1)
@@ -167,10 +174,16 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 					mu.Lock()
 					defer mu.Unlock()
 					if session != nil {
-						if *session == h.Session && ourIndex == h.Index {
-							return ""
+						if *session != h.Session || ourIndex != h.Index {
+							return "this node is busy with another session"
 						}
-						return "this node is busy with another session"
+						// A replacement upstream is welcome only when the
+						// current one is gone or silent: a node that was
+						// cut off itself must not take over a healthy hop.
+						if cur := upActivity.Load(); cur != nil && cur.Load() != 0 && time.Since(time.Unix(0, cur.Load())) < dead/2 {
+							return errUpstreamAlive
+						}
+						return ""
 					}
 					s := h.Session
 					session, ourIndex = &s, h.Index
@@ -214,8 +227,12 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 		return &NodeStatus{Index: -1, State: StateWaiting, Err: ctx.Err().Error()}, ctx.Err()
 	}
 	logf("ring: session %x from %s, we are node %d", h.hello.Session[:4], h.conn.RemoteAddr(), h.hello.Index)
-	return runNode(ctx, h, hops, cfg, limit, logf)
+	return runNode(ctx, h, hops, cfg, limit, logf, &upActivity)
 }
+
+// errUpstreamAlive is the reason a node refuses a replacement upstream
+// while its own upstream still talks; the dialer retries.
+const errUpstreamAlive = "upstream alive"
 
 // poolHook, when set (by tests), sees every node's chunk pool.
 var poolHook func(index uint32, p *pool)
@@ -228,7 +245,7 @@ type upstream struct {
 	wg  sync.WaitGroup
 }
 
-func startUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, limit int64, pl *atomic.Pointer[pool]) *upstream {
+func startUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, limit int64, pl *atomic.Pointer[pool], current *atomic.Pointer[atomic.Int64]) *upstream {
 	u := &upstream{h: h, gen: gen, q: newQueue[wire.Msg]()}
 	u.wg.Add(1)
 	go func() {
@@ -251,7 +268,10 @@ func startUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, li
 			}
 		}
 	}()
-	go readUpstream(ctx, lp, h, gen, key, limit, pl)
+	activity := new(atomic.Int64)
+	activity.Store(time.Now().UnixNano())
+	current.Store(activity)
+	go readUpstream(ctx, lp, h, gen, key, limit, pl, activity)
 	return u
 }
 
@@ -262,7 +282,7 @@ func (u *upstream) stop() {
 	u.h.conn.Close()
 }
 
-func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, limit int64, logf func(string, ...any)) (*NodeStatus, error) {
+func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, limit int64, logf func(string, ...any), activity *atomic.Pointer[atomic.Int64]) (*NodeStatus, error) {
 	node := core.NewNode(core.NodeConfig{Dead: cfg.DeadTimeout, UpWait: cfg.UpstreamWait})
 	lp := newLoop(logf)
 	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout)
@@ -293,7 +313,7 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 	}
 
 	gen := 0
-	up := startUpstream(ctx, lp, h, gen, cfg.Key, limit, &sized)
+	up := startUpstream(ctx, lp, h, gen, cfg.Key, limit, &sized, activity)
 	lp.up = up.q
 	lp.hops = hops
 	lp.onHop = func(nh hop) []core.Action {
@@ -302,7 +322,7 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 		old.q.close()
 		old.h.conn.Close()
 		gen++
-		up = startUpstream(ctx, lp, nh, gen, cfg.Key, limit, &sized)
+		up = startUpstream(ctx, lp, nh, gen, cfg.Key, limit, &sized, activity)
 		lp.up = up.q
 		return node.Step(core.Event{Kind: core.EvUpNew, Msg: nh.hello, Now: lp.now()})
 	}
@@ -340,11 +360,12 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 
 // readUpstream reads frames from the upstream connection into pool buffers
 // and checks every chunk's sum.
-func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, limit int64, sized *atomic.Pointer[pool]) {
+func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, limit int64, sized *atomic.Pointer[pool], activity *atomic.Int64) {
 	summer := wire.NewSummer(key, h.hello.Session)
 	br := h.br
 	pl := sized.Load()
 	fail := func(err error) {
+		activity.Store(0)
 		lp.emit(core.Event{Kind: core.EvUpClosed, Err: err.Error(), Index: gen})
 	}
 	for {
@@ -353,6 +374,7 @@ func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, lim
 			fail(err)
 			return
 		}
+		activity.Store(time.Now().UnixNano())
 		hd, err := wire.ParseHeader(hb[:])
 		if err != nil {
 			fail(err)

@@ -184,10 +184,23 @@ func dialHop(ctx context.Context, dial func(context.Context, string, string) (ne
 	br, err := upHandshake(conn, key, s, index)
 	if err != nil {
 		conn.Close()
+		if errors.Is(err, errBusyHop) && time.Now().Before(deadline) {
+			// The node still hears from its current upstream: it may be
+			// us who are cut off, or it is about to notice. Ask again.
+			select {
+			case <-time.After(dialRetry):
+				return dialHop(ctx, dial, addr, key, s, index, time.Until(deadline))
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			}
+		}
 		return nil, nil, fmt.Errorf("handshake with %s: %w", addr, err)
 	}
 	return conn, br, nil
 }
+
+// errBusyHop is a refusal worth retrying.
+var errBusyHop = errors.New("node still hears from its upstream")
 
 func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int) (*bufio.Reader, error) {
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
@@ -226,6 +239,9 @@ func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int) (*bufio
 	case *wire.Ack:
 		return br, nil
 	case *wire.Reject:
+		if m.Reason == errUpstreamAlive {
+			return nil, fmt.Errorf("rejected: %w", errBusyHop)
+		}
 		return nil, fmt.Errorf("rejected: %s", m.Reason)
 	default:
 		return nil, fmt.Errorf("unexpected %s frame instead of acceptance", m.Type())

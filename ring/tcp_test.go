@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,6 +118,11 @@ type cluster struct {
 
 // startCluster starts n receivers on loopback; cfgf may adjust each config.
 func startCluster(t *testing.T, n int, cfgf func(i int, c *ReceiverConfig)) *cluster {
+	return startClusterWrapped(t, n, cfgf, nil)
+}
+
+// startClusterWrapped is startCluster with some listeners wrapped.
+func startClusterWrapped(t *testing.T, n int, cfgf func(i int, c *ReceiverConfig), listenerWraps map[int]func(net.Listener) net.Listener) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	c := &cluster{t: t, cancel: cancel}
@@ -126,16 +132,23 @@ func startCluster(t *testing.T, n int, cfgf func(i int, c *ReceiverConfig)) *clu
 		require.NoError(t, err)
 		t.Cleanup(func() { l.Close() })
 		ns := &nodeSinks{}
+		var ln net.Listener = l
+		if w := listenerWraps[i]; w != nil {
+			ln = w(l)
+		}
 		prefix := fmt.Sprintf("node %d: ", i)
 		rc := ReceiverConfig{Open: ns.open, DeadTimeout: testDead, UpstreamWait: testDead, Logf: func(f string, a ...any) { t.Logf(prefix+f, a...) }}
 		if cfgf != nil {
 			cfgf(i, &rc)
 		}
+		if rc.Logf == nil {
+			rc.Logf = func(string, ...any) {}
+		}
 		res := make(chan recvResult, 1)
 		nctx, ncancel := context.WithCancel(ctx)
 		c.cancels = append(c.cancels, ncancel)
 		go func() {
-			st, err := Receive(nctx, l, rc)
+			st, err := Receive(nctx, ln, rc)
 			res <- recvResult{st, err}
 		}()
 		c.addrs = append(c.addrs, l.Addr().String())
@@ -543,4 +556,93 @@ func TestSendConfigErrors(t *testing.T) {
 	assert.ErrorIs(t, err, os.ErrNotExist, "an unreadable source stops the session before any node is touched")
 	_, err = Receive(context.Background(), nil, ReceiverConfig{})
 	assert.ErrorIs(t, err, ErrConfig)
+}
+
+// freezer makes a node's connections stop dead (as a SIGSTOPped process
+// or a pulled cable looks from outside) until thawed.
+type freezer struct {
+	frozen atomic.Bool
+	thaw   chan struct{}
+}
+
+type frozenConn struct {
+	net.Conn
+	f *freezer
+}
+
+func (c *frozenConn) wait() error {
+	if c.f.frozen.Load() {
+		<-c.f.thaw
+		return net.ErrClosed
+	}
+	return nil
+}
+func (c *frozenConn) Read(p []byte) (int, error) {
+	if err := c.wait(); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	if e := c.wait(); e != nil {
+		return 0, e // data that arrives after the freeze is never seen
+	}
+	return n, err
+}
+func (c *frozenConn) Write(p []byte) (int, error) {
+	if err := c.wait(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+type frozenListener struct {
+	net.Listener
+	f *freezer
+}
+
+func (l *frozenListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &frozenConn{c, l.f}, nil
+}
+
+func TestTCPBypassFrozenReceiver(t *testing.T) {
+	fr := &freezer{thaw: make(chan struct{})}
+	t.Cleanup(func() { close(fr.thaw) })
+	const dead = 2 * time.Second
+	var c *cluster
+	c = startClusterWrapped(t, 4, func(i int, rc *ReceiverConfig) {
+		switch i {
+		case 0, 2: // the frozen node's neighbours
+			rc.DeadTimeout = dead
+		case 1:
+			rc.Logf = nil
+			rc.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &frozenConn{conn, fr}, nil
+			}
+			rc.Open = func(it Item) (Sink, error) {
+				return &crashSink{limit: 3 << 20, crash: func() { fr.frozen.Store(true) }}, nil
+			}
+		}
+	}, map[int]func(net.Listener) net.Listener{1: func(l net.Listener) net.Listener { return &frozenListener{l, fr} }})
+	a := randomData(14, 6<<20)
+	start := time.Now()
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
+	require.NoError(t, err)
+	el := time.Since(start)
+	assert.Equal(t, StateFailed, rep.Nodes[1].State)
+	assert.Contains(t, rep.Nodes[1].Err, "silent for")
+	for _, i := range []int{0, 2, 3} {
+		assert.Equal(t, StateDone, rep.Nodes[i].State, "node %d: %s", i, rep.Nodes[i].Err)
+		r := c.wait(i)
+		require.NoError(t, r.err, "node %d", i)
+		assert.Equal(t, b3hex(a), b3hex(c.sinks[i].get("/out/a").bytes()), "node %d", i)
+	}
+	assert.Greater(t, el, dead, "declared dead after the timeout, not before")
+	c.cancels[1]()
 }

@@ -76,6 +76,7 @@ type Node struct {
 	upGone      bool
 	upLostAt    time.Duration
 	upLostWhy   string
+	lastUpAt    time.Duration // when the upstream last sent anything
 	lastAck     time.Duration
 	ackedFrames uint64
 	ackedDown   uint64
@@ -187,8 +188,10 @@ func (n *Node) Step(ev Event) []Action {
 		}
 	case EvDownFailed:
 		if n.man != nil {
-			if n.UpstreamLost() {
-				// Orphaned: do not take over anyone's upstream.
+			if n.UpstreamLost() || (!n.upDone && n.now-n.lastUpAt > n.down.dead) {
+				// Orphaned (or cut off without knowing it yet, like a
+				// node that was frozen and wakes up): do not take over
+				// anyone's upstream.
 				n.down.abandon(fmt.Sprintf("cut off: node %d lost its upstream", n.st.Index), &out)
 			} else {
 				n.down.onFailed(ev.Index, ev.Err, &out)
@@ -251,11 +254,13 @@ func (n *Node) onUpNew(ev Event, out *[]Action) {
 		return
 	}
 	n.upGone = false
+	n.lastUpAt = n.now
 	n.fullAck = true
 	*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.Resume{Frames: n.framesIn, HasManifest: n.man != nil}})
 }
 
 func (n *Node) onUp(ev Event, out *[]Action) {
+	n.lastUpAt = n.now
 	if n.man != nil {
 		switch ev.Msg.(type) {
 		case *wire.Data, *wire.ItemEnd, *wire.End:
