@@ -45,17 +45,21 @@ var _ = Describe("faults", func() {
 		}
 	}
 
-	// Pending until the chain bypasses a dead node: today the nodes after
-	// it are reported "cut off: node N upstream of it failed".
-	PIt("finishes the other nodes when one node is killed mid-clone", func() {
+	It("finishes the other nodes when one node is killed mid-clone", func() {
 		fault(200e6, 96<<20, 1500*time.Millisecond, func(n *harness.Node) {
 			Expect(n.Kill()).To(Succeed())
 		})
 	})
 
-	PIt("finishes the other nodes when one node's link is cut mid-clone", func() {
+	It("finishes the other nodes when one node's link is cut mid-clone", func() {
 		fault(200e6, 96<<20, 1500*time.Millisecond, func(n *harness.Node) {
 			Expect(n.Cut()).To(Succeed())
+		})
+	})
+
+	It("finishes the other nodes when one node is frozen mid-clone", func() {
+		fault(200e6, 96<<20, 1500*time.Millisecond, func(n *harness.Node) {
+			Expect(n.Freeze()).To(Succeed())
 		})
 	})
 })
