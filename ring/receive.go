@@ -330,6 +330,9 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 
 	acts := node.Step(core.Event{Kind: core.EvUp, Msg: h.hello, Now: lp.now()})
 	reason, err := lp.run(ctx, acts)
+	if err == nil && !node.UpstreamClosed() {
+		linger(ctx, lp, lingerTime(cfg.DeadTimeout), func() int { return gen })
+	}
 
 	// Wind down: sinks first (close), then the downstream, then the final
 	// ack. Events from now on are dropped.
@@ -356,6 +359,46 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 		return &st, fmt.Errorf("%w: node %d: %s", ErrNodeFailed, st.Index, reason)
 	}
 	return &st, nil
+}
+
+// lingerTime is how long a finished node waits for its upstream to hang
+// up: long enough for a node further up to notice a dead upstream of ours
+// (DeadTimeout), bypass it and reach us.
+func lingerTime(dead time.Duration) time.Duration {
+	if dead <= 0 {
+		dead = DefaultDeadTimeout
+	}
+	return max(10*time.Second, 4*dead)
+}
+
+// linger keeps a finished node reachable until its upstream closes the
+// connection: when the upstream died after relaying our final ack (or
+// before), the node before it reconnects to us and must hear that we, and
+// everyone after us, are done, instead of finding nobody there.
+func linger(ctx context.Context, lp *loop, d time.Duration, gen func() int) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case ev := <-lp.evc:
+			if ev.Kind == core.EvUpClosed && ev.Index == gen() {
+				return
+			}
+			if ev.Kind == core.EvUp && ev.Index != gen() && ev.Ref != 0 {
+				lp.pool.Load().put(ev.Ref)
+				continue
+			}
+			ev.Now = lp.now()
+			lp.perform(lp.step(ev))
+		case h := <-lp.hops:
+			lp.perform(lp.onHop(h))
+		case <-t.C:
+			lp.logf("ring: upstream still connected %v after the end; leaving", d)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // readUpstream reads frames from the upstream connection into pool buffers

@@ -125,6 +125,9 @@ func (n *Node) Finished() bool { return n.finished }
 // of the data and waits for a replacement (EvUpNew).
 func (n *Node) UpstreamLost() bool { return n.upGone && !n.upDone }
 
+// UpstreamClosed reports whether the current upstream connection ended.
+func (n *Node) UpstreamClosed() bool { return n.upGone }
+
 // View returns the statuses of the nodes after this one, as last reported.
 func (n *Node) View() []NodeStatus {
 	if n.man == nil {
@@ -156,6 +159,21 @@ func (n *Node) Step(ev Event) []Action {
 		case EvUp:
 			if ev.Ref != 0 {
 				out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
+			}
+		case EvUpNew:
+			// A node further up bypassed our (silent) upstream after we
+			// finished: tell it we have everything and how everyone
+			// after us ended.
+			if h, ok := ev.Msg.(*wire.Hello); ok && n.hello != nil && h.Session == n.hello.Session && int(h.Index) == n.st.Index {
+				n.upGone = false
+				out = append(out, Action{Kind: ActSendUp, Msg: &wire.Resume{Frames: n.framesIn, HasManifest: n.man != nil}})
+				own := ToAck(&n.st)
+				own.Frames, own.DownFrames = n.framesIn, n.framesIn
+				a := &wire.Ack{Nodes: []wire.AckNode{own}}
+				if n.man != nil {
+					a.Nodes = append(a.Nodes, n.down.takeDirty(true)...)
+				}
+				out = append(out, Action{Kind: ActSendUp, Msg: a})
 			}
 		}
 		return out

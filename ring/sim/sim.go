@@ -267,8 +267,11 @@ func (s *sim) scheduleTick(h *host) {
 }
 
 func (s *sim) step(h *host, ev core.Event) {
-	if !h.alive || h.finished {
+	if !h.alive {
 		return // a frozen node holds its buffers forever
+	}
+	if h.finished && ev.Kind != core.EvUpNew {
+		return // a finished node only answers a bypassing upstream (it lingers)
 	}
 	ev.Now = s.now
 	s.perform(h, h.m.Step(ev))
