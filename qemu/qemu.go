@@ -119,7 +119,7 @@ func Args(c Config) (args []string, qmpPath string, err error) {
 			args = append(args, "-append", c.Append)
 		}
 	case c.NetBoot:
-		args = append(args, "-boot", "n")
+		args = append(args, "-boot", "order=nc")
 	default:
 		args = append(args, "-boot", "c")
 	}

@@ -35,7 +35,7 @@ func TestArgsBootChoice(t *testing.T) {
 	args, _, err := Args(Config{Name: "n", Tap: "t", NetBoot: true, NoReboot: true, MemoryMB: 128})
 	require.NoError(t, err)
 	line := strings.Join(args, " ")
-	assert.Contains(t, line, "-boot n")
+	assert.Contains(t, line, "-boot order=nc")
 	assert.Contains(t, line, "-no-reboot")
 	assert.Contains(t, line, "-m 128")
 	assert.Contains(t, line, "mac="+MACFor("n"))
