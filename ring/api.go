@@ -7,7 +7,22 @@
 //
 // The protocol logic lives in ring/core (events in, actions out, no I/O);
 // this package is its TCP driver. ring/sim drives the same core on a
-// simulated network with virtual time.
+// simulated network with virtual time; ring/wire is the frame format.
+//
+// Failures: a node that cannot be reached at the start is skipped (the
+// next node gets everything). A node whose connection breaks, or that
+// stays silent for DeadTimeout, is declared dead: the node before it
+// connects to the node after it, which answers how far it got, and resends
+// from the chunks it retained (each node keeps a chunk until the node two
+// hops down has it, inside its MemoryLimit). The dead node is reported
+// failed, everyone else finishes. A node that finished stays reachable
+// (Receive lingers) until its upstream hangs up, so that a node bypassing
+// a dead upstream of it still learns that it is done.
+//
+// Keys: with a key, each hop proves it both ways (keyed BLAKE3 over two
+// random nonces) before anything is sent, and every chunk carries a keyed
+// BLAKE3 MAC; a peer without the key is refused and reported, and a
+// receiver ignores (and logs) connections that cannot prove the key.
 //
 // Usage, on every node:
 //

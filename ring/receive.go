@@ -101,8 +101,11 @@ type hop struct {
 // Receive waits on l for one session (ignoring and logging stray or
 // unauthenticated connections), takes part in it (write + forward), and
 // returns this node's report. err != nil when the session failed for this
-// node (digest mismatch, sink error...). Receive does not close l, but it
-// uses its deadline (when it has one) to stop accepting when it returns.
+// node (digest mismatch, sink error...). Once the node is done it returns
+// when its upstream hangs up (at once in a healthy chain; at most
+// max(10s, 4×DeadTimeout) later when the upstream died). Receive does not
+// close l, but it uses its deadline (when it has one) to stop accepting
+// when it returns.
 func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStatus, error) {
 	if cfg.Open == nil {
 		return nil, fmt.Errorf("%w: ReceiverConfig.Open is nil", ErrConfig)
