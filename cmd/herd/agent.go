@@ -74,7 +74,20 @@ func runAgent(ctx context.Context, o agentOptions, console io.Writer) error {
 	if o.noReboot {
 		a.Reboot = func() error { return nil }
 	}
-	return a.Run(ctx)
+	err = a.Run(ctx)
+	if os.Getpid() == 1 && !o.noReboot {
+		// Init must never exit (the kernel would panic): the reboot
+		// failed, keep trying.
+		for {
+			fmt.Fprintf(console, "herd: still running after the reboot request (%v); retrying in 10 s\n", err)
+			time.Sleep(10 * time.Second)
+			err = agent.Reboot()
+		}
+	}
+	if err != nil {
+		return exitError{ExitFailed, err}
+	}
+	return nil
 }
 
 func timeAfter30() <-chan time.Time { return time.After(30 * time.Second) }

@@ -38,6 +38,9 @@ var (
 )
 
 var _ = BeforeSuite(func() {
+	if testing.Short() {
+		Skip("the boot suite boots QEMU machines (about 2 minutes): skipped with -short")
+	}
 	if os.Geteuid() != 0 {
 		Skip("the boot suite needs root (network namespaces, taps)")
 	}
