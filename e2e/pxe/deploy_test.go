@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -109,14 +111,16 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 			"--nodes", "3", "--settle", "5s", "--image", golden, "--disk", "/dev/vda", "--session", "e2e",
 			"--agent-timeout", "10", "--agent-retries", "10", "--connect-timeout", "60s",
 			"--wait", "4m", "--linger", "30s", "--json")
-		var dout, derr bytes.Buffer
+		var dout, derr syncBuffer
 		deploy.Stdout, deploy.Stderr = &dout, &derr
+		// Its own process group, so cleanup also ends the herd send it runs.
+		deploy.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		Expect(deploy.Start()).To(Succeed())
 		var deployErr error
 		deployDone := make(chan struct{})
 		go func() { deployErr = deploy.Wait(); close(deployDone) }()
 		DeferCleanup(func() {
-			deploy.Process.Kill()
+			syscall.Kill(-deploy.Process.Pid, syscall.SIGKILL)
 			<-deployDone
 			if CurrentSpecReport().Failed() {
 				GinkgoWriter.Printf("herd deploy stdout:\n%s\nstderr:\n%s\n", dout.String(), derr.String())
@@ -161,7 +165,7 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		}
 		GinkgoWriter.Printf("all machines booted the golden disk %.1fs after power on\n", time.Since(start).Seconds())
 
-		Eventually(deployDone, 3*time.Minute).Should(BeClosed(), "herd deploy did not end")
+		Eventually(deployDone, 3*time.Minute).Should(BeClosed(), func() string { return "herd deploy did not end: " + derr.String() })
 		Expect(deployErr).NotTo(HaveOccurred(), "herd deploy failed: %s\n%s", dout.String(), derr.String())
 		var result struct {
 			Event    string `json:"event"`
@@ -183,3 +187,21 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		}
 	})
 })
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
