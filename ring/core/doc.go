@@ -1,13 +1,24 @@
-// Package core is the I/O-free protocol logic of the herd chain: a Node state
-// machine takes events (frames from upstream or downstream, sink results,
-// connection outcomes, ticks of an abstract clock) and returns actions (send
-// a frame, write or sync a sink, dial a node, finish). It never touches a
+// Package core is the I/O-free protocol logic of the herd chain: a Node
+// state machine (every receiver) and a Sender (the source) take events
+// (frames from upstream or downstream, sink results, connection outcomes,
+// ticks of an abstract clock) and return actions (send a frame, write or
+// sync a sink, dial a node, release a buffer, finish). They never touch a
 // socket, a file or the wall clock, so the same code runs on TCP (package
 // ring) and on the simulated network (package ring/sim).
 //
+// Buffers belong to the driver and are named by a Ref; the core says when
+// each is free (ActRelease): after it is written, sent, and no longer
+// retained for a possible bypass.
+//
 // Usage (a driver loop):
 //
-//	n := core.NewNode(core.NodeConfig{Key: key})
-//	acts := n.Step(core.Event{Kind: core.EvUpFrame, Frame: f})
-//	for _, a := range acts { /* perform a */ }
+//	n := core.NewNode(core.NodeConfig{})
+//	acts := n.Step(core.Event{Kind: core.EvUp, Msg: hello, Now: now})
+//	for _, a := range acts {
+//		switch a.Kind {
+//		case core.ActWrite: // queue a.Payload at a.Off of item a.Item, answer EvWritten
+//		case core.ActSendDown: // queue a.Msg to the next node, answer EvSent
+//		// ...
+//		}
+//	}
 package core
