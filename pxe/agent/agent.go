@@ -68,7 +68,7 @@ type Agent struct {
 	// Reboot restarts the machine; default sync and the reboot system
 	// call. Run returns what happened once Reboot returns.
 	Reboot func() error
-	// RetryDelay separates attempts to reach the server (default 2 s).
+	// RetryDelay separates tries within one attempt (default 2 s).
 	RetryDelay time.Duration
 	// TempDir holds the key file (default os.TempDir()).
 	TempDir string
@@ -136,42 +136,61 @@ func (a *Agent) clone(ctx context.Context) error {
 	return nil
 }
 
-// join brings the network up and registers, each attempt bounded by
-// Config.Timeout, at most Config.Retries attempts.
+// join brings the network up and registers. An attempt lasts up to
+// Config.Timeout, trying again every RetryDelay within it (a server that
+// refuses at once is asked again until the attempt's time is up); after
+// Config.Retries failed attempts it gives up.
 func (a *Agent) join(ctx context.Context) (Lease, error) {
 	c := a.Config
 	var lease Lease
 	var last error
 	for i := 1; i <= c.Retries; i++ {
-		if i > 1 {
-			select {
-			case <-ctx.Done():
-				return Lease{}, ctx.Err()
-			case <-time.After(a.RetryDelay):
-			}
+		actx, cancel := context.WithTimeout(ctx, c.Timeout)
+		l, err := a.attempt(actx, lease)
+		cancel()
+		if err == nil {
+			a.say("registered with %s as %s %s, waiting for session %s on port %d", c.Server, l.MAC, l.IP, c.Session, c.Port)
+			return l, nil
 		}
-		if lease.IP == "" {
-			actx, cancel := context.WithTimeout(ctx, c.Timeout)
-			l, err := a.NetUp(actx)
-			cancel()
-			if err != nil {
-				last = err
-				a.say("no network, cannot reach herd server %s (attempt %d/%d): %v", c.Server, i, c.Retries, err)
-				continue
-			}
-			lease = l
-			a.say("network up: %s %s %s", l.Interface, l.MAC, l.IP)
+		if ctx.Err() != nil {
+			return Lease{}, ctx.Err()
 		}
-		reg := httpboot.RegisterRequest{MAC: lease.MAC, IP: lease.IP, Port: c.Port, Session: c.Session}
-		if err := a.post(ctx, httpboot.PathRegister, reg); err != nil {
-			last = err
+		last = err
+		if l.IP == "" {
+			a.say("no network, cannot reach herd server %s (attempt %d/%d): %v", c.Server, i, c.Retries, err)
+		} else {
 			a.say("cannot reach herd server %s (attempt %d/%d): %v", c.Server, i, c.Retries, err)
-			continue
 		}
-		a.say("registered with %s as %s %s, waiting for session %s on port %d", c.Server, lease.MAC, lease.IP, c.Session, c.Port)
-		return lease, nil
+		lease = l
 	}
 	return Lease{}, fmt.Errorf("%w %s after %d attempts: %v", ErrUnreachable, c.Server, c.Retries, last)
+}
+
+// attempt tries, until ctx ends, to get a lease (unless lease already
+// holds one) and register. It returns the lease it has even on failure.
+func (a *Agent) attempt(ctx context.Context, lease Lease) (Lease, error) {
+	c := a.Config
+	for {
+		var err error
+		if lease.IP == "" {
+			var l Lease
+			if l, err = a.NetUp(ctx); err == nil {
+				lease = l
+				a.say("network up: %s %s %s", l.Interface, l.MAC, l.IP)
+			}
+		}
+		if lease.IP != "" {
+			reg := httpboot.RegisterRequest{MAC: lease.MAC, IP: lease.IP, Port: c.Port, Session: c.Session}
+			if err = a.post(ctx, httpboot.PathRegister, reg); err == nil {
+				return lease, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return lease, err
+		case <-time.After(a.RetryDelay):
+		}
+	}
 }
 
 // post sends body as JSON to the server and checks its Reply.

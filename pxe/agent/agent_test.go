@@ -65,7 +65,7 @@ type harness struct {
 func (h *harness) agentFor(t *testing.T, server string, line string, code int) *Agent {
 	t.Helper()
 	return &Agent{
-		Config:  Config{Server: server, Session: "s1", Port: 9998, Method: "raw", Disk: "/dev/vda", Timeout: 2 * time.Second, Retries: 3, Key: []byte{0xab, 0xcd}},
+		Config:  Config{Server: server, Session: "s1", Port: 9998, Method: "raw", Disk: "/dev/vda", Timeout: 300 * time.Millisecond, Retries: 3, Key: []byte{0xab, 0xcd}},
 		Console: &h.console,
 		NetUp: func(ctx context.Context) (Lease, error) {
 			return Lease{Interface: "eth0", MAC: "52:54:00:00:00:01", IP: "10.0.0.5"}, nil
@@ -104,12 +104,12 @@ func TestAgentClonesReportsAndReboots(t *testing.T) {
 	assert.Equal(t, 1, h.reboots)
 	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file"}, h.recv[:5])
 	assert.Equal(t, "\xab\xcd", h.keyFile, "herd recv gets the key bytes the sender's key file holds (herd.key is their hex)")
-	require.Len(t, fs.registers, 2, "the first refused register is retried")
+	require.Len(t, fs.registers, 2, "the first refused register is retried within the attempt")
 	assert.Equal(t, httpboot.RegisterRequest{MAC: "52:54:00:00:00:01", IP: "10.0.0.5", Port: 9998, Session: "s1"}, fs.registers[1])
 	require.Len(t, fs.reports, 1)
 	assert.Equal(t, httpboot.ReportRequest{MAC: "52:54:00:00:00:01", OK: true, Bytes: 4096}, fs.reports[0])
 	out := h.console.String()
-	assert.Contains(t, out, "cannot reach herd server "+a.Config.Server+" (attempt 1/3)")
+	assert.NotContains(t, out, "cannot reach", "a refusal retried in time is not a failed attempt")
 	assert.Contains(t, out, "recv says hi", "herd recv's stderr goes to the console")
 	assert.Contains(t, out, "herd: clone verified (4096 bytes), rebooting")
 }
@@ -151,7 +151,9 @@ func TestAgentUnreachableServerRetriesThenReboots(t *testing.T) {
 	start := time.Now()
 	err = a.Run(context.Background())
 	assert.ErrorIs(t, err, ErrUnreachable)
-	assert.Less(t, time.Since(start), 5*time.Second)
+	took := time.Since(start)
+	assert.GreaterOrEqual(t, took, 900*time.Millisecond, "each of the 3 attempts lasts herd.timeout")
+	assert.Less(t, took, 5*time.Second)
 	assert.Equal(t, 1, h.reboots)
 	assert.Nil(t, h.recv, "no receive without the server")
 	out := h.console.String()
@@ -168,7 +170,7 @@ func TestAgentNoNetworkCountsAsAttempts(t *testing.T) {
 	calls := 0
 	a.NetUp = func(ctx context.Context) (Lease, error) { calls++; return Lease{}, context.DeadlineExceeded }
 	assert.ErrorIs(t, a.Run(context.Background()), ErrUnreachable)
-	assert.Equal(t, 3, calls)
+	assert.GreaterOrEqual(t, calls, 3, "DHCP is tried again within each attempt")
 	assert.Equal(t, 1, h.reboots)
 	assert.Contains(t, h.console.String(), "no network, cannot reach herd server 10.255.255.1:80 (attempt 3/3)")
 }

@@ -39,8 +39,9 @@ type Config struct {
 	// Key is the session key (herd.key, hex of the bytes of the key
 	// file given to herd send/deploy), nil when absent.
 	Key []byte
-	// Timeout bounds each attempt to reach the server (herd.timeout,
-	// seconds).
+	// Timeout is how long each attempt to reach the server lasts
+	// (herd.timeout, seconds); within it the server is asked again
+	// every couple of seconds.
 	Timeout time.Duration
 	// Retries is how many times the server is tried before the machine
 	// reboots (herd.retries, at least 1).
