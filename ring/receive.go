@@ -333,7 +333,7 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 
 	acts := node.Step(core.Event{Kind: core.EvUp, Msg: h.hello, Now: lp.now()})
 	reason, err := lp.run(ctx, acts)
-	if err == nil && !node.UpstreamClosed() {
+	if err == nil && node.UpDone() && !node.SaidBye() {
 		linger(ctx, lp, lingerTime(cfg.DeadTimeout), func() int { return gen })
 	}
 
@@ -374,18 +374,20 @@ func lingerTime(dead time.Duration) time.Duration {
 	return max(10*time.Second, 4*dead)
 }
 
-// linger keeps a finished node reachable until its upstream closes the
-// connection: when the upstream died after relaying our final ack (or
-// before), the node before it reconnects to us and must hear that we, and
-// everyone after us, are done, instead of finding nobody there.
+// linger keeps a finished node reachable until its upstream says Bye: when
+// the upstream died (the connection ends without a Bye) after relaying our
+// final ack, or before, the node before it reconnects to us and must hear
+// that we, and everyone after us, are done, instead of finding nobody.
 func linger(ctx context.Context, lp *loop, d time.Duration, gen func() int) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
 		select {
 		case ev := <-lp.evc:
-			if ev.Kind == core.EvUpClosed && ev.Index == gen() {
-				return
+			if ev.Kind == core.EvUp && ev.Index == gen() {
+				if _, ok := ev.Msg.(*wire.Bye); ok {
+					return
+				}
 			}
 			if ev.Kind == core.EvUp && ev.Index != gen() && ev.Ref != 0 {
 				lp.pool.Load().put(ev.Ref)

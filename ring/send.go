@@ -67,9 +67,10 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	// before any node is touched.
 	srcs := make([]Source, len(cfg.Items))
 	closeSrcs := func() {
-		for _, s := range srcs {
+		for i, s := range srcs {
 			if s != nil {
 				s.Close()
+				srcs[i] = nil
 			}
 		}
 	}
@@ -102,15 +103,23 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 		}
 	}
 	readDone := make(chan struct{})
+	readers := append([]Source(nil), srcs...)
 	go func() {
 		defer close(readDone)
-		readSources(ctx, lp, pl, srcs, man, cfg.Key, chunk)
+		readSources(ctx, lp, pl, readers, man, cfg.Key, chunk)
 	}()
 
 	reason, err := lp.run(ctx, sender.Start(lp.now()))
 	close(lp.done)
 	cancel()
-	<-readDone
+	select {
+	case <-readDone:
+	case <-time.After(time.Second):
+		// The reader is stuck in a read (a pipe that is not finished):
+		// closing the sources unblocks it.
+		closeSrcs()
+		<-readDone
+	}
 	lp.down.stop()
 	rep := &Report{Nodes: sender.Nodes(), Items: sender.Items(), Bytes: sender.Bytes(), Elapsed: lp.now()}
 	if cfg.Progress != nil {

@@ -241,11 +241,12 @@ func (d *downlink) loseTarget(reason string, out *[]Action) {
 	d.next(out)
 }
 
-// next dials the first node after the target that is not final yet.
+// next dials the node after the target. It may have finished already: it
+// still answers (it lingers until its upstream says Bye) with where it
+// stands and the last word of every node after it.
 func (d *downlink) next(out *[]Action) {
 	d.up, d.awaiting = false, false
-	for d.target++; d.target < len(d.view) && d.view[d.target].State.Terminal(); d.target++ {
-	}
+	d.target++
 	if d.target < len(d.view) {
 		d.dial(out)
 		return

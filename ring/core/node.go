@@ -77,6 +77,7 @@ type Node struct {
 	upLostAt    time.Duration
 	upLostWhy   string
 	lastUpAt    time.Duration // when the upstream last sent anything
+	bye         bool          // the upstream said Bye
 	lastAck     time.Duration
 	ackedFrames uint64
 	ackedDown   uint64
@@ -128,6 +129,12 @@ func (n *Node) UpstreamLost() bool { return n.upGone && !n.upDone }
 // UpstreamClosed reports whether the current upstream connection ended.
 func (n *Node) UpstreamClosed() bool { return n.upGone }
 
+// SaidBye reports whether the upstream ended the hop cleanly (Bye).
+func (n *Node) SaidBye() bool { return n.bye }
+
+// UpDone reports whether the whole stream (up to End) arrived.
+func (n *Node) UpDone() bool { return n.upDone }
+
 // View returns the statuses of the nodes after this one, as last reported.
 func (n *Node) View() []NodeStatus {
 	if n.man == nil {
@@ -159,6 +166,9 @@ func (n *Node) Step(ev Event) []Action {
 		case EvUp:
 			if ev.Ref != 0 {
 				out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
+			}
+			if _, ok := ev.Msg.(*wire.Bye); ok {
+				n.bye = true
 			}
 		case EvUpNew:
 			// A node further up bypassed our (silent) upstream after we
@@ -329,6 +339,8 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		}
 		n.down.send(m, 0, out)
 		n.onItemEnd(m, out)
+	case *wire.Bye:
+		n.bye = true
 	case *wire.End:
 		if n.man == nil {
 			return
@@ -557,6 +569,9 @@ func (n *Node) maybeFinish(out *[]Action) {
 	n.maybeAck(true, out)
 	n.finished = true
 	if n.man != nil && !n.down.cut {
+		if n.down.up && !n.down.awaiting {
+			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Bye{}})
+		}
 		*out = append(*out, Action{Kind: ActCloseDown})
 	}
 	*out = append(*out, Action{Kind: ActDone, Err: n.st.Err})

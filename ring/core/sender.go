@@ -210,6 +210,9 @@ func (s *Sender) maybeFinish(out *[]Action) {
 	}
 	s.finished = true
 	if !s.down.cut {
+		if s.down.up && !s.down.awaiting && s.err == "" {
+			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Bye{}})
+		}
 		*out = append(*out, Action{Kind: ActCloseDown})
 	}
 	*out = append(*out, Action{Kind: ActDone, Err: s.err})

@@ -12,6 +12,7 @@
 //	up → down   Manifest   (unless it has it) chain and items
 //	up → down   Data…, ItemEnd per item, End    stream frames, forwarded verbatim
 //	down → up   Ack…       statuses of this node and the nodes after it
+//	up → down   Bye        everyone after the upstream is done or failed
 //
 // Data frames carry the session id, the item index, a global chunk number
 // and the offset, with an xxh3-128 sum (keyed BLAKE3 with a session key) over
@@ -51,6 +52,7 @@ const (
 	TAck       Type = 8  // downstream -> upstream: statuses of downstream nodes
 	TReject    Type = 9  // either way: the peer refuses the hop, with a reason
 	TResume    Type = 10 // downstream -> upstream after acceptance: where to (re)start
+	TBye       Type = 11 // upstream -> downstream: session over for everyone after you; hang up
 )
 
 func (t Type) String() string {
@@ -75,6 +77,8 @@ func (t Type) String() string {
 		return "reject"
 	case TResume:
 		return "resume"
+	case TBye:
+		return "bye"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -130,7 +134,7 @@ func ParseHeader(b []byte) (Header, error) {
 		return Header{}, ErrMagic
 	}
 	h := Header{Type: Type(b[2]), Flags: b[3], Len: binary.LittleEndian.Uint32(b[4:])}
-	if h.Type < THello || h.Type > TResume {
+	if h.Type < THello || h.Type > TBye {
 		return h, fmt.Errorf("%w %d", ErrType, h.Type)
 	}
 	if h.Flags != 0 {
@@ -201,6 +205,8 @@ func DecodeBody(t Type, body []byte) (Msg, error) {
 		m = new(Reject)
 	case TResume:
 		m = new(Resume)
+	case TBye:
+		m = new(Bye)
 	default:
 		return nil, fmt.Errorf("%w %d", ErrType, t)
 	}
@@ -322,6 +328,22 @@ func (m *Hello) decodeBody(b []byte) error {
 	m.Keyed = k == 1
 	r.fixed(m.Nonce[:])
 	return r.done()
+}
+
+// Bye ends a hop cleanly: the upstream knows every node after it is in a
+// final state. A finished node that sees the connection close without a
+// Bye stays reachable for a while: its upstream may have died, and the
+// node before that may reconnect to it.
+type Bye struct{}
+
+// Type implements Msg.
+func (*Bye) Type() Type                   { return TBye }
+func (m *Bye) appendBody(b []byte) []byte { return b }
+func (m *Bye) decodeBody(b []byte) error {
+	if len(b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrBody, len(b))
+	}
+	return nil
 }
 
 // Challenge answers a Hello: the downstream's nonce and its MAC proving

@@ -27,6 +27,7 @@ func sampleMsgs() []Msg {
 		&Ack{Nodes: []AckNode{{Index: 2, State: StReceiving, Frames: 9, DownFrames: 7, Bytes: 100, Rate: 1.5e8, Items: []AckItem{{Bytes: 100}}},
 			{Index: 3, State: StFailed, Err: "digest mismatch on item 0 (/dev/sda)", Items: []AckItem{{Bytes: 5, HasDigest: true, Digest: [DigestSize]byte{1}}, {Verified: true}}}}},
 		&Reject{Reason: "wrong session"},
+		&Bye{},
 	}
 }
 
