@@ -205,3 +205,40 @@ func TestSenderReadErrorAborts(t *testing.T) {
 	assert.Equal(t, "read item 0 (x): input/output error", find(acts, ActDone).Err)
 	assert.Equal(t, StateFailed, s.Nodes()[0].State)
 }
+
+func TestFinishedNodeAnswersABypassingUpstream(t *testing.T) {
+	n := lastNode(t, 4)
+	n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Payload: []byte("abcd")}, Ref: 1})
+	n.Step(Event{Kind: EvWritten, Ref: 1})
+	n.Step(Event{Kind: EvUp, Msg: end(0, []byte("abcd"), 0)})
+	n.Step(Event{Kind: EvUp, Msg: &wire.End{Chunks: 1, Bytes: 4}})
+	acts := n.Step(Event{Kind: EvSynced, Item: 0})
+	require.NotNil(t, find(acts, ActDone))
+	require.True(t, n.Finished())
+	assert.False(t, n.SaidBye(), "its upstream has not said Bye yet: it lingers")
+
+	// The upstream died; the node before it reconnects.
+	n.Step(Event{Kind: EvUpClosed, Err: "EOF"})
+	acts = n.Step(Event{Kind: EvUpNew, Msg: &wire.Hello{Session: sess, Index: 0}})
+	require.Len(t, acts, 2)
+	r := acts[0].Msg.(*wire.Resume)
+	assert.Equal(t, uint64(3), r.Frames, "data, item end and end: nothing to resend")
+	assert.True(t, r.HasManifest)
+	a := acts[1].Msg.(*wire.Ack)
+	assert.Equal(t, wire.StDone, a.Nodes[0].State)
+
+	n.Step(Event{Kind: EvUp, Msg: &wire.Bye{}})
+	assert.True(t, n.SaidBye())
+}
+
+func TestFinishedSenderSaysBye(t *testing.T) {
+	s := NewSender(SenderConfig{Manifest: manifest(1, 0)})
+	s.Start(0)
+	s.Step(Event{Kind: EvDownUp, Index: 0})
+	s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.Resume{}})
+	s.Step(Event{Kind: EvReadEnd, Item: 0})
+	acts := s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.Ack{Nodes: []wire.AckNode{{Index: 0, State: wire.StDone, Items: []wire.AckItem{{Verified: true}}}}}})
+	require.Equal(t, []ActionKind{ActSendDown, ActCloseDown, ActDone}, kinds(acts))
+	assert.IsType(t, &wire.Bye{}, acts[0].Msg)
+	assert.True(t, s.Nodes()[0].Items[0].Verified)
+}
