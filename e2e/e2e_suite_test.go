@@ -21,6 +21,9 @@ func TestE2E(t *testing.T) {
 var herdBin string
 
 var _ = BeforeSuite(func() {
+	if testing.Short() {
+		Skip("end-to-end suites are skipped with -short")
+	}
 	if err := harness.Available(); err != nil {
 		Skip("end-to-end suites need root, nsenter and loop devices: " + err.Error())
 	}
