@@ -9,7 +9,7 @@ DEBS := fdisk e2fsprogs xfsprogs dosfstools zstd ncompress cpio tar gzip \
 	util-linux kmod
 
 # Packages whose tests also run under the race detector (concurrent code).
-RACE_PKGS := ./ring/...
+RACE_PKGS := ./ring/... ./blockdev/...
 
 .PHONY: all deps build test e2e bench demo fmt vet fuzz clean
 all: build

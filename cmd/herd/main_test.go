@@ -220,7 +220,7 @@ func TestSendConfigErrorsExit2BeforeConnecting(t *testing.T) {
 	require.NoError(t, os.WriteFile(cfg, []byte("infile /etc/hostname\noutfile /x\nserver s\nfirstclient a\nlastclient a\nclients 2\n127.0.0.1:1\nendconfig\n"), 0o644))
 	code, _, stderr := runHerd(t, "send", "-f", cfg)
 	assert.Equal(t, ExitUsage, code)
-	assert.Contains(t, stderr, cfg+":8: expected 'endconfig'")
+	assert.Contains(t, stderr, cfg+":8: 'clients 2' on line 6 but only 1 client lines")
 
 	code, _, stderr = runHerd(t, "send", "--to", "127.0.0.1:1", "--in", filepath.Join(dir, "missing"), "--out", "/x")
 	assert.Equal(t, ExitUsage, code)

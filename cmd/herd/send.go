@@ -158,6 +158,9 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	items := make([]ring.SendItem, 0, len(s.items))
 	stats := make([]sourceStats, len(s.items))
 	for i, it := range s.items {
+		stats[i].Item = it.Src
+	}
+	for i, it := range s.items {
 		probe, err := openSource(it.Src, it.Cook, o.source)
 		if err != nil {
 			return usageError{fmt.Errorf("item %d (%s): %w", i+1, it.Src, err)}

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"fmt"
-	"os"
 	"sync/atomic"
 
 	"github.com/spf13/pflag"
 
+	"github.com/herd-cluster/herd/blockdev"
 	"github.com/herd-cluster/herd/ring"
 )
 
@@ -27,51 +26,22 @@ type sourceStats struct {
 	DeviceBytes int64  `json:"device_bytes"`
 	UsedBytes   int64  `json:"used_bytes"`
 	WireBytes   int64  `json:"wire_bytes"`
+	Method      string `json:"method"`
 }
 
-// itemSource is a ring.Source that knows its logical size.
+// itemSource is a ring.Source that knows its logical size and what it read.
 type itemSource interface {
 	ring.Source
 	Size() int64
+	Stats() blockdev.Stats
 }
 
-// fileSource reads a regular file or a device sequentially.
-type fileSource struct {
-	ring.Source
-	size int64
-}
-
-func (s fileSource) Size() int64 { return s.size }
-
-// openSource opens an item's source at the golden node.
+// openSource opens an item's source at the golden node. Items are sent as
+// they are (a compressed image stays compressed on the wire; a cooked item
+// is decompressed or unpacked by the nodes), except that with --used-only
+// a disk or partition sends only the blocks its filesystem uses.
 func openSource(path string, cook bool, o sourceOptions) (itemSource, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if st.IsDir() {
-		f.Close()
-		return nil, fmt.Errorf("%s is a directory: send a file, a device or an archive", path)
-	}
-	size := st.Size()
-	if !st.Mode().IsRegular() {
-		end, err := f.Seek(0, 2)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("size of %s: %w", path, err)
-		}
-		if _, err := f.Seek(0, 0); err != nil {
-			f.Close()
-			return nil, err
-		}
-		size = end
-	}
-	return fileSource{ring.ReaderSource(f), size}, nil
+	return blockdev.OpenSource(path, blockdev.SourceOptions{Raw: true, UsedOnly: o.usedOnly && !cook})
 }
 
 // statsSource counts the bytes a source yields.
@@ -84,4 +54,11 @@ func (s statsSource) ReadChunk(p []byte) (int64, int, error) {
 	off, n, err := s.itemSource.ReadChunk(p)
 	atomic.AddInt64(&s.st.WireBytes, int64(n))
 	return off, n, err
+}
+
+// Close records the source's own counts for the summary.
+func (s statsSource) Close() error {
+	st := s.itemSource.Stats()
+	s.st.DeviceBytes, s.st.UsedBytes, s.st.Method = st.DeviceBytes, st.UsedBytes, st.Method
+	return s.itemSource.Close()
 }
