@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/herd-cluster/herd/blockdev"
 	"golang.org/x/sys/unix"
 )
 
@@ -89,62 +90,23 @@ type mountEntry struct {
 	target, fstype string
 }
 
-// mounts parses a mountinfo file.
+// mounts reads a mountinfo file (parsed by blockdev, which also checks
+// targets against it).
 func mounts(path string) ([]mountEntry, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		m, ok := parseMountInfoLine(sc.Text())
-		if ok {
-			out = append(out, m)
-		}
+	ms, err := blockdev.ParseMountinfo(f)
+	if err != nil {
+		return nil, err
 	}
-	return out, sc.Err()
-}
-
-// parseMountInfoLine reads the mount point and filesystem type from one
-// line of /proc/*/mountinfo.
-func parseMountInfoLine(line string) (mountEntry, bool) {
-	f := strings.Fields(line)
-	if len(f) < 7 {
-		return mountEntry{}, false
+	out := make([]mountEntry, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, mountEntry{target: m.Point, fstype: m.FSType})
 	}
-	sep := -1
-	for i := 6; i < len(f); i++ {
-		if f[i] == "-" {
-			sep = i
-			break
-		}
-	}
-	if sep < 0 || sep+1 >= len(f) {
-		return mountEntry{}, false
-	}
-	return mountEntry{target: unescapeMount(f[4]), fstype: f[sep+1]}, true
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out, nil
 }
 
 // isMountPoint reports whether dir is a mount point in this thread's mount
