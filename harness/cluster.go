@@ -25,6 +25,10 @@ type Config struct {
 	Nodes int
 	// DiskSize is the size in bytes of each node's sparse disk; 0 means 64 MiB.
 	DiskSize int64
+	// DiskSizes optionally gives node i+1 (nodeI+1) a disk of DiskSizes[i]
+	// bytes. Entries missing (a shorter slice) or 0 fall back to DiskSize.
+	// It may not be longer than Nodes.
+	DiskSizes []int64
 	// Rate limits each node's link, in bits per second, in both
 	// directions (TBF). 0 leaves links unshaped.
 	Rate uint64
@@ -80,6 +84,21 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.DiskSize < 0 {
 		return nil, fmt.Errorf("disk size %d: %w", cfg.DiskSize, ErrBadConfig)
 	}
+	if len(cfg.DiskSizes) > cfg.Nodes {
+		return nil, fmt.Errorf("%d disk sizes for %d nodes: %w", len(cfg.DiskSizes), cfg.Nodes, ErrBadConfig)
+	}
+	var sizes map[string]int64
+	for i, sz := range cfg.DiskSizes {
+		if sz < 0 {
+			return nil, fmt.Errorf("disk size %d of %s: %w", sz, nodeName(i+1), ErrBadConfig)
+		}
+		if sz > 0 && sz != cfg.DiskSize {
+			if sizes == nil {
+				sizes = map[string]int64{}
+			}
+			sizes[nodeName(i+1)] = sz
+		}
+	}
 	if !cfg.Subnet.IsValid() {
 		cfg.Subnet = netip.MustParsePrefix("10.99.0.0/24")
 	}
@@ -104,7 +123,7 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	st := &state{
 		Name: cfg.Name, OwnerPID: os.Getpid(), OwnerStart: procStart(os.Getpid()),
-		Persistent: cfg.Persistent, Nodes: cfg.Nodes, DiskSize: cfg.DiskSize,
+		Persistent: cfg.Persistent, Nodes: cfg.Nodes, DiskSize: cfg.DiskSize, DiskSizes: sizes,
 		Rate: cfg.Rate, Subnet: cfg.Subnet.String(), WorkDir: cfg.WorkDir,
 		Loops: map[string]string{},
 	}
@@ -225,7 +244,7 @@ func (c *Cluster) buildNode(gh *netlink.Handle, br netlink.Link, n *Node) error 
 	if err != nil {
 		return fmt.Errorf("create disk image: %w", err)
 	}
-	err = f.Truncate(c.st.DiskSize)
+	err = f.Truncate(c.st.diskSizeOf(n.name))
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("size disk image %s: %w", img, err)
@@ -322,7 +341,8 @@ func (c *Cluster) Subnet() netip.Prefix { return c.subnet }
 // Rate returns the link rate in bits per second set at creation (0 = unshaped).
 func (c *Cluster) Rate() uint64 { return c.st.Rate }
 
-// DiskSize returns the size of each node's disk in bytes.
+// DiskSize returns the default size of a node's disk in bytes (see
+// Node.DiskSize for a node given its own size by Config.DiskSizes).
 func (c *Cluster) DiskSize() int64 { return c.st.DiskSize }
 
 // WorkDir returns the folder with disk images and logs.

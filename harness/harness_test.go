@@ -94,6 +94,40 @@ func TestNodesHaveOwnDiskAtSamePath(t *testing.T) {
 	assert.Error(t, err)
 }
 
+func TestPerNodeDiskSizes(t *testing.T) {
+	needTools(t, "blockdev")
+	// node1 gets its own size, node2 has 0 (falls back), node3 is past
+	// the slice (falls back).
+	c := harness.NewT(t, harness.Config{Nodes: 3, DiskSize: 8 << 20, DiskSizes: []int64{12 << 20, 0}})
+	want := []int64{12 << 20, 8 << 20, 8 << 20}
+	for i, n := range c.Nodes() {
+		assert.Equal(t, want[i], n.DiskSize(), n.Name())
+		out, err := n.Run(t.Context(), "blockdev", "--getsize64", harness.NodeDisk)
+		require.NoError(t, err)
+		assert.Equal(t, strconv.FormatInt(want[i], 10), strings.TrimSpace(string(out)), n.Name())
+	}
+	assert.Equal(t, int64(8<<20), c.DiskSize())
+	assert.Zero(t, c.Golden().DiskSize())
+}
+
+func TestPerNodeDiskSizesSurviveOpen(t *testing.T) {
+	if err := harness.Available(); err != nil {
+		t.Skipf("harness unavailable: %v", err)
+	}
+	name := fmt.Sprintf("s%d", os.Getpid())
+	c, err := harness.New(t.Context(), harness.Config{Name: name, Nodes: 2, DiskSize: 4 << 20, DiskSizes: []int64{0, 6 << 20}, Persistent: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = harness.Destroy(name) })
+	o, err := harness.Open(name)
+	require.NoError(t, err)
+	assert.Equal(t, int64(4<<20), o.Nodes()[0].DiskSize())
+	assert.Equal(t, int64(6<<20), o.Nodes()[1].DiskSize())
+	fi, err := os.Stat(filepath.Join(c.WorkDir(), "node2.img"))
+	require.NoError(t, err)
+	assert.Equal(t, int64(6<<20), fi.Size())
+	require.NoError(t, harness.Destroy(name))
+}
+
 func TestAddressesAndReachability(t *testing.T) {
 	needTools(t, "ip")
 	c := harness.NewT(t, harness.Config{Nodes: 2})
@@ -430,7 +464,8 @@ func TestBadConfig(t *testing.T) {
 	if err := harness.Available(); err != nil {
 		t.Skipf("harness unavailable: %v", err)
 	}
-	for _, cfg := range []harness.Config{{Nodes: 0}, {Nodes: 241}, {Nodes: 1, Name: "Bad-Name"}, {Nodes: 1, DiskSize: -1}} {
+	for _, cfg := range []harness.Config{{Nodes: 0}, {Nodes: 241}, {Nodes: 1, Name: "Bad-Name"}, {Nodes: 1, DiskSize: -1},
+		{Nodes: 1, DiskSizes: []int64{1 << 20, 1 << 20}}, {Nodes: 2, DiskSizes: []int64{0, -5}}} {
 		_, err := harness.New(t.Context(), cfg)
 		assert.ErrorIs(t, err, harness.ErrBadConfig, "%+v", cfg)
 	}

@@ -50,6 +50,14 @@ func (n *Node) MountNS() string {
 // for golden. Inside the node the same disk is NodeDisk.
 func (n *Node) Disk() string { return n.disk }
 
+// DiskSize returns the size in bytes of the node's disk, or 0 for golden.
+func (n *Node) DiskSize() int64 {
+	if n.index == 0 {
+		return 0
+	}
+	return n.c.st.diskSizeOf(n.name)
+}
+
 // port returns the interface on the golden side (a bridge port) that
 // carries this node's traffic.
 func (n *Node) port() string { return "v" + n.name }

@@ -47,11 +47,21 @@ type state struct {
 	Persistent bool   `json:"persistent"`
 	Nodes      int    `json:"nodes"`
 	DiskSize   int64  `json:"disk_size"`
-	Rate       uint64 `json:"rate_bits"`
-	Subnet     string `json:"subnet"`
-	WorkDir    string `json:"work_dir"`
+	// DiskSizes holds the nodes whose disk size differs from DiskSize.
+	DiskSizes map[string]int64 `json:"disk_sizes,omitempty"`
+	Rate      uint64           `json:"rate_bits"`
+	Subnet    string           `json:"subnet"`
+	WorkDir   string           `json:"work_dir"`
 	// Loops maps a node name to its loop device path (/dev/loopN).
 	Loops map[string]string `json:"loops"`
+}
+
+// diskSizeOf returns the disk size of the node called name.
+func (st *state) diskSizeOf(name string) int64 {
+	if sz, ok := st.DiskSizes[name]; ok && sz > 0 {
+		return sz
+	}
+	return st.DiskSize
 }
 
 func statePath(name string) string { return filepath.Join(StateDir, name+".json") }
