@@ -336,3 +336,17 @@ func TestKeyMismatchNodeWritesNothing(t *testing.T) {
 	_, err := os.Stat(filepath.Join(bad[0].root, "img"))
 	assert.True(t, os.IsNotExist(err), "the node with the wrong key must write nothing")
 }
+
+func TestRecvVerifyReadsBack(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	writeRandom(t, src, 9<<20+17, 11)
+	rs := startReceivers(t, 3, "--verify")
+	code, stdout, stderr := runHerd(t, "send", "--to", addrs(rs), "--in", src, "--out", "/disk.img", "--json")
+	require.Equal(t, ExitOK, code, stderr)
+	require.True(t, lastSummary(t, stdout).OK)
+	for _, r := range rs {
+		assert.Equal(t, 0, exitOf(t, r), r.stderr.String())
+		assert.Equal(t, sha256File(t, src), sha256File(t, filepath.Join(r.root, "disk.img")))
+	}
+}

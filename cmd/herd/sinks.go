@@ -16,10 +16,12 @@ type sinkOptions struct {
 	root         string
 	zeroUnused   bool
 	allowDevices []string
+	verify       bool
 }
 
 func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
 	f.BoolVar(&o.zeroUnused, "zero-unused", false, "write zeros where the source sent nothing, so a device target is byte-identical to the source")
+	f.BoolVar(&o.verify, "verify", false, "after writing a raw item, drop it from the page cache, read it back from the disk and compare it with what was written; a difference fails the node (cooked '>>' items are not read back)")
 	f.StringSliceVar(&o.allowDevices, "allow-device", nil, "block devices that may be written (paths or globs like /dev/sd?); default: any device named by the sender when --root is not set, none when it is")
 }
 
@@ -42,5 +44,12 @@ func openSink(it ring.Item, o sinkOptions) (ring.Sink, error) {
 	if it.Cook {
 		return blockdev.OpenCookSink(it.Name, dest, opts)
 	}
-	return blockdev.OpenSink(dest, it.Size, opts)
+	s, err := blockdev.OpenFileSink(dest, it.Size, opts)
+	if err != nil {
+		return nil, err
+	}
+	if o.verify {
+		return blockdev.NewVerifySink(s), nil
+	}
+	return s, nil
 }
