@@ -5,8 +5,10 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -275,4 +277,26 @@ func TestDescApplyRefusesMounted(t *testing.T) {
 	err = Apply(context.Background(), p, dev)
 	require.ErrorIs(t, err, ErrInUse)
 	assert.Contains(t, err.Error(), "mounted on "+mnt)
+}
+
+// A device node with another name for a disk (as a lab node has) is
+// recognised as in use by a loop device on top of it, and an unrelated
+// copy of an image at another path is not.
+func TestDescCheckNotInUseByDeviceNumber(t *testing.T) {
+	needRoot(t, "losetup")
+	const size = 16 * MiB
+	img := sparseImage(t, size)
+	dev := attachLoop(t, img)
+	st, err := os.Stat(dev)
+	require.NoError(t, err)
+	alias := filepath.Join(t.TempDir(), "disk")
+	sys := st.Sys().(*syscall.Stat_t)
+	require.NoError(t, syscall.Mknod(alias, syscall.S_IFBLK|0o600, int(sys.Rdev)))
+	require.NoError(t, CheckNotInUse(alias), "nothing sits on the disk yet")
+	attachLoop(t, alias, "--offset", "1048576")
+	require.ErrorIs(t, CheckNotInUse(alias), ErrInUse)
+	require.ErrorIs(t, CheckNotInUse(dev), ErrInUse)
+
+	other := sparseImage(t, size)
+	require.NoError(t, CheckNotInUse(other))
 }

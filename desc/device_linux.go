@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -84,8 +85,16 @@ func CheckNotInUse(dev string) error {
 	}
 	var devNums map[string]bool // "maj:min" of dev and its partitions
 	if st.Mode()&os.ModeDevice != 0 {
-		name := filepath.Base(abs)
-		sys := filepath.Join("/sys/class/block", name)
+		// Find the sysfs entry by device number, so a device node with
+		// another name (as inside a lab node) is recognised too.
+		sys := filepath.Join("/sys/class/block", filepath.Base(abs))
+		if sst, ok := st.Sys().(*syscall.Stat_t); ok {
+			num := fmt.Sprintf("%d:%d", unix.Major(uint64(sst.Rdev)), unix.Minor(uint64(sst.Rdev)))
+			if r, err := filepath.EvalSymlinks("/sys/dev/block/" + num); err == nil {
+				sys = r
+			}
+		}
+		name := filepath.Base(sys)
 		devNums = map[string]bool{}
 		if b, err := os.ReadFile(filepath.Join(sys, "dev")); err == nil {
 			devNums[strings.TrimSpace(string(b))] = true
@@ -121,19 +130,39 @@ func CheckNotInUse(dev string) error {
 			}
 		}
 	}
-	loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	for _, lf := range loops {
-		b, err := os.ReadFile(lf)
+	if loop := backingLoop(st); loop != "" {
+		return fmt.Errorf("%w: %s backs loop device %s", ErrInUse, dev, loop)
+	}
+	return nil
+}
+
+// backingLoop returns the loop device whose backing file is the file
+// (or, for a block device, the device number) st describes, or "". It
+// compares the device and inode numbers the
+// kernel reports (LOOP_GET_STATUS64), not the backing path: the same
+// path names different files in different mount namespaces (every lab
+// node has its own disk at the same path), and a path can be renamed.
+func backingLoop(st os.FileInfo) string {
+	sst, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	loops, _ := filepath.Glob("/sys/block/loop*/loop")
+	for _, l := range loops {
+		name := filepath.Base(filepath.Dir(l))
+		f, err := os.Open("/dev/" + name)
 		if err != nil {
 			continue
 		}
-		back := strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")
-		if back == abs {
-			return fmt.Errorf("%w: %s backs loop device /dev/%s", ErrInUse, dev, filepath.Base(filepath.Dir(filepath.Dir(lf))))
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			continue
 		}
-		if bst, err := os.Stat(back); err == nil && os.SameFile(bst, st) {
-			return fmt.Errorf("%w: %s backs loop device /dev/%s", ErrInUse, dev, filepath.Base(filepath.Dir(filepath.Dir(lf))))
+		isDev := st.Mode()&os.ModeDevice != 0
+		if (isDev && info.Rdevice == uint64(sst.Rdev)) || (!isDev && info.Device == uint64(sst.Dev) && info.Inode == sst.Ino) {
+			return "/dev/" + name
 		}
 	}
-	return nil
+	return ""
 }
