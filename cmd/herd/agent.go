@@ -28,7 +28,10 @@ kernel command line (herd.server=IP:PORT herd.session=NAME herd.port=9998
 herd.method=raw herd.disk=/dev/vda herd.key=HEX herd.timeout=SECONDS
 herd.retries=N), brings eth0 up with DHCP, registers with the server, receives
 the image with herd recv, reports and reboots. If the server cannot be reached
-it says so on the console, retries herd.retries times and reboots.
+it says so on the console, retries herd.retries times and reboots. Once
+registered, it checks every 5 s that the server still knows it; if the server
+stops answering for herd.timeout seconds before a session reached the agent,
+it says so and reboots to try PXE again.
 
 It reboots the machine it runs on, so outside an initramfs (pid 1) it refuses
 to start unless --force is given.

@@ -26,6 +26,11 @@ var (
 	ErrUnreachable = errors.New("agent: cannot reach herd server")
 	// ErrCloneFailed means the receive ran but did not verify.
 	ErrCloneFailed = errors.New("agent: clone failed")
+	// ErrServerLost means the server stopped answering (or forgot this
+	// machine) after the agent registered and before any session
+	// reached it; it wraps ErrUnreachable, so the machine reboots to try
+	// PXE again as when the server was never reached.
+	ErrServerLost = fmt.Errorf("%w: lost after registering", ErrUnreachable)
 )
 
 // Lease is the network configuration the agent got.
@@ -72,6 +77,15 @@ type Agent struct {
 	RetryDelay time.Duration
 	// TempDir holds the key file (default os.TempDir()).
 	TempDir string
+	// WatchInterval is how often the agent, once registered and waiting
+	// for the session, checks that the server still knows it (default
+	// 5 s). When the server has not answered for Config.Timeout and no
+	// session connection is open, the wait ends with ErrServerLost.
+	WatchInterval time.Duration
+	// SessionActive reports whether a session connection reached port
+	// (default: an established TCP connection on that local port in
+	// /proc/net/tcp or tcp6). While it does the server is not needed.
+	SessionActive func(port int) bool
 }
 
 func (a *Agent) say(format string, args ...any) {
@@ -93,7 +107,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		a.say("%v", err)
 	}
-	if errors.Is(err, ErrUnreachable) {
+	if errors.Is(err, ErrServerLost) {
+		a.say("herd server %s is gone, rebooting to try PXE again", c.Server)
+	} else if errors.Is(err, ErrUnreachable) {
 		a.say("giving up on herd server %s after %d attempts, rebooting to try PXE again", c.Server, c.Retries)
 	} else if err != nil {
 		a.say("clone failed, rebooting")
@@ -114,7 +130,10 @@ func (a *Agent) clone(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sum, err := a.receive(ctx)
+	sum, err := a.receive(ctx, lease)
+	if errors.Is(err, ErrServerLost) {
+		return err // nobody to report to
+	}
 	bytes := int64(0)
 	if sum != nil {
 		bytes = sum.Bytes
@@ -223,9 +242,25 @@ func (a *Agent) post(ctx context.Context, path string, body any) error {
 	return nil
 }
 
-// receive runs herd recv and reads its summary line.
-func (a *Agent) receive(ctx context.Context) (*Summary, error) {
+// receive runs herd recv and reads its summary line. While herd recv
+// waits, a watchdog checks that the server is still there (see
+// WatchInterval); if it is gone, herd recv is stopped and receive
+// returns ErrServerLost.
+func (a *Agent) receive(ctx context.Context, lease Lease) (*Summary, error) {
 	c := a.Config
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lost := make(chan error, 1)
+	watchDone := make(chan struct{})
+	defer func() { <-watchDone }()
+	defer cancel()
+	go func() {
+		defer close(watchDone)
+		if err := a.watch(ctx, lease); err != nil {
+			lost <- err
+			cancel()
+		}
+	}()
 	args := []string{"recv", "--listen", ":" + strconv.Itoa(c.Port), "--json"}
 	if c.Key != nil {
 		kf := filepath.Join(a.TempDir, "herd-session.key")
@@ -254,6 +289,11 @@ func (a *Agent) receive(ctx context.Context) (*Summary, error) {
 	}
 	io.Copy(io.Discard, out)
 	werr := cmd.Wait()
+	select {
+	case err := <-lost:
+		return nil, err
+	default:
+	}
 	switch {
 	case sum == nil && werr != nil:
 		return nil, fmt.Errorf("%w: herd recv: %v (no summary)", ErrCloneFailed, werr)
@@ -265,6 +305,62 @@ func (a *Agent) receive(ctx context.Context) (*Summary, error) {
 		return sum, fmt.Errorf("%w: herd recv: %v", ErrCloneFailed, werr)
 	}
 	return sum, nil
+}
+
+// watch polls the server every WatchInterval until ctx ends. It returns
+// ErrServerLost once the server has failed to confirm that it knows this
+// machine for Config.Timeout while no session connection is open, and
+// nil when ctx ends first.
+func (a *Agent) watch(ctx context.Context, lease Lease) error {
+	c := a.Config
+	var since time.Time // first failure of the current run of failures
+	var last error
+	tick := time.NewTicker(a.WatchInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		err := a.checkKnown(ctx, lease.MAC)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil || a.SessionActive(c.Port) {
+			since, last = time.Time{}, nil
+			continue
+		}
+		if since.IsZero() {
+			since = time.Now()
+			a.say("herd server %s does not answer while waiting for session %s: %v", c.Server, c.Session, err)
+		}
+		last = err
+		if time.Since(since) >= c.Timeout {
+			a.say("no answer from herd server %s for %v and no session started", c.Server, c.Timeout.Round(time.Second))
+			return fmt.Errorf("%w: %s: %v", ErrServerLost, c.Server, last)
+		}
+	}
+}
+
+// checkKnown asks the server whether it still knows mac.
+func (a *Agent) checkKnown(ctx context.Context, mac string) error {
+	rctx, cancel := context.WithTimeout(ctx, a.WatchInterval)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+a.Config.Server+httpboot.PathMachines+"/"+mac, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := a.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s/%s: %s", httpboot.PathMachines, mac, resp.Status)
+	}
+	return nil
 }
 
 func orDefault(s, d string) string {
@@ -320,6 +416,12 @@ func (a *Agent) defaults() {
 	}
 	if a.Reboot == nil {
 		a.Reboot = Reboot
+	}
+	if a.WatchInterval <= 0 {
+		a.WatchInterval = 5 * time.Second
+	}
+	if a.SessionActive == nil {
+		a.SessionActive = SessionActive
 	}
 	if a.RetryDelay == 0 {
 		a.RetryDelay = 2 * time.Second

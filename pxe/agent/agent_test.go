@@ -27,6 +27,7 @@ type fakeServer struct {
 	registers  []httpboot.RegisterRequest
 	reports    []httpboot.ReportRequest
 	failFirstN int
+	checks     int
 }
 
 func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -46,6 +47,14 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var req httpboot.ReportRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		f.reports = append(f.reports, req)
+	case httpboot.PathMachines + "/52:54:00:00:00:01":
+		f.checks++
+		if len(f.registers) == 0 {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]string{"mac": "52:54:00:00:00:01", "state": "cloning"})
+		return
 	default:
 		http.NotFound(w, r)
 		return
@@ -182,4 +191,147 @@ func TestAgentRefusesUnknownMethod(t *testing.T) {
 	err := a.Run(context.Background())
 	assert.ErrorContains(t, err, `method "files" is not supported`)
 	assert.Equal(t, 1, h.reboots)
+}
+
+// waitingAgent is an agent whose herd recv waits for a session that
+// never comes (until killed), checking its server every 20 ms.
+func waitingAgent(t *testing.T, h *harness, server string) *Agent {
+	a := h.agentFor(t, server, "", 0)
+	a.RecvCommand = func(ctx context.Context, args []string) *exec.Cmd {
+		h.recv = args
+		return exec.CommandContext(ctx, "sleep", "60")
+	}
+	a.WatchInterval = 20 * time.Millisecond
+	a.SessionActive = func(int) bool { return false }
+	return a
+}
+
+func TestAgentRebootsWhenServerDiesAfterRegistering(t *testing.T) {
+	fs := &fakeServer{}
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	h := &harness{}
+	a := waitingAgent(t, h, strings.TrimPrefix(srv.URL, "http://"))
+	go func() {
+		// The server goes away once the agent registered and was seen
+		// waiting.
+		for {
+			fs.mu.Lock()
+			n := fs.checks
+			fs.mu.Unlock()
+			if n >= 3 {
+				srv.CloseClientConnections()
+				srv.Close()
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	start := time.Now()
+	err := a.Run(context.Background())
+	took := time.Since(start)
+	assert.ErrorIs(t, err, ErrServerLost)
+	assert.ErrorIs(t, err, ErrUnreachable, "a lost server is handled like an unreachable one")
+	assert.Less(t, took, 10*time.Second, "herd recv was stopped, not waited for (it sleeps 60 s)")
+	assert.GreaterOrEqual(t, took, 300*time.Millisecond, "the server is given herd.timeout to come back")
+	assert.Equal(t, 1, h.reboots)
+	require.NotNil(t, h.recv, "herd recv was waiting")
+	assert.Len(t, fs.reports, 0)
+	out := h.console.String()
+	assert.Contains(t, out, "does not answer while waiting for session s1")
+	assert.Contains(t, out, "rebooting to try PXE again")
+	assert.NotContains(t, out, "clone verified")
+}
+
+func TestAgentRebootsWhenServerForgetsIt(t *testing.T) {
+	fs := &fakeServer{}
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	h := &harness{}
+	a := waitingAgent(t, h, strings.TrimPrefix(srv.URL, "http://"))
+	go func() {
+		// A server restarted without its state: it answers, but not
+		// for this machine.
+		time.Sleep(50 * time.Millisecond)
+		fs.mu.Lock()
+		fs.registers = nil
+		fs.mu.Unlock()
+	}()
+	err := a.Run(context.Background())
+	assert.ErrorIs(t, err, ErrServerLost)
+	assert.Contains(t, err.Error(), "404")
+	assert.Equal(t, 1, h.reboots)
+}
+
+func TestAgentKeepsReceivingWhileASessionIsOpen(t *testing.T) {
+	fs := &fakeServer{}
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	h := &harness{}
+	a := h.agentFor(t, strings.TrimPrefix(srv.URL, "http://"), "", 0)
+	a.WatchInterval = 20 * time.Millisecond
+	var active sync.Mutex
+	isActive := false
+	a.SessionActive = func(port int) bool {
+		assert.Equal(t, 9998, port)
+		active.Lock()
+		defer active.Unlock()
+		return isActive
+	}
+	a.RecvCommand = func(ctx context.Context, args []string) *exec.Cmd {
+		// The session starts, then the server's API goes away while
+		// the data still flows; the receive finishes.
+		active.Lock()
+		isActive = true
+		active.Unlock()
+		fs.mu.Lock()
+		fs.registers = nil
+		fs.mu.Unlock()
+		return exec.CommandContext(ctx, "sh", "-c", `sleep 1; echo '{"event":"summary","ok":true,"bytes":10,"nodes":[]}'`)
+	}
+	require.NoError(t, a.Run(context.Background()))
+	assert.Contains(t, h.console.String(), "clone verified (10 bytes)")
+	require.Len(t, fs.reports, 1)
+	assert.True(t, fs.reports[0].OK)
+}
+
+func TestEstablishedOnPort(t *testing.T) {
+	b, err := os.ReadFile("testdata/proc-net-tcp")
+	require.NoError(t, err)
+	for port, want := range map[int]bool{9998: true, 8080: false, 22: true, 1: false} {
+		got, err := EstablishedOnPort(bytes.NewReader(b), port)
+		require.NoError(t, err)
+		assert.Equal(t, want, got, "port %d", port)
+	}
+	_, err = EstablishedOnPort(strings.NewReader("  sl local\n  0: 0100007F 0A 01\n"), 1)
+	assert.ErrorContains(t, err, "line 2")
+}
+
+func FuzzEstablishedOnPort(f *testing.F) {
+	b, err := os.ReadFile("testdata/proc-net-tcp")
+	require.NoError(f, err)
+	f.Add(b, 9998)
+	f.Add([]byte("  0: 0100007F:270E 00000000:0000 0A"), 9998)
+	f.Add([]byte(""), 0)
+	f.Fuzz(func(t *testing.T, b []byte, port int) {
+		EstablishedOnPort(bytes.NewReader(b), port)
+	})
+}
+
+func TestSessionActiveSeesARealConnection(t *testing.T) {
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("no /proc/net/tcp here")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	port := l.Addr().(*net.TCPAddr).Port
+	assert.False(t, SessionActive(port), "a listener alone is no session")
+	c, err := net.Dial("tcp", l.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	s, err := l.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	assert.True(t, SessionActive(port))
 }

@@ -7,6 +7,7 @@
 //	POST /api/v1/register  {"mac":"52:54:00:..","ip":"10.0.0.5","port":9998,"session":"lab"} → {"ok":true}
 //	POST /api/v1/report    {"mac":"..","ok":true,"error":"","bytes":N}                     → {"ok":true}
 //	GET  /api/v1/machines  → [{"mac":..,"state":..,"ip":..,"reason":..,"updated":..}, ...]
+//	GET  /api/v1/machines/{mac}  → {"mac":..,"state":..,...} or 404 (an agent checking that its server is still there)
 //	POST /api/v1/machines/{mac}  {"state":"local","reason":""} → {"ok":true} (operator override)
 //
 // Usage:
@@ -112,6 +113,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+PathRegister, s.register)
 	mux.HandleFunc("POST "+PathReport, s.report)
 	mux.HandleFunc("GET "+PathMachines, s.machines)
+	mux.HandleFunc("GET "+PathMachines+"/{mac}", s.machine)
 	mux.HandleFunc("POST "+PathMachines+"/{mac}", s.set)
 	mux.HandleFunc("GET "+PathChain, s.chain)
 	mux.HandleFunc("GET "+PathIPXE+"{mac}", s.ipxe)
@@ -246,6 +248,20 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) machines(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.Store.List())
+}
+
+func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
+	mac, err := state.NormalizeMAC(r.PathValue("mac"))
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, "machine: %v", err)
+		return
+	}
+	m, ok := s.Store.Get(mac)
+	if !ok {
+		writeJSON(w, http.StatusNotFound, Reply{OK: false, Error: fmt.Sprintf("machine: %s is not known", mac)})
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
 }
 
 func (s *Server) set(w http.ResponseWriter, r *http.Request) {

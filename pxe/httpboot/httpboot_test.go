@@ -235,3 +235,23 @@ func FuzzRegister(f *testing.F) {
 		}
 	})
 }
+
+func TestOneMachine(t *testing.T) {
+	ts, _, _ := setup(t, nil)
+	resp, err := http.Get(ts.URL + PathMachines + "/52:54:00:aa:00:09")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "an unknown machine")
+
+	code, r := post(t, ts.URL+PathRegister, `{"mac":"52:54:00:aa:00:09","ip":"10.9.0.109","port":9998,"session":"lab"}`)
+	require.Equal(t, http.StatusOK, code, r.Error)
+	resp, err = http.Get(ts.URL + PathMachines + "/52-54-00-AA-00-09")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var m state.Machine
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
+	assert.Equal(t, "52:54:00:aa:00:09", m.MAC)
+	assert.Equal(t, state.Cloning, m.State)
+	assert.Equal(t, "10.9.0.109", m.IP)
+}
