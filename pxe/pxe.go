@@ -20,6 +20,7 @@ package pxe
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -81,7 +82,8 @@ type Options struct {
 	// relative to BootDir.
 	Kernel, Initrd string
 	// Agent is the agent's kernel command line; Agent.Server defaults to
-	// ServerIP:HTTPPort.
+	// ServerIP:HTTPPort. Agent.Key, when set, is also the key every
+	// state-changing API request must be signed with.
 	Agent bootcfg.Agent
 	// Menu makes pxelinux show the seed's menu (local, herd, kamethod,
 	// dolly) instead of booting the agent directly.
@@ -215,6 +217,13 @@ func New(opts Options) (*Server, error) {
 	s.pool = dhcp.NewPool(s.dcfg.Start, s.dcfg.End)
 	s.pool.Lease = opts.LeaseTime
 	s.http = &httpboot.Server{Dir: opts.BootDir, Store: st, BaseURL: base, Script: s.ipxeScript, Session: opts.Agent.Session, Logf: opts.Logf}
+	if opts.Agent.Key != "" {
+		key, err := hex.DecodeString(opts.Agent.Key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: session key: %v", ErrConfig, err)
+		}
+		s.http.Key = key
+	}
 	if opts.KnownOnly {
 		s.http.Allow = s.allowed
 	}
@@ -387,6 +396,9 @@ func (s *Server) Serve(ctx context.Context, l Listeners) error {
 		run("ra", func() error { return l.RA.Serve(ctx) })
 	}
 	s.logf("pxe: serving on %s (dhcp %s, boot folder %s)", s.opts.ServerIP, s.opts.DHCP, s.opts.BootDir)
+	if s.http.Key == nil {
+		s.logf("pxe: warning: no session key, the agent API accepts requests from anyone (give a key to require it)")
+	}
 	<-ctx.Done()
 	s.tftp.Shutdown()
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -61,6 +62,14 @@ local boot at once (the agent reboots by itself right after reporting), then
 Without it the machines are switched to local boot and reboot on their own.
 --linger keeps DHCP, TFTP and HTTP up after the reboots so that the machines
 get their local-boot answer.
+
+The session key (--key-file, or a fresh random one) keys the chain and the
+agent API: the agents get it in hex on their kernel command line
+(herd.key=HEX, as the seed's model passes its orders) and sign every
+register and report with it; unsigned or wrongly signed requests get 401 and
+change nothing. Anyone who can read the boot configuration on the
+provisioning network can read the key too: it keeps other networks out, not
+a hostile machine on the provisioning network.
 ` + exitHelp,
 		Example: `  herd deploy -i eth1 -n 10.0.1 --boot-dir /srv/herd/boot --nodes 8 --image golden.img.zst --disk /dev/sda
   herd deploy -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --macs 52:54:00:00:00:01,52:54:00:00:00:02 --image golden.img --disk /dev/vda --power-cmd 'virsh reset {name}'`,
@@ -73,7 +82,7 @@ get their local-boot answer.
 	addPXEFlags(f, &o.pxe)
 	f.IntVar(&o.nodes, "nodes", 0, "number of machines to wait for (default: the number of --macs)")
 	f.StringVar(&o.image, "image", "", "raw image (or compressed image) every node writes to --disk")
-	f.StringVar(&o.keyFile, "key-file", "", "session key file for herd send; its bytes reach the agents in hex")
+	f.StringVar(&o.keyFile, "key-file", "", "session key file for the chain and the agent API; its bytes reach the agents in hex on their kernel line (default: a fresh random key for this run)")
 	f.DurationVar(&o.wait, "wait", 10*time.Minute, "how long to wait for the machines to register")
 	f.DurationVar(&o.settle, "settle", 0, "with --nodes, start as soon as N machines registered; with this, wait that much longer for late ones")
 	f.DurationVar(&o.reportTimeout, "report-timeout", 2*time.Minute, "how long to wait for the agents' reports after the chain ends")
@@ -131,13 +140,21 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if len(macs) > 0 && o.nodes > len(macs) {
 		return usagef("--nodes %d but only %d --macs", o.nodes, len(macs))
 	}
-	if o.keyFile != "" {
-		key, err := readKey(o.keyFile)
+	if o.keyFile == "" {
+		// Never an open API or an unkeyed chain: a fresh key for this run.
+		kf, err := freshKeyFile()
 		if err != nil {
 			return err
 		}
-		o.pxe.key = hex.EncodeToString(key)
+		defer os.Remove(kf)
+		o.keyFile = kf
+		logf("deploy: no --key-file, this run uses a fresh random session key")
 	}
+	key, err := readKey(o.keyFile)
+	if err != nil {
+		return err
+	}
+	o.pxe.key = hex.EncodeToString(key)
 	if o.herdBin == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -237,6 +254,28 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	default:
 		return exitError{ExitPartial, fmt.Errorf("%d machine(s) deployed, %d failed", ok, ko)}
 	}
+}
+
+// freshKeyFile writes a new random session key (64 hex characters) to a
+// private temporary file and returns its path.
+func freshKeyFile() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("session key: %w", err)
+	}
+	f, err := os.CreateTemp("", "herd-deploy-key-")
+	if err != nil {
+		return "", fmt.Errorf("session key file: %w", err)
+	}
+	_, werr := f.WriteString(hex.EncodeToString(b[:]))
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("session key file: %w", werr)
+	}
+	return f.Name(), nil
 }
 
 func firstNonEmpty(a ...string) string {

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -31,30 +34,21 @@ type deployOut struct {
 // never registers. Only the verified machine goes local and is power
 // cycled; the others stay in PXE mode with their reason.
 func TestDeployWithRealChain(t *testing.T) {
-	top := t.TempDir()
-	boot := filepath.Join(top, "boot")
-	require.NoError(t, os.MkdirAll(boot, 0o755))
-	statePath := filepath.Join(top, "state.json")
-	image := filepath.Join(top, "golden.img")
+	e := newServerEnv(t)
+	base, statePath := e.base, e.statePath
+	image := filepath.Join(e.top, "golden.img")
 	writeRandom(t, image, 8<<20, 7)
 	want := sha256File(t, image)
-	powerLog := filepath.Join(top, "power.log")
-	port := freePorts(t, 1)[0]
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	powerLog := filepath.Join(e.top, "power.log")
 	macs := []string{"52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"}
 
-	rs := startReceivers(t, 2)
+	rs := startReceivers(t, 2, "--key-file", e.keyFile)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var stdout, stderr bytes.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"deploy", "--dhcp", "off", "--server-ip", "127.0.0.1", "--http-port", fmt.Sprint(port), "--tftp-port", "0",
-			"--boot-dir", boot, "--state", statePath, "--macs", strings.Join(macs, ","), "--nodes", "2",
-			"--image", image, "--disk", "/dev/vda.img", "--herd-bin", herdBin, "--wait", "30s", "--report-timeout", "20s", "--linger", "0",
-			"--power-cmd", "echo {mac} {ip} {name} >> " + powerLog, "--json", "-q"}, strings.NewReader(""), &stdout, &stderr)
-	}()
-	waitHTTP(t, base)
+	d := e.startDeploy(t, ctx, "--macs", strings.Join(macs, ","), "--nodes", "2",
+		"--image", image, "--disk", "/dev/vda.img", "--herd-bin", herdBin, "--wait", "30s", "--report-timeout", "20s",
+		"--power-cmd", "echo {mac} {ip} {name} >> "+powerLog, "--json")
+	stdout, stderr := d.stdout, d.stderr
 	for i, r := range rs {
 		p := r.addr[strings.LastIndex(r.addr, ":")+1:]
 		require.Equal(t, 200, postAPI(t, base+"/api/v1/register", fmt.Sprintf(`{"mac":%q,"ip":"127.0.0.1","port":%s,"session":"herd"}`, macs[i], p)))
@@ -68,12 +62,7 @@ func TestDeployWithRealChain(t *testing.T) {
 	require.Equal(t, 200, postAPI(t, base+"/api/v1/report", fmt.Sprintf(`{"mac":%q,"ok":true,"error":"","bytes":%d}`, macs[0], 8<<20)))
 	require.Equal(t, 200, postAPI(t, base+"/api/v1/report", fmt.Sprintf(`{"mac":%q,"ok":false,"error":"read-back mismatch at 4096","bytes":0}`, macs[1])))
 
-	var code int
-	select {
-	case code = <-done:
-	case <-ctx.Done():
-		t.Fatalf("herd deploy did not finish: %s", stderr.String())
-	}
+	code := d.wait(t, ctx)
 	assert.Equal(t, ExitPartial, code, stderr.String())
 	var out deployOut
 	require.NoError(t, json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &out), stdout.String())
@@ -103,31 +92,18 @@ func TestDeployWithRealChain(t *testing.T) {
 // TestDeployChainFailureKeepsPXE: the chain cannot reach the registered
 // node, so nothing goes local and the exit code says the job failed.
 func TestDeployChainFailureKeepsPXE(t *testing.T) {
-	top := t.TempDir()
-	boot := filepath.Join(top, "boot")
-	require.NoError(t, os.MkdirAll(boot, 0o755))
-	statePath := filepath.Join(top, "state.json")
-	image := filepath.Join(top, "golden.img")
+	e := newServerEnv(t)
+	base, statePath := e.base, e.statePath
+	image := filepath.Join(e.top, "golden.img")
 	writeRandom(t, image, 1<<20, 8)
-	ports := freePorts(t, 2) // the second port has no receiver
-	base := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	noReceiver := freePorts(t, 1)[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var stdout, stderr bytes.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"deploy", "--dhcp", "off", "--server-ip", "127.0.0.1", "--http-port", fmt.Sprint(ports[0]), "--tftp-port", "0",
-			"--boot-dir", boot, "--state", statePath, "--nodes", "1", "--image", image, "--disk", "/disk.img", "--herd-bin", herdBin,
-			"--wait", "30s", "--report-timeout", "1s", "--connect-timeout", "2s", "--linger", "0", "--power-cmd", "false", "-q"}, strings.NewReader(""), &stdout, &stderr)
-	}()
-	waitHTTP(t, base)
-	require.Equal(t, 200, postAPI(t, base+"/api/v1/register", fmt.Sprintf(`{"mac":"52:54:00:00:00:09","ip":"127.0.0.1","port":%d,"session":"herd"}`, ports[1])))
-	var code int
-	select {
-	case code = <-done:
-	case <-ctx.Done():
-		t.Fatalf("herd deploy did not finish: %s", stderr.String())
-	}
+	d := e.startDeploy(t, ctx, "--nodes", "1", "--image", image, "--disk", "/disk.img", "--herd-bin", herdBin,
+		"--wait", "30s", "--report-timeout", "1s", "--connect-timeout", "2s", "--power-cmd", "false")
+	stdout, stderr := d.stdout, d.stderr
+	require.Equal(t, 200, postAPI(t, base+"/api/v1/register", fmt.Sprintf(`{"mac":"52:54:00:00:00:09","ip":"127.0.0.1","port":%d,"session":"herd"}`, noReceiver)))
+	code := d.wait(t, ctx)
 	assert.Equal(t, ExitFailed, code, stderr.String())
 	assert.Regexp(t, `52:54:00:00:00:09\s+127\.0\.0\.1\s+KO\s+failed\s+chain did not run: herd send: exit status 3: `, stdout.String())
 	st, err := state.Open(statePath)
@@ -160,10 +136,8 @@ func TestProgressText(t *testing.T) {
 // reboots right away), and a machine the chain then declares failed goes
 // back to PXE with the chain's reason.
 func TestDeployDecidesEachMachineAtOnce(t *testing.T) {
-	top := t.TempDir()
-	boot := filepath.Join(top, "boot")
-	require.NoError(t, os.MkdirAll(boot, 0o755))
-	statePath := filepath.Join(top, "state.json")
+	e := newServerEnv(t)
+	base, statePath, top := e.base, e.statePath, e.top
 	image := filepath.Join(top, "golden.img")
 	require.NoError(t, os.WriteFile(image, []byte("image"), 0o644))
 	release := filepath.Join(top, "release")
@@ -177,24 +151,17 @@ echo '{"event":"summary","ok":false,"nodes":[{"index":0,"addr":"127.0.0.1:7001",
 exit 1
 `
 	require.NoError(t, os.WriteFile(fake, []byte(script), 0o755))
-	port := freePorts(t, 1)[0]
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var stdout, stderr bytes.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"deploy", "--dhcp", "off", "--server-ip", "127.0.0.1", "--http-port", fmt.Sprint(port), "--tftp-port", "0",
-			"--boot-dir", boot, "--state", statePath, "--nodes", "2", "--image", image, "--disk", "/dev/sdb", "--herd-bin", fake,
-			"--wait", "30s", "--report-timeout", "5s", "--linger", "0", "-q"}, strings.NewReader(""), &stdout, &stderr)
-	}()
-	waitHTTP(t, base)
+	d := e.startDeploy(t, ctx, "--nodes", "2", "--image", image, "--disk", "/dev/sdb", "--herd-bin", fake,
+		"--wait", "30s", "--report-timeout", "5s")
+	stdout, stderr := d.stdout, d.stderr
 	require.Equal(t, 200, postAPI(t, base+"/api/v1/register", `{"mac":"52:54:00:00:00:01","ip":"127.0.0.1","port":7001,"session":"herd"}`))
 	require.Equal(t, 200, postAPI(t, base+"/api/v1/register", `{"mac":"52:54:00:00:00:02","ip":"127.0.0.1","port":7002,"session":"herd"}`))
 	require.True(t, waitFile(argsFile), "the chain did not start")
 	b, err := os.ReadFile(argsFile)
 	require.NoError(t, err)
-	assert.Equal(t, "send --to 127.0.0.1:7001,127.0.0.1:7002 --in "+image+" --out /dev/sdb --json\n", string(b), "chain in registration order")
+	assert.Equal(t, "send --to 127.0.0.1:7001,127.0.0.1:7002 --in "+image+" --out /dev/sdb --json --key-file "+e.keyFile+"\n", string(b), "chain in registration order")
 
 	require.Equal(t, 200, postAPI(t, base+"/api/v1/report", `{"mac":"52:54:00:00:00:01","ok":true,"bytes":5}`))
 	require.Equal(t, 200, postAPI(t, base+"/api/v1/report", `{"mac":"52:54:00:00:00:02","ok":true,"bytes":5}`))
@@ -205,12 +172,7 @@ exit 1
 	}, 10*time.Second, 20*time.Millisecond, "verified machines must go local before the chain ends: %+v", ms)
 
 	require.NoError(t, os.WriteFile(release, nil, 0o644))
-	var code int
-	select {
-	case code = <-done:
-	case <-ctx.Done():
-		t.Fatalf("herd deploy did not finish: %s", stderr.String())
-	}
+	code := d.wait(t, ctx)
 	assert.Equal(t, ExitPartial, code, stderr.String())
 	assert.Regexp(t, `52:54:00:00:00:01\s+127\.0\.0\.1\s+ok\s+local`, stdout.String())
 	assert.Regexp(t, `52:54:00:00:00:02\s+127\.0\.0\.1\s+KO\s+failed\s+chain: node 2 stopped acking`, stdout.String())
@@ -219,6 +181,41 @@ exit 1
 	m, _ := st.Get("52:54:00:00:00:02")
 	assert.Equal(t, state.Failed, m.State, "back in PXE mode")
 	assert.Equal(t, "chain: node 2 stopped acking", m.Reason)
+}
+
+// startDeploy runs herd deploy in-process on this env with its key file,
+// no linger and quiet services, plus args.
+func (e *serverEnv) startDeploy(t *testing.T, ctx context.Context, args ...string) *inProcess {
+	t.Helper()
+	all := append(append([]string{"deploy"}, e.args()...), "--key-file", e.keyFile, "--linger", "0", "-q")
+	return e.startHerd(t, ctx, append(all, args...)...)
+}
+
+// TestDeployWithoutKeyUsesAFreshOne: without --key-file the agent API is
+// still closed: a fresh key is made, handed to the agents' kernel line
+// and required from their requests.
+func TestDeployWithoutKeyUsesAFreshOne(t *testing.T) {
+	e := newServerEnv(t)
+	image := filepath.Join(e.top, "golden.img")
+	require.NoError(t, os.WriteFile(image, []byte("image"), 0o644))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := e.startHerd(t, ctx, append(append([]string{"deploy"}, e.args()...), "--nodes", "1", "--image", image, "--wait", "1m", "-q", "--macs", "52:54:00:00:00:07")...)
+	reg := `{"mac":"52:54:00:00:00:07","ip":"127.0.0.1","port":7001,"session":"herd"}`
+	assert.Equal(t, 401, postSigned(t, e.base+"/api/v1/register", reg, nil))
+	assert.Equal(t, 401, postSigned(t, e.base+"/api/v1/register", reg, testKey))
+	resp, err := http.Get(e.base + "/ipxe/52-54-00-00-00-07")
+	require.NoError(t, err)
+	script, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`herd\.key=([0-9a-f]{128})\b`).FindSubmatch(script)
+	require.NotNil(t, m, "the agents get a key on their kernel line: %s", script)
+	key, err := hex.DecodeString(string(m[1]))
+	require.NoError(t, err)
+	assert.Equal(t, 200, postSigned(t, e.base+"/api/v1/register", reg, key), "the key from the kernel line opens the API")
+	assert.Contains(t, d.stderr.String(), "fresh random session key")
+	cancel()
+	<-d.done
 }
 
 func waitFile(p string) bool {

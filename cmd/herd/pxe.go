@@ -65,7 +65,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.IntVar(&p.agentPort, "agent-port", 9998, "port the agents listen on for the chain")
 	f.StringVar(&p.method, "method", "raw", "duplication method the agents run")
 	f.StringVar(&p.disk, "disk", "/dev/vda", "target disk on the nodes")
-	f.StringVar(&p.key, "key", "", "session key in hex, handed to the agents (optional)")
+	f.StringVar(&p.key, "key", "", "session key in hex, handed to the agents on their kernel line; the agent API then requires requests signed with it")
 	f.IntVar(&p.agentTimeout, "agent-timeout", 300, "seconds an agent waits for the server")
 	f.IntVar(&p.agentRetries, "agent-retries", 3, "attempts before an agent reboots")
 	f.StringVar(&p.console, "console", "ttyS0", "kernel console of the nodes (- for none)")
@@ -395,13 +395,15 @@ file already there. Put the agent's kernel (vmlinuz) and initramfs
 }
 
 func newPXESetCmd() *cobra.Command {
-	var statePath, server, reason string
+	var statePath, server, reason, keyFile string
 	cmd := &cobra.Command{
 		Use:   "set MAC STATE (--server http://IP:PORT | --state FILE)",
 		Short: "Force a machine's boot state: new (clone it again), local (boot its disk), failed, ...",
 		Long: `Set overrides the boot state of one machine. With --server it asks the running
 herd pxe server; with --state it edits the state file of a stopped server (a
-running server would overwrite the change).
+running server would overwrite the change). A server with a session key
+refuses the change unless it is signed with that key: give the same
+--key-file as to herd deploy (or herd pxe serve --key).
 
 States: new, cloning, done, local, failed.`,
 		Example: `  herd pxe set --server http://10.0.1.21:8080 52:54:00:12:34:56 new
@@ -418,7 +420,11 @@ States: new, cloning, done, local, failed.`,
 			}
 			switch {
 			case server != "":
-				return postSet(cmd.Context(), server, mac, httpboot.SetRequest{State: p, Reason: reason})
+				key, err := readKey(keyFile)
+				if err != nil {
+					return err
+				}
+				return postSet(cmd.Context(), server, mac, httpboot.SetRequest{State: p, Reason: reason}, key)
 			case statePath != "":
 				st, err := state.Open(statePath)
 				if err != nil {
@@ -434,11 +440,13 @@ States: new, cloning, done, local, failed.`,
 	cmd.Flags().StringVar(&statePath, "state", "", "state file of a stopped server")
 	cmd.Flags().StringVar(&server, "server", "", "running herd pxe server, http://IP:PORT")
 	cmd.Flags().StringVar(&reason, "reason", "", "reason, kept with state failed")
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "session key file of the server (needed when it has one)")
 	return cmd
 }
 
-// postSet asks a running server to set the state of mac.
-func postSet(ctx context.Context, server, mac string, body httpboot.SetRequest) error {
+// postSet asks a running server to set the state of mac, signing the
+// request with key when it is not nil.
+func postSet(ctx context.Context, server, mac string, body httpboot.SetRequest, key []byte) error {
 	url := strings.TrimRight(server, "/") + httpboot.PathMachines + "/" + mac
 	if !strings.Contains(server, "://") {
 		url = "http://" + url
@@ -449,6 +457,9 @@ func postSet(ctx context.Context, server, mac string, body httpboot.SetRequest) 
 		return usagef("--server %q: %v", server, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if key != nil {
+		httpboot.Sign(req, key, b, time.Now())
+	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("ask %s: %w", url, err)

@@ -3,18 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/pxe/state"
 )
 
@@ -58,23 +61,14 @@ func TestPXEMenu(t *testing.T) {
 // off, no root needed), talks to its API, and lists the state both from
 // the server and from the file it left after stopping.
 func TestPXEServeAndList(t *testing.T) {
-	top := t.TempDir()
-	boot := filepath.Join(top, "boot")
-	require.NoError(t, os.MkdirAll(boot, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(boot, "vmlinuz"), []byte("kernel"), 0o644))
-	statePath := filepath.Join(top, "state.json")
-	port := freePorts(t, 1)[0]
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	e := newServerEnv(t)
+	require.NoError(t, os.WriteFile(filepath.Join(e.boot, "vmlinuz"), []byte("kernel"), 0o644))
+	base, port, statePath := e.base, e.port, e.statePath
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan int, 1)
-	var stderr bytes.Buffer
-	go func() {
-		done <- run(ctx, []string{"pxe", "serve", "--dhcp", "off", "--server-ip", "127.0.0.1", "--http-port", fmt.Sprint(port),
-			"--tftp-port", "0", "--boot-dir", boot, "--state", statePath, "--session", "lab", "--macs", "52:54:00:00:00:01"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
-	}()
-	waitHTTP(t, base)
+	srv := e.startHerd(t, ctx, append(append([]string{"pxe", "serve"}, e.args()...),
+		"--session", "lab", "--macs", "52:54:00:00:00:01", "--key", hex.EncodeToString(testKey))...)
 
 	resp, err := http.Get(base + "/ipxe/52-54-00-00-00-01")
 	require.NoError(t, err)
@@ -84,12 +78,20 @@ func TestPXEServeAndList(t *testing.T) {
 	assert.Contains(t, script.String(), "kernel "+base+"/vmlinuz")
 	assert.Contains(t, script.String(), fmt.Sprintf("herd.server=127.0.0.1:%d herd.session=lab", port))
 
-	require.Equal(t, http.StatusOK, postAPI(t, base+"/api/v1/register", `{"mac":"52:54:00:00:00:01","ip":"10.0.0.9","port":9998,"session":"lab"}`))
+	reg := `{"mac":"52:54:00:00:00:01","ip":"10.0.0.9","port":9998,"session":"lab"}`
+	assert.Equal(t, http.StatusUnauthorized, postSigned(t, base+"/api/v1/register", reg, nil), "the API needs the session key")
+	assert.Equal(t, http.StatusUnauthorized, postSigned(t, base+"/api/v1/register", reg, []byte("some-other-key-0123456789")))
+	require.Equal(t, http.StatusOK, postAPI(t, base+"/api/v1/register", reg))
 	code, out, errOut := runHerd(t, "pxe", "list", "--server", base)
 	require.Equal(t, 0, code, errOut)
 	assert.Regexp(t, `52:54:00:00:00:01\s+cloning\s+10\.0\.0\.9`, out)
 
 	code, _, errOut = runHerd(t, "pxe", "set", "--server", base, "52-54-00-00-00-01", "local")
+	require.Equal(t, ExitFailed, code, "without the key the change is refused")
+	assert.Contains(t, errOut, "401")
+	code, out, _ = runHerd(t, "pxe", "list", "--server", base)
+	assert.Regexp(t, `52:54:00:00:00:01\s+cloning`, out, "and nothing changed")
+	code, _, errOut = runHerd(t, "pxe", "set", "--server", base, "--key-file", e.keyFile, "52-54-00-00-00-01", "local")
 	require.Equal(t, 0, code, errOut)
 	code, _, errOut = runHerd(t, "pxe", "set", "--server", base, "52-54-00-00-00-01", "zombie")
 	assert.Equal(t, ExitUsage, code, errOut)
@@ -102,8 +104,8 @@ func TestPXEServeAndList(t *testing.T) {
 
 	cancel()
 	select {
-	case code := <-done:
-		assert.Equal(t, 0, code, stderr.String())
+	case code := <-srv.done:
+		assert.Equal(t, 0, code, srv.stderr.String())
 	case <-time.After(10 * time.Second):
 		t.Fatal("herd pxe serve did not stop")
 	}
@@ -136,9 +138,102 @@ func waitHTTP(t *testing.T, base string) {
 	t.Fatalf("%s does not answer", base)
 }
 
+// testKey is the session key of the in-process servers in these tests
+// (their --key-file or --key); postAPI signs with it.
+var testKey = []byte("cmd-herd-test-session-key-0123456789")
+
+// serverEnv is a boot folder, a state file and a session key file in a
+// fresh temporary folder, for an in-process herd pxe serve or deploy.
+type serverEnv struct {
+	top, boot, statePath, keyFile string
+	port                          int
+	base                          string // http://127.0.0.1:port
+}
+
+func newServerEnv(t *testing.T) *serverEnv {
+	t.Helper()
+	e := &serverEnv{top: t.TempDir()}
+	e.boot = filepath.Join(e.top, "boot")
+	require.NoError(t, os.MkdirAll(e.boot, 0o755))
+	e.statePath = filepath.Join(e.top, "state.json")
+	e.keyFile = filepath.Join(e.top, "key")
+	require.NoError(t, os.WriteFile(e.keyFile, testKey, 0o600))
+	e.port = freePorts(t, 1)[0]
+	e.base = fmt.Sprintf("http://127.0.0.1:%d", e.port)
+	return e
+}
+
+// args are the flags every in-process server of these tests shares:
+// loopback, no DHCP or TFTP, this env's files.
+func (e *serverEnv) args() []string {
+	return []string{"--dhcp", "off", "--server-ip", "127.0.0.1", "--http-port", fmt.Sprint(e.port), "--tftp-port", "0",
+		"--boot-dir", e.boot, "--state", e.statePath}
+}
+
+// inProcess is herd running in this test process until ctx ends.
+type inProcess struct {
+	done           chan int
+	stdout, stderr *lockedBuffer
+}
+
+// startHerd runs herd with args in-process and waits until its HTTP
+// server at e.base answers.
+func (e *serverEnv) startHerd(t *testing.T, ctx context.Context, args ...string) *inProcess {
+	t.Helper()
+	p := &inProcess{done: make(chan int, 1), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
+	go func() { p.done <- run(ctx, args, strings.NewReader(""), p.stdout, p.stderr) }()
+	waitHTTP(t, e.base)
+	return p
+}
+
+// wait returns herd's exit code, failing the test if ctx ends first.
+func (p *inProcess) wait(t *testing.T, ctx context.Context) int {
+	t.Helper()
+	select {
+	case code := <-p.done:
+		return code
+	case <-ctx.Done():
+		t.Fatalf("herd did not finish: %s", p.stderr.String())
+		return -1
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *lockedBuffer) Bytes() []byte { return []byte(l.String()) }
+
+// postAPI posts body to url signed with testKey and returns the status.
 func postAPI(t *testing.T, url, body string) int {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	return postSigned(t, url, body, testKey)
+}
+
+// postSigned posts body to url, signed with key unless it is nil.
+func postSigned(t *testing.T, url, body string, key []byte) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	if key != nil {
+		httpboot.Sign(req, key, []byte(body), time.Now())
+	}
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
 	return resp.StatusCode

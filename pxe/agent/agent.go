@@ -86,6 +86,8 @@ type Agent struct {
 	// (default: an established TCP connection on that local port in
 	// /proc/net/tcp or tcp6). While it does the server is not needed.
 	SessionActive func(port int) bool
+
+	clockOffset time.Duration // server clock minus ours, once learned
 }
 
 func (a *Agent) say(format string, args ...any) {
@@ -212,8 +214,13 @@ func (a *Agent) attempt(ctx context.Context, lease Lease) (Lease, error) {
 	}
 }
 
-// post sends body as JSON to the server and checks its Reply.
+// post sends body as JSON to the server, signed with the session key
+// when there is one, and checks its Reply.
 func (a *Agent) post(ctx context.Context, path string, body any) error {
+	return a.postOnce(ctx, path, body, false)
+}
+
+func (a *Agent) postOnce(ctx context.Context, path string, body any, retried bool) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
@@ -225,12 +232,26 @@ func (a *Agent) post(ctx context.Context, path string, body any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if a.Config.Key != nil {
+		httpboot.Sign(req, a.Config.Key, b, time.Now().Add(a.clockOffset))
+	}
 	resp, err := a.HTTP.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode == http.StatusUnauthorized && a.Config.Key != nil && !retried {
+		// A machine's clock may be far off (no RTC battery, no NTP in
+		// the initramfs): follow the server's clock and try once more.
+		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+			if off := time.Until(d); off > httpboot.MaxSkew/2 || off < -httpboot.MaxSkew/2 {
+				a.clockOffset = off
+				a.say("clock is %v off the server's, following the server", off.Round(time.Second))
+				return a.postOnce(ctx, path, body, true)
+			}
+		}
+	}
 	var rep httpboot.Reply
 	if jerr := json.Unmarshal(data, &rep); jerr != nil || resp.StatusCode != http.StatusOK || !rep.OK {
 		msg := rep.Error

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herd-cluster/herd/pxe/httpboot"
+	"github.com/herd-cluster/herd/pxe/state"
 )
 
 // fakeServer records the agent API calls it gets.
@@ -334,4 +335,48 @@ func TestSessionActiveSeesARealConnection(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	assert.True(t, SessionActive(port))
+}
+
+// realServer is herd's own API server (httpboot) with key and a clock
+// offset from this machine's.
+func realServer(t *testing.T, key []byte, clockOffset time.Duration) (*httptest.Server, *state.Store) {
+	t.Helper()
+	st, err := state.Open("")
+	require.NoError(t, err)
+	s := &httpboot.Server{Dir: t.TempDir(), Store: st, Key: key, Clock: func() time.Time { return time.Now().Add(clockOffset) }}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	return ts, st
+}
+
+func TestAgentSignsItsRequests(t *testing.T) {
+	for name, off := range map[string]time.Duration{"same clock": 0, "server clock two hours ahead": 2 * time.Hour} {
+		t.Run(name, func(t *testing.T) {
+			ts, st := realServer(t, []byte{0xab, 0xcd}, off)
+			h := &harness{}
+			a := h.agentFor(t, strings.TrimPrefix(ts.URL, "http://"), `{"event":"summary","ok":true,"bytes":4096,"nodes":[]}`, 0)
+			require.NoError(t, a.Run(context.Background()))
+			m, ok := st.Get("52:54:00:00:00:01")
+			require.True(t, ok)
+			assert.Equal(t, state.Done, m.State, "register and report were accepted")
+			assert.Equal(t, int64(4096), m.Bytes)
+			if off != 0 {
+				assert.Contains(t, h.console.String(), "following the server")
+			}
+		})
+	}
+}
+
+func TestAgentWithAWrongKeyIsRefused(t *testing.T) {
+	ts, st := realServer(t, []byte("the server's key"), 0)
+	h := &harness{}
+	a := h.agentFor(t, strings.TrimPrefix(ts.URL, "http://"), "", 0)
+	a.Config.Retries = 1
+	err := a.Run(context.Background())
+	assert.ErrorIs(t, err, ErrUnreachable)
+	assert.Empty(t, st.List(), "nothing registered")
+	assert.Nil(t, h.recv)
+	err = a.post(context.Background(), httpboot.PathRegister, httpboot.RegisterRequest{MAC: "52:54:00:00:00:01", IP: "10.0.0.5", Port: 9998})
+	assert.ErrorContains(t, err, "401 Unauthorized")
+	assert.ErrorContains(t, err, "wrong signature")
 }

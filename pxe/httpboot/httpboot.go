@@ -10,6 +10,10 @@
 //	GET  /api/v1/machines/{mac}  → {"mac":..,"state":..,...} or 404 (an agent checking that its server is still there)
 //	POST /api/v1/machines/{mac}  {"state":"local","reason":""} → {"ok":true} (operator override)
 //
+// With Key set, every POST to the API must be signed with the session
+// key (see Sign and the authentication notes in auth.go); unsigned or
+// wrongly signed requests get 401 and change nothing.
+//
 // Usage:
 //
 //	st, _ := state.Open("machines.json")
@@ -18,6 +22,7 @@
 package httpboot
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -90,10 +95,17 @@ type Server struct {
 	Allow func(mac string) bool
 	// Session, when set, is the only session name register accepts.
 	Session string
+	// Key is the session key (the bytes of the key file). When set,
+	// every POST to the API must be signed with it (see Sign); others
+	// are refused with 401 and change nothing. When nil the API is open.
+	Key []byte
+	// Clock replaces time.Now for checking request timestamps (tests).
+	Clock func() time.Time
 	// Logf receives one line per API call and refused request (optional).
 	Logf func(format string, args ...any)
 
 	once    sync.Once
+	auth    *verifier
 	root    *os.Root
 	rootErr error
 	srv     *http.Server
@@ -108,7 +120,16 @@ func (s *Server) logf(format string, args ...any) {
 
 // Handler returns the HTTP handler. It opens the boot folder on first use.
 func (s *Server) Handler() http.Handler {
-	s.once.Do(func() { s.root, s.rootErr = os.OpenRoot(s.Dir) })
+	s.once.Do(func() {
+		s.root, s.rootErr = os.OpenRoot(s.Dir)
+		if s.Key != nil {
+			now := s.Clock
+			if now == nil {
+				now = time.Now
+			}
+			s.auth = &verifier{key: APIKey(s.Key), now: now, nonces: map[string]time.Time{}}
+		}
+	})
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathRegister, s.register)
 	mux.HandleFunc("POST "+PathReport, s.report)
@@ -170,8 +191,29 @@ func (s *Server) fail(w http.ResponseWriter, code int, format string, args ...an
 	writeJSON(w, code, Reply{OK: false, Error: msg})
 }
 
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+// body reads a POST's body and, when the server has a key, checks its
+// signature. On failure it answers (400 or 401) and returns false.
+func (s *Server) body(w http.ResponseWriter, r *http.Request, op string) ([]byte, bool) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
+	if err != nil || len(b) > 64<<10 {
+		s.fail(w, http.StatusBadRequest, "%s: body unreadable or larger than 64 KiB", op)
+		return nil, false
+	}
+	if s.auth != nil {
+		if err := s.auth.verify(r, b); err != nil {
+			w.Header().Set("WWW-Authenticate", AuthScheme)
+			// The server's clock, so that a client whose clock is off
+			// can follow it (see MaxSkew).
+			w.Header().Set("Date", s.auth.now().UTC().Format(http.TimeFormat))
+			s.fail(w, http.StatusUnauthorized, "%s from %s refused: %v", op, remoteIP(r), err)
+			return nil, false
+		}
+	}
+	return b, true
+}
+
+func decode(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
 }
@@ -186,7 +228,11 @@ func remoteIP(r *http.Request) string {
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	var req RegisterRequest
-	if err := decode(r, &req); err != nil {
+	b, ok := s.body(w, r, "register")
+	if !ok {
+		return
+	}
+	if err := decode(b, &req); err != nil {
 		s.fail(w, http.StatusBadRequest, "register: bad body: %v", err)
 		return
 	}
@@ -221,7 +267,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 	var req ReportRequest
-	if err := decode(r, &req); err != nil {
+	b, ok := s.body(w, r, "report")
+	if !ok {
+		return
+	}
+	if err := decode(b, &req); err != nil {
 		s.fail(w, http.StatusBadRequest, "report: bad body: %v", err)
 		return
 	}
@@ -266,7 +316,11 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) set(w http.ResponseWriter, r *http.Request) {
 	var req SetRequest
-	if err := decode(r, &req); err != nil {
+	b, ok := s.body(w, r, "set")
+	if !ok {
+		return
+	}
+	if err := decode(b, &req); err != nil {
 		s.fail(w, http.StatusBadRequest, "set: bad body: %v", err)
 		return
 	}
