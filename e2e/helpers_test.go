@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,3 +177,121 @@ func inNode(n *harness.Node, script string) string {
 
 // treeSums lists "sha256  ./path" for every file under dir, sorted.
 const treeSums = `cd "$0" && find . -type f -print0 | sort -z | xargs -0 sha256sum`
+
+// progressEvent is one progress line of `herd send --json`.
+type progressEvent struct {
+	Event   string  `json:"event"`
+	Seconds float64 `json:"seconds"`
+	Total   int64   `json:"total"`
+	Bytes   int64   `json:"bytes"`
+	Nodes   []node  `json:"nodes"`
+}
+
+// startSend starts `herd send -f cfg --json` in golden and returns at once;
+// finishSend waits for it. The process is killed when the spec ends.
+func startSend(c *harness.Cluster, cfg string, extra ...string) *harness.Proc {
+	GinkgoHelper()
+	ctx, cancel := context.WithCancel(context.Background())
+	DeferCleanup(cancel)
+	p, err := c.Golden().Start(ctx, herdBin, append([]string{"send", "-f", cfg, "--json"}, extra...)...)
+	Expect(err).NotTo(HaveOccurred())
+	return p
+}
+
+// finishSend waits for a send started by startSend and returns its exit
+// code and summary line.
+func finishSend(p *harness.Proc, timeout time.Duration) (int, summary) {
+	GinkgoHelper()
+	select {
+	case <-p.Done():
+	case <-time.After(timeout):
+		_ = p.Kill()
+		Fail(fmt.Sprintf("herd send did not finish in %v; stderr: %s", timeout, p.Stderr()))
+	}
+	lines := strings.Split(strings.TrimSpace(string(p.Stdout())), "\n")
+	last := lines[len(lines)-1]
+	var s summary
+	Expect(json.Unmarshal([]byte(last), &s)).To(Succeed(), "last line of herd send: %q; stderr: %s", last, p.Stderr())
+	Expect(s.Event).To(Equal("summary"), "stderr: %s", p.Stderr())
+	return p.ExitCode(), s
+}
+
+// lastProgress returns the latest progress line herd send printed so far
+// (ok false if none yet).
+func lastProgress(p *harness.Proc) (progressEvent, bool) {
+	out := p.Stdout()
+	for len(out) > 0 {
+		out = bytes.TrimRight(out, "\n")
+		i := bytes.LastIndexByte(out, '\n')
+		line := out[i+1:]
+		out = out[:max(i, 0)]
+		var ev progressEvent
+		if json.Unmarshal(line, &ev) == nil && ev.Event == "progress" {
+			return ev, true
+		}
+		if i < 0 {
+			break
+		}
+	}
+	return progressEvent{}, false
+}
+
+// awaitProgress polls the progress lines of a running herd send until cond
+// holds for one, and returns it. It fails the spec if send ends first or
+// timeout passes.
+func awaitProgress(p *harness.Proc, timeout time.Duration, what string, cond func(progressEvent) bool) progressEvent {
+	GinkgoHelper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if ev, ok := lastProgress(p); ok && cond(ev) {
+			return ev
+		}
+		select {
+		case <-p.Done():
+			Fail(fmt.Sprintf("herd send ended before %s; stdout tail: %s; stderr: %s", what, tail(p.Stdout(), 2000), p.Stderr()))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	Fail(fmt.Sprintf("no progress line showed %s within %v; stdout tail: %s", what, timeout, tail(p.Stdout(), 2000)))
+	return progressEvent{}
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// tcpEstablished reports whether the network namespace of process pid has
+// an established TCP connection whose local port is port and, unless from
+// is the zero Addr, whose peer is the IPv4 address from. It reads both
+// /proc/PID/net/tcp and tcp6 (a listener on ":port" accepts IPv4 peers as
+// v4-mapped IPv6 addresses).
+func tcpEstablished(pid, port int, from netip.Addr) bool {
+	want := fmt.Sprintf(":%04X", port)
+	peer := ""
+	if from.Is4() {
+		a := from.As4()
+		// The kernel prints an IPv4 address as one native (little-endian)
+		// word, also as the last word of a v4-mapped IPv6 address.
+		peer = fmt.Sprintf("%02X%02X%02X%02X", a[3], a[2], a[1], a[0])
+	}
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(l)
+			if len(f) < 4 || !strings.HasSuffix(f[1], want) || f[3] != "01" {
+				continue
+			}
+			remote, _, _ := strings.Cut(f[2], ":")
+			if strings.HasSuffix(remote, peer) {
+				return true
+			}
+		}
+	}
+	return false
+}
