@@ -195,12 +195,12 @@ func timespec(ts unix.Timespec) time.Time { return time.Unix(ts.Sec, ts.Nsec) }
 // entry writes the tar header (and data) of one entry.
 func (t *tarWalker) entry(p, rel string, st *unix.Stat_t) error {
 	h := &tar.Header{
-		Name:       rel,
-		Mode:       int64(st.Mode & 0o7777),
-		Uid:        int(st.Uid),
-		Gid:        int(st.Gid),
-		ModTime:    timespec(st.Mtim),
-		Format:     tar.FormatPAX,
+		Name:    rel,
+		Mode:    int64(st.Mode & 0o7777),
+		Uid:     int(st.Uid),
+		Gid:     int(st.Gid),
+		ModTime: timespec(st.Mtim),
+		Format:  tar.FormatPAX,
 	}
 	if rel == "" {
 		h.Name = "./"
