@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -86,9 +87,12 @@ func TestDescApplyLoopDevice(t *testing.T) {
 			var log bytes.Buffer
 			require.NoError(t, Apply(context.Background(), p, dev, WithLog(&log)))
 			t.Log(log.String())
-			out, err := exec.Command("losetup", "-j", dev).CombinedOutput()
-			require.NoError(t, err)
-			assert.Empty(t, strings.TrimSpace(string(out)), "Apply detached its loop devices")
+			// The kernel finishes a detach when the last opener (udev's
+			// probe, under load) closes the device: allow it a moment.
+			assert.Eventually(t, func() bool {
+				out, err := exec.Command("losetup", "-j", dev).CombinedOutput()
+				return err == nil && strings.TrimSpace(string(out)) == ""
+			}, 10*time.Second, 100*time.Millisecond, "Apply detached its loop devices")
 
 			assertSfdiskSees(t, p, dev)
 			want := map[string]string{"ext4": "ext4", "ext3": "ext3", "ext2": "ext2", "xfs": "xfs", "vfat": "vfat", "swap": "swap"}

@@ -537,17 +537,23 @@ func (r *Receiver) runHook(hook string) (err error) {
 		return fmt.Errorf("hook %s: copy into the new system: %w", hook, err)
 	}
 	defer root.Remove(name)
-	var binds []string
+	var binds, made []string
 	defer func() {
 		for i := len(binds) - 1; i >= 0; i-- {
 			if uerr := unix.Unmount(binds[i], unix.MNT_DETACH); uerr != nil && err == nil {
 				err = fmt.Errorf("hook %s: unmount %s: %w", hook, binds[i], uerr)
 			}
 		}
+		for _, d := range made { // leave the tree as it came
+			_ = root.Remove(d)
+		}
 	}()
 	for _, d := range []string{"proc", "sys", "dev"} {
-		if err := root.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("hook %s: /%s in the new system: %w", hook, d, err)
+		if _, err := root.Lstat(d); errors.Is(err, os.ErrNotExist) {
+			if err := root.Mkdir(d, 0o755); err != nil {
+				return fmt.Errorf("hook %s: /%s in the new system: %w", hook, d, err)
+			}
+			made = append(made, d)
 		}
 		target := filepath.Join(r.staging, d)
 		if st, err := os.Lstat(target); err != nil || !st.IsDir() {

@@ -1,0 +1,313 @@
+package filelevel
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/herd-cluster/herd/desc"
+	"github.com/herd-cluster/herd/ring"
+)
+
+// needTools skips unless running as root with every tool installed.
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices, mkfs, mount): skipping")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (make deps installs it): skipping", tool)
+		}
+	}
+}
+
+// sparseFile creates a sparse file of size bytes, removed at the end.
+func sparseFile(t *testing.T, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.img")
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(size))
+	require.NoError(t, f.Close())
+	return p
+}
+
+// attachRO attaches a read-only loop device to a section of img,
+// detached at the end of the test.
+func attachRO(t *testing.T, img string, off, size int64) string {
+	t.Helper()
+	out, err := exec.Command("losetup", "--find", "--show", "--read-only", "--offset", itoa(off), "--sizelimit", itoa(size), img).CombinedOutput()
+	require.NoError(t, err, "losetup: %s", out)
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("detach %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// isStatic reports whether the ELF binary at p has no interpreter.
+func isStatic(p string) bool {
+	f, err := elf.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+// writeGoldenSystem builds a golden system tree: the test tree of
+// makeGolden plus an fstab naming the golden's own filesystems, an
+// extlinux configuration, and busybox as /bin/sh when it is installed
+// (for hooks). It returns whether hooks can run in a chroot of it.
+func writeGoldenSystem(t *testing.T, dir string) (shell bool) {
+	t.Helper()
+	makeGolden(t, dir)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "etc/fstab"), []byte(debianFstab), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "boot/extlinux"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "boot/extlinux/extlinux.conf"),
+		[]byte("DEFAULT linux\nLABEL linux\n  KERNEL /boot/vmlinuz\n  APPEND root=UUID=11111111-1111-4111-8111-111111111111 ro\n"), 0o644))
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		return false
+	}
+	if !isStatic(bb) {
+		return false // a dynamic busybox cannot run in the bare chroot
+	}
+	b, err := os.ReadFile(bb)
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "bin"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "bin/busybox"), b, 0o755))
+	require.NoError(t, os.Symlink("busybox", filepath.Join(dir, "bin/sh")))
+	return true
+}
+
+const testDesc = `linux 200 fs=ext4 mount=/ boot
+swap 16
+linux fill fs=xfs mount=/var
+`
+
+// TestFileLevelSessionOverTCP runs a whole file-level session through a
+// real chain on loopback: two nodes with disks of different sizes are
+// partitioned for their size, filled, fixed up, and left unmounted.
+func TestFileLevelSessionOverTCP(t *testing.T) {
+	needTools(t, "losetup", "mkfs.ext4", "mkfs.xfs", "mkswap", "e2fsck", "xfs_repair", "blkid")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	golden := t.TempDir()
+	shell := writeGoldenSystem(t, golden)
+	var hooks []string
+	if shell {
+		hook := filepath.Join(t.TempDir(), "hook.sh")
+		require.NoError(t, os.WriteFile(hook, []byte("#!/bin/sh\necho \"hooked $HERD_HOOK\" > /etc/hooked\ntest -d /proc/self\n"), 0o755))
+		hooks = []string{hook}
+	} else {
+		t.Log("no static busybox: the hook part is not tested")
+	}
+
+	s, err := NewSender(ctx, testDesc, SendOptions{From: golden, Excludes: []string{"/tmp"}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"/", "/var"}, s.Header.Mounts)
+
+	sizes := []int64{600 * desc.MiB, 900 * desc.MiB}
+	var (
+		addrs []string
+		recvs []*Receiver
+		imgs  []string
+		logs  []*bytes.Buffer
+		wg    sync.WaitGroup
+		errs  = make([]error, len(sizes))
+	)
+	for i, size := range sizes {
+		img := sparseFile(t, size)
+		log := &bytes.Buffer{}
+		r, err := NewReceiver(ctx, ReceiverOptions{Disk: img, Hooks: hooks, Log: log})
+		require.NoError(t, err)
+		t.Cleanup(func() { assert.NoError(t, r.Close()) })
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { l.Close() })
+		addrs = append(addrs, l.Addr().String())
+		recvs, imgs, logs = append(recvs, r), append(imgs, img), append(logs, log)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+		}()
+	}
+	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: addrs, Items: s.Items()})
+	require.NoError(t, err)
+	wg.Wait()
+	for i := range sizes {
+		require.NoError(t, errs[i], "node %d log:\n%s", i, logs[i])
+	}
+	require.True(t, rep.OK(), "report: %+v", rep.Nodes)
+	st := s.Stats()
+	assert.Equal(t, 1, st["/"].Excluded, "/tmp sent empty")
+	assert.Equal(t, 1, st["/"].Skipped, "/var travels in its own stream")
+	assert.Positive(t, st["/var"].Bytes)
+
+	for i, r := range recvs {
+		res := r.Result()
+		require.True(t, res.Done, "node %d", i)
+		checkNode(t, imgs[i], sizes[i], res, golden, shell)
+	}
+}
+
+// checkNode checks one node's disk: the table is the desc laid out for
+// the disk, every filesystem passes fsck and has the UUID the node
+// reported, the files are the golden's, fstab and extlinux.conf name the
+// new filesystems, and nothing is left mounted.
+func checkNode(t *testing.T, img string, size int64, res Result, golden string, shell bool) {
+	t.Helper()
+	f, err := os.Open(img)
+	require.NoError(t, err)
+	got, err := desc.ReadTable(f, size)
+	f.Close()
+	require.NoError(t, err)
+	d, err := desc.Parse(testDesc)
+	require.NoError(t, err)
+	want, err := d.Layout(size, 512)
+	require.NoError(t, err)
+	require.Len(t, got.Parts, len(want.Parts))
+	for i := range want.Parts {
+		assert.Equal(t, want.Parts[i].Start, got.Parts[i].Start, "partition %d start", i+1)
+		assert.Equal(t, want.Parts[i].Sectors, got.Parts[i].Sectors, "partition %d size", i+1)
+		assert.Equal(t, want.Parts[i].Type.MBR, got.Parts[i].Type.MBR, "partition %d type", i+1)
+	}
+	mountsOf, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	assert.NotContains(t, string(mountsOf), "herd-files-", "the node left a staging mount")
+
+	stage := t.TempDir()
+	uuids := map[string]string{}
+	for i, pp := range got.Parts {
+		fs := res.FS[i]
+		dev := attachRO(t, img, pp.Offset(512), pp.Bytes(512))
+		out, err := exec.Command("blkid", "-o", "value", "-s", "UUID", dev).Output()
+		require.NoError(t, err)
+		assert.Equal(t, fs.UUID, strings.TrimSpace(string(out)), "UUID of partition %d", i+1)
+		uuids[fs.UUID] = fs.FS
+		switch fs.FS {
+		case "ext4":
+			out, err := exec.Command("e2fsck", "-n", "-f", dev).CombinedOutput()
+			require.NoError(t, err, "e2fsck: %s", out)
+		case "xfs":
+			out, err := exec.Command("xfs_repair", "-n", dev).CombinedOutput()
+			require.NoError(t, err, "xfs_repair: %s", out)
+		}
+		if fs.Mount == "" {
+			continue
+		}
+		dir := filepath.Join(stage, fs.Mount)
+		require.NoError(t, os.MkdirAll(dir, 0o755))
+		opts := ""
+		if fs.FS == "xfs" {
+			opts = "norecovery"
+		}
+		require.NoError(t, unix.Mount(dev, dir, fs.FS, unix.MS_RDONLY, opts))
+		t.Cleanup(func() { assert.NoError(t, unix.Unmount(dir, 0)) })
+	}
+	skip := func(p string) bool {
+		return strings.HasPrefix(p, "/tmp/") || p == "/lost+found" || p == "/etc/fstab" ||
+			p == "/boot/extlinux/extlinux.conf" || p == "/boot/extlinux/ldlinux.sys" ||
+			p == "/boot/extlinux/ldlinux.c32" || p == "/etc/hooked"
+	}
+	assert.Equal(t, treeList(t, golden, skip), treeList(t, stage, skip), "file trees")
+
+	fstab, err := os.ReadFile(filepath.Join(stage, "etc/fstab"))
+	require.NoError(t, err)
+	ents, err := ParseFstab(fstab)
+	require.NoError(t, err)
+	named := 0
+	for _, e := range ents {
+		if u, ok := strings.CutPrefix(e.Spec, "UUID="); ok {
+			assert.Contains(t, uuids, u, "fstab line %d names a filesystem of this node", e.Line)
+			named++
+		}
+	}
+	assert.Equal(t, 3, named, "/, /var and swap")
+	conf, err := os.ReadFile(filepath.Join(stage, "boot/extlinux/extlinux.conf"))
+	require.NoError(t, err)
+	assert.Contains(t, string(conf), "root=UUID="+res.FS[0].UUID+" ro")
+	if _, err := exec.LookPath("extlinux"); err == nil {
+		assert.Equal(t, "/boot/extlinux", res.Bootloader)
+		assert.FileExists(t, filepath.Join(stage, "boot/extlinux/ldlinux.sys"))
+		code, err := os.ReadFile("/usr/lib/EXTLINUX/mbr.bin")
+		require.NoError(t, err)
+		head := make([]byte, 440)
+		f, err := os.Open(img)
+		require.NoError(t, err)
+		_, err = f.ReadAt(head, 0)
+		f.Close()
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(code[:min(440, len(code))], head[:min(440, len(code))]), "MBR boot code")
+	}
+	if shell {
+		b, err := os.ReadFile(filepath.Join(stage, "etc/hooked"))
+		require.NoError(t, err, "the hook ran in the new system")
+		assert.Equal(t, "hooked hook.sh\n", string(b))
+		assert.NoFileExists(t, filepath.Join(stage, "herd-hook-"+itoa(int64(os.Getpid()))))
+	}
+}
+
+// TestReceiverTooSmallDiskFailsCleanly: a disk too small for the desc
+// fails at the header, the filesystem items report it, and nothing is
+// written or left mounted.
+func TestReceiverTooSmallDiskFailsCleanly(t *testing.T) {
+	needTools(t, "losetup")
+	img := sparseFile(t, 100*desc.MiB)
+	r, err := NewReceiver(context.Background(), ReceiverOptions{Disk: img})
+	require.NoError(t, err)
+	defer r.Close()
+	h := Header{Version: HeaderVersion, Desc: testDesc, Mounts: []string{"/", "/var"}}
+	hb, err := h.Encode()
+	require.NoError(t, err)
+	hs, err := r.Open(ring.Item{Name: HeaderItemName, Dest: "header", Size: int64(len(hb))})
+	require.NoError(t, err)
+	root, err := r.Open(ring.Item{Name: "files:/", Dest: "/", Size: -1})
+	require.NoError(t, err)
+	_, err = r.Open(ring.Item{Name: "files:/var", Dest: "/var", Size: -1})
+	require.NoError(t, err)
+	_, err = hs.WriteAt(hb, 0)
+	require.NoError(t, err)
+	err = hs.Sync()
+	require.ErrorIs(t, err, desc.ErrTooSmall)
+	_, err = root.WriteAt([]byte("x"), 0)
+	require.ErrorIs(t, err, ErrNotPrepared)
+	assert.Contains(t, err.Error(), "does not fit")
+	require.NoError(t, root.Close())
+	require.NoError(t, r.Close())
+	b, err := os.ReadFile(img)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(b[:4096], make([]byte, 4096)), "nothing written")
+
+	// A session that is not file-level is refused at its first item.
+	r2, err := NewReceiver(context.Background(), ReceiverOptions{Disk: img})
+	require.NoError(t, err)
+	defer r2.Close()
+	_, err = r2.Open(ring.Item{Name: "disk.img", Dest: "/dev/sda"})
+	require.ErrorIs(t, err, ErrHeader)
+}
