@@ -29,6 +29,16 @@ type summary struct {
 	Bytes   int64   `json:"bytes"`
 	Items   []item  `json:"items"`
 	Nodes   []node  `json:"nodes"`
+	Stats   []stats `json:"stats"`
+}
+
+// stats is what the source counted for one item (the summary's "stats").
+type stats struct {
+	Item        string `json:"item"`
+	DeviceBytes int64  `json:"device_bytes"`
+	UsedBytes   int64  `json:"used_bytes"`
+	WireBytes   int64  `json:"wire_bytes"`
+	Method      string `json:"method"`
 }
 
 type item struct {
