@@ -23,6 +23,7 @@ type recvOptions struct {
 	json    bool
 	verbose bool
 	sink    sinkOptions
+	files   filesRecvOptions
 }
 
 func newRecvCmd() *cobra.Command {
@@ -57,6 +58,7 @@ Exit codes:
 	f.BoolVar(&o.json, "json", false, "print the result as a JSON line on stdout")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log connections and progress on stderr")
 	addSinkFlags(f, &o.sink)
+	addFilesRecvFlags(f, &o.files)
 	return cmd
 }
 
@@ -97,12 +99,22 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 		lastPrint = time.Now()
 		fmt.Fprintf(stderr, "herd recv: node %d %s %s %s\n", st.Index+1, st.State, humanBytes(st.Bytes), humanRate(st.Rate))
 	}
+	open := func(it ring.Item) (ring.Sink, error) { return openSink(it, o.sink) }
+	fr, err := o.files.receiver(ctx, o.root, stderr) // nil without --files
+	if err != nil {
+		return err
+	}
+	if fr != nil {
+		defer fr.Close()
+		open = fr.Open
+	}
 	st, err := ring.Receive(ctx, l, ring.ReceiverConfig{
 		Key:      key,
-		Open:     func(it ring.Item) (ring.Sink, error) { return openSink(it, o.sink) },
+		Open:     open,
 		Progress: progress,
 		Logf:     logf,
 	})
+	reportFiles(fr, stderr)
 	if st != nil {
 		if o.json {
 			ok := err == nil && st.State == ring.StateDone

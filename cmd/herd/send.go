@@ -28,6 +28,7 @@ type sendOptions struct {
 	connectTimeout time.Duration
 	deadTimeout    time.Duration
 	source         sourceOptions
+	files          filesSendOptions
 }
 
 func newSendCmd() *cobra.Command {
@@ -50,7 +51,8 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 (the last line is {"event":"summary",...}).` + exitHelp,
 		Example: `  herd send -f dolly.cfg
   herd send --to node1,node2,node3:9000 --in /dev/sda --out /dev/sda
-  herd send --to node1,node2 --in boot.tar.gz --out /boot --cook --key-file /etc/herd/key`,
+  herd send --to node1,node2 --in boot.tar.gz --out /boot --cook --key-file /etc/herd/key
+  herd send --files --desc golden.desc --from /mnt/golden -x /tmp --to node1,node2`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSend(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -68,6 +70,7 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 	f.DurationVar(&o.connectTimeout, "connect-timeout", ring.DefaultConnectTimeout, "how long to keep trying to reach the first client (clients may start later)")
 	f.DurationVar(&o.deadTimeout, "dead-timeout", ring.DefaultDeadTimeout, "how long a silent node may stay silent before it is declared dead")
 	addSourceFlags(f, &o.source)
+	addFilesSendFlags(f, &o.files)
 	return cmd
 }
 
@@ -80,6 +83,9 @@ type session struct {
 // buildSession turns -f CONFIG or --to/--in/--out into a session. Errors
 // are usage errors: nothing has been opened or sent yet.
 func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
+	if o.files.enabled {
+		return buildFilesSession(o)
+	}
 	if o.config != "" {
 		if o.to != "" || o.in != "" || o.out != "" {
 			return nil, usagef("use either -f CONFIG or --to/--in/--out, not both")
@@ -179,6 +185,11 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 				return statsSource{s, &stats[i]}, nil
 			},
 		})
+	}
+	if o.files.enabled {
+		if items, err = filesItems(ctx, o.files, stderr, !o.json); err != nil {
+			return err
+		}
 	}
 	tty := false
 	if f, ok := stderr.(*os.File); ok {

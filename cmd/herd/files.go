@@ -1,0 +1,205 @@
+package main
+
+// The file-level method (KA) in herd send and herd recv: flags and the
+// glue between the commands and package filelevel.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/herd-cluster/herd/filelevel"
+	"github.com/herd-cluster/herd/ring"
+	"github.com/herd-cluster/herd/ring/dollycfg"
+)
+
+// filesSendOptions are herd send's flags for the file-level method.
+type filesSendOptions struct {
+	enabled   bool
+	desc      string
+	from      string
+	excludes  []string
+	keepUUIDs bool
+}
+
+func addFilesSendFlags(f *pflag.FlagSet, o *filesSendOptions) {
+	f.BoolVar(&o.enabled, "files", false, "file-level method (KA): send the files of the golden system's filesystems; every node partitions its disk from --desc, makes the filesystems and unpacks (use with --desc, --from, --to)")
+	f.StringVar(&o.desc, "desc", "", "with --files: partition description of the golden disk (mount=/ etc. say which filesystem is which; see herd desc)")
+	f.StringVar(&o.from, "from", "/", "with --files: where the golden system's filesystems are mounted")
+	f.StringArrayVarP(&o.excludes, "exclude", "x", nil, "with --files: path of the golden system not to send (repeatable; globs allowed); a directory arrives empty, like ka-d.sh -x /tmp")
+	f.BoolVar(&o.keepUUIDs, "keep-uuids", false, "with --files: give each new filesystem the UUID the golden /etc/fstab names for it, so fstab and boot configuration stay as they are")
+}
+
+// buildFilesSession checks the file-level flags of herd send and returns
+// its clients; the items come from filesItems.
+func buildFilesSession(o sendOptions) (*session, error) {
+	switch {
+	case o.config != "" || o.in != "" || o.out != "" || o.cook:
+		return nil, usagef("--files sends the golden system's files: use --desc, --from and --to, not -f, --in, --out or --cook")
+	case o.files.desc == "":
+		return nil, usagef("--files needs --desc DESC: the partition description every node lays out for its disk")
+	case o.to == "":
+		return nil, usagef("--to is required: the clients in chain order")
+	}
+	s := &session{}
+	seen := map[string]bool{}
+	for _, h := range strings.Split(o.to, ",") {
+		c, err := dollycfg.ParseClient(strings.TrimSpace(h))
+		if err != nil {
+			return nil, usagef("--to: %v", err)
+		}
+		if seen[c.Addr()] {
+			return nil, usagef("--to: client %s is listed twice", c.Addr())
+		}
+		seen[c.Addr()] = true
+		s.clients = append(s.clients, c.Addr())
+	}
+	return s, nil
+}
+
+// filesItems reads the desc, checks the golden tree and returns the
+// session's items (a header, then one tar stream per filesystem). With
+// report set, a line per filesystem is printed when its stream ends.
+func filesItems(ctx context.Context, o filesSendOptions, stderr io.Writer, report bool) ([]ring.SendItem, error) {
+	text, err := os.ReadFile(o.desc)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("read desc: %w", err)}
+	}
+	s, err := filelevel.NewSender(ctx, string(text), filelevel.SendOptions{
+		From: o.from, Excludes: o.excludes, KeepUUIDs: o.keepUUIDs,
+		Logf: func(format string, args ...any) { fmt.Fprintf(stderr, "herd: "+format+"\n", args...) },
+	})
+	if err != nil {
+		return nil, usageError{fmt.Errorf("%s: %w", o.desc, err)}
+	}
+	items := s.Items()
+	if report {
+		fmt.Fprintf(stderr, "herd: file-level copy of %s (%s) from %s\n", o.desc, strings.Join(s.Header.Mounts, " "), o.from)
+		for i := range items[1:] {
+			it := &items[i+1]
+			open, m := it.Open, it.Dest
+			it.Open = func() (ring.Source, error) {
+				src, err := open()
+				if err != nil {
+					return nil, err
+				}
+				return reportSource{src, func() {
+					st := s.Stats()[m]
+					fmt.Fprintf(stderr, "herd: %s: %d files, %d dirs, %d links, %d symlinks, %s of data, %d excluded, %d mount points sent empty\n",
+						m, st.Files, st.Dirs, st.Links, st.Symlinks, humanBytes(st.Bytes), st.Excluded, st.Skipped)
+				}}, nil
+			}
+		}
+	}
+	return items, nil
+}
+
+// reportSource calls done after its source is closed.
+type reportSource struct {
+	ring.Source
+	done func()
+}
+
+func (r reportSource) Close() error {
+	err := r.Source.Close()
+	r.done()
+	return err
+}
+
+// filesRecvOptions are herd recv's flags for the file-level method.
+type filesRecvOptions struct {
+	enabled      bool
+	disk         string
+	hooks        []string
+	staging      string
+	noBootloader bool
+}
+
+func addFilesRecvFlags(f *pflag.FlagSet, o *filesRecvOptions) {
+	f.BoolVar(&o.enabled, "files", false, "file-level method (KA): partition --disk from the sender's desc (laid out for this disk's size), make the filesystems, unpack the golden files, fix fstab and boot configuration, install extlinux")
+	f.StringVar(&o.disk, "disk", "", "with --files: the whole disk to partition (everything on it is lost)")
+	f.StringArrayVar(&o.hooks, "hook", nil, "with --files: script run in a chroot of the new system after the fix-ups (repeatable, in order); HERD_DISK names the disk")
+	f.StringVar(&o.staging, "staging", "", "with --files: directory where the new filesystems are mounted while filled (default: a temporary one)")
+	f.BoolVar(&o.noBootloader, "no-bootloader", false, "with --files: do not install extlinux even when the desc marks a boot partition")
+}
+
+// receiver returns the file-level receiver for herd recv --files, or nil
+// without --files.
+func (o filesRecvOptions) receiver(ctx context.Context, root string, stderr io.Writer) (*filelevel.Receiver, error) {
+	if !o.enabled {
+		if o.disk != "" || len(o.hooks) > 0 {
+			return nil, usagef("--disk and --hook are for the file-level method: add --files")
+		}
+		return nil, nil
+	}
+	if o.disk == "" {
+		return nil, usagef("--files needs --disk DEV: the disk to partition")
+	}
+	if root != "" {
+		return nil, usagef("--files writes a whole disk: it cannot be confined with --root")
+	}
+	r, err := filelevel.NewReceiver(ctx, filelevel.ReceiverOptions{
+		Disk: o.disk, Hooks: o.hooks, Staging: o.staging, NoBootloader: o.noBootloader,
+		Log: prefixWriter{w: stderr, prefix: "herd recv: "},
+	})
+	if err != nil {
+		return nil, exitError{code: ExitFailed, err: err}
+	}
+	return r, nil
+}
+
+// reportFiles prints what the file-level receiver did.
+func reportFiles(r *filelevel.Receiver, stderr io.Writer) {
+	if r == nil {
+		return
+	}
+	res := r.Result()
+	if res.Plan == nil {
+		return
+	}
+	var fs []string
+	for _, f := range res.FS {
+		m := f.Mount
+		if m == "" {
+			m = "swap"
+		}
+		fs = append(fs, fmt.Sprintf("%s=%s(%s)", m, f.FS, f.UUID))
+	}
+	sort.Strings(fs)
+	state := "done"
+	if !res.Done {
+		state = "NOT finished"
+	}
+	fmt.Fprintf(stderr, "herd recv: file-level copy %s: %s; %d fix-ups; boot loader: %s; hooks: %d\n",
+		state, strings.Join(fs, " "), len(res.Changes), orNone(res.Bootloader), len(res.Hooks))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// prefixWriter writes every line with a prefix.
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+}
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if l == "" {
+			continue
+		}
+		if _, err := io.WriteString(p.w, p.prefix+l); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}

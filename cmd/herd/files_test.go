@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/desc"
+)
+
+func TestFilesUsageErrorsExit2(t *testing.T) {
+	dir := t.TempDir()
+	d := filepath.Join(dir, "golden.desc")
+	require.NoError(t, os.WriteFile(d, []byte("linux fill mount=/\n"), 0o644))
+	bad := filepath.Join(dir, "bad.desc")
+	require.NoError(t, os.WriteFile(bad, []byte("linux fill mount=/\nlinux 10\n"), 0o644))
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"send", "--files", "--to", "127.0.0.1:1"}, "--files needs --desc"},
+		{[]string{"send", "--files", "--desc", d}, "--to is required"},
+		{[]string{"send", "--files", "--desc", d, "--to", "127.0.0.1:1", "--in", "x", "--out", "y"}, "not -f, --in, --out"},
+		{[]string{"send", "--files", "--desc", filepath.Join(dir, "none"), "--to", "127.0.0.1:1"}, "read desc"},
+		{[]string{"send", "--files", "--desc", bad, "--to", "127.0.0.1:1"}, "bad.desc: desc:1:7: `fill` must be the last"},
+		{[]string{"send", "--files", "--desc", d, "--from", filepath.Join(dir, "nothing"), "--to", "127.0.0.1:1"}, "golden filesystem for /"},
+		{[]string{"recv", "--files", "--listen", "127.0.0.1:0"}, "--files needs --disk"},
+		{[]string{"recv", "--disk", "/dev/null", "--listen", "127.0.0.1:0"}, "add --files"},
+		{[]string{"recv", "--files", "--disk", "x", "--root", dir, "--listen", "127.0.0.1:0"}, "cannot be confined"},
+	} {
+		code, _, stderr := runHerd(t, c.args...)
+		assert.Equal(t, ExitUsage, code, "%v: %s", c.args, stderr)
+		assert.Contains(t, stderr, c.want, "%v", c.args)
+	}
+}
+
+// TestFilesSendRecvProcesses runs herd send --files and two herd recv
+// --files processes on loopback, with image files of two sizes as disks.
+func TestFilesSendRecvProcesses(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices, mkfs, mount): skipping")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4", "mkfs.xfs", "mkswap", "blkid", "ss"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (make deps installs it): skipping", tool)
+		}
+	}
+	dir := t.TempDir()
+	golden := filepath.Join(dir, "golden")
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "etc"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "var/log"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "tmp"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(golden, "etc/fstab"), []byte("/dev/sda1 / ext4 defaults 0 1\n/dev/sda3 /var xfs defaults 0 2\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(golden, "var/log/messages"), bytes.Repeat([]byte("hello\n"), 1000), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(golden, "tmp/junk"), []byte("junk"), 0o644))
+	descFile := filepath.Join(dir, "golden.desc")
+	require.NoError(t, os.WriteFile(descFile, []byte("linux 200 mount=/\nswap 16\nlinux fill fs=xfs mount=/var\n"), 0o644))
+
+	type node struct {
+		img    string
+		addr   string
+		cmd    *exec.Cmd
+		stderr bytes.Buffer
+		done   chan error
+	}
+	var nodes []*node
+	for i, port := range freePorts(t, 2) {
+		n := &node{img: filepath.Join(dir, fmt.Sprintf("disk%d.img", i)), addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan error, 1)}
+		f, err := os.Create(n.img)
+		require.NoError(t, err)
+		require.NoError(t, f.Truncate(int64(600+300*i)*desc.MiB))
+		require.NoError(t, f.Close())
+		n.cmd = exec.Command(herdBin, "recv", "--files", "--disk", n.img, "--listen", n.addr)
+		n.cmd.Stderr = &n.stderr
+		require.NoError(t, n.cmd.Start())
+		go func() { n.done <- n.cmd.Wait() }()
+		t.Cleanup(func() {
+			n.cmd.Process.Kill()
+			<-n.done
+			if t.Failed() {
+				t.Logf("recv %s stderr:\n%s", n.addr, n.stderr.String())
+			}
+		})
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		waitListening(t, n.addr)
+	}
+	code, stdout, stderr := runHerd(t, "send", "--files", "--desc", descFile, "--from", golden, "-x", "/tmp", "--to", nodes[0].addr+","+nodes[1].addr, "--json")
+	require.Equal(t, ExitOK, code, "stderr: %s", stderr)
+	s := lastSummary(t, stdout)
+	assert.True(t, s.OK)
+	require.Len(t, s.Items, 3, "header, / and /var")
+	assert.Equal(t, []string{"header", "/", "/var"}, []string{s.Items[0].Dest, s.Items[1].Dest, s.Items[2].Dest})
+	for _, n := range nodes {
+		select {
+		case err := <-n.done:
+			n.done <- err
+			require.NoError(t, err, "recv stderr: %s", n.stderr.String())
+		case <-time.After(60 * time.Second):
+			t.Fatalf("recv %s did not exit", n.addr)
+		}
+		out := n.stderr.String()
+		assert.Contains(t, out, "file-level copy done")
+		assert.Contains(t, out, "fix-up: /etc/fstab:1: /dev/sda1 -> UUID=")
+		f, err := os.Open(n.img)
+		require.NoError(t, err)
+		st, err := f.Stat()
+		require.NoError(t, err)
+		p, err := desc.ReadTable(f, st.Size())
+		f.Close()
+		require.NoError(t, err)
+		require.Len(t, p.Parts, 3)
+		assert.Equal(t, st.Size()/512, p.Parts[2].End(), "fill reaches the end of %s", n.img)
+		assert.False(t, strings.Contains(mustRead(t, "/proc/self/mountinfo"), n.img), "nothing left mounted")
+	}
+}
+
+func mustRead(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return string(b)
+}
