@@ -417,6 +417,7 @@ func destroy(st *state) error {
 		}
 		if dev, err := devNumber(l); err == nil {
 			_ = throttle(dev, 0, 0)
+			_ = limitDirty(dev, 0)
 		}
 		if err := detachLoop(l); err != nil {
 			errs = append(errs, err)

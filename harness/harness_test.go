@@ -315,6 +315,63 @@ func TestSlowDisk(t *testing.T) {
 	assert.Less(t, fast, slow/2)
 }
 
+func TestLimitDirtyMakesTheWriterSlow(t *testing.T) {
+	needTools(t, "dd")
+	c := harness.NewT(t, harness.Config{Nodes: 1, DiskSize: 16 << 20})
+	n1 := c.Nodes()[0]
+	// Buffered writes (no O_DIRECT, no sync): the page cache absorbs
+	// them unless the dirty limit holds the writer to the disk's pace.
+	// The last close of a block device syncs it: a holder keeps dd's
+	// close from being the last.
+	holder, err := n1.Start(t.Context(), "sh", "-c", "exec 3<"+harness.NodeDisk+"; exec sleep 60")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = holder.Kill(); _ = holder.Wait() })
+	time.Sleep(100 * time.Millisecond)
+	write := func(seek string) time.Duration {
+		start := time.Now()
+		_, err := n1.Run(t.Context(), "dd", "if=/dev/zero", "of="+harness.NodeDisk, "bs=1M", "count=8", "seek="+seek, "status=none")
+		require.NoError(t, err)
+		return time.Since(start)
+	}
+	err = n1.SlowDisk(0, 4<<20)
+	if errors.Is(err, harness.ErrUnsupported) {
+		t.Skipf("no disk throttling here: %v", err)
+	}
+	require.NoError(t, err)
+	fast := write("0")
+	err = n1.LimitDirty(1 << 20)
+	if errors.Is(err, harness.ErrUnsupported) {
+		t.Skipf("no per-device dirty limit here: %v", err)
+	}
+	require.NoError(t, err)
+	bdi := fmt.Sprintf("/sys/class/bdi/%s/strict_limit", devID(t, n1.Disk()))
+	b, err := os.ReadFile(bdi)
+	require.NoError(t, err)
+	assert.Equal(t, "1", strings.TrimSpace(string(b)))
+	slow := write("8")
+	t.Logf("8 MiB buffered at 4 MiB/s: %v without the dirty limit, %v with it", fast, slow)
+	// 8 MiB at 4 MiB/s, less the 1 MiB that may stay dirty.
+	assert.Greater(t, slow, 1200*time.Millisecond)
+	assert.Less(t, fast, slow/2)
+	assert.ErrorIs(t, n1.LimitDirty(-1), harness.ErrBadConfig)
+	assert.ErrorIs(t, c.Golden().LimitDirty(1<<20), harness.ErrBadConfig)
+	// Close puts the device back as it was (loop devices are reused).
+	require.NoError(t, n1.SlowDisk(0, 0))
+	_ = holder.Kill()
+	require.NoError(t, c.Close())
+	b, err = os.ReadFile(bdi)
+	require.NoError(t, err)
+	assert.Equal(t, "0", strings.TrimSpace(string(b)))
+}
+
+// devID returns "MAJOR:MINOR" of a block device node.
+func devID(t *testing.T, path string) string {
+	t.Helper()
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat(path, &st))
+	return fmt.Sprintf("%d:%d", (st.Rdev>>8)&0xfff, (st.Rdev&0xff)|((st.Rdev>>12)&0xfff00))
+}
+
 // leftovers lists what of cluster name still exists on the machine.
 func leftovers(name, workDir string) []string {
 	var out []string

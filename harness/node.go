@@ -213,6 +213,46 @@ func throttle(dev uint64, readBps, writeBps uint64) error {
 	return nil
 }
 
+// LimitDirty caps the page cache that writers to the node's disk may fill
+// with data not yet written to it, to about bytes (strict_limit and
+// max_bytes of the disk's backing device info in /sys/class/bdi). Without
+// it a writer fills memory at full speed and a throttled disk (SlowDisk)
+// is only felt at the final sync; with it the writer itself goes at the
+// disk's pace, like a real slow disk. 0 removes the cap. The kernel needs
+// both knobs (Linux 6.2 and later); otherwise it returns ErrUnsupported.
+func (n *Node) LimitDirty(bytes int64) error {
+	if err := n.check(); err != nil {
+		return err
+	}
+	if bytes < 0 {
+		return fmt.Errorf("dirty limit %d: %w", bytes, ErrBadConfig)
+	}
+	dev, err := devNumber(n.disk)
+	if err != nil {
+		return err
+	}
+	return limitDirty(dev, bytes)
+}
+
+func limitDirty(dev uint64, bytes int64) error {
+	dir := fmt.Sprintf("/sys/class/bdi/%d:%d", unix.Major(dev), unix.Minor(dev))
+	for _, f := range []string{"strict_limit", "max_bytes", "max_ratio"} {
+		if _, err := os.Stat(dir + "/" + f); err != nil {
+			return fmt.Errorf("dirty limit needs %s/%s: %w", dir, f, ErrUnsupported)
+		}
+	}
+	writes := [][2]string{{"max_ratio", "100"}, {"strict_limit", "0"}}
+	if bytes > 0 {
+		writes = [][2]string{{"max_bytes", strconv.FormatInt(bytes, 10)}, {"strict_limit", "1"}}
+	}
+	for _, w := range writes {
+		if err := os.WriteFile(dir+"/"+w[0], []byte(w[1]), 0); err != nil {
+			return fmt.Errorf("write %s/%s: %w", dir, w[0], err)
+		}
+	}
+	return nil
+}
+
 // Kill sends SIGKILL to every process running inside the node, whoever
 // started it.
 func (n *Node) Kill() error { return n.signalAll(syscall.SIGKILL) }
