@@ -31,7 +31,73 @@ func newInitramfsCmd() *cobra.Command {
 		Use:   "initramfs",
 		Short: "Build the kernel and initramfs that PXE-booted machines run (the herd agent)",
 	}
-	cmd.AddCommand(newInitramfsBuildCmd())
+	cmd.AddCommand(newInitramfsBuildCmd(), newInitramfsStage2Cmd())
+	return cmd
+}
+
+func newInitramfsStage2Cmd() *cobra.Command {
+	var out, busybox, herd, initFile string
+	var withHerd bool
+	cmd := &cobra.Command{
+		Use:   "stage2 --out FILE.cpio.gz",
+		Short: "Make a small busybox-based stage 2 for herd deploy --stage2",
+		Long: `Stage2 writes a gzip-compressed cpio archive of a small root file system:
+busybox, an /init that runs "herd agent", and the folders a root needs. With
+herd deploy --stage2 FILE every node receives it through the chain into RAM,
+switches to it, and its herd agent then clones the disk (the seed's step 2).
+Any other cpio or tar archive of a root file system works the same way if its
+/init (or /sbin/init) ends by running "herd agent"; without /bin/herd the
+first agent gives the stage 2 its own.
+
+Exit codes:
+  0  archive written
+  2  usage error
+  3  build failed`,
+		Example: `  herd initramfs stage2 --out /srv/herd/stage2.cpio.gz
+  herd initramfs stage2 --out rescue.cpio.gz --init my-init.sh --with-herd`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return usagef("--out FILE is required")
+			}
+			if !strings.HasSuffix(out, ".cpio.gz") {
+				return usagef("--out %s: name it .cpio.gz (the nodes unpack it by its name)", out)
+			}
+			o := initramfs.Stage2Options{Busybox: busybox}
+			if initFile != "" {
+				b, err := os.ReadFile(initFile)
+				if err != nil {
+					return usagef("--init: %v", err)
+				}
+				o.Init = b
+			}
+			if withHerd || herd != "" {
+				if herd == "" {
+					self, err := os.Executable()
+					if err != nil {
+						return fmt.Errorf("find the herd binary: %w (give --herd)", err)
+					}
+					herd = self
+				}
+				o.Herd = herd
+			}
+			b, err := initramfs.BuildStage2(o)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(out, b, 0o644); err != nil {
+				return fmt.Errorf("write %s: %w", out, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stage 2: %s (%d bytes)\n", out, len(b))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&out, "out", "o", "", "archive to write (FILE.cpio.gz)")
+	f.StringVar(&busybox, "busybox", "/bin/busybox", "static busybox binary")
+	f.StringVar(&initFile, "init", "", "file to use as /init instead of the default")
+	f.BoolVar(&withHerd, "with-herd", false, "put this herd binary in (default: the first agent gives its own)")
+	f.StringVar(&herd, "herd", "", "static herd binary to put in (implies --with-herd)")
 	return cmd
 }
 

@@ -87,6 +87,21 @@ type Agent struct {
 	// /proc/net/tcp or tcp6). While it does the server is not needed.
 	SessionActive func(port int) bool
 
+	// Stage2Root is where herd recv is confined while a stage 2
+	// arrives; the stage 2 is unpacked into Stage2Root+Stage2Out
+	// (default Stage2Root).
+	Stage2Root string
+	// InStage2 reports whether this agent runs inside a stage 2
+	// (default: Stage2Marker exists).
+	InStage2 func() bool
+	// MountStage2 makes dir an empty RAM file system (default: tmpfs).
+	MountStage2 func(dir string) error
+	// SwitchRoot makes dir the root and runs init in it as pid 1
+	// (default: the moves of /dev, /proc, /sys, then busybox
+	// switch_root). On a real machine it does not return on success; a
+	// replacement that returns nil ends Run with nil and no reboot.
+	SwitchRoot func(dir, init string) error
+
 	clockOffset time.Duration // server clock minus ours, once learned
 }
 
@@ -106,6 +121,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.say("agent starting: server %s session %s method %s disk %s port %d, %d attempts of %s",
 		c.Server, c.Session, c.Method, c.Disk, c.Port, c.Retries, c.Timeout)
 	err := a.clone(ctx)
+	if errors.Is(err, errSwitched) {
+		return nil
+	}
 	if err != nil {
 		a.say("%v", err)
 	}
@@ -128,7 +146,13 @@ func (a *Agent) clone(ctx context.Context) error {
 	if c.Method != "raw" {
 		return fmt.Errorf("agent: method %q is not supported by this agent (only raw)", c.Method)
 	}
-	lease, err := a.join(ctx)
+	if c.Stage2 {
+		if !a.InStage2() {
+			return a.stage2(ctx)
+		}
+		a.say("running in the stage 2")
+	}
+	lease, err := a.join(ctx, "")
 	if err != nil {
 		return err
 	}
@@ -161,16 +185,22 @@ func (a *Agent) clone(ctx context.Context) error {
 // Config.Timeout, trying again every RetryDelay within it (a server that
 // refuses at once is asked again until the attempt's time is up); after
 // Config.Retries failed attempts it gives up.
-func (a *Agent) join(ctx context.Context) (Lease, error) {
+//
+// step is what the agent waits for: state.StepStage2 or "" (the image).
+func (a *Agent) join(ctx context.Context, step string) (Lease, error) {
 	c := a.Config
 	var lease Lease
 	var last error
 	for i := 1; i <= c.Retries; i++ {
 		actx, cancel := context.WithTimeout(ctx, c.Timeout)
-		l, err := a.attempt(actx, lease)
+		l, err := a.attempt(actx, lease, step)
 		cancel()
 		if err == nil {
-			a.say("registered with %s as %s %s, waiting for session %s on port %d", c.Server, l.MAC, l.IP, c.Session, c.Port)
+			what := "session " + c.Session
+			if step != "" {
+				what = "the " + step + " of session " + c.Session
+			}
+			a.say("registered with %s as %s %s, waiting for %s on port %d", c.Server, l.MAC, l.IP, what, c.Port)
 			return l, nil
 		}
 		if ctx.Err() != nil {
@@ -189,7 +219,7 @@ func (a *Agent) join(ctx context.Context) (Lease, error) {
 
 // attempt tries, until ctx ends, to get a lease (unless lease already
 // holds one) and register. It returns the lease it has even on failure.
-func (a *Agent) attempt(ctx context.Context, lease Lease) (Lease, error) {
+func (a *Agent) attempt(ctx context.Context, lease Lease, step string) (Lease, error) {
 	c := a.Config
 	for {
 		var err error
@@ -201,7 +231,7 @@ func (a *Agent) attempt(ctx context.Context, lease Lease) (Lease, error) {
 			}
 		}
 		if lease.IP != "" {
-			reg := httpboot.RegisterRequest{MAC: lease.MAC, IP: lease.IP, Port: c.Port, Session: c.Session}
+			reg := httpboot.RegisterRequest{MAC: lease.MAC, IP: lease.IP, Port: c.Port, Session: c.Session, Step: step}
 			if err = a.post(ctx, httpboot.PathRegister, reg); err == nil {
 				return lease, nil
 			}
@@ -267,7 +297,7 @@ func (a *Agent) postOnce(ctx context.Context, path string, body any, retried boo
 // waits, a watchdog checks that the server is still there (see
 // WatchInterval); if it is gone, herd recv is stopped and receive
 // returns ErrServerLost.
-func (a *Agent) receive(ctx context.Context, lease Lease) (*Summary, error) {
+func (a *Agent) receive(ctx context.Context, lease Lease, extra ...string) (*Summary, error) {
 	c := a.Config
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -291,6 +321,7 @@ func (a *Agent) receive(ctx context.Context, lease Lease) (*Summary, error) {
 		defer os.Remove(kf)
 		args = append(args, "--key-file", kf)
 	}
+	args = append(args, extra...)
 	cmd := a.RecvCommand(ctx, args)
 	cmd.Stderr = a.Console
 	out, err := cmd.StdoutPipe()
@@ -449,6 +480,19 @@ func (a *Agent) defaults() {
 	}
 	if a.TempDir == "" {
 		a.TempDir = os.TempDir()
+		os.MkdirAll(a.TempDir, 0o1777) // a stage 2 may come without /tmp
+	}
+	if a.Stage2Root == "" {
+		a.Stage2Root = Stage2Root
+	}
+	if a.InStage2 == nil {
+		a.InStage2 = func() bool { _, err := os.Stat(Stage2Marker); return err == nil }
+	}
+	if a.MountStage2 == nil {
+		a.MountStage2 = MountTmpfs
+	}
+	if a.SwitchRoot == nil {
+		a.SwitchRoot = SwitchRoot
 	}
 	if a.Config.Retries < 1 {
 		a.Config.Retries = 1

@@ -63,6 +63,14 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(httpboot.Reply{OK: true})
 }
 
+// newTestServer serves fs on loopback until the test ends and returns
+// its IP:PORT.
+func newTestServer(t *testing.T, fs *fakeServer) string {
+	srv := httptest.NewServer(fs)
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
 type harness struct {
 	console bytes.Buffer
 	reboots int

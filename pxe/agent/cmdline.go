@@ -46,13 +46,18 @@ type Config struct {
 	// Retries is how many times the server is tried before the machine
 	// reboots (herd.retries, at least 1).
 	Retries int
+	// Stage2 makes the agent first receive a stage 2 (an archive of a
+	// root file system) through the chain into RAM and switch to it;
+	// the stage 2's own init then runs herd agent again, which does the
+	// duplication (herd.stage2=1).
+	Stage2 bool
 }
 
 // ParseCmdline reads the agent's orders from a kernel command line such
 // as the contents of /proc/cmdline:
 //
 //	herd.server=10.0.0.1:8080 herd.session=lab herd.port=9998 herd.method=raw
-//	herd.disk=/dev/vda herd.key=HEX herd.timeout=30 herd.retries=3 console=ttyS0
+//	herd.disk=/dev/vda herd.key=HEX herd.timeout=30 herd.retries=3 herd.stage2=1 console=ttyS0
 //
 // Parameters not starting with "herd." are ignored, as are unknown herd.
 // ones; a later value of the same parameter wins, as with the kernel.
@@ -114,6 +119,15 @@ func ParseCmdline(s string) (Config, error) {
 				return bad(k, v, "want seconds 1-86400")
 			}
 			c.Timeout = time.Duration(n) * time.Second
+		case "herd.stage2":
+			switch v {
+			case "1", "yes", "true":
+				c.Stage2 = true
+			case "0", "no", "false", "":
+				c.Stage2 = false
+			default:
+				return bad(k, v, "want 1 or 0")
+			}
 		case "herd.retries":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 || n > 1000 {

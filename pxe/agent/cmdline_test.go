@@ -30,6 +30,13 @@ func TestParseCmdlineDefaults(t *testing.T) {
 	c, err = ParseCmdline("herd.server=1.2.3.4:1 herd.session=a herd.session=b herd.unknown=1")
 	require.NoError(t, err)
 	assert.Equal(t, "b", c.Session, "the last value wins")
+	assert.False(t, c.Stage2)
+	c, err = ParseCmdline("herd.server=1.2.3.4:1 herd.stage2=1")
+	require.NoError(t, err)
+	assert.True(t, c.Stage2)
+	c, err = ParseCmdline("herd.server=1.2.3.4:1 herd.stage2=1 herd.stage2=0")
+	require.NoError(t, err)
+	assert.False(t, c.Stage2)
 }
 
 func TestParseCmdlineErrors(t *testing.T) {
@@ -39,7 +46,7 @@ func TestParseCmdlineErrors(t *testing.T) {
 		"herd.server=1.2.3.4:80 herd.key=xyz", "herd.server=1.2.3.4:80 herd.key=abc",
 		"herd.server=1.2.3.4:80 herd.timeout=0", "herd.server=1.2.3.4:80 herd.retries=-1",
 		"herd.server=1.2.3.4:80 herd.disk=/etc/passwd", "herd.server=1.2.3.4:80 herd.disk=/dev/../etc",
-		"herd.server=1.2.3.4:80 herd.method=RAW;", "herd.server=1.2.3.4:80 herd.session=",
+		"herd.server=1.2.3.4:80 herd.method=RAW;", "herd.server=1.2.3.4:80 herd.session=", "herd.server=1.2.3.4:80 herd.stage2=maybe",
 	} {
 		_, err := ParseCmdline(line)
 		assert.ErrorIs(t, err, ErrCmdline, "%q", line)

@@ -20,3 +20,9 @@ func DHCP(ctx context.Context, iface string, console io.Writer) (Lease, error) {
 
 // Reboot is only implemented on Linux.
 func Reboot() error { return errNotLinux }
+
+// MountTmpfs is only implemented on Linux.
+func MountTmpfs(dir string) error { return errNotLinux }
+
+// SwitchRoot is only implemented on Linux.
+func SwitchRoot(dir, init string) error { return errNotLinux }

@@ -33,6 +33,7 @@ type Agent struct {
 	Key     string // session key in hex (optional)
 	Timeout int    // seconds the agent waits for the server (default 300)
 	Retries int    // attempts before the agent reboots (default 3)
+	Stage2  bool   // the agent first receives a stage 2 through the chain and continues from it
 	Console string // kernel console (default "ttyS0"; "-" for none)
 	Extra   string // appended as is
 }
@@ -101,6 +102,9 @@ func (a Agent) KernelArgs() string {
 		parts = append(parts, "herd.key="+a.Key)
 	}
 	parts = append(parts, "herd.timeout="+strconv.Itoa(a.Timeout), "herd.retries="+strconv.Itoa(a.Retries))
+	if a.Stage2 {
+		parts = append(parts, "herd.stage2=1")
+	}
 	if a.Console != "-" {
 		parts = append(parts, "console="+a.Console)
 	}

@@ -31,6 +31,8 @@ func TestKernelArgs(t *testing.T) {
 	a = Agent{Server: "10.0.0.1:80", Session: "lab", Port: 7000, Disk: "/dev/sda", Key: "00ff", Timeout: 10, Retries: 1, Console: "-", Extra: "quiet"}
 	require.NoError(t, a.Validate())
 	assert.Equal(t, "herd.server=10.0.0.1:80 herd.session=lab herd.port=7000 herd.method=raw herd.disk=/dev/sda herd.key=00ff herd.timeout=10 herd.retries=1 quiet", a.KernelArgs())
+	a = Agent{Server: "10.0.0.1:80", Stage2: true, Console: "-"}
+	assert.Equal(t, "herd.server=10.0.0.1:80 herd.session=herd herd.port=9998 herd.method=raw herd.disk=/dev/vda herd.timeout=300 herd.retries=3 herd.stage2=1", a.KernelArgs())
 }
 
 func TestValidateRefuses(t *testing.T) {

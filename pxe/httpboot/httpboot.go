@@ -4,11 +4,14 @@
 // (one chain script for every client, one script per MAC), and the API
 // the herd agent calls:
 //
-//	POST /api/v1/register  {"mac":"52:54:00:..","ip":"10.0.0.5","port":9998,"session":"lab"} → {"ok":true}
-//	POST /api/v1/report    {"mac":"..","ok":true,"error":"","bytes":N}                     → {"ok":true}
+//	POST /api/v1/register  {"mac":"52:54:00:..","ip":"10.0.0.5","port":9998,"session":"lab","step":""} → {"ok":true}
+//	POST /api/v1/report    {"mac":"..","ok":true,"error":"","bytes":N,"step":""}                     → {"ok":true}
 //	GET  /api/v1/machines  → [{"mac":..,"state":..,"ip":..,"reason":..,"updated":..}, ...]
 //	GET  /api/v1/machines/{mac}  → {"mac":..,"state":..,...} or 404 (an agent checking that its server is still there)
 //	POST /api/v1/machines/{mac}  {"state":"local","reason":""} → {"ok":true} (operator override)
+//
+// Step "stage2" is an agent waiting for, or reporting, a stage 2 (see
+// state.StepStage2).
 //
 // With Key set, every POST to the API must be signed with the session
 // key (see Sign and the authentication notes in auth.go); unsigned or
@@ -55,6 +58,9 @@ type RegisterRequest struct {
 	IP      string `json:"ip"`
 	Port    int    `json:"port"`
 	Session string `json:"session"`
+	// Step is state.StepStage2 for an agent that waits for a stage 2,
+	// empty for one that waits for the image.
+	Step string `json:"step,omitempty"`
 }
 
 // ReportRequest is the body of POST /api/v1/report.
@@ -63,6 +69,9 @@ type ReportRequest struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error"`
 	Bytes int64  `json:"bytes"`
+	// Step is state.StepStage2 for the outcome of the stage-2 transfer,
+	// empty for the image's.
+	Step string `json:"step,omitempty"`
 }
 
 // SetRequest is the body of POST /api/v1/machines/{mac}: an operator
@@ -256,12 +265,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, "register: %s: port %d", mac, req.Port)
 		return
 	}
-	m, err := s.Store.Register(mac, req.IP, req.Port, req.Session)
+	m, err := s.Store.RegisterStep(mac, req.IP, req.Port, req.Session, req.Step)
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, "register: %v", err)
 		return
 	}
-	s.logf("http: %s registered from %s:%d session %q", m.MAC, m.IP, m.Port, m.Session)
+	s.logf("http: %s registered from %s:%d session %q%s", m.MAC, m.IP, m.Port, m.Session, stepText(m.Step))
 	writeJSON(w, http.StatusOK, Reply{OK: true})
 }
 
@@ -280,7 +289,16 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, "report: %v", err)
 		return
 	}
-	m, err := s.Store.Report(mac, req.OK, req.Error, req.Bytes)
+	var m state.Machine
+	switch req.Step {
+	case "":
+		m, err = s.Store.Report(mac, req.OK, req.Error, req.Bytes)
+	case state.StepStage2:
+		m, err = s.Store.ReportStage2(mac, req.OK, req.Error, req.Bytes)
+	default:
+		s.fail(w, http.StatusBadRequest, "report: %s: unknown step %q", mac, req.Step)
+		return
+	}
 	switch {
 	case errors.Is(err, state.ErrUnknown):
 		s.fail(w, http.StatusNotFound, "report: %v", err)
@@ -292,8 +310,15 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusInternalServerError, "report: %v", err)
 		return
 	}
-	s.logf("http: %s reported %s %s (%d bytes)", m.MAC, m.State, m.Reason, m.Bytes)
+	s.logf("http: %s reported %s%s %s (%d bytes)", m.MAC, m.State, stepText(m.Step), m.Reason, m.Bytes)
 	writeJSON(w, http.StatusOK, Reply{OK: true})
+}
+
+func stepText(step string) string {
+	if step == "" {
+		return ""
+	}
+	return " (" + step + ")"
 }
 
 func (s *Server) machines(w http.ResponseWriter, r *http.Request) {

@@ -255,3 +255,22 @@ func TestOneMachine(t *testing.T) {
 	assert.Equal(t, state.Cloning, m.State)
 	assert.Equal(t, "10.9.0.109", m.IP)
 }
+
+func TestStage2RegisterAndReport(t *testing.T) {
+	ts, s, _ := setup(t, nil)
+	code, r := post(t, ts.URL+PathRegister, `{"mac":"52:54:00:aa:02:01","ip":"10.9.0.1","port":9998,"step":"stage2"}`)
+	require.Equal(t, http.StatusOK, code, r.Error)
+	m, _ := s.Store.Get("52:54:00:aa:02:01")
+	assert.Equal(t, state.StepStage2, m.Step)
+	code, _ = post(t, ts.URL+PathRegister, `{"mac":"52:54:00:aa:02:02","ip":"10.9.0.2","port":9998,"step":"warp"}`)
+	assert.Equal(t, http.StatusBadRequest, code)
+	code, _ = post(t, ts.URL+PathReport, `{"mac":"52:54:00:aa:02:01","ok":true,"bytes":9}`)
+	assert.Equal(t, http.StatusConflict, code, "an image report while waiting for the stage 2")
+	code, r = post(t, ts.URL+PathReport, `{"mac":"52:54:00:aa:02:01","ok":true,"bytes":9,"step":"stage2"}`)
+	require.Equal(t, http.StatusOK, code, r.Error)
+	m, _ = s.Store.Get("52:54:00:aa:02:01")
+	assert.Equal(t, state.Cloning, m.State)
+	assert.Equal(t, state.StepStage2Received, m.Step)
+	code, _ = post(t, ts.URL+PathReport, `{"mac":"52:54:00:aa:02:01","ok":true,"bytes":9,"step":"nope"}`)
+	assert.Equal(t, http.StatusBadRequest, code)
+}

@@ -28,7 +28,7 @@ var DefaultModules = []string{
 // Applets are the busybox applets linked into /bin of the initramfs.
 var Applets = []string{
 	"cat", "dmesg", "echo", "insmod", "ip", "ls", "mkdir", "mount",
-	"poweroff", "reboot", "sh", "sleep", "sync", "udhcpc", "umount",
+	"poweroff", "reboot", "sh", "sleep", "switch_root", "sync", "udhcpc", "umount",
 }
 
 // Paths inside the initramfs that the agent relies on.

@@ -61,16 +61,30 @@ var (
 
 // Machine is what the server knows about one machine.
 type Machine struct {
-	MAC     string    `json:"mac"`
-	Name    string    `json:"name,omitempty"`
-	State   Phase     `json:"state"`
-	IP      string    `json:"ip,omitempty"`
-	Port    int       `json:"port,omitempty"`
-	Session string    `json:"session,omitempty"`
-	Reason  string    `json:"reason,omitempty"`
-	Bytes   int64     `json:"bytes,omitempty"`
+	MAC     string `json:"mac"`
+	Name    string `json:"name,omitempty"`
+	State   Phase  `json:"state"`
+	IP      string `json:"ip,omitempty"`
+	Port    int    `json:"port,omitempty"`
+	Session string `json:"session,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Bytes   int64  `json:"bytes,omitempty"`
+	// Step says where a cloning machine is in a flow with a stage 2
+	// (see the Step constants); empty when it waits for the image.
+	Step    string    `json:"step,omitempty"`
 	Updated time.Time `json:"updated"`
 }
+
+// Steps of a cloning machine in a flow with a stage 2 (Machine.Step).
+const (
+	// StepStage2 is an agent in the boot initramfs waiting for the
+	// stage 2 to come down the chain.
+	StepStage2 = "stage2"
+	// StepStage2Received is a machine that reported its stage 2
+	// verified and is switching to it; its agent there registers again
+	// (with an empty step) to receive the image.
+	StepStage2Received = "stage2-received"
+)
 
 // fileFormat is the JSON layout of the state file.
 type fileFormat struct {
@@ -153,6 +167,9 @@ func Load(b []byte) ([]Machine, error) {
 		if !m.State.Valid() {
 			return nil, fmt.Errorf("%w: machine %d (%s): phase %q", ErrBadFile, i, mac, m.State)
 		}
+		if m.Step != "" && m.Step != StepStage2 && m.Step != StepStage2Received {
+			return nil, fmt.Errorf("%w: machine %d (%s): step %q", ErrBadFile, i, mac, m.Step)
+		}
 		if seen[mac] {
 			return nil, fmt.Errorf("%w: machine %d: duplicate MAC %s", ErrBadFile, i, mac)
 		}
@@ -215,11 +232,41 @@ func (s *Store) Add(mac, name string) (Machine, error) {
 // Register records that the agent of mac started a clone: it moves the
 // machine (created if unknown) to cloning and records its address.
 func (s *Store) Register(mac, ip string, port int, session string) (Machine, error) {
+	return s.RegisterStep(mac, ip, port, session, "")
+}
+
+// RegisterStep is Register for an agent at step (StepStage2 for an agent
+// that waits for a stage 2, "" for one that waits for the image).
+func (s *Store) RegisterStep(mac, ip string, port int, session, step string) (Machine, error) {
 	if ip != "" && net.ParseIP(ip) == nil {
 		return Machine{}, fmt.Errorf("state: register %s: invalid IP %q", mac, ip)
 	}
+	if step != "" && step != StepStage2 {
+		return Machine{}, fmt.Errorf("state: register %s: unknown step %q", mac, step)
+	}
 	return s.update(mac, true, func(m *Machine, _ bool) error {
-		m.State, m.IP, m.Port, m.Session, m.Reason, m.Bytes = Cloning, ip, port, session, "", 0
+		m.State, m.IP, m.Port, m.Session, m.Reason, m.Bytes, m.Step = Cloning, ip, port, session, "", 0, step
+		return nil
+	})
+}
+
+// ReportStage2 records the outcome of the stage-2 transfer of mac, which
+// must be cloning at StepStage2: when ok it stays cloning at
+// StepStage2Received, otherwise it fails with reason.
+func (s *Store) ReportStage2(mac string, ok bool, reason string, bytes int64) (Machine, error) {
+	return s.update(mac, false, func(m *Machine, _ bool) error {
+		if m.State != Cloning || m.Step != StepStage2 {
+			return fmt.Errorf("%w: stage-2 report for %s in state %s step %q (want %s step %s)", ErrTransition, m.MAC, m.State, m.Step, Cloning, StepStage2)
+		}
+		m.Bytes = bytes
+		if ok {
+			m.Step, m.Reason = StepStage2Received, ""
+			return nil
+		}
+		if reason == "" {
+			reason = "agent reported failure"
+		}
+		m.State, m.Step, m.Reason = Failed, "", "stage 2: "+reason
 		return nil
 	})
 }
@@ -230,6 +277,9 @@ func (s *Store) Report(mac string, ok bool, reason string, bytes int64) (Machine
 	return s.update(mac, false, func(m *Machine, _ bool) error {
 		if m.State != Cloning {
 			return fmt.Errorf("%w: report for %s in state %s (want %s)", ErrTransition, m.MAC, m.State, Cloning)
+		}
+		if m.Step != "" {
+			return fmt.Errorf("%w: image report for %s at step %s (its agent has not registered for the image)", ErrTransition, m.MAC, m.Step)
 		}
 		m.Bytes = bytes
 		if ok {
@@ -250,7 +300,7 @@ func (s *Store) MarkLocal(mac string) (Machine, error) {
 		if m.State != Done && m.State != Local {
 			return fmt.Errorf("%w: %s is %s, only a done machine goes local", ErrTransition, m.MAC, m.State)
 		}
-		m.State = Local
+		m.State, m.Step = Local, ""
 		return nil
 	})
 }
@@ -258,7 +308,7 @@ func (s *Store) MarkLocal(mac string) (Machine, error) {
 // Fail moves a known machine to failed with reason, whatever its state.
 func (s *Store) Fail(mac, reason string) (Machine, error) {
 	return s.update(mac, false, func(m *Machine, _ bool) error {
-		m.State, m.Reason = Failed, reason
+		m.State, m.Reason, m.Step = Failed, reason, ""
 		return nil
 	})
 }
@@ -270,7 +320,7 @@ func (s *Store) Set(mac string, p Phase, reason string) (Machine, error) {
 		return Machine{}, fmt.Errorf("%w: %q", ErrBadPhase, p)
 	}
 	return s.update(mac, true, func(m *Machine, _ bool) error {
-		m.State, m.Reason = p, ""
+		m.State, m.Reason, m.Step = p, "", ""
 		if p == Failed {
 			m.Reason = reason
 		}

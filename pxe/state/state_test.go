@@ -136,3 +136,48 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+func TestStage2Steps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.json")
+	st, err := Open(path)
+	require.NoError(t, err)
+	const a, b = "52:54:00:00:02:01", "52:54:00:00:02:02"
+	_, err = st.RegisterStep(a, "10.0.0.1", 9998, "s", "warp")
+	assert.Error(t, err, "unknown step")
+	for _, mac := range []string{a, b} {
+		m, err := st.RegisterStep(mac, "10.0.0.1", 9998, "s", StepStage2)
+		require.NoError(t, err)
+		assert.Equal(t, StepStage2, m.Step)
+	}
+	_, err = st.Report(a, true, "", 10)
+	assert.ErrorIs(t, err, ErrTransition, "no image report before the agent registered from its stage 2")
+
+	m, err := st.ReportStage2(a, true, "", 3<<20)
+	require.NoError(t, err)
+	assert.Equal(t, Cloning, m.State)
+	assert.Equal(t, StepStage2Received, m.Step)
+	_, err = st.ReportStage2(a, true, "", 1)
+	assert.ErrorIs(t, err, ErrTransition, "one stage-2 report per registration")
+	m, err = st.ReportStage2(b, false, "digest mismatch", 0)
+	require.NoError(t, err)
+	assert.Equal(t, Failed, m.State)
+	assert.Equal(t, "stage 2: digest mismatch", m.Reason)
+
+	// The stage 2's agent registers for the image, then reports it.
+	m, err = st.Register(a, "10.0.0.1", 9998, "s")
+	require.NoError(t, err)
+	assert.Equal(t, "", m.Step)
+	m, err = st.Report(a, true, "", 64<<20)
+	require.NoError(t, err)
+	assert.Equal(t, Done, m.State)
+
+	// Steps survive a restart; a bad step in the file is refused.
+	_, err = st.RegisterStep(b, "10.0.0.2", 9998, "s", StepStage2)
+	require.NoError(t, err)
+	st2, err := Open(path)
+	require.NoError(t, err)
+	m, _ = st2.Get(b)
+	assert.Equal(t, StepStage2, m.Step)
+	_, err = Load([]byte(`{"version":1,"machines":[{"mac":"52:54:00:00:02:01","state":"cloning","step":"warp","updated":"2026-01-01T00:00:00Z"}]}`))
+	assert.ErrorIs(t, err, ErrBadFile)
+}
