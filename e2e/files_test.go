@@ -313,7 +313,7 @@ func filesCheckTable(disk string, plan *desc.Plan) {
 		Expect(got.Bootable).To(Equal(pp.Boot), "partition %d boot flag", i+1)
 	}
 	last := t.PartitionTable.Partitions[len(plan.Parts)-1]
-	Expect(last.Start + last.Size).To(Equal(plan.DiskSectors), "fill stretches to the end of the disk")
+	Expect(last.Start+last.Size).To(Equal(plan.DiskSectors), "fill stretches to the end of the disk")
 }
 
 // filesTreeList describes every entry under dir, one line each, sorted:
