@@ -37,14 +37,17 @@ linux fill fs=xfs mount=/var
 `
 
 var _ = Describe("file-level clone (KA)", func() {
-	It("partitions 1.5, 2 and 4 GiB disks from one desc and gives each the golden files, fixed up", func() {
+	It("partitions 1.5, 2 and 4 GiB disks from one desc and gives each the golden files, fixed up; a too small disk fails alone", func() {
 		for _, tool := range []string{"losetup", "sfdisk", "mkfs.ext4", "mkfs.xfs", "mkswap", "e2fsck", "xfs_repair", "blkid", "extlinux", "chroot"} {
 			if _, err := exec.LookPath(tool); err != nil {
 				Skip(tool + " not installed (make deps installs it)")
 			}
 		}
-		sizes := []int64{1536 * desc.MiB, 2 * desc.GiB, 4 * desc.GiB}
-		c := newCluster(harness.Config{Nodes: 3, DiskSize: 2 * desc.GiB, DiskSizes: sizes})
+		// node2's disk cannot hold the desc: it must fail with the reason
+		// while the chain goes on through it to node3 and node4.
+		sizes := []int64{1536 * desc.MiB, 512 * desc.MiB, 2 * desc.GiB, 4 * desc.GiB}
+		const small = 1
+		c := newCluster(harness.Config{Nodes: 4, DiskSize: 2 * desc.GiB, DiskSizes: sizes})
 		dir := GinkgoT().TempDir()
 		d, err := desc.Parse(filesDesc)
 		Expect(err).NotTo(HaveOccurred())
@@ -96,10 +99,23 @@ var _ = Describe("file-level clone (KA)", func() {
 		lines := strings.Split(strings.TrimSpace(string(sp.Stdout())), "\n")
 		var s summary
 		Expect(json.Unmarshal([]byte(lines[len(lines)-1]), &s)).To(Succeed(), "herd send stdout: %s stderr: %s", sp.Stdout(), sp.Stderr())
-		Expect(sp.ExitCode()).To(Equal(0), "herd send stderr: %s", sp.Stderr())
-		Expect(s.OK).To(BeTrue())
+		Expect(sp.ExitCode()).To(Equal(1), "some nodes failed; herd send stderr: %s", sp.Stderr())
+		Expect(s.OK).To(BeFalse())
 		Expect(s.Items).To(HaveLen(3), "header, / and /var")
-		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0))
+		Expect(exitCodes(recvs, time.Minute)).To(Equal([]int{0, 1, 0, 0}))
+		for i, sn := range s.Nodes {
+			if i == small {
+				Expect(sn.State).To(Equal("failed"))
+				Expect(sn.Error).To(ContainSubstring("does not fit"), "the reason reaches the source")
+				continue
+			}
+			Expect(sn.State).To(Equal("done"), "node %d: %s", i+1, sn.Error)
+			Expect(sn.Items).To(HaveLen(3))
+			for _, it := range sn.Items {
+				Expect(it.Verified).To(BeTrue(), "node %d item %s", i+1, it.Dest)
+			}
+		}
+		Expect(filesHead(c.Nodes()[small].Disk(), 1<<20)).To(Equal(make([]byte, 1<<20)), "nothing written on the too small disk")
 
 		skip := func(p string) bool {
 			switch p {
@@ -114,6 +130,9 @@ var _ = Describe("file-level clone (KA)", func() {
 		Expect(err).NotTo(HaveOccurred())
 
 		for i, n := range c.Nodes() {
+			if i == small {
+				continue
+			}
 			By(fmt.Sprintf("checking %s (%d MiB disk)", n.Name(), sizes[i]/desc.MiB))
 			Expect(n.DiskSize()).To(Equal(sizes[i]))
 			np, err := d.Layout(sizes[i], 512)

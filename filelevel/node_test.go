@@ -131,7 +131,10 @@ func TestFileLevelSessionOverTCP(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"/", "/var"}, s.Header.Mounts)
 
-	sizes := []int64{600 * desc.MiB, 900 * desc.MiB}
+	// The middle node's disk is too small for the desc: it fails alone,
+	// keeps forwarding, and the node after it finishes.
+	sizes := []int64{600 * desc.MiB, 100 * desc.MiB, 900 * desc.MiB}
+	const small = 1
 	var (
 		addrs []string
 		recvs []*Receiver
@@ -161,15 +164,34 @@ func TestFileLevelSessionOverTCP(t *testing.T) {
 	require.NoError(t, err)
 	wg.Wait()
 	for i := range sizes {
+		if i == small {
+			require.Error(t, errs[i])
+			continue
+		}
 		require.NoError(t, errs[i], "node %d log:\n%s", i, logs[i])
 	}
-	require.True(t, rep.OK(), "report: %+v", rep.Nodes)
+	require.False(t, rep.OK())
+	for i, n := range rep.Nodes {
+		if i == small {
+			assert.Equal(t, ring.StateFailed, n.State)
+			assert.Contains(t, n.Err, "does not fit", "the reason reaches the source")
+			continue
+		}
+		assert.Equal(t, ring.StateDone, n.State, "node %d: %s", i, n.Err)
+		for _, it := range n.Items {
+			assert.True(t, it.Verified, "node %d item %s", i, it.Dest)
+		}
+	}
 	st := s.Stats()
 	assert.Equal(t, 1, st["/"].Excluded, "/tmp sent empty")
 	assert.Equal(t, 1, st["/"].Skipped, "/var travels in its own stream")
 	assert.Positive(t, st["/var"].Bytes)
 
 	for i, r := range recvs {
+		if i == small {
+			assert.False(t, r.Result().Done)
+			continue
+		}
 		res := r.Result()
 		require.True(t, res.Done, "node %d", i)
 		checkNode(t, imgs[i], sizes[i], res, golden, shell)
