@@ -22,7 +22,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/herd-cluster/herd/blockdev"
 	"github.com/herd-cluster/herd/pxe"
+	"github.com/herd-cluster/herd/pxe/agent"
 	"github.com/herd-cluster/herd/pxe/state"
 )
 
@@ -39,6 +41,8 @@ type deployOptions struct {
 	herdBin       string
 	connTimeout   time.Duration
 	json          bool
+	stage2        string
+	usedOnly      bool
 }
 
 func newDeployCmd() *cobra.Command {
@@ -60,6 +64,15 @@ local boot at once (the agent reboots by itself right after reporting), then
   --power-cmd 'ipmitool -I lanplus -H {name}-bmc -U admin -P secret power reset'
   --power-cmd 'echo system_reset | socat - UNIX-CONNECT:/run/vm/{name}.mon'
 Without it the machines are switched to local boot and reboot on their own.
+
+--method selects how the image travels: raw (the default, block for block;
+--used-only skips blocks no file system uses). The file-level method (KA's:
+partition from a desc, then files) is not in this build yet.
+
+--stage2 FILE is the seed's step 2: every agent first receives FILE (an
+archive of a root file system) through the chain into RAM, switches to it,
+and the stage 2's own herd agent registers again and receives the image.
+The result lists both chains (stage2, then image) with every node's state.
 --linger keeps DHCP, TFTP and HTTP up after the reboots so that the machines
 get their local-boot answer.
 
@@ -91,6 +104,8 @@ a hostile machine on the provisioning network.
 	f.StringVar(&o.herdBin, "herd-bin", "", "herd binary that runs the chain (default: this one)")
 	f.DurationVar(&o.connTimeout, "connect-timeout", 0, "passed to herd send: how long to keep trying to reach the first node (0: its default)")
 	f.BoolVar(&o.json, "json", false, "print the result as one JSON line")
+	f.StringVar(&o.stage2, "stage2", "", "stage 2 (a root file system as .cpio[.gz|.zst] or .tar[.gz|.zst], see herd initramfs stage2) sent through the chain into every node's RAM first; its herd agent then receives the image")
+	f.BoolVar(&o.usedOnly, "used-only", false, "send only the blocks in use by the image's file systems (herd send --used-only); the nodes' disks must read unused blocks as zeros or not care")
 	return cmd
 }
 
@@ -129,6 +144,25 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	}
 	if _, err := os.Stat(o.image); err != nil {
 		return usagef("--image: %v", err)
+	}
+	switch o.pxe.method {
+	case "raw":
+	case "files":
+		// Hook for the file-level method: it needs filelevel/ (partition
+		// from a desc, make file systems, stream files) and an agent that
+		// runs it; imageArgs is where its herd send arguments go.
+		return usagef("--method files: the file-level method is not in this build yet (use raw)")
+	default:
+		return usagef("--method %q: want raw", o.pxe.method)
+	}
+	if o.stage2 != "" {
+		if fi, err := os.Stat(o.stage2); err != nil || !fi.Mode().IsRegular() {
+			return usagef("--stage2 %s: not a file", o.stage2)
+		}
+		if _, err := blockdev.PlanCook(o.stage2); err != nil {
+			return usagef("--stage2 %s: %v", o.stage2, err)
+		}
+		o.pxe.stage2 = true
 	}
 	macs := splitList(o.pxe.macs)
 	if o.nodes == 0 {
@@ -196,7 +230,11 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 
 	// 1. Wait for the machines' agents to register.
 	logf("deploy: waiting up to %v for %d machine(s) to register on %s", o.wait, o.nodes, srv.BaseURL())
-	nodes, err := waitRegistered(ctx, st, start, macs, o.nodes, o.wait, o.settle, served)
+	step := ""
+	if o.stage2 != "" {
+		step = state.StepStage2
+	}
+	nodes, err := waitRegistered(ctx, st, start, macs, step, o.nodes, o.wait, o.settle, served)
 	if err != nil {
 		return err
 	}
@@ -205,25 +243,36 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 		mac, _ := state.NormalizeMAC(m)
 		results[mac] = &deployResult{MAC: mac, State: string(state.New), Reason: "did not register"}
 	}
+	var chains []chainRecord
 	if len(nodes) == 0 {
-		printDeploy(stdout, results, o.json)
+		printDeploy(stdout, results, chains, o.json)
 		return exitError{ExitFailed, fmt.Errorf("no machine registered within %v", o.wait)}
 	}
-	addrs := make([]string, len(nodes))
-	byAddr := map[string]string{}
-	for i, m := range nodes {
-		port := m.Port
-		if port == 0 {
-			port = o.pxe.agentPort
-		}
-		addrs[i] = net.JoinHostPort(m.IP, strconv.Itoa(port))
-		byAddr[addrs[i]] = m.MAC
+	for _, m := range nodes {
 		results[m.MAC] = &deployResult{MAC: m.MAC, Name: m.Name, IP: m.IP, State: string(state.Cloning)}
 	}
+	addrs, byAddr := chainAddrs(nodes, o.pxe.agentPort)
 	logf("deploy: %d machine(s) registered: %s", len(nodes), strings.Join(addrs, ","))
 
-	// 2. Run the chain; decide each machine as soon as what it needs is known.
-	rebooted := superviseChain(ctx, o, st, nodes, addrs, byAddr, results, stderr, logf)
+	// 2. With a stage 2: send it down the chain, wait for each machine's
+	// agent to come back from inside it.
+	if o.stage2 != "" {
+		var rec chainRecord
+		nodes, rec = runStage2(ctx, o, st, nodes, results, stderr, logf)
+		chains = append(chains, rec)
+		addrs, byAddr = chainAddrs(nodes, o.pxe.agentPort)
+		if len(nodes) > 0 {
+			logf("deploy: %d machine(s) run their stage 2 and wait for the image: %s", len(nodes), strings.Join(addrs, ","))
+		}
+	}
+
+	// 3. Run the chain; decide each machine as soon as what it needs is known.
+	rebooted := 0
+	if len(nodes) > 0 {
+		var chain *chainDone
+		rebooted, chain = superviseChain(ctx, o, st, nodes, addrs, byAddr, results, stderr, logf)
+		chains = append(chains, newChainRecord("image", chain, byAddr))
+	}
 	wentLocal := 0
 	for _, r := range results {
 		if r.OK {
@@ -237,7 +286,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 		case <-ctx.Done():
 		}
 	}
-	printDeploy(stdout, results, o.json)
+	printDeploy(stdout, results, chains, o.json)
 	ok, ko := 0, 0
 	for _, r := range results {
 		if r.OK {
@@ -293,18 +342,199 @@ type chainDone struct {
 	err error
 }
 
+// chainAddrs returns the chain's addresses for nodes, in order, and the
+// MAC at each address; a node that registered without a port is reached
+// on defaultPort.
+func chainAddrs(nodes []state.Machine, defaultPort int) ([]string, map[string]string) {
+	addrs := make([]string, len(nodes))
+	byAddr := map[string]string{}
+	for i, m := range nodes {
+		port := m.Port
+		if port == 0 {
+			port = defaultPort
+		}
+		addrs[i] = net.JoinHostPort(m.IP, strconv.Itoa(port))
+		byAddr[addrs[i]] = m.MAC
+	}
+	return addrs, byAddr
+}
+
+// imageArgs are herd send's arguments for the image, by method.
+func imageArgs(o *deployOptions, addrs []string) []string {
+	args := []string{"send", "--to", strings.Join(addrs, ","), "--in", o.image, "--out", o.pxe.disk, "--json"}
+	if o.usedOnly {
+		args = append(args, "--used-only")
+	}
+	return sendCommonArgs(o, args)
+}
+
+// stage2Args are herd send's arguments for the stage 2: cooked, into
+// the folder each agent unpacks it in.
+func stage2Args(o *deployOptions, addrs []string) []string {
+	args := []string{"send", "--to", strings.Join(addrs, ","), "--in", o.stage2, "--out", agent.Stage2Out, "--cook", "--json"}
+	return sendCommonArgs(o, args)
+}
+
+func sendCommonArgs(o *deployOptions, args []string) []string {
+	if o.keyFile != "" {
+		args = append(args, "--key-file", o.keyFile)
+	}
+	if o.connTimeout > 0 {
+		args = append(args, "--connect-timeout", o.connTimeout.String())
+	}
+	return args
+}
+
+// chainRecord is one chain of the deploy result: which machines it ran
+// through, in order, and how each ended.
+type chainRecord struct {
+	Name  string          `json:"name"`
+	OK    bool            `json:"ok"`
+	Error string          `json:"error,omitempty"`
+	Nodes []chainNodeInfo `json:"nodes"`
+}
+
+type chainNodeInfo struct {
+	MAC   string `json:"mac"`
+	Addr  string `json:"addr"`
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}
+
+// newChainRecord summarizes a finished herd send.
+func newChainRecord(name string, c *chainDone, byAddr map[string]string) chainRecord {
+	r := chainRecord{Name: name}
+	if c == nil {
+		r.Error = "did not run"
+		return r
+	}
+	if c.err != nil {
+		r.Error = c.err.Error()
+	}
+	if c.sum == nil {
+		return r
+	}
+	r.OK = c.sum.OK && c.err == nil
+	for _, n := range c.sum.Nodes {
+		r.Nodes = append(r.Nodes, chainNodeInfo{MAC: byAddr[n.Addr], Addr: n.Addr, State: n.State, Error: n.Error})
+	}
+	return r
+}
+
+// runStage2 sends the stage 2 down the chain of nodes and waits until
+// every node either registered again from inside its stage 2 (it waits
+// for the image) or failed: its agent reported a failure, the chain
+// failed it, or it did not come back within --report-timeout after the
+// chain ended. It returns the nodes that are ready, in chain order, with
+// their new registration.
+func runStage2(ctx context.Context, o *deployOptions, st *state.Store, nodes []state.Machine,
+	results map[string]*deployResult, stderr io.Writer, logf func(string, ...any)) ([]state.Machine, chainRecord) {
+	addrs, byAddr := chainAddrs(nodes, o.pxe.agentPort)
+	logf("deploy: sending the stage 2 %s to %d machine(s)", o.stage2, len(nodes))
+	chainC := make(chan chainDone, 1)
+	go func() {
+		sum, err := runChain(ctx, o.herdBin, stage2Args(o, addrs), stderr, logf)
+		chainC <- chainDone{sum, err}
+	}()
+	var (
+		chain      *chainDone
+		limit      <-chan time.Time
+		ready      = map[string]state.Machine{}
+		failed     = map[string]bool{}
+		sendState  = map[string]string{}
+		sendReason = map[string]string{}
+	)
+	fail := func(mac, reason string) {
+		failed[mac] = true
+		r := results[mac]
+		r.OK, r.State, r.Reason = false, string(state.Failed), reason
+		if cur, _ := st.Get(mac); cur.State != state.Failed {
+			if _, err := st.Fail(mac, reason); err != nil {
+				logf("deploy: %s: record failure: %v", mac, err)
+			}
+		}
+		logf("deploy: %s failed: %s", mac, reason)
+	}
+	for {
+		changed := st.Changed()
+		for _, n := range nodes {
+			if _, ok := ready[n.MAC]; ok || failed[n.MAC] {
+				continue
+			}
+			m, _ := st.Get(n.MAC)
+			switch {
+			case m.State == state.Failed:
+				fail(n.MAC, "agent: "+m.Reason)
+			case m.State == state.Cloning && m.Step == "":
+				ready[n.MAC] = m
+				results[n.MAC].IP = m.IP
+				logf("deploy: %s runs its stage 2 and waits for the image", n.MAC)
+			case m.State != state.Cloning:
+				fail(n.MAC, fmt.Sprintf("stage 2: machine left the deploy (state %s)", m.State))
+			case chain != nil && chain.sum == nil:
+				fail(n.MAC, fmt.Sprintf("stage 2: chain did not run: %v", chain.err))
+			case chain != nil && sendState[n.MAC] != "done":
+				fail(n.MAC, "stage 2: chain: "+firstNonEmpty(sendReason[n.MAC], "node state "+firstNonEmpty(sendState[n.MAC], "missing from summary")))
+			}
+		}
+		if chain != nil && len(ready)+len(failed) == len(nodes) {
+			break
+		}
+		select {
+		case <-changed:
+		case c := <-chainC:
+			chain = &c
+			if c.err != nil {
+				logf("deploy: stage 2: %v", c.err)
+			}
+			if c.sum != nil {
+				for _, n := range c.sum.Nodes {
+					if mac := byAddr[n.Addr]; mac != "" {
+						sendState[mac], sendReason[mac] = n.State, n.Error
+					}
+				}
+			}
+			limit = time.After(o.reportTimeout)
+		case <-limit:
+			for _, n := range nodes {
+				if _, ok := ready[n.MAC]; !ok && !failed[n.MAC] {
+					fail(n.MAC, fmt.Sprintf("stage 2: agent did not come back from its stage 2 within %v", o.reportTimeout))
+				}
+			}
+		case <-ctx.Done():
+			for _, n := range nodes {
+				if _, ok := ready[n.MAC]; !ok && !failed[n.MAC] {
+					fail(n.MAC, "interrupted")
+				}
+			}
+			if chain == nil {
+				c := <-chainC
+				chain = &c
+			}
+		}
+	}
+	var out []state.Machine
+	for _, n := range nodes {
+		if m, ok := ready[n.MAC]; ok {
+			out = append(out, m)
+		}
+	}
+	return out, newChainRecord("stage2", chain, byAddr)
+}
+
 // superviseChain runs the chain and decides every machine of nodes: a
 // machine whose agent reported a verified copy goes local at once (its
 // agent reboots right after reporting, so the local answer must be ready
 // before its next PXE boot) and is power cycled; one the chain or its
 // agent failed is marked failed with the reason. It returns once the
 // chain ended and every machine is decided (or the report timeout after
-// the chain passed), and reports how many machines were power cycled.
+// the chain passed), and reports how many machines were power cycled and
+// how the chain ended.
 func superviseChain(ctx context.Context, o *deployOptions, st *state.Store, nodes []state.Machine, addrs []string,
-	byAddr map[string]string, results map[string]*deployResult, stderr io.Writer, logf func(string, ...any)) int {
+	byAddr map[string]string, results map[string]*deployResult, stderr io.Writer, logf func(string, ...any)) (int, *chainDone) {
 	chainC := make(chan chainDone, 1)
 	go func() {
-		sum, err := runChain(ctx, o, addrs, stderr, logf)
+		sum, err := runChain(ctx, o.herdBin, imageArgs(o, addrs), stderr, logf)
 		chainC <- chainDone{sum, err}
 	}()
 	var (
@@ -431,13 +661,13 @@ func superviseChain(ctx context.Context, o *deployOptions, st *state.Store, node
 		}
 	}
 	power.Wait()
-	return rebooted
+	return rebooted, chain
 }
 
 // waitRegistered waits until want machines (all of macs when given)
 // registered after start, or until timeout; it returns those that did,
 // in registration order.
-func waitRegistered(ctx context.Context, st *state.Store, start time.Time, macs []string, want int, timeout, settle time.Duration, served <-chan error) ([]state.Machine, error) {
+func waitRegistered(ctx context.Context, st *state.Store, start time.Time, macs []string, step string, want int, timeout, settle time.Duration, served <-chan error) ([]state.Machine, error) {
 	allowed := map[string]bool{}
 	for _, m := range macs {
 		if mac, err := state.NormalizeMAC(m); err == nil {
@@ -450,7 +680,7 @@ func waitRegistered(ctx context.Context, st *state.Store, start time.Time, macs 
 	collect := func() []state.Machine {
 		var out []state.Machine
 		for _, m := range st.List() {
-			if m.State == state.Cloning && !m.Updated.Before(start.UTC().Truncate(time.Second)) && (len(allowed) == 0 || allowed[m.MAC]) {
+			if m.State == state.Cloning && m.Step == step && !m.Updated.Before(start.UTC().Truncate(time.Second)) && (len(allowed) == 0 || allowed[m.MAC]) {
 				out = append(out, m)
 			}
 		}
@@ -485,16 +715,10 @@ func waitRegistered(ctx context.Context, st *state.Store, start time.Time, macs 
 	}
 }
 
-// runChain runs herd send as a subprocess and returns its summary line.
-func runChain(ctx context.Context, o *deployOptions, addrs []string, stderr io.Writer, logf func(string, ...any)) (*sendSummary, error) {
-	args := []string{"send", "--to", strings.Join(addrs, ","), "--in", o.image, "--out", o.pxe.disk, "--json"}
-	if o.keyFile != "" {
-		args = append(args, "--key-file", o.keyFile)
-	}
-	if o.connTimeout > 0 {
-		args = append(args, "--connect-timeout", o.connTimeout.String())
-	}
-	cmd := exec.CommandContext(ctx, o.herdBin, args...)
+// runChain runs herd (herd send's args) as a subprocess and returns its
+// summary line.
+func runChain(ctx context.Context, herdBin string, args []string, stderr io.Writer, logf func(string, ...any)) (*sendSummary, error) {
+	cmd := exec.CommandContext(ctx, herdBin, args...)
 	var errOut tailBuffer
 	cmd.Stderr = io.MultiWriter(stderr, &errOut)
 	stdout, err := cmd.StdoutPipe()
@@ -621,7 +845,7 @@ func powerCycle(ctx context.Context, tmpl string, m state.Machine, stderr io.Wri
 	return nil
 }
 
-func printDeploy(w io.Writer, results map[string]*deployResult, asJSON bool) {
+func printDeploy(w io.Writer, results map[string]*deployResult, chains []chainRecord, asJSON bool) {
 	list := make([]*deployResult, 0, len(results))
 	for _, r := range results {
 		list = append(list, r)
@@ -636,7 +860,8 @@ func printDeploy(w io.Writer, results map[string]*deployResult, asJSON bool) {
 			Event    string          `json:"event"`
 			OK       bool            `json:"ok"`
 			Machines []*deployResult `json:"machines"`
-		}{"deploy", ok, list})
+			Chains   []chainRecord   `json:"chains"`
+		}{"deploy", ok, list, chains})
 		fmt.Fprintf(w, "%s\n", b)
 		return
 	}
@@ -650,4 +875,15 @@ func printDeploy(w io.Writer, results map[string]*deployResult, asJSON bool) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.MAC, r.IP, res, r.State, r.Reason)
 	}
 	tw.Flush()
+	for _, c := range chains {
+		var parts []string
+		for _, n := range c.Nodes {
+			parts = append(parts, n.MAC+" "+n.State)
+		}
+		res := "ok"
+		if !c.OK {
+			res = "KO " + c.Error
+		}
+		fmt.Fprintf(w, "chain %s: %s: %s\n", c.Name, res, strings.Join(parts, ", "))
+	}
 }

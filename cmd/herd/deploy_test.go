@@ -237,3 +237,143 @@ func machinesAt(t *testing.T, base string) []state.Machine {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ms))
 	return ms
 }
+
+// fakeHerd writes a stand-in for herd send that appends its arguments
+// to argsFile (one line per run) and prints the summary of the run whose
+// number (1, 2, ...) it is, taken from summaries.
+func fakeHerd(t *testing.T, dir string, summaries ...string) (bin, argsFile string) {
+	t.Helper()
+	argsFile = filepath.Join(dir, "args")
+	bin = filepath.Join(dir, "fake-herd")
+	script := "#!/bin/sh\necho \"$@\" >> " + argsFile + "\nn=$(wc -l < " + argsFile + ")\ncase $n in\n"
+	for i, s := range summaries {
+		script += fmt.Sprintf("%d) echo '%s' ;;\n", i+1, s)
+	}
+	script += "esac\n"
+	require.NoError(t, os.WriteFile(bin, []byte(script), 0o755))
+	return bin, argsFile
+}
+
+func readLines(t *testing.T, p string) []string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	require.NoError(t, err)
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+// TestDeployWithStage2 plays two agents against herd deploy --stage2:
+// both register for the stage 2, the first chain sends it (cooked, to
+// the agents' stage-2 folder), both report it and register again from
+// inside it, the second chain sends the image (--used-only), both
+// report. The result lists both chains with both machines.
+func TestDeployWithStage2(t *testing.T) {
+	e := newServerEnv(t)
+	image := filepath.Join(e.top, "golden.img")
+	require.NoError(t, os.WriteFile(image, []byte("image"), 0o644))
+	stage2 := filepath.Join(e.top, "stage2.cpio.gz")
+	require.NoError(t, os.WriteFile(stage2, []byte("not read by the fake"), 0o644))
+	bin, argsFile := fakeHerd(t, e.top,
+		`{"event":"summary","ok":true,"nodes":[{"index":0,"addr":"127.0.0.1:7001","state":"done"},{"index":1,"addr":"127.0.0.1:7002","state":"done"}]}`,
+		`{"event":"summary","ok":true,"nodes":[{"index":0,"addr":"127.0.0.1:7001","state":"done"},{"index":1,"addr":"127.0.0.1:7002","state":"done"}]}`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := e.startDeploy(t, ctx, "--nodes", "2", "--image", image, "--disk", "/dev/sdb", "--herd-bin", bin,
+		"--stage2", stage2, "--used-only", "--wait", "30s", "--report-timeout", "10s", "--json")
+
+	// The agents' kernel line asks for the stage 2.
+	resp, err := http.Get(e.base + "/ipxe/52-54-00-00-00-01")
+	require.NoError(t, err)
+	script, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, string(script), " herd.stage2=1")
+
+	macs := []string{"52:54:00:00:00:01", "52:54:00:00:00:02"}
+	// Agents waiting for the image are not taken for the stage 2.
+	require.Equal(t, 200, postAPI(t, e.base+"/api/v1/register", `{"mac":"52:54:00:00:00:03","ip":"127.0.0.1","port":7003,"session":"herd"}`))
+	for i, mac := range macs {
+		require.Equal(t, 200, postAPI(t, e.base+"/api/v1/register", fmt.Sprintf(`{"mac":%q,"ip":"127.0.0.1","port":%d,"session":"herd","step":"stage2"}`, mac, 7001+i)))
+	}
+	require.Eventually(t, func() bool { return len(readLines(t, argsFile)) == 1 }, 20*time.Second, 20*time.Millisecond, "the stage 2 chain did not start")
+	assert.Equal(t, "send --to 127.0.0.1:7001,127.0.0.1:7002 --in "+stage2+" --out /stage2 --cook --json --key-file "+e.keyFile, readLines(t, argsFile)[0])
+	for i, mac := range macs {
+		require.Equal(t, 200, postAPI(t, e.base+"/api/v1/report", fmt.Sprintf(`{"mac":%q,"ok":true,"bytes":1000,"step":"stage2"}`, mac)))
+		require.Equal(t, 200, postAPI(t, e.base+"/api/v1/register", fmt.Sprintf(`{"mac":%q,"ip":"127.0.0.1","port":%d,"session":"herd"}`, mac, 7001+i)))
+	}
+	require.Eventually(t, func() bool { return len(readLines(t, argsFile)) == 2 }, 20*time.Second, 20*time.Millisecond, "the image chain did not start: %s", d.stderr.String())
+	assert.Equal(t, "send --to 127.0.0.1:7001,127.0.0.1:7002 --in "+image+" --out /dev/sdb --json --used-only --key-file "+e.keyFile, readLines(t, argsFile)[1])
+	for _, mac := range macs {
+		require.Equal(t, 200, postAPI(t, e.base+"/api/v1/report", fmt.Sprintf(`{"mac":%q,"ok":true,"bytes":5}`, mac)))
+	}
+	code := d.wait(t, ctx)
+	require.Equal(t, 0, code, d.stderr.String())
+
+	var out struct {
+		deployOut
+		Chains []chainRecord `json:"chains"`
+	}
+	require.NoError(t, json.Unmarshal(bytes.TrimSpace(d.stdout.Bytes()), &out), d.stdout.String())
+	assert.True(t, out.OK)
+	require.Len(t, out.Machines, 2)
+	for _, m := range out.Machines {
+		assert.Equal(t, "local", m.State)
+	}
+	require.Len(t, out.Chains, 2)
+	for i, name := range []string{"stage2", "image"} {
+		c := out.Chains[i]
+		assert.Equal(t, name, c.Name)
+		assert.True(t, c.OK)
+		require.Len(t, c.Nodes, 2)
+		for j, n := range c.Nodes {
+			assert.Equal(t, macs[j], n.MAC)
+			assert.Equal(t, "done", n.State)
+		}
+	}
+}
+
+// TestDeployStage2Failures: the chain fails the stage 2 of one machine,
+// the other never comes back from it; neither gets the image.
+func TestDeployStage2Failures(t *testing.T) {
+	e := newServerEnv(t)
+	image := filepath.Join(e.top, "golden.img")
+	require.NoError(t, os.WriteFile(image, []byte("image"), 0o644))
+	stage2 := filepath.Join(e.top, "stage2.tar.zst")
+	require.NoError(t, os.WriteFile(stage2, []byte("x"), 0o644))
+	bin, argsFile := fakeHerd(t, e.top,
+		`{"event":"summary","ok":false,"nodes":[{"index":0,"addr":"127.0.0.1:7001","state":"failed","error":"unpack: unsafe entry ../x"},{"index":1,"addr":"127.0.0.1:7002","state":"done"}]}`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := e.startDeploy(t, ctx, "--nodes", "2", "--image", image, "--herd-bin", bin, "--stage2", stage2, "--wait", "30s", "--report-timeout", "1s")
+	for i, mac := range []string{"52:54:00:00:00:01", "52:54:00:00:00:02"} {
+		require.Equal(t, 200, postAPI(t, e.base+"/api/v1/register", fmt.Sprintf(`{"mac":%q,"ip":"127.0.0.1","port":%d,"session":"herd","step":"stage2"}`, mac, 7001+i)))
+	}
+	code := d.wait(t, ctx)
+	assert.Equal(t, ExitFailed, code, d.stderr.String())
+	assert.Len(t, readLines(t, argsFile), 1, "no image chain")
+	out := d.stdout.String()
+	assert.Regexp(t, `52:54:00:00:00:01\s+127\.0\.0\.1\s+KO\s+failed\s+stage 2: chain: unpack: unsafe entry \.\./x`, out)
+	assert.Regexp(t, `52:54:00:00:00:02\s+127\.0\.0\.1\s+KO\s+failed\s+stage 2: agent did not come back from its stage 2 within 1s`, out)
+	assert.Contains(t, out, "chain stage2: KO")
+	st, err := state.Open(e.statePath)
+	require.NoError(t, err)
+	m, _ := st.Get("52:54:00:00:00:02")
+	assert.Equal(t, state.Failed, m.State, "stays in PXE mode")
+}
+
+func TestDeployMethodAndStage2Usage(t *testing.T) {
+	e := newServerEnv(t)
+	for name, args := range map[string][]string{
+		"files not yet":   {"--method", "files"},
+		"unknown method":  {"--method", "dd"},
+		"stage2 missing":  {"--stage2", filepath.Join(e.top, "nope.cpio.gz")},
+		"stage2 not cook": {"--stage2", e.keyFile},
+	} {
+		t.Run(name, func(t *testing.T) {
+			all := append(append([]string{"deploy"}, e.args()...), "--nodes", "1", "--image", e.keyFile)
+			code, _, stderr := runHerd(t, append(all, args...)...)
+			assert.Equal(t, ExitUsage, code, stderr)
+		})
+	}
+}

@@ -37,6 +37,7 @@ type pxeFlags struct {
 	session, method, disk, key, console, appendArgs                  string
 	agentPort, agentTimeout, agentRetries                            int
 	menu, knownOnly, noIPXEScript                                    bool
+	stage2                                                           bool // set by herd deploy --stage2: herd.stage2=1
 	macs                                                             string
 	quiet                                                            bool
 	ra, raPrefix, tftpServer                                         string
@@ -116,7 +117,7 @@ func (p *pxeFlags) options(logf func(string, ...any)) (pxe.Options, error) {
 		BIOSFile: p.biosFile, EFIFile: p.efiFile, Kernel: p.kernel, Initrd: p.initrd, Menu: p.menu, NoIPXEScript: p.noIPXEScript,
 		KnownOnly: p.knownOnly, MACs: splitList(p.macs), Logf: logf,
 		Agent: bootcfg.Agent{Session: p.session, Port: p.agentPort, Method: p.method, Disk: p.disk, Key: p.key,
-			Timeout: p.agentTimeout, Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs},
+			Timeout: p.agentTimeout, Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs, Stage2: p.stage2},
 	}
 	if o.StatePath == "" {
 		o.StatePath = filepath.Join(filepath.Dir(filepath.Clean(p.bootDir)), "herd-machines.json")
