@@ -153,6 +153,17 @@ func (o filesRecvOptions) receiver(ctx context.Context, root string, stderr io.W
 	return r, nil
 }
 
+// refuseFileLevel wraps a plain receiver's Open so that a file-level
+// session is refused with a hint instead of writing its header as a file.
+func refuseFileLevel(open func(ring.Item) (ring.Sink, error)) func(ring.Item) (ring.Sink, error) {
+	return func(it ring.Item) (ring.Sink, error) {
+		if it.Name == filelevel.HeaderItemName {
+			return nil, fmt.Errorf("the sender runs the file-level method: start this node with herd recv --files --disk DEV")
+		}
+		return open(it)
+	}
+}
+
 // reportFiles prints what the file-level receiver did.
 func reportFiles(r *filelevel.Receiver, stderr io.Writer) {
 	if r == nil {

@@ -130,3 +130,25 @@ func mustRead(t *testing.T, p string) string {
 	require.NoError(t, err)
 	return string(b)
 }
+
+// A node started without --files refuses a file-level session with a
+// hint, and writes nothing.
+func TestFilesSessionRefusedByPlainRecv(t *testing.T) {
+	dir := t.TempDir()
+	golden := filepath.Join(dir, "golden")
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "etc"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(golden, "etc/hostname"), []byte("golden\n"), 0o644))
+	descFile := filepath.Join(dir, "golden.desc")
+	require.NoError(t, os.WriteFile(descFile, []byte("linux fill mount=/\n"), 0o644))
+	rs := startReceivers(t, 1)
+	code, stdout, stderr := runHerd(t, "send", "--files", "--desc", descFile, "--from", golden, "--to", addrs(rs), "--json")
+	assert.Equal(t, ExitFailed, code, "stderr: %s", stderr)
+	s := lastSummary(t, stdout)
+	require.Len(t, s.Nodes, 1)
+	assert.Equal(t, "failed", s.Nodes[0].State)
+	assert.Contains(t, s.Nodes[0].Error, "herd recv --files --disk")
+	assert.Equal(t, 1, exitOf(t, rs[0]))
+	ents, err := os.ReadDir(rs[0].root)
+	require.NoError(t, err)
+	assert.Empty(t, ents, "nothing written under --root")
+}
