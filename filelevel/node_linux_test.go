@@ -333,3 +333,52 @@ func TestReceiverTooSmallDiskFailsCleanly(t *testing.T) {
 	_, err = r2.Open(ring.Item{Name: "disk.img", Dest: "/dev/sda"})
 	require.ErrorIs(t, err, ErrHeader)
 }
+
+// TestKeepUUIDsOverTCP: with KeepUUIDs the node's filesystems get the
+// golden's UUIDs, so fstab needs no change.
+func TestKeepUUIDsOverTCP(t *testing.T) {
+	needTools(t, "losetup", "mkfs.ext4", "mkfs.xfs", "mkswap", "blkid")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	golden := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "etc"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "var"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(golden, "etc/fstab"), []byte(debianFstab), 0o644))
+	s, err := NewSender(ctx, testDesc, SendOptions{From: golden, KeepUUIDs: true})
+	require.NoError(t, err)
+
+	img := sparseFile(t, 600*desc.MiB)
+	r, err := NewReceiver(ctx, ReceiverOptions{Disk: img, NoBootloader: true, Log: tlog{t}})
+	require.NoError(t, err)
+	defer r.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+		done <- err
+	}()
+	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: []string{l.Addr().String()}, Items: s.Items()})
+	require.NoError(t, err)
+	require.NoError(t, <-done)
+	require.True(t, rep.OK())
+	res := r.Result()
+	require.True(t, res.Done)
+	assert.Empty(t, res.Changes, "fstab already names the filesystems")
+	want := []string{"11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222", "33333333-3333-4333-8333-333333333333"}
+	for i, pp := range res.Plan.Parts {
+		dev := attachRO(t, img, pp.Offset(512), pp.Bytes(512))
+		out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", dev).Output()
+		require.NoError(t, err)
+		assert.Equal(t, want[i], strings.TrimSpace(string(out)), "partition %d", i+1)
+	}
+}
+
+// tlog writes to the test log with the time.
+type tlog struct{ t *testing.T }
+
+func (l tlog) Write(b []byte) (int, error) {
+	l.t.Logf("%s %s", time.Now().Format("15:04:05.000"), strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
