@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/herd-cluster/herd/harness"
+)
+
+// herdEvent is the part of a `herd send --json` line the bench reads.
+type herdEvent struct {
+	Event   string  `json:"event"`
+	OK      *bool   `json:"ok"`
+	Seconds float64 `json:"seconds"`
+	Total   int64   `json:"total"`
+	Bytes   int64   `json:"bytes"`
+	Nodes   []struct {
+		Addr  string `json:"addr"`
+		State string `json:"state"`
+		Bytes int64  `json:"bytes"`
+		Error string `json:"error"`
+	} `json:"nodes"`
+	Stats []struct {
+		DeviceBytes int64  `json:"device_bytes"`
+		UsedBytes   int64  `json:"used_bytes"`
+		WireBytes   int64  `json:"wire_bytes"`
+		Method      string `json:"method"`
+	} `json:"stats"`
+}
+
+// herdRun is what one herd clone measured.
+type herdRun struct {
+	Wall     float64 // s: herd send started → every herd recv exited
+	Session  float64 // s: herd send's own elapsed time (summary "seconds")
+	Data     float64 // s: the slowest node's data phase, 0 if unknown
+	FirstAt  float64 // s after the start when the slowest node had read 1 MiB
+	LastAt   float64 // s after the start when it had read every byte (/proc/<pid>/io rchar)
+	RecvCPU  []float64
+	SendCPU  float64
+	HerdCPU  float64 // exact user+sys of send and every recv (rusage)
+	Busy     float64 // core-seconds the whole machine was busy during the run
+	PeakRSS  []int64
+	Summary  herdEvent
+	Survived int     // nodes done in the summary
+	KilledAt float64 // progress fraction seen when the fault was injected
+}
+
+// parseHerdEvents reads the JSON lines of herd send's stdout; lines that
+// are not JSON events are skipped.
+func parseHerdEvents(out []byte) []herdEvent {
+	var evs []herdEvent
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var ev herdEvent
+		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Event != "" {
+			evs = append(evs, ev)
+		}
+	}
+	return evs
+}
+
+// herdOpts are the extras of one herd run.
+type herdOpts struct {
+	in       string   // what herd send reads (default: the golden image)
+	sendArgs []string // more flags for herd send
+	// kill > 0 kills every process of node kill (1-based, harness Kill:
+	// SIGKILL) killAfter after herd send started; that node's failure is
+	// expected and the run counts the survivors.
+	kill      int
+	killAfter time.Duration
+}
+
+func runHerd(ctx context.Context, c *harness.Cluster, herd, golden string, o herdOpts) (herdRun, error) {
+	var r herdRun
+	var recvs []*harness.Proc
+	var to []string
+	cpu0 := childrenCPU()
+	for _, n := range c.Nodes() {
+		p, err := n.Start(ctx, herd, "recv", "--listen", ":9998")
+		if err != nil {
+			return r, err
+		}
+		recvs = append(recvs, p)
+		to = append(to, n.Addr().String())
+	}
+	var pids []int
+	for _, p := range recvs {
+		pids = append(pids, p.Pid())
+	}
+	// The clock starts once every node waits for the session, as booted
+	// nodes do in a real deployment: process start-up is not measured.
+	if err := waitBound(pids, "tcp", []int{9998}, "0A", 30*time.Second); err != nil {
+		return r, err
+	}
+	busy0 := machineBusy()
+	start := time.Now()
+	in := golden
+	if o.in != "" {
+		in = o.in
+	}
+	args := append([]string{"send", "--to", strings.Join(to, ","), "--in", in, "--out", harness.NodeDisk, "--json"}, o.sendArgs...)
+	send, err := c.Golden().Start(ctx, herd, args...)
+	if err != nil {
+		return r, err
+	}
+	// A receiver's data phase: from reading more than 1 MiB (the
+	// handshake is far less) to having read the whole item.
+	size := int64(0)
+	if st, err := os.Stat(in); err == nil {
+		size = st.Size()
+	}
+	if size <= 0 {
+		if f, err := os.Open(in); err == nil {
+			size, _ = f.Seek(0, io.SeekEnd)
+			f.Close()
+		}
+	}
+	samp := sampleProcs(append(pids, send.Pid()), start, 50*time.Millisecond, 1<<20, size)
+	if o.kill > 0 {
+		victim := c.Nodes()[o.kill-1]
+		go func() {
+			select {
+			case <-time.After(o.killAfter):
+				r.KilledAt = progressOf(send.Stdout())
+				_ = victim.Kill()
+			case <-send.Done():
+			}
+		}()
+	}
+	serr := send.Wait()
+	live := recvs
+	if o.kill > 0 {
+		live = append(append([]*harness.Proc(nil), recvs[:o.kill-1]...), recvs[o.kill:]...)
+	}
+	rerr := waitGrace(live, 20*time.Second)
+	if o.kill > 0 {
+		_ = recvs[o.kill-1].Wait()
+	}
+	r.Wall = time.Since(start).Seconds()
+	seen := samp.Stop()
+	r.HerdCPU, r.Busy = childrenCPU()-cpu0, machineBusy()-busy0
+	for _, pid := range pids {
+		p := seen[pid]
+		r.RecvCPU = append(r.RecvCPU, p.CPU)
+		// The data phase is the slowest node's: the one that had every
+		// byte last (a killed node never has).
+		if p.lastSeen && p.Last.Seconds() > r.LastAt {
+			r.FirstAt, r.LastAt = p.First.Seconds(), p.Last.Seconds()
+		}
+	}
+	r.SendCPU = seen[send.Pid()].CPU
+	for _, p := range recvs {
+		r.PeakRSS = append(r.PeakRSS, p.MaxRSS())
+	}
+	evs := parseHerdEvents(send.Stdout())
+	if len(evs) > 0 && evs[len(evs)-1].Event == "summary" {
+		r.Summary = evs[len(evs)-1]
+		r.Session = r.Summary.Seconds
+		for _, n := range r.Summary.Nodes {
+			if n.State == "done" {
+				r.Survived++
+			}
+		}
+	}
+	if r.LastAt > r.FirstAt {
+		r.Data = r.LastAt - r.FirstAt
+	}
+	if o.kill > 0 && serr != nil && r.Survived == len(recvs)-1 {
+		serr = nil // the partial exit code the fault should cause
+	}
+	if serr != nil {
+		return r, fmt.Errorf("herd send: %w: %s%s", serr, lastLine(send.Stderr()), nodeErrors(send.Stdout()))
+	}
+	if rerr != nil {
+		return r, fmt.Errorf("herd recv: %w", rerr)
+	}
+	return r, nil
+}
+
+// progressOf returns the slowest node's fraction in the last progress line
+// herd send has written so far (-1 if none yet).
+func progressOf(out []byte) float64 {
+	evs := parseHerdEvents(out)
+	if len(evs) == 0 {
+		return -1
+	}
+	ev := evs[len(evs)-1]
+	if ev.Total <= 0 || len(ev.Nodes) == 0 {
+		return -1
+	}
+	slow := ev.Nodes[0].Bytes
+	for _, n := range ev.Nodes {
+		slow = min(slow, n.Bytes)
+	}
+	return float64(slow) / float64(ev.Total)
+}
