@@ -133,4 +133,3 @@ done
 say "summary"
 awk -v s="$start" -v e="$end" -v n="$N" -v size="$(stat -c %s "$work/golden.img")" 'BEGIN {
 	t = e - s; printf "%d nodes, %.0f MiB each, %.2f s, %.1f MB/s per node\n", n, size / 1048576, t, size / t / 1e6 }'
-echo "$summary"
