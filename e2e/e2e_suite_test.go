@@ -32,6 +32,15 @@ var _ = BeforeSuite(func() {
 			Skip(tool + " not installed (make deps installs it)")
 		}
 	}
+	if bin := os.Getenv("HERD_E2E_BIN"); bin != "" {
+		// A herd binary built elsewhere (for instance from a clean
+		// checkout of a commit): test that one instead.
+		abs, err := filepath.Abs(bin)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(abs).To(BeAnExistingFile(), "HERD_E2E_BIN")
+		herdBin = abs
+		return
+	}
 	dir, err := os.MkdirTemp("", "herd-e2e-bin-")
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(os.RemoveAll, dir)

@@ -122,6 +122,9 @@ var _ = Describe("chain faults (issue #4)", func() {
 		victim := 2
 		// Frozen, node3 never answers the hello of node2, whose connection
 		// the kernel accepts anyway: set-up is stuck right at node3.
+		Eventually(func() bool { return tcpListening(recvs[victim].Pid(), 9998) }).
+			WithTimeout(30*time.Second).WithPolling(10*time.Millisecond).
+			Should(BeTrue(), "herd recv listens in node3")
 		Expect(c.Nodes()[victim].Freeze()).To(Succeed())
 		p := startSend(c, cfg)
 		Eventually(func() bool { return tcpEstablished(recvs[victim].Pid(), 9998, netip.Addr{}) }).

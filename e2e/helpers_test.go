@@ -275,10 +275,23 @@ func tail(b []byte, n int) string {
 
 // tcpEstablished reports whether the network namespace of process pid has
 // an established TCP connection whose local port is port and, unless from
-// is the zero Addr, whose peer is the IPv4 address from. It reads both
+// is the zero Addr, whose peer is the IPv4 address from.
+func tcpEstablished(pid, port int, from netip.Addr) bool {
+	return tcpState(pid, port, "01", from)
+}
+
+// tcpListening reports whether process pid's network namespace has a TCP
+// socket listening on port.
+func tcpListening(pid, port int) bool {
+	return tcpState(pid, port, "0A", netip.Addr{})
+}
+
+// tcpState reports whether the network namespace of process pid has a TCP
+// socket on local port port in state (hex, as the kernel prints it) with
+// peer from (any peer if from is the zero Addr). It reads both
 // /proc/PID/net/tcp and tcp6 (a listener on ":port" accepts IPv4 peers as
 // v4-mapped IPv6 addresses).
-func tcpEstablished(pid, port int, from netip.Addr) bool {
+func tcpState(pid, port int, state string, from netip.Addr) bool {
 	want := fmt.Sprintf(":%04X", port)
 	peer := ""
 	if from.Is4() {
@@ -294,7 +307,7 @@ func tcpEstablished(pid, port int, from netip.Addr) bool {
 		}
 		for _, l := range strings.Split(string(b), "\n")[1:] {
 			f := strings.Fields(l)
-			if len(f) < 4 || !strings.HasSuffix(f[1], want) || f[3] != "01" {
+			if len(f) < 4 || !strings.HasSuffix(f[1], want) || f[3] != state {
 				continue
 			}
 			remote, _, _ := strings.Cut(f[2], ":")
