@@ -38,7 +38,7 @@ e2e: deps build
 
 bench: deps build
 	$(GO) test -run '^$$' -bench LoopbackClone8 -benchtime 1x ./cmd/herd
-	$(GO) run ./bench -results results
+	$(GO) run ./bench -results results -herd $(CURDIR)/$(BIN)
 
 demo: deps build
 	./scripts/demo.sh
