@@ -253,7 +253,22 @@ func (r *Receiver) mount(plan *desc.Plan, m string) error {
 		return fmt.Errorf("partition %d: %w", pp.Index, err)
 	}
 	defer lf.Close() // the mount keeps it; autoclear detaches it at umount
-	if err := unix.Mount(lf.Name(), dir, pp.FS, 0, ""); err != nil {
+	data := ""
+	if pp.FS == "vfat" {
+		// vfat cannot hold owners and most modes: make chown and chmod
+		// of the unpacked files succeed without effect, as on the golden.
+		data = "quiet"
+	}
+	err = unix.Mount(lf.Name(), dir, pp.FS, 0, data)
+	if errors.Is(err, unix.ENODEV) {
+		// The filesystem's module is not loaded: load it and retry.
+		_ = exec.CommandContext(r.ctx, "modprobe", pp.FS).Run()
+		err = unix.Mount(lf.Name(), dir, pp.FS, 0, data)
+		if errors.Is(err, unix.ENODEV) {
+			err = fmt.Errorf("%w: this kernel cannot mount %s (modprobe %s failed)", err, pp.FS, pp.FS)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("mount partition %d (%s on %s) at %s: %w", pp.Index, pp.FS, lf.Name(), dir, err)
 	}
 	r.mounts = append(r.mounts, dir)

@@ -382,3 +382,154 @@ func (l tlog) Write(b []byte) (int, error) {
 	l.t.Logf("%s %s", time.Now().Format("15:04:05.000"), strings.TrimRight(string(b), "\n"))
 	return len(b), nil
 }
+
+// TestGPTWithESPOverTCP: a GPT desc with an EFI system partition (vfat)
+// mounted at /boot/efi inside /: the ESP is mounted after /, and files
+// whose owner or mode vfat cannot hold do not fail the node.
+func TestGPTWithESPOverTCP(t *testing.T) {
+	needTools(t, "losetup", "mkfs.ext4", "mkfs.vfat", "blkid")
+	needFilesystem(t, "vfat")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	golden := t.TempDir()
+	efi := filepath.Join(golden, "boot/efi/EFI/debian")
+	require.NoError(t, os.MkdirAll(efi, 0o700))
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "etc"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(efi, "grubx64.efi"), bytes.Repeat([]byte("EFI"), 1000), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(efi, "grub.cfg"), []byte("search.fs_uuid 11111111-1111-4111-8111-111111111111 root\n"), 0o600))
+	require.NoError(t, os.Chown(filepath.Join(efi, "grub.cfg"), 1000, 1000))
+	require.NoError(t, os.WriteFile(filepath.Join(golden, "etc/fstab"), []byte("UUID=11111111-1111-4111-8111-111111111111 / ext4 defaults 0 1\nUUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n"), 0o644))
+	const gptDesc = "table gpt\nesp 64M mount=/boot/efi\nlinux fill fs=ext4 mount=/ boot\n"
+	s, err := NewSender(ctx, gptDesc, SendOptions{From: golden})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"/", "/boot/efi"}, s.Header.Mounts)
+
+	img := sparseFile(t, 300*desc.MiB)
+	r, err := NewReceiver(ctx, ReceiverOptions{Disk: img, Log: tlog{t}})
+	require.NoError(t, err)
+	defer r.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+		done <- err
+	}()
+	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: []string{l.Addr().String()}, Items: s.Items()})
+	require.NoError(t, err)
+	require.NoError(t, <-done)
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	res := r.Result()
+	require.True(t, res.Done)
+	require.Equal(t, desc.GPT, res.Plan.Table)
+	esp := res.FS[0]
+	require.Equal(t, "vfat", esp.FS)
+	assert.Regexp(t, `^[0-9A-F]{4}-[0-9A-F]{4}$`, esp.UUID)
+
+	dev := attachRO(t, img, res.Plan.Parts[0].Offset(512), res.Plan.Parts[0].Bytes(512))
+	out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", dev).Output()
+	require.NoError(t, err)
+	assert.Equal(t, esp.UUID, strings.TrimSpace(string(out)))
+	mnt := t.TempDir()
+	require.NoError(t, unix.Mount(dev, mnt, "vfat", unix.MS_RDONLY, ""))
+	defer unix.Unmount(mnt, 0)
+	b, err := os.ReadFile(filepath.Join(mnt, "EFI/debian/grubx64.efi"))
+	require.NoError(t, err)
+	assert.Equal(t, bytes.Repeat([]byte("EFI"), 1000), b)
+	var fstabChanged bool
+	for _, c := range res.Changes {
+		if c.File == "/etc/fstab" && c.New == "UUID="+esp.UUID {
+			fstabChanged = true
+		}
+	}
+	assert.True(t, fstabChanged, "the ESP's fstab entry names its new volume id: %v", res.Changes)
+	assert.Equal(t, "", res.Bootloader, "no extlinux.conf: no boot loader installed")
+}
+
+// needFilesystem skips unless the kernel can mount fs (after modprobe).
+func needFilesystem(t *testing.T, fs string) {
+	t.Helper()
+	has := func() bool {
+		b, _ := os.ReadFile("/proc/filesystems")
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.TrimSpace(strings.TrimPrefix(l, "nodev")) == fs {
+				return true
+			}
+		}
+		return false
+	}
+	if !has() {
+		_ = exec.Command("modprobe", fs).Run()
+		if !has() {
+			t.Skipf("this kernel cannot mount %s (not in /proc/filesystems, modprobe %s failed): skipping", fs, fs)
+		}
+	}
+}
+
+// runOne runs a session from s to one receiver on img and returns what
+// the receiver did.
+func runOne(t *testing.T, ctx context.Context, s *Sender, o ReceiverOptions) Result {
+	t.Helper()
+	o.Log = tlog{t}
+	r, err := NewReceiver(ctx, o)
+	require.NoError(t, err)
+	defer r.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+		done <- err
+	}()
+	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: []string{l.Addr().String()}, Items: s.Items()})
+	require.NoError(t, err)
+	require.NoError(t, <-done)
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	res := r.Result()
+	require.True(t, res.Done)
+	return res
+}
+
+// TestGPTSeparateBootOverTCP: GPT with a separate /boot holding the
+// extlinux configuration: /boot is mounted inside /, extlinux goes onto
+// /boot, and the GPT flavour of the MBR boot code is written.
+func TestGPTSeparateBootOverTCP(t *testing.T) {
+	needTools(t, "losetup", "mkfs.ext4", "blkid", "extlinux")
+	gptmbr, err := os.ReadFile("/usr/lib/EXTLINUX/gptmbr.bin")
+	if err != nil {
+		t.Skip("no /usr/lib/EXTLINUX/gptmbr.bin (Debian package syslinux-common): skipping")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	golden := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "boot/extlinux"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "etc"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(golden, "boot/extlinux/extlinux.conf"), []byte("DEFAULT l\nLABEL l\n  KERNEL /vmlinuz\n  APPEND root=/dev/sda2 ro\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(golden, "etc/fstab"), []byte("/dev/sda2 / ext4 defaults 0 1\n/dev/sda1 /boot ext4 defaults 0 2\n"), 0o644))
+	s, err := NewSender(ctx, "table gpt\nlinux 64M fs=ext4 mount=/boot boot\nlinux fill fs=ext4 mount=/\n", SendOptions{From: golden})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"/", "/boot"}, s.Header.Mounts)
+
+	img := sparseFile(t, 300*desc.MiB)
+	res := runOne(t, ctx, s, ReceiverOptions{Disk: img})
+	require.Equal(t, desc.GPT, res.Plan.Table)
+	assert.Equal(t, "/boot/extlinux", res.Bootloader)
+	head := make([]byte, 440)
+	f, err := os.Open(img)
+	require.NoError(t, err)
+	_, err = f.ReadAt(head, 0)
+	f.Close()
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(gptmbr[:440], head), "gptmbr.bin in the protective MBR")
+
+	boot := res.Plan.Parts[0]
+	mnt := t.TempDir()
+	require.NoError(t, unix.Mount(attachRO(t, img, boot.Offset(512), boot.Bytes(512)), mnt, "ext4", unix.MS_RDONLY, ""))
+	defer unix.Unmount(mnt, 0)
+	assert.FileExists(t, filepath.Join(mnt, "extlinux/ldlinux.sys"))
+	conf, err := os.ReadFile(filepath.Join(mnt, "extlinux/extlinux.conf"))
+	require.NoError(t, err)
+	assert.Contains(t, string(conf), "APPEND root=UUID="+res.FS[1].UUID+" ro\n")
+}
