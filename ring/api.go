@@ -14,8 +14,16 @@
 // stays silent for DeadTimeout, is declared dead: the node before it
 // connects to the node after it, which answers how far it got, and resends
 // from the chunks it retained (each node keeps a chunk until the node two
-// hops down has it, inside its MemoryLimit). The dead node is reported
-// failed, everyone else finishes. A node that finished stays reachable
+// hops down has it, inside its MemoryLimit). Chunks older than that (two
+// adjacent nodes dead, a second failure right after a bypass, a lagging
+// node) are rebuilt: a node reads them back from its own written output
+// (raw items whose Sink is an io.ReaderAt, see WithReadBack; a cooked
+// item cannot be, and that node is then reported "cannot resume"), the
+// source reads its item again (at the chunk's offset when the Source is an
+// io.ReaderAt, else by opening it again and reading up to the chunk). A
+// bypass dial gives up on a refused connection at once and on a silent
+// node after about DeadTimeout. The dead node is reported failed,
+// everyone else finishes. A node that finished stays reachable
 // (Receive lingers) until its upstream hangs up, so that a node bypassing
 // a dead upstream of it still learns that it is done.
 //

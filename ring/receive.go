@@ -17,16 +17,19 @@ import (
 
 // sinkWorker performs the sink actions of a node in order.
 type sinkWorker struct {
-	q     *queue[core.Action]
-	l     *loop
-	open  func(Item) (Sink, error)
-	items []Item // set by the loop before the first ActOpen
-	sinks []Sink
-	wg    sync.WaitGroup
+	q      *queue[core.Action]
+	l      *loop
+	ctx    context.Context
+	open   func(Item) (Sink, error)
+	items  []Item // set by the loop before the first ActOpen
+	man    *wire.Manifest
+	summer *wire.Summer
+	sinks  []Sink
+	wg     sync.WaitGroup
 }
 
-func newSinkWorker(l *loop, open func(Item) (Sink, error)) *sinkWorker {
-	w := &sinkWorker{q: newQueue[core.Action](), l: l, open: open}
+func newSinkWorker(ctx context.Context, l *loop, open func(Item) (Sink, error)) *sinkWorker {
+	w := &sinkWorker{q: newQueue[core.Action](), l: l, ctx: ctx, open: open}
 	w.wg.Add(1)
 	go w.run()
 	return w
@@ -86,10 +89,54 @@ func (w *sinkWorker) run() {
 				ev.Err = err.Error()
 			}
 			w.l.emit(ev)
+		case core.ActReadBack:
+			w.l.emit(w.readBack(a, closed))
 		case core.ActCloseSinks:
 			closeAll()
 		}
 	}
+}
+
+// readBack rebuilds a chunk from what this node wrote (after every write
+// queued before it), for a node that lacks it.
+func (w *sinkWorker) readBack(a core.Action, closed bool) core.Event {
+	ev := core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq}
+	var s Sink
+	if !closed && a.Item < len(w.sinks) {
+		s = w.sinks[a.Item]
+	}
+	ra, ok := s.(io.ReaderAt)
+	switch {
+	case s == nil:
+		ev.Err = "sink not open"
+		return ev
+	case !ok:
+		ev.Err = "the sink of item " + fmt.Sprint(a.Item) + " cannot be read back"
+		return ev
+	}
+	pl := w.l.rb(wire.DataHeaderSize + int(w.man.ChunkSize))
+	ref, buf, err := pl.get(w.ctx)
+	if err != nil {
+		ev.Err = err.Error()
+		return ev
+	}
+	p := buf[wire.DataHeaderSize : wire.DataHeaderSize+a.Len]
+	if n, err := ra.ReadAt(p, a.Off); n < a.Len {
+		pl.put(ref)
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		ev.Err = fmt.Sprintf("read %d bytes at %d of item %d: %v", a.Len, a.Off, a.Item, err)
+		return ev
+	}
+	d := &wire.Data{Session: w.man.Session, Item: uint32(a.Item), Seq: a.Seq, Off: a.Off, Payload: p}
+	d.Sum = w.summer.Sum(d, p)
+	wire.PutDataHeader(buf, d, a.Len)
+	ev.Ref, ev.Msg = ref+rbBase, d
+	if readBackHook != nil {
+		readBackHook(false)
+	}
+	return ev
 }
 
 type hop struct {
@@ -240,6 +287,10 @@ const errUpstreamAlive = "upstream alive"
 // poolHook, when set (by tests), sees every node's chunk pool.
 var poolHook func(index uint32, p *pool)
 
+// readBackHook, when set (by tests), sees every chunk rebuilt by a node
+// (false) or the source (true).
+var readBackHook func(source bool)
+
 // upstream is one upstream connection: its reader and its ack writer.
 type upstream struct {
 	h   hop
@@ -288,8 +339,9 @@ func (u *upstream) stop() {
 func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, limit int64, logf func(string, ...any), activity *atomic.Pointer[atomic.Int64]) (*NodeStatus, error) {
 	node := core.NewNode(core.NodeConfig{Dead: cfg.DeadTimeout, UpWait: cfg.UpstreamWait})
 	lp := newLoop(logf)
-	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout)
-	lp.sink = newSinkWorker(lp, cfg.Open)
+	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout, cfg.DeadTimeout)
+	lp.sink = newSinkWorker(ctx, lp, cfg.Open)
+	lp.readBack = lp.sink.q.push
 	// The pool is sized once the manifest gives the chunk size (by the
 	// first reader that sees it); this one only serves before that.
 	var sized atomic.Pointer[pool]
@@ -310,6 +362,8 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 					its[i] = Item{Name: it.Name, Dest: it.Dest, Cook: it.Cook, Size: it.Size}
 				}
 				lp.sink.items = its
+				lp.sink.man = m
+				lp.sink.summer = wire.NewSummer(cfg.Key, m.Session)
 			}
 		}
 		return node.Step(ev)
@@ -340,6 +394,11 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 	// Wind down: sinks first (close), then the downstream, then the final
 	// ack. Events from now on are dropped.
 	close(lp.done)
+	if ctx.Err() != nil {
+		// Stopped from outside (like a killed process): nothing more
+		// goes downstream.
+		lp.down.abort()
+	}
 	lp.sink.q.close()
 	lp.sink.wg.Wait()
 	lp.down.stop()
@@ -390,7 +449,7 @@ func linger(ctx context.Context, lp *loop, d time.Duration, gen func() int) {
 				}
 			}
 			if ev.Kind == core.EvUp && ev.Index != gen() && ev.Ref != 0 {
-				lp.pool.Load().put(ev.Ref)
+				lp.release(ev.Ref)
 				continue
 			}
 			ev.Now = lp.now()

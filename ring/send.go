@@ -91,7 +91,7 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	pl := newPool(limit, wire.DataHeaderSize+chunk)
 	lp.pool.Store(pl)
 	lp.step = sender.Step
-	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout)
+	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout, cfg.DeadTimeout)
 	snapshot := func() Snapshot {
 		return Snapshot{Elapsed: lp.now(), Total: total, Sent: sender.Bytes(), Nodes: sender.Nodes()}
 	}
@@ -102,6 +102,48 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 			cfg.Progress(snapshot())
 		}
 	}
+	// Chunks asked again (to resume a node beyond what anyone retained)
+	// are read in a worker of their own.
+	rp := newReplayer(cfg.Items, chunk)
+	rpq := newQueue[core.Action]()
+	rpDone := make(chan struct{})
+	summer := wire.NewSummer(cfg.Key, man.Session)
+	go func() {
+		defer close(rpDone)
+		defer rp.close()
+		for {
+			a, ok := rpq.pop()
+			if !ok {
+				return
+			}
+			ev := core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq}
+			rbp := lp.rb(wire.DataHeaderSize + chunk)
+			ref, buf, err := rbp.get(ctx)
+			if err != nil {
+				return
+			}
+			p, err := rp.read(a.Item, a.Off, a.Len, buf[wire.DataHeaderSize:])
+			if err != nil {
+				rbp.put(ref)
+				ev.Err = err.Error()
+			} else {
+				d := &wire.Data{Session: man.Session, Item: uint32(a.Item), Seq: a.Seq, Off: a.Off, Payload: p}
+				d.Sum = summer.Sum(d, p)
+				wire.PutDataHeader(buf, d, len(p))
+				ev.Ref, ev.Msg = ref+rbBase, d
+				if readBackHook != nil {
+					readBackHook(true)
+				}
+			}
+			if !lp.emit(ev) {
+				if ev.Ref != 0 {
+					rbp.put(ref)
+				}
+				return
+			}
+		}
+	}()
+	lp.readBack = rpq.push
 	readDone := make(chan struct{})
 	readers := append([]Source(nil), srcs...)
 	go func() {
@@ -121,6 +163,8 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 		<-readDone
 	}
 	lp.down.stop()
+	rpq.close()
+	<-rpDone
 	rep := &Report{Nodes: sender.Nodes(), Items: sender.Items(), Bytes: sender.Bytes(), Elapsed: lp.now()}
 	if cfg.Progress != nil {
 		cfg.Progress(snapshot())

@@ -71,6 +71,15 @@ func (p *pool) get(ctx context.Context) (core.Ref, []byte, error) {
 
 func (p *pool) buf(r core.Ref) []byte { return p.bufs[int(r)-1] }
 
+// rbBase offsets the refs of read-back buffers (chunks rebuilt to resume a
+// node), which come from a small pool of their own: the stream's pool may
+// be full of frames waiting behind the rebuild.
+const rbBase core.Ref = 1 << 40
+
+// rbBuffers is how many read-back buffers a driver keeps (the core asks
+// for at most that many at once).
+const rbBuffers = 4
+
 func (p *pool) put(r core.Ref) {
 	if r == 0 {
 		return
@@ -156,54 +165,64 @@ func writeMsg(w io.Writer, m wire.Msg) error {
 }
 
 // dialHop connects to the node at addr, retrying until timeout, and runs
-// the upstream side of the handshake. On success the node has accepted us.
+// the upstream side of the handshake (each step bounded by hsTimeout). A
+// node that refuses because it still hears from its upstream is asked
+// again until busyFor has passed. On success the node has accepted us.
 func dialHop(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string,
-	key []byte, s wire.SessionID, index int, timeout time.Duration) (net.Conn, *bufio.Reader, error) {
-	deadline := time.Now().Add(timeout)
-	var conn net.Conn
+	key []byte, s wire.SessionID, index int, timeout, busyFor, hsTimeout time.Duration) (net.Conn, *bufio.Reader, error) {
+	start := time.Now()
+	deadline := start.Add(timeout)
 	for {
-		dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-		c, err := dial(dctx, "tcp", addr)
-		cancel()
+		conn, err := dialOnce(ctx, dial, addr, deadline, hsTimeout)
+		if err != nil {
+			return nil, nil, err
+		}
+		br, err := upHandshake(conn, key, s, index, hsTimeout)
 		if err == nil {
-			conn = c
-			break
+			return conn, br, nil
 		}
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+		conn.Close()
+		if !errors.Is(err, errBusyHop) || time.Since(start) > busyFor {
+			return nil, nil, fmt.Errorf("handshake with %s: %w", addr, err)
 		}
-		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("connect %s: %w", addr, err)
-		}
+		// The node still hears from its current upstream: it may be us
+		// who are cut off, or it is about to notice. Ask again.
 		select {
 		case <-time.After(dialRetry):
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()
 		}
 	}
-	br, err := upHandshake(conn, key, s, index)
-	if err != nil {
-		conn.Close()
-		if errors.Is(err, errBusyHop) && time.Now().Before(deadline) {
-			// The node still hears from its current upstream: it may be
-			// us who are cut off, or it is about to notice. Ask again.
-			select {
-			case <-time.After(dialRetry):
-				return dialHop(ctx, dial, addr, key, s, index, time.Until(deadline))
-			case <-ctx.Done():
-				return nil, nil, ctx.Err()
-			}
+}
+
+// dialOnce connects, retrying failed connections until deadline.
+func dialOnce(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string, deadline time.Time, hsTimeout time.Duration) (net.Conn, error) {
+	for {
+		dctx, cancel := context.WithTimeout(ctx, hsTimeout)
+		c, err := dial(dctx, "tcp", addr)
+		cancel()
+		if err == nil {
+			return c, nil
 		}
-		return nil, nil, fmt.Errorf("handshake with %s: %w", addr, err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("connect %s: %w", addr, err)
+		}
+		select {
+		case <-time.After(dialRetry):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	return conn, br, nil
 }
 
 // errBusyHop is a refusal worth retrying.
 var errBusyHop = errors.New("node still hears from its upstream")
 
-func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int) (*bufio.Reader, error) {
-	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int, timeout time.Duration) (*bufio.Reader, error) {
+	_ = conn.SetDeadline(time.Now().Add(timeout))
 	defer conn.SetDeadline(time.Time{})
 	hello := &wire.Hello{Session: s, Index: uint32(index), Keyed: len(key) > 0}
 	randomBytes(hello.Nonce[:])
@@ -318,6 +337,43 @@ type loop struct {
 	hops  <-chan hop
 	onHop func(hop) []core.Action
 	upGen func() int
+	// readBack performs ActReadBack (nodes: the sink worker; the source:
+	// its replay worker).
+	readBack func(core.Action)
+	rbMu     sync.Mutex
+	rbPool   *pool
+}
+
+// rb returns the read-back pool for chunks of size bytes (frame included).
+func (l *loop) rb(size int) *pool {
+	l.rbMu.Lock()
+	defer l.rbMu.Unlock()
+	if l.rbPool == nil {
+		l.rbPool = newPool(int64(rbBuffers*size), size)
+	}
+	return l.rbPool
+}
+
+// buf returns the buffer of ref, from either pool.
+func (l *loop) buf(r core.Ref) []byte {
+	if r >= rbBase {
+		l.rbMu.Lock()
+		defer l.rbMu.Unlock()
+		return l.rbPool.buf(r - rbBase)
+	}
+	return l.pool.Load().buf(r)
+}
+
+// release frees ref, in either pool.
+func (l *loop) release(r core.Ref) {
+	if r >= rbBase {
+		l.rbMu.Lock()
+		p := l.rbPool
+		l.rbMu.Unlock()
+		p.put(r - rbBase)
+		return
+	}
+	l.pool.Load().put(r)
 }
 
 func newLoop(logf func(string, ...any)) *loop {
@@ -388,6 +444,10 @@ func (l *loop) handle(ev core.Event) (string, bool) {
 		l.logf("ring: connection to node %d ended: %s", ev.Index, ev.Err)
 	case core.EvUpClosed:
 		l.logf("ring: upstream connection closed: %s", ev.Err)
+	case core.EvDown:
+		if r, ok := ev.Msg.(*wire.Resume); ok && r.Frames > 0 {
+			l.logf("ring: node %d resumes from frame %d", ev.Index, r.Frames)
+		}
 	}
 	return l.perform(l.step(ev))
 }
@@ -409,7 +469,13 @@ func (l *loop) perform(acts []core.Action) (reason string, done bool) {
 				l.up.push(a.Msg)
 			}
 		case core.ActRelease:
-			l.pool.Load().put(a.Ref)
+			l.release(a.Ref)
+		case core.ActReadBack:
+			if l.readBack != nil {
+				l.readBack(a)
+			} else {
+				go l.emit(core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq, Err: "this node cannot read back"})
+			}
 		case core.ActDone:
 			reason, done = a.Err, true
 		}
@@ -426,6 +492,7 @@ type downWorker struct {
 	key     []byte
 	dial    func(context.Context, string, string) (net.Conn, error)
 	timeout time.Duration
+	dead    time.Duration
 	mu      sync.Mutex
 	conn    net.Conn
 	idx     int
@@ -433,7 +500,7 @@ type downWorker struct {
 	wg      sync.WaitGroup
 }
 
-func newDownWorker(ctx context.Context, l *loop, key []byte, dial func(context.Context, string, string) (net.Conn, error), timeout time.Duration) *downWorker {
+func newDownWorker(ctx context.Context, l *loop, key []byte, dial func(context.Context, string, string) (net.Conn, error), timeout, dead time.Duration) *downWorker {
 	if dial == nil {
 		var d net.Dialer
 		dial = d.DialContext
@@ -441,7 +508,10 @@ func newDownWorker(ctx context.Context, l *loop, key []byte, dial func(context.C
 	if timeout <= 0 {
 		timeout = DefaultConnectTimeout
 	}
-	w := &downWorker{q: newQueue[core.Action](), l: l, ctx: ctx, key: key, dial: dial, timeout: timeout}
+	if dead <= 0 {
+		dead = DefaultDeadTimeout
+	}
+	w := &downWorker{q: newQueue[core.Action](), l: l, ctx: ctx, key: key, dial: dial, timeout: timeout, dead: dead}
 	w.wg.Add(1)
 	go w.run()
 	return w
@@ -479,7 +549,15 @@ func (w *downWorker) run() {
 				w.conn = nil
 			}
 			w.mu.Unlock()
-			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, w.timeout)
+			timeout, busy, hs := w.timeout, w.timeout, handshakeTimeout
+			if a.Bypass {
+				// Replacing a lost node: a node that refuses the
+				// connection or does not answer within about the dead
+				// timeout is lost too.
+				fast := max(w.dead, time.Second)
+				timeout, busy, hs = 0, min(busy, fast), min(hs, fast)
+			}
+			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, timeout, busy, hs)
 			if err != nil {
 				w.l.logf("ring: node %d (%s): %v", a.Index, a.Addr, err)
 				w.l.emit(core.Event{Kind: core.EvDownFailed, Index: a.Index, Err: err.Error()})
@@ -516,7 +594,7 @@ func (w *downWorker) send(a core.Action) {
 	var err error
 	if conn != nil && !broken {
 		if d, ok := a.Msg.(*wire.Data); ok && a.Ref != 0 {
-			buf := w.l.pool.Load().buf(a.Ref)
+			buf := w.l.buf(a.Ref)
 			_, err = conn.Write(buf[:wire.DataHeaderSize+len(d.Payload)])
 		} else {
 			err = writeMsg(conn, a.Msg)

@@ -43,6 +43,24 @@ func (s *memSink) WriteAt(p []byte, off int64) (int, error) {
 	s.runs = append(s.runs, [2]int64{off, int64(end)})
 	return len(p), nil
 }
+
+// ReadAt reads back what was written (zeros in holes), as a file would.
+func (s *memSink) ReadAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, errors.New("memsink: closed")
+	}
+	if off >= int64(len(s.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, s.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
 func (s *memSink) Sync() error  { s.mu.Lock(); s.synced = true; s.mu.Unlock(); return nil }
 func (s *memSink) Close() error { s.mu.Lock(); s.closed = true; s.mu.Unlock(); return nil }
 func (s *memSink) bytes() []byte {
@@ -114,6 +132,14 @@ type cluster struct {
 	results []chan recvResult
 	cancel  context.CancelFunc
 	cancels []context.CancelFunc // per receiver
+	lns     []net.Listener
+}
+
+// kill stops receiver i as if its process died: its session ends and its
+// port is closed (connections to it are refused).
+func (c *cluster) kill(i int) {
+	c.cancels[i]()
+	c.lns[i].Close()
 }
 
 // startCluster starts n receivers on loopback; cfgf may adjust each config.
@@ -152,6 +178,7 @@ func startClusterWrapped(t *testing.T, n int, cfgf func(i int, c *ReceiverConfig
 			res <- recvResult{st, err}
 		}()
 		c.addrs = append(c.addrs, l.Addr().String())
+		c.lns = append(c.lns, l)
 		c.sinks = append(c.sinks, ns)
 		c.results = append(c.results, res)
 	}
@@ -337,7 +364,7 @@ func TestTCPStrayConnectionsIgnored(t *testing.T) {
 	silent, err := net.Dial("tcp", c.addrs[0])
 	require.NoError(t, err)
 	t.Cleanup(func() { silent.Close() })
-	_, _, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("guess"), [16]byte{1}, 0, time.Second)
+	_, _, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("guess"), [16]byte{1}, 0, time.Second, time.Second, handshakeTimeout)
 	require.Error(t, err, "an impostor with the wrong key must not be accepted")
 	a := randomData(7, 1<<20)
 	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Key: key, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
@@ -456,17 +483,27 @@ func TestTCPFilesOnDisk(t *testing.T) {
 // it has written limit bytes.
 type crashSink struct {
 	memSink
-	limit int64
-	crash func()
-	n     int64
+	limit  int64
+	atSync bool
+	crash  func()
+	n      int64
 }
 
 func (s *crashSink) WriteAt(p []byte, off int64) (int, error) {
 	s.n += int64(len(p))
-	if s.n >= s.limit {
+	if s.n >= s.limit && !s.atSync {
 		s.crash()
 	}
 	return s.memSink.WriteAt(p, off)
+}
+
+// Sync crashes the node when atSync is set (a crash in the final sync).
+func (s *crashSink) Sync() error {
+	if s.atSync {
+		s.crash()
+		time.Sleep(50 * time.Millisecond)
+	}
+	return s.memSink.Sync()
 }
 
 func TestTCPBypassKilledReceiver(t *testing.T) {

@@ -99,7 +99,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 		lastPrint = time.Now()
 		fmt.Fprintf(stderr, "herd recv: node %d %s %s %s\n", st.Index+1, st.State, humanBytes(st.Bytes), humanRate(st.Rate))
 	}
-	open := refuseFileLevel(func(it ring.Item) (ring.Sink, error) { return openSink(it, o.sink) })
+	open := refuseFileLevel(func(it ring.Item) (ring.Sink, error) { return openReadableSink(it, o.sink) })
 	fr, err := o.files.receiver(ctx, o.root, stderr) // nil without --files
 	if err != nil {
 		return err
@@ -138,6 +138,20 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 		return exitError{code: ExitFailed, err: err}
 	}
 	return nil
+}
+
+// openReadableSink opens a sink; a raw item's can also be read back, so
+// this node can resend chunks to a node after a failed one.
+func openReadableSink(it ring.Item, o sinkOptions) (ring.Sink, error) {
+	s, err := openSink(it, o)
+	if err != nil || it.Cook {
+		return s, err
+	}
+	dest := it.Dest
+	if o.root != "" {
+		dest = filepath.Join(o.root, filepath.Clean("/"+dest))
+	}
+	return ring.WithReadBack(s, dest), nil
 }
 
 func short(digest string) string {

@@ -29,9 +29,10 @@ const (
 	EvTick                            // time passes (Now)
 	EvRead                            // source only: Msg is a ready Data frame in buffer Ref
 	EvReadEnd                         // source only: item Item has no more data; Err if reading failed
+	EvReadBack                        // answer to ActReadBack: Msg is the rebuilt Data frame in buffer Ref; Err (with Seq) if it could not be read
 )
 
-var evNames = [...]string{"", "up", "up-closed", "up-new", "opened", "written", "synced", "down-up", "down-failed", "down", "sent", "tick", "read", "read-end"}
+var evNames = [...]string{"", "up", "up-closed", "up-new", "opened", "written", "synced", "down-up", "down-failed", "down", "sent", "tick", "read", "read-end", "read-back"}
 
 func (k EventKind) String() string {
 	if int(k) < len(evNames) {
@@ -49,6 +50,7 @@ type Event struct {
 	Ref   Ref
 	Item  int
 	Index int
+	Seq   uint64 // EvReadBack: the chunk asked for
 	Bad   bool
 	Err   string
 }
@@ -70,9 +72,17 @@ const (
 	ActCloseDown                        // close the downstream connection: after the frames queued before it, or at once when Err is set
 	ActRelease                          // buffer Ref is free
 	ActDone                             // the session is over for this node; Err says why it failed, if it did
+	// ActReadBack asks for chunk Seq again (Len bytes at Off of Item), to
+	// resend it to a node that lacks it: a node reads it from its own
+	// written output (raw items only), the source from its source. Answer
+	// EvReadBack with the Data frame (sum computed, in a buffer of its own
+	// that the core releases with ActRelease), or with Err and Seq. These
+	// buffers must not come from the pool that feeds the stream (up to
+	// replayWindow of them are outstanding while the stream waits).
+	ActReadBack
 )
 
-var actNames = [...]string{"", "open", "write", "sync", "close-sinks", "send-down", "send-up", "dial", "close-down", "release", "done"}
+var actNames = [...]string{"", "open", "write", "sync", "close-sinks", "send-down", "send-up", "dial", "close-down", "release", "done", "read-back"}
 
 func (k ActionKind) String() string {
 	if int(k) < len(actNames) {
@@ -92,6 +102,9 @@ type Action struct {
 	Index   int
 	Addr    string
 	Session wire.SessionID
+	Bypass  bool   // ActDial: the node replaces a lost one; give up within about the dead timeout instead of waiting for it to start
+	Len     int    // ActReadBack: payload bytes
+	Seq     uint64 // ActReadBack: chunk number
 	Err     string
 }
 

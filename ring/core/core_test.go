@@ -165,7 +165,7 @@ func TestRelayRetainsUntilTheNodeAfterNextHasIt(t *testing.T) {
 	assert.Contains(t, v[0].Err, "dead at offset")
 }
 
-func TestRelayCannotResumeTooFarBack(t *testing.T) {
+func TestRelayReadsBackWhatItNoLongerHolds(t *testing.T) {
 	n := relay(t)
 	for i := 0; i < 3; i++ {
 		n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Seq: uint64(i), Off: int64(4 * i), Payload: []byte("abcd")}, Ref: Ref(i + 1)})
@@ -175,10 +175,57 @@ func TestRelayCannotResumeTooFarBack(t *testing.T) {
 	n.Step(Event{Kind: EvDownFailed, Index: 1, Err: "EOF"})
 	n.Step(Event{Kind: EvDownUp, Index: 2})
 	acts := n.Step(Event{Kind: EvDown, Index: 2, Msg: &wire.Resume{Frames: 1, HasManifest: true}})
+	assert.Nil(t, find(acts, ActSendDown), "nothing is sent before the older chunks are rebuilt")
+	var asks []Action
+	for _, a := range acts {
+		if a.Kind == ActReadBack {
+			asks = append(asks, a)
+		}
+	}
+	require.Len(t, asks, 2, "chunks 1 and 2 are read back from the node's own output")
+	assert.Equal(t, uint64(1), asks[0].Seq)
+	assert.Equal(t, int64(4), asks[0].Off)
+	assert.Equal(t, 4, asks[0].Len)
+	assert.Equal(t, uint64(2), asks[1].Seq)
+	// Answers out of order: chunk 2 waits for chunk 1.
+	acts = n.Step(Event{Kind: EvReadBack, Ref: 102, Msg: &wire.Data{Session: sess, Seq: 2, Off: 8, Payload: []byte("abcd")}})
 	assert.Nil(t, find(acts, ActSendDown))
+	acts = n.Step(Event{Kind: EvReadBack, Ref: 101, Msg: &wire.Data{Session: sess, Seq: 1, Off: 4, Payload: []byte("abcd")}})
+	var sent []uint64
+	for _, a := range acts {
+		if a.Kind == ActSendDown {
+			sent = append(sent, a.Msg.(*wire.Data).Seq)
+		}
+	}
+	assert.Equal(t, []uint64{1, 2}, sent)
+	acts = n.Step(Event{Kind: EvSent, Ref: 101})
+	require.NotNil(t, find(acts, ActRelease))
+	assert.Equal(t, Ref(101), find(acts, ActRelease).Ref, "read-back buffers are released once sent")
+	assert.Equal(t, StateConnected, n.View()[1].State)
+}
+
+func TestRelayCannotReadBackCookedItems(t *testing.T) {
+	n := NewNode(NodeConfig{})
+	m := manifest(3, 12)
+	m.Items[0].Cook = true
+	n.Step(Event{Kind: EvUp, Msg: &wire.Hello{Session: sess, Index: 0}})
+	n.Step(Event{Kind: EvUp, Msg: m})
+	n.Step(Event{Kind: EvDownUp, Index: 1})
+	n.Step(Event{Kind: EvDown, Index: 1, Msg: &wire.Resume{}})
+	for i := 0; i < 3; i++ {
+		n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Seq: uint64(i), Off: int64(4 * i), Payload: []byte("abcd")}, Ref: Ref(i + 1)})
+		n.Step(Event{Kind: EvSent, Ref: Ref(i + 1)})
+	}
+	n.Step(Event{Kind: EvDown, Index: 1, Msg: &wire.Ack{Nodes: []wire.AckNode{{Index: 1, State: wire.StReceiving, Frames: 3, DownFrames: 3}}}})
+	n.Step(Event{Kind: EvDownFailed, Index: 1, Err: "EOF"})
+	n.Step(Event{Kind: EvDownUp, Index: 2})
+	acts := n.Step(Event{Kind: EvDown, Index: 2, Msg: &wire.Resume{Frames: 1, HasManifest: true}})
+	assert.Nil(t, find(acts, ActSendDown))
+	assert.Nil(t, find(acts, ActReadBack))
 	v := n.View()
 	assert.Equal(t, StateFailed, v[1].State)
 	assert.Contains(t, v[1].Err, "cannot resume: it needs frame 1")
+	assert.Contains(t, v[1].Err, "cooked")
 }
 
 func TestSenderSkipsUnreachableFirstNode(t *testing.T) {

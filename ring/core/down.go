@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/herd-cluster/herd/ring/wire"
@@ -39,7 +40,35 @@ type downlink struct {
 	dirty     []bool
 	lastHeard time.Duration
 	resumes   int // successful bypasses
+	// Rebuilding frames the log no longer holds (a node that needs older
+	// frames than we retained): they are read back from our own written
+	// output (a node) or from the source (the source), in order, at most
+	// replayWindow at a time.
+	idx     frameIndex
+	cooked  []bool // items this owner cannot read back (a node's cooked sinks); nil: all can
+	rp      []rpSlot
+	rpNext  uint64 // next frame to rebuild
+	rpEnd   uint64 // first frame the log holds when the rebuild started
+	rpAsked int    // read-backs asked and not answered
+	rbRefs  map[Ref]bool
+	freedRB []Ref // read-back buffers to release
+	rebuilt uint64
+	// bypassing: the current target replaces a lost node (dials give up fast).
+	bypassing bool
 }
+
+// rpSlot is one frame being rebuilt, in stream order.
+type rpSlot struct {
+	num   uint64
+	seq   uint64
+	msg   wire.Msg
+	ref   Ref
+	ready bool
+}
+
+// replayWindow is how many read-backs may be outstanding at once; the
+// driver needs that many spare chunk buffers.
+const replayWindow = 4
 
 func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
 	d.self, d.man, d.dead = self, m, dead
@@ -52,6 +81,7 @@ func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
 	d.downFr = make([]uint64, n)
 	d.dirty = make([]bool, n)
 	d.inflight = map[Ref]int{}
+	d.rbRefs = map[Ref]bool{}
 	for j := self + 1; j < n; j++ {
 		d.view[j] = NodeStatus{Index: j, Addr: m.Nodes[j], State: StateWaiting, Items: emptyItems(m)}
 	}
@@ -77,7 +107,7 @@ func (d *downlink) start(out *[]Action) {
 
 func (d *downlink) dial(out *[]Action) {
 	d.up, d.awaiting = false, false
-	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session})
+	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session, Bypass: d.bypassing})
 }
 
 // retaining reports whether sent frames must be kept for a bypass: only
@@ -87,6 +117,7 @@ func (d *downlink) retaining() bool { return d.target+1 < len(d.view) }
 // send appends a stream frame (data, item end, end). It returns false when
 // there is no downstream: the frame is dropped and ref not kept.
 func (d *downlink) send(m wire.Msg, ref Ref, out *[]Action) bool {
+	d.idx.add(d.nextNum, m)
 	if d.cut {
 		d.nextNum++
 		return false
@@ -100,7 +131,11 @@ func (d *downlink) send(m wire.Msg, ref Ref, out *[]Action) bool {
 }
 
 // flush hands every unsent frame to the driver, then trims the log.
+// While older frames are being rebuilt, the log waits.
 func (d *downlink) flush(out *[]Action) {
+	if d.replaying() {
+		return
+	}
 	for i := range d.log {
 		e := &d.log[i]
 		if e.num < d.sentTo {
@@ -111,7 +146,7 @@ func (d *downlink) flush(out *[]Action) {
 			d.inflight[e.ref]++
 		}
 	}
-	d.sentTo = d.nextNum
+	d.sentTo = max(d.sentTo, d.nextNum)
 	d.trim()
 }
 
@@ -150,6 +185,11 @@ func (d *downlink) onSent(r Ref) {
 		return
 	}
 	delete(d.inflight, r)
+	if d.rbRefs[r] {
+		delete(d.rbRefs, r)
+		d.freedRB = append(d.freedRB, r)
+		return
+	}
 	if !d.inLog(r) {
 		d.freed = append(d.freed, r)
 	}
@@ -159,6 +199,13 @@ func (d *downlink) onSent(r Ref) {
 func (d *downlink) takeFreed() []Ref {
 	f := d.freed
 	d.freed = nil
+	return f
+}
+
+// takeFreedRB returns the read-back buffers released since the last call.
+func (d *downlink) takeFreedRB() []Ref {
+	f := d.freedRB
+	d.freedRB = nil
 	return f
 }
 
@@ -175,7 +222,9 @@ func (d *downlink) onUp(idx int, now time.Duration) {
 }
 
 // onResume starts (or restarts) the stream to the target from the frame it
-// asks for.
+// asks for: from the log, after rebuilding the frames the log no longer
+// holds (read back from our written output or the source), or, when the
+// target is ahead of us, from the first frame it lacks once we have it.
 func (d *downlink) onResume(r *wire.Resume, out *[]Action) {
 	if !d.up || !d.awaiting || d.cut {
 		return
@@ -184,10 +233,15 @@ func (d *downlink) onResume(r *wire.Resume, out *[]Action) {
 	if len(d.log) > 0 {
 		first = d.log[0].num
 	}
-	if r.Frames < first || r.Frames > d.nextNum || (!r.HasManifest && r.Frames != 0) {
-		reason := fmt.Sprintf("cannot resume: it needs frame %d, frames %d..%d are kept", r.Frames, first, d.nextNum)
-		d.loseTarget(reason, out)
+	if !r.HasManifest && r.Frames != 0 {
+		d.loseTarget(fmt.Sprintf("cannot resume: it has %d frames but no manifest", r.Frames), out)
 		return
+	}
+	if r.Frames < first {
+		if why := d.cannotRebuild(r.Frames, first); why != "" {
+			d.loseTarget(fmt.Sprintf("cannot resume: it needs frame %d, frames %d..%d are kept and %s", r.Frames, first, d.nextNum, why), out)
+			return
+		}
 	}
 	d.awaiting = false
 	if !r.HasManifest {
@@ -198,7 +252,104 @@ func (d *downlink) onResume(r *wire.Resume, out *[]Action) {
 	}
 	d.sentTo = r.Frames
 	d.frames[d.target] = max(d.frames[d.target], r.Frames)
+	if r.Frames < first {
+		d.rpNext, d.rpEnd = r.Frames, first
+		d.pumpReplay(out)
+		return
+	}
 	d.flush(out)
+}
+
+// cannotRebuild says why frames from..to-1 cannot be rebuilt ("" if they can).
+func (d *downlink) cannotRebuild(from, to uint64) string {
+	if to > d.idx.next {
+		return "the frame index is incomplete"
+	}
+	for num := from; num < to; {
+		k := sort.Search(len(d.idx.runs), func(i int) bool { return d.idx.runs[i].num+d.idx.runs[i].count > num })
+		if k == len(d.idx.runs) {
+			return fmt.Sprintf("frame %d is unknown", num)
+		}
+		r := &d.idx.runs[k]
+		if r.msg == nil && r.item < len(d.cooked) && d.cooked[r.item] {
+			return fmt.Sprintf("item %d is cooked here (its output cannot be read back)", r.item)
+		}
+		num = r.num + r.count
+	}
+	return ""
+}
+
+func (d *downlink) replaying() bool { return d.rpNext < d.rpEnd || len(d.rp) > 0 }
+
+// pumpReplay asks for the next frames to rebuild and sends, in order, those
+// that are ready; when all are sent it goes on with the log.
+func (d *downlink) pumpReplay(out *[]Action) {
+	for d.rpNext < d.rpEnd && d.rpAsked < replayWindow {
+		rec, ok := d.idx.at(d.rpNext)
+		if !ok {
+			d.loseTarget(fmt.Sprintf("cannot resume: frame %d is unknown", d.rpNext), out)
+			return
+		}
+		s := rpSlot{num: d.rpNext, seq: rec.seq, msg: rec.msg, ready: rec.msg != nil}
+		if rec.msg == nil {
+			*out = append(*out, Action{Kind: ActReadBack, Item: rec.item, Off: rec.off, Len: rec.n, Seq: rec.seq, Index: d.target})
+			d.rpAsked++
+		}
+		d.rp = append(d.rp, s)
+		d.rpNext++
+	}
+	for len(d.rp) > 0 && d.rp[0].ready {
+		s := d.rp[0]
+		d.rp[0] = rpSlot{}
+		d.rp = d.rp[1:]
+		*out = append(*out, Action{Kind: ActSendDown, Msg: s.msg, Ref: s.ref})
+		if s.ref != 0 {
+			d.inflight[s.ref]++
+			d.rbRefs[s.ref] = true
+			d.rebuilt++
+		}
+		d.sentTo = s.num + 1
+	}
+	if !d.replaying() {
+		d.rp = nil
+		d.flush(out)
+	}
+}
+
+// onReadBack takes a rebuilt data frame (or the reason it could not be).
+func (d *downlink) onReadBack(ev Event, out *[]Action) {
+	dm, _ := ev.Msg.(*wire.Data)
+	for i := range d.rp {
+		s := &d.rp[i]
+		if s.ready || s.msg != nil || (dm != nil && s.seq != dm.Seq) || (dm == nil && s.seq != ev.Seq) {
+			continue
+		}
+		d.rpAsked--
+		if ev.Err != "" || dm == nil {
+			if ev.Ref != 0 {
+				d.freedRB = append(d.freedRB, ev.Ref)
+			}
+			d.loseTarget(fmt.Sprintf("cannot resume: read back chunk %d: %s", s.seq, ev.Err), out)
+			return
+		}
+		s.msg, s.ref, s.ready = dm, ev.Ref, true
+		d.pumpReplay(out)
+		return
+	}
+	// Asked for a target we gave up on.
+	if ev.Ref != 0 {
+		d.freedRB = append(d.freedRB, ev.Ref)
+	}
+}
+
+// stopReplay forgets a rebuild in progress (the target is gone).
+func (d *downlink) stopReplay() {
+	for _, s := range d.rp {
+		if s.ref != 0 {
+			d.freedRB = append(d.freedRB, s.ref)
+		}
+	}
+	d.rp, d.rpNext, d.rpEnd, d.rpAsked = nil, 0, 0, 0
 }
 
 func (d *downlink) setFailed(j int, reason string) {
@@ -220,6 +371,7 @@ func (d *downlink) onFailed(idx int, reason string, out *[]Action) {
 	if d.settled() { // the downstream closed after everyone finished
 		d.up = false
 		d.cut = true
+		d.stopReplay()
 		d.dropLog()
 		return
 	}
@@ -246,6 +398,8 @@ func (d *downlink) loseTarget(reason string, out *[]Action) {
 // stands and the last word of every node after it.
 func (d *downlink) next(out *[]Action) {
 	d.up, d.awaiting = false, false
+	d.stopReplay()
+	d.bypassing = true
 	d.target++
 	if d.target < len(d.view) {
 		d.dial(out)
@@ -267,6 +421,7 @@ func (d *downlink) abandon(reason string, out *[]Action) {
 		*out = append(*out, Action{Kind: ActCloseDown, Err: reason})
 	}
 	d.up, d.cut = false, true
+	d.stopReplay()
 	d.dropLog()
 }
 

@@ -163,6 +163,10 @@ func (n *Node) Step(ev Event) []Action {
 				n.down.onSent(ev.Ref)
 				n.collectFreed(&out)
 			}
+		case EvReadBack:
+			if ev.Ref != 0 {
+				out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
+			}
 		case EvUp:
 			if ev.Ref != 0 {
 				out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
@@ -239,6 +243,12 @@ func (n *Node) Step(ev Event) []Action {
 	case EvSent:
 		if n.man != nil {
 			n.down.onSent(ev.Ref)
+		}
+	case EvReadBack:
+		if n.man != nil {
+			n.down.onReadBack(ev, &out)
+		} else if ev.Ref != 0 {
+			out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
 		}
 	case EvTick:
 		n.onTick(&out)
@@ -325,6 +335,10 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 			n.items[i].itemHash = newItemHash()
 		}
 		n.down.init(n.st.Index, m, n.cfg.Dead)
+		n.down.cooked = make([]bool, len(m.Items))
+		for i, it := range m.Items {
+			n.down.cooked[i] = it.Cook
+		}
 		for i := range m.Items {
 			*out = append(*out, Action{Kind: ActOpen, Item: i})
 		}
@@ -490,6 +504,9 @@ func (n *Node) collectFreed(out *[]Action) {
 	}
 	for _, r := range n.down.takeFreed() {
 		n.unuse(r, false, out)
+	}
+	for _, r := range n.down.takeFreedRB() {
+		*out = append(*out, Action{Kind: ActRelease, Ref: r})
 	}
 }
 

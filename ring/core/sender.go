@@ -103,7 +103,7 @@ func (s *Sender) Step(ev Event) []Action {
 		case EvSent:
 			s.down.onSent(ev.Ref)
 			s.collectFreed(&out)
-		case EvRead:
+		case EvRead, EvReadBack:
 			if ev.Ref != 0 {
 				out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
 			}
@@ -148,6 +148,8 @@ func (s *Sender) Step(ev Event) []Action {
 		}
 	case EvSent:
 		s.down.onSent(ev.Ref)
+	case EvReadBack:
+		s.down.onReadBack(ev, &out)
 	case EvTick:
 		s.down.tick(s.now, &out)
 	}
@@ -182,7 +184,7 @@ func (s *Sender) onRead(ev Event, out *[]Action) {
 }
 
 func (s *Sender) collectFreed(out *[]Action) {
-	for _, r := range s.down.takeFreed() {
+	for _, r := range append(s.down.takeFreed(), s.down.takeFreedRB()...) {
 		*out = append(*out, Action{Kind: ActRelease, Ref: r})
 	}
 }

@@ -27,10 +27,12 @@ import (
 //	corrupt 2 chunk 5       # chunk 5 arrives damaged at node 2
 //	drop 4 chunk 3          # chunk 3 is lost on the link into node 4
 //	openfail 1              # node 1 cannot open its sinks
+//	sync 50ms               # every Sink.Sync takes this long (the final sync)
 //	expect ok 1-2,4-6 ko 3
 //	expect err 3 "dead at offset"
 //	expect time < 2.5s
 //	expect buffers <= 8
+//	expect readback > 0     # chunks rebuilt from written output or the source
 //
 // Percentages are of the stream's duration at link speed (total size over
 // bandwidth).
@@ -214,6 +216,12 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 					}
 				}
 			}
+		case "sync":
+			if err = need(2); err == nil {
+				if c.SyncTime, err = time.ParseDuration(strings.Replace(f[1], "us", "µs", 1)); err != nil || c.SyncTime < 0 {
+					err = bad("bad sync time %q", f[1])
+				}
+			}
 		case "openfail":
 			if err = need(2); err == nil {
 				var n int
@@ -309,6 +317,15 @@ func (sc *Scenario) parseExpect(line int, text string, f []string, bad func(stri
 			return bad("bad duration %q", f[3])
 		}
 		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "time" + f[2], Dur: d})
+	case "readback":
+		if len(f) != 4 || (f[2] != ">" && f[2] != "==") {
+			return bad("want expect readback > N or == N")
+		}
+		n, err := strconv.Atoi(f[3])
+		if err != nil || n < 0 {
+			return bad("bad count %q", f[3])
+		}
+		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "readback" + f[2], N: n})
 	case "buffers":
 		if len(f) != 4 || f[2] != "<=" {
 			return bad("want expect buffers <= N")
@@ -353,6 +370,14 @@ func (sc *Scenario) Check(res *Result) []string {
 		case "time>":
 			if res.Elapsed <= e.Dur {
 				out = append(out, fmt.Sprintf("line %d: took %v, want > %v", e.Line, res.Elapsed, e.Dur))
+			}
+		case "readback>":
+			if res.ReadBacks <= e.N {
+				out = append(out, fmt.Sprintf("line %d: %d chunks read back, want > %d", e.Line, res.ReadBacks, e.N))
+			}
+		case "readback==":
+			if res.ReadBacks != e.N {
+				out = append(out, fmt.Sprintf("line %d: %d chunks read back, want %d", e.Line, res.ReadBacks, e.N))
 			}
 		case "buffers<=":
 			for i, p := range res.PeakBuffers {

@@ -61,6 +61,7 @@ type Result struct {
 	PeakBuffers []int             // most chunk buffers in use at each node
 	Events      int
 	SourceErr   string
+	ReadBacks   int // chunks rebuilt from a node's output or the source to resume a node
 }
 
 // OK reports whether every node is done with every item verified.
@@ -125,6 +126,8 @@ type host struct {
 	up       *link         // link feeding us
 	// onRelease runs when a buffer is freed (the source's reader).
 	onRelease func()
+	rb        map[core.Ref]bool // read-back buffers (outside the stream's)
+	rbPeak    int
 }
 
 type frame struct {
@@ -142,17 +145,18 @@ type link struct {
 }
 
 type sim struct {
-	cfg     Config
-	now     time.Duration
-	seq     uint64
-	pq      eventHeap
-	src     *host
-	nodes   []*host
-	data    [][]byte
-	count   int
-	manSize int
-	session wire.SessionID
-	bad     map[*wire.Data]bool // chunks damaged in transit
+	cfg       Config
+	now       time.Duration
+	seq       uint64
+	pq        eventHeap
+	src       *host
+	nodes     []*host
+	data      [][]byte
+	count     int
+	manSize   int
+	session   wire.SessionID
+	bad       map[*wire.Data]bool // chunks damaged in transit
+	readBacks int
 }
 
 func (s *sim) at(d time.Duration, fn func()) {
@@ -244,7 +248,7 @@ func Run(cfg Config) (*Result, error) {
 }
 
 func (s *sim) result(sender *core.Sender) *Result {
-	r := &Result{Elapsed: s.now, Nodes: sender.Nodes(), Items: sender.Items(), Events: s.count, SourceErr: sender.Err()}
+	r := &Result{Elapsed: s.now, Nodes: sender.Nodes(), Items: sender.Items(), Events: s.count, SourceErr: sender.Err(), ReadBacks: s.readBacks}
 	for _, h := range s.nodes {
 		r.PeakBuffers = append(r.PeakBuffers, h.peak)
 	}
@@ -350,7 +354,13 @@ func (s *sim) perform(h *host, acts []core.Action) {
 			if l := h.down; l != nil {
 				s.closeLink(l, a.Err != "")
 			}
+		case core.ActReadBack:
+			s.readBack(h, a)
 		case core.ActRelease:
+			if h.rb[a.Ref] {
+				delete(h.rb, a.Ref)
+				continue
+			}
 			h.bufs--
 			if h.onRelease != nil {
 				h.onRelease()
@@ -370,6 +380,34 @@ func (s *sim) perform(h *host, acts []core.Action) {
 			}
 		}
 	}
+}
+
+// readBack rebuilds a chunk from the data (the source) or from the node's
+// written output, after the writes queued before it.
+func (s *sim) readBack(h *host, a core.Action) {
+	s.readBacks++
+	if h.rb == nil {
+		h.rb = map[core.Ref]bool{}
+	}
+	answer := func() {
+		ev := core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq}
+		if h.node != nil && (s.cfg.OpenFail[h.idx] || h.node.Status().State == core.StateFailed) {
+			ev.Err = "sink closed"
+			s.step(h, ev)
+			return
+		}
+		h.nextRef++
+		h.rb[h.nextRef] = true
+		h.rbPeak = max(h.rbPeak, len(h.rb))
+		ev.Ref = h.nextRef
+		ev.Msg = &wire.Data{Session: s.session, Item: uint32(a.Item), Seq: a.Seq, Off: a.Off, Payload: s.data[a.Item][a.Off : a.Off+int64(a.Len)]}
+		s.step(h, ev)
+	}
+	if h.node == nil {
+		s.at(0, answer)
+		return
+	}
+	s.disk(h, a.Len, answer)
 }
 
 // disk runs one sink operation after those queued before it; n < 0 is a sync.
@@ -416,6 +454,15 @@ func (s *sim) crash(h *host) {
 	if l := h.up; l != nil && !l.closed {
 		l.closed = true
 		from := l.from
+		// Frames queued for the dead node are done with (as a failed
+		// write on a reset connection).
+		for _, f := range l.queue {
+			if f.ref != 0 {
+				ref := f.ref
+				s.at(0, func() { s.step(from, core.Event{Kind: core.EvSent, Ref: ref}) })
+			}
+		}
+		l.queue = nil
 		s.at(s.cfg.Latency, func() { s.step(from, core.Event{Kind: core.EvDownFailed, Index: h.idx, Err: "connection reset"}) })
 	}
 	if l := h.down; l != nil && !l.closed {
