@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -51,6 +50,9 @@ type TarStats struct {
 	Special  int   // device nodes and FIFOs
 	Bytes    int64 // bytes of regular file data
 	Excluded int   // entries left out or sent empty by an exclude
+	// SparseHoles is the bytes of holes in sparse files, which were not
+	// sent (PAX sparse entries carry only the data runs).
+	SparseHoles int64
 	Skipped  int   // mount points sent empty (other filesystem or Skip)
 }
 
@@ -69,7 +71,7 @@ var ErrChanged = errors.New("filelevel: file changed while read")
 func WriteTar(ctx context.Context, w io.Writer, dir string, o TarOptions) (TarStats, error) {
 	var st TarStats
 	tw := tar.NewWriter(w)
-	t := &tarWalker{ctx: ctx, tw: tw, o: o, st: &st, links: map[[2]uint64]string{}, buf: make([]byte, 256<<10)}
+	t := &tarWalker{ctx: ctx, tw: tw, out: w, o: o, st: &st, links: map[[2]uint64]string{}, buf: make([]byte, 256<<10)}
 	t.mount = path.Clean("/" + o.Mount)
 	for _, e := range o.Excludes {
 		if e = strings.TrimSpace(e); e != "" {
@@ -99,6 +101,7 @@ func WriteTar(ctx context.Context, w io.Writer, dir string, o TarOptions) (TarSt
 type tarWalker struct {
 	ctx   context.Context
 	tw    *tar.Writer
+	out   io.Writer // under tw, for entries tar.Writer cannot encode (sparse)
 	o     TarOptions
 	st    *TarStats
 	mount string
@@ -248,6 +251,11 @@ func (t *tarWalker) entry(p, rel string, st *unix.Stat_t) error {
 	if err := t.xattrs(p, h); err != nil {
 		return err
 	}
+	if h.Typeflag == tar.TypeReg && st.Blocks*512 < st.Size-(64<<10) {
+		if done, err := t.sparseFile(p, h); err != nil || done {
+			return err
+		}
+	}
 	if err := t.writeHeader(h, p); err != nil {
 		return err
 	}
@@ -267,10 +275,7 @@ func (t *tarWalker) writeHeader(h *tar.Header, p string) error {
 // data copies exactly size bytes of file p; a file that shrank fails
 // with ErrChanged, one that grew is cut at size (and logged).
 func (t *tarWalker) data(p string, size int64) error {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
-	if errors.Is(err, unix.EPERM) { // O_NOATIME needs ownership or CAP_FOWNER
-		f, err = os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	}
+	f, err := openNoATime(p)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", p, err)
 	}
