@@ -53,7 +53,7 @@ type TarStats struct {
 	// SparseHoles is the bytes of holes in sparse files, which were not
 	// sent (PAX sparse entries carry only the data runs).
 	SparseHoles int64
-	Skipped  int   // mount points sent empty (other filesystem or Skip)
+	Skipped     int // mount points sent empty (other filesystem or Skip)
 }
 
 // ErrChanged is returned when a file was shorter than its size when it
