@@ -26,8 +26,10 @@ func newAgentCmd() *cobra.Command {
 		Long: `Agent is what the herd initramfs runs as its init. It reads its orders from the
 kernel command line (herd.server=IP:PORT herd.session=NAME herd.port=9998
 herd.method=raw herd.disk=/dev/vda herd.key=HEX herd.timeout=SECONDS
-herd.retries=N), brings eth0 up with DHCP, registers with the server, receives
-the image with herd recv, reports and reboots. If the server cannot be reached
+herd.retries=N herd.stage2=1), brings eth0 up with DHCP, registers with the
+server (requests signed with herd.key), receives the image with herd recv,
+reports and reboots. With herd.stage2=1 it first receives a stage 2 into RAM
+and switches to it; the stage 2's herd agent then receives the image. If the server cannot be reached
 it says so on the console, retries herd.retries times and reboots. Once
 registered, it checks every 5 s that the server still knows it; if the server
 stops answering for herd.timeout seconds before a session reached the agent,

@@ -86,65 +86,134 @@ func bootableGolden(path string, sizeMiB int, marker string) {
 	detach()
 }
 
+// deployRun is herd deploy running in the LAN's namespace.
+type deployRun struct {
+	cmd       *exec.Cmd
+	out, errb syncBuffer
+	done      chan struct{}
+	err       error
+}
+
+// bootFolder copies the agent's kernel and initramfs into dir/boot.
+func bootFolder(dir string) string {
+	GinkgoHelper()
+	bootDir := filepath.Join(dir, "boot")
+	Expect(os.MkdirAll(bootDir, 0o755)).To(Succeed())
+	for src, dst := range map[string]string{kernel: "vmlinuz", initrd: "initrd.img"} {
+		b, err := os.ReadFile(src)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.WriteFile(filepath.Join(bootDir, dst), b, 0o644)).To(Succeed())
+	}
+	return bootDir
+}
+
+// startDeploy runs herd deploy for nodes machines on l (DHCP server on
+// its bridge, HTTP only) with the golden image and extra args, until the
+// spec ends.
+func startDeploy(l *lan, dir, golden string, nodes int, extra ...string) *deployRun {
+	GinkgoHelper()
+	args := append([]string{"netns", "exec", l.ns, herdBin, "deploy",
+		"-i", l.bridge, "--server-ip", l.ip, "--range", "10.79.0.100-10.79.0.150", "--netmask", "255.255.255.0",
+		"--tftp-port", "0", "--boot-dir", bootFolder(dir), "--state", filepath.Join(dir, "machines.json"),
+		"--nodes", fmt.Sprint(nodes), "--settle", "5s", "--image", golden, "--disk", "/dev/vda", "--session", "e2e",
+		"--agent-timeout", "10", "--agent-retries", "10", "--connect-timeout", "60s",
+		"--wait", "4m", "--linger", "30s", "--json"}, extra...)
+	d := &deployRun{cmd: exec.Command("ip", args...), done: make(chan struct{})}
+	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.errb
+	// Its own process group, so cleanup also ends the herd send it runs.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	Expect(d.cmd.Start()).To(Succeed())
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	DeferCleanup(func() {
+		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		<-d.done
+		if CurrentSpecReport().Failed() {
+			GinkgoWriter.Printf("herd deploy stdout:\n%s\nstderr:\n%s\n", d.out.String(), d.errb.String())
+		}
+	})
+	return d
+}
+
+// deployResult is herd deploy's JSON line.
+type deployResult struct {
+	Event    string `json:"event"`
+	OK       bool   `json:"ok"`
+	Machines []struct {
+		MAC   string `json:"mac"`
+		OK    bool   `json:"ok"`
+		State string `json:"state"`
+	} `json:"machines"`
+	Chains []struct {
+		Name  string `json:"name"`
+		OK    bool   `json:"ok"`
+		Nodes []struct {
+			MAC   string `json:"mac"`
+			State string `json:"state"`
+		} `json:"nodes"`
+	} `json:"chains"`
+}
+
+// result waits for herd deploy to end successfully and returns its
+// result, in which every machine went local.
+func (d *deployRun) result(machines int) deployResult {
+	GinkgoHelper()
+	Eventually(d.done, 3*time.Minute).Should(BeClosed(), func() string { return "herd deploy did not end: " + d.errb.String() })
+	Expect(d.err).NotTo(HaveOccurred(), "herd deploy failed: %s\n%s", d.out.String(), d.errb.String())
+	var result deployResult
+	lines := strings.Split(strings.TrimSpace(d.out.String()), "\n")
+	Expect(json.Unmarshal([]byte(lines[len(lines)-1]), &result)).To(Succeed(), "deploy JSON: %s", d.out.String())
+	Expect(result.Event).To(Equal("deploy"))
+	Expect(result.OK).To(BeTrue(), "deploy: %s", d.out.String())
+	Expect(result.Machines).To(HaveLen(machines))
+	for _, m := range result.Machines {
+		Expect(m.OK).To(BeTrue(), "%+v", m)
+		Expect(m.State).To(Equal("local"), "%+v", m)
+	}
+	return result
+}
+
+// netbootVMs starts n machines with empty disks that boot from the
+// network (iPXE ROM, falling back to the disk).
+func netbootVMs(l *lan, dir string, n int) []*qemu.VM {
+	GinkgoHelper()
+	var vms []*qemu.VM
+	for i := range n {
+		disk := filepath.Join(dir, fmt.Sprintf("node%d.img", i))
+		Expect(os.WriteFile(disk, nil, 0o644)).To(Succeed())
+		Expect(os.Truncate(disk, 80<<20)).To(Succeed())
+		vm, err := qemu.Start(context.Background(), qemu.Config{
+			Name: fmt.Sprintf("pxe%d-%d-%d", i, os.Getpid(), rand.IntN(1e6)), Netns: l.ns, Tap: l.addTap(),
+			Disk: disk, NetBoot: true, SocketDir: GinkgoT().TempDir(),
+		})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() {
+			vm.Kill()
+			if CurrentSpecReport().Failed() {
+				GinkgoWriter.Printf("console of %s:\n%s\n", vm.Name(), vm.Console())
+			}
+		})
+		vms = append(vms, vm)
+	}
+	return vms
+}
+
+func needIPXEROM() {
+	if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
+		Skip("QEMU's iPXE ROM is missing (Debian ipxe-qemu)")
+	}
+}
+
 var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 	It("clones a bootable golden disk to three machines that then boot it from their own disks", func() {
-		if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
-			Skip("QEMU's iPXE ROM is missing (Debian ipxe-qemu)")
-		}
+		needIPXEROM()
 		dir := GinkgoT().TempDir()
 		marker := fmt.Sprintf("HERD-GOLDEN-MARKER-%d", rand.IntN(1e9))
 		golden := filepath.Join(dir, "golden.img")
 		bootableGolden(golden, 64, marker)
 
-		bootDir := filepath.Join(dir, "boot")
-		Expect(os.MkdirAll(bootDir, 0o755)).To(Succeed())
-		for src, dst := range map[string]string{kernel: "vmlinuz", initrd: "initrd.img"} {
-			b, err := os.ReadFile(src)
-			Expect(err).NotTo(HaveOccurred())
-			Expect(os.WriteFile(filepath.Join(bootDir, dst), b, 0o644)).To(Succeed())
-		}
-
 		l := newLAN()
-		deploy := exec.Command("ip", "netns", "exec", l.ns, herdBin, "deploy",
-			"-i", l.bridge, "--server-ip", l.ip, "--range", "10.79.0.100-10.79.0.150", "--netmask", "255.255.255.0",
-			"--tftp-port", "0", "--boot-dir", bootDir, "--state", filepath.Join(dir, "machines.json"),
-			"--nodes", "3", "--settle", "5s", "--image", golden, "--disk", "/dev/vda", "--session", "e2e",
-			"--agent-timeout", "10", "--agent-retries", "10", "--connect-timeout", "60s",
-			"--wait", "4m", "--linger", "30s", "--json")
-		var dout, derr syncBuffer
-		deploy.Stdout, deploy.Stderr = &dout, &derr
-		// Its own process group, so cleanup also ends the herd send it runs.
-		deploy.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		Expect(deploy.Start()).To(Succeed())
-		var deployErr error
-		deployDone := make(chan struct{})
-		go func() { deployErr = deploy.Wait(); close(deployDone) }()
-		DeferCleanup(func() {
-			syscall.Kill(-deploy.Process.Pid, syscall.SIGKILL)
-			<-deployDone
-			if CurrentSpecReport().Failed() {
-				GinkgoWriter.Printf("herd deploy stdout:\n%s\nstderr:\n%s\n", dout.String(), derr.String())
-			}
-		})
-
-		var vms []*qemu.VM
-		for i := range 3 {
-			disk := filepath.Join(dir, fmt.Sprintf("node%d.img", i))
-			Expect(os.WriteFile(disk, nil, 0o644)).To(Succeed())
-			Expect(os.Truncate(disk, 80<<20)).To(Succeed())
-			vm, err := qemu.Start(context.Background(), qemu.Config{
-				Name: fmt.Sprintf("pxe%d-%d-%d", i, os.Getpid(), rand.IntN(1e6)), Netns: l.ns, Tap: l.addTap(),
-				Disk: disk, NetBoot: true, SocketDir: GinkgoT().TempDir(),
-			})
-			Expect(err).NotTo(HaveOccurred())
-			DeferCleanup(func() {
-				vm.Kill()
-				if CurrentSpecReport().Failed() {
-					GinkgoWriter.Printf("console of %s:\n%s\n", vm.Name(), vm.Console())
-				}
-			})
-			vms = append(vms, vm)
-		}
+		d := startDeploy(l, dir, golden, 3)
+		vms := netbootVMs(l, dir, 3)
 		start := time.Now()
 		for _, vm := range vms {
 			expectLine(vm, "herd: agent starting", 3*time.Minute)
@@ -164,26 +233,66 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 			Expect(vm.Count("boot.ipxe... ok")).To(Equal(2), "the second boot asked the server too, which sent it to its disk")
 		}
 		GinkgoWriter.Printf("all machines booted the golden disk %.1fs after power on\n", time.Since(start).Seconds())
+		res := d.result(3)
+		Expect(res.Chains).To(HaveLen(1))
+		Expect(res.Chains[0].Name).To(Equal("image"))
+	})
 
-		Eventually(deployDone, 3*time.Minute).Should(BeClosed(), func() string { return "herd deploy did not end: " + derr.String() })
-		Expect(deployErr).NotTo(HaveOccurred(), "herd deploy failed: %s\n%s", dout.String(), derr.String())
-		var result struct {
-			Event    string `json:"event"`
-			OK       bool   `json:"ok"`
-			Machines []struct {
-				MAC   string `json:"mac"`
-				OK    bool   `json:"ok"`
-				State string `json:"state"`
-			} `json:"machines"`
+	It("sends a stage 2 through the chain into two machines' RAM, whose own agent then clones the disk", func() {
+		needIPXEROM()
+		dir := GinkgoT().TempDir()
+		marker := fmt.Sprintf("HERD-GOLDEN-MARKER-%d", rand.IntN(1e9))
+		golden := filepath.Join(dir, "golden.img")
+		bootableGolden(golden, 64, marker)
+		// A busybox stage 2 of about 1 MB whose init says where it runs;
+		// the first agent gives it its herd.
+		s2marker := fmt.Sprintf("HERD-STAGE2-MARKER-%d", rand.IntN(1e9))
+		s2, err := initramfs.BuildStage2(initramfs.Stage2Options{Init: []byte("#!/bin/sh\nexport PATH=/bin\n" +
+			"echo \"" + s2marker + " root=$(stat -f -c %T /) herd=$(ls /bin/herd)\"\nexec /bin/herd agent\n")})
+		Expect(err).NotTo(HaveOccurred())
+		stage2 := filepath.Join(dir, "stage2.cpio.gz")
+		Expect(os.WriteFile(stage2, s2, 0o644)).To(Succeed())
+
+		l := newLAN()
+		d := startDeploy(l, dir, golden, 2, "--stage2", stage2, "--used-only")
+		vms := netbootVMs(l, dir, 2)
+		start := time.Now()
+		for _, vm := range vms {
+			expectLine(vm, "herd: registered with 10.79.0.1:8080", 3*time.Minute)
+			expectLine(vm, "waiting for the stage2 of session e2e", 5*time.Second)
 		}
-		lines := strings.Split(strings.TrimSpace(dout.String()), "\n")
-		Expect(json.Unmarshal([]byte(lines[len(lines)-1]), &result)).To(Succeed(), "deploy JSON: %s", dout.String())
-		Expect(result.Event).To(Equal("deploy"))
-		Expect(result.OK).To(BeTrue(), "deploy: %s", dout.String())
-		Expect(result.Machines).To(HaveLen(3))
-		for _, m := range result.Machines {
-			Expect(m.OK).To(BeTrue(), "%+v", m)
-			Expect(m.State).To(Equal("local"), "%+v", m)
+		for _, vm := range vms {
+			expectLine(vm, "herd: stage 2 received (", 3*time.Minute)
+			// Inside the stage 2: its own init prints the marker from a
+			// root in RAM, with the herd the first agent gave it.
+			expectLine(vm, s2marker+" root=tmpfs herd=/bin/herd", time.Minute)
+			expectLine(vm, "herd: running in the stage 2", time.Minute)
+			expectLine(vm, "herd: eth0 already has 10.79.0.", 30*time.Second)
+		}
+		GinkgoWriter.Printf("both machines run their stage 2 %.1fs after power on\n", time.Since(start).Seconds())
+		for _, vm := range vms {
+			expectLine(vm, "herd: clone verified (", 3*time.Minute)
+			expectLine(vm, "reboot: Restarting system", time.Minute)
+		}
+		for _, vm := range vms {
+			expectLine(vm, marker+" ", 3*time.Minute)
+			Expect(vm.Count(s2marker)).To(Equal(1), "the stage 2 ran once")
+		}
+		GinkgoWriter.Printf("both machines booted the golden disk %.1fs after power on\n", time.Since(start).Seconds())
+		res := d.result(2)
+		Expect(res.Chains).To(HaveLen(2))
+		macs := []string{res.Machines[0].MAC, res.Machines[1].MAC}
+		for i, name := range []string{"stage2", "image"} {
+			c := res.Chains[i]
+			Expect(c.Name).To(Equal(name))
+			Expect(c.OK).To(BeTrue(), "%+v", c)
+			Expect(c.Nodes).To(HaveLen(2), "both machines in the %s chain", name)
+			var got []string
+			for _, n := range c.Nodes {
+				Expect(n.State).To(Equal("done"), "%+v", c)
+				got = append(got, n.MAC)
+			}
+			Expect(got).To(ConsistOf(macs))
 		}
 	})
 })

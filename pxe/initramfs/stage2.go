@@ -9,8 +9,9 @@ import (
 // Stage2Applets are the busybox applets linked into /bin of a stage 2
 // made by BuildStage2.
 var Stage2Applets = []string{
-	"cat", "cp", "dmesg", "echo", "grep", "ip", "ls", "mkdir", "mount",
-	"ps", "reboot", "sh", "sleep", "sync", "umount", "uname",
+	"cat", "cp", "df", "dmesg", "echo", "grep", "head", "ip", "ls", "mkdir",
+	"mount", "ps", "reboot", "sh", "sleep", "stat", "sync", "tail", "umount",
+	"uname",
 }
 
 // DefaultStage2Init is the /init of a stage 2 made by BuildStage2: it
