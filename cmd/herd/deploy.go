@@ -43,12 +43,15 @@ type deployOptions struct {
 	json          bool
 	stage2        string
 	usedOnly      bool
+	desc          string
+	from          string
+	keepUUIDs     bool
 }
 
 func newDeployCmd() *cobra.Command {
 	var o deployOptions
 	cmd := &cobra.Command{
-		Use:   "deploy --boot-dir DIR (--nodes N | --macs A,B,...) --image FILE --disk DEV [pxe flags]",
+		Use:   "deploy --boot-dir DIR (--nodes N | --macs A,B,...) (--image FILE | --method files --desc DESC --from DIR) --disk DEV [pxe flags]",
 		Short: "Do the whole job: PXE-boot the nodes, clone the image down the chain, switch them to local boot",
 		Long: `Deploy serves PXE (as herd pxe serve), waits until the agents of --nodes N
 machines (or of every --macs machine) have registered, runs the chain with
@@ -65,9 +68,12 @@ local boot at once (the agent reboots by itself right after reporting), then
   --power-cmd 'echo system_reset | socat - UNIX-CONNECT:/run/vm/{name}.mon'
 Without it the machines are switched to local boot and reboot on their own.
 
---method selects how the image travels: raw (the default, block for block;
---used-only skips blocks no file system uses). The file-level method (KA's:
-partition from a desc, then files) is not in this build yet.
+--method selects how the system travels: raw (the default: --image block for
+block; --used-only skips blocks no file system uses) or files (KA's: every
+node partitions its disk from --desc laid out for its size, makes the file
+systems and receives the files of the golden system mounted at --from, as
+herd send/recv --files). The files method runs mkfs, mount and extlinux on
+the nodes: the agent's initramfs has none, so give a --stage2 that has them.
 
 --stage2 FILE is the seed's step 2: every agent first receives FILE (an
 archive of a root file system) through the chain into RAM, switches to it,
@@ -105,6 +111,9 @@ a hostile machine on the provisioning network.
 	f.DurationVar(&o.connTimeout, "connect-timeout", 0, "passed to herd send: how long to keep trying to reach the first node (0: its default)")
 	f.BoolVar(&o.json, "json", false, "print the result as one JSON line")
 	f.StringVar(&o.stage2, "stage2", "", "stage 2 (a root file system as .cpio[.gz|.zst] or .tar[.gz|.zst], see herd initramfs stage2) sent through the chain into every node's RAM first; its herd agent then receives the image")
+	f.StringVar(&o.desc, "desc", "", "with --method files: partition description of the golden disk (see herd desc)")
+	f.StringVar(&o.from, "from", "", "with --method files: where the golden system's filesystems are mounted on this machine")
+	f.BoolVar(&o.keepUUIDs, "keep-uuids", false, "with --method files: new filesystems keep the golden fstab's UUIDs")
 	f.BoolVar(&o.usedOnly, "used-only", false, "send only the blocks in use by the image's file systems (herd send --used-only); the nodes' disks must read unused blocks as zeros or not care")
 	return cmd
 }
@@ -139,21 +148,31 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if o.pxe.quiet {
 		svcLog = nil
 	}
-	if o.image == "" {
-		return usagef("--image is required")
-	}
-	if _, err := os.Stat(o.image); err != nil {
-		return usagef("--image: %v", err)
-	}
 	switch o.pxe.method {
 	case "raw":
+		if o.image == "" {
+			return usagef("--image is required")
+		}
+		if _, err := os.Stat(o.image); err != nil {
+			return usagef("--image: %v", err)
+		}
+		if o.desc != "" || o.from != "" || o.keepUUIDs {
+			return usagef("--desc, --from and --keep-uuids go with --method files")
+		}
 	case "files":
-		// Hook for the file-level method: it needs filelevel/ (partition
-		// from a desc, make file systems, stream files) and an agent that
-		// runs it; imageArgs is where its herd send arguments go.
-		return usagef("--method files: the file-level method is not in this build yet (use raw)")
+		if o.image != "" || o.usedOnly {
+			return usagef("--method files sends the files of --from laid out by --desc: --image and --used-only go with --method raw")
+		}
+		if o.desc == "" || o.from == "" {
+			return usagef("--method files needs --desc DESC and --from DIR (the golden system's filesystems, mounted)")
+		}
+		for _, p := range []string{o.desc, o.from} {
+			if _, err := os.Stat(p); err != nil {
+				return usagef("--method files: %v", err)
+			}
+		}
 	default:
-		return usagef("--method %q: want raw", o.pxe.method)
+		return usagef("--method %q: want raw or files", o.pxe.method)
 	}
 	if o.stage2 != "" {
 		if fi, err := os.Stat(o.stage2); err != nil || !fi.Mode().IsRegular() {
@@ -163,6 +182,9 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 			return usagef("--stage2 %s: %v", o.stage2, err)
 		}
 		o.pxe.stage2 = true
+	}
+	if o.pxe.method == "files" && o.stage2 == "" {
+		logf("deploy: warning: --method files without --stage2: the agents' initramfs has no mkfs or extlinux")
 	}
 	macs := splitList(o.pxe.macs)
 	if o.nodes == 0 {
@@ -359,11 +381,20 @@ func chainAddrs(nodes []state.Machine, defaultPort int) ([]string, map[string]st
 	return addrs, byAddr
 }
 
-// imageArgs are herd send's arguments for the image, by method.
+// imageArgs are herd send's arguments for the system, by method.
 func imageArgs(o *deployOptions, addrs []string) []string {
-	args := []string{"send", "--to", strings.Join(addrs, ","), "--in", o.image, "--out", o.pxe.disk, "--json"}
-	if o.usedOnly {
-		args = append(args, "--used-only")
+	var args []string
+	switch o.pxe.method {
+	case "files":
+		args = []string{"send", "--to", strings.Join(addrs, ","), "--files", "--desc", o.desc, "--from", o.from, "--json"}
+		if o.keepUUIDs {
+			args = append(args, "--keep-uuids")
+		}
+	default:
+		args = []string{"send", "--to", strings.Join(addrs, ","), "--in", o.image, "--out", o.pxe.disk, "--json"}
+		if o.usedOnly {
+			args = append(args, "--used-only")
+		}
 	}
 	return sendCommonArgs(o, args)
 }

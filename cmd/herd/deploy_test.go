@@ -362,10 +362,39 @@ func TestDeployStage2Failures(t *testing.T) {
 	assert.Equal(t, state.Failed, m.State, "stays in PXE mode")
 }
 
+// TestDeployFileLevel: with --method files the agents' kernel line says
+// so and the chain is herd send --files with the desc and the golden
+// folder.
+func TestDeployFileLevel(t *testing.T) {
+	e := newServerEnv(t)
+	desc := filepath.Join(e.top, "golden.desc")
+	require.NoError(t, os.WriteFile(desc, []byte("disk\n"), 0o644))
+	golden := t.TempDir()
+	bin, argsFile := fakeHerd(t, e.top, `{"event":"summary","ok":true,"nodes":[{"index":0,"addr":"127.0.0.1:7001","state":"done"}]}`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := e.startDeploy(t, ctx, "--nodes", "1", "--method", "files", "--desc", desc, "--from", golden, "--keep-uuids",
+		"--disk", "/dev/sdb", "--herd-bin", bin, "--wait", "30s", "--report-timeout", "10s")
+	resp, err := http.Get(e.base + "/ipxe/52-54-00-00-00-01")
+	require.NoError(t, err)
+	script, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, string(script), " herd.method=files herd.disk=/dev/sdb ")
+	require.Equal(t, 200, postAPI(t, e.base+"/api/v1/register", `{"mac":"52:54:00:00:00:01","ip":"127.0.0.1","port":7001,"session":"herd"}`))
+	require.Eventually(t, func() bool { return len(readLines(t, argsFile)) == 1 }, 20*time.Second, 20*time.Millisecond)
+	assert.Equal(t, "send --to 127.0.0.1:7001 --files --desc "+desc+" --from "+golden+" --json --keep-uuids --key-file "+e.keyFile, readLines(t, argsFile)[0])
+	require.Equal(t, 200, postAPI(t, e.base+"/api/v1/report", `{"mac":"52:54:00:00:00:01","ok":true,"bytes":5}`))
+	assert.Equal(t, 0, d.wait(t, ctx), d.stderr.String())
+	assert.Contains(t, d.stderr.String(), "without --stage2")
+	assert.Regexp(t, `52:54:00:00:00:01\s+127\.0\.0\.1\s+ok\s+local`, d.stdout.String())
+}
+
 func TestDeployMethodAndStage2Usage(t *testing.T) {
 	e := newServerEnv(t)
 	for name, args := range map[string][]string{
-		"files not yet":   {"--method", "files"},
+		"files no desc":   {"--method", "files", "--image", "", "--from", e.top},
+		"files image":     {"--method", "files", "--desc", e.keyFile, "--from", e.top},
+		"raw with desc":   {"--desc", e.keyFile},
 		"unknown method":  {"--method", "dd"},
 		"stage2 missing":  {"--stage2", filepath.Join(e.top, "nope.cpio.gz")},
 		"stage2 not cook": {"--stage2", e.keyFile},

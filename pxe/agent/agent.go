@@ -143,8 +143,15 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func (a *Agent) clone(ctx context.Context) error {
 	c := a.Config
-	if c.Method != "raw" {
-		return fmt.Errorf("agent: method %q is not supported by this agent (only raw)", c.Method)
+	var methodArgs []string
+	switch c.Method {
+	case "raw":
+	case "files":
+		// KA's file-level method: herd recv partitions the disk from the
+		// sender's desc, makes the file systems and unpacks the files.
+		methodArgs = []string{"--files", "--disk", c.Disk}
+	default:
+		return fmt.Errorf("agent: method %q is not supported by this agent (raw or files)", c.Method)
 	}
 	if c.Stage2 {
 		if !a.InStage2() {
@@ -156,7 +163,7 @@ func (a *Agent) clone(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sum, err := a.receive(ctx, lease)
+	sum, err := a.receive(ctx, lease, methodArgs...)
 	if errors.Is(err, ErrServerLost) {
 		return err // nobody to report to
 	}

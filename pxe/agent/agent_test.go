@@ -196,10 +196,22 @@ func TestAgentNoNetworkCountsAsAttempts(t *testing.T) {
 func TestAgentRefusesUnknownMethod(t *testing.T) {
 	h := &harness{}
 	a := h.agentFor(t, "127.0.0.1:1", "", 0)
-	a.Config.Method = "files"
+	a.Config.Method = "kamethod"
 	err := a.Run(context.Background())
-	assert.ErrorContains(t, err, `method "files" is not supported`)
+	assert.ErrorContains(t, err, `method "kamethod" is not supported`)
 	assert.Equal(t, 1, h.reboots)
+}
+
+func TestAgentFileLevelMethod(t *testing.T) {
+	fs := &fakeServer{}
+	srv := newTestServer(t, fs)
+	h := &harness{}
+	a := h.agentFor(t, srv, `{"event":"summary","ok":true,"bytes":777,"nodes":[]}`, 0)
+	a.Config.Method, a.Config.Disk = "files", "/dev/sdb"
+	require.NoError(t, a.Run(context.Background()))
+	assert.Equal(t, []string{"--files", "--disk", "/dev/sdb"}, h.recv[len(h.recv)-3:], "herd recv partitions the disk and unpacks: %v", h.recv)
+	require.Len(t, fs.reports, 1)
+	assert.Equal(t, int64(777), fs.reports[0].Bytes)
 }
 
 // waitingAgent is an agent whose herd recv waits for a session that

@@ -32,7 +32,9 @@ type Config struct {
 	Session string
 	// Port is where herd recv listens on this machine (herd.port).
 	Port int
-	// Method is the cloning method (herd.method); the agent runs "raw".
+	// Method is the cloning method (herd.method): "raw" (herd recv
+	// writes the image to Disk) or "files" (herd recv --files partitions
+	// Disk and unpacks the golden files; needs mkfs tools, so a stage 2).
 	Method string
 	// Disk is the device the image is written to (herd.disk).
 	Disk string
