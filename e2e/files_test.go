@@ -102,6 +102,7 @@ var _ = Describe("file-level clone (KA)", func() {
 		Expect(sp.ExitCode()).To(Equal(1), "some nodes failed; herd send stderr: %s", sp.Stderr())
 		Expect(s.OK).To(BeFalse())
 		Expect(s.Items).To(HaveLen(3), "header, / and /var")
+		Expect(s.Bytes).To(BeNumerically("<", 30<<20), "only used data crosses the wire (the golden holds 256 MiB of sparse lastlog and about 20 MiB of data)")
 		Expect(exitCodes(recvs, time.Minute)).To(Equal([]int{0, 1, 0, 0}))
 		for i, sn := range s.Nodes {
 			if i == small {
@@ -164,6 +165,9 @@ var _ = Describe("file-level clone (KA)", func() {
 				}
 			}
 			Expect(filesTreeList(root, skip)).To(Equal(want), "file tree of %s", n.Name())
+			var ll syscall.Stat_t
+			Expect(syscall.Stat(filepath.Join(root, "var/log/lastlog"), &ll)).To(Succeed())
+			Expect(ll.Blocks*512).To(BeNumerically("<", 16<<20), "lastlog keeps its holes on %s", n.Name())
 			Expect(os.ReadDir(filepath.Join(root, "tmp"))).To(BeEmpty(), "-x /tmp: /tmp arrives empty")
 
 			fstab, err := os.ReadFile(filepath.Join(root, "etc/fstab"))
@@ -212,6 +216,15 @@ func filesFillGolden(root string, uuids map[string]string) (shell bool) {
 	write("var/lib/dpkg/status", strings.Repeat("Package: herd\nStatus: install ok installed\n\n", 500), 0o644)
 	writeRandom(filepath.Join(root, "usr/bin/tool"), 6<<20, 61)
 	writeRandom(filepath.Join(root, "var/lib/data.bin"), 9<<20, 62)
+	// A sparse file (like lastlog): 256 MiB long, 48 KiB of data.
+	lastlog, err := os.Create(filepath.Join(root, "var/log/lastlog"))
+	Expect(err).NotTo(HaveOccurred())
+	for _, off := range []int64{0, 100 << 20, 200<<20 + 4096} {
+		_, err := lastlog.WriteAt([]byte(strings.Repeat("lastlog!", 2048)), off)
+		Expect(err).NotTo(HaveOccurred())
+	}
+	Expect(lastlog.Truncate(256 << 20)).To(Succeed())
+	Expect(lastlog.Close()).To(Succeed())
 	Expect(os.Chmod(filepath.Join(root, "usr/bin/tool"), 0o4755)).To(Succeed())
 	Expect(os.Link(filepath.Join(root, "usr/bin/tool"), filepath.Join(root, "usr/bin/tool-alias"))).To(Succeed())
 	Expect(os.Symlink("/usr/bin/tool", filepath.Join(root, "home/user/tool"))).To(Succeed())
