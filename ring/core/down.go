@@ -91,6 +91,14 @@ func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
 	}
 }
 
+// deadOr is the dead timeout, also before init.
+func (d *downlink) deadOr() time.Duration {
+	if d.dead > 0 {
+		return d.dead
+	}
+	return DefaultDead
+}
+
 func emptyItems(m *wire.Manifest) []ItemStatus {
 	its := make([]ItemStatus, len(m.Items))
 	for i, it := range m.Items {

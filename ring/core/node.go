@@ -87,6 +87,7 @@ type Node struct {
 	rateBytes   int64
 	sinksClosed bool
 	finished    bool
+	wokeAt      time.Duration // when the node last resumed after being stopped
 }
 
 // Timing defaults of a node.
@@ -151,6 +152,11 @@ func (n *Node) View() []NodeStatus {
 func (n *Node) Step(ev Event) []Action {
 	var out []Action
 	if ev.Now > n.now {
+		if n.now > 0 && ev.Now-n.now > n.down.deadOr() {
+			// Nothing reached us for longer than the dead timeout, not
+			// even a tick: this node was stopped (frozen) and woke up.
+			n.wokeAt = ev.Now
+		}
 		n.now = ev.Now
 	}
 	if n.finished {
@@ -220,10 +226,12 @@ func (n *Node) Step(ev Event) []Action {
 		}
 	case EvDownFailed:
 		if n.man != nil {
-			if n.UpstreamLost() || (!n.upDone && n.now-n.lastUpAt > n.down.dead) {
+			if n.UpstreamLost() || (!n.upDone && n.wokeAt > 0 && n.now-n.lastUpAt > n.down.dead) {
 				// Orphaned (or cut off without knowing it yet, like a
-				// node that was frozen and wakes up): do not take over
-				// anyone's upstream.
+				// node that was frozen and wakes up: its upstream has
+				// surely bypassed it): do not take over anyone's
+				// upstream. A node merely starved by backpressure (its
+				// downstream froze) is not cut off.
 				n.down.abandon(fmt.Sprintf("cut off: node %d lost its upstream", n.st.Index), &out)
 			} else {
 				n.down.onFailed(ev.Index, ev.Err, &out)

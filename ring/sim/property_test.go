@@ -1,0 +1,134 @@
+package sim
+
+import (
+	"flag"
+	"fmt"
+	"math/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herd-cluster/herd/ring/core"
+)
+
+var (
+	propIter = flag.Int("sim.iter", 40, "random schedules TestRandomFailures runs")
+	propSeed = flag.Int64("sim.seed", 0, "first seed of TestRandomFailures (0: fixed default)")
+)
+
+// schedule draws a random chain, failures and slow disks from seed.
+func schedule(seed int64, big bool) Config {
+	r := rand.New(rand.NewSource(seed))
+	n := 2 + r.Intn(40)
+	if big {
+		n = 200 + r.Intn(801)
+	}
+	cfg := Config{Nodes: n, Seed: seed, ChunkSize: 16 << 10, Bandwidth: 100e6, Latency: 100 * time.Microsecond,
+		Buffers: 4 + r.Intn(8), Limit: 10 * time.Minute}
+	for k := 1 + r.Intn(2); k > 0; k-- {
+		cfg.Items = append(cfg.Items, int64(r.Intn(512<<10)+1))
+	}
+	var total int64
+	for _, s := range cfg.Items {
+		total += s
+	}
+	stream := time.Duration(float64(total) / cfg.Bandwidth * float64(time.Second))
+	at := func() time.Duration { return time.Duration(r.Int63n(int64(stream)*5/4 + 1)) }
+	cfg.Crash, cfg.Kill, cfg.SlowDisk = map[int]time.Duration{}, map[int]time.Duration{}, map[int]float64{}
+	for k := r.Intn(min(n, 6)); k > 0; k-- {
+		i := r.Intn(n)
+		if r.Intn(3) == 0 {
+			cfg.Kill[i] = at() // freeze
+		} else {
+			cfg.Crash[i] = at()
+		}
+		if r.Intn(3) == 0 && i+1 < n { // an adjacent failure
+			cfg.Crash[i+1] = cfg.Crash[i] + time.Duration(r.Intn(3))*time.Millisecond
+		}
+	}
+	for k := r.Intn(3); k > 0; k-- {
+		cfg.SlowDisk[r.Intn(n)] = cfg.Bandwidth / float64(2+r.Intn(9))
+	}
+	return cfg
+}
+
+// checkRun returns what is wrong with a run of cfg.
+func checkRun(cfg Config, res *Result, err error) []string {
+	var bad []string
+	if err != nil {
+		return []string{fmt.Sprintf("did not finish: %v", err)}
+	}
+	for i, st := range res.Nodes {
+		_, crashed := cfg.Crash[i]
+		_, frozen := cfg.Kill[i]
+		switch {
+		case crashed || frozen:
+			if st.State == core.StateDone {
+				continue // it failed after it was done, or after the end
+			}
+			if st.State != core.StateFailed || st.Err == "" {
+				bad = append(bad, fmt.Sprintf("dead node %d ends %s without a reason (%q)", i+1, st.State, st.Err))
+			}
+		case st.State != core.StateDone || !allVerified(st):
+			bad = append(bad, fmt.Sprintf("live node %d ends %s: %s", i+1, st.State, st.Err))
+		default:
+			for k, it := range st.Items {
+				if it.Digest != res.Items[k].Digest {
+					bad = append(bad, fmt.Sprintf("node %d item %d digest differs from the source's", i+1, k))
+				}
+			}
+		}
+	}
+	for i, p := range res.PeakBuffers {
+		if p > cfg.Buffers {
+			bad = append(bad, fmt.Sprintf("node %d used %d buffers, limit %d", i+1, p, cfg.Buffers))
+		}
+	}
+	return bad
+}
+
+func describe(cfg Config) string {
+	return fmt.Sprintf("chain %d, items %v, buffers %d, crash %v, freeze %v, slow disks %v", cfg.Nodes, cfg.Items, cfg.Buffers, cfg.Crash, cfg.Kill, cfg.SlowDisk)
+}
+
+// TestRandomFailures runs random chains with random crashes, freezes
+// (also of adjacent nodes) and slow disks: every live node ends verified
+// with the source's digests, every dead node that did not finish is
+// reported failed with a reason, the session ends within its virtual time
+// bound, and no node uses more chunk buffers than allowed. Each failure
+// prints its seed; rerun one with -sim.seed=SEED -sim.iter=1.
+func TestRandomFailures(t *testing.T) {
+	first := *propSeed
+	if first == 0 {
+		first = 20261126
+	}
+	iter := *propIter
+	if testing.Short() {
+		iter = min(iter, 10)
+	}
+	for k := 0; k < iter; k++ {
+		seed := first + int64(k)
+		// Every tenth schedule is a long chain (200 to 1000 nodes).
+		cfg := schedule(seed, k%10 == 9)
+		res, err := Run(cfg)
+		if msgs := checkRun(cfg, res, err); len(msgs) > 0 {
+			t.Errorf("seed %d (%s):\n  %s", seed, describe(cfg), strings.Join(msgs, "\n  "))
+		}
+	}
+}
+
+// TestRandomFailuresCheckerFails: the property checker does catch a live
+// node that fails and a schedule that does not finish.
+func TestRandomFailuresCheckerFails(t *testing.T) {
+	cfg := Config{Nodes: 3, Size: 64 << 10, Buffers: 8, OpenFail: map[int]bool{1: true}}
+	res, err := Run(cfg)
+	msgs := checkRun(cfg, res, err)
+	if len(msgs) != 1 || !strings.Contains(msgs[0], "live node 2 ends failed") {
+		t.Fatalf("checker missed a failed live node: %q", msgs)
+	}
+	cfg = Config{Nodes: 3, Size: 4 << 20, Buffers: 8, Kill: map[int]time.Duration{1: time.Millisecond}, Dead: time.Hour, Limit: time.Minute}
+	res, err = Run(cfg)
+	if msgs := checkRun(cfg, res, err); len(msgs) == 0 || !strings.Contains(msgs[0], "did not finish") {
+		t.Fatalf("checker missed a run that did not finish: %q", msgs)
+	}
+}
