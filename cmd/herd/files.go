@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/pflag"
 
@@ -63,49 +64,64 @@ func buildFilesSession(o sendOptions) (*session, error) {
 }
 
 // filesItems reads the desc, checks the golden tree and returns the
-// session's items (a header, then one tar stream per filesystem). With
-// report set, a line per filesystem is printed when its stream ends.
-func filesItems(ctx context.Context, o filesSendOptions, stderr io.Writer, report bool) ([]ring.SendItem, error) {
+// session's items (a header, then one tar stream per filesystem) and
+// their statistics, filled as each stream ends. With report set, a line
+// per filesystem is printed when its stream ends.
+func filesItems(ctx context.Context, o filesSendOptions, stderr io.Writer, report bool) ([]ring.SendItem, []sourceStats, error) {
 	text, err := os.ReadFile(o.desc)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("read desc: %w", err)}
+		return nil, nil, usageError{fmt.Errorf("read desc: %w", err)}
 	}
 	s, err := filelevel.NewSender(ctx, string(text), filelevel.SendOptions{
 		From: o.from, Excludes: o.excludes, KeepUUIDs: o.keepUUIDs,
 		Logf: func(format string, args ...any) { fmt.Fprintf(stderr, "herd: "+format+"\n", args...) },
 	})
 	if err != nil {
-		return nil, usageError{fmt.Errorf("%s: %w", o.desc, err)}
+		return nil, nil, usageError{fmt.Errorf("%s: %w", o.desc, err)}
 	}
 	items := s.Items()
+	stats := make([]sourceStats, len(items))
+	stats[0] = sourceStats{Item: items[0].Name, Method: "header"}
 	if report {
 		fmt.Fprintf(stderr, "herd: file-level copy of %s (%s) from %s\n", o.desc, strings.Join(s.Header.Mounts, " "), o.from)
-		for i := range items[1:] {
-			it := &items[i+1]
-			open, m := it.Open, it.Dest
-			it.Open = func() (ring.Source, error) {
-				src, err := open()
-				if err != nil {
-					return nil, err
-				}
-				return reportSource{src, func() {
-					st := s.Stats()[m]
-					fmt.Fprintf(stderr, "herd: %s: %d files, %d dirs, %d links, %d symlinks, %s of data, %d excluded, %d mount points sent empty\n",
-						m, st.Files, st.Dirs, st.Links, st.Symlinks, humanBytes(st.Bytes), st.Excluded, st.Skipped)
-				}}, nil
+	}
+	for i := range items[1:] {
+		it, st := &items[i+1], &stats[i+1]
+		open, m := it.Open, it.Dest
+		st.Item, st.Method = it.Name, "files"
+		it.Open = func() (ring.Source, error) {
+			src, err := open()
+			if err != nil {
+				return nil, err
 			}
+			return &reportSource{Source: src, wire: &st.WireBytes, done: func() {
+				ts := s.Stats()[m]
+				st.UsedBytes, st.DeviceBytes = ts.Bytes, ts.Bytes+ts.SparseHoles
+				if report {
+					fmt.Fprintf(stderr, "herd: %s: %d files, %d dirs, %d links, %d symlinks, %s of data (%s of holes not sent), %d excluded, %d mount points sent empty\n",
+						m, ts.Files, ts.Dirs, ts.Links, ts.Symlinks, humanBytes(ts.Bytes), humanBytes(ts.SparseHoles), ts.Excluded, ts.Skipped)
+				}
+			}}, nil
 		}
 	}
-	return items, nil
+	return items, stats, nil
 }
 
-// reportSource calls done after its source is closed.
+// reportSource counts the bytes of its source and calls done after it
+// is closed.
 type reportSource struct {
 	ring.Source
+	wire *int64
 	done func()
 }
 
-func (r reportSource) Close() error {
+func (r *reportSource) ReadChunk(p []byte) (int64, int, error) {
+	off, n, err := r.Source.ReadChunk(p)
+	atomic.AddInt64(r.wire, int64(n))
+	return off, n, err
+}
+
+func (r *reportSource) Close() error {
 	err := r.Source.Close()
 	r.done()
 	return err

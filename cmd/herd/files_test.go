@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -100,6 +101,15 @@ func TestFilesSendRecvProcesses(t *testing.T) {
 	assert.True(t, s.OK)
 	require.Len(t, s.Items, 3, "header, / and /var")
 	assert.Equal(t, []string{"header", "/", "/var"}, []string{s.Items[0].Dest, s.Items[1].Dest, s.Items[2].Dest})
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	var withStats struct{ Stats []sourceStats }
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &withStats))
+	require.Len(t, withStats.Stats, 3)
+	varStats := withStats.Stats[2]
+	assert.Equal(t, "files", varStats.Method)
+	assert.Equal(t, int64(6000), varStats.UsedBytes, "/var holds one 6000-byte file")
+	assert.Equal(t, varStats.UsedBytes, varStats.DeviceBytes, "no holes")
+	assert.Equal(t, s.Items[2].Bytes, varStats.WireBytes, "the tar stream of /var")
 	for _, n := range nodes {
 		select {
 		case err := <-n.done:

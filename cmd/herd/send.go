@@ -187,7 +187,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		})
 	}
 	if o.files.enabled {
-		if items, err = filesItems(ctx, o.files, stderr, !o.json); err != nil {
+		if items, stats, err = filesItems(ctx, o.files, stderr, !o.json); err != nil {
 			return err
 		}
 	}
