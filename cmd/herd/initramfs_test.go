@@ -58,3 +58,40 @@ func TestInitramfsBuildFromCachedDeb(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "MZ", string(k[:2]), "a bzImage starts like a PE file")
 }
+
+// TestInitramfsStage2 makes a stage 2 and unpacks it with herd's own
+// chain code path (herd recv cooks .cpio.gz into a folder), as the
+// agents do.
+func TestInitramfsStage2(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("static busybox missing (Debian busybox-static)")
+	}
+	dir := t.TempDir()
+	code, _, stderr := runHerd(t, "initramfs", "stage2", "--out", filepath.Join(dir, "s2.tar"))
+	assert.Equal(t, ExitUsage, code, stderr)
+	assert.Contains(t, stderr, ".cpio.gz")
+	code, _, stderr = runHerd(t, "initramfs", "stage2")
+	assert.Equal(t, ExitUsage, code, stderr)
+
+	initFile := filepath.Join(dir, "init.sh")
+	require.NoError(t, os.WriteFile(initFile, []byte("#!/bin/sh\necho my init\n"), 0o644))
+	out := filepath.Join(dir, "s2.cpio.gz")
+	code, stdout, stderr := runHerd(t, "initramfs", "stage2", "--out", out, "--init", initFile, "--herd", "/bin/busybox")
+	require.Equal(t, ExitOK, code, stderr)
+	assert.Contains(t, stdout, "stage 2: "+out)
+
+	rs := startReceivers(t, 1) // confined to its own root, as an agent to /run/herd
+	root := rs[0].root
+	code, _, stderr = runHerd(t, "send", "--to", rs[0].addr, "--in", out, "--out", "/stage2", "--cook")
+	require.Equal(t, ExitOK, code, stderr)
+	require.Equal(t, 0, exitOf(t, rs[0]), rs[0].stderr.String())
+	b, err := os.ReadFile(filepath.Join(root, "stage2/init"))
+	require.NoError(t, err)
+	assert.Equal(t, "#!/bin/sh\necho my init\n", string(b))
+	fi, err := os.Stat(filepath.Join(root, "stage2/bin/herd"))
+	require.NoError(t, err)
+	assert.NotZero(t, fi.Mode()&0o111, "herd is executable")
+	link, err := os.Readlink(filepath.Join(root, "stage2/bin/sh"))
+	require.NoError(t, err)
+	assert.Equal(t, "busybox", link)
+}
