@@ -73,7 +73,8 @@ block; --used-only skips blocks no file system uses) or files (KA's: every
 node partitions its disk from --desc laid out for its size, makes the file
 systems and receives the files of the golden system mounted at --from, as
 herd send/recv --files). The files method runs mkfs, mount and extlinux on
-the nodes: the agent's initramfs has none, so give a --stage2 that has them.
+the nodes: the agent's initramfs has none, so give a --stage2 that has them
+(herd initramfs stage2 --tools mkfs.ext4,blkid,e2fsck,extlinux,...).
 
 --stage2 FILE is the seed's step 2: every agent first receives FILE (an
 archive of a root file system) through the chain into RAM, switches to it,

@@ -38,6 +38,7 @@ func newInitramfsCmd() *cobra.Command {
 func newInitramfsStage2Cmd() *cobra.Command {
 	var out, busybox, herd, initFile string
 	var withHerd bool
+	var tools []string
 	cmd := &cobra.Command{
 		Use:   "stage2 --out FILE.cpio.gz",
 		Short: "Make a small busybox-based stage 2 for herd deploy --stage2",
@@ -49,12 +50,17 @@ Any other cpio or tar archive of a root file system works the same way if its
 /init (or /sbin/init) ends by running "herd agent"; without /bin/herd the
 first agent gives the stage 2 its own.
 
+--tools copies programs of this machine into the stage 2's /bin with their
+shared libraries: herd deploy --method files runs the mkfs tools of the
+desc's file systems, blkid, e2fsck, sfdisk and extlinux on the nodes.
+
 Exit codes:
   0  archive written
   2  usage error
   3  build failed`,
 		Example: `  herd initramfs stage2 --out /srv/herd/stage2.cpio.gz
-  herd initramfs stage2 --out rescue.cpio.gz --init my-init.sh --with-herd`,
+  herd initramfs stage2 --out rescue.cpio.gz --init my-init.sh --with-herd
+  herd initramfs stage2 --out files.cpio.gz --tools mkfs.ext4,mkfs.vfat,blkid,e2fsck,extlinux`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
@@ -63,7 +69,7 @@ Exit codes:
 			if !strings.HasSuffix(out, ".cpio.gz") {
 				return usagef("--out %s: name it .cpio.gz (the nodes unpack it by its name)", out)
 			}
-			o := initramfs.Stage2Options{Busybox: busybox}
+			o := initramfs.Stage2Options{Busybox: busybox, Tools: tools}
 			if initFile != "" {
 				b, err := os.ReadFile(initFile)
 				if err != nil {
@@ -98,6 +104,7 @@ Exit codes:
 	f.StringVar(&initFile, "init", "", "file to use as /init instead of the default")
 	f.BoolVar(&withHerd, "with-herd", false, "put this herd binary in (default: the first agent gives its own)")
 	f.StringVar(&herd, "herd", "", "static herd binary to put in (implies --with-herd)")
+	f.StringSliceVar(&tools, "tools", nil, "programs of this machine to copy into /bin with their shared libraries (comma-separated)")
 	return cmd
 }
 

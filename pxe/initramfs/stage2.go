@@ -2,6 +2,10 @@ package initramfs
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -44,6 +48,11 @@ type Stage2Options struct {
 	Init []byte
 	// Files are extra regular files (mode 0644), by path in the archive.
 	Files map[string][]byte
+	// Tools are programs of this machine (names looked up in PATH and
+	// the sbin folders, or paths) copied into /bin of the stage 2 with
+	// their program interpreter and shared libraries, for example the
+	// mkfs, blkid and extlinux that herd's file-level method runs.
+	Tools []string
 }
 
 // BuildStage2 makes a small root file system for the seed's step 2, as a
@@ -103,6 +112,9 @@ func BuildStage2(o Stage2Options) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if err := addTools(&t, o.Tools); err != nil {
+		return nil, err
+	}
 	names := make([]string, 0, len(o.Files))
 	for n := range o.Files {
 		names = append(names, n)
@@ -114,4 +126,55 @@ func BuildStage2(o Stage2Options) ([]byte, error) {
 		}
 	}
 	return Compress(t.Entries())
+}
+
+// toolDirs are searched for a tool named without a path, after PATH.
+var toolDirs = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+
+// addTools copies each tool into bin/ of t, and its interpreter and
+// libraries to their own paths.
+func addTools(t *Tree, tools []string) error {
+	for _, tool := range tools {
+		p, err := findTool(tool)
+		if err != nil {
+			return err
+		}
+		data, err := readInput("tool", p)
+		if err != nil {
+			return err
+		}
+		if err := t.File("bin/"+filepath.Base(tool), 0o755, data); err != nil {
+			return err
+		}
+		deps, err := SharedDeps(p, LibDirs)
+		if err != nil {
+			return err
+		}
+		for _, d := range deps {
+			b, err := readInput("library", d) // follows symbolic links
+			if err != nil {
+				return err
+			}
+			if err := t.File(strings.TrimPrefix(d, "/"), 0o755, b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func findTool(tool string) (string, error) {
+	if strings.ContainsRune(tool, '/') {
+		return tool, nil
+	}
+	if p, err := exec.LookPath(tool); err == nil {
+		return p, nil
+	}
+	for _, d := range toolDirs {
+		p := filepath.Join(d, tool)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("initramfs: tool %q not found in PATH or %s", tool, strings.Join(toolDirs, ", "))
 }
