@@ -161,8 +161,8 @@ func listenIn(ns, addr string) net.Listener {
 	return l
 }
 
-// apiServer is a stand-in for herd's agent API (register and report),
-// recording what agents send.
+// apiServer is a stand-in for herd's agent API (register, report and
+// the agent's check that it is still known), recording what agents send.
 type apiServer struct {
 	mu        sync.Mutex
 	registers []httpboot.RegisterRequest
@@ -197,6 +197,10 @@ func (l *lan) startAPI(port int) *apiServer {
 		a.mu.Unlock()
 		a.rep <- req
 		json.NewEncoder(w).Encode(httpboot.Reply{OK: true})
+	})
+	// The agent checks while it waits that the server still knows it.
+	mux.HandleFunc("GET "+httpboot.PathMachines+"/{mac}", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{"mac": r.PathValue("mac"), "state": "cloning"})
 	})
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(listenIn(l.ns, fmt.Sprintf("%s:%d", l.ip, port)))
