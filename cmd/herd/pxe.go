@@ -227,7 +227,14 @@ boot files beside an existing DHCP server (--dhcp proxy: PXE clients only, ports
 clients an HTTP script. TFTP serves the first stage; HTTP the kernel, the
 initramfs, iPXE scripts and the agent API (/api/v1/register, /api/v1/report,
 /api/v1/machines). pxelinux.cfg/01-<mac> files and iPXE scripts are generated
-from each machine's state (new, cloning, done, local, failed), kept in --state.`,
+from each machine's state (new, cloning, done, local, failed), kept in --state.
+
+With --key HEX (the hex of the key file given to herd send) the agents get the
+key on their kernel line and the API refuses (401) every register, report or
+state change not signed with it; without it the API is open to anyone on the
+network and a warning says so. herd deploy always uses a key. With a stage 2
+(--append herd.stage2=1) the agents first receive it through a chain of their
+own: herd send --in STAGE2.cpio.gz --out /stage2 --cook.`,
 		Example: `  herd pxe serve -i eth1 -p 10.0.1.21 -n 10.0.1 -w 10.0.1.253 -s 10.0.1.253 --boot-dir /srv/herd/boot
   herd pxe serve -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --known-only --macs 52:54:00:12:34:56`,
 		Args: cobra.NoArgs,
