@@ -81,7 +81,7 @@ var _ = Describe("file-level clone (KA)", func() {
 		var recvs []*harness.Proc
 		var to []string
 		for _, n := range c.Nodes() {
-			args := []string{"recv", "--files", "--disk", harness.NodeDisk}
+			args := []string{"recv", "--files", "--disk", harness.NodeDisk, "--verify"}
 			if shell {
 				args = append(args, "--hook", hook)
 			}
@@ -101,7 +101,7 @@ var _ = Describe("file-level clone (KA)", func() {
 		Expect(json.Unmarshal([]byte(lines[len(lines)-1]), &s)).To(Succeed(), "herd send stdout: %s stderr: %s", sp.Stdout(), sp.Stderr())
 		Expect(sp.ExitCode()).To(Equal(1), "some nodes failed; herd send stderr: %s", sp.Stderr())
 		Expect(s.OK).To(BeFalse())
-		Expect(s.Items).To(HaveLen(3), "header, / and /var")
+		Expect(s.Items).To(HaveLen(4), "header, /, /var and the golden's file digests")
 		Expect(s.Bytes).To(BeNumerically("<", 30<<20), "only used data crosses the wire (the golden holds 256 MiB of sparse lastlog and about 20 MiB of data)")
 		Expect(exitCodes(recvs, time.Minute)).To(Equal([]int{0, 1, 0, 0}))
 		for i, sn := range s.Nodes {
@@ -111,12 +111,17 @@ var _ = Describe("file-level clone (KA)", func() {
 				continue
 			}
 			Expect(sn.State).To(Equal("done"), "node %d: %s", i+1, sn.Error)
-			Expect(sn.Items).To(HaveLen(3))
+			Expect(sn.Items).To(HaveLen(4))
 			for _, it := range sn.Items {
 				Expect(it.Verified).To(BeTrue(), "node %d item %s", i+1, it.Dest)
 			}
 		}
 		Expect(filesHead(c.Nodes()[small].Disk(), 1<<20)).To(Equal(make([]byte, 1<<20)), "nothing written on the too small disk")
+		for i, p := range recvs {
+			if i != small {
+				Expect(string(p.Stderr())).To(MatchRegexp(`file-level copy done: .* [1-9][0-9]+ files verified \(disk\)`), "node %d read its files back and found them equal to the golden's", i+1)
+			}
+		}
 
 		skip := func(p string) bool {
 			switch p {

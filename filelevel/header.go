@@ -33,7 +33,36 @@ type Header struct {
 	Mounts []string `json:"mounts"`
 	// Golden is the golden node's host name, for logs.
 	Golden string `json:"golden,omitempty"`
+	// Verify says a last item follows the filesystems: the digest list
+	// of the golden files (VerifyItemName), which nodes check their
+	// unpacked files against.
+	Verify bool `json:"verify,omitempty"`
 }
+
+// Dests returns the Dest every item of the session has, in order: the
+// header, the mount points, then the digest list when Verify is set.
+func (h *Header) Dests() []string {
+	d := append([]string{headerDest}, h.Mounts...)
+	if h.Verify {
+		d = append(d, verifyDest)
+	}
+	return d
+}
+
+// IsSessionItem reports whether an item name belongs to a file-level
+// session (a node not set up for one should refuse every such item).
+func IsSessionItem(name string) bool {
+	return name == HeaderItemName || name == VerifyItemName || strings.HasPrefix(name, fsItemPrefix)
+}
+
+// fsItemPrefix starts the names of the filesystem items ("files:/var").
+const fsItemPrefix = "files:"
+
+// Dests of the header and digest list items.
+const (
+	headerDest = "header"
+	verifyDest = "verify"
+)
 
 // Encode returns h as the bytes of the header item.
 func (h *Header) Encode() ([]byte, error) {

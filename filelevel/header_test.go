@@ -105,3 +105,12 @@ func FuzzDecodeHeader(f *testing.F) {
 		assert.Equal(t, len(d.Parts), len(d2.Parts))
 	})
 }
+
+func TestIsSessionItem(t *testing.T) {
+	for _, n := range []string{HeaderItemName, VerifyItemName, "files:/", "files:/var"} {
+		assert.True(t, IsSessionItem(n), n)
+	}
+	for _, n := range []string{"", "disk.img", "/dev/sda", "files", "header"} {
+		assert.False(t, IsSessionItem(n), n)
+	}
+}

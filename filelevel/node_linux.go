@@ -1,6 +1,7 @@
 package filelevel
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 
 	"github.com/herd-cluster/herd/blockdev"
@@ -44,6 +46,12 @@ type ReceiverOptions struct {
 	// disk when extlinux is installed; "" means Debian's
 	// /usr/lib/EXTLINUX/mbr.bin (gptmbr.bin for a GPT table).
 	MBRCode string
+	// NoVerify skips checking the unpacked files against the golden's
+	// digest list (when the sender sends one).
+	NoVerify bool
+	// DropCache makes the check read every file back from the disk: its
+	// pages are dropped from the page cache first.
+	DropCache bool
 	// Log receives one line per step; nil discards.
 	Log io.Writer
 }
@@ -55,6 +63,8 @@ type Result struct {
 	Changes    []Change   // fix-ups made to files of the new system
 	Bootloader string     // where extlinux was installed, "" if not
 	Hooks      []string   // hooks that ran
+	Verified   int        // files checked against the golden's digests
+	FromDisk   bool       // the check read the files back from the disk
 	Done       bool       // every step finished and everything is unmounted
 }
 
@@ -126,6 +136,9 @@ func (r *Receiver) Open(it ring.Item) (ring.Sink, error) {
 		}
 		return &headerSink{r: r}, nil
 	}
+	if it.Name == VerifyItemName {
+		return &verifySink{r: r}, nil
+	}
 	return &fsSink{r: r, idx: idx}, nil
 }
 
@@ -176,8 +189,8 @@ func (r *Receiver) prepare(b []byte) error {
 	if err != nil {
 		return err
 	}
-	if got := r.dests[1:]; !equal(got, h.Mounts) {
-		return fmt.Errorf("%w: items unpack into %v but the header lists %v", ErrHeader, got, h.Mounts)
+	if !equal(r.dests, h.Dests()) {
+		return fmt.Errorf("%w: the items go to %v but the header lists %v", ErrHeader, r.dests, h.Dests())
 	}
 	size, ss, err := desc.DeviceSize(r.o.Disk)
 	if err != nil {
@@ -334,6 +347,140 @@ func (s *fsSink) Close() error {
 		return nil
 	}
 	return s.inner.Close()
+}
+
+// verifySink checks every file of the digest list as its line arrives
+// (the file streams have all been unpacked by then), and finishes the
+// node on Sync.
+type verifySink struct {
+	r       *Receiver
+	root    *os.Root
+	next    int64
+	partial []byte
+	checked int
+	bad     []string
+	nbad    int
+}
+
+func (s *verifySink) WriteAt(p []byte, off int64) (int, error) {
+	if off != s.next {
+		return 0, fmt.Errorf("filelevel: digest list written at %d, expected %d", off, s.next)
+	}
+	s.next += int64(len(p))
+	s.partial = append(s.partial, p...)
+	for {
+		i := bytes.IndexByte(s.partial, '\n')
+		if i < 0 {
+			break
+		}
+		if err := s.line(string(s.partial[:i])); err != nil {
+			return 0, err
+		}
+		s.partial = s.partial[i+1:]
+	}
+	if len(s.partial) > 64<<10 {
+		return 0, fmt.Errorf("%w: a line longer than 64 KiB", ErrSumLine)
+	}
+	return len(p), nil
+}
+
+// line checks one file of the digest list.
+func (s *verifySink) line(l string) error {
+	fs, err := ParseFileSum(l)
+	if err != nil {
+		return err
+	}
+	if s.r.o.NoVerify {
+		return nil
+	}
+	if s.root == nil {
+		s.r.mu.Lock()
+		ready, staging := s.r.ready, s.r.staging
+		s.r.mu.Unlock()
+		if !ready {
+			return ErrNotPrepared
+		}
+		if s.root, err = os.OpenRoot(staging); err != nil {
+			return err
+		}
+	}
+	if msg := checkFile(s.root, fs, s.r.o.DropCache); msg != "" {
+		s.nbad++
+		if len(s.bad) < 5 {
+			s.bad = append(s.bad, msg)
+		}
+	}
+	s.checked++
+	return nil
+}
+
+// checkFile compares one unpacked file with its golden digest and
+// returns what differs ("" when it is the same).
+func checkFile(root *os.Root, fs FileSum, dropCache bool) string {
+	name := path.Join(strings.TrimPrefix(fs.Mount, "/"), fs.Path)
+	if name == "" {
+		name = "."
+	}
+	shown := path.Join(fs.Mount, fs.Path)
+	f, err := root.OpenFile(name, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Sprintf("%s: %v", shown, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return fmt.Sprintf("%s: not a regular file", shown)
+	}
+	if st.Size() != fs.Size {
+		return fmt.Sprintf("%s: %d bytes, the golden has %d", shown, st.Size(), fs.Size)
+	}
+	if dropCache {
+		_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	}
+	h := blake3.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Sprintf("%s: read back: %v", shown, err)
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	if sum != fs.Sum {
+		return fmt.Sprintf("%s: contents differ from the golden", shown)
+	}
+	return ""
+}
+
+func (s *verifySink) Sync() error {
+	if len(s.partial) > 0 {
+		return fmt.Errorf("%w: the list ends in the middle of a line", ErrSumLine)
+	}
+	if s.root != nil {
+		s.root.Close()
+		s.root = nil
+	}
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	if !s.r.ready {
+		return ErrNotPrepared
+	}
+	if s.nbad > 0 {
+		return fmt.Errorf("filelevel: verify: %d of %d files differ from the golden: %s", s.nbad, s.checked, strings.Join(s.bad, "; "))
+	}
+	s.r.res.Verified, s.r.res.FromDisk = s.checked, s.r.o.DropCache && !s.r.o.NoVerify
+	if !s.r.o.NoVerify {
+		how := "from the page cache"
+		if s.r.o.DropCache {
+			how = "read back from the disk"
+		}
+		s.r.logf("verified %d files against the golden's digests (%s)", s.checked, how)
+	}
+	return s.r.finish()
+}
+
+func (s *verifySink) Close() error {
+	if s.root != nil {
+		s.root.Close()
+	}
+	return nil
 }
 
 // finish runs the fix-ups, the boot loader and the hooks, then unmounts.

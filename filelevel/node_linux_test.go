@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -532,4 +533,94 @@ func TestGPTSeparateBootOverTCP(t *testing.T) {
 	conf, err := os.ReadFile(filepath.Join(mnt, "extlinux/extlinux.conf"))
 	require.NoError(t, err)
 	assert.Contains(t, string(conf), "APPEND root=UUID="+res.FS[1].UUID+" ro\n")
+}
+
+// drain reads a whole source.
+func drain(t *testing.T, src ring.Source) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	p := make([]byte, 1<<20)
+	for {
+		_, n, err := src.ReadChunk(p)
+		b.Write(p[:n])
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+	}
+	require.NoError(t, src.Close())
+	return b.Bytes()
+}
+
+// TestReceiverVerifiesUnpackedFiles drives a receiver item by item: it
+// checks every unpacked file against the golden's digests (read back
+// from the disk), and a file that differs fails the node with its name.
+func TestReceiverVerifiesUnpackedFiles(t *testing.T) {
+	needTools(t, "losetup", "mkfs.ext4", "mkfs.xfs", "mkswap")
+	ctx := context.Background()
+	golden := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "etc"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(golden, "var/lib"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(golden, "etc/hostname"), []byte("golden\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(golden, "var/lib/data"), bytes.Repeat([]byte("d"), 100000), 0o644))
+	s, err := NewSender(ctx, testDesc, SendOptions{From: golden})
+	require.NoError(t, err)
+	var items []ring.Item
+	var data [][]byte
+	for _, it := range s.Items() {
+		src, err := it.Open()
+		require.NoError(t, err)
+		items = append(items, it.Item)
+		data = append(data, drain(t, src))
+	}
+	require.Len(t, items, 4)
+	list := string(data[3])
+	assert.Equal(t, 2, strings.Count(list, "\n"), "two files: %s", list)
+	assert.Contains(t, list, `"/var" "lib/data"`)
+
+	run := func(list []byte) (Result, error) {
+		img := sparseFile(t, 600*desc.MiB)
+		r, err := NewReceiver(ctx, ReceiverOptions{Disk: img, DropCache: true})
+		require.NoError(t, err)
+		defer func() { assert.NoError(t, r.Close()) }()
+		sinks := make([]ring.Sink, len(items))
+		for i, it := range items {
+			sinks[i], err = r.Open(it)
+			require.NoError(t, err)
+		}
+		for i, sk := range sinks {
+			b := data[i]
+			if i == 3 {
+				b = list
+			}
+			for off := 0; off < len(b); off += 100 { // small writes split lines
+				_, err := sk.WriteAt(b[off:min(off+100, len(b))], int64(off))
+				require.NoError(t, err)
+			}
+			if err := sk.Sync(); err != nil {
+				require.Equal(t, 3, i, "only the check fails: %v", err)
+				return r.Result(), err
+			}
+		}
+		return r.Result(), nil
+	}
+	res, err := run(data[3])
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.Verified)
+	assert.True(t, res.FromDisk)
+	assert.True(t, res.Done)
+
+	// The golden's data file had other contents: the node fails, naming it.
+	bad := []byte(list)
+	i := strings.Index(list, `"/var" "lib/data"`)
+	start := strings.LastIndex(list[:i], "\n") + 1
+	if bad[start] == '0' {
+		bad[start] = '1'
+	} else {
+		bad[start] = '0'
+	}
+	res, err = run(bad)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "1 of 2 files differ from the golden: /var/lib/data: contents differ")
+	assert.False(t, res.Done)
 }

@@ -28,6 +28,9 @@ type SendOptions struct {
 	// swap entry's), so fstab and boot configuration stay valid as they
 	// are. Parts with uuid= in the desc keep theirs.
 	KeepUUIDs bool
+	// NoVerify leaves out the digest list of the golden files (the
+	// nodes then check only the stream digests, not their unpacked files).
+	NoVerify bool
 	// Logf receives warnings (files that grew while read, UUIDs not
 	// found); nil discards.
 	Logf func(format string, args ...any)
@@ -42,6 +45,7 @@ type Sender struct {
 
 	mu    sync.Mutex
 	stats map[string]TarStats
+	sums  map[string][]FileSum // per mount point, from the first complete stream
 }
 
 // NewSender parses the desc text, checks that every filesystem's mount
@@ -76,7 +80,8 @@ func NewSender(ctx context.Context, descText string, o SendOptions) (*Sender, er
 		}
 	}
 	host, _ := os.Hostname()
-	s := &Sender{Header: Header{Version: HeaderVersion, Desc: d.String(), Mounts: mounts, Golden: host}, o: o, ctx: ctx, stats: map[string]TarStats{}}
+	s := &Sender{Header: Header{Version: HeaderVersion, Desc: d.String(), Mounts: mounts, Golden: host, Verify: !o.NoVerify},
+		o: o, ctx: ctx, stats: map[string]TarStats{}, sums: map[string][]FileSum{}}
 	if _, err := s.Header.Encode(); err != nil {
 		return nil, err
 	}
@@ -134,7 +139,7 @@ func keepUUIDs(d *desc.Desc, fstab string, logf func(string, ...any)) error {
 func (s *Sender) Items() []ring.SendItem {
 	hb, _ := s.Header.Encode()
 	items := []ring.SendItem{{
-		Item: ring.Item{Name: HeaderItemName, Dest: "header", Size: int64(len(hb))},
+		Item: ring.Item{Name: HeaderItemName, Dest: headerDest, Size: int64(len(hb))},
 		Open: func() (ring.Source, error) {
 			return ring.ReaderSource(io.NopCloser(bytes.NewReader(hb))), nil
 		},
@@ -148,14 +153,77 @@ func (s *Sender) Items() []ring.SendItem {
 		}
 		dir := filepath.Join(s.o.From, m)
 		items = append(items, ring.SendItem{
-			Item: ring.Item{Name: "files:" + m, Dest: m, Size: -1},
+			Item: ring.Item{Name: fsItemPrefix + m, Dest: m, Size: -1},
 			Open: func() (ring.Source, error) {
-				return &statSource{TarSource: NewTarSource(s.ctx, dir, o), s: s, m: m}, nil
+				o := o
+				var run []FileSum
+				if s.Header.Verify {
+					o.Sums = func(fs FileSum) { run = append(run, fs) }
+				}
+				done := func(err error) {
+					if err == nil && s.Header.Verify {
+						s.mu.Lock()
+						if _, ok := s.sums[m]; !ok {
+							s.sums[m] = run
+						}
+						s.mu.Unlock()
+					}
+				}
+				return &statSource{TarSource: newTarSource(s.ctx, dir, o, done), s: s, m: m}, nil
 			},
+		})
+	}
+	if s.Header.Verify {
+		items = append(items, ring.SendItem{
+			Item: ring.Item{Name: VerifyItemName, Dest: verifyDest, Size: -1},
+			Open: func() (ring.Source, error) { return &sumSource{s: s}, nil },
 		})
 	}
 	return items
 }
+
+// sumSource yields the digest list. The chain reads items in order, so
+// when it reads this one every file stream has ended and recorded its
+// digests.
+type sumSource struct {
+	s   *Sender
+	buf []byte
+	off int64
+	err error
+}
+
+func (ss *sumSource) ReadChunk(p []byte) (int64, int, error) {
+	if ss.buf == nil && ss.err == nil {
+		ss.s.mu.Lock()
+		for _, m := range ss.s.Header.Mounts {
+			sums, ok := ss.s.sums[m]
+			if !ok {
+				ss.err = fmt.Errorf("filelevel: digests of %s asked for before its stream ended", m)
+				break
+			}
+			for _, fs := range sums {
+				line, _ := fs.MarshalText()
+				ss.buf = append(ss.buf, line...)
+			}
+		}
+		ss.s.mu.Unlock()
+		if ss.buf == nil {
+			ss.buf = []byte{}
+		}
+	}
+	if ss.err != nil {
+		return 0, 0, ss.err
+	}
+	if ss.off >= int64(len(ss.buf)) {
+		return ss.off, 0, io.EOF
+	}
+	n := copy(p, ss.buf[ss.off:])
+	off := ss.off
+	ss.off += int64(n)
+	return off, n, nil
+}
+
+func (ss *sumSource) Close() error { return nil }
 
 // Stats returns what was streamed for each mount point (after the
 // session).

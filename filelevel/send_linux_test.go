@@ -25,13 +25,22 @@ func TestNewSenderKeepUUIDs(t *testing.T) {
 	assert.Equal(t, "22222222-2222-4222-8222-222222222222", d.Parts[1].UUID, "swap")
 	assert.Equal(t, "33333333-3333-4333-8333-333333333333", d.Parts[2].UUID)
 	items := s.Items()
-	require.Len(t, items, 3)
+	require.Len(t, items, 4)
 	assert.Equal(t, HeaderItemName, items[0].Name)
-	assert.Equal(t, []string{"header", "/", "/var"}, []string{items[0].Dest, items[1].Dest, items[2].Dest})
+	assert.Equal(t, VerifyItemName, items[3].Name)
+	assert.Equal(t, []string{"header", "/", "/var", "verify"}, []string{items[0].Dest, items[1].Dest, items[2].Dest, items[3].Dest})
+	assert.Equal(t, s.Header.Dests(), []string{"header", "/", "/var", "verify"})
 	assert.Equal(t, int64(-1), items[1].Size, "a tar stream's size is known at its end")
 
+	// The digest list is refused before the streams ran.
+	src, err := items[3].Open()
+	require.NoError(t, err)
+	_, _, err = src.ReadChunk(make([]byte, 100))
+	require.ErrorContains(t, err, "before its stream ended")
+
 	// Without the flag the desc travels as it is.
-	s, err = NewSender(context.Background(), testDesc, SendOptions{From: golden})
+	s, err = NewSender(context.Background(), testDesc, SendOptions{From: golden, NoVerify: true})
+	require.Len(t, s.Items(), 3, "no digest list")
 	require.NoError(t, err)
 	_, d, err = DecodeHeader(mustEncode(t, s.Header))
 	require.NoError(t, err)

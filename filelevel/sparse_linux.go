@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,7 +51,7 @@ func dataExtents(f *os.File, size int64) ([]extent, error) {
 // (the format GNU tar and Go's archive/tar read): only its data runs
 // travel. h is the entry's header as for a plain file. It returns false
 // (writing nothing) when the file has no hole worth skipping.
-func (t *tarWalker) sparseFile(p string, h *tar.Header) (bool, error) {
+func (t *tarWalker) sparseFile(p, rel string, h *tar.Header) (bool, error) {
 	f, err := openNoATime(p)
 	if err != nil {
 		return false, fmt.Errorf("open %s: %w", p, err)
@@ -121,8 +122,19 @@ func (t *tarWalker) sparseFile(p string, h *tar.Header) (bool, error) {
 	if _, err := w.Write(sparseMap); err != nil {
 		return false, err
 	}
+	var hsh *blake3.Hasher
+	if t.o.Sums != nil {
+		hsh = blake3.New()
+	}
+	var at int64 // logical offset hashed so far
 	for _, e := range ext {
-		n, err := io.CopyBuffer(w, io.NewSectionReader(f, e.off, e.n), t.buf)
+		var r io.Reader = io.NewSectionReader(f, e.off, e.n)
+		if hsh != nil {
+			hashZeros(hsh, e.off-at) // the hole before this run
+			at = e.off + e.n
+			r = io.TeeReader(r, hsh)
+		}
+		n, err := io.CopyBuffer(w, r, t.buf)
 		if err != nil {
 			return false, fmt.Errorf("read %s: %w", p, err)
 		}
@@ -137,6 +149,10 @@ func (t *tarWalker) sparseFile(p string, h *tar.Header) (bool, error) {
 	}
 	t.st.Bytes += data
 	t.st.SparseHoles += h.Size - data
+	if hsh != nil {
+		hashZeros(hsh, h.Size-at) // the final hole
+	}
+	t.sum(rel, h.Size, hsh)
 	return true, nil
 }
 

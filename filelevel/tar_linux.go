@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,6 +40,10 @@ type TarOptions struct {
 	// Logf, when set, receives one line per file that changed size while
 	// it was read.
 	Logf func(format string, args ...any)
+	// Sums, when set, receives the BLAKE3 digest of every regular file
+	// sent (first link only), computed while it is streamed; its Mount
+	// is Mount.
+	Sums func(FileSum)
 }
 
 // TarStats counts what WriteTar sent.
@@ -252,7 +257,7 @@ func (t *tarWalker) entry(p, rel string, st *unix.Stat_t) error {
 		return err
 	}
 	if h.Typeflag == tar.TypeReg && st.Blocks*512 < st.Size-(64<<10) {
-		if done, err := t.sparseFile(p, h); err != nil || done {
+		if done, err := t.sparseFile(p, rel, h); err != nil || done {
 			return err
 		}
 	}
@@ -262,7 +267,7 @@ func (t *tarWalker) entry(p, rel string, st *unix.Stat_t) error {
 	if h.Typeflag != tar.TypeReg {
 		return nil
 	}
-	return t.data(p, h.Size)
+	return t.data(p, rel, h.Size)
 }
 
 func (t *tarWalker) writeHeader(h *tar.Header, p string) error {
@@ -274,13 +279,19 @@ func (t *tarWalker) writeHeader(h *tar.Header, p string) error {
 
 // data copies exactly size bytes of file p; a file that shrank fails
 // with ErrChanged, one that grew is cut at size (and logged).
-func (t *tarWalker) data(p string, size int64) error {
+func (t *tarWalker) data(p, rel string, size int64) error {
 	f, err := openNoATime(p)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", p, err)
 	}
 	defer f.Close()
-	n, err := io.CopyBuffer(t.tw, io.LimitReader(f, size), t.buf)
+	var r io.Reader = io.LimitReader(f, size)
+	var h *blake3.Hasher
+	if t.o.Sums != nil {
+		h = blake3.New()
+		r = io.TeeReader(r, h)
+	}
+	n, err := io.CopyBuffer(t.tw, r, t.buf)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", p, err)
 	}
@@ -291,7 +302,30 @@ func (t *tarWalker) data(p string, size int64) error {
 		t.o.Logf("%s grew while read: sent its first %d bytes", p, size)
 	}
 	t.st.Bytes += size
+	t.sum(rel, size, h)
 	return nil
+}
+
+// sum reports the digest of the file rel to o.Sums.
+func (t *tarWalker) sum(rel string, size int64, h *blake3.Hasher) {
+	if h == nil {
+		return
+	}
+	fs := FileSum{Mount: t.mount, Path: rel, Size: size}
+	h.Sum(fs.Sum[:0])
+	t.o.Sums(fs)
+}
+
+// zeros is a block of zeros for hashing holes.
+var zeros = make([]byte, 64<<10)
+
+// hashZeros feeds n zero bytes to h.
+func hashZeros(h *blake3.Hasher, n int64) {
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		h.Write(zeros[:k])
+		n -= k
+	}
 }
 
 // xattrs adds p's extended attributes to h as SCHILY.xattr records.
@@ -362,12 +396,21 @@ var errSourceClosed = errors.New("filelevel: tar source closed")
 // NewTarSource starts streaming the tar of dir (see WriteTar). Close
 // stops the producer and waits for it; Stats are valid after Close.
 func NewTarSource(ctx context.Context, dir string, o TarOptions) *TarSource {
+	return newTarSource(ctx, dir, o, nil)
+}
+
+// newTarSource is NewTarSource with a function called when WriteTar
+// returns, before the reader sees the end of the stream.
+func newTarSource(ctx context.Context, dir string, o TarOptions, done func(error)) *TarSource {
 	pr, pw := io.Pipe()
 	s := &TarSource{pr: pr, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		st, err := WriteTar(ctx, pw, dir, o)
 		s.st, s.err = st, err
+		if done != nil {
+			done(err)
+		}
 		pw.CloseWithError(err) // nil: EOF for the reader
 	}()
 	return s

@@ -146,7 +146,9 @@ func addFilesRecvFlags(f *pflag.FlagSet, o *filesRecvOptions) {
 
 // receiver returns the file-level receiver for herd recv --files, or nil
 // without --files.
-func (o filesRecvOptions) receiver(ctx context.Context, root string, stderr io.Writer) (*filelevel.Receiver, error) {
+// With verify, the unpacked files are read back from the disk when they
+// are checked against the golden's digests.
+func (o filesRecvOptions) receiver(ctx context.Context, root string, verify bool, stderr io.Writer) (*filelevel.Receiver, error) {
 	if !o.enabled {
 		if o.disk != "" || len(o.hooks) > 0 {
 			return nil, usagef("--disk and --hook are for the file-level method: add --files")
@@ -160,7 +162,7 @@ func (o filesRecvOptions) receiver(ctx context.Context, root string, stderr io.W
 		return nil, usagef("--files writes a whole disk: it cannot be confined with --root")
 	}
 	r, err := filelevel.NewReceiver(ctx, filelevel.ReceiverOptions{
-		Disk: o.disk, Hooks: o.hooks, Staging: o.staging, NoBootloader: o.noBootloader,
+		Disk: o.disk, Hooks: o.hooks, Staging: o.staging, NoBootloader: o.noBootloader, DropCache: verify,
 		Log: prefixWriter{w: stderr, prefix: "herd recv: "},
 	})
 	if err != nil {
@@ -173,7 +175,7 @@ func (o filesRecvOptions) receiver(ctx context.Context, root string, stderr io.W
 // session is refused with a hint instead of writing its header as a file.
 func refuseFileLevel(open func(ring.Item) (ring.Sink, error)) func(ring.Item) (ring.Sink, error) {
 	return func(it ring.Item) (ring.Sink, error) {
-		if it.Name == filelevel.HeaderItemName {
+		if filelevel.IsSessionItem(it.Name) {
 			return nil, fmt.Errorf("the sender runs the file-level method: start this node with herd recv --files --disk DEV")
 		}
 		return open(it)
@@ -202,8 +204,12 @@ func reportFiles(r *filelevel.Receiver, stderr io.Writer) {
 	if !res.Done {
 		state = "NOT finished"
 	}
-	fmt.Fprintf(stderr, "herd recv: file-level copy %s: %s; %d fix-ups; boot loader: %s; hooks: %d\n",
-		state, strings.Join(fs, " "), len(res.Changes), orNone(res.Bootloader), len(res.Hooks))
+	from := "page cache"
+	if res.FromDisk {
+		from = "disk"
+	}
+	fmt.Fprintf(stderr, "herd recv: file-level copy %s: %s; %d files verified (%s); %d fix-ups; boot loader: %s; hooks: %d\n",
+		state, strings.Join(fs, " "), res.Verified, from, len(res.Changes), orNone(res.Bootloader), len(res.Hooks))
 }
 
 func orNone(s string) string {

@@ -79,7 +79,7 @@ func TestFilesSendRecvProcesses(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, f.Truncate(int64(600+300*i)*desc.MiB))
 		require.NoError(t, f.Close())
-		n.cmd = exec.Command(herdBin, "recv", "--files", "--disk", n.img, "--listen", n.addr)
+		n.cmd = exec.Command(herdBin, "recv", "--files", "--disk", n.img, "--listen", n.addr, "--verify")
 		n.cmd.Stderr = &n.stderr
 		require.NoError(t, n.cmd.Start())
 		go func() { n.done <- n.cmd.Wait() }()
@@ -99,12 +99,12 @@ func TestFilesSendRecvProcesses(t *testing.T) {
 	require.Equal(t, ExitOK, code, "stderr: %s", stderr)
 	s := lastSummary(t, stdout)
 	assert.True(t, s.OK)
-	require.Len(t, s.Items, 3, "header, / and /var")
-	assert.Equal(t, []string{"header", "/", "/var"}, []string{s.Items[0].Dest, s.Items[1].Dest, s.Items[2].Dest})
+	require.Len(t, s.Items, 4, "header, /, /var and the digest list")
+	assert.Equal(t, []string{"header", "/", "/var", "verify"}, []string{s.Items[0].Dest, s.Items[1].Dest, s.Items[2].Dest, s.Items[3].Dest})
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	var withStats struct{ Stats []sourceStats }
 	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &withStats))
-	require.Len(t, withStats.Stats, 3)
+	require.Len(t, withStats.Stats, 4)
 	varStats := withStats.Stats[2]
 	assert.Equal(t, "files", varStats.Method)
 	assert.Equal(t, int64(6000), varStats.UsedBytes, "/var holds one 6000-byte file")
@@ -120,6 +120,7 @@ func TestFilesSendRecvProcesses(t *testing.T) {
 		}
 		out := n.stderr.String()
 		assert.Contains(t, out, "file-level copy done")
+		assert.Contains(t, out, "2 files verified (disk)", "/etc/fstab and /var/log/messages")
 		assert.Contains(t, out, "fix-up: /etc/fstab:1: /dev/sda1 -> UUID=")
 		f, err := os.Open(n.img)
 		require.NoError(t, err)

@@ -100,7 +100,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "herd recv: node %d %s %s %s\n", st.Index+1, st.State, humanBytes(st.Bytes), humanRate(st.Rate))
 	}
 	open := refuseFileLevel(func(it ring.Item) (ring.Sink, error) { return openReadableSink(it, o.sink) })
-	fr, err := o.files.receiver(ctx, o.root, stderr) // nil without --files
+	fr, err := o.files.receiver(ctx, o.root, o.sink.verify, stderr) // nil without --files
 	if err != nil {
 		return err
 	}
