@@ -9,11 +9,13 @@
 // other sizes work.
 //
 // A session is an ordinary ring session. Its first item is a small
-// Header (the desc and the mount point of every later item); each later
-// item is the PAX tar stream of one golden filesystem, made by WriteTar
-// (modes, numeric owners, times, symlinks, hard links, device nodes,
-// xattrs; excludes like `ka-d.sh -x /tmp`; other filesystems are not
-// crossed).
+// Header (the desc and the mount point of every later item); then comes
+// the PAX tar stream of each golden filesystem, made by WriteTar (modes,
+// numeric owners, times, symlinks, hard links, device nodes, xattrs,
+// sparse files as data runs only; excludes like `ka-d.sh -x /tmp`; other
+// filesystems are not crossed); the last item is the BLAKE3 digest of
+// every golden file (FileSum lines), which each node checks its unpacked
+// files against.
 //
 // On the golden node:
 //
@@ -27,6 +29,7 @@
 //	st, err := ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
 //	res := r.Result() // plan, filesystems, fix-ups
 //
-// Header, ParseFstab, RewriteFstab and RewriteBootConfig are pure. The
+// Header, ParseFstab, RewriteFstab, RewriteBootConfig and ParseFileSum
+// are pure. The
 // Receiver runs mkfs tools, mount, extlinux and chroot, and needs root.
 package filelevel
