@@ -31,8 +31,10 @@
 // efficiency is image bits / seconds / link rate, over the whole run
 // (herd send started, every node already listening → every herd recv
 // exited) and over the data phase alone (the slowest node's first to last
-// byte, from herd send's progress lines). Peak memory is each herd recv's
-// VmHWM (rusage maxrss).
+// byte, from its rchar in /proc/<pid>/io). Peak memory is each herd recv's
+// VmHWM (rusage maxrss). A last section says where herd's shaped time
+// goes: first byte against the pipeline fill of a store-and-forward chain
+// (N × chunk / rate), data phase against the ideal, tail, and CPU demand.
 //
 // Usage (root, from the repository root):
 //
@@ -59,6 +61,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/ring"
 )
 
 type options struct {
@@ -312,6 +315,7 @@ func run(o options) error {
 	// 3. Report.
 	derive(rows, e.o.size)
 	printTable(os.Stdout, rows)
+	printWhy(os.Stdout, rows, e.o.rate, e.o.size, ring.DefaultChunkSize, runtime.NumCPU())
 	if fr != nil {
 		fr.print(os.Stdout)
 	}

@@ -240,3 +240,21 @@ func FuzzParseHerdEvents(f *testing.F) {
 		_ = progressOf(b)
 	})
 }
+
+func TestPrintWhy(t *testing.T) {
+	rows := []row{
+		{Tool: "herd", Nodes: 16, Rate: 80e6, Seconds: 24.8, First: 6.6, Data: 17.9, Tail: 0.2, CPUPerGiB: 3.67, OK: true},
+		{Tool: "udpcast", Nodes: 16, Rate: 80e6, Seconds: 18, OK: true},
+		{Tool: "herd", Nodes: 16, Rate: 0, Seconds: 6, Data: 4, OK: true},
+	}
+	var b strings.Builder
+	printWhy(&b, rows, 80e6, 128<<20, 4<<20, 2)
+	out := b.String()
+	// 16 × 4 MiB × 8 / 80 Mbit/s / 0.956 = 7.02 s; 128 MiB ideal 14.03 s;
+	// 16 × 3.67 s/GiB × 10 MB/s = 0.55 cores.
+	assert.Contains(t, out, "N=16  first byte 6.60 s (N × chunk / rate = 7.02 s), data 17.90 s (ideal 14.03 s), tail 0.20 s; herd recv CPU at this rate 0.55 of 2 cores")
+	assert.Equal(t, 1, strings.Count(out, "first byte"), "only herd rows at the shaped rate")
+	b.Reset()
+	printWhy(&b, rows[1:2], 80e6, 128<<20, 4<<20, 2)
+	assert.Empty(t, b.String())
+}

@@ -63,7 +63,7 @@ func printTable(w io.Writer, rows []row) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "seconds: herd send started (every node listening) → every receiver exited; first s: to the slowest node's first byte;")
-	fmt.Fprintln(w, "data s: its first to last byte (from herd send's progress lines, one a second); tail s: its last byte → the end (sync, digests, exit);")
+	fmt.Fprintln(w, "data s: its first to last byte (its rchar in /proc/<pid>/io, read every 50 ms); tail s: its last byte → the end (sync, digests, exit);")
 	fmt.Fprintln(w, "rate / link: whole run, data / link: data phase; peak RSS: the largest herd recv (VmHWM); CPU: herd recv user+sys per GiB, mean per node")
 	for _, r := range rows {
 		if r.Err != "" {
@@ -240,4 +240,31 @@ plot %s
 		return fmt.Errorf("gnuplot: %w: %s", err, out)
 	}
 	return nil
+}
+
+// printWhy explains herd's shaped times: the pipeline fill of a
+// store-and-forward chain (each node forwards a chunk once it has all of
+// it, so the last of N nodes starts N chunk-times late), the tail after the
+// last byte, and the CPU the runs needed against the cores.
+func printWhy(w io.Writer, rows []row, rate uint64, size int64, chunk int, cores int) {
+	var lines []string
+	for _, r := range rows {
+		if r.Tool != "herd" || r.Rate != rate || !r.OK || r.Data <= 0 {
+			continue
+		}
+		fill := float64(r.Nodes) * float64(chunk) * 8 / float64(rate) / payloadCeiling()
+		ideal := float64(size) * 8 / float64(rate) / payloadCeiling()
+		// CPU demand: every node's herd recv at the link rate.
+		demand := float64(r.Nodes) * r.CPUPerGiB * float64(rate) / 8 / (1 << 30)
+		lines = append(lines, fmt.Sprintf("  N=%-3d first byte %.2f s (N × chunk / rate = %.2f s), data %.2f s (ideal %.2f s), tail %.2f s; herd recv CPU at this rate %.2f of %d cores",
+			r.Nodes, r.First, fill, r.Data, ideal, r.Tail, demand, cores))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nwhere herd's shaped time goes (%s, chunk %d KiB, image %d MiB):\n", rateName(rate), chunk>>10, size>>20)
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+	fmt.Fprintln(w, "  a chain that forwards whole chunks adds one chunk-time per node before the last node starts: completion ≈ image/rate + N × chunk/rate")
 }
