@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herd-cluster/herd/desc"
+	"github.com/herd-cluster/herd/filelevel"
 )
 
 // descExitHelp lists the exit codes of the desc subcommands.
@@ -153,6 +154,7 @@ line and column, and prints the desc in canonical form.` + descExitHelp,
 func newDescFromDiskCmd() *cobra.Command {
 	var noProbe, asJSON bool
 	var sector int64
+	var mountedAt string
 	cmd := &cobra.Command{
 		Use:   "from-disk DEV",
 		Short: "Read the partition table of a disk or image back into a desc",
@@ -161,9 +163,13 @@ GPT of DEV, a block device or an image file, and prints a desc: partitions in
 disk order with their exact sizes, except the last partition of each container
 (the disk and the extended partition), which becomes "fill" so the desc applies
 to a larger or smaller disk. The filesystem, label and UUID of each partition
-are read from its superblock (ext2/3/4, xfs, vfat, swap) unless --no-probe.` + descExitHelp,
+are read from its superblock (ext2/3/4, xfs, vfat, swap) unless --no-probe.
+With --mounted-at DIR, a partition whose filesystem is mounted at DIR or below
+(found by UUID, so loop devices count) gets mount= relative to DIR: the desc
+then says what herd send --files sends (mount=/ for DIR itself).` + descExitHelp,
 		Example: `  herd desc from-disk /dev/sda > node.desc
-  herd desc from-disk golden.img`,
+  herd desc from-disk golden.img
+  herd desc from-disk /dev/sda --mounted-at / > golden.desc   # on the running golden node`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dev := args[0]
@@ -189,11 +195,23 @@ are read from its superblock (ext2/3/4, xfs, vfat, swap) unless --no-probe.` + d
 			if !noProbe {
 				desc.Probe(f, p)
 			}
+			var mounted []string
+			if mountedAt != "" {
+				if noProbe {
+					return usagef("--mounted-at finds filesystems by UUID: it cannot be used with --no-probe")
+				}
+				if mounted, err = filelevel.AddMounts(p, mountedAt); err != nil {
+					return fmt.Errorf("mount points under %s: %w", mountedAt, err)
+				}
+			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				return printJSON(out, p)
 			}
 			fmt.Fprintf(out, "# from %s: %s table, %d bytes, %d-byte sectors\n", dev, p.Table, size, p.SectorSize)
+			for _, m := range mounted {
+				fmt.Fprintf(out, "# %s\n", m)
+			}
 			_, err = fmt.Fprint(out, desc.ToDesc(p))
 			return err
 		},
@@ -201,6 +219,7 @@ are read from its superblock (ext2/3/4, xfs, vfat, swap) unless --no-probe.` + d
 	cmd.Flags().BoolVar(&noProbe, "no-probe", false, "do not read filesystems (no fs=, label=, uuid=)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the table read (exact sectors, GUIDs) as JSON instead of a desc")
 	cmd.Flags().Int64Var(&sector, "sector-size", 0, "logical sector size (default: the device's, 512 for an MBR image)")
+	cmd.Flags().StringVar(&mountedAt, "mounted-at", "", "add mount= for partitions whose filesystem is mounted at this directory or below (for herd send --files)")
 	return cmd
 }
 

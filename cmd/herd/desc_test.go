@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -208,4 +209,53 @@ func TestDescCmdApplyLoopDevice(t *testing.T) {
 	code, _, errOut = runDesc(t, "", "desc", "apply", path, dev)
 	assert.Equal(t, ExitFailed, code)
 	assert.Contains(t, errOut, "in use")
+}
+
+// from-disk --mounted-at adds mount= for the filesystems mounted under a
+// directory (reached through loop devices here), so the printed desc is
+// ready for herd send --files.
+func TestDescCmdFromDiskMountedAt(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices, mount): skipping")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4", "mkfs.xfs", "mkswap"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (make deps installs it): skipping", tool)
+		}
+	}
+	img := zeroImage(t, 600<<20)
+	code, _, errOut := runDesc(t, "", "desc", "apply", descFile(t, "linux 200 fs=ext4\nswap 16\nlinux fill fs=xfs\n"), img)
+	require.Equal(t, 0, code, errOut)
+	mnt := t.TempDir()
+	for _, p := range []struct {
+		off, size int64
+		dir, fs   string
+	}{{1 << 20, 200 << 20, mnt, "ext4"}, {217 << 20, (600 - 217) << 20, filepath.Join(mnt, "var"), "xfs"}} {
+		out, err := exec.Command("losetup", "--find", "--show", "--offset", strconv.FormatInt(p.off, 10), "--sizelimit", strconv.FormatInt(p.size, 10), img).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		dev := strings.TrimSpace(string(out))
+		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+		require.NoError(t, os.MkdirAll(p.dir, 0o755))
+		out, err = exec.Command("mount", "-t", p.fs, dev, p.dir).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		t.Cleanup(func() { exec.Command("umount", p.dir).Run() })
+	}
+	code, out, errOut := runDesc(t, "", "desc", "from-disk", img, "--mounted-at", mnt)
+	require.Equal(t, 0, code, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var parts []string
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "#") {
+			parts = append(parts, l)
+		}
+	}
+	require.Len(t, parts, 3, out)
+	assert.Regexp(t, `^linux 200 mount=/ uuid=\S+$`, parts[0])
+	assert.Regexp(t, `^swap 16 uuid=\S+$`, parts[1])
+	assert.Regexp(t, `^linux fill fs=xfs mount=/var uuid=\S+$`, parts[2])
+	assert.Contains(t, out, "# partition 3 (xfs ")
+
+	code, _, errOut = runDesc(t, "", "desc", "from-disk", img, "--mounted-at", mnt, "--no-probe")
+	assert.Equal(t, ExitUsage, code)
+	assert.Contains(t, errOut, "cannot be used with --no-probe")
 }
