@@ -229,7 +229,7 @@ func checkNode(t *testing.T, img string, size int64, res Result, golden string, 
 	for i, pp := range got.Parts {
 		fs := res.FS[i]
 		dev := attachRO(t, img, pp.Offset(512), pp.Bytes(512))
-		out, err := exec.Command("blkid", "-o", "value", "-s", "UUID", dev).Output()
+		out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", dev).Output()
 		require.NoError(t, err)
 		assert.Equal(t, fs.UUID, strings.TrimSpace(string(out)), "UUID of partition %d", i+1)
 		uuids[fs.UUID] = fs.FS
