@@ -160,7 +160,6 @@ var _ = Describe("chain faults (issue #4)", func() {
 	})
 
 	It("finishes the others when two adjacent nodes are killed at once", func() {
-		pendingUntil("ring does not yet bypass two adjacent dead nodes: node3 finds node5 refusing while bypassing node4 and stops, node6..node8 end 'cut off: node 2 lost its upstream'")
 		recvs = startRecv(c)
 		p := startSend(c, cfg)
 		at(p, 3, 0.4)
