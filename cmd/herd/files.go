@@ -26,6 +26,7 @@ type filesSendOptions struct {
 	from      string
 	excludes  []string
 	keepUUIDs bool
+	noDigests bool
 }
 
 func addFilesSendFlags(f *pflag.FlagSet, o *filesSendOptions) {
@@ -33,6 +34,7 @@ func addFilesSendFlags(f *pflag.FlagSet, o *filesSendOptions) {
 	f.StringVar(&o.desc, "desc", "", "with --files: partition description of the golden disk (mount=/ etc. say which filesystem is which; see herd desc)")
 	f.StringVar(&o.from, "from", "/", "with --files: where the golden system's filesystems are mounted")
 	f.StringArrayVarP(&o.excludes, "exclude", "x", nil, "with --files: path of the golden system not to send (repeatable; globs allowed); a directory arrives empty, like ka-d.sh -x /tmp")
+	f.BoolVar(&o.noDigests, "no-digests", false, "with --files: do not send the BLAKE3 digest of every golden file (nodes then check the stream digests only, not their unpacked files); hashing costs CPU on the golden node")
 	f.BoolVar(&o.keepUUIDs, "keep-uuids", false, "with --files: give each new filesystem the UUID the golden /etc/fstab names for it, so fstab and boot configuration stay as they are")
 }
 
@@ -73,7 +75,7 @@ func filesItems(ctx context.Context, o filesSendOptions, stderr io.Writer, repor
 		return nil, nil, usageError{fmt.Errorf("read desc: %w", err)}
 	}
 	s, err := filelevel.NewSender(ctx, string(text), filelevel.SendOptions{
-		From: o.from, Excludes: o.excludes, KeepUUIDs: o.keepUUIDs,
+		From: o.from, Excludes: o.excludes, KeepUUIDs: o.keepUUIDs, NoVerify: o.noDigests,
 		Logf: func(format string, args ...any) { fmt.Fprintf(stderr, "herd: "+format+"\n", args...) },
 	})
 	if err != nil {
