@@ -624,3 +624,40 @@ func TestReceiverVerifiesUnpackedFiles(t *testing.T) {
 	assert.Contains(t, err.Error(), "1 of 2 files differ from the golden: /var/lib/data: contents differ")
 	assert.False(t, res.Done)
 }
+
+// TestHookFailureFailsNode: a hook that fails fails its node with the
+// hook's name, exit status and last line, and leaves nothing mounted.
+func TestHookFailureFailsNode(t *testing.T) {
+	needTools(t, "losetup", "mkfs.ext4", "chroot")
+	golden := t.TempDir()
+	if !writeGoldenSystem(t, golden) {
+		t.Skip("no static busybox to run a hook in the new system: skipping")
+	}
+	hook := filepath.Join(t.TempDir(), "regen-initrd")
+	require.NoError(t, os.WriteFile(hook, []byte("#!/bin/sh\necho 'no initrd tool here' >&2\nexit 3\n"), 0o755))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := NewSender(ctx, "linux fill mount=/\n", SendOptions{From: golden})
+	require.NoError(t, err)
+	img := sparseFile(t, 300*desc.MiB)
+	r, err := NewReceiver(ctx, ReceiverOptions{Disk: img, Hooks: []string{hook}, NoBootloader: true})
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+		done <- err
+	}()
+	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: []string{l.Addr().String()}, Items: s.Items()})
+	require.NoError(t, err)
+	require.Error(t, <-done)
+	require.False(t, rep.OK())
+	assert.Contains(t, rep.Nodes[0].Err, "regen-initrd in a chroot of the new system: exit status 3: no initrd tool here")
+	assert.False(t, r.Result().Done)
+	require.NoError(t, r.Close())
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), "herd-files-", "Close unmounted the new system")
+}
