@@ -64,6 +64,18 @@ var _ = Describe("chain faults (issue #4)", func() {
 			Expect(sn.Items[0].Verified).To(BeTrue(), n.Name())
 			Expect(sn.Items[0].Digest).To(Equal(s.Items[0].Digest), n.Name())
 		}
+		// Nothing restarted from zero: what golden sent and what each
+		// survivor received, as the links counted it, stays well under
+		// twice the image.
+		sent := linkTxBytes(c, "br0")
+		AddReportEntry("bytes golden sent", sent)
+		Expect(sent).To(BeNumerically("<", size*3/2), "bytes golden sent")
+		for _, i := range survivors {
+			n := c.Nodes()[i]
+			got := linkTxBytes(c, "v"+n.Name())
+			Expect(got).To(BeNumerically(">=", size), "bytes sent to %s", n.Name())
+			Expect(got).To(BeNumerically("<", size*3/2), "bytes sent to %s", n.Name())
+		}
 		for _, i := range survivors {
 			n := c.Nodes()[i]
 			Expect(sha256Prefix(n.Disk(), size)).To(Equal(want), "disk of %s", n.Name())
