@@ -101,6 +101,14 @@ func TestTargets(t *testing.T) {
 	assert.False(t, got["fault: survivors ≤ fault-free + 10 % + 2 s detection"])
 	assert.True(t, got["used-only: wire ≤ 1.1 × used, nodes pass fsck"])
 	assert.True(t, got["herd time flat within 10 % from N=2 to N=16"])
+
+	// Without udpcast rows the comparison is skipped, not missed.
+	for _, tg := range targets(rows[:3], rate, nil, nil) {
+		if strings.HasPrefix(tg.name, "herd ahead of udpcast") {
+			assert.True(t, tg.skip, tg.name)
+			assert.Equal(t, "udpcast not run", tg.what)
+		}
+	}
 }
 
 func TestChooseRateAndSize(t *testing.T) {
