@@ -100,6 +100,54 @@ trap 'umount "$m"' EXIT
 			Expect(got).To(Equal(want), "files on %s", n.Name())
 		}
 	})
+
+	It("with herd recv --zero-unused leaves a disk full of old data byte-identical to the golden disk", func() {
+		const small = 256 << 20
+		dir := GinkgoT().TempDir()
+		tree := filepath.Join(dir, "tree")
+		for i := range 40 {
+			p := filepath.Join(tree, fmt.Sprintf("d%d/f%02d", i%5, i))
+			Expect(os.MkdirAll(filepath.Dir(p), 0o755)).To(Succeed())
+			writeRandom(p, int64(i*i*5003%(2<<20)+i), 200+uint64(i))
+		}
+		Expect(os.Symlink("d0/f00", filepath.Join(tree, "link"))).To(Succeed())
+		golden := filepath.Join(dir, "golden.img")
+		out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, golden, fmt.Sprint(small>>10)+"k").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), "mkfs.ext4: %s", out)
+		want := sha256File(golden)
+
+		c := newCluster(harness.Config{Nodes: 3, DiskSize: small})
+		// Old data everywhere, as on a disk that held another system.
+		for i, n := range c.Nodes() {
+			writeRandom(n.Disk(), small, 300+uint64(i))
+		}
+		var recvs []*harness.Proc
+		for i, n := range c.Nodes() {
+			args := []string{"recv", "--json"}
+			if i < 2 {
+				args = append(args, "--zero-unused")
+			}
+			p, err := n.Start(context.Background(), herdBin, args...)
+			Expect(err).NotTo(HaveOccurred())
+			recvs = append(recvs, p)
+		}
+		cfg := dollyConfig(dir, c, "infile "+golden, "outfile "+harness.NodeDisk)
+		code, s, p := send(c, cfg, 2*time.Minute, "--used-only")
+		Expect(code).To(Equal(0), "herd send stderr: %s", p.Stderr())
+		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0))
+		Expect(s.Stats).To(HaveLen(1))
+		Expect(float64(s.Stats[0].WireBytes)).To(BeNumerically("<=", 1.1*float64(s.Stats[0].UsedBytes)))
+		Expect(s.Stats[0].UsedBytes).To(BeNumerically("<", small/2))
+		for i, n := range c.Nodes() {
+			out, err := exec.Command("e2fsck", "-fn", n.Disk()).CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), "e2fsck of %s: %s", n.Name(), out)
+			if i < 2 {
+				Expect(sha256Prefix(n.Disk(), small)).To(Equal(want), "%s (--zero-unused) is byte-identical", n.Name())
+			} else {
+				Expect(sha256Prefix(n.Disk(), small)).NotTo(Equal(want), "%s (no --zero-unused) keeps its old data where nothing was sent", n.Name())
+			}
+		}
+	})
 })
 
 // treeList prints one line per entry under the current folder (lost+found
