@@ -55,14 +55,18 @@ type TarStats struct {
 	Special  int   // device nodes and FIFOs
 	Bytes    int64 // bytes of regular file data
 	Excluded int   // entries left out or sent empty by an exclude
+	// Changed counts files whose size changed while they were read.
+	Changed int
 	// SparseHoles is the bytes of holes in sparse files, which were not
 	// sent (PAX sparse entries carry only the data runs).
 	SparseHoles int64
 	Skipped     int // mount points sent empty (other filesystem or Skip)
 }
 
-// ErrChanged is returned when a file was shorter than its size when it
-// was read: the golden tree must not change while it is streamed.
+// ErrChanged is returned when a sparse file lost data while it was
+// read. (A plain file that shrank is padded with zeros, as GNU tar does,
+// and logged; one that grew is cut at its listed size.) The golden tree
+// should not change while it is streamed.
 var ErrChanged = errors.New("filelevel: file changed while read")
 
 // WriteTar writes the tree under dir to w as a PAX tar stream: regular
@@ -277,8 +281,8 @@ func (t *tarWalker) writeHeader(h *tar.Header, p string) error {
 	return nil
 }
 
-// data copies exactly size bytes of file p; a file that shrank fails
-// with ErrChanged, one that grew is cut at size (and logged).
+// data copies exactly size bytes of file p; a file that shrank is padded
+// with zeros, one that grew is cut at size (both logged and counted).
 func (t *tarWalker) data(p, rel string, size int64) error {
 	f, err := openNoATime(p)
 	if err != nil {
@@ -296,10 +300,24 @@ func (t *tarWalker) data(p, rel string, size int64) error {
 		return fmt.Errorf("read %s: %w", p, err)
 	}
 	if n < size {
-		return fmt.Errorf("%w: %s has %d bytes, %d when listed", ErrChanged, p, n, size)
-	}
-	if extra, _ := f.Read(t.buf[:1]); extra > 0 && t.o.Logf != nil {
-		t.o.Logf("%s grew while read: sent its first %d bytes", p, size)
+		// It shrank (a log rotated on a live golden): pad with zeros so
+		// the stream stays valid, and say so.
+		t.st.Changed++
+		if t.o.Logf != nil {
+			t.o.Logf("%s shrank from %d to %d bytes while read: padded with zeros", p, size, n)
+		}
+		var zr io.Reader = io.LimitReader(zeroReader{}, size-n)
+		if h != nil {
+			zr = io.TeeReader(zr, h)
+		}
+		if _, err := io.CopyBuffer(t.tw, zr, t.buf); err != nil {
+			return fmt.Errorf("tar: %w", err)
+		}
+	} else if extra, _ := f.Read(t.buf[:1]); extra > 0 {
+		t.st.Changed++
+		if t.o.Logf != nil {
+			t.o.Logf("%s grew while read: sent its first %d bytes", p, size)
+		}
 	}
 	t.st.Bytes += size
 	t.sum(rel, size, h)
@@ -314,6 +332,14 @@ func (t *tarWalker) sum(rel string, size int64, h *blake3.Hasher) {
 	fs := FileSum{Mount: t.mount, Path: rel, Size: size}
 	h.Sum(fs.Sum[:0])
 	t.o.Sums(fs)
+}
+
+// zeroReader reads zeros forever.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // zeros is a block of zeros for hashing holes.

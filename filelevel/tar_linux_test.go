@@ -19,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 
 	"github.com/herd-cluster/herd/blockdev"
@@ -334,5 +335,46 @@ func TestWriteTarSparse(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, bytes.Equal(want, got), "GNU tar extracts the same contents")
 		assert.FileExists(t, filepath.Join(gnu, "z-after"))
+	}
+}
+
+// A file that shrinks or grows between its listing and its reading (a
+// live golden) keeps the stream valid: padded with zeros or cut, logged,
+// counted, and its digest is of what was sent.
+func TestWriteTarFileChangedWhileRead(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "log")
+	for _, c := range []struct {
+		content string
+		listed  int64
+		want    string
+		log     string
+	}{
+		{"0123456789", 16, "0123456789\x00\x00\x00\x00\x00\x00", "shrank from 16 to 10 bytes"},
+		{"0123456789abcdef", 10, "0123456789", "grew while read"},
+	} {
+		require.NoError(t, os.WriteFile(p, []byte(c.content), 0o644))
+		var buf bytes.Buffer
+		var logs []string
+		var sums []FileSum
+		st := &TarStats{}
+		tw := tar.NewWriter(&buf)
+		w := &tarWalker{ctx: context.Background(), tw: tw, out: &buf, st: st, buf: make([]byte, 4096),
+			o: TarOptions{Logf: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }, Sums: func(fs FileSum) { sums = append(sums, fs) }}}
+		require.NoError(t, tw.WriteHeader(&tar.Header{Name: "log", Size: c.listed, Typeflag: tar.TypeReg, Mode: 0o644}))
+		require.NoError(t, w.data(p, "log", c.listed))
+		require.NoError(t, tw.Close())
+
+		tr := tar.NewReader(&buf)
+		_, err := tr.Next()
+		require.NoError(t, err)
+		got, err := io.ReadAll(tr)
+		require.NoError(t, err)
+		assert.Equal(t, c.want, string(got))
+		assert.Equal(t, 1, st.Changed)
+		require.Len(t, logs, 1)
+		assert.Contains(t, logs[0], c.log)
+		require.Len(t, sums, 1)
+		assert.Equal(t, blake3.Sum256([]byte(c.want)), sums[0].Sum, "the digest is of what was sent")
 	}
 }
