@@ -27,6 +27,15 @@
 // (Receive lingers) until its upstream hangs up, so that a node bypassing
 // a dead upstream of it still learns that it is done.
 //
+// Slow nodes: a node whose disk lags (half of its chunk memory waiting to
+// be written while its neighbours do not wait) for SlowAfter is, by
+// default, moved to the tail: its upstream feeds the node after it, and
+// the last node connects to it and feeds it from its own written output at
+// the slow node's pace (SlowMove). The others finish at full speed; the
+// session ends when the slow node does. SlowDrop reports it failed
+// ("too slow") instead; SlowWait lets it set everyone's pace. A slow link
+// (as opposed to a slow disk) is not detected: it paces the chain.
+//
 // Keys: with a key, each hop proves it both ways (keyed BLAKE3 over two
 // random nonces) before anything is sent, and every chunk carries a keyed
 // BLAKE3 MAC; a peer without the key is refused and reported, and a
@@ -54,11 +63,13 @@ package ring
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/wire"
 )
 
 // Item is one entry of a session manifest.
@@ -110,6 +121,55 @@ type SenderConfig struct {
 	// DeadTimeout is how long a silent downstream may stay silent before it
 	// is declared dead; 0: DefaultDeadTimeout.
 	DeadTimeout time.Duration
+	// Slow says what happens to a node far slower than the rest (half of
+	// its chunk memory waiting for its disk while its neighbours do not
+	// wait) for SlowAfter: "" or SlowMove, SlowWait, SlowDrop.
+	Slow SlowPolicy
+	// SlowAfter is how long a node must lag before Slow applies; 0:
+	// DefaultSlowAfter.
+	SlowAfter time.Duration
+}
+
+// SlowPolicy says what the chain does with a node far slower than the
+// rest.
+type SlowPolicy string
+
+// Slow-node policies.
+const (
+	// SlowMove (the default) moves the slow node to the tail of the chain:
+	// its upstream feeds the node after it, and the last node feeds it
+	// from what it wrote, at the slow node's pace. Everyone else finishes
+	// at full speed; the slow one completes on its own (the session ends
+	// when it does). With cooked ('>>') items, nobody is moved (a node's
+	// output is not the stream): they behave as SlowWait.
+	SlowMove SlowPolicy = "move"
+	// SlowWait lets the slow node set the pace of the whole chain (what
+	// Dolly does).
+	SlowWait SlowPolicy = "wait"
+	// SlowDrop drops the slow node from the session: it is reported
+	// failed ("too slow: ...") and the others finish at full speed.
+	SlowDrop SlowPolicy = "drop"
+)
+
+// ParseSlowPolicy reads "move", "wait" or "drop".
+func ParseSlowPolicy(s string) (SlowPolicy, error) {
+	switch p := SlowPolicy(s); p {
+	case SlowMove, SlowWait, SlowDrop:
+		return p, nil
+	}
+	return "", fmt.Errorf("%w: slow-node policy %q (want move, wait or drop)", ErrConfig, s)
+}
+
+func (p SlowPolicy) wire() (uint8, error) {
+	switch p {
+	case "", SlowMove:
+		return wire.SlowMove, nil
+	case SlowWait:
+		return wire.SlowWait, nil
+	case SlowDrop:
+		return wire.SlowDrop, nil
+	}
+	return 0, fmt.Errorf("%w: slow-node policy %q (want move, wait or drop)", ErrConfig, string(p))
 }
 
 // ReceiverConfig configures Receive. Only Open is required.
@@ -142,6 +202,7 @@ const (
 	DefaultMemoryLimit    = 64 << 20
 	DefaultConnectTimeout = 30 * time.Second
 	DefaultDeadTimeout    = 2 * time.Second
+	DefaultSlowAfter      = 5 * time.Second
 )
 
 // Errors callers may branch on.

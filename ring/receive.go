@@ -25,6 +25,7 @@ type sinkWorker struct {
 	man    *wire.Manifest
 	summer *wire.Summer
 	sinks  []Sink
+	rbq    *queue[readBackJob] // read-backs, performed by their own goroutine
 	wg     sync.WaitGroup
 }
 
@@ -52,6 +53,11 @@ func (w *sinkWorker) run() {
 		}
 	}
 	defer closeAll()
+	defer func() {
+		if w.rbq != nil {
+			w.rbq.close()
+		}
+	}()
 	for {
 		a, ok := w.q.pop()
 		if !ok {
@@ -90,21 +96,49 @@ func (w *sinkWorker) run() {
 			}
 			w.l.emit(ev)
 		case core.ActReadBack:
-			w.l.emit(w.readBack(a, closed))
+			// Every write queued before it is done: the chunk is on the
+			// sink. The read itself waits for a read-back buffer, which
+			// frees at the pace of the node it is for: it runs apart so
+			// writes never wait for a slow node.
+			var s Sink
+			if !closed && a.Item < len(w.sinks) {
+				s = w.sinks[a.Item]
+			}
+			if w.rbq == nil {
+				w.rbq = newQueue[readBackJob]()
+				w.wg.Add(1)
+				go w.readBacks()
+			}
+			w.rbq.push(readBackJob{a, s})
 		case core.ActCloseSinks:
 			closeAll()
 		}
 	}
 }
 
+type readBackJob struct {
+	a core.Action
+	s Sink
+}
+
+// readBacks performs read-backs in order, apart from the writes.
+func (w *sinkWorker) readBacks() {
+	defer w.wg.Done()
+	for {
+		j, ok := w.rbq.pop()
+		if !ok {
+			return
+		}
+		if !w.l.emit(w.readBack(j.a, j.s)) {
+			return
+		}
+	}
+}
+
 // readBack rebuilds a chunk from what this node wrote (after every write
 // queued before it), for a node that lacks it.
-func (w *sinkWorker) readBack(a core.Action, closed bool) core.Event {
+func (w *sinkWorker) readBack(a core.Action, s Sink) core.Event {
 	ev := core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq}
-	var s Sink
-	if !closed && a.Item < len(w.sinks) {
-		s = w.sinks[a.Item]
-	}
 	ra, ok := s.(io.ReaderAt)
 	switch {
 	case s == nil:
@@ -337,7 +371,7 @@ func (u *upstream) stop() {
 }
 
 func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, limit int64, logf func(string, ...any), activity *atomic.Pointer[atomic.Int64]) (*NodeStatus, error) {
-	node := core.NewNode(core.NodeConfig{Dead: cfg.DeadTimeout, UpWait: cfg.UpstreamWait})
+	node := core.NewNode(core.NodeConfig{Dead: cfg.DeadTimeout, UpWait: cfg.UpstreamWait, Memory: limit})
 	lp := newLoop(logf)
 	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout, cfg.DeadTimeout)
 	lp.sink = newSinkWorker(ctx, lp, cfg.Open)

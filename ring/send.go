@@ -43,7 +43,15 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	if limit <= 0 {
 		limit = DefaultMemoryLimit
 	}
-	man := &wire.Manifest{ChunkSize: uint32(chunk), Nodes: append([]string(nil), cfg.Nodes...)}
+	slow, err := cfg.Slow.wire()
+	if err != nil {
+		return nil, err
+	}
+	slowAfter := cfg.SlowAfter
+	if slowAfter <= 0 {
+		slowAfter = DefaultSlowAfter
+	}
+	man := &wire.Manifest{ChunkSize: uint32(chunk), Nodes: append([]string(nil), cfg.Nodes...), Slow: slow, SlowAfterMs: uint32(min(slowAfter, time.Hour) / time.Millisecond)}
 	randomBytes(man.Session[:])
 	var total int64
 	for i, it := range cfg.Items {

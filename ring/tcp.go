@@ -458,9 +458,14 @@ func (l *loop) perform(acts []core.Action) (reason string, done bool) {
 		case core.ActOpen, core.ActWrite, core.ActSync, core.ActCloseSinks:
 			l.sink.q.push(a)
 		case core.ActSendDown, core.ActDial:
+			if _, ok := a.Msg.(*wire.Detach); ok {
+				// A slow node is moved or dropped: the chunks queued
+				// for it are skipped so the word reaches it at once.
+				l.down.detaching.Store(true)
+			}
 			l.down.q.push(a)
 		case core.ActCloseDown:
-			if a.Err != "" {
+			if a.Err != "" && !l.down.detaching.Load() {
 				l.down.abort()
 			}
 			l.down.q.push(a)
@@ -498,6 +503,8 @@ type downWorker struct {
 	idx     int
 	broken  bool
 	wg      sync.WaitGroup
+	// detaching: a Detach is queued; data frames before it are skipped.
+	detaching atomic.Bool
 }
 
 func newDownWorker(ctx context.Context, l *loop, key []byte, dial func(context.Context, string, string) (net.Conn, error), timeout, dead time.Duration) *downWorker {
@@ -583,6 +590,7 @@ func (w *downWorker) run() {
 			}
 			w.broken = true
 			w.mu.Unlock()
+			w.detaching.Store(false)
 		}
 	}
 }
@@ -592,7 +600,12 @@ func (w *downWorker) send(a core.Action) {
 	conn, broken, idx := w.conn, w.broken, w.idx
 	w.mu.Unlock()
 	var err error
-	if conn != nil && !broken {
+	_, isData := a.Msg.(*wire.Data)
+	skip := isData && w.detaching.Load()
+	if _, ok := a.Msg.(*wire.Detach); ok && conn != nil {
+		_ = conn.SetWriteDeadline(time.Now().Add(w.dead))
+	}
+	if conn != nil && !broken && !skip {
 		if d, ok := a.Msg.(*wire.Data); ok && a.Ref != 0 {
 			buf := w.l.buf(a.Ref)
 			_, err = conn.Write(buf[:wire.DataHeaderSize+len(d.Payload)])

@@ -27,6 +27,8 @@ type sendOptions struct {
 	cook           bool
 	connectTimeout time.Duration
 	deadTimeout    time.Duration
+	slow           string
+	slowAfter      time.Duration
 	source         sourceOptions
 	files          filesSendOptions
 }
@@ -69,6 +71,8 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 	f.BoolVar(&o.cook, "cook", false, "clients decompress or unpack the item (like '>>' in a Dolly+ config)")
 	f.DurationVar(&o.connectTimeout, "connect-timeout", ring.DefaultConnectTimeout, "how long to keep trying to reach the first client (clients may start later)")
 	f.DurationVar(&o.deadTimeout, "dead-timeout", ring.DefaultDeadTimeout, "how long a silent node may stay silent before it is declared dead")
+	f.StringVar(&o.slow, "slow", string(ring.SlowMove), "a node far slower than the rest (its disk lags) for --slow-after: move (to the tail of the chain: the others finish at full speed, it completes at its own pace), wait (it sets the pace of everyone) or drop (reported failed, too slow)")
+	f.DurationVar(&o.slowAfter, "slow-after", ring.DefaultSlowAfter, "how long a node must lag before --slow applies")
 	addSourceFlags(f, &o.source)
 	addFilesSendFlags(f, &o.files)
 	return cmd
@@ -159,6 +163,9 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if _, err := ring.ParseSlowPolicy(o.slow); err != nil {
+		return usageError{err}
+	}
 	// Open every source once before connecting: an unreadable infile is
 	// reported before anyone is disturbed.
 	items := make([]ring.SendItem, 0, len(s.items))
@@ -214,6 +221,8 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		Key:            key,
 		ConnectTimeout: o.connectTimeout,
 		DeadTimeout:    o.deadTimeout,
+		Slow:           ring.SlowPolicy(o.slow),
+		SlowAfter:      o.slowAfter,
 		Progress:       progress,
 		Logf:           logf,
 	})

@@ -55,6 +55,23 @@ type downlink struct {
 	rebuilt uint64
 	// bypassing: the current target replaces a lost node (dials give up fast).
 	bypassing bool
+	// The nodes we feed, in chain order: the target is order[pos]. A node
+	// moved to the tail goes to the end of every order it is in.
+	order []int
+	pos   int
+	mine  []bool     // per node: in order (its status travels through us)
+	flags []uint8    // per node: wire.AckNode flags last reported
+	ctl   []wire.Msg // control frames (Adopt) for the target once it resumes
+	// Slow-node policy (from the manifest) and how long the target has
+	// looked slow.
+	slow      uint8
+	slowAfter time.Duration
+	slowOn    bool
+	slowFrom  time.Duration
+	moved     int // nodes moved to the tail or dropped by us
+	// fromDisk: the target is a slow node we adopted; it is fed only from
+	// our written output, at its pace, so it never holds our buffers.
+	fromDisk bool
 }
 
 // rpSlot is one frame being rebuilt, in stream order.
@@ -82,13 +99,19 @@ func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
 	d.dirty = make([]bool, n)
 	d.inflight = map[Ref]int{}
 	d.rbRefs = map[Ref]bool{}
+	d.mine = make([]bool, n)
+	d.flags = make([]uint8, n)
 	for j := self + 1; j < n; j++ {
 		d.view[j] = NodeStatus{Index: j, Addr: m.Nodes[j], State: StateWaiting, Items: emptyItems(m)}
+		d.order = append(d.order, j)
+		d.mine[j] = true
 	}
-	d.target = self + 1
-	if d.target >= n {
+	d.slow, d.slowAfter = m.Slow, time.Duration(m.SlowAfterMs)*time.Millisecond
+	if len(d.order) == 0 {
 		d.cut = true
+		return
 	}
+	d.target = d.order[0]
 }
 
 // deadOr is the dead timeout, also before init.
@@ -120,14 +143,17 @@ func (d *downlink) dial(out *[]Action) {
 
 // retaining reports whether sent frames must be kept for a bypass: only
 // when a node after our target could take over from it.
-func (d *downlink) retaining() bool { return d.target+1 < len(d.view) }
+func (d *downlink) retaining() bool { return d.pos+1 < len(d.order) }
 
 // send appends a stream frame (data, item end, end). It returns false when
 // there is no downstream: the frame is dropped and ref not kept.
 func (d *downlink) send(m wire.Msg, ref Ref, out *[]Action) bool {
 	d.idx.add(d.nextNum, m)
-	if d.cut {
+	if d.cut || d.fromDisk {
 		d.nextNum++
+		if d.fromDisk && d.up && !d.awaiting {
+			d.pumpReplay(out)
+		}
 		return false
 	}
 	d.log = append(d.log, logEntry{num: d.nextNum, msg: m, ref: ref})
@@ -255,12 +281,16 @@ func (d *downlink) onResume(r *wire.Resume, out *[]Action) {
 	if !r.HasManifest {
 		*out = append(*out, Action{Kind: ActSendDown, Msg: d.man})
 	}
+	for _, m := range d.ctl {
+		*out = append(*out, Action{Kind: ActSendDown, Msg: m})
+	}
+	d.ctl = nil
 	if r.Frames > 0 {
 		d.resumes++
 	}
 	d.sentTo = r.Frames
 	d.frames[d.target] = max(d.frames[d.target], r.Frames)
-	if r.Frames < first {
+	if r.Frames < first || d.fromDisk {
 		d.rpNext, d.rpEnd = r.Frames, first
 		d.pumpReplay(out)
 		return
@@ -292,6 +322,9 @@ func (d *downlink) replaying() bool { return d.rpNext < d.rpEnd || len(d.rp) > 0
 // pumpReplay asks for the next frames to rebuild and sends, in order, those
 // that are ready; when all are sent it goes on with the log.
 func (d *downlink) pumpReplay(out *[]Action) {
+	if d.fromDisk {
+		d.rpEnd = d.nextNum
+	}
 	for d.rpNext < d.rpEnd && d.rpAsked < replayWindow {
 		rec, ok := d.idx.at(d.rpNext)
 		if !ok {
@@ -361,7 +394,7 @@ func (d *downlink) stopReplay() {
 }
 
 func (d *downlink) setFailed(j int, reason string) {
-	if j <= d.self || d.view[j].State.Terminal() {
+	if j < 0 || j >= len(d.mine) || !d.mine[j] || d.view[j].State.Terminal() {
 		return
 	}
 	d.view[j].State = StateFailed
@@ -408,8 +441,11 @@ func (d *downlink) next(out *[]Action) {
 	d.up, d.awaiting = false, false
 	d.stopReplay()
 	d.bypassing = true
-	d.target++
-	if d.target < len(d.view) {
+	d.slowOn = false
+	d.fromDisk = false
+	d.pos++
+	if d.pos < len(d.order) {
+		d.target = d.order[d.pos]
 		d.dial(out)
 		return
 	}
@@ -422,7 +458,7 @@ func (d *downlink) abandon(reason string, out *[]Action) {
 	if d.cut {
 		return
 	}
-	for j := d.target; j < len(d.view); j++ {
+	for _, j := range d.order[min(d.pos, len(d.order)):] {
 		d.setFailed(j, reason)
 	}
 	if d.up {
@@ -447,9 +483,10 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration) {
 	for i := range a.Nodes {
 		an := &a.Nodes[i]
 		j := int(an.Index)
-		if j <= d.self || j >= len(d.view) {
+		if j < 0 || j >= len(d.view) || !d.mine[j] {
 			continue
 		}
+		d.flags[j] = an.Flags
 		d.frames[j] = max(d.frames[j], an.Frames)
 		d.downFr[j] = max(d.downFr[j], an.DownFrames)
 		if d.view[j].State.Terminal() {
@@ -461,16 +498,128 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration) {
 	d.trim()
 }
 
-// tick declares a silent downstream dead.
-func (d *downlink) tick(now time.Duration, out *[]Action) {
+// tick declares a silent downstream dead, and applies the slow-node
+// policy; ownBacklog says whether the owner's own disk lags.
+func (d *downlink) tick(now time.Duration, ownBacklog bool, out *[]Action) {
 	if d.up && !d.cut && now-d.lastHeard > d.dead && !d.settled() {
 		d.onFailed(d.target, fmt.Sprintf("silent for %v", (now-d.lastHeard).Round(time.Millisecond)), out)
+		return
 	}
+	d.checkSlow(now, ownBacklog, out)
+}
+
+// checkSlow moves (or drops) the target when it has looked far slower
+// than the rest for slowAfter: half of its chunk memory waits for its disk
+// while neither we nor the node after it lag that way. (When every node
+// lags alike, nobody is moved: they are all as slow.)
+func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) {
+	if d.slow == wire.SlowWait || d.slowAfter <= 0 || d.cut || !d.up || d.awaiting || d.replaying() || d.endQueued() || d.anyCooked() {
+		d.slowOn = false
+		return
+	}
+	x := d.target
+	last := d.pos == len(d.order)-1
+	next := last || d.flags[d.order[d.pos+1]]&wire.AckBacklog == 0
+	st := d.view[x].State
+	if d.flags[x]&wire.AckBacklog == 0 || ownBacklog || !next || st != StateReceiving || (last && d.slow == wire.SlowMove) {
+		d.slowOn = false
+		return
+	}
+	if !d.slowOn {
+		d.slowOn, d.slowFrom = true, now
+		return
+	}
+	if now-d.slowFrom < d.slowAfter {
+		return
+	}
+	reason := fmt.Sprintf("too slow: its disk lagged behind the chain for %v at offset %d", (now - d.slowFrom).Round(time.Millisecond), d.view[x].Bytes)
+	d.slowOn = false
+	d.moved++
+	if d.slow == wire.SlowDrop {
+		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Drop: true, Reason: reason}})
+		d.loseTarget(reason, out)
+		return
+	}
+	// Move: the node goes to the end of our order; the node after it is
+	// fed by us, and the last node of the chain will feed it (Adopt).
+	*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Reason: reason}})
+	*out = append(*out, Action{Kind: ActCloseDown, Err: "moved to the tail: " + reason})
+	d.order = append(append(d.order[:d.pos:d.pos], d.order[d.pos+1:]...), x)
+	d.up, d.awaiting = false, false
+	d.stopReplay()
+	d.bypassing = true
+	d.target = d.order[d.pos]
+	d.ctl = append(d.ctl, &wire.Adopt{Index: uint32(x)})
+	d.dial(out)
+}
+
+// anyCooked reports whether an item is cooked (a moved node could not be
+// fed from the tail's output, which is not the stream).
+func (d *downlink) anyCooked() bool {
+	for _, c := range d.man.Items {
+		if c.Cook {
+			return true
+		}
+	}
+	return false
+}
+
+// endQueued reports whether the end of the session went into the log.
+func (d *downlink) endQueued() bool {
+	if n := len(d.idx.runs); n > 0 {
+		_, ok := d.idx.runs[n-1].msg.(*wire.End)
+		return ok
+	}
+	return false
+}
+
+// adopt takes node x, moved to the tail by a node before us: the last
+// node (no downstream) feeds it, every other passes the word on.
+func (d *downlink) adopt(x int, out *[]Action) {
+	if x < 0 || x >= len(d.view) || x == d.self {
+		return
+	}
+	if !d.mine[x] {
+		d.mine[x] = true
+		d.order = append(d.order, x)
+		d.view[x] = NodeStatus{Index: x, Addr: d.man.Nodes[x], State: StateConnected, Items: emptyItems(d.man)}
+		d.dirty[x] = true
+	}
+	if !d.cut {
+		m := &wire.Adopt{Index: uint32(x)}
+		if d.up && !d.awaiting {
+			*out = append(*out, Action{Kind: ActSendDown, Msg: m})
+		} else {
+			d.ctl = append(d.ctl, m)
+		}
+		return
+	}
+	d.cut = false
+	d.fromDisk = true
+	d.pos = len(d.order) - 1
+	d.target = x
+	d.bypassing = true
+	d.dial(out)
+}
+
+// detach stops feeding anyone without a word about them: our upstream
+// moved us (or dropped us) and feeds our downstream itself now.
+func (d *downlink) detach(out *[]Action) {
+	if !d.cut && d.up {
+		*out = append(*out, Action{Kind: ActCloseDown, Err: "detached by upstream"})
+	}
+	for _, j := range d.order {
+		d.mine[j] = false
+	}
+	d.order, d.pos = nil, 0
+	d.up, d.awaiting, d.cut = false, false, true
+	d.stopReplay()
+	d.dropLog()
 }
 
 // settled reports whether every node after the owner is in a final state.
 func (d *downlink) settled() bool {
-	for j := d.self + 1; j < len(d.view); j++ {
+	for _, j := range d.order {
 		if !d.view[j].State.Terminal() {
 			return false
 		}
@@ -480,7 +629,7 @@ func (d *downlink) settled() bool {
 
 // targetFrames is how many frames our current downstream has received.
 func (d *downlink) targetFrames() uint64 {
-	if d.cut || d.target >= len(d.view) {
+	if d.cut || d.pos >= len(d.order) {
 		return 0
 	}
 	return d.frames[d.target]
@@ -490,10 +639,10 @@ func (d *downlink) targetFrames() uint64 {
 // them when full) and clears the marks.
 func (d *downlink) takeDirty(full bool) []wire.AckNode {
 	var out []wire.AckNode
-	for j := d.self + 1; j < len(d.view); j++ {
+	for _, j := range d.order {
 		if d.dirty[j] || full {
 			a := ToAck(&d.view[j])
-			a.Frames, a.DownFrames = d.frames[j], d.downFr[j]
+			a.Frames, a.DownFrames, a.Flags = d.frames[j], d.downFr[j], d.flags[j]
 			out = append(out, a)
 			d.dirty[j] = false
 		}
@@ -502,7 +651,7 @@ func (d *downlink) takeDirty(full bool) []wire.AckNode {
 }
 
 func (d *downlink) anyDirty() bool {
-	for j := d.self + 1; j < len(d.view); j++ {
+	for _, j := range d.order {
 		if d.dirty[j] {
 			return true
 		}

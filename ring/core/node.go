@@ -45,6 +45,10 @@ type NodeConfig struct {
 	// a node further up to reconnect (bypassing the dead one) before it
 	// fails; 0: DefaultUpWait.
 	UpWait time.Duration
+	// Memory is the bytes of chunk buffers the driver gives the node; when
+	// half of it waits to be written the node reports a backlog (its disk
+	// is what slows it: see the slow-node policy). 0: never reported.
+	Memory int64
 }
 
 type nodeItem struct {
@@ -52,7 +56,10 @@ type nodeItem struct {
 	ended, synced bool
 }
 
-type bufUse struct{ write, down bool }
+type bufUse struct {
+	write, down bool
+	n           int64 // payload bytes waiting to be written
+}
 
 // Node is the state machine of a receiving node: it checks and writes what
 // comes from upstream, forwards it downstream, verifies every item's digest
@@ -88,6 +95,7 @@ type Node struct {
 	sinksClosed bool
 	finished    bool
 	wokeAt      time.Duration // when the node last resumed after being stopped
+	pending     int64         // payload bytes handed to the sink and not yet written
 }
 
 // Timing defaults of a node.
@@ -102,6 +110,9 @@ func NewNode(cfg NodeConfig) *Node {
 	}
 	return &Node{cfg: cfg, st: NodeStatus{Index: -1, State: StateWaiting}, bufs: map[Ref]*bufUse{}}
 }
+
+// State is the node's own state.
+func (n *Node) State() State { return n.st.State }
 
 // Status returns a copy of the node's own status.
 func (n *Node) Status() NodeStatus { return copyStatus(n.st) }
@@ -141,8 +152,8 @@ func (n *Node) View() []NodeStatus {
 	if n.man == nil {
 		return nil
 	}
-	out := make([]NodeStatus, 0, len(n.down.view))
-	for j := n.st.Index + 1; j < len(n.down.view); j++ {
+	out := make([]NodeStatus, 0, len(n.down.order))
+	for _, j := range n.down.order {
 		out = append(out, copyStatus(n.down.view[j]))
 	}
 	return out
@@ -363,6 +374,20 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		n.onItemEnd(m, out)
 	case *wire.Bye:
 		n.bye = true
+	case *wire.Detach:
+		// Our upstream moved us to the tail (the last node will feed us)
+		// or dropped us; it feeds our downstream itself now.
+		if n.man == nil {
+			return
+		}
+		if m.Drop {
+			n.fail("dropped: "+m.Reason, out)
+		}
+		n.down.detach(out)
+	case *wire.Adopt:
+		if n.man != nil {
+			n.down.adopt(int(m.Index), out)
+		}
 	case *wire.End:
 		if n.man == nil {
 			return
@@ -401,7 +426,8 @@ func (n *Node) onData(d *wire.Data, ev Event, out *[]Action) {
 			n.st.Bytes += int64(len(d.Payload))
 			n.st.Items[d.Item].Bytes = it.bytes
 			*out = append(*out, Action{Kind: ActWrite, Item: int(d.Item), Off: d.Off, Payload: d.Payload, Ref: ev.Ref})
-			u.write = true
+			u.write, u.n = true, int64(len(d.Payload))
+			n.pending += u.n
 		}
 	}
 	u.down = n.down.send(d, ev.Ref, out)
@@ -495,6 +521,9 @@ func (n *Node) unuse(ref Ref, write bool, out *[]Action) {
 		return
 	}
 	if write {
+		if u.write {
+			n.pending -= u.n
+		}
 		u.write = false
 	} else {
 		u.down = false
@@ -528,7 +557,7 @@ func (n *Node) onTick(out *[]Action) {
 		n.ackDirty = true
 	}
 	if n.man != nil {
-		n.down.tick(n.now, out)
+		n.down.tick(n.now, n.backlogged(), out)
 	}
 	if n.UpstreamLost() && n.now-n.upLostAt > n.cfg.UpWait {
 		n.fail(fmt.Sprintf("upstream lost at offset %d: %s", n.st.Bytes, n.upLostWhy), out)
@@ -538,10 +567,16 @@ func (n *Node) onTick(out *[]Action) {
 	}
 }
 
+// backlogged reports whether at least half of the node's chunk memory
+// waits for its disk.
+func (n *Node) backlogged() bool {
+	return n.cfg.Memory > 0 && 2*n.pending >= n.cfg.Memory
+}
+
 // downFrames is what the node reports as received by its downstream: the
 // frames its current target has, or its own count at the end of the chain.
 func (n *Node) downFrames() uint64 {
-	if n.man == nil || n.down.cut {
+	if n.man == nil || n.down.cut || n.down.fromDisk {
 		return n.framesIn
 	}
 	return n.down.targetFrames()
@@ -562,6 +597,9 @@ func (n *Node) maybeAck(full bool, out *[]Action) {
 	urgent := n.ackDirty && n.st.State.Terminal()
 	own := ToAck(&n.st)
 	own.Frames, own.DownFrames = n.framesIn, n.downFrames()
+	if n.backlogged() {
+		own.Flags |= wire.AckBacklog
+	}
 	progressed := own.Frames != n.ackedFrames || own.DownFrames != n.ackedDown
 	a := &wire.Ack{Nodes: []wire.AckNode{own}}
 	switch {
@@ -583,13 +621,15 @@ func (n *Node) maybeFinish(out *[]Action) {
 	if n.finished || !n.st.State.Terminal() {
 		return
 	}
+	lost := n.UpstreamLost() || (n.upGone && n.man == nil)
+	if !lost && !(n.upDone && (n.man == nil || n.down.cut || n.down.settled())) {
+		// Done, but nodes after us are not: the sinks stay open, so we
+		// can read chunks back for one of them.
+		return
+	}
 	if !n.sinksClosed && n.man != nil {
 		n.sinksClosed = true
 		*out = append(*out, Action{Kind: ActCloseSinks})
-	}
-	lost := n.UpstreamLost() || (n.upGone && n.man == nil)
-	if !lost && !(n.upDone && (n.man == nil || n.down.cut || n.down.settled())) {
-		return
 	}
 	n.maybeAck(true, out)
 	n.finished = true

@@ -151,7 +151,7 @@ func (s *Sender) Step(ev Event) []Action {
 	case EvReadBack:
 		s.down.onReadBack(ev, &out)
 	case EvTick:
-		s.down.tick(s.now, &out)
+		s.down.tick(s.now, false, &out)
 	}
 	s.collectFreed(&out)
 	s.maybeFinish(&out)

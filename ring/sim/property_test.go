@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/wire"
 )
 
 var (
@@ -49,6 +50,8 @@ func schedule(seed int64, big bool) Config {
 	for k := r.Intn(3); k > 0; k-- {
 		cfg.SlowDisk[r.Intn(n)] = cfg.Bandwidth / float64(2+r.Intn(9))
 	}
+	cfg.Slow = uint8(r.Intn(3)) // wait, move, drop
+	cfg.SlowAfter = time.Duration(20+r.Intn(200)) * time.Millisecond
 	return cfg
 }
 
@@ -61,7 +64,12 @@ func checkRun(cfg Config, res *Result, err error) []string {
 	for i, st := range res.Nodes {
 		_, crashed := cfg.Crash[i]
 		_, frozen := cfg.Kill[i]
+		_, slow := cfg.SlowDisk[i]
 		switch {
+		case slow && cfg.Slow == wire.SlowDrop && st.State == core.StateFailed:
+			if !strings.Contains(st.Err, "too slow") && !crashed && !frozen {
+				bad = append(bad, fmt.Sprintf("slow node %d ends failed, not as too slow: %s", i+1, st.Err))
+			}
 		case crashed || frozen:
 			if st.State == core.StateDone {
 				continue // it failed after it was done, or after the end
@@ -88,7 +96,7 @@ func checkRun(cfg Config, res *Result, err error) []string {
 }
 
 func describe(cfg Config) string {
-	return fmt.Sprintf("chain %d, items %v, buffers %d, crash %v, freeze %v, slow disks %v", cfg.Nodes, cfg.Items, cfg.Buffers, cfg.Crash, cfg.Kill, cfg.SlowDisk)
+	return fmt.Sprintf("chain %d, items %v, buffers %d, crash %v, freeze %v, slow disks %v, policy %d after %v", cfg.Nodes, cfg.Items, cfg.Buffers, cfg.Crash, cfg.Kill, cfg.SlowDisk, cfg.Slow, cfg.SlowAfter)
 }
 
 // TestRandomFailures runs random chains with random crashes, freezes

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/wire"
 )
 
 // A Scenario is a session told as a story, one command per line ('#'
@@ -23,6 +24,8 @@ import (
 //	crash 3 at 40%          # node 3 dies (connections reset) 40% into the stream
 //	freeze 2 at 10ms        # node 2 stops answering (connections stay open)
 //	slowdisk 4 10MB/s
+//	slow 3 x10              # node 3's disk writes at a tenth of the link rate
+//	policy move after 1s    # slow nodes: wait, move (to the tail) or drop
 //	slowlink 5 10MB/s 2ms   # the link into node 5
 //	corrupt 2 chunk 5       # chunk 5 arrives damaged at node 2
 //	drop 4 chunk 3          # chunk 3 is lost on the link into node 4
@@ -31,6 +34,7 @@ import (
 //	expect ok 1-2,4-6 ko 3
 //	expect err 3 "dead at offset"
 //	expect time < 2.5s
+//	expect done 1-2 < 1s    # these nodes had everything written and verified by then
 //	expect buffers <= 8
 //	expect readback > 0     # chunks rebuilt from written output or the source
 //
@@ -76,6 +80,7 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 		crash bool
 	}
 	var kills []pending
+	var slowFactors [][2]float64
 	bs := bufio.NewScanner(r)
 	line := 0
 	for bs.Scan() {
@@ -222,6 +227,41 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 					err = bad("bad sync time %q", f[1])
 				}
 			}
+		case "slow":
+			if err = need(3); err == nil {
+				var n int
+				var x float64
+				if n, err = node(f[1]); err == nil {
+					if !strings.HasPrefix(f[2], "x") {
+						err = bad("want slow N xFACTOR")
+					} else if x, err = strconv.ParseFloat(f[2][1:], 64); err != nil || x < 1 || x > 1e6 {
+						err = bad("bad slowness %q", f[2])
+					} else {
+						slowFactors = append(slowFactors, [2]float64{float64(n), x})
+					}
+				}
+			}
+		case "policy":
+			if len(f) != 2 && !(len(f) == 4 && f[2] == "after") {
+				err = bad("want policy wait|move|drop [after DURATION]")
+				break
+			}
+			switch f[1] {
+			case "wait":
+				c.Slow = wire.SlowWait
+			case "move":
+				c.Slow = wire.SlowMove
+			case "drop":
+				c.Slow = wire.SlowDrop
+			default:
+				err = bad("unknown policy %q (want wait, move or drop)", f[1])
+			}
+			c.SlowAfter = 3 * time.Second
+			if err == nil && len(f) == 4 {
+				if c.SlowAfter, err = time.ParseDuration(f[3]); err != nil || c.SlowAfter <= 0 {
+					err = bad("bad duration %q", f[3])
+				}
+			}
 		case "openfail":
 			if err = need(2); err == nil {
 				var n int
@@ -253,6 +293,12 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 	var total int64
 	for _, s := range c.Items {
 		total += s
+	}
+	for _, sf := range slowFactors {
+		if c.SlowDisk == nil {
+			c.SlowDisk = map[int]float64{}
+		}
+		c.SlowDisk[int(sf[0])] = c.Bandwidth / sf[1]
 	}
 	for _, k := range kills {
 		if k.node >= c.Nodes {
@@ -326,6 +372,19 @@ func (sc *Scenario) parseExpect(line int, text string, f []string, bad func(stri
 			return bad("bad count %q", f[3])
 		}
 		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "readback" + f[2], N: n})
+	case "done":
+		if len(f) != 5 || f[3] != "<" {
+			return bad("want expect done LIST < DURATION")
+		}
+		nodes, err := parseList(f[2])
+		if err != nil {
+			return bad("%v", err)
+		}
+		d, err := time.ParseDuration(strings.Replace(f[4], "us", "µs", 1))
+		if err != nil {
+			return bad("bad duration %q", f[4])
+		}
+		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "done<", Nodes: nodes, Dur: d})
 	case "buffers":
 		if len(f) != 4 || f[2] != "<=" {
 			return bad("want expect buffers <= N")
@@ -370,6 +429,15 @@ func (sc *Scenario) Check(res *Result) []string {
 		case "time>":
 			if res.Elapsed <= e.Dur {
 				out = append(out, fmt.Sprintf("line %d: took %v, want > %v", e.Line, res.Elapsed, e.Dur))
+			}
+		case "done<":
+			for _, n := range e.Nodes {
+				if n >= len(res.DoneAt) {
+					continue
+				}
+				if at := res.DoneAt[n]; at == 0 || at >= e.Dur {
+					out = append(out, fmt.Sprintf("line %d: node %d done at %v, want < %v", e.Line, n+1, at, e.Dur))
+				}
 			}
 		case "readback>":
 			if res.ReadBacks <= e.N {

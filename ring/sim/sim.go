@@ -44,6 +44,10 @@ type Config struct {
 	Drop      map[int]uint64        // node index -> chunk seq lost on the link into it
 	OpenFail  map[int]bool          // nodes whose sinks cannot be opened
 	Limit     time.Duration         // virtual time limit; 0: 1 hour
+	// Slow is the slow-node policy (wire.SlowWait, SlowMove, SlowDrop)
+	// applied after SlowAfter of lag (0: never).
+	Slow      uint8
+	SlowAfter time.Duration
 }
 
 // Link overrides the bandwidth (bytes/s) and one-way latency of one link;
@@ -59,6 +63,7 @@ type Result struct {
 	Nodes       []core.NodeStatus
 	Items       []core.ItemStatus // at the source
 	PeakBuffers []int             // most chunk buffers in use at each node
+	DoneAt      []time.Duration   // per node: when it had written and verified everything (0: never)
 	Events      int
 	SourceErr   string
 	ReadBacks   int // chunks rebuilt from a node's output or the source to resume a node
@@ -127,6 +132,7 @@ type host struct {
 	// onRelease runs when a buffer is freed (the source's reader).
 	onRelease func()
 	rb        map[core.Ref]bool // read-back buffers (outside the stream's)
+	doneAt    time.Duration
 	rbPeak    int
 }
 
@@ -193,7 +199,7 @@ func Run(cfg Config) (*Result, error) {
 	}
 	s := &sim{cfg: cfg, bad: map[*wire.Data]bool{}}
 	rng := rand.New(rand.NewSource(cfg.Seed))
-	man := &wire.Manifest{ChunkSize: uint32(cfg.ChunkSize)}
+	man := &wire.Manifest{ChunkSize: uint32(cfg.ChunkSize), Slow: cfg.Slow, SlowAfterMs: uint32(cfg.SlowAfter / time.Millisecond)}
 	rng.Read(man.Session[:])
 	for i := 0; i < cfg.Nodes; i++ {
 		man.Nodes = append(man.Nodes, nodeName(i))
@@ -208,7 +214,7 @@ func Run(cfg Config) (*Result, error) {
 	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.Dead})
 	s.src = &host{idx: -1, m: sender, alive: true}
 	for i := 0; i < cfg.Nodes; i++ {
-		n := core.NewNode(core.NodeConfig{Dead: cfg.Dead})
+		n := core.NewNode(core.NodeConfig{Dead: cfg.Dead, Memory: int64(cfg.Buffers) * int64(cfg.ChunkSize)})
 		h := &host{idx: i, m: n, node: n, alive: true, diskRate: cfg.DiskRate}
 		if r, ok := cfg.SlowDisk[i]; ok {
 			h.diskRate = r
@@ -251,6 +257,7 @@ func (s *sim) result(sender *core.Sender) *Result {
 	r := &Result{Elapsed: s.now, Nodes: sender.Nodes(), Items: sender.Items(), Events: s.count, SourceErr: sender.Err(), ReadBacks: s.readBacks}
 	for _, h := range s.nodes {
 		r.PeakBuffers = append(r.PeakBuffers, h.peak)
+		r.DoneAt = append(r.DoneAt, h.doneAt)
 	}
 	return r
 }
@@ -279,6 +286,9 @@ func (s *sim) step(h *host, ev core.Event) {
 	}
 	ev.Now = s.now
 	s.perform(h, h.m.Step(ev))
+	if h.node != nil && h.doneAt == 0 && h.node.State() == core.StateDone {
+		h.doneAt = s.now
+	}
 }
 
 // read feeds the source's chunks as fast as its buffers allow (reading is
@@ -334,6 +344,19 @@ func (s *sim) perform(h *host, acts []core.Action) {
 		case core.ActDial:
 			s.dial(h, a.Index)
 		case core.ActSendDown:
+			if dt, ok := a.Msg.(*wire.Detach); ok {
+				// Said before the connection is cut, ahead of the
+				// queued chunks (the TCP driver skips them).
+				if l := h.down; l != nil && !l.closed {
+					to := l.to
+					s.at(s.cfg.Latency, func() {
+						if to.up == l {
+							s.step(to, core.Event{Kind: core.EvUp, Msg: dt})
+						}
+					})
+				}
+				continue
+			}
 			if h.down != nil && !h.down.closed {
 				h.down.queue = append(h.down.queue, frame{a.Msg, a.Ref})
 				s.pumpLink(h.down)
@@ -618,7 +641,11 @@ func (s *sim) closeLink(l *link, abort bool) {
 		}
 		l.queue = nil
 		to := l.to
-		s.at(s.cfg.Latency, func() { s.step(to, core.Event{Kind: core.EvUpClosed, Err: "EOF"}) })
+		s.at(s.cfg.Latency, func() {
+			if to.up == l { // not when a new upstream replaced this one
+				s.step(to, core.Event{Kind: core.EvUpClosed, Err: "EOF"})
+			}
+		})
 	}
 	if abort || len(l.queue) == 0 && !l.busy {
 		finish()

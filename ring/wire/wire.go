@@ -13,6 +13,8 @@
 //	up → down   Data…, ItemEnd per item, End    stream frames, forwarded verbatim
 //	down → up   Ack…       statuses of this node and the nodes after it
 //	up → down   Bye        everyone after the upstream is done or failed
+//	up → down   Detach     (to a node far slower than the rest) moved to the tail, or dropped
+//	up → down   Adopt      forwarded to the last node, which then feeds the moved node
 //
 // Data frames carry the session id, the item index, a global chunk number
 // and the offset, with an xxh3-128 sum (keyed BLAKE3 with a session key) over
@@ -53,6 +55,8 @@ const (
 	TReject    Type = 9  // either way: the peer refuses the hop, with a reason
 	TResume    Type = 10 // downstream -> upstream after acceptance: where to (re)start
 	TBye       Type = 11 // upstream -> downstream: session over for everyone after you; hang up
+	TDetach    Type = 12 // upstream -> a slow node: you are moved to the tail (or dropped); stop forwarding
+	TAdopt     Type = 13 // forwarded down the chain: the last node feeds the moved node Index
 )
 
 func (t Type) String() string {
@@ -79,6 +83,10 @@ func (t Type) String() string {
 		return "resume"
 	case TBye:
 		return "bye"
+	case TDetach:
+		return "detach"
+	case TAdopt:
+		return "adopt"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -134,7 +142,7 @@ func ParseHeader(b []byte) (Header, error) {
 		return Header{}, ErrMagic
 	}
 	h := Header{Type: Type(b[2]), Flags: b[3], Len: binary.LittleEndian.Uint32(b[4:])}
-	if h.Type < THello || h.Type > TBye {
+	if h.Type < THello || h.Type > TAdopt {
 		return h, fmt.Errorf("%w %d", ErrType, h.Type)
 	}
 	if h.Flags != 0 {
@@ -207,6 +215,10 @@ func DecodeBody(t Type, body []byte) (Msg, error) {
 		m = new(Resume)
 	case TBye:
 		m = new(Bye)
+	case TDetach:
+		m = new(Detach)
+	case TAdopt:
+		m = new(Adopt)
 	default:
 		return nil, fmt.Errorf("%w %d", ErrType, t)
 	}
@@ -346,6 +358,51 @@ func (m *Bye) decodeBody(b []byte) error {
 	return nil
 }
 
+// Detach tells a node that its upstream moves it out of the chain because
+// it is too slow: Drop false, it is moved to the tail (the last node will
+// connect to it and feed it at its own pace); Drop true, it is dropped
+// from the session (it fails with Reason). Either way it stops forwarding.
+type Detach struct {
+	Drop   bool
+	Reason string
+}
+
+// Type implements Msg.
+func (*Detach) Type() Type { return TDetach }
+func (m *Detach) appendBody(b []byte) []byte {
+	d := byte(0)
+	if m.Drop {
+		d = 1
+	}
+	return appendStr(append(b, d), m.Reason)
+}
+func (m *Detach) decodeBody(b []byte) error {
+	r := reader{b: b}
+	d := r.u8()
+	if d > 1 {
+		return ErrBody
+	}
+	m.Drop = d == 1
+	m.Reason = r.str()
+	return r.done()
+}
+
+// Adopt travels down the chain after a slow node was moved: every node
+// adds node Index after the nodes it feeds, and the last one connects to
+// it and feeds it.
+type Adopt struct {
+	Index uint32
+}
+
+// Type implements Msg.
+func (*Adopt) Type() Type                   { return TAdopt }
+func (m *Adopt) appendBody(b []byte) []byte { return appendU32(b, m.Index) }
+func (m *Adopt) decodeBody(b []byte) error {
+	r := reader{b: b}
+	m.Index = r.u32()
+	return r.done()
+}
+
 // Challenge answers a Hello: the downstream's nonce and its MAC proving
 // the key (zero without key).
 type Challenge struct {
@@ -416,12 +473,23 @@ type ManifestItem struct {
 	Size       int64 // -1 unknown
 }
 
-// Manifest describes a session: the chain and the items.
+// Slow-node policies carried by the manifest.
+const (
+	SlowWait uint8 = iota // a slow node sets the pace of the chain
+	SlowMove              // a slow node is moved to the tail
+	SlowDrop              // a slow node is dropped (reported failed)
+	slowMax
+)
+
+// Manifest describes a session: the chain, the items, and what to do with
+// a node far slower than the rest (Slow, after SlowAfterMs of lag; 0: never).
 type Manifest struct {
-	Session   SessionID
-	ChunkSize uint32
-	Nodes     []string
-	Items     []ManifestItem
+	Session     SessionID
+	ChunkSize   uint32
+	Nodes       []string
+	Items       []ManifestItem
+	Slow        uint8
+	SlowAfterMs uint32
 }
 
 // Type implements Msg.
@@ -444,7 +512,8 @@ func (m *Manifest) appendBody(b []byte) []byte {
 		b = append(b, c)
 		b = appendU64(b, uint64(it.Size))
 	}
-	return b
+	b = append(b, m.Slow)
+	return appendU32(b, m.SlowAfterMs)
 }
 func (m *Manifest) decodeBody(b []byte) error {
 	r := reader{b: b}
@@ -476,6 +545,11 @@ func (m *Manifest) decodeBody(b []byte) error {
 		if it.Size < -1 {
 			return fmt.Errorf("%w: item size %d", ErrBody, it.Size)
 		}
+	}
+	m.Slow = r.u8()
+	m.SlowAfterMs = r.u32()
+	if m.Slow >= slowMax {
+		return fmt.Errorf("%w: slow policy %d", ErrBody, m.Slow)
 	}
 	if m.ChunkSize == 0 || m.ChunkSize > MaxChunk {
 		return fmt.Errorf("%w: chunk size %d", ErrBody, m.ChunkSize)
@@ -622,6 +696,7 @@ type AckItem struct {
 type AckNode struct {
 	Index      uint32
 	State      uint8
+	Flags      uint8 // AckBacklog...
 	Frames     uint64
 	DownFrames uint64
 	Bytes      int64
@@ -629,6 +704,13 @@ type AckNode struct {
 	Err        string
 	Items      []AckItem
 }
+
+// AckNode flags.
+const (
+	// AckBacklog: at least half of the node's chunk memory waits to be
+	// written: its disk is what slows it.
+	AckBacklog uint8 = 1
+)
 
 // Ack carries statuses of the sender and of nodes further down the chain.
 type Ack struct {
@@ -641,7 +723,7 @@ func (m *Ack) appendBody(b []byte) []byte {
 	b = appendU32(b, uint32(len(m.Nodes)))
 	for _, n := range m.Nodes {
 		b = appendU32(b, n.Index)
-		b = append(b, n.State)
+		b = append(b, n.State, n.Flags)
 		b = appendU64(b, n.Frames)
 		b = appendU64(b, n.DownFrames)
 		b = appendU64(b, uint64(n.Bytes))
@@ -668,7 +750,7 @@ func (m *Ack) appendBody(b []byte) []byte {
 func (m *Ack) decodeBody(b []byte) error {
 	r := reader{b: b}
 	n := r.u32()
-	if n > MaxNodes || int(n) > len(r.b)/41 {
+	if n > MaxNodes || int(n) > len(r.b)/42 {
 		return fmt.Errorf("%w: %d nodes", ErrBody, n)
 	}
 	m.Nodes = make([]AckNode, n)
@@ -679,6 +761,7 @@ func (m *Ack) decodeBody(b []byte) error {
 		if an.State >= stMax {
 			return fmt.Errorf("%w: state %d", ErrBody, an.State)
 		}
+		an.Flags = r.u8()
 		an.Frames = r.u64()
 		an.DownFrames = r.u64()
 		an.Bytes = int64(r.u64())

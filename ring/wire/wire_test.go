@@ -20,14 +20,17 @@ func sampleMsgs() []Msg {
 		&Resume{Frames: 42, HasManifest: true},
 		&Proof{MAC: [MACSize]byte{3}},
 		&Manifest{Session: testSession, ChunkSize: 4 << 20, Nodes: []string{"10.0.0.1:9998", "n2:9998"},
-			Items: []ManifestItem{{Name: "/dev/sda1", Dest: "/dev/sda1", Size: 1 << 30}, {Name: "root.tar.gz", Dest: "/mnt", Cook: true, Size: -1}}},
+			Items: []ManifestItem{{Name: "/dev/sda1", Dest: "/dev/sda1", Size: 1 << 30}, {Name: "root.tar.gz", Dest: "/mnt", Cook: true, Size: -1}},
+			Slow:  SlowMove, SlowAfterMs: 3000},
 		&Data{Session: testSession, Item: 1, Seq: 99, Off: 8 << 20, Sum: [SumSize]byte{5}, Payload: []byte("hello chunk")},
 		&ItemEnd{Item: 1, Size: 12345, Bytes: 12000, Digest: [DigestSize]byte{9, 9}, Layout: 77},
 		&End{Chunks: 100, Bytes: 1 << 33},
-		&Ack{Nodes: []AckNode{{Index: 2, State: StReceiving, Frames: 9, DownFrames: 7, Bytes: 100, Rate: 1.5e8, Items: []AckItem{{Bytes: 100}}},
+		&Ack{Nodes: []AckNode{{Index: 2, State: StReceiving, Flags: AckBacklog, Frames: 9, DownFrames: 7, Bytes: 100, Rate: 1.5e8, Items: []AckItem{{Bytes: 100}}},
 			{Index: 3, State: StFailed, Err: "digest mismatch on item 0 (/dev/sda)", Items: []AckItem{{Bytes: 5, HasDigest: true, Digest: [DigestSize]byte{1}}, {Verified: true}}}}},
 		&Reject{Reason: "wrong session"},
 		&Bye{},
+		&Detach{Drop: true, Reason: "too slow"},
+		&Adopt{Index: 7},
 	}
 }
 

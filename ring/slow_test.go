@@ -1,0 +1,79 @@
+package ring
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+// slowChain runs 8 MiB through 5 receivers whose node 1 writes a 64 KiB
+// chunk every 25 ms (about 2.6 MB/s, a tenth or less of the others) under
+// policy (applied after 1 s: loaded test machines stall healthy nodes for
+// a few hundred ms), and returns the report and when each node had everything
+// written and verified (from the progress snapshots).
+func slowChain(t *testing.T, policy SlowPolicy) (*Report, []time.Duration, *cluster, []byte) {
+	const limit = 8 * (wire.DataHeaderSize + 64<<10)
+	c := startCluster(t, 5, func(i int, rc *ReceiverConfig) {
+		rc.MemoryLimit = limit
+		if i == 1 {
+			rc.Open = func(it Item) (Sink, error) { return &slowSink{delay: 25 * time.Millisecond}, nil }
+		}
+	})
+	a := randomData(31, 8<<20)
+	var mu sync.Mutex
+	doneAt := make([]time.Duration, 5)
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit,
+		Slow: policy, SlowAfter: time.Second, Items: []SendItem{bytesItem("a", a)},
+		Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) },
+		Progress: func(s Snapshot) {
+			mu.Lock()
+			defer mu.Unlock()
+			for i, n := range s.Nodes {
+				if n.State == StateDone && doneAt[i] == 0 {
+					doneAt[i] = s.Elapsed
+				}
+			}
+		}})
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	return rep, append([]time.Duration(nil), doneAt...), c, a
+}
+
+func TestTCPSlowNodeMovedToTail(t *testing.T) {
+	rep, doneAt, c, a := slowChain(t, SlowMove)
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	for i := range c.addrs {
+		require.NoError(t, c.wait(i).err, "node %d", i)
+		assert.Equal(t, rep.Items[0].Digest, rep.Nodes[i].Items[0].Digest, "node %d", i)
+	}
+	for _, i := range []int{0, 2, 3, 4} {
+		assert.Equal(t, b3hex(a), b3hex(c.sinks[i].get("/out/a").bytes()), "node %d", i)
+		// The slow node needs at least 128 × 25 ms; the others are not
+		// held back by it.
+		assert.Less(t, doneAt[i], doneAt[1]-500*time.Millisecond, "node %d done at %v, the slow node at %v", i, doneAt[i], doneAt[1])
+	}
+	assert.GreaterOrEqual(t, doneAt[1], 3200*time.Millisecond)
+}
+
+func TestTCPSlowNodeDropped(t *testing.T) {
+	start := time.Now()
+	rep, _, c, a := slowChain(t, SlowDrop)
+	assert.Less(t, time.Since(start), 3200*time.Millisecond, "nobody waited for the slow node")
+	require.Equal(t, StateFailed, rep.Nodes[1].State)
+	assert.Contains(t, rep.Nodes[1].Err, "too slow")
+	for _, i := range []int{0, 2, 3, 4} {
+		require.Equal(t, StateDone, rep.Nodes[i].State, "node %d: %s", i, rep.Nodes[i].Err)
+		require.NoError(t, c.wait(i).err, "node %d", i)
+		assert.Equal(t, b3hex(a), b3hex(c.sinks[i].get("/out/a").bytes()), "node %d", i)
+	}
+	r := c.wait(1)
+	require.Error(t, r.err)
+	assert.Contains(t, r.st.Err, "dropped: too slow")
+}
