@@ -128,7 +128,7 @@ func parseFlags(args []string) (options, error) {
 	rate := fs.String("rate", "auto", "link rate of the shaped runs (auto: what a calibration run says 16 nodes can sustain)")
 	extra := fs.String("extra-rate", "500mbit", "one more shaped rate, herd only (0: none)")
 	tools := fs.String("tools", "herd,udpcast,naive", "tools to run")
-	fs.Float64Var(&o.seconds, "seconds", 12, "shaped transfer time the auto image size aims at")
+	fs.Float64Var(&o.seconds, "seconds", 15, "shaped transfer time the auto image size aims at")
 	fs.Float64Var(&o.budget, "cpu-budget", 0.75, "fraction of the cores 16 nodes may use at the auto rate")
 	fs.IntVar(&o.naiveMax, "naive-max", 4, "largest N for naive on shaped links (it takes N × the one-node time)")
 	fs.StringVar(&o.results, "results", "results", "folder for bench.csv and bench.png")
@@ -324,7 +324,7 @@ func run(o options) error {
 	}
 	printTargets(os.Stdout, rows, e.o, fr, ur)
 	csvPath := filepath.Join(o.results, "bench.csv")
-	if err := writeCSV(csvPath, rows); err != nil {
+	if err := writeCSV(csvPath, append(rows, extraRows(fr, ur, e.o.size)...)); err != nil {
 		return err
 	}
 	fmt.Println("wrote", csvPath)

@@ -266,3 +266,15 @@ func TestPrintWhy(t *testing.T) {
 	printWhy(&b, rows[1:2], 80e6, 128<<20, 4<<20, 2)
 	assert.Empty(t, b.String())
 }
+
+func TestExtraRows(t *testing.T) {
+	assert.Empty(t, extraRows(nil, nil, 1))
+	rows := extraRows(&faultResult{Nodes: 8, Rate: 80e6, Free: 10, Faulted: 11}, &usedResult{Nodes: 4, DeviceBytes: 2e9, UsedBytes: 4e8, WireUsed: 4e8, SecFull: 20, SecUsed: 5}, 100e6)
+	require.Len(t, rows, 4)
+	assert.Equal(t, "herd node killed", rows[1].Tool)
+	assert.True(t, rows[1].OK)
+	assert.InDelta(t, 1.1, rows[1].Ratio, 1e-9)
+	assert.InDelta(t, 100.0, rows[2].MBpsNode, 1e-9) // 2 GB in 20 s
+	assert.InDelta(t, 0.25, rows[3].Ratio, 1e-9)
+	assert.True(t, rows[3].OK)
+}

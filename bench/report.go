@@ -278,3 +278,26 @@ func printWhy(w io.Writer, rows []row, rate uint64, size int64, chunk int, cores
 	}
 	fmt.Fprintln(w, "  a chain that forwards whole chunks adds one chunk-time per node before the last node starts: completion ≈ image/rate + N × chunk/rate")
 }
+
+// extraRows turns the fault and used-only runs into CSV rows (tools
+// "herd fault-free", "herd node killed", "herd full disk", "herd used-only").
+func extraRows(fr *faultResult, ur *usedResult, size int64) []row {
+	var rows []row
+	mbps := func(b int64, s float64) float64 {
+		if s <= 0 {
+			return 0
+		}
+		return float64(b) / s / 1e6
+	}
+	if fr != nil {
+		rows = append(rows,
+			row{Tool: "herd fault-free", Nodes: fr.Nodes, Rate: fr.Rate, Seconds: fr.Free, OK: fr.Free > 0, MBpsNode: mbps(size, fr.Free), Err: fr.Err},
+			row{Tool: "herd node killed", Nodes: fr.Nodes, Rate: fr.Rate, Seconds: fr.Faulted, OK: fr.OK(), MBpsNode: mbps(size, fr.Faulted), Ratio: fr.Faulted / max(fr.Free, 1e-9), Err: fr.Err})
+	}
+	if ur != nil {
+		rows = append(rows,
+			row{Tool: "herd full disk", Nodes: ur.Nodes, Seconds: ur.SecFull, OK: ur.SecFull > 0, MBpsNode: mbps(ur.DeviceBytes, ur.SecFull), Err: ur.Err},
+			row{Tool: "herd used-only", Nodes: ur.Nodes, Seconds: ur.SecUsed, OK: ur.OK(), MBpsNode: mbps(ur.DeviceBytes, ur.SecUsed), Ratio: ur.SecUsed / max(ur.SecFull, 1e-9), Err: ur.Err})
+	}
+	return rows
+}
