@@ -161,7 +161,7 @@ var _ = Describe("chain faults (issue #4)", func() {
 		DeferCleanup(func() { _ = victim.SlowDisk(0, 0) })
 		recvs = startRecv(c)
 		p := startSend(c, cfg)
-		awaitProgress(p, time.Minute, "node4 syncing", func(ev progressEvent) bool {
+		awaitProgress(p, 2*time.Minute, "node4 syncing", func(ev progressEvent) bool {
 			return len(ev.Nodes) == nodes && ev.Nodes[3].State == "syncing"
 		})
 		Expect(victim.Kill()).To(Succeed())

@@ -84,13 +84,12 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		}
 	}
 
-	It("lets the others finish long before a node with a slow disk, which still completes", func() {
-		pendingUntil("ring has no slow-node detection (move/drop policy) yet: the whole chain goes at the slow node's pace")
-		const size = 128 << 20
-		setup(size)
+	// slowNode3 makes node3's disk write at 6 MiB/s, its page cache
+	// holding no more than 4 MiB: 192 MiB take it ~32 s, while the others
+	// take ~7 s on their links.
+	slowNode3 := func() *harness.Node {
+		GinkgoHelper()
 		slow := c.Nodes()[2]
-		// node3 writes at 6 MiB/s (its page cache may hold 4 MiB): 128
-		// MiB take it ~21 s, the others ~5 s on their links.
 		err := slow.SlowDisk(0, 6<<20)
 		if errors.Is(err, harness.ErrUnsupported) {
 			Skip("no disk throttling on this machine: " + err.Error())
@@ -103,15 +102,25 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		}
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { _ = slow.LimitDirty(0) })
+		return slow
+	}
+	const slowMissing = "herd send has no --slow/--slow-after yet (ring: slow-node move/drop)"
 
+	It("lets the others finish long before a node with a slow disk, which still completes (default policy)", func() {
+		pendingUntil(slowMissing)
+		const size = 192 << 20
+		setup(size)
+		slowNode3()
 		recvs := startRecv(c)
-		p := startSend(c, cfg)
+		// The default policy (move) after a 2 s lag instead of 5 s, so
+		// that the others have most of the image still to come.
+		p := startSend(c, cfg, "--slow-after", "2s")
 		code, s := finishSend(p, 3*time.Minute)
 		allOK(code, s, p, size)
 		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0))
 		t := doneTimes(p, nodes)
 		AddReportEntry("seconds until each node was done", t)
-		Expect(t[2]).To(BeNumerically(">", 10), "node3 writes at its disk's pace")
+		Expect(t[2]).To(BeNumerically(">", 20), "node3 writes at its disk's pace")
 		for i, ti := range t {
 			if i == 2 {
 				continue
@@ -119,6 +128,34 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 			Expect(ti).To(BeNumerically(">=", 0), "node%d seen done", i+1)
 			Expect(ti).To(BeNumerically("<=", t[2]/2), "node%d is not held back by node3", i+1)
 		}
+	})
+
+	It("drops a node with a slow disk under --slow drop: reported too slow, the others finish at full speed", func() {
+		pendingUntil(slowMissing)
+		const size = 192 << 20
+		setup(size)
+		slowNode3()
+		recvs := startRecv(c)
+		start := time.Now()
+		p := startSend(c, cfg, "--slow", "drop", "--slow-after", "2s")
+		code, s := finishSend(p, 3*time.Minute)
+		took := time.Since(start)
+		AddReportEntry("seconds of the session", took.Seconds())
+		Expect(code).To(Equal(1), "herd send stderr: %s", p.Stderr())
+		Expect(s.OK).To(BeFalse())
+		for i, n := range c.Nodes() {
+			if i == 2 {
+				Expect(s.Nodes[i].State).To(Equal("failed"))
+				Expect(s.Nodes[i].Error).To(HavePrefix("too slow"))
+				continue
+			}
+			Expect(s.Nodes[i].State).To(Equal("done"), "%s: %s", n.Name(), s.Nodes[i].Error)
+			Expect(s.Nodes[i].Items[0].Verified).To(BeTrue(), n.Name())
+			Expect(sha256Prefix(n.Disk(), size)).To(Equal(want), "disk of %s", n.Name())
+			Expect(recvs[i].Wait()).To(Succeed(), "herd recv on %s", n.Name())
+		}
+		// 192 MiB at node3's 6 MiB/s would take 32 s.
+		Expect(took).To(BeNumerically("<", 22*time.Second), "the session does not wait for node3")
 	})
 
 	It("takes back a node whose herd recv was killed and restarted: it ends ok", func() {
