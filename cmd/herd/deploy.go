@@ -79,7 +79,8 @@ the nodes: the agent's initramfs has none, so give a --stage2 that has them
 --stage2 FILE is the seed's step 2: every agent first receives FILE (an
 archive of a root file system) through the chain into RAM, switches to it,
 and the stage 2's own herd agent registers again and receives the image.
-The result lists both chains (stage2, then image) with every node's state.
+The result lists both chains (stage2, then image or files) with every node's
+state.
 --linger keeps DHCP, TFTP and HTTP up after the reboots so that the machines
 get their local-boot answer.
 
@@ -294,7 +295,11 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if len(nodes) > 0 {
 		var chain *chainDone
 		rebooted, chain = superviseChain(ctx, o, st, nodes, addrs, byAddr, results, stderr, logf)
-		chains = append(chains, newChainRecord("image", chain, byAddr))
+		name := "image"
+		if o.pxe.method == "files" {
+			name = "files"
+		}
+		chains = append(chains, newChainRecord(name, chain, byAddr))
 	}
 	wentLocal := 0
 	for _, r := range results {

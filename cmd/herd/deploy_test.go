@@ -387,6 +387,7 @@ func TestDeployFileLevel(t *testing.T) {
 	assert.Equal(t, 0, d.wait(t, ctx), d.stderr.String())
 	assert.Contains(t, d.stderr.String(), "without --stage2")
 	assert.Regexp(t, `52:54:00:00:00:01\s+127\.0\.0\.1\s+ok\s+local`, d.stdout.String())
+	assert.Contains(t, d.stdout.String(), "chain files: ok: 52:54:00:00:00:01 done")
 }
 
 func TestDeployMethodAndStage2Usage(t *testing.T) {

@@ -47,7 +47,7 @@ func TestInitramfsBuildFromCachedDeb(t *testing.T) {
 	for _, out := range []string{a, b} {
 		code, stdout, stderr := runHerd(t, "initramfs", "build", "--kernel-deb", debs[0], "--herd", "/bin/busybox", "--out", out)
 		require.Equal(t, ExitOK, code, stderr)
-		assert.Contains(t, stdout, "modules: virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio_blk")
+		assert.Contains(t, stdout, "modules: virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio_blk loop")
 	}
 	ia, err := os.ReadFile(filepath.Join(a, "initrd.img"))
 	require.NoError(t, err)

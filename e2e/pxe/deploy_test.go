@@ -35,15 +35,6 @@ func bootableGolden(path string, sizeMiB int, marker string) {
 	if _, err := os.Stat(mbr); err != nil {
 		Skip("extlinux's " + mbr + " is missing (Debian extlinux)")
 	}
-	ctx := context.Background()
-	deb, err := initramfs.FetchKernelDeb(ctx, "/var/cache/herd", "")
-	Expect(err).NotTo(HaveOccurred())
-	kroot := GinkgoT().TempDir()
-	Expect(initramfs.ExtractDeb(ctx, deb, kroot)).To(Succeed())
-	res, err := initramfs.Build(initramfs.Options{KernelRoot: kroot, Modules: []string{"virtio_blk"},
-		Init: []byte("#!/bin/sh\nmount -t proc proc /proc\necho \"" + marker + " $(cat /proc/cmdline)\"\nexec sleep 100000\n")})
-	Expect(err).NotTo(HaveOccurred())
-
 	Expect(os.WriteFile(path, nil, 0o644)).To(Succeed())
 	Expect(os.Truncate(path, int64(sizeMiB)<<20)).To(Succeed())
 	sf := exec.Command("sfdisk", "--quiet", path)
@@ -76,14 +67,30 @@ func bootableGolden(path string, sizeMiB int, marker string) {
 		}
 	}
 	DeferCleanup(unmount)
-	Expect(os.WriteFile(filepath.Join(mnt, "vmlinuz"), res.Kernel, 0o644)).To(Succeed())
-	Expect(os.WriteFile(filepath.Join(mnt, "initrd.img"), res.Initrd, 0o644)).To(Succeed())
-	Expect(os.WriteFile(filepath.Join(mnt, "extlinux.conf"), []byte(
-		"DEFAULT golden\nPROMPT 0\nTIMEOUT 1\nLABEL golden\n  KERNEL /vmlinuz\n  INITRD /initrd.img\n  APPEND console=ttyS0 quiet herd.golden=1\n"), 0o644)).To(Succeed())
+	goldenTree(mnt, marker)
 	run("extlinux", "--install", mnt)
 	run("sync")
 	unmount()
 	detach()
+}
+
+// goldenTree writes the files of the golden system into dir: the Debian
+// kernel, an initramfs whose /init prints marker and the kernel line, and
+// an extlinux configuration booting them.
+func goldenTree(dir, marker string) {
+	GinkgoHelper()
+	ctx := context.Background()
+	deb, err := initramfs.FetchKernelDeb(ctx, "/var/cache/herd", "")
+	Expect(err).NotTo(HaveOccurred())
+	kroot := GinkgoT().TempDir()
+	Expect(initramfs.ExtractDeb(ctx, deb, kroot)).To(Succeed())
+	res, err := initramfs.Build(initramfs.Options{KernelRoot: kroot, Modules: []string{"virtio_blk"},
+		Init: []byte("#!/bin/sh\nmount -t proc proc /proc\necho \"" + marker + " $(cat /proc/cmdline)\"\nexec sleep 100000\n")})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(os.WriteFile(filepath.Join(dir, "vmlinuz"), res.Kernel, 0o644)).To(Succeed())
+	Expect(os.WriteFile(filepath.Join(dir, "initrd.img"), res.Initrd, 0o644)).To(Succeed())
+	Expect(os.WriteFile(filepath.Join(dir, "extlinux.conf"), []byte(
+		"DEFAULT golden\nPROMPT 0\nTIMEOUT 1\nLABEL golden\n  KERNEL /vmlinuz\n  INITRD /initrd.img\n  APPEND console=ttyS0 quiet herd.golden=1\n"), 0o644)).To(Succeed())
 }
 
 // deployRun is herd deploy running in the LAN's namespace.
@@ -108,14 +115,14 @@ func bootFolder(dir string) string {
 }
 
 // startDeploy runs herd deploy for nodes machines on l (DHCP server on
-// its bridge, HTTP only) with the golden image and extra args, until the
-// spec ends.
-func startDeploy(l *lan, dir, golden string, nodes int, extra ...string) *deployRun {
+// its bridge, HTTP only) with extra args (what to clone), until the spec
+// ends.
+func startDeploy(l *lan, dir string, nodes int, extra ...string) *deployRun {
 	GinkgoHelper()
 	args := append([]string{"netns", "exec", l.ns, herdBin, "deploy",
 		"-i", l.bridge, "--server-ip", l.ip, "--range", "10.79.0.100-10.79.0.150", "--netmask", "255.255.255.0",
 		"--tftp-port", "0", "--boot-dir", bootFolder(dir), "--state", filepath.Join(dir, "machines.json"),
-		"--nodes", fmt.Sprint(nodes), "--settle", "5s", "--image", golden, "--disk", "/dev/vda", "--session", "e2e",
+		"--nodes", fmt.Sprint(nodes), "--settle", "5s", "--disk", "/dev/vda", "--session", "e2e",
 		"--agent-timeout", "10", "--agent-retries", "10", "--connect-timeout", "60s",
 		"--wait", "4m", "--linger", "30s", "--json"}, extra...)
 	d := &deployRun{cmd: exec.Command("ip", args...), done: make(chan struct{})}
@@ -204,7 +211,7 @@ func needIPXEROM() {
 }
 
 var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
-	It("clones a bootable golden disk to three machines that then boot it from their own disks", func() {
+	It("clones a bootable golden disk (used blocks only) to three machines that then boot it from their own disks", func() {
 		needIPXEROM()
 		dir := GinkgoT().TempDir()
 		marker := fmt.Sprintf("HERD-GOLDEN-MARKER-%d", rand.IntN(1e9))
@@ -212,7 +219,7 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		bootableGolden(golden, 64, marker)
 
 		l := newLAN()
-		d := startDeploy(l, dir, golden, 3)
+		d := startDeploy(l, dir, 3, "--image", golden, "--used-only")
 		vms := netbootVMs(l, dir, 3)
 		start := time.Now()
 		for _, vm := range vms {
@@ -238,23 +245,41 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		Expect(res.Chains[0].Name).To(Equal("image"))
 	})
 
-	It("sends a stage 2 through the chain into two machines' RAM, whose own agent then clones the disk", func() {
+	It("sends a stage 2 with mkfs tools through the chain into two machines' RAM, whose own agent then clones the golden system file by file", func() {
 		needIPXEROM()
+		for _, tool := range []string{"mkfs.ext4", "losetup", "extlinux"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				Skip("the file-level stage 2 carries this machine's " + tool + " (Debian e2fsprogs, mount, extlinux)")
+			}
+		}
+		mbr, err := os.ReadFile("/usr/lib/EXTLINUX/mbr.bin")
+		if err != nil {
+			Skip("extlinux's mbr.bin is missing (Debian extlinux)")
+		}
 		dir := GinkgoT().TempDir()
+		// The golden system: files in a folder and a desc that makes one
+		// bootable ext4 partition filling each node's disk.
 		marker := fmt.Sprintf("HERD-GOLDEN-MARKER-%d", rand.IntN(1e9))
-		golden := filepath.Join(dir, "golden.img")
-		bootableGolden(golden, 64, marker)
-		// A busybox stage 2 of about 1 MB whose init says where it runs;
-		// the first agent gives it its herd.
+		golden := filepath.Join(dir, "golden")
+		Expect(os.MkdirAll(golden, 0o755)).To(Succeed())
+		goldenTree(golden, marker)
+		descFile := filepath.Join(dir, "golden.desc")
+		Expect(os.WriteFile(descFile, []byte("linux fill fs=ext4 mount=/ label=golden boot\n"), 0o644)).To(Succeed())
+		// A busybox stage 2 with the tools the file-level method runs; its
+		// init says where it runs; the first agent gives it its herd.
 		s2marker := fmt.Sprintf("HERD-STAGE2-MARKER-%d", rand.IntN(1e9))
-		s2, err := initramfs.BuildStage2(initramfs.Stage2Options{Init: []byte("#!/bin/sh\nexport PATH=/bin\n" +
-			"echo \"" + s2marker + " root=$(stat -f -c %T /) herd=$(ls /bin/herd)\"\nexec /bin/herd agent\n")})
+		s2, err := initramfs.BuildStage2(initramfs.Stage2Options{
+			Tools: []string{"mkfs.ext4", "losetup", "extlinux"},
+			Files: map[string][]byte{"usr/lib/EXTLINUX/mbr.bin": mbr},
+			Init: []byte("#!/bin/sh\nexport PATH=/bin\n" +
+				"echo \"" + s2marker + " root=$(stat -f -c %T /) herd=$(ls /bin/herd)\"\nexec /bin/herd agent\n")})
 		Expect(err).NotTo(HaveOccurred())
 		stage2 := filepath.Join(dir, "stage2.cpio.gz")
 		Expect(os.WriteFile(stage2, s2, 0o644)).To(Succeed())
+		GinkgoWriter.Printf("stage 2: %d bytes\n", len(s2))
 
 		l := newLAN()
-		d := startDeploy(l, dir, golden, 2, "--stage2", stage2, "--used-only")
+		d := startDeploy(l, dir, 2, "--stage2", stage2, "--method", "files", "--desc", descFile, "--from", golden)
 		vms := netbootVMs(l, dir, 2)
 		start := time.Now()
 		for _, vm := range vms {
@@ -282,7 +307,7 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		res := d.result(2)
 		Expect(res.Chains).To(HaveLen(2))
 		macs := []string{res.Machines[0].MAC, res.Machines[1].MAC}
-		for i, name := range []string{"stage2", "image"} {
+		for i, name := range []string{"stage2", "files"} {
 			c := res.Chains[i]
 			Expect(c.Name).To(Equal(name))
 			Expect(c.OK).To(BeTrue(), "%+v", c)

@@ -19,10 +19,12 @@ import (
 var ErrNotStatic = errors.New("initramfs: binary is not statically linked")
 
 // DefaultModules are the modules the agent needs on a QEMU/KVM style
-// virtio machine, in load order (dependencies are added anyway).
+// virtio machine, in load order (dependencies are added anyway); loop is
+// for the file-level method, which makes file systems through loop
+// devices.
 var DefaultModules = []string{
 	"virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
-	"virtio_pci", "failover", "net_failover", "virtio_net", "virtio_blk",
+	"virtio_pci", "failover", "net_failover", "virtio_net", "virtio_blk", "loop",
 }
 
 // Applets are the busybox applets linked into /bin of the initramfs.
