@@ -52,6 +52,26 @@ var _ = Describe("the agent's initramfs booted by QEMU", func() {
 	})
 })
 
+var _ = Describe("the agent's initramfs booted by QEMU, its server gone after it registered", func() {
+	It("says so within herd.timeout and reboots to try PXE again", func() {
+		l := newLAN()
+		l.startDHCP()
+		api := l.startAPI(8080)
+		vm := l.startVM("lost", "", "console=ttyS0 quiet herd.server=10.79.0.1:8080 herd.session=e2e herd.timeout=5 herd.retries=2")
+		Eventually(api.reg, 90*time.Second).Should(Receive(), "no registration; console:\n%s", vm.Console())
+		expectLine(vm, "herd: registered with 10.79.0.1:8080", 10*time.Second)
+		api.stop() // the server dies; no session will ever come
+		start := time.Now()
+		expectLine(vm, "herd: herd server 10.79.0.1:8080 does not answer while waiting for session e2e", 30*time.Second)
+		expectLine(vm, "herd: no answer from herd server 10.79.0.1:8080 for 5s and no session started", 30*time.Second)
+		expectLine(vm, "herd server 10.79.0.1:8080 is gone, rebooting to try PXE again", 10*time.Second)
+		expectLine(vm, "reboot: Restarting system", 30*time.Second)
+		GinkgoWriter.Printf("rebooted %.1fs after the server died\n", time.Since(start).Seconds())
+		expectLine(vm, "SeaBIOS", 30*time.Second)
+		Expect(vm.Count("clone verified")).To(BeZero())
+	})
+})
+
 var _ = Describe("the agent in QEMU receiving a disk image", func() {
 	It("registers, gets the image from herd send, writes and verifies the disk, reports and reboots", func() {
 		dir := GinkgoT().TempDir()

@@ -169,7 +169,11 @@ type apiServer struct {
 	reports   []httpboot.ReportRequest
 	reg       chan httpboot.RegisterRequest
 	rep       chan httpboot.ReportRequest
+	srv       *http.Server
 }
+
+// stop ends the stand-in server: a herd server that died.
+func (a *apiServer) stop() { a.srv.Close() }
 
 func (l *lan) startAPI(port int) *apiServer {
 	a := &apiServer{reg: make(chan httpboot.RegisterRequest, 16), rep: make(chan httpboot.ReportRequest, 16)}
@@ -202,8 +206,8 @@ func (l *lan) startAPI(port int) *apiServer {
 	mux.HandleFunc("GET "+httpboot.PathMachines+"/{mac}", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]string{"mac": r.PathValue("mac"), "state": "cloning"})
 	})
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(listenIn(l.ns, fmt.Sprintf("%s:%d", l.ip, port)))
-	DeferCleanup(srv.Close)
+	a.srv = &http.Server{Handler: mux}
+	go a.srv.Serve(listenIn(l.ns, fmt.Sprintf("%s:%d", l.ip, port)))
+	DeferCleanup(a.srv.Close)
 	return a
 }
