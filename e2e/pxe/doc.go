@@ -3,7 +3,20 @@
 // kernel and initramfs made by "herd initramfs build", the agent inside
 // reads its orders from the kernel command line, and the suite checks
 // what the machines print on their serial consoles and write to their
-// disks.
+// disks. The specs:
+//
+//   - an agent that cannot reach its server retries herd.retries times
+//     and reboots; one whose server dies after it registered reboots
+//     within herd.timeout;
+//   - an agent receives a disk image from herd send (keyed) and the disk
+//     holds exactly the image;
+//   - herd deploy PXE-boots three machines (its own DHCP and HTTP, iPXE
+//     ROM), clones a bootable golden disk (used blocks only), switches
+//     them to local boot, and each boots the golden system from its disk;
+//   - herd deploy --stage2 --method files: two machines receive a small
+//     stage 2 (busybox, mkfs.ext4, losetup, extlinux) through the chain
+//     into RAM, switch to it, and their stage-2 agents partition, format
+//     and fill their disks from a desc and the golden files; both boot it.
 //
 // Run it like any Go tests (root, qemu-system-x86_64, busybox and apt or a
 // cached kernel package in /var/cache/herd are needed; it skips without):
