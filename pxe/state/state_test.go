@@ -181,3 +181,12 @@ func TestStage2Steps(t *testing.T) {
 	_, err = Load([]byte(`{"version":1,"machines":[{"mac":"52:54:00:00:02:01","state":"cloning","step":"warp","updated":"2026-01-01T00:00:00Z"}]}`))
 	assert.ErrorIs(t, err, ErrBadFile)
 }
+
+func TestLoadStage2Steps(t *testing.T) {
+	b, err := os.ReadFile("testdata/stage2.json")
+	require.NoError(t, err)
+	ms, err := Load(b)
+	require.NoError(t, err)
+	require.Len(t, ms, 3)
+	assert.Equal(t, []string{StepStage2, StepStage2Received, ""}, []string{ms[0].Step, ms[1].Step, ms[2].Step})
+}
