@@ -104,10 +104,8 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		DeferCleanup(func() { _ = slow.LimitDirty(0) })
 		return slow
 	}
-	const slowMissing = "herd send has no --slow/--slow-after yet (ring: slow-node move/drop)"
 
 	It("lets the others finish long before a node with a slow disk, which still completes (default policy)", func() {
-		pendingUntil(slowMissing)
 		const size = 192 << 20
 		setup(size)
 		slowNode3()
@@ -131,7 +129,6 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	})
 
 	It("drops a node with a slow disk under --slow drop: reported too slow, the others finish at full speed", func() {
-		pendingUntil(slowMissing)
 		const size = 192 << 20
 		setup(size)
 		slowNode3()
