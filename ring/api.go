@@ -128,6 +128,10 @@ type SenderConfig struct {
 	// SlowAfter is how long a node must lag before Slow applies; 0:
 	// DefaultSlowAfter.
 	SlowAfter time.Duration
+	// Rejoin is how often nodes that died or were unreachable are tried
+	// again (the last node of the chain connects to them; a restarted or
+	// late receiver then gets what it lacks); 0: DefaultRejoin; < 0: never.
+	Rejoin time.Duration
 }
 
 // SlowPolicy says what the chain does with a node far slower than the
@@ -194,6 +198,16 @@ type ReceiverConfig struct {
 	// UpstreamWait is how long a node whose upstream died mid-stream waits
 	// for a node further up to reconnect to it; 0: 10s.
 	UpstreamWait time.Duration
+	// StateDir, when set, keeps a journal of what this node writes (one
+	// file, herd-recv.journal). A Receive restarted with the same StateDir
+	// (the process was killed, the machine rebooted) that is reached again
+	// by the same session (the source asks the last node to try dead nodes
+	// again every SenderConfig.Rejoin) reads back and checks what the
+	// journal lists, then receives only the rest. Sinks must be
+	// io.ReaderAt (see WithReadBack) and Open must not discard what a
+	// target holds (a device keeps it; a truncated file is found changed
+	// and received again).
+	StateDir string
 }
 
 // Defaults used when a config field is zero.
@@ -203,6 +217,7 @@ const (
 	DefaultConnectTimeout = 30 * time.Second
 	DefaultDeadTimeout    = 2 * time.Second
 	DefaultSlowAfter      = 5 * time.Second
+	DefaultRejoin         = 2 * time.Second
 )
 
 // Errors callers may branch on.

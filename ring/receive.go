@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,10 @@ type sinkWorker struct {
 	sinks  []Sink
 	rbq    *queue[readBackJob] // read-backs, performed by their own goroutine
 	wg     sync.WaitGroup
+	// Journal of what was written (ReceiverConfig.StateDir).
+	stateDir string
+	index    uint32
+	journal  *journalWriter
 }
 
 func newSinkWorker(ctx context.Context, l *loop, open func(Item) (Sink, error)) *sinkWorker {
@@ -51,6 +57,9 @@ func (w *sinkWorker) run() {
 				}
 			}
 		}
+		if w.journal != nil {
+			w.journal.close()
+		}
 	}
 	defer closeAll()
 	defer func() {
@@ -67,6 +76,13 @@ func (w *sinkWorker) run() {
 		case core.ActOpen:
 			if w.sinks == nil {
 				w.sinks = make([]Sink, len(w.items))
+				if w.stateDir != "" && w.journal == nil && w.man != nil {
+					j, err := createJournal(w.stateDir, w.index, w.man)
+					if err != nil {
+						w.l.logf("ring: %v (a restart will receive everything again)", err)
+					}
+					w.journal = j
+				}
 			}
 			ev := core.Event{Kind: core.EvOpened, Item: a.Item}
 			if closed {
@@ -83,8 +99,12 @@ func (w *sinkWorker) run() {
 			ev := core.Event{Kind: core.EvWritten, Item: a.Item, Ref: a.Ref}
 			if closed || w.sinks[a.Item] == nil {
 				ev.Err = "sink not open"
+			} else if w.ctx.Err() != nil {
+				ev.Err = "receiver stopped" // like a killed process: nothing more is written
 			} else if _, err := w.sinks[a.Item].WriteAt(a.Payload, a.Off); err != nil {
 				ev.Err = err.Error()
+			} else if w.journal != nil {
+				w.journal.chunk(a.Item, a.Off, a.Payload)
 			}
 			w.l.emit(ev)
 		case core.ActSync:
@@ -93,6 +113,8 @@ func (w *sinkWorker) run() {
 				ev.Err = "sink not open"
 			} else if err := w.sinks[a.Item].Sync(); err != nil {
 				ev.Err = err.Error()
+			} else if ie, ok := a.Msg.(*wire.ItemEnd); ok && w.journal != nil {
+				w.journal.itemEnd(ie)
 			}
 			w.l.emit(ev)
 		case core.ActReadBack:
@@ -371,15 +393,34 @@ func (u *upstream) stop() {
 }
 
 func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, limit int64, logf func(string, ...any), activity *atomic.Pointer[atomic.Int64]) (*NodeStatus, error) {
-	node := core.NewNode(core.NodeConfig{Dead: cfg.DeadTimeout, UpWait: cfg.UpstreamWait, Memory: limit})
+	nodeCfg := core.NodeConfig{Dead: cfg.DeadTimeout, UpWait: cfg.UpstreamWait, Memory: limit}
+	node := core.NewNode(nodeCfg)
 	lp := newLoop(logf)
-	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout, cfg.DeadTimeout)
-	lp.sink = newSinkWorker(ctx, lp, cfg.Open)
-	lp.readBack = lp.sink.q.push
 	// The pool is sized once the manifest gives the chunk size (by the
 	// first reader that sees it); this one only serves before that.
 	var sized atomic.Pointer[pool]
 	lp.pool.Store(newPool(4*(wire.DataHeaderSize+64), wire.DataHeaderSize+64))
+	var restored *restoredState
+	if cfg.StateDir != "" {
+		restored = restore(h.hello, cfg, nodeCfg, logf)
+		if restored != nil {
+			node = restored.node
+			pl := newPool(limit, wire.DataHeaderSize+int(restored.man.ChunkSize))
+			sized.Store(pl)
+			lp.pool.Store(pl)
+			if poolHook != nil {
+				poolHook(h.hello.Index, pl)
+			}
+		}
+	}
+	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout, cfg.DeadTimeout)
+	lp.sink = newSinkWorker(ctx, lp, cfg.Open)
+	lp.sink.stateDir, lp.sink.index = cfg.StateDir, h.hello.Index
+	if restored != nil {
+		lp.sink.items, lp.sink.man, lp.sink.sinks, lp.sink.journal = restored.items, restored.man, restored.sinks, restored.journal
+		lp.sink.summer = wire.NewSummer(cfg.Key, restored.man.Session)
+	}
+	lp.readBack = lp.sink.q.push
 	var lastProgress time.Time
 	progress := func(force bool) {
 		if cfg.Progress != nil && (force || time.Since(lastProgress) >= progressEvery) {
@@ -455,6 +496,46 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 		return &st, fmt.Errorf("%w: node %d: %s", ErrNodeFailed, st.Index, reason)
 	}
 	return &st, nil
+}
+
+// restoredState is a session taken up again after a restart.
+type restoredState struct {
+	node    *core.Node
+	man     *wire.Manifest
+	items   []Item
+	sinks   []Sink
+	journal *journalWriter
+}
+
+// restore reads the journal in cfg.StateDir and, when it is of hello's
+// session and index, restores the node from what it wrote (nil otherwise).
+func restore(hello *wire.Hello, cfg ReceiverConfig, nodeCfg core.NodeConfig, logf func(string, ...any)) *restoredState {
+	b, err := os.ReadFile(filepath.Join(cfg.StateDir, journalName))
+	if err != nil {
+		return nil
+	}
+	j, err := parseJournal(b)
+	if err != nil {
+		logf("ring: %v; starting afresh", err)
+		return nil
+	}
+	if j.session != hello.Session || j.index != hello.Index {
+		return nil
+	}
+	items := make([]Item, len(j.man.Items))
+	for i, it := range j.man.Items {
+		items[i] = Item{Name: it.Name, Dest: it.Dest, Cook: it.Cook, Size: it.Size}
+	}
+	node, sinks, end, ok := restoreNode(j, cfg, nodeCfg, items, logf)
+	if !ok {
+		return nil
+	}
+	jw, err := reopenJournal(cfg.StateDir, end)
+	if err != nil {
+		logf("ring: %v", err)
+	}
+	logf("ring: session %x taken up again as node %d: %d frames (%d bytes) already written and checked", j.session[:4], j.index, node.Restored(), node.Status().Bytes)
+	return &restoredState{node: node, man: j.man, items: items, sinks: sinks, journal: jw}
 }
 
 // lingerTime is how long a finished node waits for its upstream to hang

@@ -54,8 +54,8 @@ func TestScenariosOverTCP(t *testing.T) {
 			sc, err := sim.ParseScenario(fh)
 			require.NoError(t, err)
 			cfg := sc.Config
-			if len(cfg.Kill) > 0 || len(cfg.Drop) > 0 {
-				t.Skip("freezing a node or losing a chunk is simulated only")
+			if len(cfg.Kill) > 0 || len(cfg.Drop) > 0 || len(cfg.Restart) > 0 {
+				t.Skip("freezing a node, losing a chunk or restarting one is simulated only here (see TestTCPRestartedReceiverRejoins)")
 			}
 			runTCPScenario(t, sc)
 		})

@@ -94,7 +94,11 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.DeadTimeout})
+	rejoin := cfg.Rejoin
+	if rejoin == 0 {
+		rejoin = DefaultRejoin
+	}
+	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.DeadTimeout, Rejoin: max(rejoin, 0)})
 	lp := newLoop(logf)
 	pl := newPool(limit, wire.DataHeaderSize+chunk)
 	lp.pool.Store(pl)

@@ -169,7 +169,7 @@ func writeMsg(w io.Writer, m wire.Msg) error {
 // node that refuses because it still hears from its upstream is asked
 // again until busyFor has passed. On success the node has accepted us.
 func dialHop(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string,
-	key []byte, s wire.SessionID, index int, timeout, busyFor, hsTimeout time.Duration) (net.Conn, *bufio.Reader, error) {
+	key []byte, s wire.SessionID, index int, tail bool, timeout, busyFor, hsTimeout time.Duration) (net.Conn, *bufio.Reader, error) {
 	start := time.Now()
 	deadline := start.Add(timeout)
 	for {
@@ -177,7 +177,7 @@ func dialHop(ctx context.Context, dial func(context.Context, string, string) (ne
 		if err != nil {
 			return nil, nil, err
 		}
-		br, err := upHandshake(conn, key, s, index, hsTimeout)
+		br, err := upHandshake(conn, key, s, index, tail, hsTimeout)
 		if err == nil {
 			return conn, br, nil
 		}
@@ -221,10 +221,10 @@ func dialOnce(ctx context.Context, dial func(context.Context, string, string) (n
 // errBusyHop is a refusal worth retrying.
 var errBusyHop = errors.New("node still hears from its upstream")
 
-func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int, timeout time.Duration) (*bufio.Reader, error) {
+func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int, tail bool, timeout time.Duration) (*bufio.Reader, error) {
 	_ = conn.SetDeadline(time.Now().Add(timeout))
 	defer conn.SetDeadline(time.Time{})
-	hello := &wire.Hello{Session: s, Index: uint32(index), Keyed: len(key) > 0}
+	hello := &wire.Hello{Session: s, Index: uint32(index), Keyed: len(key) > 0, Tail: tail}
 	randomBytes(hello.Nonce[:])
 	if err := writeMsg(conn, hello); err != nil {
 		return nil, err
@@ -564,7 +564,7 @@ func (w *downWorker) run() {
 				fast := max(w.dead, time.Second)
 				timeout, busy, hs = 0, min(busy, fast), min(hs, fast)
 			}
-			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, timeout, busy, hs)
+			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, a.Tail, timeout, busy, hs)
 			if err != nil {
 				w.l.logf("ring: node %d (%s): %v", a.Index, a.Addr, err)
 				w.l.emit(core.Event{Kind: core.EvDownFailed, Index: a.Index, Err: err.Error()})

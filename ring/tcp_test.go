@@ -364,7 +364,7 @@ func TestTCPStrayConnectionsIgnored(t *testing.T) {
 	silent, err := net.Dial("tcp", c.addrs[0])
 	require.NoError(t, err)
 	t.Cleanup(func() { silent.Close() })
-	_, _, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("guess"), [16]byte{1}, 0, time.Second, time.Second, handshakeTimeout)
+	_, _, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("guess"), [16]byte{1}, 0, false, time.Second, time.Second, handshakeTimeout)
 	require.Error(t, err, "an impostor with the wrong key must not be accepted")
 	a := randomData(7, 1<<20)
 	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Key: key, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
@@ -487,6 +487,14 @@ type crashSink struct {
 	atSync bool
 	crash  func()
 	n      int64
+	inner  *memSink // where the bytes go; nil: the embedded memSink
+}
+
+func (s *crashSink) sink() *memSink {
+	if s.inner != nil {
+		return s.inner
+	}
+	return &s.memSink
 }
 
 func (s *crashSink) WriteAt(p []byte, off int64) (int, error) {
@@ -494,8 +502,11 @@ func (s *crashSink) WriteAt(p []byte, off int64) (int, error) {
 	if s.n >= s.limit && !s.atSync {
 		s.crash()
 	}
-	return s.memSink.WriteAt(p, off)
+	return s.sink().WriteAt(p, off)
 }
+
+func (s *crashSink) ReadAt(p []byte, off int64) (int, error) { return s.sink().ReadAt(p, off) }
+func (s *crashSink) Close() error                            { return s.sink().Close() }
 
 // Sync crashes the node when atSync is set (a crash in the final sync).
 func (s *crashSink) Sync() error {
@@ -503,7 +514,7 @@ func (s *crashSink) Sync() error {
 		s.crash()
 		time.Sleep(50 * time.Millisecond)
 	}
-	return s.memSink.Sync()
+	return s.sink().Sync()
 }
 
 func TestTCPBypassKilledReceiver(t *testing.T) {

@@ -24,6 +24,8 @@ type recvOptions struct {
 	verbose bool
 	sink    sinkOptions
 	files   filesRecvOptions
+	// stateDir keeps a journal so a restarted recv rejoins its session.
+	stateDir string
 }
 
 func newRecvCmd() *cobra.Command {
@@ -54,6 +56,7 @@ Exit codes:
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", fmt.Sprintf(":%d", dollycfg.DefaultPort), "address and port to wait on")
 	f.StringVar(&o.root, "root", "", "confine every destination under this directory")
+	f.StringVar(&o.stateDir, "state", "", "directory for a journal of what this node writes: restarted with the same --state while the session runs, it checks what it wrote and receives only the rest")
 	f.StringVar(&o.keyFile, "key-file", "", "file holding the session key; sessions without it are refused")
 	f.BoolVar(&o.json, "json", false, "print the result as a JSON line on stdout")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log connections and progress on stderr")
@@ -109,6 +112,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 		open = fr.Open
 	}
 	st, err := ring.Receive(ctx, l, ring.ReceiverConfig{
+		StateDir: o.stateDir,
 		Key:      key,
 		Open:     open,
 		Progress: progress,

@@ -64,7 +64,7 @@ type ActionKind uint8
 const (
 	ActOpen       ActionKind = iota + 1 // open the sink of Item (answer EvOpened)
 	ActWrite                            // write Payload at Off of Item's sink (answer EvWritten with Ref)
-	ActSync                             // sync Item's sink (answer EvSynced)
+	ActSync                             // sync Item's sink (answer EvSynced); Msg is the item's ItemEnd (for a journal)
 	ActCloseSinks                       // close every sink opened
 	ActSendDown                         // send Msg downstream; a Data with Ref may be sent from the buffer verbatim (always answer EvSent, even when the send failed)
 	ActSendUp                           // send Msg upstream
@@ -103,6 +103,7 @@ type Action struct {
 	Addr    string
 	Session wire.SessionID
 	Bypass  bool   // ActDial: the node replaces a lost one; give up within about the dead timeout instead of waiting for it to start
+	Tail    bool   // ActDial: the node is fed at the tail (moved or rejoining): say so in the Hello
 	Len     int    // ActReadBack: payload bytes
 	Seq     uint64 // ActReadBack: chunk number
 	Err     string

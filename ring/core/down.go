@@ -72,6 +72,7 @@ type downlink struct {
 	// fromDisk: the target is a slow node we adopted; it is fed only from
 	// our written output, at its pace, so it never holds our buffers.
 	fromDisk bool
+	rejoined []bool // per node: came back after it was reported failed
 }
 
 // rpSlot is one frame being rebuilt, in stream order.
@@ -101,6 +102,7 @@ func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
 	d.rbRefs = map[Ref]bool{}
 	d.mine = make([]bool, n)
 	d.flags = make([]uint8, n)
+	d.rejoined = make([]bool, n)
 	for j := self + 1; j < n; j++ {
 		d.view[j] = NodeStatus{Index: j, Addr: m.Nodes[j], State: StateWaiting, Items: emptyItems(m)}
 		d.order = append(d.order, j)
@@ -138,7 +140,7 @@ func (d *downlink) start(out *[]Action) {
 
 func (d *downlink) dial(out *[]Action) {
 	d.up, d.awaiting = false, false
-	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session, Bypass: d.bypassing})
+	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session, Bypass: d.bypassing, Tail: d.fromDisk})
 }
 
 // retaining reports whether sent frames must be kept for a bypass: only
@@ -487,6 +489,13 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration) {
 			continue
 		}
 		d.flags[j] = an.Flags
+		if an.Flags&wire.AckRejoined != 0 && d.view[j].State == StateFailed && !d.rejoined[j] {
+			// The node came back (it was fed again at the tail): its
+			// new life replaces the failure, counts start over.
+			d.rejoined[j] = true
+			d.frames[j], d.downFr[j] = 0, 0
+			d.view[j].State, d.view[j].Err = StateConnected, ""
+		}
 		d.frames[j] = max(d.frames[j], an.Frames)
 		d.downFr[j] = max(d.downFr[j], an.DownFrames)
 		if d.view[j].State.Terminal() {

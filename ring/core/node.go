@@ -96,6 +96,9 @@ type Node struct {
 	finished    bool
 	wokeAt      time.Duration // when the node last resumed after being stopped
 	pending     int64         // payload bytes handed to the sink and not yet written
+	tail        bool          // fed at the tail (moved or rejoining): forwards to nobody
+	restored    bool          // state restored from what the node wrote before a restart
+	rejoined    bool          // came back after being reported failed
 }
 
 // Timing defaults of a node.
@@ -109,6 +112,90 @@ func NewNode(cfg NodeConfig) *Node {
 		cfg.UpWait = DefaultUpWait
 	}
 	return &Node{cfg: cfg, st: NodeStatus{Index: -1, State: StateWaiting}, bufs: map[Ref]*bufUse{}}
+}
+
+// RestoreStart prepares a node that restarted to take up session m again
+// as node index: it forwards to nobody (it is fed at the tail) and its
+// sinks are opened by the driver (no ActOpen). Feed what it wrote before
+// with RestoreFrame, then its upstream's Hello: it asks for the rest.
+func (n *Node) RestoreStart(index int, m *wire.Manifest) error {
+	if n.man != nil || n.hello != nil {
+		return fmt.Errorf("restore: node already started")
+	}
+	if index < 0 || index >= len(m.Nodes) {
+		return fmt.Errorf("restore: index %d outside a chain of %d nodes", index, len(m.Nodes))
+	}
+	n.man = m
+	n.st.Index = index
+	n.st.Addr = m.Nodes[index]
+	n.st.Items = emptyItems(m)
+	n.items = make([]nodeItem, len(m.Items))
+	for i := range n.items {
+		n.items[i].itemHash = newItemHash()
+	}
+	n.down.init(index, m, n.cfg.Dead)
+	n.down.cooked = make([]bool, len(m.Items))
+	for i, it := range m.Items {
+		n.down.cooked[i] = it.Cook
+	}
+	var none []Action
+	n.down.detach(&none)
+	n.st.State = StateReceiving
+	n.restored, n.tail = true, true
+	return nil
+}
+
+// RestoreFrame replays one stream frame the node had written (and, for an
+// ItemEnd, synced) before it restarted: a Data frame whose Payload was read
+// back from the sink, or an ItemEnd. The node hashes it as if it had just
+// received it, without writing or forwarding it. An error means the frame
+// does not continue what was restored so far (or an item's digest does not
+// match): the caller must stop restoring and start the node afresh.
+func (n *Node) RestoreFrame(m wire.Msg) error {
+	if !n.restored || n.hello != nil {
+		return fmt.Errorf("restore: not restoring")
+	}
+	var none []Action
+	switch m := m.(type) {
+	case *wire.Data:
+		if reason := n.check(m, n.nextSeq, false); reason != "" {
+			return fmt.Errorf("restore: %s", reason)
+		}
+		it := &n.items[m.Item]
+		it.add(m.Off, m.Payload)
+		n.st.Bytes += int64(len(m.Payload))
+		n.st.Items[m.Item].Bytes = it.bytes
+	case *wire.ItemEnd:
+		k := int(m.Item)
+		if k != n.cur || k >= len(n.items) {
+			return fmt.Errorf("restore: end of item %d while item %d is open", k, n.cur)
+		}
+		it := &n.items[k]
+		dg := it.digest()
+		if it.bytes != m.Bytes || !bytes.Equal(dg[:], m.Digest[:]) || it.layout.Sum64() != m.Layout {
+			return fmt.Errorf("restore: item %d (%s) on disk does not match its digest", k, n.dest(k))
+		}
+		it.ended, it.synced = true, true
+		n.cur++
+		n.st.Items[k].Digest = hexString(dg[:])
+		n.st.Items[k].Verified = true
+	default:
+		return fmt.Errorf("restore: unexpected %s frame", m.Type())
+	}
+	if d, ok := m.(*wire.Data); ok {
+		n.nextSeq = d.Seq + 1
+	}
+	n.framesIn++
+	n.down.send(m, 0, &none)
+	return nil
+}
+
+// Restored reports how many stream frames RestoreFrame took.
+func (n *Node) Restored() uint64 {
+	if !n.restored {
+		return 0
+	}
+	return n.framesIn
 }
 
 // State is the node's own state.
@@ -331,9 +418,13 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		}
 		n.hello = m
 		n.st.Index = int(m.Index)
-		n.st.State = StateConnected
+		if n.man == nil {
+			n.st.State = StateConnected
+		}
+		n.tail = m.Tail
+		n.rejoined = m.Tail || n.restored
 		n.ackDirty = true
-		*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.Resume{}})
+		*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.Resume{Frames: n.framesIn, HasManifest: n.man != nil}})
 	case *wire.Manifest:
 		if n.hello == nil || n.man != nil {
 			return
@@ -363,7 +454,11 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		}
 		n.st.State = StateReceiving
 		n.ackDirty = true
-		n.down.start(out)
+		if n.tail {
+			n.down.detach(out)
+		} else {
+			n.down.start(out)
+		}
 	case *wire.Data:
 		n.onData(m, ev, out)
 	case *wire.ItemEnd:
@@ -484,7 +579,7 @@ func (n *Node) onItemEnd(m *wire.ItemEnd, out *[]Action) {
 	case !bytes.Equal(dg[:], m.Digest[:]) || it.layout.Sum64() != m.Layout:
 		n.fail(fmt.Sprintf("digest mismatch on item %d (%s)", k, n.dest(k)), out)
 	default:
-		*out = append(*out, Action{Kind: ActSync, Item: k})
+		*out = append(*out, Action{Kind: ActSync, Item: k, Msg: m})
 	}
 }
 
@@ -599,6 +694,9 @@ func (n *Node) maybeAck(full bool, out *[]Action) {
 	own.Frames, own.DownFrames = n.framesIn, n.downFrames()
 	if n.backlogged() {
 		own.Flags |= wire.AckBacklog
+	}
+	if n.rejoined {
+		own.Flags |= wire.AckRejoined
 	}
 	progressed := own.Frames != n.ackedFrames || own.DownFrames != n.ackedDown
 	a := &wire.Ack{Nodes: []wire.AckNode{own}}

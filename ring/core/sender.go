@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/herd-cluster/herd/ring/wire"
@@ -11,6 +12,10 @@ import (
 type SenderConfig struct {
 	Manifest *wire.Manifest // session id, chain, items, chunk size
 	Dead     time.Duration  // a downstream silent this long is dead; 0: DefaultDead
+	// Rejoin is how often the source asks the last node of the chain to
+	// try again a node that died or could not be reached (a restarted
+	// receiver rejoins; a late one joins); 0: never.
+	Rejoin time.Duration
 }
 
 // Sender is the state machine of the source: it digests the chunks the
@@ -27,13 +32,15 @@ type Sender struct {
 	bytes    int64
 	ended    bool
 	err      string
-	now      time.Duration
-	finished bool
+	now        time.Duration
+	finished   bool
+	rejoin     time.Duration
+	lastRejoin time.Duration
 }
 
 // NewSender returns a Sender for cfg; call Start first.
 func NewSender(cfg SenderConfig) *Sender {
-	s := &Sender{man: cfg.Manifest}
+	s := &Sender{man: cfg.Manifest, rejoin: cfg.Rejoin}
 	s.down.init(-1, cfg.Manifest, cfg.Dead)
 	s.items = make([]itemHash, len(cfg.Manifest.Items))
 	for i := range s.items {
@@ -152,6 +159,7 @@ func (s *Sender) Step(ev Event) []Action {
 		s.down.onReadBack(ev, &out)
 	case EvTick:
 		s.down.tick(s.now, false, &out)
+		s.maybeRejoin(&out)
 	}
 	s.collectFreed(&out)
 	s.maybeFinish(&out)
@@ -181,6 +189,32 @@ func (s *Sender) onRead(ev Event, out *[]Action) {
 	if !kept && ev.Ref != 0 {
 		*out = append(*out, Action{Kind: ActRelease, Ref: ev.Ref})
 	}
+}
+
+// maybeRejoin sends, every Rejoin, an Adopt down the chain for each node
+// that died or was unreachable: the last node tries to connect to it and,
+// if it answers (restarted, late), feeds it from where it stands.
+func (s *Sender) maybeRejoin(out *[]Action) {
+	d := &s.down
+	if s.rejoin <= 0 || s.now-s.lastRejoin < s.rejoin || d.cut || !d.up || d.awaiting {
+		return
+	}
+	s.lastRejoin = s.now
+	for j, v := range d.view {
+		if v.State == StateFailed && !d.rejoined[j] && rejoinable(v.Err) {
+			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Adopt{Index: uint32(j)}})
+		}
+	}
+}
+
+// rejoinable reports whether a node failed in a way a restart can cure.
+func rejoinable(reason string) bool {
+	for _, p := range []string{"dead at", "silent for", "unreachable", "upstream lost", "cut off", "cannot resume"} {
+		if strings.HasPrefix(reason, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Sender) collectFreed(out *[]Action) {

@@ -23,6 +23,7 @@ import (
 //	send 4MiB               # one item (repeat for several items)
 //	crash 3 at 40%          # node 3 dies (connections reset) 40% into the stream
 //	freeze 2 at 10ms        # node 2 stops answering (connections stay open)
+//	restart 3 at 60%        # crashed node 3 comes back with what it wrote and rejoins
 //	slowdisk 4 10MB/s
 //	slow 3 x10              # node 3's disk writes at a tenth of the link rate
 //	policy move after 1s    # slow nodes: wait, move (to the tail) or drop
@@ -35,6 +36,7 @@ import (
 //	expect err 3 "dead at offset"
 //	expect time < 2.5s
 //	expect done 1-2 < 1s    # these nodes had everything written and verified by then
+//	expect restored 3 > 10  # restarted node 3 kept more than 10 frames from before
 //	expect buffers <= 8
 //	expect readback > 0     # chunks rebuilt from written output or the source
 //
@@ -78,6 +80,7 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 		pct   float64
 		at    time.Duration
 		crash bool
+		kind  string
 	}
 	var kills []pending
 	var slowFactors [][2]float64
@@ -148,12 +151,12 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 				}
 				c.Items = append(c.Items, n)
 			}
-		case "crash", "freeze":
+		case "crash", "freeze", "restart":
 			if err = need(4); err == nil && f[2] != "at" {
 				err = bad("want %s N at TIME|PCT%%", f[0])
 			}
 			if err == nil {
-				p := pending{line: line, crash: f[0] == "crash"}
+				p := pending{line: line, crash: f[0] == "crash", kind: f[0]}
 				if p.node, err = node(f[1]); err == nil {
 					if strings.HasSuffix(f[3], "%") {
 						p.pct, err = strconv.ParseFloat(strings.TrimSuffix(f[3], "%"), 64)
@@ -312,6 +315,9 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 		if k.crash {
 			m = &c.Crash
 		}
+		if k.kind == "restart" {
+			m = &c.Restart
+		}
 		if *m == nil {
 			*m = map[int]time.Duration{}
 		}
@@ -372,6 +378,19 @@ func (sc *Scenario) parseExpect(line int, text string, f []string, bad func(stri
 			return bad("bad count %q", f[3])
 		}
 		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "readback" + f[2], N: n})
+	case "restored":
+		if len(f) != 5 || f[3] != ">" {
+			return bad("want expect restored N > FRAMES")
+		}
+		n, err := strconv.Atoi(f[2])
+		if err != nil || n < 1 {
+			return bad("bad node number %q", f[2])
+		}
+		k, err := strconv.Atoi(f[4])
+		if err != nil || k < 0 {
+			return bad("bad count %q", f[4])
+		}
+		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "restored>", Nodes: []int{n - 1}, N: k})
 	case "done":
 		if len(f) != 5 || f[3] != "<" {
 			return bad("want expect done LIST < DURATION")
@@ -429,6 +448,10 @@ func (sc *Scenario) Check(res *Result) []string {
 		case "time>":
 			if res.Elapsed <= e.Dur {
 				out = append(out, fmt.Sprintf("line %d: took %v, want > %v", e.Line, res.Elapsed, e.Dur))
+			}
+		case "restored>":
+			if n := e.Nodes[0]; n < len(res.Restored) && res.Restored[n] <= uint64(e.N) {
+				out = append(out, fmt.Sprintf("line %d: node %d kept %d frames from before its restart, want > %d", e.Line, n+1, res.Restored[n], e.N))
 			}
 		case "done<":
 			for _, n := range e.Nodes {

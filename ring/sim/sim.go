@@ -48,6 +48,12 @@ type Config struct {
 	// applied after SlowAfter of lag (0: never).
 	Slow      uint8
 	SlowAfter time.Duration
+	// Restart: node index -> virtual time a crashed node comes back with
+	// what it had written (it rejoins through the tail).
+	Restart map[int]time.Duration
+	// Rejoin is how often the source asks for dead nodes again; 0: 200ms
+	// when Restart is set, else never.
+	Rejoin time.Duration
 }
 
 // Link overrides the bandwidth (bytes/s) and one-way latency of one link;
@@ -66,7 +72,8 @@ type Result struct {
 	DoneAt      []time.Duration   // per node: when it had written and verified everything (0: never)
 	Events      int
 	SourceErr   string
-	ReadBacks   int // chunks rebuilt from a node's output or the source to resume a node
+	ReadBacks   int      // chunks rebuilt from a node's output or the source to resume a node
+	Restored    []uint64 // per node: stream frames a restarted node kept from before
 }
 
 // OK reports whether every node is done with every item verified.
@@ -130,10 +137,13 @@ type host struct {
 	down     *link         // link to the node we feed
 	up       *link         // link feeding us
 	// onRelease runs when a buffer is freed (the source's reader).
-	onRelease func()
-	rb        map[core.Ref]bool // read-back buffers (outside the stream's)
-	doneAt    time.Duration
-	rbPeak    int
+	onRelease  func()
+	rb         map[core.Ref]bool // read-back buffers (outside the stream's)
+	written    []wire.Msg        // stream frames on its disk (data written, item ends synced)
+	restored   uint64
+	seqWritten int
+	doneAt     time.Duration
+	rbPeak     int
 }
 
 type frame struct {
@@ -162,6 +172,7 @@ type sim struct {
 	manSize   int
 	session   wire.SessionID
 	bad       map[*wire.Data]bool // chunks damaged in transit
+	man       *wire.Manifest
 	readBacks int
 }
 
@@ -211,7 +222,11 @@ func Run(cfg Config) (*Result, error) {
 		man.Items = append(man.Items, wire.ManifestItem{Name: itemName(i), Dest: destName(i), Size: sz})
 	}
 	s.session = man.Session
-	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.Dead})
+	if cfg.Rejoin == 0 && len(cfg.Restart) > 0 {
+		cfg.Rejoin = 200 * time.Millisecond
+	}
+	s.man = man
+	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.Dead, Rejoin: cfg.Rejoin})
 	s.src = &host{idx: -1, m: sender, alive: true}
 	for i := 0; i < cfg.Nodes; i++ {
 		n := core.NewNode(core.NodeConfig{Dead: cfg.Dead, Memory: int64(cfg.Buffers) * int64(cfg.ChunkSize)})
@@ -231,6 +246,12 @@ func Run(cfg Config) (*Result, error) {
 		if i >= 0 && i < len(s.nodes) {
 			h := s.nodes[i]
 			s.at(t, func() { s.crash(h) })
+		}
+	}
+	for i, t := range cfg.Restart {
+		if i >= 0 && i < len(s.nodes) {
+			h := s.nodes[i]
+			s.at(t, func() { s.restart(h) })
 		}
 	}
 	for _, h := range append([]*host{s.src}, s.nodes...) {
@@ -258,6 +279,7 @@ func (s *sim) result(sender *core.Sender) *Result {
 	for _, h := range s.nodes {
 		r.PeakBuffers = append(r.PeakBuffers, h.peak)
 		r.DoneAt = append(r.DoneAt, h.doneAt)
+		r.Restored = append(r.Restored, h.restored)
 	}
 	return r
 }
@@ -337,9 +359,22 @@ func (s *sim) perform(h *host, acts []core.Action) {
 				s.step(h, ev)
 			})
 		case core.ActWrite:
-			s.disk(h, len(a.Payload), func() { s.step(h, core.Event{Kind: core.EvWritten, Item: a.Item, Ref: a.Ref}) })
+			d := &wire.Data{Item: uint32(a.Item), Off: a.Off, Payload: a.Payload, Seq: uint64(h.seqWritten)}
+			h.seqWritten++
+			s.disk(h, len(a.Payload), func() {
+				if h.alive {
+					h.written = append(h.written, d)
+				}
+				s.step(h, core.Event{Kind: core.EvWritten, Item: a.Item, Ref: a.Ref})
+			})
 		case core.ActSync:
-			s.disk(h, -1, func() { s.step(h, core.Event{Kind: core.EvSynced, Item: a.Item}) })
+			m := a.Msg
+			s.disk(h, -1, func() {
+				if h.alive && m != nil {
+					h.written = append(h.written, m)
+				}
+				s.step(h, core.Event{Kind: core.EvSynced, Item: a.Item})
+			})
 		case core.ActCloseSinks:
 		case core.ActDial:
 			s.dial(h, a.Index)
@@ -469,6 +504,38 @@ func (s *sim) dial(h *host, idx int) {
 		s.step(h, core.Event{Kind: core.EvDownUp, Index: idx})
 		s.step(t, core.Event{Kind: core.EvUpNew, Msg: hello})
 	})
+}
+
+// restart brings a crashed node back: a new state machine restored from
+// what it had written, fed at the tail once the source asks for it.
+func (s *sim) restart(h *host) {
+	if h.alive {
+		return
+	}
+	n := core.NewNode(core.NodeConfig{Dead: s.cfg.Dead, Memory: int64(s.cfg.Buffers) * int64(s.cfg.ChunkSize)})
+	if err := n.RestoreStart(h.idx, s.man); err == nil {
+		for _, m := range h.written {
+			if d, ok := m.(*wire.Data); ok {
+				m = &wire.Data{Session: s.session, Item: d.Item, Seq: d.Seq, Off: d.Off, Payload: s.data[d.Item][d.Off : d.Off+int64(len(d.Payload))]}
+			}
+			if n.RestoreFrame(m) != nil {
+				break
+			}
+		}
+	}
+	h.restored = n.Restored()
+	h.m, h.node = n, n
+	h.alive, h.finished = true, false
+	h.up, h.down = nil, nil
+	h.bufs, h.rb, h.doneAt = 0, nil, 0
+	h.written = h.written[:h.restored]
+	h.seqWritten = 0
+	for _, m := range h.written {
+		if _, ok := m.(*wire.Data); ok {
+			h.seqWritten++
+		}
+	}
+	// Its ticks never stopped (a crashed node only skips them).
 }
 
 // crash stops h and closes its connections: both neighbours notice at once.

@@ -310,7 +310,10 @@ type Hello struct {
 	Session SessionID
 	Index   uint32 // the receiver's index in the chain
 	Keyed   bool   // the sender has a key and expects a MAC in the challenge
-	Nonce   [NonceSize]byte
+	// Tail: the receiver is fed at the end of the chain (a node moved
+	// there, or one that rejoins): it forwards to nobody.
+	Tail  bool
+	Nonce [NonceSize]byte
 }
 
 // Type implements Msg.
@@ -323,6 +326,9 @@ func (m *Hello) appendBody(b []byte) []byte {
 	if m.Keyed {
 		k = 1
 	}
+	if m.Tail {
+		k |= 2
+	}
 	b = append(b, k)
 	return append(b, m.Nonce[:]...)
 }
@@ -334,10 +340,10 @@ func (m *Hello) decodeBody(b []byte) error {
 	r.fixed(m.Session[:])
 	m.Index = r.u32()
 	k := r.u8()
-	if k > 1 {
+	if k > 3 {
 		return ErrBody
 	}
-	m.Keyed = k == 1
+	m.Keyed, m.Tail = k&1 != 0, k&2 != 0
 	r.fixed(m.Nonce[:])
 	return r.done()
 }
@@ -710,6 +716,10 @@ const (
 	// AckBacklog: at least half of the node's chunk memory waits to be
 	// written: its disk is what slows it.
 	AckBacklog uint8 = 1
+	// AckRejoined: the node came back after it was reported failed (a
+	// restarted receiver, fed at the tail); its new status replaces the
+	// failure.
+	AckRejoined uint8 = 2
 )
 
 // Ack carries statuses of the sender and of nodes further down the chain.

@@ -16,6 +16,7 @@ func sampleMsgs() []Msg {
 	n1[0], n2[31] = 7, 9
 	return []Msg{
 		&Hello{Session: testSession, Index: 3, Keyed: true, Nonce: n1},
+		&Hello{Session: testSession, Index: 4, Tail: true, Nonce: n2},
 		&Challenge{Nonce: n2, MAC: [MACSize]byte{1, 2}},
 		&Resume{Frames: 42, HasManifest: true},
 		&Proof{MAC: [MACSize]byte{3}},

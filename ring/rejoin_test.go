@@ -1,0 +1,142 @@
+package ring
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+// diskSinks are memory sinks that outlive a receiver, like files on a
+// disk: opening an item again finds what was written.
+type diskSinks struct {
+	mu    sync.Mutex
+	sinks map[string]*memSink
+}
+
+func (d *diskSinks) open(it Item) (Sink, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sinks == nil {
+		d.sinks = map[string]*memSink{}
+	}
+	s := d.sinks[it.Dest]
+	if s == nil {
+		s = &memSink{}
+		d.sinks[it.Dest] = s
+	}
+	s.mu.Lock()
+	s.closed = false
+	s.mu.Unlock()
+	return s, nil
+}
+
+// countConn counts the bytes written on a connection.
+type countConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestTCPRestartedReceiverRejoins kills receiver 1 a third into the
+// stream and starts it again on the same address with the same state
+// directory: it checks what it wrote, the source has the last node take
+// it back, and it receives only what it lacks. It ends verified.
+func TestTCPRestartedReceiverRejoins(t *testing.T) {
+	const total = 24 << 20
+	disk := &diskSinks{}
+	state := t.TempDir()
+	var toNode1 atomic.Int64
+	var c *cluster
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil && addr == c.addrs[1] {
+			return countConn{conn, &toNode1}, nil
+		}
+		return conn, err
+	}
+	restarted := make(chan recvResult, 1)
+	var once sync.Once
+	node1 := func(rc *ReceiverConfig) {
+		rc.StateDir = state
+		rc.Dial = dial
+		rc.MemoryLimit = 16 * (wire.DataHeaderSize + 64<<10)
+		rc.Open = func(it Item) (Sink, error) {
+			s, _ := disk.open(it)
+			return &crashSink{memSink: memSink{}, limit: total / 3, crash: func() {
+				once.Do(func() {
+					c.kill(1)
+					toNode1.Store(0) // count what the restarted node is sent
+					go restart(t, c, state, disk, dial, restarted)
+				})
+			}, inner: s.(*memSink)}, nil
+		}
+	}
+	c = startCluster(t, 4, func(i int, rc *ReceiverConfig) {
+		rc.Dial = dial
+		switch i {
+		case 1:
+			node1(rc)
+		case 3:
+			// The last node is slow enough for the session to outlast
+			// the restart.
+			rc.Open = func(it Item) (Sink, error) { return &slowSink{delay: 4 * time.Millisecond}, nil }
+		}
+	})
+	a := randomData(41, total)
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, Items: []SendItem{bytesItem("a", a)},
+		Dial: dial, Rejoin: 200 * time.Millisecond, Slow: SlowWait, Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) }})
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	var r recvResult
+	select {
+	case r = <-restarted:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the restarted receiver did not return")
+	}
+	require.NoError(t, r.err)
+	assert.True(t, r.st.Items[0].Verified)
+	assert.Equal(t, b3hex(a), b3hex(disk.sinks["/out/a"].bytes()))
+	sent := toNode1.Load()
+	t.Logf("bytes sent to node 1 after its restart: %d of %d", sent, total)
+	// It had written a third before it was killed: it is sent the rest.
+	assert.Less(t, sent, int64(total)*3/4, "the restarted node did not receive everything again")
+	assert.Greater(t, sent, int64(total)/2)
+	for _, i := range []int{0, 2, 3} {
+		require.NoError(t, c.wait(i).err, "node %d", i)
+	}
+}
+
+// restart starts receiver 1 again on its address, with its state.
+func restart(t *testing.T, c *cluster, state string, disk *diskSinks, dial func(context.Context, string, string) (net.Conn, error), res chan<- recvResult) {
+	var l net.Listener
+	var err error
+	for k := 0; k < 50; k++ {
+		if l, err = net.Listen("tcp", c.addrs[1]); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		res <- recvResult{err: err}
+		return
+	}
+	t.Cleanup(func() { l.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	st, err := Receive(ctx, l, ReceiverConfig{Open: disk.open, StateDir: state, Dial: dial, DeadTimeout: testDead, UpstreamWait: testDead,
+		Logf: func(f string, a ...any) { t.Logf("node 1 (restarted): "+f, a...) }})
+	res <- recvResult{st, err}
+}
