@@ -128,6 +128,10 @@ type SenderConfig struct {
 	// SlowAfter is how long a node must lag before Slow applies; 0:
 	// DefaultSlowAfter.
 	SlowAfter time.Duration
+	// Session is the session id; zero: a new random one. A source that
+	// resumes a session it did not finish gives the same id (see
+	// ResumeFile).
+	Session SessionID
 	// Rejoin is how often nodes that died or were unreachable are tried
 	// again (the last node of the chain connects to them; a restarted or
 	// late receiver then gets what it lacks); 0: DefaultRejoin; < 0: never.

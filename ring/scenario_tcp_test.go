@@ -57,6 +57,9 @@ func TestScenariosOverTCP(t *testing.T) {
 			if len(cfg.Kill) > 0 || len(cfg.Drop) > 0 || len(cfg.Restart) > 0 {
 				t.Skip("freezing a node, losing a chunk or restarting one is simulated only here (see TestTCPRestartedReceiverRejoins)")
 			}
+			if cfg.SlowAfter > 0 && raceEnabled {
+				t.Skip("slow-node detection is timing-based; the race detector slows healthy nodes as much (runs without -race)")
+			}
 			runTCPScenario(t, sc)
 		})
 	}

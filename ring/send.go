@@ -52,7 +52,10 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 		slowAfter = DefaultSlowAfter
 	}
 	man := &wire.Manifest{ChunkSize: uint32(chunk), Nodes: append([]string(nil), cfg.Nodes...), Slow: slow, SlowAfterMs: uint32(min(slowAfter, time.Hour) / time.Millisecond)}
-	randomBytes(man.Session[:])
+	man.Session = cfg.Session
+	if man.Session == (SessionID{}) {
+		randomBytes(man.Session[:])
+	}
 	var total int64
 	for i, it := range cfg.Items {
 		if it.Open == nil {

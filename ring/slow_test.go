@@ -18,6 +18,9 @@ import (
 // a few hundred ms), and returns the report and when each node had everything
 // written and verified (from the progress snapshots).
 func slowChain(t *testing.T, policy SlowPolicy) (*Report, []time.Duration, *cluster, []byte) {
+	if raceEnabled {
+		t.Skip("slow-node detection is timing-based; the race detector slows healthy nodes as much (runs without -race)")
+	}
 	const limit = 8 * (wire.DataHeaderSize + 64<<10)
 	c := startCluster(t, 5, func(i int, rc *ReceiverConfig) {
 		rc.MemoryLimit = limit

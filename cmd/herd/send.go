@@ -29,6 +29,7 @@ type sendOptions struct {
 	deadTimeout    time.Duration
 	slow           string
 	slowAfter      time.Duration
+	resume         string
 	source         sourceOptions
 	files          filesSendOptions
 }
@@ -73,6 +74,7 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 	f.DurationVar(&o.deadTimeout, "dead-timeout", ring.DefaultDeadTimeout, "how long a silent node may stay silent before it is declared dead")
 	f.StringVar(&o.slow, "slow", string(ring.SlowMove), "a node far slower than the rest (its disk lags) for --slow-after: move (to the tail of the chain: the others finish at full speed, it completes at its own pace), wait (it sets the pace of everyone) or drop (reported failed, too slow)")
 	f.DurationVar(&o.slowAfter, "slow-after", ring.DefaultSlowAfter, "how long a node must lag before --slow applies")
+	f.StringVar(&o.resume, "resume", "", "session file: when it exists (this source stopped before the end), take up that session again and send nodes only what they lack; else start a new session and keep it there (removed once every node verified)")
 	addSourceFlags(f, &o.source)
 	addFilesSendFlags(f, &o.files)
 	return cmd
@@ -215,7 +217,23 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	if !o.json {
 		fmt.Fprintf(stderr, "herd: sending %d item(s) to %d node(s): %s\n", len(items), len(s.clients), strings.Join(s.clients, " "))
 	}
+	var session ring.SessionID
+	if o.resume != "" {
+		its := make([]ring.Item, len(items))
+		for i, it := range items {
+			its[i] = it.Item
+		}
+		id, resumed, err := ring.ResumeFile(o.resume, s.clients, its)
+		if err != nil {
+			return usageError{err}
+		}
+		session = id
+		if resumed && !o.json {
+			fmt.Fprintf(stderr, "herd: resuming session %x from %s\n", id[:4], o.resume)
+		}
+	}
 	rep, err := ring.Send(ctx, ring.SenderConfig{
+		Session:        session,
 		Nodes:          s.clients,
 		Items:          items,
 		Key:            key,
@@ -245,6 +263,9 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	}
 	switch {
 	case failed == 0 && ok > 0:
+		if o.resume != "" {
+			os.Remove(o.resume) // the session is over
+		}
 		return nil
 	case ok > 0:
 		return exitError{code: ExitPartial, err: fmt.Errorf("%d of %d nodes failed", failed, ok+failed)}

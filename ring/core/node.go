@@ -422,7 +422,21 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 			n.st.State = StateConnected
 		}
 		n.tail = m.Tail
-		n.rejoined = m.Tail || n.restored
+		n.rejoined = m.Tail
+		if n.restored && !m.Tail {
+			// Restored, and reached in the chain's own order (the source
+			// resumes the session): take our place again and feed the
+			// next node; what it lacks is read back from our output.
+			idx, next := n.down.idx, n.down.nextNum
+			n.down = downlink{}
+			n.down.init(n.st.Index, n.man, n.cfg.Dead)
+			n.down.cooked = make([]bool, len(n.man.Items))
+			for i, it := range n.man.Items {
+				n.down.cooked[i] = it.Cook
+			}
+			n.down.idx, n.down.nextNum = idx, next
+			n.down.start(out)
+		}
 		n.ackDirty = true
 		*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.Resume{Frames: n.framesIn, HasManifest: n.man != nil}})
 	case *wire.Manifest:

@@ -23,15 +23,15 @@ type SenderConfig struct {
 // first live node, and collects the statuses of every node from acks.
 // Not safe for concurrent use.
 type Sender struct {
-	man      *wire.Manifest
-	down     downlink
-	items    []itemHash
-	status   []ItemStatus
-	cur      int
-	nextSeq  uint64
-	bytes    int64
-	ended    bool
-	err      string
+	man        *wire.Manifest
+	down       downlink
+	items      []itemHash
+	status     []ItemStatus
+	cur        int
+	nextSeq    uint64
+	bytes      int64
+	ended      bool
+	err        string
 	now        time.Duration
 	finished   bool
 	rejoin     time.Duration

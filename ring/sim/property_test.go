@@ -111,7 +111,7 @@ func TestRandomFailures(t *testing.T) {
 		first = 20261126
 	}
 	iter := *propIter
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		iter = min(iter, 10)
 	}
 	for k := 0; k < iter; k++ {

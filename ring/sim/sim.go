@@ -377,7 +377,7 @@ func (s *sim) perform(h *host, acts []core.Action) {
 			})
 		case core.ActCloseSinks:
 		case core.ActDial:
-			s.dial(h, a.Index)
+			s.dial(h, a.Index, a.Tail)
 		case core.ActSendDown:
 			if dt, ok := a.Msg.(*wire.Detach); ok {
 				// Said before the connection is cut, ahead of the
@@ -482,14 +482,14 @@ func (s *sim) disk(h *host, n int, done func()) {
 	s.at(h.diskFree-s.now, done)
 }
 
-func (s *sim) dial(h *host, idx int) {
+func (s *sim) dial(h *host, idx int, tail bool) {
 	t := s.nodes[idx]
 	if !t.alive {
 		s.at(s.cfg.DialFail, func() { s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection refused"}) })
 		return
 	}
 	l := &link{from: h, to: t}
-	hello := &wire.Hello{Session: s.session, Index: uint32(idx)}
+	hello := &wire.Hello{Session: s.session, Index: uint32(idx), Tail: tail}
 	s.at(2*s.cfg.Latency, func() {
 		if !t.alive {
 			s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection timed out"})
