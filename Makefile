@@ -37,8 +37,8 @@ e2e: deps build
 	$(GO) test -timeout 60m -v ./e2e/...
 
 bench: deps build
-	$(GO) test -run '^$$' -bench LoopbackClone8 -benchtime 1x ./cmd/herd
 	$(GO) run ./bench -results results -herd $(CURDIR)/$(BIN)
+	$(GO) test -run '^$$' -bench LoopbackClone8 -benchtime 1x -timeout 5m ./cmd/herd
 
 demo: deps build
 	./scripts/demo.sh
