@@ -2,6 +2,16 @@
 // real herd binary on a whole cluster built by package harness: herd recv in
 // every node, herd send from golden, and checks of what every node wrote.
 //
+// The suites: raw and Dolly+ clones (clone_test.go); issue #4, nothing
+// stops the chain (faults_test.go: a node killed first, middle or last,
+// frozen, cut off, killed during set-up or its final sync, two adjacent
+// nodes, a second kill right after a bypass; slow_rejoin_test.go: a slow
+// disk moved to the tail or dropped, a restarted herd recv taking back its
+// place); issue #5, only used blocks on the wire (usedonly_test.go: a
+// 2 GiB ext4 disk with ~280 MB of files, fsck and file trees compared).
+// Faults are triggered from herd send's --json progress lines and the
+// nodes' TCP tables, not from timers.
+//
 // Run them like any Go tests (root needed, they skip without it):
 //
 //	go test -v ./e2e/...

@@ -155,23 +155,71 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		Expect(took).To(BeNumerically("<", 22*time.Second), "the session does not wait for node3")
 	})
 
-	It("takes back a node whose herd recv was killed and restarted: it ends ok", func() {
-		pendingUntil("ring has no rejoin yet: a restarted herd recv is not taken back into the session")
+	It("takes back a node whose herd recv was killed and restarted: it ends ok, receiving only what it lacked", func() {
+		pendingUntil("ring rejoin race: when the last node takes back the restarted node4 near the end, the source may end the session without waiting for it (node4 ko 'dead at offset N', 2 of 9 runs at 5e9cdfe)")
 		const size = 192 << 20
 		setup(size)
-		recvs := startRecv(c)
-		p := startSend(c, cfg)
 		victim := c.Nodes()[3]
-		awaitProgress(p, time.Minute, "node4 at 40%", func(ev progressEvent) bool {
+		state := GinkgoT().TempDir()
+		var recvs []*harness.Proc
+		for _, n := range c.Nodes() {
+			args := []string{"recv", "--json"}
+			if n == victim {
+				args = append(args, "--state", state)
+			}
+			p, err := n.Start(context.Background(), herdBin, args...)
+			Expect(err).NotTo(HaveOccurred())
+			recvs = append(recvs, p)
+		}
+		p := startSend(c, cfg)
+		ev := awaitProgress(p, time.Minute, "node4 at 40%", func(ev progressEvent) bool {
 			return ev.Total > 0 && len(ev.Nodes) == nodes && float64(ev.Nodes[3].Bytes) >= 0.4*float64(ev.Total)
 		})
 		Expect(victim.Kill()).To(Succeed())
 		Eventually(recvs[3].Done()).WithTimeout(10 * time.Second).Should(BeClosed())
-		again, err := victim.Start(context.Background(), herdBin, "recv", "--json")
+		AddReportEntry("node4 killed at byte", ev.Nodes[3].Bytes)
+		again, err := victim.Start(context.Background(), herdBin, "recv", "--json", "--state", state)
 		Expect(err).NotTo(HaveOccurred())
+		recvs[3] = again
 		code, s := finishSend(p, 3*time.Minute)
 		allOK(code, s, p, size)
-		recvs[3] = again
 		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0), fmt.Sprintf("restarted herd recv: %s", again.Stderr()))
+		// It had at least 40 % before the kill: starting over would have
+		// sent it 1.4 × the image.
+		got := linkTxBytes(c, "v"+victim.Name())
+		AddReportEntry("bytes sent on the link to node4", got)
+		Expect(got).To(BeNumerically("<", size*13/10), "node4 receives only what it lacks")
+	})
+
+	It("resumes the session when herd send itself is killed and restarted with --resume: every node ends ok", func() {
+		const size = 192 << 20
+		setup(size)
+		sessionFile := filepath.Join(GinkgoT().TempDir(), "session")
+		recvs := startRecv(c)
+		p := startSend(c, cfg, "--resume", sessionFile)
+		awaitProgress(p, time.Minute, "every node at 40%", func(ev progressEvent) bool {
+			if ev.Total <= 0 || len(ev.Nodes) != nodes {
+				return false
+			}
+			for _, n := range ev.Nodes {
+				if float64(n.Bytes) < 0.4*float64(ev.Total) {
+					return false
+				}
+			}
+			return true
+		})
+		Expect(p.Kill()).To(Succeed())
+		Eventually(p.Done()).WithTimeout(10 * time.Second).Should(BeClosed())
+		Expect(sessionFile).To(BeAnExistingFile(), "herd send keeps its session while it runs")
+		again := startSend(c, cfg, "--resume", sessionFile)
+		code, s := finishSend(again, 3*time.Minute)
+		allOK(code, s, again, size)
+		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0))
+		Expect(sessionFile).NotTo(BeAnExistingFile(), "removed once every node verified")
+		// Every node had 40 % before the source died: starting over would
+		// have made golden send 1.4 × the image.
+		sent := linkTxBytes(c, "br0")
+		AddReportEntry("bytes golden sent over both runs", sent)
+		Expect(sent).To(BeNumerically("<", size*13/10), "the restarted source sends only the rest")
 	})
 })
