@@ -128,6 +128,9 @@ type SenderConfig struct {
 	// SlowAfter is how long a node must lag before Slow applies; 0:
 	// DefaultSlowAfter.
 	SlowAfter time.Duration
+	// Compress: chunks compressed on the wire (CompressZstd, CompressAuto);
+	// "" or CompressNone: as they are.
+	Compress CompressMode
 	// Session is the session id; zero: a new random one. A source that
 	// resumes a session it did not finish gives the same id (see
 	// ResumeFile).
@@ -264,6 +267,12 @@ type Report struct {
 	Items   []ItemStatus // at the source, with the BLAKE3 digest hex
 	Bytes   int64        // payload bytes sent by the source
 	Elapsed time.Duration
+	// WireBytes is the payload the source put on the wire for those
+	// bytes (less than Bytes when compression paid); resends not counted.
+	WireBytes int64
+	// Compress says what compression did ("none", "zstd (N of M chunks
+	// compressed)").
+	Compress string
 }
 
 // OK reports whether every node is done and verified every item.

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herd-cluster/herd/blockdev/wirez"
 	"github.com/herd-cluster/herd/ring/core"
 	"github.com/herd-cluster/herd/ring/wire"
 )
@@ -405,7 +406,7 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 		restored = restore(h.hello, cfg, nodeCfg, logf)
 		if restored != nil {
 			node = restored.node
-			pl := newPool(limit, wire.DataHeaderSize+int(restored.man.ChunkSize))
+			pl := sessionPool(limit, restored.man)
 			sized.Store(pl)
 			lp.pool.Store(pl)
 			if poolHook != nil {
@@ -471,8 +472,9 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 	close(lp.done)
 	if ctx.Err() != nil {
 		// Stopped from outside (like a killed process): nothing more
-		// goes downstream.
+		// goes downstream or upstream.
 		lp.down.abort()
+		up.h.conn.Close()
 	}
 	lp.sink.q.close()
 	lp.sink.wg.Wait()
@@ -496,6 +498,16 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 		return &st, fmt.Errorf("%w: node %d: %s", ErrNodeFailed, st.Index, reason)
 	}
 	return &st, nil
+}
+
+// sessionPool returns the chunk pool of a receiver for session m.
+func sessionPool(limit int64, m *wire.Manifest) *pool {
+	size, rawOff := frameLayout(int(m.ChunkSize), m.Compress == 1)
+	p := newPool(limit, size)
+	if m.Compress == 1 {
+		p.rawOff = rawOff
+	}
+	return p
 }
 
 // restoredState is a session taken up again after a restart.
@@ -586,6 +598,7 @@ func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, lim
 	summer := wire.NewSummer(key, h.hello.Session)
 	br := h.br
 	pl := sized.Load()
+	var codec *wirez.Codec
 	fail := func(err error) {
 		activity.Store(0)
 		lp.emit(core.Event{Kind: core.EvUpClosed, Err: err.Error(), Index: gen})
@@ -618,7 +631,7 @@ func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, lim
 				return
 			}
 			if man, ok := m.(*wire.Manifest); ok && pl == nil {
-				pl = newPool(limit, wire.DataHeaderSize+int(man.ChunkSize))
+				pl = sessionPool(limit, man)
 				if sized.CompareAndSwap(nil, pl) {
 					lp.pool.Store(pl)
 					if poolHook != nil {
@@ -640,7 +653,8 @@ func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, lim
 			fail(errors.New("data before the manifest"))
 			return
 		}
-		if wire.HeaderSize+int(hd.Len) > pl.size {
+		chunk, rawOff := pl.chunk()
+		if wire.HeaderSize+int(hd.Len) > rawOff {
 			fail(fmt.Errorf("chunk frame of %d bytes exceeds the session's chunk size", hd.Len))
 			return
 		}
@@ -662,7 +676,26 @@ func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, lim
 			return
 		}
 		d := m.(*wire.Data)
-		if !lp.emit(core.Event{Kind: core.EvUp, Msg: d, Ref: ref, Bad: !summer.Check(d), Index: gen}) {
+		d.Flags = hd.Flags
+		bad := !summer.Check(d)
+		if !bad && d.Flags&wire.FlagZstd != 0 {
+			// Written and hashed uncompressed; forwarded as it came.
+			if codec == nil {
+				if codec, err = wirez.NewCodec(wirez.Fastest); err != nil {
+					pl.put(ref)
+					fail(err)
+					return
+				}
+			}
+			raw, err := unpack(codec, d.Payload, buf[rawOff:rawOff:rawOff+chunk], chunk)
+			if err != nil {
+				lp.logf("ring: chunk %d does not decompress: %v", d.Seq, err)
+				bad = true
+			} else {
+				d.Payload = raw
+			}
+		}
+		if !lp.emit(core.Event{Kind: core.EvUp, Msg: d, Ref: ref, Bad: bad, Index: gen}) {
 			return
 		}
 	}

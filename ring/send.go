@@ -103,7 +103,22 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	}
 	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.DeadTimeout, Rejoin: max(rejoin, 0)})
 	lp := newLoop(logf)
-	pl := newPool(limit, wire.DataHeaderSize+chunk)
+	mode := cfg.Compress
+	if mode == "" {
+		mode = CompressNone
+	}
+	if _, err := ParseCompressMode(string(mode)); err != nil {
+		return nil, err
+	}
+	comp, err := newCompressor(mode, chunk)
+	if err != nil {
+		return nil, fmt.Errorf("compression: %w", err)
+	}
+	if comp.codec != nil {
+		man.Compress = 1
+	}
+	bufSize, rawOff := frameLayout(chunk, comp.codec != nil)
+	pl := newPool(limit, bufSize)
 	lp.pool.Store(pl)
 	lp.step = sender.Step
 	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout, cfg.DeadTimeout)
@@ -163,7 +178,7 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	readers := append([]Source(nil), srcs...)
 	go func() {
 		defer close(readDone)
-		readSources(ctx, lp, pl, readers, man, cfg.Key, chunk)
+		readSources(ctx, lp, pl, readers, man, cfg.Key, chunk, comp, rawOff)
 	}()
 
 	reason, err := lp.run(ctx, sender.Start(lp.now()))
@@ -180,7 +195,8 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	lp.down.stop()
 	rpq.close()
 	<-rpDone
-	rep := &Report{Nodes: sender.Nodes(), Items: sender.Items(), Bytes: sender.Bytes(), Elapsed: lp.now()}
+	rep := &Report{Nodes: sender.Nodes(), Items: sender.Items(), Bytes: sender.Bytes(), Elapsed: lp.now(),
+		WireBytes: comp.wire.Load(), Compress: comp.describe()}
 	if cfg.Progress != nil {
 		cfg.Progress(snapshot())
 	}
@@ -198,7 +214,7 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 
 // readSources reads every item in order into pool buffers, frames each
 // chunk and hands it to the loop.
-func readSources(ctx context.Context, lp *loop, pl *pool, srcs []Source, man *wire.Manifest, key []byte, chunk int) {
+func readSources(ctx context.Context, lp *loop, pl *pool, srcs []Source, man *wire.Manifest, key []byte, chunk int, comp *compressor, rawOff int) {
 	summer := wire.NewSummer(key, man.Session)
 	var seq uint64
 	for i, src := range srcs {
@@ -207,12 +223,13 @@ func readSources(ctx context.Context, lp *loop, pl *pool, srcs []Source, man *wi
 			if err != nil {
 				return
 			}
-			off, n, err := src.ReadChunk(buf[wire.DataHeaderSize : wire.DataHeaderSize+chunk])
+			off, n, err := src.ReadChunk(buf[rawOff : rawOff+chunk])
 			if n > 0 {
-				d := &wire.Data{Session: man.Session, Item: uint32(i), Seq: seq, Off: off, Payload: buf[wire.DataHeaderSize : wire.DataHeaderSize+n]}
+				d := &wire.Data{Session: man.Session, Item: uint32(i), Seq: seq, Off: off, Payload: buf[rawOff : rawOff+n]}
 				seq++
-				d.Sum = summer.Sum(d, d.Payload)
-				wire.PutDataHeader(buf, d, n)
+				p := comp.pack(buf, d.Payload, d)
+				d.Sum = summer.Sum(d, p)
+				wire.PutDataHeader(buf, d, len(p))
 				if !lp.emit(core.Event{Kind: core.EvRead, Msg: d, Ref: ref, Item: i}) {
 					return
 				}

@@ -31,11 +31,12 @@ var errStray = errors.New("ring: stray connection")
 // pool is a fixed set of chunk buffers, allocated on first use. get blocks
 // while all are in use: this is the backpressure that slows the upstream.
 type pool struct {
-	size int
-	bufs [][]byte
-	free chan int
-	used atomic.Int64
-	peak atomic.Int64
+	size   int
+	rawOff int // > 0: buffers keep a decompressed chunk from here (see frameLayout)
+	bufs   [][]byte
+	free   chan int
+	used   atomic.Int64
+	peak   atomic.Int64
 }
 
 func newPool(limit int64, size int) *pool {
@@ -70,6 +71,15 @@ func (p *pool) get(ctx context.Context) (core.Ref, []byte, error) {
 }
 
 func (p *pool) buf(r core.Ref) []byte { return p.bufs[int(r)-1] }
+
+// chunk returns the session's chunk size and where a buffer keeps a
+// decompressed chunk (past the frame), from the buffer size.
+func (p *pool) chunk() (chunk, rawOff int) {
+	if p.rawOff > 0 {
+		return p.size - p.rawOff, p.rawOff
+	}
+	return p.size - wire.DataHeaderSize, p.size
+}
 
 // rbBase offsets the refs of read-back buffers (chunks rebuilt to resume a
 // node), which come from a small pool of their own: the stream's pool may
@@ -606,9 +616,12 @@ func (w *downWorker) send(a core.Action) {
 		_ = conn.SetWriteDeadline(time.Now().Add(w.dead))
 	}
 	if conn != nil && !broken && !skip {
-		if d, ok := a.Msg.(*wire.Data); ok && a.Ref != 0 {
+		if _, ok := a.Msg.(*wire.Data); ok && a.Ref != 0 {
+			// The frame as built or received (maybe compressed): its
+			// header says how long it is.
 			buf := w.l.buf(a.Ref)
-			_, err = conn.Write(buf[:wire.DataHeaderSize+len(d.Payload)])
+			hd, _ := wire.ParseHeader(buf)
+			_, err = conn.Write(buf[:wire.HeaderSize+int(hd.Len)])
 		} else {
 			err = writeMsg(conn, a.Msg)
 		}

@@ -30,6 +30,7 @@ type sendOptions struct {
 	slow           string
 	slowAfter      time.Duration
 	resume         string
+	compress       string
 	source         sourceOptions
 	files          filesSendOptions
 }
@@ -74,6 +75,7 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 	f.DurationVar(&o.deadTimeout, "dead-timeout", ring.DefaultDeadTimeout, "how long a silent node may stay silent before it is declared dead")
 	f.StringVar(&o.slow, "slow", string(ring.SlowMove), "a node far slower than the rest (its disk lags) for --slow-after: move (to the tail of the chain: the others finish at full speed, it completes at its own pace), wait (it sets the pace of everyone) or drop (reported failed, too slow)")
 	f.DurationVar(&o.slowAfter, "slow-after", ring.DefaultSlowAfter, "how long a node must lag before --slow applies")
+	f.StringVar(&o.compress, "compress", string(ring.CompressNone), "compress chunks on the wire: none, zstd (every chunk that shrinks; every node decompresses), or auto (zstd that pauses while the data does not shrink); the summary says how many bytes went on the wire")
 	f.StringVar(&o.resume, "resume", "", "session file: when it exists (this source stopped before the end), take up that session again and send nodes only what they lack; else start a new session and keep it there (removed once every node verified)")
 	addSourceFlags(f, &o.source)
 	addFilesSendFlags(f, &o.files)
@@ -168,6 +170,9 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	if _, err := ring.ParseSlowPolicy(o.slow); err != nil {
 		return usageError{err}
 	}
+	if _, err := ring.ParseCompressMode(o.compress); err != nil {
+		return usageError{err}
+	}
 	// Open every source once before connecting: an unreadable infile is
 	// reported before anyone is disturbed.
 	items := make([]ring.SendItem, 0, len(s.items))
@@ -240,6 +245,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		ConnectTimeout: o.connectTimeout,
 		DeadTimeout:    o.deadTimeout,
 		Slow:           ring.SlowPolicy(o.slow),
+		Compress:       ring.CompressMode(o.compress),
 		SlowAfter:      o.slowAfter,
 		Progress:       progress,
 		Logf:           logf,
@@ -260,6 +266,9 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		writeJSON(stdout, ev)
 	} else {
 		printSummary(stdout, rep, stats)
+		if o.compress != string(ring.CompressNone) {
+			fmt.Fprintf(stdout, "compression %s: %s on the wire for %s\n", rep.Compress, humanBytes(rep.WireBytes), humanBytes(rep.Bytes))
+		}
 	}
 	switch {
 	case failed == 0 && ok > 0:

@@ -110,6 +110,12 @@ const (
 
 var magic = [2]byte{'h', 'd'}
 
+// FlagZstd, in the header of a Data frame, says the payload is compressed:
+// a little-endian u32 with the chunk's length, then one zstd frame. The
+// frame's Sum covers the compressed payload (a relay checks and forwards
+// it as it is); item digests cover the chunk's bytes.
+const FlagZstd uint8 = 1
+
 // Errors returned by Decode and ReadHeader.
 var (
 	ErrShort    = errors.New("wire: short frame")
@@ -145,7 +151,7 @@ func ParseHeader(b []byte) (Header, error) {
 	if h.Type < THello || h.Type > TAdopt {
 		return h, fmt.Errorf("%w %d", ErrType, h.Type)
 	}
-	if h.Flags != 0 {
+	if h.Flags != 0 && !(h.Type == TData && h.Flags == FlagZstd) {
 		return h, fmt.Errorf("%w: reserved flags %#x", ErrBody, h.Flags)
 	}
 	if h.Len > MaxBody {
@@ -165,6 +171,9 @@ func Append(b []byte, m Msg) []byte {
 	b = append(b, make([]byte, HeaderSize)...)
 	b = m.appendBody(b)
 	putHeader(b[start:], m.Type(), len(b)-start-HeaderSize)
+	if d, ok := m.(*Data); ok {
+		b[start+3] = d.Flags
+	}
 	return b
 }
 
@@ -185,6 +194,9 @@ func Decode(b []byte) (Msg, []byte, error) {
 	m, err := DecodeBody(h.Type, body)
 	if err != nil {
 		return nil, b, err
+	}
+	if d, ok := m.(*Data); ok {
+		d.Flags = h.Flags
 	}
 	return m, b[HeaderSize+int(h.Len):], nil
 }
@@ -496,6 +508,7 @@ type Manifest struct {
 	Items       []ManifestItem
 	Slow        uint8
 	SlowAfterMs uint32
+	Compress    uint8 // 1: data frames may be compressed (FlagZstd); receivers need room to expand them
 }
 
 // Type implements Msg.
@@ -519,7 +532,8 @@ func (m *Manifest) appendBody(b []byte) []byte {
 		b = appendU64(b, uint64(it.Size))
 	}
 	b = append(b, m.Slow)
-	return appendU32(b, m.SlowAfterMs)
+	b = appendU32(b, m.SlowAfterMs)
+	return append(b, m.Compress)
 }
 func (m *Manifest) decodeBody(b []byte) error {
 	r := reader{b: b}
@@ -554,6 +568,10 @@ func (m *Manifest) decodeBody(b []byte) error {
 	}
 	m.Slow = r.u8()
 	m.SlowAfterMs = r.u32()
+	m.Compress = r.u8()
+	if m.Compress > 1 {
+		return fmt.Errorf("%w: compression %d", ErrBody, m.Compress)
+	}
 	if m.Slow >= slowMax {
 		return fmt.Errorf("%w: slow policy %d", ErrBody, m.Slow)
 	}
@@ -573,6 +591,7 @@ type Data struct {
 	Off     int64
 	Sum     [SumSize]byte
 	Payload []byte
+	Flags   uint8 // header flags (FlagZstd: Payload is compressed); set by Decode, not DecodeBody
 }
 
 // Type implements Msg.
@@ -610,6 +629,7 @@ func (m *Data) decodeBody(b []byte) error {
 // will put) at buf[DataHeaderSize:DataHeaderSize+n]. d.Payload is ignored.
 func PutDataHeader(buf []byte, d *Data, n int) {
 	putHeader(buf, TData, dataFixed+n)
+	buf[3] = d.Flags
 	d.appendFixed(buf[HeaderSize:HeaderSize])
 }
 

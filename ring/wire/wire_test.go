@@ -24,6 +24,7 @@ func sampleMsgs() []Msg {
 			Items: []ManifestItem{{Name: "/dev/sda1", Dest: "/dev/sda1", Size: 1 << 30}, {Name: "root.tar.gz", Dest: "/mnt", Cook: true, Size: -1}},
 			Slow:  SlowMove, SlowAfterMs: 3000},
 		&Data{Session: testSession, Item: 1, Seq: 99, Off: 8 << 20, Sum: [SumSize]byte{5}, Payload: []byte("hello chunk")},
+		&Data{Session: testSession, Item: 2, Seq: 100, Off: 0, Payload: []byte{11, 0, 0, 0, 0x28, 0xb5}, Flags: FlagZstd},
 		&ItemEnd{Item: 1, Size: 12345, Bytes: 12000, Digest: [DigestSize]byte{9, 9}, Layout: 77},
 		&End{Chunks: 100, Bytes: 1 << 33},
 		&Ack{Nodes: []AckNode{{Index: 2, State: StReceiving, Flags: AckBacklog, Frames: 9, DownFrames: 7, Bytes: 100, Rate: 1.5e8, Items: []AckItem{{Bytes: 100}}},
