@@ -36,6 +36,24 @@
 // ("too slow") instead; SlowWait lets it set everyone's pace. A slow link
 // (as opposed to a slow disk) is not detected: it paces the chain.
 //
+// Returning nodes: every SenderConfig.Rejoin the source asks the last node
+// to connect to each node that died or could not be reached; one that
+// answers (a restarted or late receiver) is fed at the tail from the last
+// node's written output, from where it stands. With
+// ReceiverConfig.StateDir a restarted receiver reads back and checks what
+// its journal says it wrote, and receives only the rest; without it, it
+// receives everything. A rejoin happens only while the session runs.
+//
+// Returning source: a source started again with the same session
+// (SenderConfig.Session, kept by ResumeFile) reaches node 0, which says how
+// far it got (it still waits for an upstream for UpstreamWait, or was
+// restarted with its StateDir); the source reads its items again from the
+// start (for the digests) but sends only the rest.
+//
+// Compression (SenderConfig.Compress): chunks that shrink go compressed
+// with zstd; each node decompresses what it writes and forwards the
+// compressed frame as it is. Digests are over the uncompressed bytes.
+//
 // Keys: with a key, each hop proves it both ways (keyed BLAKE3 over two
 // random nonces) before anything is sent, and every chunk carries a keyed
 // BLAKE3 MAC; a peer without the key is refused and reported, and a

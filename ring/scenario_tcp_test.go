@@ -146,7 +146,7 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 	var timeless []sim.Expectation
 	for _, e := range sc.Expect {
 		// Time and read-back counts depend on link shapes, not applied here.
-		if !strings.HasPrefix(e.Kind, "time") && !strings.HasPrefix(e.Kind, "readback") && !strings.HasPrefix(e.Kind, "done") {
+		if !strings.HasPrefix(e.Kind, "time") && !strings.HasPrefix(e.Kind, "readback") && !strings.HasPrefix(e.Kind, "done") && !strings.HasPrefix(e.Kind, "restored") {
 			timeless = append(timeless, e)
 		}
 	}

@@ -584,7 +584,8 @@ func (d *downlink) endQueued() bool {
 
 // adopt takes node x, moved to the tail by a node before us: the last
 // node (no downstream) feeds it, every other passes the word on.
-func (d *downlink) adopt(x int, out *[]Action) {
+func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
+	x := int(a.Index)
 	if x < 0 || x >= len(d.view) || x == d.self {
 		return
 	}
@@ -592,10 +593,14 @@ func (d *downlink) adopt(x int, out *[]Action) {
 		d.mine[x] = true
 		d.order = append(d.order, x)
 		d.view[x] = NodeStatus{Index: x, Addr: d.man.Nodes[x], State: StateConnected, Items: emptyItems(d.man)}
+		if a.Rejoin {
+			// Failed until it answers (see wire.AckRejoined).
+			d.view[x].State, d.view[x].Err = StateFailed, "not back"
+		}
 		d.dirty[x] = true
 	}
 	if !d.cut {
-		m := &wire.Adopt{Index: uint32(x)}
+		m := &wire.Adopt{Index: uint32(x), Rejoin: a.Rejoin}
 		if d.up && !d.awaiting {
 			*out = append(*out, Action{Kind: ActSendDown, Msg: m})
 		} else {

@@ -495,7 +495,7 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		n.down.detach(out)
 	case *wire.Adopt:
 		if n.man != nil {
-			n.down.adopt(int(m.Index), out)
+			n.down.adopt(m, out)
 		}
 	case *wire.End:
 		if n.man == nil {

@@ -202,7 +202,7 @@ func (s *Sender) maybeRejoin(out *[]Action) {
 	s.lastRejoin = s.now
 	for j, v := range d.view {
 		if v.State == StateFailed && !d.rejoined[j] && rejoinable(v.Err) {
-			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Adopt{Index: uint32(j)}})
+			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Adopt{Index: uint32(j), Rejoin: true}})
 		}
 	}
 }

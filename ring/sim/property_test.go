@@ -50,6 +50,13 @@ func schedule(seed int64, big bool) Config {
 	for k := r.Intn(3); k > 0; k-- {
 		cfg.SlowDisk[r.Intn(n)] = cfg.Bandwidth / float64(2+r.Intn(9))
 	}
+	// Some crashed nodes come back with what they wrote (and rejoin).
+	cfg.Restart = map[int]time.Duration{}
+	for i, at := range cfg.Crash {
+		if r.Intn(3) == 0 {
+			cfg.Restart[i] = at + time.Duration(r.Int63n(int64(stream)+1))
+		}
+	}
 	cfg.Slow = uint8(r.Intn(3)) // wait, move, drop
 	cfg.SlowAfter = time.Duration(20+r.Intn(200)) * time.Millisecond
 	return cfg
@@ -96,7 +103,7 @@ func checkRun(cfg Config, res *Result, err error) []string {
 }
 
 func describe(cfg Config) string {
-	return fmt.Sprintf("chain %d, items %v, buffers %d, crash %v, freeze %v, slow disks %v, policy %d after %v", cfg.Nodes, cfg.Items, cfg.Buffers, cfg.Crash, cfg.Kill, cfg.SlowDisk, cfg.Slow, cfg.SlowAfter)
+	return fmt.Sprintf("chain %d, items %v, buffers %d, crash %v, restart %v, freeze %v, slow disks %v, policy %d after %v", cfg.Nodes, cfg.Items, cfg.Buffers, cfg.Crash, cfg.Restart, cfg.Kill, cfg.SlowDisk, cfg.Slow, cfg.SlowAfter)
 }
 
 // TestRandomFailures runs random chains with random crashes, freezes

@@ -410,14 +410,28 @@ func (m *Detach) decodeBody(b []byte) error {
 // it and feeds it.
 type Adopt struct {
 	Index uint32
+	// Rejoin: the node had failed (died, unreachable); it counts as failed
+	// until it answers, instead of holding up the end of the session.
+	Rejoin bool
 }
 
 // Type implements Msg.
-func (*Adopt) Type() Type                   { return TAdopt }
-func (m *Adopt) appendBody(b []byte) []byte { return appendU32(b, m.Index) }
+func (*Adopt) Type() Type { return TAdopt }
+func (m *Adopt) appendBody(b []byte) []byte {
+	r := byte(0)
+	if m.Rejoin {
+		r = 1
+	}
+	return append(appendU32(b, m.Index), r)
+}
 func (m *Adopt) decodeBody(b []byte) error {
 	r := reader{b: b}
 	m.Index = r.u32()
+	f := r.u8()
+	if f > 1 {
+		return ErrBody
+	}
+	m.Rejoin = f == 1
 	return r.done()
 }
 

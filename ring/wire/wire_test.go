@@ -33,6 +33,7 @@ func sampleMsgs() []Msg {
 		&Bye{},
 		&Detach{Drop: true, Reason: "too slow"},
 		&Adopt{Index: 7},
+		&Adopt{Index: 8, Rejoin: true},
 	}
 }
 
