@@ -100,11 +100,19 @@ var _ = Describe("chain faults (issue #4)", func() {
 	midStream := func(i int, reason string, hit func(*harness.Node) error) {
 		GinkgoHelper()
 		recvs = startRecv(c)
+		start := time.Now()
 		p := startSend(c, cfg)
 		at(p, i, 0.4)
 		Expect(hit(c.Nodes()[i])).To(Succeed())
+		hitAt := time.Since(start).Seconds()
 		code, s := finishSend(p, 2*time.Minute)
 		check(code, s, p, map[int]string{i: reason})
+		// Declared dead within the 2 s dead timeout, give or take the
+		// 1 s between progress lines and a busy machine.
+		failedAt := stateTimes(p, nodes, "failed")[i]
+		AddReportEntry("seconds from the hit to the first line showing it failed", failedAt-hitAt)
+		Expect(failedAt).To(BeNumerically(">", 0))
+		Expect(failedAt-hitAt).To(BeNumerically("<", 6), "node%d declared dead in time", i+1)
 	}
 	kill := (*harness.Node).Kill
 	const dead = `^dead at offset [1-9][0-9]*: `

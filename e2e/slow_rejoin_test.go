@@ -28,7 +28,12 @@ func pendingUntil(missing string) {
 // doneTimes returns, for every node, the seconds of the first progress
 // line (or the summary) that shows it done; -1 if none does.
 func doneTimes(p *harness.Proc, nodes int) []float64 {
-	GinkgoHelper()
+	return stateTimes(p, nodes, "done")
+}
+
+// stateTimes returns, for every node, the seconds of the first progress
+// line (or the summary) that shows it in state; -1 if none does.
+func stateTimes(p *harness.Proc, nodes int, state string) []float64 {
 	t := make([]float64, nodes)
 	for i := range t {
 		t[i] = -1
@@ -39,7 +44,7 @@ func doneTimes(p *harness.Proc, nodes int) []float64 {
 			continue
 		}
 		for i, n := range ev.Nodes {
-			if n.State == "done" && t[i] < 0 {
+			if n.State == state && t[i] < 0 {
 				t[i] = ev.Seconds
 			}
 		}
