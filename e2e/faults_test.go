@@ -53,6 +53,7 @@ var _ = Describe("chain faults (issue #4)", func() {
 			sn := s.Nodes[i]
 			Expect(sn.Addr).To(HavePrefix(n.Addr().String()+":"), "chain order")
 			if reason, hit := ko[i]; hit {
+				AddReportEntry("reason "+n.Name()+" is ko", sn.Error)
 				Expect(sn.State).To(Equal("failed"), "%s was hit", n.Name())
 				Expect(sn.Error).To(MatchRegexp(reason), "reason given for %s", n.Name())
 				continue
@@ -175,7 +176,8 @@ var _ = Describe("chain faults (issue #4)", func() {
 		Expect(victim.Kill()).To(Succeed())
 		code, s := finishSend(p, 2*time.Minute)
 		Expect(victim.SlowDisk(0, 0)).To(Succeed())
-		check(code, s, p, map[int]string{3: `^dead at offset [0-9]+: `})
+		// Everything was written: it died in its sync.
+		check(code, s, p, map[int]string{3: fmt.Sprintf(`^dead at offset %d: `, size)})
 		Eventually(recvs[3].Done()).WithTimeout(time.Minute).Should(BeClosed(), "killed herd recv on node4 exits once its sync drains")
 	})
 
