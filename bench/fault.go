@@ -25,7 +25,7 @@ type faultResult struct {
 	Free      float64 // s, fault-free, every node
 	Faulted   float64 // s, survivors
 	KillAfter float64 // s after herd send started
-	KilledAt  float64 // progress fraction seen in the last progress line before the kill
+	KilledAt  float64 // fraction of the image the victim had read when killed
 	Survivors int     // nodes done in the faulted run's summary
 	Err       string
 }
@@ -65,16 +65,15 @@ func faultRun(e *env, c *harness.Cluster) faultResult {
 		return fail("fault-free run: %v", err)
 	}
 	f.Free = free.Wall
-	f.KillAfter = 0.4 * free.Wall
-	if free.Data > 0 {
-		f.KillAfter = free.FirstAt + 0.4*free.Data
-	}
-	fmt.Printf("  fault    N=%-3d %-10s fault-free %.2f s; killing node%d %.2f s into the next run\n", f.Nodes, rateName(f.Rate), f.Free, faultVictim, f.KillAfter)
+	fmt.Printf("  fault    N=%-3d %-10s fault-free %.2f s; next run: node%d killed once it has 40 %% of the image\n", f.Nodes, rateName(f.Rate), f.Free, faultVictim)
 	if err := wipe(c); err != nil {
 		return fail("%v", err)
 	}
-	h, err := runHerd(ctx, c, e.o.herd, e.golden, herdOpts{kill: faultVictim, killAfter: time.Duration(f.KillAfter * float64(time.Second))})
-	f.Faulted, f.KilledAt, f.Survivors = h.Wall, h.KilledAt, h.Survived
+	h, err := runHerd(ctx, c, e.o.herd, e.golden, herdOpts{kill: faultVictim, killAt: 0.4})
+	f.Faulted, f.KilledAt, f.KillAfter, f.Survivors = h.Wall, h.KilledAt, h.KillTime, h.Survived
+	if f.KilledAt < 0 {
+		return fail("node%d was never killed: the clone ended before it had 40 %% of the image", faultVictim)
+	}
 	if err != nil {
 		return fail("faulted run: %v", err)
 	}
@@ -92,7 +91,7 @@ func faultRun(e *env, c *harness.Cluster) faultResult {
 }
 
 func (f faultResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\nfault run (#4): %d nodes at %s, node%d killed (SIGKILL) %.2f s in (progress line before the kill: %s)\n",
+	fmt.Fprintf(w, "\nfault run (#4): %d nodes at %s, node%d killed (SIGKILL) %.2f s in, when it had read %s of the image\n",
 		f.Nodes, rateName(f.Rate), faultVictim, f.KillAfter, pct(f.KilledAt))
 	if f.Err != "" {
 		fmt.Fprintf(w, "  FAILED: %s\n", f.Err)

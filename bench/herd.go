@@ -49,7 +49,8 @@ type herdRun struct {
 	PeakRSS  []int64
 	Summary  herdEvent
 	Survived int     // nodes done in the summary
-	KilledAt float64 // progress fraction seen when the fault was injected
+	KilledAt float64 // fraction of the item the victim had read when killed (-1: never killed)
+	KillTime float64 // s after the start when it was killed
 }
 
 // parseHerdEvents reads the JSON lines of herd send's stdout; lines that
@@ -72,10 +73,11 @@ type herdOpts struct {
 	in       string   // what herd send reads (default: the golden image)
 	sendArgs []string // more flags for herd send
 	// kill > 0 kills every process of node kill (1-based, harness Kill:
-	// SIGKILL) killAfter after herd send started; that node's failure is
+	// SIGKILL) once its herd recv has read killAt of the item (its rchar
+	// in /proc/<pid>/io, checked every 20 ms); that node's failure is
 	// expected and the run counts the survivors.
-	kill      int
-	killAfter time.Duration
+	kill   int
+	killAt float64
 }
 
 func runHerd(ctx context.Context, c *harness.Cluster, herd, golden string, o herdOpts) (herdRun, error) {
@@ -124,18 +126,40 @@ func runHerd(ctx context.Context, c *harness.Cluster, herd, golden string, o her
 		}
 	}
 	samp := sampleProcs(append(pids, send.Pid()), start, 50*time.Millisecond, 1<<20, size)
+	type killed struct{ frac, at float64 }
+	killc := make(chan killed, 1)
 	if o.kill > 0 {
-		victim := c.Nodes()[o.kill-1]
+		victim, vp := c.Nodes()[o.kill-1], recvs[o.kill-1]
 		go func() {
-			select {
-			case <-time.After(o.killAfter):
-				r.KilledAt = progressOf(send.Stdout())
+			t := time.NewTicker(20 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-send.Done():
+					killc <- killed{-1, 0}
+					return
+				case <-t.C:
+				}
+				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", vp.Pid()))
+				if err != nil {
+					continue
+				}
+				n, err := parseProcIO(b)
+				if err != nil || size <= 0 || float64(n) < o.killAt*float64(size) {
+					continue
+				}
+				at := time.Since(start).Seconds()
 				_ = victim.Kill()
-			case <-send.Done():
+				killc <- killed{float64(n) / float64(size), at}
+				return
 			}
 		}()
 	}
 	serr := send.Wait()
+	if o.kill > 0 {
+		k := <-killc
+		r.KilledAt, r.KillTime = k.frac, k.at
+	}
 	live := recvs
 	if o.kill > 0 {
 		live = append(append([]*harness.Proc(nil), recvs[:o.kill-1]...), recvs[o.kill:]...)
@@ -183,22 +207,4 @@ func runHerd(ctx context.Context, c *harness.Cluster, herd, golden string, o her
 		return r, fmt.Errorf("herd recv: %w", rerr)
 	}
 	return r, nil
-}
-
-// progressOf returns the slowest node's fraction in the last progress line
-// herd send has written so far (-1 if none yet).
-func progressOf(out []byte) float64 {
-	evs := parseHerdEvents(out)
-	if len(evs) == 0 {
-		return -1
-	}
-	ev := evs[len(evs)-1]
-	if ev.Total <= 0 || len(ev.Nodes) == 0 {
-		return -1
-	}
-	slow := ev.Nodes[0].Bytes
-	for _, n := range ev.Nodes {
-		slow = min(slow, n.Bytes)
-	}
-	return float64(slow) / float64(ev.Total)
 }
