@@ -148,6 +148,44 @@ trap 'umount "$m"' EXIT
 			}
 		}
 	})
+
+	It("with --compress zstd sends compressible files in a fraction of their size, every copy identical", func() {
+		const small = 256 << 20
+		dir := GinkgoT().TempDir()
+		tree := filepath.Join(dir, "tree")
+		Expect(os.MkdirAll(filepath.Join(tree, "log"), 0o755)).To(Succeed())
+		var text int64
+		for f := range 12 {
+			var b strings.Builder
+			for l := 0; b.Len() < 5<<20; l++ {
+				fmt.Fprintf(&b, "%08d file %02d: herd sends only the blocks in use, compressed on the wire\n", l*7919%100000000, f)
+			}
+			Expect(os.WriteFile(filepath.Join(tree, "log", fmt.Sprintf("app%02d.log", f)), []byte(b.String()), 0o644)).To(Succeed())
+			text += int64(b.Len())
+		}
+		golden := filepath.Join(dir, "golden.img")
+		out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, golden, fmt.Sprint(small>>10)+"k").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), "mkfs.ext4: %s", out)
+		want := sha256File(golden)
+
+		c := newCluster(harness.Config{Nodes: 4, DiskSize: small})
+		recvs := startRecv(c)
+		cfg := dollyConfig(dir, c, "infile "+golden, "outfile "+harness.NodeDisk)
+		code, s, p := send(c, cfg, 2*time.Minute, "--used-only", "--compress", "zstd")
+		Expect(code).To(Equal(0), "herd send stderr: %s", p.Stderr())
+		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0))
+		Expect(s.Stats).To(HaveLen(1))
+		Expect(s.Stats[0].UsedBytes).To(BeNumerically(">=", text))
+		for _, n := range c.Nodes() {
+			tx := linkTxBytes(c, "v"+n.Name())
+			AddReportEntry("bytes sent on the link to "+n.Name(), tx)
+			Expect(tx).To(BeNumerically("<", s.Stats[0].UsedBytes/2), "compressed on the link to %s", n.Name())
+			out, err := exec.Command("e2fsck", "-fn", n.Disk()).CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), "e2fsck of %s: %s", n.Name(), out)
+			// Fresh node disks are zeros, like golden's unused blocks.
+			Expect(sha256Prefix(n.Disk(), small)).To(Equal(want), "disk of %s", n.Name())
+		}
+	})
 })
 
 // treeList prints one line per entry under the current folder (lost+found
