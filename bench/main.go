@@ -242,6 +242,8 @@ func run(o options) error {
 	ceiling := payloadCeiling()
 	fmt.Printf("image %d MiB (%.1f s at %s); TCP payload ceiling on a TBF link: %.1f %% of the rate (1448 of 1514 bytes per frame)\n",
 		e.o.size>>20, float64(e.o.size)*8/float64(e.o.rate), rateName(e.o.rate), ceiling*100)
+	_, burst, limit := tbfParams(e.o.rate)
+	fmt.Printf("links: TBF on both ends of every node's link, burst %d KiB and queue limit %d KiB at %s (%v of the rate each)\n", burst>>10, limit>>10, rateName(e.o.rate), tbfWindow)
 	fmt.Printf("node disks: %s\n", diskDirName(e.o.diskDir))
 	e.golden = filepath.Join(work, "golden.img")
 	if err := writeRandom(e.golden, e.o.size); err != nil {
@@ -367,14 +369,7 @@ func newCluster(e *env, n int, disk int64, dir string) (*harness.Cluster, error)
 	return harness.New(context.Background(), cfg)
 }
 
-func setRate(c *harness.Cluster, rate uint64) error {
-	for _, nd := range c.Nodes() {
-		if err := nd.SetRate(rate); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func setRate(c *harness.Cluster, rate uint64) error { return shape(c, rate) }
 
 func rateName(r uint64) string {
 	if r == 0 {
