@@ -134,6 +134,31 @@ var _ = Describe("chain faults (issue #4)", func() {
 		midStream(3, dead, (*harness.Node).Freeze)
 	})
 
+	It("finishes the others when a frozen node wakes up after it was bypassed; it ends verified or reported", func() {
+		recvs = startRecv(c)
+		p := startSend(c, cfg)
+		at(p, 3, 0.4)
+		victim := c.Nodes()[3]
+		Expect(victim.Freeze()).To(Succeed())
+		awaitProgress(p, time.Minute, "node4 failed", func(ev progressEvent) bool {
+			return len(ev.Nodes) == nodes && ev.Nodes[3].State == "failed"
+		})
+		Expect(victim.Thaw()).To(Succeed())
+		code, s := finishSend(p, 2*time.Minute)
+		sn := s.Nodes[3]
+		AddReportEntry("node4 after waking up", fmt.Sprintf("%s %s", sn.State, sn.Error))
+		if sn.State == "done" {
+			// Taken back: it must hold the image like everyone else.
+			Expect(code).To(Equal(0), "herd send stderr: %s", p.Stderr())
+			Expect(sn.Items[0].Verified).To(BeTrue())
+			Expect(sha256Prefix(victim.Disk(), size)).To(Equal(want), "disk of node4")
+			return
+		}
+		// Or left out: reported, and nobody else is disturbed by its
+		// late words.
+		check(code, s, p, map[int]string{3: dead})
+	})
+
 	It("finishes the others when a node's link is cut mid-stream", func() {
 		midStream(4, dead, (*harness.Node).Cut)
 	})
