@@ -73,7 +73,19 @@ type downlink struct {
 	// our written output, at its pace, so it never holds our buffers.
 	fromDisk bool
 	rejoined []bool // per node: came back after it was reported failed
+	// adopting: nodes we moved to the tail and have not heard of since
+	// (the Adopt may be lost with a node that died on its way): it is
+	// sent again every adoptRetry until the node's progress comes back.
+	adopting []adoptWait
 }
+
+type adoptWait struct {
+	x  int
+	at time.Duration
+}
+
+// adoptRetry is how often a mover repeats an Adopt nobody answered.
+const adoptRetry = time.Second
 
 // rpSlot is one frame being rebuilt, in stream order.
 type rpSlot struct {
@@ -489,6 +501,14 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration) {
 			continue
 		}
 		d.flags[j] = an.Flags
+		if an.Frames > 0 {
+			for k, w := range d.adopting {
+				if w.x == j { // fed again by the last node
+					d.adopting = append(d.adopting[:k], d.adopting[k+1:]...)
+					break
+				}
+			}
+		}
 		if an.Flags&wire.AckRejoined != 0 && d.view[j].State == StateFailed && !d.rejoined[j] {
 			// The node came back (it was fed again at the tail): its
 			// new life replaces the failure, counts start over.
@@ -514,6 +534,7 @@ func (d *downlink) tick(now time.Duration, ownBacklog bool, out *[]Action) {
 		d.onFailed(d.target, fmt.Sprintf("silent for %v", (now-d.lastHeard).Round(time.Millisecond)), out)
 		return
 	}
+	d.retryAdopts(now, out)
 	d.checkSlow(now, ownBacklog, out)
 }
 
@@ -559,7 +580,30 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	d.bypassing = true
 	d.target = d.order[d.pos]
 	d.ctl = append(d.ctl, &wire.Adopt{Index: uint32(x)})
+	d.adopting = append(d.adopting, adoptWait{x, now})
 	d.dial(out)
+}
+
+// retryAdopts repeats the Adopt of moved nodes not heard of since.
+func (d *downlink) retryAdopts(now time.Duration, out *[]Action) {
+	k := 0
+	for _, w := range d.adopting {
+		if d.view[w.x].State.Terminal() {
+			continue
+		}
+		if now-w.at >= adoptRetry && !d.cut {
+			w.at = now
+			m := &wire.Adopt{Index: uint32(w.x)}
+			if d.up && !d.awaiting {
+				*out = append(*out, Action{Kind: ActSendDown, Msg: m})
+			} else {
+				d.ctl = append(d.ctl, m)
+			}
+		}
+		d.adopting[k] = w
+		k++
+	}
+	d.adopting = d.adopting[:k]
 }
 
 // anyCooked reports whether an item is cooked (a moved node could not be

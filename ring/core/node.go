@@ -324,13 +324,16 @@ func (n *Node) Step(ev Event) []Action {
 		}
 	case EvDownFailed:
 		if n.man != nil {
-			if n.UpstreamLost() || (!n.upDone && n.wokeAt > 0 && n.now-n.lastUpAt > n.down.dead) {
-				// Orphaned (or cut off without knowing it yet, like a
-				// node that was frozen and wakes up: its upstream has
-				// surely bypassed it): do not take over anyone's
-				// upstream. A node merely starved by backpressure (its
-				// downstream froze) is not cut off.
-				n.down.abandon(fmt.Sprintf("cut off: node %d lost its upstream", n.st.Index), &out)
+			if !n.upDone && n.wokeAt > 0 && n.now-n.lastUpAt > n.down.dead {
+				// Cut off without knowing it yet, like a node that was
+				// frozen and wakes up: its upstream has surely bypassed
+				// it and feeds its downstream. Do not take over anyone's
+				// upstream, and say nothing about the nodes after us.
+				// (A node whose upstream died bypasses its own dead
+				// downstream as usual: a node further up reconnects to
+				// it. A node merely starved by backpressure, its
+				// downstream frozen, is not cut off either.)
+				n.down.detach(&out)
 			} else {
 				n.down.onFailed(ev.Index, ev.Err, &out)
 			}

@@ -17,6 +17,10 @@ var (
 	propSeed = flag.Int64("sim.seed", 0, "first seed of TestRandomFailures (0: fixed default)")
 )
 
+// readBackBuffers is how many chunks a node may be reading back at once
+// (core's replay window).
+const readBackBuffers = 4
+
 // schedule draws a random chain, failures and slow disks from seed.
 func schedule(seed int64, big bool) Config {
 	r := rand.New(rand.NewSource(seed))
@@ -52,9 +56,9 @@ func schedule(seed int64, big bool) Config {
 	}
 	// Some crashed nodes come back with what they wrote (and rejoin).
 	cfg.Restart = map[int]time.Duration{}
-	for i, at := range cfg.Crash {
+	for _, i := range sortedKeys(cfg.Crash) {
 		if r.Intn(3) == 0 {
-			cfg.Restart[i] = at + time.Duration(r.Int63n(int64(stream)+1))
+			cfg.Restart[i] = cfg.Crash[i] + time.Duration(r.Int63n(int64(stream)+1))
 		}
 	}
 	cfg.Slow = uint8(r.Intn(3)) // wait, move, drop
@@ -97,6 +101,9 @@ func checkRun(cfg Config, res *Result, err error) []string {
 	for i, p := range res.PeakBuffers {
 		if p > cfg.Buffers {
 			bad = append(bad, fmt.Sprintf("node %d used %d buffers, limit %d", i+1, p, cfg.Buffers))
+		}
+		if rb := res.PeakReadBack[i]; rb > readBackBuffers {
+			bad = append(bad, fmt.Sprintf("node %d used %d read-back buffers, limit %d", i+1, rb, readBackBuffers))
 		}
 	}
 	return bad
@@ -145,5 +152,16 @@ func TestRandomFailuresCheckerFails(t *testing.T) {
 	res, err = Run(cfg)
 	if msgs := checkRun(cfg, res, err); len(msgs) == 0 || !strings.Contains(msgs[0], "did not finish") {
 		t.Fatalf("checker missed a run that did not finish: %q", msgs)
+	}
+}
+
+// TestRandomScheduleReproducible: a seed names one run, event for event.
+func TestRandomScheduleReproducible(t *testing.T) {
+	for _, seed := range []int64{20261133, 20261162, 892} {
+		a, errA := Run(schedule(seed, false))
+		b, errB := Run(schedule(seed, false))
+		if (errA == nil) != (errB == nil) || a.Elapsed != b.Elapsed || a.Events != b.Events || fmt.Sprint(a.Nodes) != fmt.Sprint(b.Nodes) {
+			t.Fatalf("seed %d ran two ways: %v/%d events vs %v/%d events", seed, a.Elapsed, a.Events, b.Elapsed, b.Events)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"sort"
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
@@ -65,15 +66,16 @@ type Link struct {
 
 // Result is the outcome of a simulated session.
 type Result struct {
-	Elapsed     time.Duration // virtual time when the source finished
-	Nodes       []core.NodeStatus
-	Items       []core.ItemStatus // at the source
-	PeakBuffers []int             // most chunk buffers in use at each node
-	DoneAt      []time.Duration   // per node: when it had written and verified everything (0: never)
-	Events      int
-	SourceErr   string
-	ReadBacks   int      // chunks rebuilt from a node's output or the source to resume a node
-	Restored    []uint64 // per node: stream frames a restarted node kept from before
+	Elapsed      time.Duration // virtual time when the source finished
+	Nodes        []core.NodeStatus
+	Items        []core.ItemStatus // at the source
+	PeakBuffers  []int             // most chunk buffers in use at each node
+	DoneAt       []time.Duration   // per node: when it had written and verified everything (0: never)
+	Events       int
+	SourceErr    string
+	ReadBacks    int      // chunks rebuilt from a node's output or the source to resume a node
+	Restored     []uint64 // per node: stream frames a restarted node kept from before
+	PeakReadBack []int    // per node: most read-back buffers in use at once
 }
 
 // OK reports whether every node is done with every item verified.
@@ -139,6 +141,7 @@ type host struct {
 	// onRelease runs when a buffer is freed (the source's reader).
 	onRelease  func()
 	rb         map[core.Ref]bool // read-back buffers (outside the stream's)
+	rbWait     []func()          // read-backs waiting for a buffer
 	written    []wire.Msg        // stream frames on its disk (data written, item ends synced)
 	restored   uint64
 	seqWritten int
@@ -236,22 +239,24 @@ func Run(cfg Config) (*Result, error) {
 		}
 		s.nodes = append(s.nodes, h)
 	}
-	for i, t := range cfg.Kill {
+	// In node order, so that faults at the same instant always happen in
+	// the same order (the run is deterministic).
+	for _, i := range sortedKeys(cfg.Kill) {
 		if i >= 0 && i < len(s.nodes) {
 			h := s.nodes[i]
-			s.at(t, func() { h.alive = false })
+			s.at(cfg.Kill[i], func() { h.alive = false })
 		}
 	}
-	for i, t := range cfg.Crash {
+	for _, i := range sortedKeys(cfg.Crash) {
 		if i >= 0 && i < len(s.nodes) {
 			h := s.nodes[i]
-			s.at(t, func() { s.crash(h) })
+			s.at(cfg.Crash[i], func() { s.crash(h) })
 		}
 	}
-	for i, t := range cfg.Restart {
+	for _, i := range sortedKeys(cfg.Restart) {
 		if i >= 0 && i < len(s.nodes) {
 			h := s.nodes[i]
-			s.at(t, func() { s.restart(h) })
+			s.at(cfg.Restart[i], func() { s.restart(h) })
 		}
 	}
 	for _, h := range append([]*host{s.src}, s.nodes...) {
@@ -280,6 +285,7 @@ func (s *sim) result(sender *core.Sender) *Result {
 		r.PeakBuffers = append(r.PeakBuffers, h.peak)
 		r.DoneAt = append(r.DoneAt, h.doneAt)
 		r.Restored = append(r.Restored, h.restored)
+		r.PeakReadBack = append(r.PeakReadBack, h.rbPeak)
 	}
 	return r
 }
@@ -417,6 +423,11 @@ func (s *sim) perform(h *host, acts []core.Action) {
 		case core.ActRelease:
 			if h.rb[a.Ref] {
 				delete(h.rb, a.Ref)
+				if len(h.rbWait) > 0 { // a read-back waited for this buffer
+					next := h.rbWait[0]
+					h.rbWait = h.rbWait[1:]
+					s.at(0, next)
+				}
 				continue
 			}
 			h.bufs--
@@ -440,6 +451,9 @@ func (s *sim) perform(h *host, acts []core.Action) {
 	}
 }
 
+// rbBuffers is how many read-back buffers a host has (as in the TCP driver).
+const rbBuffers = 4
+
 // readBack rebuilds a chunk from the data (the source) or from the node's
 // written output, after the writes queued before it.
 func (s *sim) readBack(h *host, a core.Action) {
@@ -447,11 +461,18 @@ func (s *sim) readBack(h *host, a core.Action) {
 	if h.rb == nil {
 		h.rb = map[core.Ref]bool{}
 	}
-	answer := func() {
+	var answer func()
+	answer = func() {
 		ev := core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq}
 		if h.node != nil && (s.cfg.OpenFail[h.idx] || h.node.Status().State == core.StateFailed) {
 			ev.Err = "sink closed"
 			s.step(h, ev)
+			return
+		}
+		if len(h.rb) >= rbBuffers {
+			// Like the TCP driver, a read-back waits for one of its
+			// few buffers.
+			h.rbWait = append(h.rbWait, answer)
 			return
 		}
 		h.nextRef++
@@ -527,7 +548,7 @@ func (s *sim) restart(h *host) {
 	h.m, h.node = n, n
 	h.alive, h.finished = true, false
 	h.up, h.down = nil, nil
-	h.bufs, h.rb, h.doneAt = 0, nil, 0
+	h.bufs, h.rb, h.rbWait, h.doneAt = 0, nil, nil, 0
 	h.written = h.written[:h.restored]
 	h.seqWritten = 0
 	for _, m := range h.written {
@@ -597,6 +618,15 @@ func ManifestSize(cfg Config) int {
 		m.Items = append(m.Items, wire.ManifestItem{Name: itemName(i), Dest: destName(i)})
 	}
 	return len(wire.Encode(m))
+}
+
+func sortedKeys[V any](m map[int]V) []int {
+	keys := make([]int, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Ints(keys)
+	return keys
 }
 
 func nodeName(i int) string { return fmt.Sprintf("node%d", i) }
