@@ -179,7 +179,10 @@ type summary struct {
 	Event string `json:"event"`
 	OK    bool   `json:"ok"`
 	Bytes int64  `json:"bytes"`
-	Items []struct {
+	// Compress and WireBytes say what crossed the first link.
+	Compress  string `json:"compress"`
+	WireBytes int64  `json:"wire_bytes"`
+	Items     []struct {
 		Name, Dest, Digest string
 		Bytes              int64
 	} `json:"items"`
@@ -349,4 +352,35 @@ func TestRecvVerifyReadsBack(t *testing.T) {
 		assert.Equal(t, 0, exitOf(t, r), r.stderr.String())
 		assert.Equal(t, sha256File(t, src), sha256File(t, filepath.Join(r.root, "disk.img")))
 	}
+}
+
+func TestSendCompressZstdOnTheWire(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "log.img")
+	// Compressible data: a text log repeated with a changing counter.
+	var b strings.Builder
+	for i := 0; b.Len() < 12<<20; i++ {
+		fmt.Fprintf(&b, "%08d node42 kernel: eth0 link up 1000 Mbit/s full duplex\n", i)
+	}
+	require.NoError(t, os.WriteFile(src, []byte(b.String()), 0o644))
+	rs := startReceivers(t, 2)
+	code, stdout, stderr := runHerd(t, "send", "--to", addrs(rs), "--in", src, "--out", "/log.img", "--compress", "zstd", "--json")
+	require.Equal(t, ExitOK, code, stderr)
+	s := lastSummary(t, stdout)
+	require.True(t, s.OK)
+	assert.True(t, strings.HasPrefix(s.Compress, "zstd"), "compress %q", s.Compress)
+	assert.Equal(t, int64(b.Len()), s.Bytes)
+	assert.Less(t, s.WireBytes, s.Bytes/4, "zstd on a text log: wire %d of %d bytes", s.WireBytes, s.Bytes)
+	for _, r := range rs {
+		assert.Equal(t, 0, exitOf(t, r))
+		assert.Equal(t, sha256File(t, src), sha256File(t, filepath.Join(r.root, "log.img")))
+	}
+
+	// Without --compress the summary says none and the wire carries every byte.
+	rs = startReceivers(t, 1)
+	code, stdout, stderr = runHerd(t, "send", "--to", addrs(rs), "--in", src, "--out", "/log.img", "--json")
+	require.Equal(t, ExitOK, code, stderr)
+	s = lastSummary(t, stdout)
+	assert.Equal(t, "none", s.Compress)
+	assert.Equal(t, s.Bytes, s.WireBytes)
 }

@@ -43,6 +43,10 @@ type jsonEvent struct {
 	Nodes   []jsonNode `json:"nodes"`
 	// Stats holds per-item source statistics (device, used and wire bytes).
 	Stats []sourceStats `json:"stats,omitempty"`
+	// Compress is the wire compression used (none, zstd); WireBytes the
+	// chunk payload the source put on the wire, after compression.
+	Compress  string `json:"compress,omitempty"`
+	WireBytes int64  `json:"wire_bytes,omitempty"`
 }
 
 func toJSONItems(its []ring.ItemStatus) []jsonItem {
@@ -166,4 +170,12 @@ func pad(s string, n int) string {
 		return s[:n]
 	}
 	return s + strings.Repeat(" ", n-len(s))
+}
+
+// compressName is the wire compression as the summary names it.
+func compressName(c string) string {
+	if c == "" {
+		return string(ring.CompressNone)
+	}
+	return c
 }

@@ -259,16 +259,14 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	ok, failed := outcome(rep)
 	if o.json {
 		okAll := failed == 0 && ok > 0
-		ev := jsonEvent{Event: "summary", OK: &okAll, Seconds: rep.Elapsed.Seconds(), Bytes: rep.Bytes, Items: toJSONItems(rep.Items), Stats: stats}
+		ev := jsonEvent{Event: "summary", OK: &okAll, Seconds: rep.Elapsed.Seconds(), Bytes: rep.Bytes, Items: toJSONItems(rep.Items), Stats: stats, Compress: compressName(rep.Compress), WireBytes: rep.WireBytes}
 		for _, n := range rep.Nodes {
 			ev.Nodes = append(ev.Nodes, toJSONNode(n))
 		}
 		writeJSON(stdout, ev)
 	} else {
 		printSummary(stdout, rep, stats)
-		if o.compress != string(ring.CompressNone) {
-			fmt.Fprintf(stdout, "compression %s: %s on the wire for %s\n", rep.Compress, humanBytes(rep.WireBytes), humanBytes(rep.Bytes))
-		}
+		fmt.Fprintf(stdout, "compression %s: %s on the wire for %s\n", compressName(rep.Compress), humanBytes(rep.WireBytes), humanBytes(rep.Bytes))
 	}
 	switch {
 	case failed == 0 && ok > 0:
