@@ -27,7 +27,9 @@ type herdEvent struct {
 		Bytes int64  `json:"bytes"`
 		Error string `json:"error"`
 	} `json:"nodes"`
-	Stats []struct {
+	Compress  string `json:"compress"`   // wire compression (none, zstd)
+	WireBytes int64  `json:"wire_bytes"` // chunk payload on the wire, after compression
+	Stats     []struct {
 		DeviceBytes int64  `json:"device_bytes"`
 		UsedBytes   int64  `json:"used_bytes"`
 		WireBytes   int64  `json:"wire_bytes"`

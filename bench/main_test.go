@@ -102,6 +102,12 @@ func TestTargets(t *testing.T) {
 	assert.True(t, got["used-only: wire ≤ 1.1 × used, nodes pass fsck"])
 	assert.True(t, got["herd time flat within 10 % from N=2 to N=16"])
 
+	// One N only: flatness is not measured.
+	for _, tg := range targets(rows[:1], rate, nil, nil) {
+		if strings.HasPrefix(tg.name, "herd time flat") {
+			assert.True(t, tg.skip)
+		}
+	}
 	// Without udpcast rows the comparison is skipped, not missed.
 	for _, tg := range targets(rows[:3], rate, nil, nil) {
 		if strings.HasPrefix(tg.name, "herd ahead of udpcast") {
@@ -195,6 +201,10 @@ func TestParseHerdEvents(t *testing.T) {
 	require.Len(t, s.Stats, 1)
 	assert.Equal(t, int64(422838272), s.Stats[0].UsedBytes)
 	assert.Equal(t, "ext4", s.Stats[0].Method)
+	assert.Equal(t, int64(422838272), wireBytes(s), "the item's count when the session gives none")
+	s.WireBytes, s.Compress = 1000, "zstd"
+	assert.Equal(t, int64(1000), wireBytes(s), "the session's count, after compression")
+	assert.Zero(t, wireBytes(herdEvent{}))
 	assert.Equal(t, "; 10.99.0.12:9998 failed: dead at 5", nodeErrors([]byte(herdEventsSeed)))
 }
 

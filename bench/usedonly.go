@@ -33,7 +33,20 @@ type usedResult struct {
 	SecUsed     float64 // whole run
 	SecFull     float64
 	Method      string
+	Compress    string // wire compression herd send reported
 	Err         string
+}
+
+// wireBytes is what herd send's summary says crossed the wire: the
+// session's count (after compression) when it gives one, else the item's.
+func wireBytes(ev herdEvent) int64 {
+	if ev.WireBytes > 0 {
+		return ev.WireBytes
+	}
+	if len(ev.Stats) > 0 {
+		return ev.Stats[0].WireBytes
+	}
+	return 0
 }
 
 // OK reports the target of issue #5: at most 1.1 × the used bytes on the
@@ -196,9 +209,7 @@ func usedOnlyRun(e *env) usedResult {
 		return fail("full copy: %v", err)
 	}
 	u.SecFull = full.Wall
-	if len(full.Summary.Stats) > 0 {
-		u.WireFull = full.Summary.Stats[0].WireBytes
-	}
+	u.WireFull = wireBytes(full.Summary)
 	if u.WrittenFull, err = meanAllocated(c.Nodes()); err != nil {
 		return fail("%v", err)
 	}
@@ -214,8 +225,9 @@ func usedOnlyRun(e *env) usedResult {
 	u.SecUsed = used.Wall
 	if len(used.Summary.Stats) > 0 {
 		st := used.Summary.Stats[0]
-		u.DeviceBytes, u.UsedBytes, u.WireUsed, u.Method = st.DeviceBytes, st.UsedBytes, st.WireBytes, st.Method
+		u.DeviceBytes, u.UsedBytes, u.Method = st.DeviceBytes, st.UsedBytes, st.Method
 	}
+	u.WireUsed, u.Compress = wireBytes(used.Summary), used.Summary.Compress
 	if u.WrittenUsed, err = meanAllocated(c.Nodes()); err != nil {
 		return fail("%v", err)
 	}
@@ -239,6 +251,10 @@ func (u usedResult) print(w io.Writer) {
 	fmt.Fprintf(w, "  %-12s %10.1f %10s %12.1f %16.1f %8.2f\n", "full raw", mib(u.DeviceBytes), "-", mib(u.WireFull), mib(u.WrittenFull), u.SecFull)
 	fmt.Fprintf(w, "  %-12s %10.1f %10.1f %12.1f %16.1f %8.2f\n", "--used-only", mib(u.DeviceBytes), mib(u.UsedBytes), mib(u.WireUsed), mib(u.WrittenUsed), u.SecUsed)
 	if u.UsedBytes > 0 && u.SecUsed > 0 {
-		fmt.Fprintf(w, "  map %s: wire/used %.3f, full copy takes %.1f× as long\n", u.Method, float64(u.WireUsed)/float64(u.UsedBytes), u.SecFull/u.SecUsed)
+		comp := u.Compress
+		if comp == "" {
+			comp = "none"
+		}
+		fmt.Fprintf(w, "  map %s, wire compression %s: wire/used %.3f, full copy takes %.1f× as long\n", u.Method, comp, float64(u.WireUsed)/float64(u.UsedBytes), u.SecFull/u.SecUsed)
 	}
 }
