@@ -67,6 +67,6 @@ func TestVerifySinkChecksWhatTheDiskHolds(t *testing.T) {
 	require.NoError(t, f.Close())
 	err = v.Sync()
 	require.ErrorIs(t, err, blockdev.ErrVerify)
-	require.Contains(t, err.Error(), "at offset 1048576")
+	require.Contains(t, err.Error(), "the 2097152 bytes at offset 0")
 	require.NoError(t, v.Close())
 }

@@ -237,7 +237,10 @@ type ReceiverConfig struct {
 
 // Defaults used when a config field is zero.
 const (
-	DefaultChunkSize      = 4 << 20
+	// DefaultChunkSize is small so that a hop adds little delay: a node
+	// forwards a chunk once it has all of it, so the last of N nodes starts
+	// about N × chunk / rate after the first (256 KiB at 1 Gbit/s: 2 ms a hop).
+	DefaultChunkSize      = 256 << 10
 	DefaultMemoryLimit    = 64 << 20
 	DefaultConnectTimeout = 30 * time.Second
 	DefaultDeadTimeout    = 2 * time.Second

@@ -283,7 +283,9 @@ func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int, tail bo
 func downHandshake(conn net.Conn, key []byte, timeout time.Duration, accept func(*wire.Hello) string) (*wire.Hello, *bufio.Reader, error) {
 	_ = conn.SetDeadline(time.Now().Add(timeout))
 	defer conn.SetDeadline(time.Time{})
-	br := bufio.NewReaderSize(conn, 256<<10)
+	// Smaller than a chunk, so chunk payloads are read straight into
+	// their buffers instead of through this one.
+	br := bufio.NewReaderSize(conn, 64<<10)
 	m, err := readControl(br)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", errStray, err)

@@ -39,8 +39,9 @@ func BenchmarkLoopbackClone8(b *testing.B) {
 		}
 		herdSecs := time.Since(start).Seconds()
 		for _, r := range rs {
-			if err := <-r.done; err != nil {
-				b.Fatalf("recv %s: %v\n%s", r.addr, err, r.stderr.String())
+			<-r.exited
+			if r.err != nil {
+				b.Fatalf("recv %s: %v\n%s", r.addr, r.err, r.stderr.String())
 			}
 			os.RemoveAll(r.root)
 		}

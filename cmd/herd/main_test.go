@@ -110,7 +110,8 @@ type receiver struct {
 	cmd    *exec.Cmd
 	stdout bytes.Buffer
 	stderr bytes.Buffer
-	done   chan error
+	exited chan struct{} // closed when the process has exited
+	err    error         // its Wait result, once exited is closed
 }
 
 // startReceivers starts n herd recv processes, each with its own --root.
@@ -119,16 +120,16 @@ func startReceivers(t testing.TB, n int, extra ...string) []*receiver {
 	t.Helper()
 	var rs []*receiver
 	for i, port := range freePorts(t, n) {
-		r := &receiver{addr: fmt.Sprintf("127.0.0.1:%d", port), root: filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)), done: make(chan error, 1)}
+		r := &receiver{addr: fmt.Sprintf("127.0.0.1:%d", port), root: filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)), exited: make(chan struct{})}
 		require.NoError(t, os.MkdirAll(r.root, 0o755))
 		args := append([]string{"recv", "--listen", r.addr, "--root", r.root, "--json"}, extra...)
 		r.cmd = exec.Command(herdBin, args...)
 		r.cmd.Stdout, r.cmd.Stderr = &r.stdout, &r.stderr
 		require.NoError(t, r.cmd.Start())
-		go func() { r.done <- r.cmd.Wait() }()
+		go func() { r.err = r.cmd.Wait(); close(r.exited) }()
 		t.Cleanup(func() {
 			r.cmd.Process.Kill()
-			<-r.done
+			<-r.exited
 			if t.Failed() {
 				t.Logf("recv %s stderr:\n%s", r.addr, r.stderr.String())
 			}
@@ -159,8 +160,8 @@ func waitListening(t testing.TB, addr string) {
 func exitOf(t testing.TB, r *receiver) int {
 	t.Helper()
 	select {
-	case err := <-r.done:
-		r.done <- err
+	case <-r.exited:
+		err := r.err
 		if err == nil {
 			return 0
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/herd-cluster/herd/harness"
 	"github.com/herd-cluster/herd/ring"
 	"github.com/herd-cluster/herd/ring/dollycfg"
 )
@@ -31,6 +32,7 @@ type sendOptions struct {
 	slowAfter      time.Duration
 	resume         string
 	compress       string
+	chunkSize      string
 	source         sourceOptions
 	files          filesSendOptions
 }
@@ -75,6 +77,7 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 	f.DurationVar(&o.deadTimeout, "dead-timeout", ring.DefaultDeadTimeout, "how long a silent node may stay silent before it is declared dead")
 	f.StringVar(&o.slow, "slow", string(ring.SlowMove), "a node far slower than the rest (its disk lags) for --slow-after: move (to the tail of the chain: the others finish at full speed, it completes at its own pace), wait (it sets the pace of everyone) or drop (reported failed, too slow)")
 	f.DurationVar(&o.slowAfter, "slow-after", ring.DefaultSlowAfter, "how long a node must lag before --slow applies")
+	f.StringVar(&o.chunkSize, "chunk-size", "256K", "bytes per chunk on the wire (64K to 64M): a node forwards a chunk once it has all of it, so smaller chunks start the end of a long chain sooner; larger ones cost less CPU per byte")
 	f.StringVar(&o.compress, "compress", string(ring.CompressNone), "compress chunks on the wire: none, zstd (every chunk that shrinks; every node decompresses), or auto (zstd that pauses while the data does not shrink); the summary says how many bytes went on the wire")
 	f.StringVar(&o.resume, "resume", "", "session file: when it exists (this source stopped before the end), take up that session again and send nodes only what they lack; else start a new session and keep it there (removed once every node verified)")
 	addSourceFlags(f, &o.source)
@@ -170,6 +173,10 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	if _, err := ring.ParseSlowPolicy(o.slow); err != nil {
 		return usageError{err}
 	}
+	chunk, err := harness.ParseSize(o.chunkSize)
+	if err != nil || chunk < 64<<10 || chunk > 64<<20 {
+		return usagef("--chunk-size %q: want a size from 64K to 64M", o.chunkSize)
+	}
 	if _, err := ring.ParseCompressMode(o.compress); err != nil {
 		return usageError{err}
 	}
@@ -246,6 +253,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		DeadTimeout:    o.deadTimeout,
 		Slow:           ring.SlowPolicy(o.slow),
 		Compress:       ring.CompressMode(o.compress),
+		ChunkSize:      int(chunk),
 		SlowAfter:      o.slowAfter,
 		Progress:       progress,
 		Logf:           logf,
