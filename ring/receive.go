@@ -287,7 +287,10 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 						// A replacement upstream is welcome only when the
 						// current one is gone or silent: a node that was
 						// cut off itself must not take over a healthy hop.
-						if cur := upActivity.Load(); cur != nil && cur.Load() != 0 && time.Since(time.Unix(0, cur.Load())) < dead/2 {
+						// A takeover comes from the node that just
+						// detached our upstream: that one drains what
+						// it had and stops.
+						if cur := upActivity.Load(); !h.Takeover && cur != nil && cur.Load() != 0 && time.Since(time.Unix(0, cur.Load())) < dead/2 {
 							return errUpstreamAlive
 						}
 						return ""
@@ -452,8 +455,17 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 	lp.onHop = func(nh hop) []core.Action {
 		logf("ring: new upstream %s replaces %s", nh.conn.RemoteAddr(), up.h.conn.RemoteAddr())
 		old := up
-		old.q.close()
-		old.h.conn.Close()
+		if nh.hello.Takeover {
+			// The node that detached our upstream feeds us now: tell
+			// the old upstream, which may not know yet, to stop feeding
+			// us (it must not bypass us as if we had died).
+			_ = old.h.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			old.q.push(&wire.Detach{Reason: "replaced: our upstream detached you"})
+			old.stop()
+		} else {
+			old.q.close()
+			old.h.conn.Close()
+		}
 		gen++
 		up = startUpstream(ctx, lp, nh, gen, cfg.Key, limit, &sized, activity)
 		lp.up = up.q

@@ -179,7 +179,7 @@ func writeMsg(w io.Writer, m wire.Msg) error {
 // node that refuses because it still hears from its upstream is asked
 // again until busyFor has passed. On success the node has accepted us.
 func dialHop(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string,
-	key []byte, s wire.SessionID, index int, tail bool, timeout, busyFor, hsTimeout time.Duration) (net.Conn, *bufio.Reader, error) {
+	key []byte, s wire.SessionID, index int, tail, takeover bool, timeout, busyFor, hsTimeout time.Duration) (net.Conn, *bufio.Reader, error) {
 	start := time.Now()
 	deadline := start.Add(timeout)
 	for {
@@ -187,7 +187,7 @@ func dialHop(ctx context.Context, dial func(context.Context, string, string) (ne
 		if err != nil {
 			return nil, nil, err
 		}
-		br, err := upHandshake(conn, key, s, index, tail, hsTimeout)
+		br, err := upHandshake(conn, key, s, index, tail, takeover, hsTimeout)
 		if err == nil {
 			return conn, br, nil
 		}
@@ -231,10 +231,10 @@ func dialOnce(ctx context.Context, dial func(context.Context, string, string) (n
 // errBusyHop is a refusal worth retrying.
 var errBusyHop = errors.New("node still hears from its upstream")
 
-func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int, tail bool, timeout time.Duration) (*bufio.Reader, error) {
+func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int, tail, takeover bool, timeout time.Duration) (*bufio.Reader, error) {
 	_ = conn.SetDeadline(time.Now().Add(timeout))
 	defer conn.SetDeadline(time.Time{})
-	hello := &wire.Hello{Session: s, Index: uint32(index), Keyed: len(key) > 0, Tail: tail}
+	hello := &wire.Hello{Session: s, Index: uint32(index), Keyed: len(key) > 0, Tail: tail, Takeover: takeover}
 	randomBytes(hello.Nonce[:])
 	if err := writeMsg(conn, hello); err != nil {
 		return nil, err
@@ -576,7 +576,7 @@ func (w *downWorker) run() {
 				fast := max(w.dead, time.Second)
 				timeout, busy, hs = 0, min(busy, fast), min(hs, fast)
 			}
-			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, a.Tail, timeout, busy, hs)
+			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, a.Tail, a.Takeover, timeout, busy, hs)
 			if err != nil {
 				w.l.logf("ring: node %d (%s): %v", a.Index, a.Addr, err)
 				w.l.emit(core.Event{Kind: core.EvDownFailed, Index: a.Index, Err: err.Error()})
@@ -586,16 +586,29 @@ func (w *downWorker) run() {
 			w.conn, w.idx, w.broken = conn, a.Index, false
 			w.mu.Unlock()
 			w.l.emit(core.Event{Kind: core.EvDownUp, Index: a.Index})
-			go w.readAcks(br, a.Index)
+			go w.readAcks(conn, br, a.Index)
 		case core.ActSendDown:
 			w.send(a)
 		case core.ActCloseDown:
 			w.mu.Lock()
 			if w.conn != nil {
-				if tc, ok := w.conn.(interface{ CloseWrite() error }); ok && a.Err == "" {
+				tc, ok := w.conn.(interface{ CloseWrite() error })
+				switch {
+				case ok && a.Err == "":
 					// Let the peer read everything, then it closes.
 					_ = tc.CloseWrite()
-				} else {
+				case ok && w.detaching.Load():
+					// A Detach went out: let the peer read it too. A
+					// full close while its acks still arrive would
+					// reset the connection, and the peer would lose
+					// what it had not read yet, the Detach with it.
+					// Its acks are drained (and ignored) until it
+					// hangs up, for at most the dead timeout.
+					_ = tc.CloseWrite()
+					c := w.conn
+					time.AfterFunc(max(w.dead, time.Second), func() { c.Close() })
+					w.conn = nil
+				default:
 					w.conn.Close()
 					w.conn = nil
 				}
@@ -639,10 +652,15 @@ func (w *downWorker) send(a core.Action) {
 	}
 }
 
-func (w *downWorker) readAcks(br *bufio.Reader, idx int) {
+func (w *downWorker) readAcks(conn net.Conn, br *bufio.Reader, idx int) {
 	for {
 		m, err := readControl(br)
 		if err != nil {
+			w.mu.Lock()
+			if w.conn != conn {
+				conn.Close() // a connection we had let go of (detached)
+			}
+			w.mu.Unlock()
 			w.l.emit(core.Event{Kind: core.EvDownFailed, Index: idx, Err: err.Error()})
 			return
 		}

@@ -102,11 +102,14 @@ type Action struct {
 	Index   int
 	Addr    string
 	Session wire.SessionID
-	Bypass  bool   // ActDial: the node replaces a lost one; give up within about the dead timeout instead of waiting for it to start
-	Tail    bool   // ActDial: the node is fed at the tail (moved or rejoining): say so in the Hello
-	Len     int    // ActReadBack: payload bytes
-	Seq     uint64 // ActReadBack: chunk number
-	Err     string
+	Bypass  bool // ActDial: the node replaces a lost one; give up within about the dead timeout instead of waiting for it to start
+	Tail    bool // ActDial: the node is fed at the tail (moved or rejoining): say so in the Hello
+	// ActDial: we just detached the node's upstream (dropped or moved it):
+	// the node may accept us while that upstream still talks.
+	Takeover bool
+	Len      int    // ActReadBack: payload bytes
+	Seq      uint64 // ActReadBack: chunk number
+	Err      string
 }
 
 // Timing of acks and failure detection, in the driver's clock.

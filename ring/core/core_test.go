@@ -289,3 +289,38 @@ func TestFinishedSenderSaysBye(t *testing.T) {
 	assert.IsType(t, &wire.Bye{}, acts[0].Msg)
 	assert.True(t, s.Nodes()[0].Items[0].Verified)
 }
+
+// A node whose upstream is gone does not bypass its downstream when that
+// hangs up too: the downstream may have taken a replacement upstream (the
+// one that bypassed us), and dialing the node after it would take over a
+// healthy hop. Once an upstream reconnects, the bypass goes ahead.
+func TestCutOffNodeBypassesOnlyOnceAnUpstreamReconnects(t *testing.T) {
+	n := relay(t)
+	n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Seq: 0, Payload: []byte("abcd")}, Ref: 1})
+	n.Step(Event{Kind: EvUpClosed, Err: "unexpected EOF"})
+	require.True(t, n.UpstreamLost())
+	acts := n.Step(Event{Kind: EvDownFailed, Index: 1, Err: "EOF"})
+	assert.Nil(t, find(acts, ActDial), "no bypass while nobody feeds us")
+	assert.NotEqual(t, StateFailed, n.View()[0].State, "node 1 is not declared dead by a cut-off node")
+
+	acts = n.Step(Event{Kind: EvUpNew, Msg: &wire.Hello{Session: sess, Index: 0}})
+	require.IsType(t, &wire.Resume{}, find(acts, ActSendUp).Msg)
+	d := find(acts, ActDial)
+	require.NotNil(t, d, "fed again: the lost downstream is bypassed now")
+	assert.Equal(t, 2, d.Index)
+	assert.True(t, d.Bypass)
+	assert.Equal(t, StateFailed, n.View()[0].State)
+}
+
+// A downstream that took as upstream the node that detached us says so
+// (Detach upstream): we stop feeding it, without bypassing it or saying
+// anything about it.
+func TestDetachFromDownstreamStopsFeeding(t *testing.T) {
+	n := relay(t)
+	acts := n.Step(Event{Kind: EvDown, Index: 1, Msg: &wire.Detach{Reason: "replaced"}})
+	assert.Nil(t, find(acts, ActDial), "no bypass of a node that was merely taken over")
+	assert.NotNil(t, find(acts, ActCloseDown))
+	assert.Empty(t, n.View(), "the nodes after us are no longer ours to report")
+	acts = n.Step(Event{Kind: EvDownFailed, Index: 1, Err: "EOF"})
+	assert.Nil(t, find(acts, ActDial))
+}

@@ -73,6 +73,9 @@ type downlink struct {
 	// our written output, at its pace, so it never holds our buffers.
 	fromDisk bool
 	rejoined []bool // per node: came back after it was reported failed
+	// takeover: the next dial follows a Detach of the target's upstream
+	// (see Action.Takeover); it applies to that one dial only.
+	takeover bool
 	// adopting: nodes we moved to the tail and have not heard of since
 	// (the Adopt may be lost with a node that died on its way): it is
 	// sent again every adoptRetry until the node's progress comes back.
@@ -152,7 +155,8 @@ func (d *downlink) start(out *[]Action) {
 
 func (d *downlink) dial(out *[]Action) {
 	d.up, d.awaiting = false, false
-	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session, Bypass: d.bypassing, Tail: d.fromDisk})
+	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session, Bypass: d.bypassing, Tail: d.fromDisk, Takeover: d.takeover})
+	d.takeover = false
 }
 
 // retaining reports whether sent frames must be kept for a bypass: only
@@ -567,6 +571,7 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	d.moved++
 	if d.slow == wire.SlowDrop {
 		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Drop: true, Reason: reason}})
+		d.takeover = true
 		d.loseTarget(reason, out)
 		return
 	}
@@ -581,6 +586,7 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	d.target = d.order[d.pos]
 	d.ctl = append(d.ctl, &wire.Adopt{Index: uint32(x)})
 	d.adopting = append(d.adopting, adoptWait{x, now})
+	d.takeover = true
 	d.dial(out)
 }
 

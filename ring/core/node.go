@@ -99,6 +99,10 @@ type Node struct {
 	tail        bool          // fed at the tail (moved or rejoining): forwards to nobody
 	restored    bool          // state restored from what the node wrote before a restart
 	rejoined    bool          // came back after being reported failed
+	// downLost: the downstream failed while the upstream was lost; the
+	// bypass waits until an upstream reconnects (see EvDownFailed).
+	downLost    bool
+	downLostWhy string
 }
 
 // Timing defaults of a node.
@@ -334,6 +338,16 @@ func (n *Node) Step(ev Event) []Action {
 				// it. A node merely starved by backpressure, its
 				// downstream frozen, is not cut off either.)
 				n.down.detach(&out)
+			} else if n.UpstreamLost() && ev.Index == n.down.target && !n.down.cut && !n.down.settled() {
+				// Our upstream is gone too: either it died (a node
+				// further up will reconnect to us, and then we bypass
+				// our dead downstream) or it bypassed us on purpose
+				// (dropped or moved us, the Detach lost with the hop)
+				// and our downstream took the replacement upstream and
+				// hung up on us. Either way, nobody reads our acks now,
+				// and dialing the next node could take over a healthy
+				// hop: wait for an upstream first.
+				n.downLost, n.downLostWhy = true, ev.Err
 			} else {
 				n.down.onFailed(ev.Index, ev.Err, &out)
 			}
@@ -347,6 +361,11 @@ func (n *Node) Step(ev Event) []Action {
 				n.down.onResume(m, &out)
 			case *wire.Reject:
 				n.down.loseTarget("rejected: "+m.Reason, &out)
+			case *wire.Detach:
+				// Our downstream took as upstream the node that
+				// detached us (its Detach to us was lost): we feed
+				// nobody, and say nothing about the nodes after us.
+				n.down.detach(&out)
 			}
 		}
 	case EvSent:
@@ -404,6 +423,14 @@ func (n *Node) onUpNew(ev Event, out *[]Action) {
 	n.lastUpAt = n.now
 	n.fullAck = true
 	*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.Resume{Frames: n.framesIn, HasManifest: n.man != nil}})
+	if n.downLost {
+		// Someone feeds us again: now bypass the downstream we lost
+		// meanwhile.
+		n.downLost = false
+		if n.man != nil {
+			n.down.onFailed(n.down.target, n.downLostWhy, out)
+		}
+	}
 }
 
 func (n *Node) onUp(ev Event, out *[]Action) {

@@ -383,7 +383,7 @@ func (s *sim) perform(h *host, acts []core.Action) {
 			})
 		case core.ActCloseSinks:
 		case core.ActDial:
-			s.dial(h, a.Index, a.Tail)
+			s.dial(h, a.Index, a.Tail, a.Takeover)
 		case core.ActSendDown:
 			if dt, ok := a.Msg.(*wire.Detach); ok {
 				// Said before the connection is cut, ahead of the
@@ -503,22 +503,31 @@ func (s *sim) disk(h *host, n int, done func()) {
 	s.at(h.diskFree-s.now, done)
 }
 
-func (s *sim) dial(h *host, idx int, tail bool) {
+func (s *sim) dial(h *host, idx int, tail, takeover bool) {
 	t := s.nodes[idx]
 	if !t.alive {
 		s.at(s.cfg.DialFail, func() { s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection refused"}) })
 		return
 	}
 	l := &link{from: h, to: t}
-	hello := &wire.Hello{Session: s.session, Index: uint32(idx), Tail: tail}
+	hello := &wire.Hello{Session: s.session, Index: uint32(idx), Tail: tail, Takeover: takeover}
 	s.at(2*s.cfg.Latency, func() {
 		if !t.alive {
 			s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection timed out"})
 			return
 		}
 		if old := t.up; old != nil {
-			// A replacement upstream: the node drops the old connection.
+			// A replacement upstream: the node drops the old connection,
+			// telling the old upstream when the new one detached it.
 			old.closed = true
+			if hello.Takeover && old.from != nil && old.from != h {
+				from := old.from
+				s.at(s.cfg.Latency, func() {
+					if from.alive && from.down == old {
+						s.step(from, core.Event{Kind: core.EvDown, Index: idx, Msg: &wire.Detach{Reason: "replaced"}})
+					}
+				})
+			}
 		}
 		t.up = l
 		h.down = l

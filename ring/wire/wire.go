@@ -324,8 +324,12 @@ type Hello struct {
 	Keyed   bool   // the sender has a key and expects a MAC in the challenge
 	// Tail: the receiver is fed at the end of the chain (a node moved
 	// there, or one that rejoins): it forwards to nobody.
-	Tail  bool
-	Nonce [NonceSize]byte
+	Tail bool
+	// Takeover: the sender just dropped or moved the receiver's upstream
+	// (Detach) and feeds the receiver itself now; the receiver accepts it
+	// even while that upstream still talks (it drains what it had).
+	Takeover bool
+	Nonce    [NonceSize]byte
 }
 
 // Type implements Msg.
@@ -341,6 +345,9 @@ func (m *Hello) appendBody(b []byte) []byte {
 	if m.Tail {
 		k |= 2
 	}
+	if m.Takeover {
+		k |= 4
+	}
 	b = append(b, k)
 	return append(b, m.Nonce[:]...)
 }
@@ -352,10 +359,10 @@ func (m *Hello) decodeBody(b []byte) error {
 	r.fixed(m.Session[:])
 	m.Index = r.u32()
 	k := r.u8()
-	if k > 3 {
+	if k > 7 {
 		return ErrBody
 	}
-	m.Keyed, m.Tail = k&1 != 0, k&2 != 0
+	m.Keyed, m.Tail, m.Takeover = k&1 != 0, k&2 != 0, k&4 != 0
 	r.fixed(m.Nonce[:])
 	return r.done()
 }

@@ -17,6 +17,7 @@ func sampleMsgs() []Msg {
 	return []Msg{
 		&Hello{Session: testSession, Index: 3, Keyed: true, Nonce: n1},
 		&Hello{Session: testSession, Index: 4, Tail: true, Nonce: n2},
+		&Hello{Session: testSession, Index: 5, Takeover: true, Nonce: n2},
 		&Challenge{Nonce: n2, MAC: [MACSize]byte{1, 2}},
 		&Resume{Frames: 42, HasManifest: true},
 		&Proof{MAC: [MACSize]byte{3}},
