@@ -392,6 +392,29 @@ func leftovers(name, workDir string) []string {
 	return out
 }
 
+// procStart returns a process's start time in clock ticks since boot
+// (field 22 of /proc/PID/stat), or "" when it is gone.
+func procStart(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
+}
+
+func procCmdline(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+}
+
 func pidAlive(pid int) bool {
 	s := procState(pid)
 	return s != 0 && s != 'Z'
@@ -462,11 +485,15 @@ func TestLeftoversOfCrashedRunAreSwept(t *testing.T) {
 	// The creator is gone, its cluster and the process inside remain.
 	assert.Len(t, leftovers(name, work), 3+2+1+1+2)
 	assert.True(t, pidAlive(pid))
+	start := procStart(pid)
 
 	// The next start removes them.
 	c := harness.NewT(t, harness.Config{Nodes: 1})
 	assert.Empty(t, leftovers(name, work))
-	assert.Eventually(t, func() bool { return !pidAlive(pid) }, 5*time.Second, 20*time.Millisecond)
+	// The pid may be reused once the killed process is reaped: only the
+	// process that started at the same time counts.
+	assert.Eventually(t, func() bool { return !pidAlive(pid) || procStart(pid) != start }, 10*time.Second, 20*time.Millisecond,
+		"pid %d still running: state %q, cmdline %q", pid, procState(pid), procCmdline(pid))
 	assert.NotEqual(t, name, c.Name())
 }
 
