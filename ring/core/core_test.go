@@ -324,3 +324,37 @@ func TestDetachFromDownstreamStopsFeeding(t *testing.T) {
 	acts = n.Step(Event{Kind: EvDownFailed, Index: 1, Err: "EOF"})
 	assert.Nil(t, find(acts, ActDial))
 }
+
+// A node moved to the tail whose Detach was lost learns it from the tail
+// Hello of the last node: it stops feeding its old downstream (now fed by
+// its old upstream) instead of bypassing it when that hangs up.
+func TestMovedNodeFedAtTheTailForwardsToNobody(t *testing.T) {
+	n := relay(t)
+	n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Seq: 0, Payload: []byte("abcd")}, Ref: 1})
+	n.Step(Event{Kind: EvUpClosed, Err: "unexpected EOF"})
+	acts := n.Step(Event{Kind: EvUpNew, Msg: &wire.Hello{Session: sess, Index: 0, Tail: true}})
+	r, ok := find(acts, ActSendUp).Msg.(*wire.Resume)
+	require.True(t, ok)
+	assert.Equal(t, uint64(1), r.Frames)
+	assert.NotNil(t, find(acts, ActCloseDown), "the old downstream is let go")
+	assert.Nil(t, find(acts, ActDial))
+	assert.Empty(t, n.View())
+	acts = n.Step(Event{Kind: EvDownFailed, Index: 1, Err: "EOF"})
+	assert.Nil(t, find(acts, ActDial), "no bypass from the tail")
+}
+
+// The last node takes a moved node over from the upstream that detached
+// it: its dial says Tail and Takeover (the moved node may still be reading
+// what its old upstream had sent it, and must not refuse us for that).
+func TestLastNodeAdoptsWithTakeover(t *testing.T) {
+	n := NewNode(NodeConfig{})
+	n.Step(Event{Kind: EvUp, Msg: &wire.Hello{Session: sess, Index: 2}})
+	acts := n.Step(Event{Kind: EvUp, Msg: manifest(3, 100)})
+	require.Nil(t, find(acts, ActDial), "the last node dials nobody")
+	acts = n.Step(Event{Kind: EvUp, Msg: &wire.Adopt{Index: 1}})
+	d := find(acts, ActDial)
+	require.NotNil(t, d)
+	assert.Equal(t, 1, d.Index)
+	assert.True(t, d.Tail)
+	assert.True(t, d.Takeover)
+}

@@ -663,6 +663,9 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 	d.pos = len(d.order) - 1
 	d.target = x
 	d.bypassing = true
+	// A moved node's upstream detached it (it may still be reading what
+	// it had been sent); a rejoining one has none.
+	d.takeover = true
 	d.dial(out)
 }
 

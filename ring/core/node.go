@@ -422,6 +422,14 @@ func (n *Node) onUpNew(ev Event, out *[]Action) {
 	n.upGone = false
 	n.lastUpAt = n.now
 	n.fullAck = true
+	if h.Tail && !n.tail && n.man != nil {
+		// Fed at the tail now: we were moved there, and the Detach
+		// that said so was lost. We forward to nobody (our old
+		// downstream has our old upstream), and never bypass it.
+		n.tail = true
+		n.downLost = false
+		n.down.detach(out)
+	}
 	*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.Resume{Frames: n.framesIn, HasManifest: n.man != nil}})
 	if n.downLost {
 		// Someone feeds us again: now bypass the downstream we lost
