@@ -42,7 +42,16 @@
 // node's written output, from where it stands. With
 // ReceiverConfig.StateDir a restarted receiver reads back and checks what
 // its journal says it wrote, and receives only the rest; without it, it
-// receives everything. A rejoin happens only while the session runs.
+// receives everything. A rejoin happens only while the session runs: a
+// request in flight holds the end of the session for at most three dead
+// timeouts (while the node checks what it had and answers), and none is
+// sent once every other node is in a final state.
+//
+// A node that detached its downstream (moved or dropped it) dials the
+// node after it with Hello.Takeover: that node accepts it even while the
+// detached one still drains what it had been sent, and tells the detached
+// one (Detach, upstream) to stop feeding it; a node whose own upstream is
+// gone never bypasses its downstream until an upstream reconnects.
 //
 // Returning source: a source started again with the same session
 // (SenderConfig.Session, kept by ResumeFile) reaches node 0, which says how
