@@ -19,6 +19,5 @@
 //
 // The suite builds bin/herd into a temporary folder first, so it always
 // tests the tree it runs in; HERD_E2E_BIN=/path/to/herd tests that binary
-// instead. Specs of features not in herd yet are skipped with a message
-// starting "PENDING"; HERD_E2E_PENDING=1 runs them.
+// instead.
 package e2e

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,15 +14,6 @@ import (
 
 	"github.com/herd-cluster/herd/harness"
 )
-
-// pendingUntil skips a spec whose feature is not in herd yet, naming what
-// is missing, unless HERD_E2E_PENDING=1 asks to run it anyway (to check
-// whether the feature has landed).
-func pendingUntil(missing string) {
-	if os.Getenv("HERD_E2E_PENDING") != "1" {
-		Skip("PENDING, not run: " + missing + " (run with HERD_E2E_PENDING=1 to try)")
-	}
-}
 
 // doneTimes returns, for every node, the seconds of the first progress
 // line (or the summary) that shows it done; -1 if none does.
@@ -111,7 +101,6 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	}
 
 	It("lets the others finish long before a node with a slow disk, which still completes (default policy)", func() {
-		pendingUntil("ring regression since e6e3c45 (6 of 6 ok before; 1 of 5 ko after, 1 of 4 at 95ed026): around the moved node3 later nodes end ko ('dead at offset N: EOF')")
 		const size = 192 << 20
 		setup(size)
 		slowNode3()
@@ -135,7 +124,6 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	})
 
 	It("drops a node with a slow disk under --slow drop: reported too slow, the others finish at full speed", func() {
-		pendingUntil("ring regression since e6e3c45 (4 of 4 ok at f3a8bbd; 2 of 4 ko at e6e3c45, 3 of 4 at 95ed026): once node3 is dropped, node4 refuses node2's bypass ('rejected: node still hears from its upstream') or node5 ends 'dead at offset N: EOF'")
 		const size = 192 << 20
 		setup(size)
 		slowNode3()
@@ -163,7 +151,6 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	})
 
 	It("takes back a node whose herd recv was killed and restarted (--state): it ends ok, receiving only what it lacked", func() {
-		pendingUntil("ring rejoin race: when the last node takes back the restarted node4 near the end, the source may end the session without waiting for it (node4 ko 'dead at offset N', its log says 'open journal: no such file or directory'; 2 of 9 runs at 5e9cdfe, 1 of 9 at 2a49e81 and e6e3c45, 1 of 4 at 95ed026)")
 		const size = 192 << 20
 		setup(size)
 		victim := c.Nodes()[3]
