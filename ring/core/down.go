@@ -73,12 +73,6 @@ type downlink struct {
 	// our written output, at its pace, so it never holds our buffers.
 	fromDisk bool
 	rejoined []bool // per node: came back after it was reported failed
-	// rejoinUntil: per node, until when a rejoin request (Adopt.Rejoin)
-	// passed through us may still bring the node back: a node that
-	// failed counts as unsettled until then, so nobody ends the session
-	// (or stops passing acks up) while the last node takes it back.
-	rejoinUntil []time.Duration
-	now         time.Duration // the owner's clock, for rejoinUntil
 	// takeover: the next dial follows a Detach of the target's upstream
 	// (see Action.Takeover); it applies to that one dial only.
 	takeover bool
@@ -124,7 +118,6 @@ func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
 	d.mine = make([]bool, n)
 	d.flags = make([]uint8, n)
 	d.rejoined = make([]bool, n)
-	d.rejoinUntil = make([]time.Duration, n)
 	for j := self + 1; j < n; j++ {
 		d.view[j] = NodeStatus{Index: j, Addr: m.Nodes[j], State: StateWaiting, Items: emptyItems(m)}
 		d.order = append(d.order, j)
@@ -463,9 +456,6 @@ func (d *downlink) loseTarget(reason string, out *[]Action) {
 // still answers (it lingers until its upstream says Bye) with where it
 // stands and the last word of every node after it.
 func (d *downlink) next(out *[]Action) {
-	if d.target >= 0 && d.target < len(d.rejoinUntil) {
-		d.rejoinUntil[d.target] = 0 // lost: no use waiting for it
-	}
 	d.up, d.awaiting = false, false
 	d.stopReplay()
 	d.bypassing = true
@@ -659,9 +649,6 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 		}
 		d.dirty[x] = true
 	}
-	if a.Rejoin {
-		d.rejoinUntil[x] = d.now + d.rejoinWait()
-	}
 	if !d.cut {
 		m := &wire.Adopt{Index: uint32(x), Rejoin: a.Rejoin}
 		if d.up && !d.awaiting {
@@ -697,19 +684,8 @@ func (d *downlink) detach(out *[]Action) {
 	d.dropLog()
 }
 
-// settled reports whether every node after the owner is in a final state
-// (and none of them may still come back: see rejoinUntil).
+// settled reports whether every node after the owner is in a final state.
 func (d *downlink) settled() bool {
-	for _, j := range d.order {
-		if !d.view[j].State.Terminal() || d.rejoinPending(j) {
-			return false
-		}
-	}
-	return true
-}
-
-// settledNow is settled without waiting for rejoin requests in flight.
-func (d *downlink) settledNow() bool {
 	for _, j := range d.order {
 		if !d.view[j].State.Terminal() {
 			return false
@@ -717,17 +693,6 @@ func (d *downlink) settledNow() bool {
 	}
 	return true
 }
-
-// rejoinPending reports whether failed node j may still be taken back.
-func (d *downlink) rejoinPending(j int) bool {
-	return j < len(d.rejoinUntil) && d.rejoinUntil[j] > d.now && !d.rejoined[j] && d.view[j].State == StateFailed
-}
-
-// rejoinWait bounds how long a rejoin request may take to bring a node
-// back: down the chain, the last node's dial (a bypass dial gives up
-// within about the dead timeout), the node's check of what it had, and
-// its first ack back up.
-func (d *downlink) rejoinWait() time.Duration { return 3 * d.deadOr() }
 
 // targetFrames is how many frames our current downstream has received.
 func (d *downlink) targetFrames() uint64 {

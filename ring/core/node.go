@@ -261,7 +261,6 @@ func (n *Node) Step(ev Event) []Action {
 		}
 		n.now = ev.Now
 	}
-	n.down.now = n.now
 	if n.finished {
 		// Late results after the end: only buffers matter.
 		switch ev.Kind {

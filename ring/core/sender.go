@@ -105,7 +105,6 @@ func (s *Sender) Step(ev Event) []Action {
 	if ev.Now > s.now {
 		s.now = ev.Now
 	}
-	s.down.now = s.now
 	if s.finished {
 		switch ev.Kind {
 		case EvSent:
@@ -200,16 +199,10 @@ func (s *Sender) maybeRejoin(out *[]Action) {
 	if s.rejoin <= 0 || s.now-s.lastRejoin < s.rejoin || d.cut || !d.up || d.awaiting {
 		return
 	}
-	if d.settledNow() {
-		// Everyone else is in a final state: no new attempts (each
-		// would hold up the end), only those in flight are awaited.
-		return
-	}
 	s.lastRejoin = s.now
 	for j, v := range d.view {
 		if v.State == StateFailed && !d.rejoined[j] && rejoinable(v.Err) {
 			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Adopt{Index: uint32(j), Rejoin: true}})
-			d.rejoinUntil[j] = s.now + d.rejoinWait()
 		}
 	}
 }
