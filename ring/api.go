@@ -42,10 +42,9 @@
 // node's written output, from where it stands. With
 // ReceiverConfig.StateDir a restarted receiver reads back and checks what
 // its journal says it wrote, and receives only the rest; without it, it
-// receives everything. A rejoin happens only while the session runs: a
-// request in flight holds the end of the session for at most three dead
-// timeouts (while the node checks what it had and answers), and none is
-// sent once every other node is in a final state.
+// receives everything. A rejoin happens only while the session runs; a
+// node that answers a rejoin request after the others have finished is
+// not waited for (it ends reported failed and can be sent again).
 //
 // A node that detached its downstream (moved or dropped it) dials the
 // node after it with Hello.Takeover: that node accepts it even while the
