@@ -142,32 +142,9 @@ func Build(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	var t Tree
-	for _, d := range []string{"dev", "proc", "sys", "tmp", "etc/herd", "lib/modules"} {
-		if err := t.Dir(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	if err := t.CharDev("dev/console", 0o600, 5, 1); err != nil {
-		return nil, err
-	}
-	if err := t.CharDev("dev/null", 0o666, 1, 3); err != nil {
-		return nil, err
-	}
-	bb, err := readInput("busybox", o.Busybox)
+	t, err := busyboxRoot(o.Busybox, Applets, "dev", "proc", "sys", "tmp", "etc/herd", "lib/modules")
 	if err != nil {
 		return nil, err
-	}
-	if err := checkStatic(o.Busybox, bb); err != nil {
-		return nil, err
-	}
-	if err := t.File("bin/busybox", 0o755, bb); err != nil {
-		return nil, err
-	}
-	for _, a := range Applets {
-		if err := t.Symlink("bin/"+a, "busybox"); err != nil {
-			return nil, err
-		}
 	}
 	init := []byte(DefaultInit)
 	if o.Init != nil {
@@ -382,4 +359,38 @@ func lastLine(b []byte) string {
 		s = s[i+1:]
 	}
 	return s
+}
+
+// busyboxRoot starts the tree both archives share: the folders dirs,
+// /dev/console and /dev/null, the static busybox at bin/busybox (checked to
+// be static) and a symlink to it for every applet.
+func busyboxRoot(busybox string, applets []string, dirs ...string) (Tree, error) {
+	var t Tree
+	for _, d := range dirs {
+		if err := t.Dir(d, 0o755); err != nil {
+			return t, err
+		}
+	}
+	if err := t.CharDev("dev/console", 0o600, 5, 1); err != nil {
+		return t, err
+	}
+	if err := t.CharDev("dev/null", 0o666, 1, 3); err != nil {
+		return t, err
+	}
+	bb, err := readInput("busybox", busybox)
+	if err != nil {
+		return t, err
+	}
+	if err := checkStatic(busybox, bb); err != nil {
+		return t, err
+	}
+	if err := t.File("bin/busybox", 0o755, bb); err != nil {
+		return t, err
+	}
+	for _, a := range applets {
+		if err := t.Symlink("bin/"+a, "busybox"); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
 }

@@ -63,32 +63,9 @@ func BuildStage2(o Stage2Options) ([]byte, error) {
 	if o.Busybox == "" {
 		o.Busybox = "/bin/busybox"
 	}
-	var t Tree
-	for _, d := range []string{"bin", "dev", "proc", "sys", "tmp", "run", "etc/herd"} {
-		if err := t.Dir(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	if err := t.CharDev("dev/console", 0o600, 5, 1); err != nil {
-		return nil, err
-	}
-	if err := t.CharDev("dev/null", 0o666, 1, 3); err != nil {
-		return nil, err
-	}
-	bb, err := readInput("busybox", o.Busybox)
+	t, err := busyboxRoot(o.Busybox, Stage2Applets, "bin", "dev", "proc", "sys", "tmp", "run", "etc/herd")
 	if err != nil {
 		return nil, err
-	}
-	if err := checkStatic(o.Busybox, bb); err != nil {
-		return nil, err
-	}
-	if err := t.File("bin/busybox", 0o755, bb); err != nil {
-		return nil, err
-	}
-	for _, a := range Stage2Applets {
-		if err := t.Symlink("bin/"+a, "busybox"); err != nil {
-			return nil, err
-		}
 	}
 	init := []byte(DefaultStage2Init)
 	if o.Init != nil {
