@@ -16,7 +16,6 @@ import (
 
 	"github.com/herd-cluster/herd/filelevel"
 	"github.com/herd-cluster/herd/ring"
-	"github.com/herd-cluster/herd/ring/dollycfg"
 )
 
 // filesSendOptions are herd send's flags for the file-level method.
@@ -50,18 +49,11 @@ func buildFilesSession(o sendOptions) (*session, error) {
 		return nil, usagef("--to is required: the clients in chain order")
 	}
 	s := &session{}
-	seen := map[string]bool{}
-	for _, h := range strings.Split(o.to, ",") {
-		c, err := dollycfg.ParseClient(strings.TrimSpace(h))
-		if err != nil {
-			return nil, usagef("--to: %v", err)
-		}
-		if seen[c.Addr()] {
-			return nil, usagef("--to: client %s is listed twice", c.Addr())
-		}
-		seen[c.Addr()] = true
-		s.clients = append(s.clients, c.Addr())
+	clients, err := parseTo(o.to)
+	if err != nil {
+		return nil, err
 	}
+	s.clients = clients
 	return s, nil
 }
 

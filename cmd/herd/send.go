@@ -129,18 +129,11 @@ func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
 		return nil, usagef("--out is required: where the clients write it")
 	}
 	s := &session{items: []dollycfg.Item{{Src: o.in, Dst: o.out, Cook: o.cook}}}
-	seen := map[string]bool{}
-	for _, h := range strings.Split(o.to, ",") {
-		c, err := dollycfg.ParseClient(strings.TrimSpace(h))
-		if err != nil {
-			return nil, usagef("--to: %v", err)
-		}
-		if seen[c.Addr()] {
-			return nil, usagef("--to: client %s is listed twice", c.Addr())
-		}
-		seen[c.Addr()] = true
-		s.clients = append(s.clients, c.Addr())
+	clients, err := parseTo(o.to)
+	if err != nil {
+		return nil, err
 	}
+	s.clients = clients
 	return s, nil
 }
 
@@ -287,4 +280,22 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	default:
 		return exitError{code: ExitFailed, err: fmt.Errorf("no node completed")}
 	}
+}
+
+// parseTo reads --to: clients in chain order, host or host:port, each once.
+func parseTo(to string) ([]string, error) {
+	var clients []string
+	seen := map[string]bool{}
+	for _, h := range strings.Split(to, ",") {
+		c, err := dollycfg.ParseClient(strings.TrimSpace(h))
+		if err != nil {
+			return nil, usagef("--to: %v", err)
+		}
+		if seen[c.Addr()] {
+			return nil, usagef("--to: client %s is listed twice", c.Addr())
+		}
+		seen[c.Addr()] = true
+		clients = append(clients, c.Addr())
+	}
+	return clients, nil
 }

@@ -154,14 +154,7 @@ func Build(o Options) (*Result, error) {
 		return nil, err
 	}
 	if o.Herd != "" {
-		hb, err := readInput("herd binary", o.Herd)
-		if err != nil {
-			return nil, err
-		}
-		if err := checkStatic(o.Herd, hb); err != nil {
-			return nil, err
-		}
-		if err := t.File(strings.TrimPrefix(HerdPath, "/"), 0o755, hb); err != nil {
+		if err := addHerd(&t, o.Herd); err != nil {
 			return nil, err
 		}
 	} else if o.Init == nil {
@@ -393,4 +386,16 @@ func busyboxRoot(busybox string, applets []string, dirs ...string) (Tree, error)
 		}
 	}
 	return t, nil
+}
+
+// addHerd adds the herd binary at path (checked to be static) as HerdPath.
+func addHerd(t *Tree, path string) error {
+	hb, err := readInput("herd binary", path)
+	if err != nil {
+		return err
+	}
+	if err := checkStatic(path, hb); err != nil {
+		return err
+	}
+	return t.File(strings.TrimPrefix(HerdPath, "/"), 0o755, hb)
 }

@@ -78,14 +78,7 @@ func BuildStage2(o Stage2Options) ([]byte, error) {
 		return nil, err
 	}
 	if o.Herd != "" {
-		hb, err := readInput("herd binary", o.Herd)
-		if err != nil {
-			return nil, err
-		}
-		if err := checkStatic(o.Herd, hb); err != nil {
-			return nil, err
-		}
-		if err := t.File(strings.TrimPrefix(HerdPath, "/"), 0o755, hb); err != nil {
+		if err := addHerd(&t, o.Herd); err != nil {
 			return nil, err
 		}
 	}
