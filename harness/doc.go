@@ -14,7 +14,9 @@
 // clusters never collide even when they use the same subnet.
 //
 // Links can be shaped (TBF), made lossy (nftables numgen), cut and
-// restored; node processes can be killed, frozen and thawed; a node's disk
+// restored; node processes can be killed, frozen and thawed; a whole node
+// can be powered off (link cut, every process killed, disk cache dropped)
+// and on again; a node's disk
 // can be slowed (blkio throttling). Everything is released by Close, by the
 // testing cleanup registered by NewT, on SIGINT/SIGTERM once
 // HandleInterrupts was called, and, after a crash, by the next New (every

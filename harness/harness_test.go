@@ -15,9 +15,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/herd-cluster/herd/harness"
 )
@@ -591,4 +593,66 @@ func TestDestroyBrokenCluster(t *testing.T) {
 	require.NoError(t, harness.Destroy(name))
 	assert.Empty(t, leftovers(name, work))
 	assert.ErrorIs(t, harness.Destroy(name), harness.ErrNotFound)
+}
+
+// resident counts the pages of the first n bytes of a block device that
+// are in the page cache (mincore over a shared read-only mapping, unmapped
+// again before it returns).
+func resident(t *testing.T, dev string, n int) int {
+	t.Helper()
+	f, err := os.Open(dev)
+	require.NoError(t, err)
+	defer f.Close()
+	m, err := syscall.Mmap(int(f.Fd()), 0, n, syscall.PROT_READ, syscall.MAP_SHARED)
+	require.NoError(t, err)
+	defer syscall.Munmap(m)
+	vec := make([]byte, (n+os.Getpagesize()-1)/os.Getpagesize())
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(n), uintptr(unsafe.Pointer(&vec[0])))
+	require.Zero(t, e, "mincore: %v", e)
+	k := 0
+	for _, v := range vec {
+		k += int(v & 1)
+	}
+	return k
+}
+
+func TestPowerOffAndOn(t *testing.T) {
+	needTools(t, "dd", "ping")
+	c := harness.NewT(t, harness.Config{Nodes: 2, DiskSize: 8 << 20})
+	n1, n2 := c.Nodes()[0], c.Nodes()[1]
+	// Held open, so that the writer's close is not the last one (the
+	// kernel writes and drops a block device's cache on its last close).
+	hold, err := os.Open(n1.Disk())
+	require.NoError(t, err)
+	defer hold.Close()
+	// Written without a sync: the bytes sit dirty in the disk's cache.
+	_, err = n1.Run(t.Context(), "sh", "-c", "yes before-the-power-cut | head -c 1048576 | dd of="+harness.NodeDisk+" bs=64k status=none")
+	require.NoError(t, err)
+	p, err := n1.Start(t.Context(), "sleep", "1000")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(n1.Pids()) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Positive(t, resident(t, n1.Disk(), 1<<20), "the writes are cached")
+
+	require.NoError(t, n1.PowerOff(10*time.Second))
+	assert.Empty(t, n1.Pids(), "every process is gone")
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("sleep survived the power cut")
+	}
+	assert.Equal(t, -1, p.ExitCode(), "killed by a signal")
+	assert.Zero(t, resident(t, n1.Disk(), 1<<20), "page cache of the disk dropped")
+	// The writes reached the backing file (a loop device writes its dirty
+	// pages before it drops them), read here past the loop device.
+	img, err := os.ReadFile(filepath.Join(c.WorkDir(), n1.Name()+".img"))
+	require.NoError(t, err)
+	assert.Equal(t, strings.Repeat("before-the-power-cut\n", 3), string(img[:3*21]))
+	// The link is down: nobody reaches the node.
+	_, err = n2.Run(t.Context(), "ping", "-c1", "-W1", n1.Addr().String())
+	assert.Error(t, err, "a powered-off node answers no ping")
+
+	require.NoError(t, n1.PowerOn())
+	out, err := n2.Run(t.Context(), "ping", "-c1", "-W2", n1.Addr().String())
+	require.NoError(t, err, "after power on: %s", out)
+	assert.ErrorIs(t, c.Golden().PowerOff(time.Second), harness.ErrBadConfig)
 }
