@@ -16,12 +16,11 @@
 // Links can be shaped (TBF), made lossy (nftables numgen), cut and
 // restored; node processes can be killed, frozen and thawed; a whole node
 // can be powered off (link cut, every process killed, disk cache dropped)
-// and on again; a node's disk
-// can be slowed (blkio throttling). Everything is released by Close, by the
-// testing cleanup registered by NewT, on SIGINT/SIGTERM once
-// HandleInterrupts was called, and, after a crash, by the next New (every
-// object carries the prefix "herdlab-<name>" and a state file under StateDir
-// records what was made).
+// and on again; a node's disk can be slowed (blkio throttling).
+// Everything is released by Close, by the testing cleanup registered by
+// NewT, on SIGINT/SIGTERM once HandleInterrupts was called, and, after a
+// crash, by the next New (every object carries the prefix "herdlab-<name>"
+// and a state file under StateDir records what was made).
 //
 // Usage in a test:
 //
