@@ -371,6 +371,11 @@ func startUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, li
 				bw.Flush()
 				return
 			}
+			if ctx.Err() != nil {
+				// Stopped: like a killed process, we say nothing more
+				// (not the failures our stopping causes).
+				continue
+			}
 			if _, err := bw.Write(wire.Encode(m)); err == nil {
 				// Flush only when nothing else is waiting.
 				u.q.mu.Lock()
@@ -406,7 +411,9 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 	lp.pool.Store(newPool(4*(wire.DataHeaderSize+64), wire.DataHeaderSize+64))
 	var restored *restoredState
 	if cfg.StateDir != "" {
+		stop := keepAnswering(h)
 		restored = restore(h.hello, cfg, nodeCfg, logf)
+		stop()
 		if restored != nil {
 			node = restored.node
 			pl := sessionPool(limit, restored.man)
@@ -520,6 +527,46 @@ func sessionPool(limit int64, m *wire.Manifest) *pool {
 		p.rawOff = rawOff
 	}
 	return p
+}
+
+// keepAnswering tells the upstream of hop h, at once and then every
+// heartbeat until stop is called, that we are here: checking what we wrote
+// before a restart can take a while, and the upstream must neither take us
+// for dead meanwhile nor, when it takes us back at the tail (a rejoin),
+// end the session without us. The acks carry our index alone.
+func keepAnswering(h hop) (stop func()) {
+	own := wire.AckNode{Index: h.hello.Index, State: wire.StReceiving}
+	if h.hello.Tail {
+		own.Flags = wire.AckRejoined
+	}
+	frame := wire.Encode(&wire.Ack{Nodes: []wire.AckNode{own}})
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(core.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			_ = h.conn.SetWriteDeadline(time.Now().Add(core.HeartbeatInterval))
+			_, err := h.conn.Write(frame)
+			_ = h.conn.SetWriteDeadline(time.Time{})
+			if err != nil {
+				// A frame may be cut short: the hop is no use anymore.
+				h.conn.Close()
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 // restoredState is a session taken up again after a restart.

@@ -140,3 +140,111 @@ func restart(t *testing.T, c *cluster, state string, disk *diskSinks, dial func(
 		Logf: func(f string, a ...any) { t.Logf("node 1 (restarted): "+f, a...) }})
 	res <- recvResult{st, err}
 }
+
+// slowReadSink is a sink on a disk that reads back slowly, like a big
+// disk whose journal takes a while to check.
+type slowReadSink struct {
+	*memSink
+	delay time.Duration
+}
+
+func (s slowReadSink) ReadAt(p []byte, off int64) (int, error) {
+	time.Sleep(s.delay)
+	return s.memSink.ReadAt(p, off)
+}
+
+// TestTCPRejoinOutlastsTheOthers: the restarted node takes longer to check
+// what it wrote (~3 s) than the dead timeout (1 s), and the others finish
+// meanwhile. It says it is back at once and every heartbeat while it
+// checks, so the last node neither takes it for dead nor hangs up, and
+// nobody ends the session without it: it ends verified, receiving only
+// what it lacked.
+func TestTCPRejoinOutlastsTheOthers(t *testing.T) {
+	const (
+		total = 24 << 20
+		chunk = 64 << 10
+		dead  = time.Second
+	)
+	disk := &diskSinks{}
+	state := t.TempDir()
+	var toNode1 atomic.Int64
+	var c *cluster
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil && addr == c.addrs[1] {
+			return countConn{conn, &toNode1}, nil
+		}
+		return conn, err
+	}
+	slowOpen := func(it Item) (Sink, error) {
+		s, err := disk.open(it)
+		return slowReadSink{s.(*memSink), 3 * time.Second / (total / 3 / chunk)}, err
+	}
+	restarted := make(chan recvResult, 1)
+	var once sync.Once
+	c = startCluster(t, 4, func(i int, rc *ReceiverConfig) {
+		rc.Dial = dial
+		rc.DeadTimeout = dead
+		switch i {
+		case 1:
+			rc.StateDir = state
+			rc.MemoryLimit = 16 * (wire.DataHeaderSize + chunk)
+			rc.Open = func(it Item) (Sink, error) {
+				s, _ := disk.open(it)
+				return &crashSink{limit: total / 3, inner: s.(*memSink), crash: func() {
+					once.Do(func() {
+						c.kill(1)
+						toNode1.Store(0)
+						go restartWith(t, c.addrs[1], ReceiverConfig{Open: slowOpen, StateDir: state, Dial: dial, DeadTimeout: dead, UpstreamWait: testDead,
+							Logf: func(f string, a ...any) { t.Logf("node 1 (restarted): "+f, a...) }}, restarted)
+					})
+				}}, nil
+			}
+		case 3:
+			rc.Open = func(it Item) (Sink, error) { return &slowSink{delay: 4 * time.Millisecond}, nil }
+		}
+	})
+	a := randomData(43, total)
+	start := time.Now()
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: dead, ChunkSize: chunk, Items: []SendItem{bytesItem("a", a)},
+		Dial: dial, Rejoin: 200 * time.Millisecond, Slow: SlowWait, Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) }})
+	require.NoError(t, err)
+	t.Logf("session took %v", time.Since(start))
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	var r recvResult
+	select {
+	case r = <-restarted:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the restarted receiver did not return")
+	}
+	require.NoError(t, r.err)
+	assert.True(t, r.st.Items[0].Verified)
+	assert.Equal(t, b3hex(a), b3hex(disk.sinks["/out/a"].bytes()))
+	sent := toNode1.Load()
+	t.Logf("bytes sent to node 1 after its restart: %d of %d", sent, total)
+	assert.Less(t, sent, int64(total)*3/4, "the restarted node did not receive everything again")
+	for _, i := range []int{0, 2, 3} {
+		require.NoError(t, c.wait(i).err, "node %d", i)
+	}
+}
+
+// restartWith starts a receiver again on addr with rc.
+func restartWith(t *testing.T, addr string, rc ReceiverConfig, res chan<- recvResult) {
+	var l net.Listener
+	var err error
+	for k := 0; k < 50; k++ {
+		if l, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		res <- recvResult{err: err}
+		return
+	}
+	t.Cleanup(func() { l.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	st, err := Receive(ctx, l, rc)
+	res <- recvResult{st, err}
+}

@@ -73,6 +73,15 @@ type downlink struct {
 	// our written output, at its pace, so it never holds our buffers.
 	fromDisk bool
 	rejoined []bool // per node: came back after it was reported failed
+	// rejoinAsk: per failed node, until when a rejoin request (an Adopt
+	// with Rejoin that we sent or passed on) may still bring it back (0:
+	// none in flight). The request is answered by the node's own word
+	// (an ack with AckRejoined) or by a NotBack from the node that tried
+	// to reach it; until then we are not settled, so nobody ends the
+	// session while the node may be coming back. The time bounds a lost
+	// answer.
+	rejoinAsk []time.Duration
+	now       time.Duration // the owner's clock, for rejoinAsk
 	// takeover: the next dial follows a Detach of the target's upstream
 	// (see Action.Takeover); it applies to that one dial only.
 	takeover bool
@@ -118,6 +127,7 @@ func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
 	d.mine = make([]bool, n)
 	d.flags = make([]uint8, n)
 	d.rejoined = make([]bool, n)
+	d.rejoinAsk = make([]time.Duration, n)
 	for j := self + 1; j < n; j++ {
 		d.view[j] = NodeStatus{Index: j, Addr: m.Nodes[j], State: StateWaiting, Items: emptyItems(m)}
 		d.order = append(d.order, j)
@@ -456,6 +466,14 @@ func (d *downlink) loseTarget(reason string, out *[]Action) {
 // still answers (it lingers until its upstream says Bye) with where it
 // stands and the last word of every node after it.
 func (d *downlink) next(out *[]Action) {
+	if t := d.target; d.pos < len(d.order) && d.order[d.pos] == t && d.rejoinAsk[t] != 0 && !d.rejoined[t] {
+		// A node we were to take back did not answer: say so up the
+		// chain, whose nodes would wait for it.
+		d.rejoinAsk[t] = 0
+		if d.self >= 0 {
+			*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.NotBack{Index: uint32(t)}})
+		}
+	}
 	d.up, d.awaiting = false, false
 	d.stopReplay()
 	d.bypassing = true
@@ -517,6 +535,7 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration) {
 			// The node came back (it was fed again at the tail): its
 			// new life replaces the failure, counts start over.
 			d.rejoined[j] = true
+			d.rejoinAsk[j] = 0
 			d.frames[j], d.downFr[j] = 0, 0
 			d.view[j].State, d.view[j].Err = StateConnected, ""
 		}
@@ -649,6 +668,9 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 		}
 		d.dirty[x] = true
 	}
+	if a.Rejoin {
+		d.askRejoin(x)
+	}
 	if !d.cut {
 		m := &wire.Adopt{Index: uint32(x), Rejoin: a.Rejoin}
 		if d.up && !d.awaiting {
@@ -684,8 +706,19 @@ func (d *downlink) detach(out *[]Action) {
 	d.dropLog()
 }
 
-// settled reports whether every node after the owner is in a final state.
+// settled reports whether every node after the owner is in a final state
+// and none of them may still come back (see rejoinAsk).
 func (d *downlink) settled() bool {
+	for _, j := range d.order {
+		if !d.view[j].State.Terminal() || d.rejoinPending(j) {
+			return false
+		}
+	}
+	return true
+}
+
+// settledNow is settled without counting rejoin requests in flight.
+func (d *downlink) settledNow() bool {
 	for _, j := range d.order {
 		if !d.view[j].State.Terminal() {
 			return false
@@ -693,6 +726,28 @@ func (d *downlink) settled() bool {
 	}
 	return true
 }
+
+// askRejoin notes a rejoin request for failed node x, sent or passed on.
+func (d *downlink) askRejoin(x int) { d.rejoinAsk[x] = d.now + d.rejoinWait() }
+
+// rejoinPending reports whether failed node j may still be taken back: a
+// rejoin request for it is in flight, not yet answered.
+func (d *downlink) rejoinPending(j int) bool {
+	return d.rejoinAsk[j] > d.now && !d.rejoined[j] && d.view[j].State == StateFailed
+}
+
+// onNotBack takes the answer to a rejoin request that found nobody.
+func (d *downlink) onNotBack(m *wire.NotBack) {
+	if x := int(m.Index); x >= 0 && x < len(d.rejoinAsk) {
+		d.rejoinAsk[x] = 0
+	}
+}
+
+// rejoinWait bounds how long an unanswered rejoin request holds the end:
+// the last node's dial (a bypass dial gives up within about the dead
+// timeout), its handshake, the node's first word, and the way back up;
+// normally the answer comes much sooner.
+func (d *downlink) rejoinWait() time.Duration { return 3 * d.deadOr() }
 
 // targetFrames is how many frames our current downstream has received.
 func (d *downlink) targetFrames() uint64 {

@@ -261,6 +261,7 @@ func (n *Node) Step(ev Event) []Action {
 		}
 		n.now = ev.Now
 	}
+	n.down.now = n.now
 	if n.finished {
 		// Late results after the end: only buffers matter.
 		switch ev.Kind {
@@ -279,8 +280,14 @@ func (n *Node) Step(ev Event) []Action {
 			if ev.Ref != 0 {
 				out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
 			}
-			if _, ok := ev.Msg.(*wire.Bye); ok {
+			switch m := ev.Msg.(type) {
+			case *wire.Bye:
 				n.bye = true
+			case *wire.Adopt:
+				if m.Rejoin {
+					// We feed nobody anymore: the request finds nobody.
+					out = append(out, Action{Kind: ActSendUp, Msg: &wire.NotBack{Index: m.Index}})
+				}
 			}
 		case EvUpNew:
 			// A node further up bypassed our (silent) upstream after we
@@ -366,6 +373,9 @@ func (n *Node) Step(ev Event) []Action {
 				// detached us (its Detach to us was lost): we feed
 				// nobody, and say nothing about the nodes after us.
 				n.down.detach(&out)
+			case *wire.NotBack:
+				n.down.onNotBack(m)
+				out = append(out, Action{Kind: ActSendUp, Msg: m})
 			}
 		}
 	case EvSent:

@@ -105,6 +105,7 @@ func (s *Sender) Step(ev Event) []Action {
 	if ev.Now > s.now {
 		s.now = ev.Now
 	}
+	s.down.now = s.now
 	if s.finished {
 		switch ev.Kind {
 		case EvSent:
@@ -151,6 +152,8 @@ func (s *Sender) Step(ev Event) []Action {
 				s.down.onResume(m, &out)
 			case *wire.Reject:
 				s.down.loseTarget("rejected: "+m.Reason, &out)
+			case *wire.NotBack:
+				s.down.onNotBack(m)
 			}
 		}
 	case EvSent:
@@ -199,10 +202,16 @@ func (s *Sender) maybeRejoin(out *[]Action) {
 	if s.rejoin <= 0 || s.now-s.lastRejoin < s.rejoin || d.cut || !d.up || d.awaiting {
 		return
 	}
+	if d.settledNow() {
+		// Everyone else is in a final state: no new request (each holds
+		// the end until it is answered); those in flight are awaited.
+		return
+	}
 	s.lastRejoin = s.now
 	for j, v := range d.view {
 		if v.State == StateFailed && !d.rejoined[j] && rejoinable(v.Err) {
 			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Adopt{Index: uint32(j), Rejoin: true}})
+			d.askRejoin(j)
 		}
 	}
 }

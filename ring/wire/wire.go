@@ -15,6 +15,7 @@
 //	up → down   Bye        everyone after the upstream is done or failed
 //	up → down   Detach     (to a node far slower than the rest) moved to the tail, or dropped
 //	up → down   Adopt      forwarded to the last node, which then feeds the moved node
+//	down → up   NotBack    passed up to the source: a node asked to rejoin did not answer
 //
 // Data frames carry the session id, the item index, a global chunk number
 // and the offset, with an xxh3-128 sum (keyed BLAKE3 with a session key) over
@@ -57,6 +58,7 @@ const (
 	TBye       Type = 11 // upstream -> downstream: session over for everyone after you; hang up
 	TDetach    Type = 12 // upstream -> a slow node: you are moved to the tail (or dropped); stop forwarding
 	TAdopt     Type = 13 // forwarded down the chain: the last node feeds the moved node Index
+	TNotBack   Type = 14 // passed up the chain: the rejoin request for node Index found nobody
 )
 
 func (t Type) String() string {
@@ -87,6 +89,8 @@ func (t Type) String() string {
 		return "detach"
 	case TAdopt:
 		return "adopt"
+	case TNotBack:
+		return "not-back"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -148,7 +152,7 @@ func ParseHeader(b []byte) (Header, error) {
 		return Header{}, ErrMagic
 	}
 	h := Header{Type: Type(b[2]), Flags: b[3], Len: binary.LittleEndian.Uint32(b[4:])}
-	if h.Type < THello || h.Type > TAdopt {
+	if h.Type < THello || h.Type > TNotBack {
 		return h, fmt.Errorf("%w %d", ErrType, h.Type)
 	}
 	if h.Flags != 0 && !(h.Type == TData && h.Flags == FlagZstd) {
@@ -231,6 +235,8 @@ func DecodeBody(t Type, body []byte) (Msg, error) {
 		m = new(Detach)
 	case TAdopt:
 		m = new(Adopt)
+	case TNotBack:
+		m = new(NotBack)
 	default:
 		return nil, fmt.Errorf("%w %d", ErrType, t)
 	}
@@ -439,6 +445,26 @@ func (m *Adopt) decodeBody(b []byte) error {
 		return ErrBody
 	}
 	m.Rejoin = f == 1
+	return r.done()
+}
+
+// NotBack answers a rejoin request (Adopt with Rejoin) that found nobody:
+// the node that was to feed node Index could not reach it, or it did not
+// answer. Every node passes it up to the source; until it (or the node's
+// own word) comes back, nobody ends the session, since the node may be
+// back.
+type NotBack struct {
+	Index uint32
+}
+
+// Type implements Msg.
+func (*NotBack) Type() Type { return TNotBack }
+func (m *NotBack) appendBody(b []byte) []byte {
+	return appendU32(b, m.Index)
+}
+func (m *NotBack) decodeBody(b []byte) error {
+	r := reader{b: b}
+	m.Index = r.u32()
 	return r.done()
 }
 

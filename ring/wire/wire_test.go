@@ -35,6 +35,7 @@ func sampleMsgs() []Msg {
 		&Detach{Drop: true, Reason: "too slow"},
 		&Adopt{Index: 7},
 		&Adopt{Index: 8, Rejoin: true},
+		&NotBack{Index: 9},
 	}
 }
 
