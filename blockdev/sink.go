@@ -39,6 +39,10 @@ type SinkOptions struct {
 	// counts from Offset. A file target with an Offset is not truncated,
 	// only grown to Offset+size.
 	Offset int64
+	// Keep opens an existing file target without truncating it (it is
+	// only grown to size): a restarted receiver takes up what it wrote
+	// before (ring.Item.Keep). Devices are never truncated.
+	Keep bool
 }
 
 // FileSink writes runs to a regular file or a block device. It satisfies
@@ -75,7 +79,7 @@ func OpenSink(dest string, size int64, opts SinkOptions) (Sink, error) {
 // without opts.Need free bytes (ErrTooSmall, naming both sizes); a target
 // that is mounted, used as swap, backing a loop device or held by another
 // user (ErrInUse). Files and their parent directories are created; an
-// existing file is truncated and resized to size.
+// existing file is truncated (unless opts.Keep) and resized to size.
 func OpenFileSink(dest string, size int64, opts SinkOptions) (*FileSink, error) {
 	if dest == "" {
 		return nil, fmt.Errorf("open target: empty path: %w", ErrNotAllowed)
@@ -223,7 +227,7 @@ func openFileTarget(dest string, size int64, opts SinkOptions) (*FileSink, error
 		return fail(fmt.Errorf("offset %d: %w", opts.Offset, ErrOutOfRange))
 	}
 	cur := fi.Size()
-	if opts.Offset == 0 {
+	if opts.Offset == 0 && !opts.Keep {
 		if err := f.Truncate(0); err != nil {
 			return fail(err)
 		}

@@ -243,3 +243,31 @@ func TestReadBackDigest(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqual(t, h.Sum(), bad)
 }
+
+// A file reopened with Keep (a restarted receiver taking its session up
+// again) keeps what it holds and is only grown to the size; without Keep
+// it starts empty.
+func TestFileSinkKeep(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "img")
+	old := patterned(1<<20, 3)
+	require.NoError(t, os.WriteFile(p, old, 0o600))
+
+	s, err := blockdev.OpenFileSink(p, 2<<20, blockdev.SinkOptions{Keep: true})
+	require.NoError(t, err)
+	_, err = s.WriteAt([]byte("tail"), 1<<20)
+	require.NoError(t, err)
+	require.NoError(t, s.Sync())
+	require.NoError(t, s.Close())
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	require.Len(t, got, 2<<20, "grown to the size")
+	require.Equal(t, old, got[:1<<20], "what was written before is kept")
+	require.Equal(t, "tail", string(got[1<<20:1<<20+4]))
+
+	s, err = blockdev.OpenFileSink(p, 2<<20, blockdev.SinkOptions{})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	got, err = os.ReadFile(p)
+	require.NoError(t, err)
+	require.Equal(t, make([]byte, 2<<20), got, "without Keep the file starts empty")
+}

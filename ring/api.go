@@ -104,6 +104,11 @@ type Item struct {
 	Dest string // output path on every node
 	Cook bool   // ">>" in a dolly+ config: the node's Sink decompresses/unpacks; ring does not care
 	Size int64  // logical size in bytes; -1 if unknown until the end of the stream
+	// Keep is set by a receiver taking a session up again after a
+	// restart (ReceiverConfig.StateDir): Open must keep what the target
+	// holds (not truncate a file), since what was written before is
+	// checked and kept.
+	Keep bool `json:"-"`
 }
 
 // Source yields an item's data as runs (offset, bytes) in strictly increasing
@@ -238,8 +243,8 @@ type ReceiverConfig struct {
 	// again every SenderConfig.Rejoin) reads back and checks what the
 	// journal lists, then receives only the rest. Sinks must be
 	// io.ReaderAt (see WithReadBack) and Open must not discard what a
-	// target holds (a device keeps it; a truncated file is found changed
-	// and received again).
+	// target holds when Item.Keep is set (a truncated file would be found
+	// changed and received again).
 	StateDir string
 }
 

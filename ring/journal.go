@@ -207,6 +207,7 @@ func restoreNode(j *journal, cfg ReceiverConfig, nodeCfg core.NodeConfig, items 
 		}
 	}
 	for i, it := range items {
+		it.Keep = true
 		s, err := cfg.Open(it)
 		if err != nil || s == nil {
 			logf("ring: restore: open item %d (%s): %v", i, it.Dest, err)

@@ -15,13 +15,20 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/blockdev"
 )
 
-// fileSink writes an item into a file that survives the process, without
-// truncating what it holds (a restarted receiver reads it back).
+// fileSink opens items as herd recv does, with blockdev's file sink: a
+// restarted receiver's Open must keep what the file holds (Item.Keep).
 func fileSink(dir string) func(Item) (Sink, error) {
 	return func(it Item) (Sink, error) {
-		return os.OpenFile(filepath.Join(dir, filepath.Base(it.Dest)), os.O_RDWR|os.O_CREATE, 0o600)
+		p := filepath.Join(dir, filepath.Base(it.Dest))
+		s, err := blockdev.OpenSink(p, it.Size, blockdev.SinkOptions{Keep: it.Keep})
+		if err != nil {
+			return nil, err
+		}
+		return WithReadBack(s, p), nil
 	}
 }
 
@@ -101,7 +108,8 @@ func TestTCPKilledReceiverProcess(t *testing.T) {
 	go func() {
 		out := filepath.Join(dir, "a")
 		for {
-			if fi, err := os.Stat(out); err == nil && fi.Size() >= total/3 {
+			// The file has its full size at once: count what is on disk.
+			if fi, err := os.Stat(out); err == nil && fi.Sys().(*syscall.Stat_t).Blocks*512 >= total/3 {
 				break
 			}
 			time.Sleep(5 * time.Millisecond)

@@ -37,7 +37,7 @@ func openSink(it ring.Item, o sinkOptions) (ring.Sink, error) {
 			return nil, fmt.Errorf("destination %s is outside %s", it.Dest, o.root)
 		}
 	}
-	opts := blockdev.SinkOptions{Root: o.root, ZeroUnused: o.zeroUnused, AllowDevices: o.allowDevices}
+	opts := blockdev.SinkOptions{Root: o.root, ZeroUnused: o.zeroUnused, AllowDevices: o.allowDevices, Keep: it.Keep}
 	if len(opts.AllowDevices) == 0 && o.root == "" {
 		opts.AllowDevices = []string{dest}
 	}
