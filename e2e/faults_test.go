@@ -108,12 +108,14 @@ var _ = Describe("chain faults (issue #4)", func() {
 		hitAt := time.Since(start).Seconds()
 		code, s := finishSend(p, 2*time.Minute)
 		check(code, s, p, map[int]string{i: reason})
-		// Declared dead within the 2 s dead timeout, give or take the
-		// 1 s between progress lines and a busy machine.
+		// Declared dead within the 2 s dead timeout (herd send --json
+		// prints a line as soon as a node's state changes; the ring
+		// reports every 200 ms), plus the way up the chain and a busy
+		// machine. Measured here: kill ~0.8 s, freeze ~2.4 s, cut ~2.6 s.
 		failedAt := stateTimes(p, nodes, "failed")[i]
 		AddReportEntry("seconds from the hit to the first line showing it failed", failedAt-hitAt)
 		Expect(failedAt).To(BeNumerically(">", 0))
-		Expect(failedAt-hitAt).To(BeNumerically("<", 6), "node%d declared dead in time", i+1)
+		Expect(failedAt-hitAt).To(BeNumerically("<", 4), "node%d declared dead in time", i+1)
 	}
 	kill := (*harness.Node).Kill
 	const dead = `^dead at offset [1-9][0-9]*: `

@@ -19,7 +19,9 @@ type progressFunc func(ring.Snapshot)
 func newProgress(w io.Writer, tty, asJSON, verbose bool) progressFunc {
 	switch {
 	case asJSON:
-		return throttle(time.Second, func(s ring.Snapshot) {
+		// Every second, and at once when a node's state changes: a
+		// failure shows when the chain declares it, not a second later.
+		return throttleOrChange(time.Second, func(s ring.Snapshot) {
 			ev := jsonEvent{Event: "progress", Seconds: s.Elapsed.Seconds(), Total: s.Total, Bytes: s.Sent}
 			for _, n := range s.Nodes {
 				ev.Nodes = append(ev.Nodes, toJSONNode(n))
@@ -34,7 +36,46 @@ func newProgress(w io.Writer, tty, asJSON, verbose bool) progressFunc {
 		if verbose {
 			every = time.Second
 		}
-		return throttle(every, func(s ring.Snapshot) { printPlain(w, s, verbose) })
+		plain := throttle(every, func(s ring.Snapshot) { printPlain(w, s, verbose) })
+		var mu sync.Mutex
+		failed := map[int]bool{}
+		return func(s ring.Snapshot) {
+			// A failure gets its own line when it happens.
+			mu.Lock()
+			defer mu.Unlock()
+			for i, n := range s.Nodes {
+				if n.State == ring.StateFailed && !failed[i] {
+					failed[i] = true
+					fmt.Fprintf(w, "%7.1fs  node %d (%s) failed: %s\n", s.Elapsed.Seconds(), i+1, n.Addr, n.Err)
+				}
+			}
+			plain(s)
+		}
+	}
+}
+
+// throttleOrChange is throttle that also calls f at once when the state of
+// a node differs from the last snapshot f saw.
+func throttleOrChange(every time.Duration, f progressFunc) progressFunc {
+	var mu sync.Mutex
+	last := time.Duration(-1)
+	var states []ring.State
+	return func(s ring.Snapshot) {
+		mu.Lock()
+		defer mu.Unlock()
+		changed := len(states) != len(s.Nodes)
+		for i := 0; !changed && i < len(s.Nodes); i++ {
+			changed = s.Nodes[i].State != states[i]
+		}
+		if !changed && last >= 0 && s.Elapsed-last < every {
+			return
+		}
+		last = s.Elapsed
+		states = states[:0]
+		for _, n := range s.Nodes {
+			states = append(states, n.State)
+		}
+		f(s)
 	}
 }
 
