@@ -17,12 +17,15 @@ import (
 )
 
 const (
-	tickEvery        = 100 * time.Millisecond
-	progressEvery    = 200 * time.Millisecond
-	dialRetry        = 200 * time.Millisecond
-	handshakeTimeout = 10 * time.Second
-	maxControl       = 16 << 20 // largest non-data frame accepted
-	drainTimeout     = 10 * time.Second
+	tickEvery     = 100 * time.Millisecond
+	progressEvery = 200 * time.Millisecond
+	dialRetry     = 200 * time.Millisecond
+	// rejoinConnectTimeout bounds the connect of a rejoin attempt (see
+	// core.Action.Rejoin); the source tries again every Rejoin interval.
+	rejoinConnectTimeout = 500 * time.Millisecond
+	handshakeTimeout     = 10 * time.Second
+	maxControl           = 16 << 20 // largest non-data frame accepted
+	drainTimeout         = 10 * time.Second
 )
 
 // errStray marks a connection that did not speak the protocol.
@@ -179,11 +182,14 @@ func writeMsg(w io.Writer, m wire.Msg) error {
 // node that refuses because it still hears from its upstream is asked
 // again until busyFor has passed. On success the node has accepted us.
 func dialHop(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string,
-	key []byte, s wire.SessionID, index int, tail, takeover bool, timeout, busyFor, hsTimeout time.Duration) (net.Conn, *bufio.Reader, error) {
+	key []byte, s wire.SessionID, index int, tail, takeover bool, timeout, busyFor, hsTimeout, connTimeout time.Duration) (net.Conn, *bufio.Reader, error) {
 	start := time.Now()
 	deadline := start.Add(timeout)
+	if connTimeout <= 0 {
+		connTimeout = hsTimeout
+	}
 	for {
-		conn, err := dialOnce(ctx, dial, addr, deadline, hsTimeout)
+		conn, err := dialOnce(ctx, dial, addr, deadline, connTimeout)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -205,10 +211,11 @@ func dialHop(ctx context.Context, dial func(context.Context, string, string) (ne
 	}
 }
 
-// dialOnce connects, retrying failed connections until deadline.
-func dialOnce(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string, deadline time.Time, hsTimeout time.Duration) (net.Conn, error) {
+// dialOnce connects, retrying failed connections until deadline; each
+// attempt waits connTimeout at most.
+func dialOnce(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string, deadline time.Time, connTimeout time.Duration) (net.Conn, error) {
 	for {
-		dctx, cancel := context.WithTimeout(ctx, hsTimeout)
+		dctx, cancel := context.WithTimeout(ctx, connTimeout)
 		c, err := dial(dctx, "tcp", addr)
 		cancel()
 		if err == nil {
@@ -576,7 +583,15 @@ func (w *downWorker) run() {
 				fast := max(w.dead, time.Second)
 				timeout, busy, hs = 0, min(busy, fast), min(hs, fast)
 			}
-			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, a.Tail, a.Takeover, timeout, busy, hs)
+			var connect time.Duration
+			if a.Rejoin {
+				// Taking back a failed node: one that is back accepts
+				// at once (a started process), or refuses (not yet);
+				// a machine still off does not answer, and every node
+				// up the chain waits for our answer to end the session.
+				connect = min(hs, rejoinConnectTimeout)
+			}
+			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, a.Tail, a.Takeover, timeout, busy, hs, connect)
 			if err != nil {
 				w.l.logf("ring: node %d (%s): %v", a.Index, a.Addr, err)
 				w.l.emit(core.Event{Kind: core.EvDownFailed, Index: a.Index, Err: err.Error()})

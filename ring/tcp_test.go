@@ -364,7 +364,7 @@ func TestTCPStrayConnectionsIgnored(t *testing.T) {
 	silent, err := net.Dial("tcp", c.addrs[0])
 	require.NoError(t, err)
 	t.Cleanup(func() { silent.Close() })
-	_, _, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("guess"), [16]byte{1}, 0, false, false, time.Second, time.Second, handshakeTimeout)
+	_, _, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("guess"), [16]byte{1}, 0, false, false, time.Second, time.Second, handshakeTimeout, 0)
 	require.Error(t, err, "an impostor with the wrong key must not be accepted")
 	a := randomData(7, 1<<20)
 	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Key: key, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})

@@ -107,9 +107,12 @@ type Action struct {
 	// ActDial: we just detached the node's upstream (dropped or moved it):
 	// the node may accept us while that upstream still talks.
 	Takeover bool
-	Len      int    // ActReadBack: payload bytes
-	Seq      uint64 // ActReadBack: chunk number
-	Err      string
+	// ActDial: an attempt to take back a failed node (a rejoin request):
+	// a node that does not accept the connection at once is not back.
+	Rejoin bool
+	Len    int    // ActReadBack: payload bytes
+	Seq    uint64 // ActReadBack: chunk number
+	Err    string
 }
 
 // Timing of acks and failure detection, in the driver's clock.

@@ -165,7 +165,8 @@ func (d *downlink) start(out *[]Action) {
 
 func (d *downlink) dial(out *[]Action) {
 	d.up, d.awaiting = false, false
-	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session, Bypass: d.bypassing, Tail: d.fromDisk, Takeover: d.takeover})
+	rejoin := d.fromDisk && d.rejoinAsk[d.target] != 0 && !d.rejoined[d.target]
+	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session, Bypass: d.bypassing, Tail: d.fromDisk, Takeover: d.takeover, Rejoin: rejoin})
 	d.takeover = false
 }
 

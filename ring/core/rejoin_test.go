@@ -257,3 +257,23 @@ func TestSenderAwaitsTheAnswerToARejoinRequest(t *testing.T) {
 	assert.Equal(t, StateFailed, s.Nodes()[1].State)
 	assert.Contains(t, s.Nodes()[1].Err, "dead at offset 0")
 }
+
+// The dial of a rejoin attempt says so (the driver gives it little time to
+// connect); a moved node's does not.
+func TestRejoinDialIsMarked(t *testing.T) {
+	n := NewNode(NodeConfig{})
+	n.Step(Event{Kind: EvUp, Msg: &wire.Hello{Session: sess, Index: 2}})
+	n.Step(Event{Kind: EvUp, Msg: manifest(3, 4)})
+	acts := n.Step(Event{Kind: EvUp, Msg: &wire.Adopt{Index: 1, Rejoin: true}})
+	d := find(acts, ActDial)
+	require.NotNil(t, d)
+	assert.True(t, d.Rejoin)
+
+	n = NewNode(NodeConfig{})
+	n.Step(Event{Kind: EvUp, Msg: &wire.Hello{Session: sess, Index: 2}})
+	n.Step(Event{Kind: EvUp, Msg: manifest(3, 4)})
+	acts = n.Step(Event{Kind: EvUp, Msg: &wire.Adopt{Index: 1}})
+	d = find(acts, ActDial)
+	require.NotNil(t, d)
+	assert.False(t, d.Rejoin, "a moved node is alive: no short connect")
+}
