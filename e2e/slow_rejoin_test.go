@@ -18,6 +18,8 @@ import (
 
 // pendingUntil skips a spec whose feature does not work reliably yet,
 // naming what is missing, unless HERD_E2E_PENDING=1 asks to run it anyway.
+// No spec is pending at the moment; a spec that waits for a fix calls it
+// first.
 func pendingUntil(missing string) {
 	if os.Getenv("HERD_E2E_PENDING") != "1" {
 		Skip("PENDING, not run: " + missing + " (run with HERD_E2E_PENDING=1 to try)")
@@ -100,12 +102,6 @@ func loseWrites(disk string, off, n int64) {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(f.Sync()).To(Succeed())
 }
-
-// rejoinPending names the ring race that keeps the rejoin specs pending.
-const rejoinPending = "ring rejoin race: when the last node takes back the restarted node4 near the end, the source may end the session before node4 has checked its journal and answered (node4 ko 'dead at offset N'; about 1 run in 3 to 9). A fix that held the session end for every rejoin request (b85bf25) made every session with a dead node end ~12 s late (bench fault run +67 %) and was reverted"
-
-// rebootPending: the rebooted-machine spec waits for the same ring fix.
-const rebootPending = "same ring rejoin race as the restarted-recv spec: " + rejoinPending
 
 // Issue #4, continued: a slow node does not hold the chain back, and a node
 // that comes back rejoins the session.
@@ -220,7 +216,6 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	})
 
 	It("takes back a node whose herd recv was killed and restarted (--state): it ends ok, receiving only what it lacked", func() {
-		pendingUntil(rejoinPending)
 		const size = 192 << 20
 		setup(size)
 		victim := c.Nodes()[3]
@@ -251,7 +246,6 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	})
 
 	It("takes back a rebooted machine (--state on storage that survives): it ends ok, receiving only what it lacked", func() {
-		pendingUntil(rebootPending)
 		// 10 MB/s links: the image takes ~20 s, so the machine is back
 		// (cut at ~10 s, reported dead ~2.5 s later) well before the
 		// others end; a rejoin happens only while the session runs.
