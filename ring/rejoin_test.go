@@ -79,7 +79,8 @@ func TestTCPRestartedReceiverRejoins(t *testing.T) {
 				once.Do(func() {
 					c.kill(1)
 					toNode1.Store(0) // count what the restarted node is sent
-					go restart(t, c, state, disk, dial, restarted)
+					go restartWith(t, c.addrs[1], ReceiverConfig{Open: disk.open, StateDir: state, Dial: dial, DeadTimeout: testDead, UpstreamWait: testDead,
+						Logf: func(f string, a ...any) { t.Logf("node 1 (restarted): "+f, a...) }}, restarted)
 				})
 			}, inner: s.(*memSink)}, nil
 		}
@@ -99,6 +100,14 @@ func TestTCPRestartedReceiverRejoins(t *testing.T) {
 	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, Items: []SendItem{bytesItem("a", a)},
 		Dial: dial, Rejoin: 200 * time.Millisecond, Slow: SlowWait, Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) }})
 	require.NoError(t, err)
+	checkRejoined(t, c, rep, restarted, disk.sinks["/out/a"], a, toNode1.Load())
+}
+
+// checkRejoined checks a session whose node 1 was killed a third into the
+// stream and restarted: everyone ok, the restarted receiver ended verified
+// with the data, and it was sent only what it lacked.
+func checkRejoined(t *testing.T, c *cluster, rep *Report, restarted <-chan recvResult, out *memSink, a []byte, sent int64) {
+	t.Helper()
 	require.True(t, rep.OK(), "%+v", rep.Nodes)
 	var r recvResult
 	select {
@@ -108,37 +117,14 @@ func TestTCPRestartedReceiverRejoins(t *testing.T) {
 	}
 	require.NoError(t, r.err)
 	assert.True(t, r.st.Items[0].Verified)
-	assert.Equal(t, b3hex(a), b3hex(disk.sinks["/out/a"].bytes()))
-	sent := toNode1.Load()
-	t.Logf("bytes sent to node 1 after its restart: %d of %d", sent, total)
+	assert.Equal(t, b3hex(a), b3hex(out.bytes()))
+	t.Logf("bytes sent to node 1 after its restart: %d of %d", sent, len(a))
 	// It had written a third before it was killed: it is sent the rest.
-	assert.Less(t, sent, int64(total)*3/4, "the restarted node did not receive everything again")
-	assert.Greater(t, sent, int64(total)/2)
+	assert.Less(t, sent, int64(len(a))*3/4, "the restarted node did not receive everything again")
+	assert.Greater(t, sent, int64(len(a))/2)
 	for _, i := range []int{0, 2, 3} {
 		require.NoError(t, c.wait(i).err, "node %d", i)
 	}
-}
-
-// restart starts receiver 1 again on its address, with its state.
-func restart(t *testing.T, c *cluster, state string, disk *diskSinks, dial func(context.Context, string, string) (net.Conn, error), res chan<- recvResult) {
-	var l net.Listener
-	var err error
-	for k := 0; k < 50; k++ {
-		if l, err = net.Listen("tcp", c.addrs[1]); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		res <- recvResult{err: err}
-		return
-	}
-	t.Cleanup(func() { l.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	st, err := Receive(ctx, l, ReceiverConfig{Open: disk.open, StateDir: state, Dial: dial, DeadTimeout: testDead, UpstreamWait: testDead,
-		Logf: func(f string, a ...any) { t.Logf("node 1 (restarted): "+f, a...) }})
-	res <- recvResult{st, err}
 }
 
 // slowReadSink is a sink on a disk that reads back slowly, like a big
@@ -210,22 +196,7 @@ func TestTCPRejoinOutlastsTheOthers(t *testing.T) {
 		Dial: dial, Rejoin: 200 * time.Millisecond, Slow: SlowWait, Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) }})
 	require.NoError(t, err)
 	t.Logf("session took %v", time.Since(start))
-	require.True(t, rep.OK(), "%+v", rep.Nodes)
-	var r recvResult
-	select {
-	case r = <-restarted:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the restarted receiver did not return")
-	}
-	require.NoError(t, r.err)
-	assert.True(t, r.st.Items[0].Verified)
-	assert.Equal(t, b3hex(a), b3hex(disk.sinks["/out/a"].bytes()))
-	sent := toNode1.Load()
-	t.Logf("bytes sent to node 1 after its restart: %d of %d", sent, total)
-	assert.Less(t, sent, int64(total)*3/4, "the restarted node did not receive everything again")
-	for _, i := range []int{0, 2, 3} {
-		require.NoError(t, c.wait(i).err, "node %d", i)
-	}
+	checkRejoined(t, c, rep, restarted, disk.sinks["/out/a"], a, toNode1.Load())
 }
 
 // restartWith starts a receiver again on addr with rc.
