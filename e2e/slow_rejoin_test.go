@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,6 +102,29 @@ func loseWrites(disk string, off, n int64) {
 	_, err = f.WriteAt(make([]byte, n), off)
 	Expect(err).NotTo(HaveOccurred())
 	Expect(f.Sync()).To(Succeed())
+}
+
+// loseTails cuts the last n bytes off every regular file under dir that
+// is longer than 2n, as a power cut loses appends not yet synced.
+func loseTails(dir string, n int64) {
+	GinkgoHelper()
+	cut := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		st, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st.Size() > 2*n {
+			cut++
+			return os.Truncate(path, st.Size()-n)
+		}
+		return nil
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(cut).To(BeNumerically(">", 0), "no file in %s to cut", dir)
 }
 
 // Issue #4, continued: a slow node does not hold the chain back, and a node
@@ -277,6 +301,9 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		// them, so the restarted receiver must find them wrong on disk.
 		lostAt := max(ev.Nodes[3].Bytes-lost, 0)
 		loseWrites(victim.Disk(), lostAt, lost)
+		// The files of its state directory were not synced either: they
+		// lose their last bytes, mid-record.
+		loseTails(state, 1013)
 		// The machine stays off until the chain reports it failed (its
 		// peers time out), or ~8 s at most.
 		for deadline := time.Now().Add(8 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
