@@ -55,13 +55,13 @@ func stateTimes(p *harness.Proc, nodes int, state string) []float64 {
 }
 
 // startRecvState starts `herd recv --json` in every node of c, with
-// `--state dir` in node victim.
+// `--state dir` in node victim (none if dir is "").
 func startRecvState(c *harness.Cluster, victim *harness.Node, dir string) []*harness.Proc {
 	GinkgoHelper()
 	var recvs []*harness.Proc
 	for _, n := range c.Nodes() {
 		args := []string{"recv", "--json"}
-		if n == victim {
+		if n == victim && dir != "" {
 			args = append(args, "--state", dir)
 		}
 		p, err := n.Start(context.Background(), herdBin, args...)
@@ -134,6 +134,8 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		nodes = 8
 		rate  = 240e6 // bits/s per link, both ways: ~30 MB/s
 	)
+	// rebootSize is the image of the reboot specs.
+	const rebootSize = 192 << 20
 	var (
 		c      *harness.Cluster
 		cfg    string
@@ -269,20 +271,27 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		Expect(after).To(BeNumerically("<", size*8/10), "node4 receives only what it lacks")
 	})
 
-	It("takes back a rebooted machine (--state on storage that survives): it ends ok, receiving only what it lacked", func() {
-		// 10 MB/s links: the image takes ~20 s, so the machine is back
-		// (cut at ~10 s, reported dead ~2.5 s later) well before the
-		// others end; a rejoin happens only while the session runs.
-		const (
-			size = 192 << 20
-			lost = 8 << 20
-		)
-		setupAt(size, 80e6)
+	// reboot powers node4 off at 50 % of the image and on again once the
+	// chain reported it failed, and checks that it is taken back: every
+	// node ends ok. With state (a directory of the test, which survives
+	// the power cut; on a real machine a small persistent partition or a
+	// USB stick, not the tmpfs of the boot image) herd recv --state keeps
+	// a journal and node4 is sent only what it lacks; with state "" it
+	// has nothing to check and is sent the whole image again. It returns
+	// the bytes sent to node4 after its reboot.
+	//
+	// 10 MB/s links: the image takes ~20 s, so the machine is back (cut at
+	// ~10 s, reported dead ~2.5 s later) well before the others end; a
+	// rejoin happens only while the session runs.
+	reboot := func(state string) int64 {
+		GinkgoHelper()
+		const lost = 8 << 20
+		setupAt(rebootSize, 80e6)
 		victim := c.Nodes()[3]
-		// The journal lives in a directory of the test, which survives the
-		// node's power cut; on a real machine it is a small persistent
-		// partition or a USB stick (not the tmpfs of the boot image).
-		state := GinkgoT().TempDir()
+		var recvArgs []string
+		if state != "" {
+			recvArgs = []string{"--state", state}
+		}
 		recvs := startRecvState(c, victim, state)
 		p := startSend(c, cfg)
 		var again *harness.Proc
@@ -299,11 +308,15 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		// A loop device writes its cache to the backing file instead of
 		// losing it: lose the last writes by hand. The journal still lists
 		// them, so the restarted receiver must find them wrong on disk.
+		// (That it was sent them again, allOK proves: its disk holds the
+		// image, and the lost range was zeros.)
 		lostAt := max(ev.Nodes[3].Bytes-lost, 0)
 		loseWrites(victim.Disk(), lostAt, lost)
-		// The files of its state directory were not synced either: they
-		// lose their last bytes, mid-record.
-		loseTails(state, 1013)
+		if state != "" {
+			// The files of its state directory were not synced either:
+			// they lose their last bytes, mid-record.
+			loseTails(state, 1013)
+		}
 		// The machine stays off until the chain reports it failed (its
 		// peers time out), or ~8 s at most.
 		for deadline := time.Now().Add(8 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -318,24 +331,33 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		before := linkTxBytes(c, "v"+victim.Name())
 		Expect(victim.PowerOn()).To(Succeed())
 		var err error
-		again, err = victim.Start(context.Background(), herdBin, "recv", "--json", "--state", state)
+		again, err = victim.Start(context.Background(), herdBin, append([]string{"recv", "--json"}, recvArgs...)...)
 		Expect(err).NotTo(HaveOccurred())
 		recvs[3] = again
 		code, s := finishSend(p, 3*time.Minute)
-		allOK(code, s, p, size)
+		allOK(code, s, p, rebootSize)
 		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0), fmt.Sprintf("herd recv after the reboot: %s", again.Stderr()))
 		AddReportEntry("seconds until each node was done", doneTimes(p, nodes))
 		failedAt := stateTimes(p, nodes, "failed")[3]
 		AddReportEntry("seconds until node4 was shown failed", failedAt)
 		Expect(failedAt).To(BeNumerically(">", 0), "the chain bypassed node4 while it was off")
-		// It had half the image on its disk, less what the power cut
-		// lost: it is sent the rest, not the whole image again.
 		after := linkTxBytes(c, "v"+victim.Name()) - before
 		AddReportEntry("bytes sent to node4 after its reboot", after)
-		AddReportEntry("bytes node4 lacked from the first lost write on", size-lostAt)
-		// (That it was sent again what the power cut lost, allOK proved:
-		// its disk holds the image, and the lost range was zeros.)
-		Expect(after).To(BeNumerically("<", size*8/10), "node4 receives only what it lacks")
+		AddReportEntry("bytes node4 lacked from the first lost write on", rebootSize-lostAt)
+		return after
+	}
+
+	It("takes back a rebooted machine (--state on storage that survives): it ends ok, receiving only what it lacked", func() {
+		after := reboot(GinkgoT().TempDir())
+		// It had half the image on its disk, less what the power cut
+		// lost: it is sent the rest, not the whole image again.
+		Expect(after).To(BeNumerically("<", rebootSize*8/10), "node4 receives only what it lacks")
+	})
+
+	It("takes back a rebooted machine that kept no state: it ends ok, receiving the whole image again", func() {
+		after := reboot("")
+		Expect(after).To(BeNumerically(">=", rebootSize), "without a journal node4 has nothing it can trust")
+		Expect(after).To(BeNumerically("<", rebootSize*12/10), "node4 is sent the image once more, not more")
 	})
 
 	// notBack hits node4 at 50 % with hit, never brings it back, and
