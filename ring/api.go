@@ -28,13 +28,18 @@
 // a dead upstream of it still learns that it is done.
 //
 // Slow nodes: a node whose disk lags (half of its chunk memory waiting to
-// be written while its neighbours do not wait) for SlowAfter is, by
-// default, moved to the tail: its upstream feeds the node after it, and
-// the last node connects to it and feeds it from its own written output at
-// the slow node's pace (SlowMove). The others finish at full speed; the
-// session ends when the slow node does. SlowDrop reports it failed
-// ("too slow") instead; SlowWait lets it set everyone's pace. A slow link
-// (as opposed to a slow disk) is not detected: it paces the chain.
+// be written while its neighbours do not wait), or that sits behind a slow
+// link (half of its upstream's chunk memory waiting to reach it while it
+// is starved itself), for SlowAfter is, by default, moved to the tail: its
+// upstream feeds the node after it, and the last node connects to it and
+// feeds it from its own written output at the slow node's pace
+// (SlowMove). The others finish at full speed; the session ends when the
+// slow node does. SlowDrop reports it failed ("too slow") instead;
+// SlowWait lets it set everyone's pace. A node whose own card is slow both
+// ways is moved by its upstream; one that only sends slowly first takes
+// its downstream's link for the slow one, then blames itself. A slow link
+// into the first node cannot be told from a slow network (the source has
+// nothing to compare with): it paces the chain. See ring/core/slow.go.
 //
 // Returning nodes: every SenderConfig.Rejoin the source asks the last node
 // to connect to each node that died or could not be reached; one that

@@ -39,9 +39,10 @@ func (c *corruptConn) Write(p []byte) (int, error) {
 
 // TestScenariosOverTCP runs the simulator's scenario files on loopback
 // TCP: the same stories, the same expected outcomes, real sockets. Lines
-// about virtual time are not checked here and link shapes are not applied
-// (loopback runs at memory speed); scenarios that need what TCP on loopback
-// cannot do (freezing a node, losing a chunk) are skipped.
+// about virtual time are not checked here; scenarios that need what TCP on loopback
+// cannot do (freezing a node, losing a chunk) are skipped. Slow links and
+// slow cards are applied (a sender paces its writes, see shapeConn), the
+// link rate of every other link is not (loopback runs at memory speed).
 func TestScenariosOverTCP(t *testing.T) {
 	files, err := filepath.Glob("sim/testdata/*.scen")
 	require.NoError(t, err)
@@ -66,7 +67,7 @@ func TestScenariosOverTCP(t *testing.T) {
 }
 
 func runTCPScenario(t *testing.T, sc *sim.Scenario) {
-	cfg := sc.Config
+	cfg := slowerLinksOverTCP(sc.Config)
 	chunk := cfg.ChunkSize
 	if chunk == 0 {
 		chunk = 64 << 10
@@ -97,9 +98,20 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 		}
 		return conn, nil
 	}
+	// dialFrom is node from's dialer (-1: the source's): the scenario's
+	// slow links and cards shape what it sends (see shapeConn).
+	dialFrom := func(from int) func(context.Context, string, string) (net.Conn, error) {
+		return func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return shapeConn(conn, cfg, c.addrs, from, addr), nil
+		}
+	}
 	c = startCluster(t, cfg.Nodes, func(i int, rc *ReceiverConfig) {
 		rc.MemoryLimit = limit
-		rc.Dial = dial
+		rc.Dial = dialFrom(i)
 		ns := &nodeSinks{}
 		rc.Open = func(it Item) (Sink, error) {
 			if cfg.OpenFail[i] {
@@ -127,7 +139,7 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 	if cfg.SlowAfter == 0 {
 		policy = SlowWait
 	}
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: chunk, MemoryLimit: limit, Items: items, Dial: dial,
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: chunk, MemoryLimit: limit, Items: items, Dial: dialFrom(-1),
 		Slow: policy, SlowAfter: cfg.SlowAfter})
 	require.NoError(t, err)
 	for i := range c.addrs {

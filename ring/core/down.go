@@ -69,6 +69,7 @@ type downlink struct {
 	slowOn    bool
 	slowFrom  time.Duration
 	moved     int // nodes moved to the tail or dropped by us
+	sl        slowState
 	// fromDisk: the target is a slow node we adopted; it is fed only from
 	// our written output, at its pace, so it never holds our buffers.
 	fromDisk bool
@@ -482,7 +483,13 @@ func (d *downlink) next(out *[]Action) {
 	d.fromDisk = false
 	d.pos++
 	if d.pos < len(d.order) {
+		d.skipMovedLinks(len(d.order))
 		d.target = d.order[d.pos]
+		if d.sl.atTail(d.target) {
+			// Every node before it is gone: we are the tail now, and
+			// feed it as the tail does (see adopt).
+			d.fromDisk, d.takeover = true, true
+		}
 		d.dial(out)
 		return
 	}
@@ -524,6 +531,7 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration) {
 			continue
 		}
 		d.flags[j] = an.Flags
+		d.noteSlowLink(j)
 		if an.Frames > 0 {
 			for k, w := range d.adopting {
 				if w.x == j { // fed again by the last node
@@ -560,54 +568,6 @@ func (d *downlink) tick(now time.Duration, ownBacklog bool, out *[]Action) {
 	}
 	d.retryAdopts(now, out)
 	d.checkSlow(now, ownBacklog, out)
-}
-
-// checkSlow moves (or drops) the target when it has looked far slower
-// than the rest for slowAfter: half of its chunk memory waits for its disk
-// while neither we nor the node after it lag that way. (When every node
-// lags alike, nobody is moved: they are all as slow.)
-func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) {
-	if d.slow == wire.SlowWait || d.slowAfter <= 0 || d.cut || !d.up || d.awaiting || d.replaying() || d.endQueued() || d.anyCooked() {
-		d.slowOn = false
-		return
-	}
-	x := d.target
-	last := d.pos == len(d.order)-1
-	next := last || d.flags[d.order[d.pos+1]]&wire.AckBacklog == 0
-	st := d.view[x].State
-	if d.flags[x]&wire.AckBacklog == 0 || ownBacklog || !next || st != StateReceiving || (last && d.slow == wire.SlowMove) {
-		d.slowOn = false
-		return
-	}
-	if !d.slowOn {
-		d.slowOn, d.slowFrom = true, now
-		return
-	}
-	if now-d.slowFrom < d.slowAfter {
-		return
-	}
-	reason := fmt.Sprintf("too slow: its disk lagged behind the chain for %v at offset %d", (now - d.slowFrom).Round(time.Millisecond), d.view[x].Bytes)
-	d.slowOn = false
-	d.moved++
-	if d.slow == wire.SlowDrop {
-		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Drop: true, Reason: reason}})
-		d.takeover = true
-		d.loseTarget(reason, out)
-		return
-	}
-	// Move: the node goes to the end of our order; the node after it is
-	// fed by us, and the last node of the chain will feed it (Adopt).
-	*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Reason: reason}})
-	*out = append(*out, Action{Kind: ActCloseDown, Err: "moved to the tail: " + reason})
-	d.order = append(append(d.order[:d.pos:d.pos], d.order[d.pos+1:]...), x)
-	d.up, d.awaiting = false, false
-	d.stopReplay()
-	d.bypassing = true
-	d.target = d.order[d.pos]
-	d.ctl = append(d.ctl, &wire.Adopt{Index: uint32(x)})
-	d.adopting = append(d.adopting, adoptWait{x, now})
-	d.takeover = true
-	d.dial(out)
 }
 
 // retryAdopts repeats the Adopt of moved nodes not heard of since.
@@ -662,6 +622,7 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 	if !d.mine[x] {
 		d.mine[x] = true
 		d.order = append(d.order, x)
+		d.sl.setTail(x, len(d.view))
 		d.view[x] = NodeStatus{Index: x, Addr: d.man.Nodes[x], State: StateConnected, Items: emptyItems(d.man)}
 		if a.Rejoin {
 			// Failed until it answers (see wire.AckRejoined).
@@ -765,7 +726,7 @@ func (d *downlink) takeDirty(full bool) []wire.AckNode {
 	for _, j := range d.order {
 		if d.dirty[j] || full {
 			a := ToAck(&d.view[j])
-			a.Frames, a.DownFrames, a.Flags = d.frames[j], d.downFr[j], d.flags[j]
+			a.Frames, a.DownFrames, a.Flags = d.frames[j], d.downFr[j], d.flags[j]|d.sl.flagsOf(j)
 			out = append(out, a)
 			d.dirty[j] = false
 		}

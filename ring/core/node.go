@@ -714,6 +714,7 @@ func (n *Node) onTick(out *[]Action) {
 		n.ackDirty = true
 	}
 	if n.man != nil {
+		n.down.sl.mem = n.cfg.Memory
 		n.down.tick(n.now, n.backlogged(), out)
 	}
 	if n.UpstreamLost() && n.now-n.upLostAt > n.cfg.UpWait {
@@ -759,6 +760,9 @@ func (n *Node) maybeAck(full bool, out *[]Action) {
 	}
 	if n.rejoined {
 		own.Flags |= wire.AckRejoined
+	}
+	if n.man != nil && n.down.sl.self {
+		own.Flags |= wire.AckSlowLink
 	}
 	progressed := own.Frames != n.ackedFrames || own.DownFrames != n.ackedDown
 	a := &wire.Ack{Nodes: []wire.AckNode{own}}

@@ -21,7 +21,8 @@ var (
 // (core's replay window).
 const readBackBuffers = 4
 
-// schedule draws a random chain, failures and slow disks from seed.
+// schedule draws a random chain, failures, slow disks and slow links from
+// seed.
 func schedule(seed int64, big bool) Config {
 	r := rand.New(rand.NewSource(seed))
 	n := 2 + r.Intn(40)
@@ -54,6 +55,18 @@ func schedule(seed int64, big bool) Config {
 	for k := r.Intn(3); k > 0; k-- {
 		cfg.SlowDisk[r.Intn(n)] = cfg.Bandwidth / float64(2+r.Intn(9))
 	}
+	// Slow links and slow network cards (both ways), drawn apart so the
+	// schedules above stay what they were for each seed.
+	rl := rand.New(rand.NewSource(seed ^ 0x51047))
+	cfg.Links, cfg.NIC = map[int]Link{}, map[int]NIC{}
+	for k := rl.Intn(3); k > 0; k-- {
+		slow := cfg.Bandwidth / float64(4+rl.Intn(60))
+		if i := rl.Intn(n); rl.Intn(3) == 0 {
+			cfg.NIC[i] = NIC{In: slow, Out: slow}
+		} else {
+			cfg.Links[i] = Link{Bandwidth: slow}
+		}
+	}
 	// Some crashed nodes come back with what they wrote (and rejoin).
 	cfg.Restart = map[int]time.Duration{}
 	for _, i := range sortedKeys(cfg.Crash) {
@@ -75,7 +88,10 @@ func checkRun(cfg Config, res *Result, err error) []string {
 	for i, st := range res.Nodes {
 		_, crashed := cfg.Crash[i]
 		_, frozen := cfg.Kill[i]
-		_, slow := cfg.SlowDisk[i]
+		_, slowDisk := cfg.SlowDisk[i]
+		_, slowLink := cfg.Links[i]
+		_, slowNIC := cfg.NIC[i]
+		slow := slowDisk || slowLink || slowNIC || fedBySlowCard(cfg, i)
 		switch {
 		case slow && cfg.Slow == wire.SlowDrop && st.State == core.StateFailed:
 			if !strings.Contains(st.Err, "too slow") && !crashed && !frozen {
@@ -109,12 +125,31 @@ func checkRun(cfg Config, res *Result, err error) []string {
 	return bad
 }
 
+// fedBySlowCard reports whether node i is fed by a node whose card is slow
+// (the nodes between them dead). That node cannot tell its own card from
+// the link into node i and takes the latter for the slow one first (it
+// blames itself only the second time): under drop, node i may end "too
+// slow".
+func fedBySlowCard(cfg Config, i int) bool {
+	for j := i - 1; j >= 0; j-- {
+		if _, ok := cfg.NIC[j]; ok {
+			return true
+		}
+		_, crashed := cfg.Crash[j]
+		_, frozen := cfg.Kill[j]
+		if !crashed && !frozen {
+			return false
+		}
+	}
+	return false
+}
+
 func describe(cfg Config) string {
-	return fmt.Sprintf("chain %d, items %v, buffers %d, crash %v, restart %v, freeze %v, slow disks %v, policy %d after %v", cfg.Nodes, cfg.Items, cfg.Buffers, cfg.Crash, cfg.Restart, cfg.Kill, cfg.SlowDisk, cfg.Slow, cfg.SlowAfter)
+	return fmt.Sprintf("chain %d, items %v, buffers %d, crash %v, restart %v, freeze %v, slow disks %v, slow links %v, slow cards %v, policy %d after %v", cfg.Nodes, cfg.Items, cfg.Buffers, cfg.Crash, cfg.Restart, cfg.Kill, cfg.SlowDisk, cfg.Links, cfg.NIC, cfg.Slow, cfg.SlowAfter)
 }
 
 // TestRandomFailures runs random chains with random crashes, freezes
-// (also of adjacent nodes) and slow disks: every live node ends verified
+// (also of adjacent nodes), slow disks and slow links or cards: every live node ends verified
 // with the source's digests, every dead node that did not finish is
 // reported failed with a reason, the session ends within its virtual time
 // bound, and no node uses more chunk buffers than allowed. Each failure
@@ -162,6 +197,73 @@ func TestRandomScheduleReproducible(t *testing.T) {
 		b, errB := Run(schedule(seed, false))
 		if (errA == nil) != (errB == nil) || a.Elapsed != b.Elapsed || a.Events != b.Events || fmt.Sprint(a.Nodes) != fmt.Sprint(b.Nodes) {
 			t.Fatalf("seed %d ran two ways: %v/%d events vs %v/%d events", seed, a.Elapsed, a.Events, b.Elapsed, b.Events)
+		}
+	}
+}
+
+// slowLinkSchedule draws a chain with one or two slow links or slow cards
+// (both ways, or under move sending slower than receiving), sometimes a
+// crash, under the move or drop policy; with
+// uniform it draws a chain whose links are all equally slow instead.
+func slowLinkSchedule(seed int64, uniform bool) Config {
+	r := rand.New(rand.NewSource(seed))
+	n := 3 + r.Intn(28)
+	cfg := Config{Nodes: n, Seed: seed, ChunkSize: 64 << 10, Bandwidth: 100e6, Latency: time.Duration(50+r.Intn(200)) * time.Microsecond,
+		Buffers: 4 + r.Intn(12), Limit: 10 * time.Minute, Size: int64(2<<20 + r.Intn(6<<20)),
+		Slow: wire.SlowMove + uint8(r.Intn(2)), SlowAfter: time.Duration(100+r.Intn(300)) * time.Millisecond}
+	if uniform {
+		cfg.Bandwidth = 100e6 / float64(1+r.Intn(20))
+		return cfg
+	}
+	cfg.Links, cfg.NIC = map[int]Link{}, map[int]NIC{}
+	for k := 1 + r.Intn(2); k > 0; k-- {
+		slow := cfg.Bandwidth / float64(5+r.Intn(16))
+		if i := r.Intn(n); r.Intn(2) == 0 {
+			cfg.NIC[i] = NIC{In: slow, Out: slow}
+			if cfg.Slow == wire.SlowMove && r.Intn(2) == 0 {
+				// Sending slower than receiving: the node first takes
+				// its downstream's link for the slow one (harmless under
+				// move, that node completes at the tail), then its own.
+				cfg.NIC[i] = NIC{In: 4 * slow, Out: slow}
+			}
+		} else {
+			cfg.Links[i] = Link{Bandwidth: slow}
+		}
+	}
+	if r.Intn(4) == 0 {
+		cfg.Crash = map[int]time.Duration{r.Intn(n): time.Duration(r.Int63n(int64(cfg.Size) * int64(time.Second) / int64(cfg.Bandwidth)))}
+	}
+	return cfg
+}
+
+// TestRandomSlowLinks: random chains with slow links or slow cards end
+// with every live node verified (a slow one under drop may end "too
+// slow", no other); chains whose links are all equally slow move nobody
+// (nothing is read back, nobody fails).
+func TestRandomSlowLinks(t *testing.T) {
+	first := *propSeed
+	if first == 0 {
+		first = 20261126
+	}
+	iter := *propIter
+	if testing.Short() || raceEnabled {
+		iter = min(iter, 10)
+	}
+	for k := 0; k < iter; k++ {
+		seed := first + int64(k)
+		cfg := slowLinkSchedule(seed, false)
+		res, err := Run(cfg)
+		if msgs := checkRun(cfg, res, err); len(msgs) > 0 {
+			t.Errorf("seed %d (%s):\n  %s", seed, describe(cfg), strings.Join(msgs, "\n  "))
+		}
+		cfg = slowLinkSchedule(seed, true)
+		res, err = Run(cfg)
+		msgs := checkRun(cfg, res, err)
+		if err == nil && res.ReadBacks > 0 {
+			msgs = append(msgs, fmt.Sprintf("%d chunks read back: a node was moved in a uniformly slow chain", res.ReadBacks))
+		}
+		if len(msgs) > 0 {
+			t.Errorf("uniform seed %d (%s, %.0f B/s):\n  %s", seed, describe(cfg), cfg.Bandwidth, strings.Join(msgs, "\n  "))
 		}
 	}
 }

@@ -28,6 +28,8 @@ import (
 //	slow 3 x10              # node 3's disk writes at a tenth of the link rate
 //	policy move after 1s    # slow nodes: wait, move (to the tail) or drop
 //	slowlink 5 10MB/s 2ms   # the link into node 5
+//	slownic 4 10MB/s        # node 4's network card, both ways (every link into or out of it)
+//	slownic 4 20MB/s 5MB/s  # ... receiving at 20MB/s, sending at 5MB/s
 //	corrupt 2 chunk 5       # chunk 5 arrives damaged at node 2
 //	drop 4 chunk 3          # chunk 3 is lost on the link into node 4
 //	openfail 1              # node 1 cannot open its sinks
@@ -200,6 +202,30 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 						c.Links[n] = l
 					}
 				}
+			}
+		case "slownic":
+			if len(f) != 3 && len(f) != 4 {
+				err = bad("want slownic N RATE [OUTRATE]")
+				break
+			}
+			var n int
+			var nic NIC
+			if n, err = node(f[1]); err == nil {
+				if nic.In, err = parseRate(f[2]); err != nil {
+					err = bad("%v", err)
+					break
+				}
+				nic.Out = nic.In
+				if len(f) == 4 {
+					if nic.Out, err = parseRate(f[3]); err != nil {
+						err = bad("%v", err)
+						break
+					}
+				}
+				if c.NIC == nil {
+					c.NIC = map[int]NIC{}
+				}
+				c.NIC[n] = nic
 			}
 		case "corrupt", "drop":
 			if err = need(4); err == nil && f[2] != "chunk" {

@@ -25,26 +25,30 @@ import (
 
 // Config describes a simulated session.
 type Config struct {
-	Nodes     int                   // receivers in the chain
-	Items     []int64               // item sizes; nil: one item of Size bytes
-	Size      int64                 // used when Items is nil
-	ChunkSize int                   // bytes per chunk; 0: 64 KiB
-	Seed      int64                 // data and order seed
-	Bandwidth float64               // bytes/s of every link; 0: 125e6 (1 GbE)
-	Latency   time.Duration         // one-way latency of every link; 0: 50µs
-	Buffers   int                   // chunk buffers per node (and at the source); 0: 16
-	DiskRate  float64               // bytes/s of every node's sink; 0: unlimited
-	SlowDisk  map[int]float64       // per-node sink rate overrides
-	Links     map[int]Link          // per-link overrides, by the index of the node the link leads to
-	SyncTime  time.Duration         // duration of one Sink.Sync
-	Dead      time.Duration         // silence after which a downstream is dead; 0: core default
-	DialFail  time.Duration         // time to learn that a dial failed; 0: 100ms
-	Kill      map[int]time.Duration // node index -> virtual time it freezes (stops, connections stay open and silent)
-	Crash     map[int]time.Duration // node index -> virtual time it crashes (stops, connections reset)
-	Corrupt   map[int]uint64        // node index -> chunk seq that arrives corrupted at it
-	Drop      map[int]uint64        // node index -> chunk seq lost on the link into it
-	OpenFail  map[int]bool          // nodes whose sinks cannot be opened
-	Limit     time.Duration         // virtual time limit; 0: 1 hour
+	Nodes     int             // receivers in the chain
+	Items     []int64         // item sizes; nil: one item of Size bytes
+	Size      int64           // used when Items is nil
+	ChunkSize int             // bytes per chunk; 0: 64 KiB
+	Seed      int64           // data and order seed
+	Bandwidth float64         // bytes/s of every link; 0: 125e6 (1 GbE)
+	Latency   time.Duration   // one-way latency of every link; 0: 50µs
+	Buffers   int             // chunk buffers per node (and at the source); 0: 16
+	DiskRate  float64         // bytes/s of every node's sink; 0: unlimited
+	SlowDisk  map[int]float64 // per-node sink rate overrides
+	Links     map[int]Link    // per-link overrides, by the index of the node the link leads to
+	// NIC caps every link into (In) or out of (Out) a node, whoever is at
+	// the other end: a slow network card, both ways, follows the node
+	// when it is moved.
+	NIC      map[int]NIC
+	SyncTime time.Duration         // duration of one Sink.Sync
+	Dead     time.Duration         // silence after which a downstream is dead; 0: core default
+	DialFail time.Duration         // time to learn that a dial failed; 0: 100ms
+	Kill     map[int]time.Duration // node index -> virtual time it freezes (stops, connections stay open and silent)
+	Crash    map[int]time.Duration // node index -> virtual time it crashes (stops, connections reset)
+	Corrupt  map[int]uint64        // node index -> chunk seq that arrives corrupted at it
+	Drop     map[int]uint64        // node index -> chunk seq lost on the link into it
+	OpenFail map[int]bool          // nodes whose sinks cannot be opened
+	Limit    time.Duration         // virtual time limit; 0: 1 hour
 	// Slow is the slow-node policy (wire.SlowWait, SlowMove, SlowDrop)
 	// applied after SlowAfter of lag (0: never).
 	Slow      uint8
@@ -62,6 +66,12 @@ type Config struct {
 type Link struct {
 	Bandwidth float64
 	Latency   time.Duration
+}
+
+// NIC is a node's network card: the most bytes/s it receives (In) and
+// sends (Out); zero fields do not cap.
+type NIC struct {
+	In, Out float64
 }
 
 // Result is the outcome of a simulated session.
@@ -663,7 +673,7 @@ func (s *sim) pumpLink(l *link) {
 		to.nextRef++
 		ref = to.nextRef
 	}
-	bw, lat := s.link(to.idx)
+	bw, lat := s.link(l.from.idx, to.idx)
 	tx := time.Duration(float64(s.msgSize(f.msg)) / bw * float64(time.Second))
 	s.at(tx, func() {
 		l.busy = false
@@ -710,8 +720,9 @@ func (s *sim) pumpLink(l *link) {
 	})
 }
 
-// link returns the bandwidth and latency of the link into node idx.
-func (s *sim) link(idx int) (float64, time.Duration) {
+// link returns the bandwidth and latency of the link from node from (-1:
+// the source) into node idx.
+func (s *sim) link(from, idx int) (float64, time.Duration) {
 	bw, lat := s.cfg.Bandwidth, s.cfg.Latency
 	if l, ok := s.cfg.Links[idx]; ok {
 		if l.Bandwidth > 0 {
@@ -720,6 +731,12 @@ func (s *sim) link(idx int) (float64, time.Duration) {
 		if l.Latency > 0 {
 			lat = l.Latency
 		}
+	}
+	if in := s.cfg.NIC[idx].In; in > 0 {
+		bw = min(bw, in)
+	}
+	if out := s.cfg.NIC[from].Out; from >= 0 && out > 0 {
+		bw = min(bw, out)
 	}
 	return bw, lat
 }

@@ -787,6 +787,14 @@ const (
 	// restarted receiver, fed at the tail); its new status replaces the
 	// failure.
 	AckRejoined uint8 = 2
+	// AckSlowLink: a link into or out of the node was found far slower
+	// than the rest of the chain. Set on its own status by a node that
+	// concludes its own link is slow (it moved a target for a slow link
+	// and the next one looked just as slow): its upstream then moves it
+	// (or drops it). Set on a node's status by the node that moved it to
+	// the tail for a slow link: the nodes further up then know it is fed
+	// at the tail.
+	AckSlowLink uint8 = 4
 )
 
 // Ack carries statuses of the sender and of nodes further down the chain.

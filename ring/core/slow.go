@@ -1,0 +1,267 @@
+package core
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+// Slow-node detection. A node (or the source) judges only its target, the
+// node it feeds, from what acks say and what it counts itself, and only
+// against its neighbours: when every node is as slow, nobody is moved.
+//
+//   - Slow disk: the target reports wire.AckBacklog (half of its chunk
+//     memory waits for its disk) while we and the node after it do not.
+//   - Slow link into the target: half of our own chunk memory waits to
+//     reach the target (frames we received that it has not: we are fed
+//     faster than we can send to it) while the target is not behind
+//     itself (no disk backlog, and what it received reaches its own
+//     downstream). The bottleneck is between the last node that lags and
+//     the first one that is starved. A target that makes no progress at
+//     all over the whole window is stalled, not slow (a frozen one is
+//     found dead): it is not moved.
+//   - A slow link of our own: a node that has moved a target for a slow
+//     link and finds the same pattern with its next target concludes that
+//     its own card is the slow one. It moves nobody else (no cascade) and
+//     says so (wire.AckSlowLink on its own status); its upstream moves it.
+//
+// The source has no chunk memory to compare with (it reads as fast as it
+// is asked), so a slow link into the first node cannot be told from a
+// slow network: that one sets the pace.
+
+// slowKind says why the target looks slow.
+type slowKind uint8
+
+const (
+	slowNone slowKind = iota
+	slowDisk          // its disk lags
+	slowLink          // the link into it lags
+	slowOwn           // it says its own link is slow
+)
+
+// slowState is the downlink's slow-link bookkeeping.
+type slowState struct {
+	mem        int64 // owner's chunk memory in bytes (0: the source)
+	kind       slowKind
+	fromFrames uint64 // target's frames when the current lag began
+	linkMoves  int    // targets moved (or dropped) for a slow link
+	self       bool   // our own link is slow (wire.AckSlowLink on our status)
+	// moved: per node, moved to the tail for a slow link, by us or (its
+	// status said so once) by a node after us; reported with AckSlowLink
+	// on its status, also once the node that moved it is gone.
+	moved []bool
+	// tail: per node, fed at the tail (we moved it, or adopted it after a
+	// move or for a rejoin): reached by a bypass, it is fed from our
+	// written output like the tail feeds it.
+	tail []bool
+}
+
+func (s *slowState) setTail(j, n int) {
+	if s.tail == nil {
+		s.tail = make([]bool, n)
+	}
+	s.tail[j] = true
+}
+
+func (s *slowState) atTail(j int) bool { return j < len(s.tail) && s.tail[j] }
+
+// flagsOf returns the flags we add to node j's status: AckSlowLink when it
+// was moved for a slow link.
+func (s *slowState) flagsOf(j int) uint8 {
+	if j < len(s.moved) && s.moved[j] {
+		return wire.AckSlowLink
+	}
+	return 0
+}
+
+func (s *slowState) setMoved(j, n int) {
+	if s.moved == nil {
+		s.moved = make([]bool, n)
+	}
+	s.moved[j] = true
+}
+
+// noteSlowLink remembers that node j (not our target: for our target the
+// flag asks us to move it) was moved for a slow link, as its status said.
+func (d *downlink) noteSlowLink(j int) {
+	if d.flags[j]&wire.AckSlowLink != 0 && !(j == d.target && !d.cut) {
+		d.sl.setMoved(j, len(d.view))
+	}
+}
+
+// halfFrames is how many chunk frames fill half of the owner's chunk
+// memory (0: unknown, no link detection from our own lag).
+func (d *downlink) halfFrames() uint64 {
+	if d.sl.mem <= 0 || d.man == nil || d.man.ChunkSize == 0 {
+		return 0
+	}
+	return max(1, uint64(d.sl.mem)/uint64(d.man.ChunkSize)/2)
+}
+
+// ownLag is how many stream frames we received that the target has not.
+func (d *downlink) ownLag() uint64 {
+	if f := d.frames[d.target]; f < d.nextNum {
+		return d.nextNum - f
+	}
+	return 0
+}
+
+// slowKindNow says whether the target looks slow at this instant, and why.
+func (d *downlink) slowKindNow(ownBacklog bool) slowKind {
+	if d.slow == wire.SlowWait || d.slowAfter <= 0 || d.cut || !d.up || d.awaiting || d.replaying() || d.endQueued() || d.anyCooked() {
+		return slowNone
+	}
+	x := d.target
+	last := d.pos == len(d.order)-1
+	if d.view[x].State != StateReceiving || (last && d.slow == wire.SlowMove) {
+		return slowNone
+	}
+	if d.flags[x]&wire.AckBacklog != 0 {
+		next := last || d.flags[d.order[d.pos+1]]&wire.AckBacklog == 0
+		if !ownBacklog && next {
+			return slowDisk
+		}
+		return slowNone
+	}
+	if d.fromDisk || ownBacklog {
+		// A target fed from our output goes at its own pace anyway.
+		return slowNone
+	}
+	if d.flags[x]&wire.AckSlowLink != 0 {
+		return slowOwn
+	}
+	half := d.halfFrames()
+	if half == 0 || d.sl.self || d.ownLag() < half {
+		return slowNone
+	}
+	if x1, _ := d.afterTarget(); x1 >= 0 && d.downFr[x] > 0 && d.frames[x1] == 0 {
+		return slowNone // nothing heard yet of the node after the target
+	}
+	if d.targetHeld() >= half {
+		return slowNone // the target is held back too: the bottleneck is further down
+	}
+	return slowLink
+}
+
+// targetHeld estimates, from acks, how many frames the target holds: those
+// it received that its downstream has not, and, while it retains frames
+// for a bypass (a node follows its downstream), those its downstream
+// received that the node after it has not. Each difference comes from one
+// ack of one node, so it is consistent even when that ack is a little old.
+// A target with half of its memory held is held back by what comes after it.
+func (d *downlink) targetHeld() uint64 {
+	held := d.unsent(d.target)
+	if x1, more := d.afterTarget(); x1 >= 0 && more {
+		held += d.unsent(x1)
+	}
+	return held
+}
+
+// afterTarget returns the node the target feeds (-1: none), as far as we
+// know (the first one after it in our order that has not failed: the
+// target bypassed those), and whether more nodes follow that one.
+func (d *downlink) afterTarget() (int, bool) {
+	for k := d.pos + 1; k < len(d.order); k++ {
+		if j := d.order[k]; d.view[j].State != StateFailed {
+			return j, k+1 < len(d.order)
+		}
+	}
+	return -1, false
+}
+
+// unsent is how many frames node j reported it received and its own
+// downstream did not.
+func (d *downlink) unsent(j int) uint64 {
+	if d.frames[j] > d.downFr[j] {
+		return d.frames[j] - d.downFr[j]
+	}
+	return 0
+}
+
+// checkSlow moves (or drops) the target when it has looked far slower than
+// the rest for slowAfter (see the comment at the top of this file).
+// ownBacklog says whether the owner's own disk lags.
+func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) {
+	kind := d.slowKindNow(ownBacklog)
+	if kind == slowNone || (d.slowOn && kind != d.sl.kind) {
+		d.slowOn = false
+		if kind == slowNone {
+			return
+		}
+	}
+	x := d.target
+	if !d.slowOn {
+		d.slowOn, d.slowFrom, d.sl.kind, d.sl.fromFrames = true, now, kind, d.frames[x]
+		return
+	}
+	if now-d.slowFrom < d.slowAfter {
+		return
+	}
+	lag := (now - d.slowFrom).Round(time.Millisecond)
+	d.slowOn = false
+	var reason string
+	switch kind {
+	case slowDisk:
+		reason = fmt.Sprintf("too slow: its disk lagged behind the chain for %v at offset %d", lag, d.view[x].Bytes)
+	case slowOwn:
+		reason = fmt.Sprintf("too slow: its own link lagged behind the chain (it said so) at offset %d", d.view[x].Bytes)
+	case slowLink:
+		if d.frames[x] == d.sl.fromFrames {
+			return // no progress at all: stalled, not slow
+		}
+		if d.sl.linkMoves > 0 {
+			// The second target in a row behind a slow link: the
+			// slow link is ours. Say so; our upstream moves us.
+			d.sl.self = true
+			return
+		}
+		d.sl.linkMoves++
+		reason = fmt.Sprintf("too slow: the link into it lagged behind the chain for %v at offset %d (%d frames sent to it were not received)", lag, d.view[x].Bytes, d.ownLag())
+	}
+	d.moved++
+	if kind != slowDisk {
+		d.sl.setMoved(x, len(d.view))
+	}
+	if d.slow == wire.SlowDrop {
+		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Drop: true, Reason: reason}})
+		d.takeover = true
+		d.loseTarget(reason, out)
+		return
+	}
+	// Move: the node goes to the end of our order; the node after it is
+	// fed by us, and the last node of the chain will feed it (Adopt).
+	*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Reason: reason}})
+	*out = append(*out, Action{Kind: ActCloseDown, Err: "moved to the tail: " + reason})
+	d.order = append(append(d.order[:d.pos:d.pos], d.order[d.pos+1:]...), x)
+	d.sl.setTail(x, len(d.view))
+	d.skipMovedLinks(len(d.order) - 1) // x stays last
+	d.up, d.awaiting = false, false
+	d.stopReplay()
+	d.bypassing = true
+	d.target = d.order[d.pos]
+	d.ctl = append(d.ctl, &wire.Adopt{Index: uint32(x)})
+	d.adopting = append(d.adopting, adoptWait{x, now})
+	d.takeover = true
+	d.dial(out)
+}
+
+// skipMovedLinks puts after the others the nodes of order[pos:end] that a
+// node after us moved to the tail for a slow link (their status said so):
+// they are fed there already, we must not dial them. When every one is
+// such a node, the order stays.
+func (d *downlink) skipMovedLinks(end int) {
+	rest := d.order[d.pos:end]
+	var keep, moved []int
+	for _, j := range rest {
+		if (d.flags[j]|d.sl.flagsOf(j))&wire.AckSlowLink != 0 {
+			moved = append(moved, j)
+		} else {
+			keep = append(keep, j)
+		}
+	}
+	if len(moved) == 0 || len(keep) == 0 {
+		return
+	}
+	copy(rest, append(keep, moved...))
+}
