@@ -464,7 +464,12 @@ func startOwner(t *testing.T, role string) (*exec.Cmd, string, int) {
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	line, err := bufio.NewReader(out).ReadString('\n')
-	require.NoError(t, err, "helper stderr: %s", stderr.String())
+	if err != nil {
+		// stderr is written by exec's goroutine until Wait returns.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("helper printed no cluster: %v; stderr: %s", err, stderr.String())
+	}
 	var name string
 	var pid int
 	_, err = fmt.Sscan(line, &name, &pid)
