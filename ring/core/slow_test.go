@@ -1,0 +1,193 @@
+package core
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+// slowLinkDown returns node 0's downlink in a chain of 6, connected to node 1
+// and streaming, with 8 chunks of memory (half: 4 frames), 20 frames
+// received; every node after it has everything it was sent (nobody lags).
+func slowLinkDown(policy uint8) *downlink {
+	m := manifest(6, 1<<20)
+	m.Slow, m.SlowAfterMs = policy, 1000
+	var d downlink
+	d.init(0, m, 0)
+	d.sl.mem = 8 * int64(m.ChunkSize)
+	d.up = true
+	d.nextNum = 20
+	for j := 1; j < 6; j++ {
+		d.view[j].State = StateReceiving
+		d.frames[j], d.downFr[j] = 20, 20
+	}
+	return &d
+}
+
+func TestSlowKindNow(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(d *downlink)
+		want slowKind
+	}{
+		{"nobody lags", func(d *downlink) {}, slowNone},
+		{"frames pile up for a starved target", func(d *downlink) {
+			for j := 1; j < 6; j++ {
+				d.frames[j], d.downFr[j] = 12, 12
+			}
+		}, slowLink},
+		{"the target lags as much: the bottleneck is further down", func(d *downlink) {
+			d.frames[1], d.downFr[1] = 12, 7
+			for j := 2; j < 6; j++ {
+				d.frames[j], d.downFr[j] = 7, 7
+			}
+		}, slowNone},
+		{"the target retains what the node after it cannot send", func(d *downlink) {
+			d.frames[1], d.downFr[1] = 12, 12
+			d.frames[2], d.downFr[2] = 12, 8
+			for j := 3; j < 6; j++ {
+				d.frames[j], d.downFr[j] = 8, 8
+			}
+		}, slowNone},
+		{"nothing heard yet of the node after the target", func(d *downlink) {
+			d.frames[1], d.downFr[1] = 12, 12
+			for j := 2; j < 6; j++ {
+				d.frames[j], d.downFr[j] = 0, 0
+			}
+		}, slowNone},
+		{"the target's disk lags", func(d *downlink) {
+			d.frames[1] = 12
+			d.flags[1] = wire.AckBacklog
+		}, slowDisk},
+		{"the target says its own link is slow", func(d *downlink) { d.flags[1] = wire.AckSlowLink }, slowOwn},
+		{"no memory to compare with (the source)", func(d *downlink) {
+			d.frames[1], d.downFr[1] = 12, 12
+			d.sl.mem = 0
+		}, slowNone},
+		{"we already blamed ourselves", func(d *downlink) {
+			d.frames[1], d.downFr[1] = 12, 12
+			d.sl.self = true
+		}, slowNone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := slowLinkDown(wire.SlowMove)
+			tc.set(d)
+			assert.Equal(t, tc.want, d.slowKindNow(false))
+		})
+	}
+	d := slowLinkDown(wire.SlowMove)
+	d.frames[1] = 12
+	assert.Equal(t, slowNone, d.slowKindNow(true), "our own disk lags")
+	d = slowLinkDown(wire.SlowWait)
+	d.frames[1] = 12
+	assert.Equal(t, slowNone, d.slowKindNow(false), "policy wait")
+}
+
+// starve makes every node after the owner have frames f (and pass them all
+// on), while the owner has 8 more.
+func starve(d *downlink, f uint64) {
+	d.nextNum = f + 8
+	for j := range d.frames {
+		d.frames[j], d.downFr[j] = f, f
+	}
+}
+
+func TestCheckSlowMovesTargetBehindSlowLink(t *testing.T) {
+	d := slowLinkDown(wire.SlowMove)
+	d.flags[2] = wire.AckSlowLink // node 2 was moved to the tail by node 1
+	var out []Action
+	starve(d, 10)
+	d.checkSlow(time.Second, false, &out)
+	starve(d, 11)
+	d.checkSlow(1900*time.Millisecond, false, &out)
+	require.Empty(t, out, "not yet slow for a second")
+	starve(d, 12)
+	d.checkSlow(2*time.Second, false, &out)
+	det := find(out, ActSendDown)
+	require.NotNil(t, det)
+	require.IsType(t, &wire.Detach{}, det.Msg)
+	assert.Contains(t, det.Msg.(*wire.Detach).Reason, "too slow: the link into it lagged behind the chain for 1s")
+	dial := find(out, ActDial)
+	require.NotNil(t, dial)
+	assert.Equal(t, 3, dial.Index, "node 2 is fed at the tail already: node 3 is next")
+	assert.Equal(t, []int{3, 4, 5, 2, 1}, d.order)
+	assert.Equal(t, wire.AckSlowLink, d.sl.flagsOf(1), "the moved node is reported as moved for a slow link")
+}
+
+func TestCheckSlowStalledTargetIsNotMoved(t *testing.T) {
+	d := slowLinkDown(wire.SlowDrop)
+	var out []Action
+	starve(d, 10)
+	d.checkSlow(time.Second, false, &out)
+	d.checkSlow(2*time.Second, false, &out)
+	assert.Empty(t, out, "a target that made no progress for the whole window is stalled, not slow")
+}
+
+func TestCheckSlowDropNamesTheLink(t *testing.T) {
+	d := slowLinkDown(wire.SlowDrop)
+	var out []Action
+	starve(d, 10)
+	d.checkSlow(time.Second, false, &out)
+	starve(d, 12)
+	d.checkSlow(2*time.Second, false, &out)
+	assert.Equal(t, StateFailed, d.view[1].State)
+	assert.Contains(t, d.view[1].Err, "too slow: the link into it")
+	dial := find(out, ActDial)
+	require.NotNil(t, dial)
+	assert.Equal(t, 2, dial.Index)
+}
+
+// A node that moved a target for a slow link and finds the same with its
+// next one blames its own link: it moves nobody else and says so.
+func TestCheckSlowSecondSlowLinkBlamesItself(t *testing.T) {
+	d := slowLinkDown(wire.SlowMove)
+	d.sl.linkMoves = 1
+	var out []Action
+	starve(d, 10)
+	d.checkSlow(time.Second, false, &out)
+	starve(d, 12)
+	d.checkSlow(2*time.Second, false, &out)
+	assert.Empty(t, out, "no second move")
+	assert.True(t, d.sl.self)
+	assert.Equal(t, slowNone, d.slowKindNow(false), "it never blames a downstream link again")
+
+	// Its status says so.
+	n := NewNode(NodeConfig{Memory: 32})
+	n.Step(Event{Kind: EvUp, Msg: &wire.Hello{Session: sess, Index: 0}})
+	n.Step(Event{Kind: EvUp, Msg: manifest(3, 8)})
+	n.down.sl.self = true
+	acts := n.Step(Event{Kind: EvTick, Now: time.Second})
+	a := find(acts, ActSendUp)
+	require.NotNil(t, a)
+	require.IsType(t, &wire.Ack{}, a.Msg)
+	assert.Equal(t, wire.AckSlowLink, a.Msg.(*wire.Ack).Nodes[0].Flags&wire.AckSlowLink)
+}
+
+// A node's upstream moves it when it says its own link is slow.
+func TestCheckSlowMovesTargetThatBlamesItself(t *testing.T) {
+	d := slowLinkDown(wire.SlowMove)
+	d.flags[1] = wire.AckSlowLink
+	var out []Action
+	d.checkSlow(time.Second, false, &out)
+	d.checkSlow(2*time.Second, false, &out)
+	det := find(out, ActSendDown)
+	require.NotNil(t, det)
+	assert.Contains(t, det.Msg.(*wire.Detach).Reason, "too slow: its own link")
+	assert.Equal(t, 2, find(out, ActDial).Index)
+}
+
+// A status with AckSlowLink of a node that is not our target is
+// remembered: the node that moved it may be gone when we need to know.
+func TestNoteSlowLinkSticks(t *testing.T) {
+	d := slowLinkDown(wire.SlowMove)
+	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 3, State: wire.StReceiving, Flags: wire.AckSlowLink}}}, time.Second)
+	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 3, State: wire.StReceiving}}}, 2*time.Second)
+	assert.Equal(t, wire.AckSlowLink, d.sl.flagsOf(3))
+	assert.Equal(t, wire.AckSlowLink, d.takeDirty(true)[2].Flags&wire.AckSlowLink, "and passed on up")
+	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 1, State: wire.StReceiving, Flags: wire.AckSlowLink}}}, 3*time.Second)
+	assert.Zero(t, d.sl.flagsOf(1), "our target's flag asks us to move it; it is not moved yet")
+}
