@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -52,6 +53,9 @@ func TestParseScenarioErrors(t *testing.T) {
 		{"send 1MiB\n", "no chain line"},
 		{"chain 3\nexpect ok 2-1\n", "line 2: bad node range"},
 		{"chain 3\nexpect err 2 nope\n", "line 2: want expect err"},
+		{"chain 3\nslownic 2\n", "line 2: want slownic N RATE [OUTRATE]"},
+		{"chain 3\nslownic 2 10MB/s fast\n", "line 2: bad rate"},
+		{"chain 3\nslownic 0 10MB/s\n", "line 2: bad node number"},
 	} {
 		_, err := ParseScenario(strings.NewReader(tc.in))
 		require.Error(t, err, tc.in)
@@ -80,4 +84,29 @@ func FuzzParseScenario(f *testing.F) {
 			t.Fatal("accepted a scenario without nodes")
 		}
 	})
+}
+
+// A slow card caps the links into and out of its node, whoever is at the
+// other end: 'slownic 2 1MB/s' makes a 2-node chain's stream take S/1MB/s
+// (node 2 receives through it), and 'slownic 1 100MB/s 1MB/s' as long
+// (node 1 sends through it); a card faster than the links changes nothing.
+func TestSlowNIC(t *testing.T) {
+	run := func(nic string) *Result {
+		sc, err := ParseScenario(strings.NewReader("chain 2\nlink 100MB/s 10us\nchunk 64KiB\nsend 1MB\n" + nic + "\nexpect ok 1-2\n"))
+		require.NoError(t, err)
+		res, err := Run(sc.Config)
+		require.NoError(t, err)
+		require.Empty(t, sc.Check(res))
+		return res
+	}
+	fast := run("")
+	assert.Less(t, fast.Elapsed, 50*time.Millisecond)
+	in := run("slownic 2 1MB/s")
+	assert.Greater(t, in.Elapsed, time.Second)
+	out := run("slownic 1 100MB/s 1MB/s")
+	assert.Greater(t, out.Elapsed, time.Second)
+	assert.Greater(t, out.DoneAt[1], time.Second, "node 2 waits for what node 1 sends")
+	assert.Less(t, out.DoneAt[0], out.DoneAt[1]/4, "node 1 receives at full speed")
+	same := run("slownic 1 200MB/s")
+	assert.Equal(t, fast.Elapsed, same.Elapsed)
 }
