@@ -219,3 +219,50 @@ func restartWith(t *testing.T, addr string, rc ReceiverConfig, res chan<- recvRe
 	st, err := Receive(ctx, l, rc)
 	res <- recvResult{st, err}
 }
+
+// TestTCPRestartedReceiverRejoinsCooked: with a cooked item, the last node
+// cannot feed a node coming back from what it wrote; the source feeds it
+// aside, from what it reads again. (A cooked sink cannot be checked
+// against a journal, so it receives the item again, in full.)
+func TestTCPRestartedReceiverRejoinsCooked(t *testing.T) {
+	const total = 24 << 20
+	disk := &diskSinks{}
+	restarted := make(chan recvResult, 1)
+	var once sync.Once
+	var c *cluster
+	c = startCluster(t, 4, func(i int, rc *ReceiverConfig) {
+		switch i {
+		case 1:
+			rc.Open = func(it Item) (Sink, error) {
+				return &crashSink{limit: total / 3, crash: func() {
+					once.Do(func() {
+						c.kill(1)
+						go restartWith(t, c.addrs[1], ReceiverConfig{Open: disk.open, DeadTimeout: testDead, UpstreamWait: testDead,
+							Logf: func(f string, a ...any) { t.Logf("node 1 (restarted): "+f, a...) }}, restarted)
+					})
+				}}, nil
+			}
+		case 3:
+			rc.Open = func(it Item) (Sink, error) { return &slowSink{delay: 4 * time.Millisecond}, nil }
+		}
+	})
+	a := randomData(47, total)
+	item := bytesItem("a", a)
+	item.Cook = true
+	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, Items: []SendItem{item},
+		Rejoin: 200 * time.Millisecond, Slow: SlowWait, Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) }})
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%+v", rep.Nodes)
+	var r recvResult
+	select {
+	case r = <-restarted:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the restarted receiver did not return")
+	}
+	require.NoError(t, r.err)
+	assert.True(t, r.st.Items[0].Verified)
+	assert.Equal(t, b3hex(a), b3hex(disk.sinks["/out/a"].bytes()))
+	for _, i := range []int{0, 2, 3} {
+		require.NoError(t, c.wait(i).err, "node %d", i)
+	}
+}

@@ -122,6 +122,21 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	lp.pool.Store(pl)
 	lp.step = sender.Step
 	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout, cfg.DeadTimeout)
+	// Aside feeds (nodes the source feeds itself, off the chain): one
+	// worker per node, used by the loop's goroutine only.
+	asides := map[int]*downWorker{}
+	// A slow aside node holds its read-back buffers until it takes them:
+	// room for the chain's replays and a few aside feeds at once.
+	lp.rbCount = 4 * rbBuffers
+	lp.aside = func(index int) *downWorker {
+		w := asides[index]
+		if w == nil {
+			w = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout, cfg.DeadTimeout)
+			w.aside, w.asideOf = true, index
+			asides[index] = w
+		}
+		return w
+	}
 	snapshot := func() Snapshot {
 		return Snapshot{Elapsed: lp.now(), Total: total, Sent: sender.Bytes(), Nodes: sender.Nodes()}
 	}
@@ -146,7 +161,7 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 			if !ok {
 				return
 			}
-			ev := core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq}
+			ev := core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq, Aside: a.Aside, Index: a.Index}
 			rbp := lp.rb(wire.DataHeaderSize + chunk)
 			ref, buf, err := rbp.get(ctx)
 			if err != nil {
@@ -193,6 +208,9 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 		<-readDone
 	}
 	lp.down.stop()
+	for _, w := range asides {
+		w.stop()
+	}
 	rpq.close()
 	<-rpDone
 	rep := &Report{Nodes: sender.Nodes(), Items: sender.Items(), Bytes: sender.Bytes(), Elapsed: lp.now(),

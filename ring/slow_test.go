@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,27 +13,30 @@ import (
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
-// slowChain runs 8 MiB through 5 receivers whose node 1 writes a 64 KiB
+// slowChain runs 8 MiB through 5 receivers whose node slow writes a 64 KiB
 // chunk every 25 ms (about 2.6 MB/s, a tenth or less of the others) under
 // policy (applied after 1 s: loaded test machines stall healthy nodes for
 // a few hundred ms), and returns the report and when each node had everything
-// written and verified (from the progress snapshots).
-func slowChain(t *testing.T, policy SlowPolicy) (*Report, []time.Duration, *cluster, []byte) {
+// written and verified (from the progress snapshots). With cooked the item
+// is marked cooked ('>>'): no node can feed another from what it wrote.
+func slowChain(t *testing.T, policy SlowPolicy, slow int, cooked bool) (*Report, []time.Duration, *cluster, []byte) {
 	if raceEnabled {
 		t.Skip("slow-node detection is timing-based; the race detector slows healthy nodes as much (runs without -race)")
 	}
 	const limit = 8 * (wire.DataHeaderSize + 64<<10)
 	c := startCluster(t, 5, func(i int, rc *ReceiverConfig) {
 		rc.MemoryLimit = limit
-		if i == 1 {
+		if i == slow {
 			rc.Open = func(it Item) (Sink, error) { return &slowSink{delay: 25 * time.Millisecond}, nil }
 		}
 	})
 	a := randomData(31, 8<<20)
+	item := bytesItem("a", a)
+	item.Cook = cooked
 	var mu sync.Mutex
 	doneAt := make([]time.Duration, 5)
 	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit,
-		Slow: policy, SlowAfter: time.Second, Items: []SendItem{bytesItem("a", a)},
+		Slow: policy, SlowAfter: time.Second, Items: []SendItem{item},
 		Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) },
 		Progress: func(s Snapshot) {
 			mu.Lock()
@@ -49,25 +53,58 @@ func slowChain(t *testing.T, policy SlowPolicy) (*Report, []time.Duration, *clus
 	return rep, append([]time.Duration(nil), doneAt...), c, a
 }
 
-func TestTCPSlowNodeMovedToTail(t *testing.T) {
-	rep, doneAt, c, a := slowChain(t, SlowMove)
+// slowNotHeld checks that everyone ended verified and that the nodes but
+// slow were not held back by it.
+func slowNotHeld(t *testing.T, rep *Report, doneAt []time.Duration, c *cluster, a []byte, slow int) {
+	t.Helper()
 	require.True(t, rep.OK(), "%+v", rep.Nodes)
 	for i := range c.addrs {
 		require.NoError(t, c.wait(i).err, "node %d", i)
 		assert.Equal(t, rep.Items[0].Digest, rep.Nodes[i].Items[0].Digest, "node %d", i)
 	}
-	for _, i := range []int{0, 2, 3, 4} {
+	for i := range c.addrs {
+		if i == slow {
+			continue
+		}
 		assert.Equal(t, b3hex(a), b3hex(c.sinks[i].get("/out/a").bytes()), "node %d", i)
 		// The slow node needs at least 128 × 25 ms; the others are not
 		// held back by it.
-		assert.Less(t, doneAt[i], doneAt[1]-500*time.Millisecond, "node %d done at %v, the slow node at %v", i, doneAt[i], doneAt[1])
+		assert.Less(t, doneAt[i], doneAt[slow]-500*time.Millisecond, "node %d done at %v, the slow node at %v", i, doneAt[i], doneAt[slow])
 	}
-	assert.GreaterOrEqual(t, doneAt[1], 3200*time.Millisecond)
+	assert.GreaterOrEqual(t, doneAt[slow], 3200*time.Millisecond)
+}
+
+func TestTCPSlowNodeMovedToTail(t *testing.T) {
+	rep, doneAt, c, a := slowChain(t, SlowMove, 1, false)
+	slowNotHeld(t, rep, doneAt, c, a, 1)
+}
+
+// The last node has no tail to be moved to: its upstream feeds it from
+// what it wrote, at its pace, and nobody is held back.
+func TestTCPSlowLastNodeFedFromOutput(t *testing.T) {
+	rep, doneAt, c, a := slowChain(t, SlowMove, 4, false)
+	slowNotHeld(t, rep, doneAt, c, a, 4)
+}
+
+// With a cooked item no node can feed the slow node from what it wrote:
+// it leaves the chain and the source feeds it aside, from what it reads
+// again of the item.
+func TestTCPSlowCookedNodeFedBySource(t *testing.T) {
+	var reads atomic.Int64
+	readBackHook = func(source bool) {
+		if source {
+			reads.Add(1)
+		}
+	}
+	t.Cleanup(func() { readBackHook = nil })
+	rep, doneAt, c, a := slowChain(t, SlowMove, 1, true)
+	slowNotHeld(t, rep, doneAt, c, a, 1)
+	assert.Greater(t, reads.Load(), int64(0), "the slow node was fed from the source's reads")
 }
 
 func TestTCPSlowNodeDropped(t *testing.T) {
 	start := time.Now()
-	rep, _, c, a := slowChain(t, SlowDrop)
+	rep, _, c, a := slowChain(t, SlowDrop, 1, false)
 	assert.Less(t, time.Since(start), 3200*time.Millisecond, "nobody waited for the slow node")
 	require.Equal(t, StateFailed, rep.Nodes[1].State)
 	assert.Contains(t, rep.Nodes[1].Err, "too slow")

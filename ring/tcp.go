@@ -361,6 +361,18 @@ type loop struct {
 	readBack func(core.Action)
 	rbMu     sync.Mutex
 	rbPool   *pool
+	rbCount  int // read-back buffers (at least rbBuffers)
+	// aside returns the worker of the source's aside feed of a node
+	// (core.Action.Aside), started on first use; nil on receivers.
+	aside func(index int) *downWorker
+}
+
+// downFor is the worker an action goes to: the chain's, or an aside feed's.
+func (l *loop) downFor(a core.Action) *downWorker {
+	if a.Aside && l.aside != nil {
+		return l.aside(a.Index)
+	}
+	return l.down
 }
 
 // rb returns the read-back pool for chunks of size bytes (frame included).
@@ -368,7 +380,7 @@ func (l *loop) rb(size int) *pool {
 	l.rbMu.Lock()
 	defer l.rbMu.Unlock()
 	if l.rbPool == nil {
-		l.rbPool = newPool(int64(rbBuffers*size), size)
+		l.rbPool = newPool(int64(max(l.rbCount, rbBuffers)*size), size)
 	}
 	return l.rbPool
 }
@@ -477,17 +489,19 @@ func (l *loop) perform(acts []core.Action) (reason string, done bool) {
 		case core.ActOpen, core.ActWrite, core.ActSync, core.ActCloseSinks:
 			l.sink.q.push(a)
 		case core.ActSendDown, core.ActDial:
+			w := l.downFor(a)
 			if _, ok := a.Msg.(*wire.Detach); ok {
 				// A slow node is moved or dropped: the chunks queued
 				// for it are skipped so the word reaches it at once.
-				l.down.detaching.Store(true)
+				w.detaching.Store(true)
 			}
-			l.down.q.push(a)
+			w.q.push(a)
 		case core.ActCloseDown:
-			if a.Err != "" && !l.down.detaching.Load() {
-				l.down.abort()
+			w := l.downFor(a)
+			if a.Err != "" && !w.detaching.Load() {
+				w.abort()
 			}
-			l.down.q.push(a)
+			w.q.push(a)
 		case core.ActSendUp:
 			if l.up != nil {
 				l.up.push(a.Msg)
@@ -524,6 +538,18 @@ type downWorker struct {
 	wg      sync.WaitGroup
 	// detaching: a Detach is queued; data frames before it are skipped.
 	detaching atomic.Bool
+	// aside: the worker feeds node asideOf aside the chain (the source);
+	// its events say so (core.Event.Aside).
+	aside   bool
+	asideOf int
+}
+
+// emit hands an event of this worker's connection to the loop.
+func (w *downWorker) emit(ev core.Event) bool {
+	if w.aside {
+		ev.Aside, ev.Index = true, w.asideOf
+	}
+	return w.l.emit(ev)
 }
 
 func newDownWorker(ctx context.Context, l *loop, key []byte, dial func(context.Context, string, string) (net.Conn, error), timeout, dead time.Duration) *downWorker {
@@ -594,13 +620,13 @@ func (w *downWorker) run() {
 			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, a.Tail, a.Takeover, timeout, busy, hs, connect)
 			if err != nil {
 				w.l.logf("ring: node %d (%s): %v", a.Index, a.Addr, err)
-				w.l.emit(core.Event{Kind: core.EvDownFailed, Index: a.Index, Err: err.Error()})
+				w.emit(core.Event{Kind: core.EvDownFailed, Index: a.Index, Err: err.Error()})
 				continue
 			}
 			w.mu.Lock()
 			w.conn, w.idx, w.broken = conn, a.Index, false
 			w.mu.Unlock()
-			w.l.emit(core.Event{Kind: core.EvDownUp, Index: a.Index})
+			w.emit(core.Event{Kind: core.EvDownUp, Index: a.Index})
 			go w.readAcks(conn, br, a.Index)
 		case core.ActSendDown:
 			w.send(a)
@@ -659,11 +685,11 @@ func (w *downWorker) send(a core.Action) {
 			w.mu.Lock()
 			w.broken = true
 			w.mu.Unlock()
-			w.l.emit(core.Event{Kind: core.EvDownFailed, Index: idx, Err: err.Error()})
+			w.emit(core.Event{Kind: core.EvDownFailed, Index: idx, Err: err.Error()})
 		}
 	}
 	if a.Ref != 0 {
-		w.l.emit(core.Event{Kind: core.EvSent, Ref: a.Ref})
+		w.emit(core.Event{Kind: core.EvSent, Ref: a.Ref})
 	}
 }
 
@@ -676,10 +702,10 @@ func (w *downWorker) readAcks(conn net.Conn, br *bufio.Reader, idx int) {
 				conn.Close() // a connection we had let go of (detached)
 			}
 			w.mu.Unlock()
-			w.l.emit(core.Event{Kind: core.EvDownFailed, Index: idx, Err: err.Error()})
+			w.emit(core.Event{Kind: core.EvDownFailed, Index: idx, Err: err.Error()})
 			return
 		}
-		if !w.l.emit(core.Event{Kind: core.EvDown, Msg: m, Index: idx}) {
+		if !w.emit(core.Event{Kind: core.EvDown, Msg: m, Index: idx}) {
 			return
 		}
 	}

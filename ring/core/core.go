@@ -53,6 +53,9 @@ type Event struct {
 	Seq   uint64 // EvReadBack: the chunk asked for
 	Bad   bool
 	Err   string
+	// Aside: the event is of the source's aside feed of node Index (see
+	// Action.Aside): EvDownUp, EvDownFailed, EvDown, EvSent, EvReadBack.
+	Aside bool
 }
 
 // ActionKind says what the driver must do.
@@ -110,9 +113,14 @@ type Action struct {
 	// ActDial: an attempt to take back a failed node (a rejoin request):
 	// a node that does not accept the connection at once is not back.
 	Rejoin bool
-	Len    int    // ActReadBack: payload bytes
-	Seq    uint64 // ActReadBack: chunk number
-	Err    string
+	// Aside (the source only): the action is for the connection that
+	// feeds node Index aside the chain, from what the source reads again
+	// (ActDial, ActSendDown, ActCloseDown, ActReadBack); the driver keeps
+	// one such connection per node and tags its events with Event.Aside.
+	Aside bool
+	Len   int    // ActReadBack: payload bytes
+	Seq   uint64 // ActReadBack: chunk number
+	Err   string
 }
 
 // Timing of acks and failure detection, in the driver's clock.

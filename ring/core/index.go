@@ -84,3 +84,8 @@ func (x *frameIndex) at(num uint64) (frameRec, bool) {
 	}
 	return frameRec{item: r.item, seq: r.seq + i, off: r.off + int64(i)*int64(r.clen), n: n}, true
 }
+
+// clone returns a copy that grows apart from x.
+func (x *frameIndex) clone() frameIndex {
+	return frameIndex{runs: append([]frameRun(nil), x.runs...), next: x.next}
+}

@@ -36,12 +36,18 @@ type Sender struct {
 	finished   bool
 	rejoin     time.Duration
 	lastRejoin time.Duration
+	// cooked: some item is cooked on the nodes, so no node can feed
+	// another from its output: moved and returning nodes are fed by the
+	// source itself, aside the chain (see aside.go).
+	cooked bool
+	asides map[int]*downlink
 }
 
 // NewSender returns a Sender for cfg; call Start first.
 func NewSender(cfg SenderConfig) *Sender {
 	s := &Sender{man: cfg.Manifest, rejoin: cfg.Rejoin}
 	s.down.init(-1, cfg.Manifest, cfg.Dead)
+	s.cooked = s.down.anyCooked()
 	s.items = make([]itemHash, len(cfg.Manifest.Items))
 	for i := range s.items {
 		s.items[i] = newItemHash()
@@ -78,7 +84,11 @@ func (s *Sender) Items() []ItemStatus { return append([]ItemStatus(nil), s.statu
 func (s *Sender) Nodes() []NodeStatus {
 	out := make([]NodeStatus, len(s.down.view))
 	for j := range out {
-		out[j] = copyStatus(s.down.view[j])
+		v := s.down.view[j]
+		if a, ok := s.asideStatus(j); ok {
+			v = a
+		}
+		out[j] = copyStatus(v)
 	}
 	return out
 }
@@ -106,6 +116,21 @@ func (s *Sender) Step(ev Event) []Action {
 		s.now = ev.Now
 	}
 	s.down.now = s.now
+	if ev.Aside {
+		if s.finished {
+			if ev.Ref != 0 && ev.Kind == EvReadBack {
+				out = append(out, Action{Kind: ActRelease, Ref: ev.Ref})
+			}
+			if a := s.asides[ev.Index]; a != nil && ev.Kind == EvSent {
+				a.onSent(ev.Ref)
+				s.collectAside(a, &out)
+			}
+			return out
+		}
+		s.stepAside(ev, &out)
+		s.maybeFinish(&out)
+		return out
+	}
 	if s.finished {
 		switch ev.Kind {
 		case EvSent:
@@ -134,7 +159,9 @@ func (s *Sender) Step(ev Event) []Action {
 		dg := it.digest()
 		s.status[s.cur].Digest = hexString(dg[:])
 		s.status[s.cur].Verified = true
-		s.down.send(&wire.ItemEnd{Item: uint32(s.cur), Size: s.man.Items[s.cur].Size, Bytes: it.bytes, Digest: dg, Layout: it.layout.Sum64()}, 0, &out)
+		ie := &wire.ItemEnd{Item: uint32(s.cur), Size: s.man.Items[s.cur].Size, Bytes: it.bytes, Digest: dg, Layout: it.layout.Sum64()}
+		s.down.send(ie, 0, &out)
+		s.feedAsides(ie, &out)
 		s.cur++
 		if s.cur == len(s.items) {
 			s.endSession(&out)
@@ -162,8 +189,10 @@ func (s *Sender) Step(ev Event) []Action {
 		s.down.onReadBack(ev, &out)
 	case EvTick:
 		s.down.tick(s.now, false, &out)
+		s.tickAsides(&out)
 		s.maybeRejoin(&out)
 	}
+	s.startMovedAsides(&out)
 	s.collectFreed(&out)
 	s.maybeFinish(&out)
 	return out
@@ -188,6 +217,7 @@ func (s *Sender) onRead(ev Event, out *[]Action) {
 		s.bytes += int64(len(d.Payload))
 		s.status[s.cur].Bytes = it.bytes
 		kept = s.down.send(d, ev.Ref, out)
+		s.feedAsides(d, out)
 	}
 	if !kept && ev.Ref != 0 {
 		*out = append(*out, Action{Kind: ActRelease, Ref: ev.Ref})
@@ -209,16 +239,24 @@ func (s *Sender) maybeRejoin(out *[]Action) {
 	}
 	s.lastRejoin = s.now
 	for j, v := range d.view {
-		if v.State == StateFailed && !d.rejoined[j] && rejoinable(v.Err) {
-			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Adopt{Index: uint32(j), Rejoin: true}})
-			d.askRejoin(j)
+		if v.State != StateFailed || d.rejoined[j] || !rejoinable(v.Err) {
+			continue
 		}
+		if s.cooked {
+			// Nobody in the chain could feed it from its output.
+			if a := s.asides[j]; a == nil || (a.cut && !a.rejoined[j]) {
+				s.startAside(j, false, out)
+			}
+			continue
+		}
+		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Adopt{Index: uint32(j), Rejoin: true}})
+		d.askRejoin(j)
 	}
 }
 
 // rejoinable reports whether a node failed in a way a restart can cure.
 func rejoinable(reason string) bool {
-	for _, p := range []string{"dead at", "silent for", "unreachable", "upstream lost", "cut off", "cannot resume"} {
+	for _, p := range []string{"dead at", "silent for", "unreachable", "upstream lost", "cut off", "cannot resume", MovedToSource} {
 		if strings.HasPrefix(reason, p) {
 			return true
 		}
@@ -234,7 +272,9 @@ func (s *Sender) collectFreed(out *[]Action) {
 
 func (s *Sender) endSession(out *[]Action) {
 	s.ended = true
-	s.down.send(&wire.End{Chunks: s.nextSeq, Bytes: s.bytes}, 0, out)
+	e := &wire.End{Chunks: s.nextSeq, Bytes: s.bytes}
+	s.down.send(e, 0, out)
+	s.feedAsides(e, out)
 }
 
 func (s *Sender) abort(reason string, out *[]Action) {
@@ -250,10 +290,11 @@ func (s *Sender) maybeFinish(out *[]Action) {
 	}
 	// Before the end of the data, every node settled means every node
 	// failed: there is nobody left to stream to.
-	if s.err == "" && !s.down.settled() {
+	if s.err == "" && (!s.down.settled() || !s.asidesSettled()) {
 		return
 	}
 	s.finished = true
+	s.closeAsides(out)
 	if !s.down.cut {
 		if s.down.up && !s.down.awaiting && s.err == "" {
 			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Bye{}})

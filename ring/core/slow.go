@@ -109,13 +109,13 @@ func (d *downlink) ownLag() uint64 {
 
 // slowKindNow says whether the target looks slow at this instant, and why.
 func (d *downlink) slowKindNow(ownBacklog bool) slowKind {
-	if d.slow == wire.SlowWait || d.slowAfter <= 0 || d.cut || !d.up || d.awaiting || d.replaying() || d.endQueued() || d.anyCooked() {
+	if d.slow == wire.SlowWait || d.slowAfter <= 0 || d.cut || !d.up || d.awaiting || d.replaying() || d.endQueued() {
 		return slowNone
 	}
 	x := d.target
 	last := d.pos == len(d.order)-1
-	if d.view[x].State != StateReceiving || (last && d.slow == wire.SlowMove) {
-		return slowNone
+	if d.view[x].State != StateReceiving || (last && d.fromDisk) {
+		return slowNone // fed from our output already, at its own pace
 	}
 	if d.flags[x]&wire.AckBacklog != 0 {
 		next := last || d.flags[d.order[d.pos+1]]&wire.AckBacklog == 0
@@ -227,6 +227,26 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Drop: true, Reason: reason}})
 		d.takeover = true
 		d.loseTarget(reason, out)
+		return
+	}
+	if d.anyCooked() {
+		// Nobody in the chain can feed it from their output (cooked
+		// items): it leaves the chain, and the source feeds it aside
+		// (see aside.go). It waits for the source, not failing.
+		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Reason: reason}})
+		d.takeover = true
+		d.loseTarget(MovedToSource+reason, out)
+		return
+	}
+	if d.pos == len(d.order)-1 {
+		// The last node we feed: there is no tail to move it to, but
+		// it can be fed from our written output at its own pace, so it
+		// no longer holds our buffers (and the chain) back.
+		d.fromDisk = true
+		d.sl.setTail(x, len(d.view))
+		d.rpNext, d.rpEnd = d.sentTo, d.nextNum
+		d.dropLog()
+		d.pumpReplay(out)
 		return
 	}
 	// Move: the node goes to the end of our order; the node after it is
