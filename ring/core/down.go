@@ -308,6 +308,7 @@ func (d *downlink) onResume(r *wire.Resume, out *[]Action) {
 		}
 	}
 	d.awaiting = false
+	d.noteResume(r.Frames)
 	if !r.HasManifest {
 		*out = append(*out, Action{Kind: ActSendDown, Msg: d.man})
 	}

@@ -47,6 +47,13 @@ type slowState struct {
 	fromFrames uint64 // target's frames when the current lag began
 	linkMoves  int    // targets moved (or dropped) for a slow link
 	self       bool   // our own link is slow (wire.AckSlowLink on our status)
+	// lagOf (index+1) is the target caught says something of: whether
+	// our lag for it was ever under half our memory since we feed it. A
+	// target we took over with a backlog (after a move or a bypass)
+	// drains it no faster than the chain runs, over links as fast as
+	// the others: that lag is no slow link.
+	lagOf  int
+	caught bool
 	// moved: per node, moved to the tail for a slow link, by us or (its
 	// status said so once) by a node after us; reported with AckSlowLink
 	// on its status, also once the node that moved it is gone.
@@ -90,6 +97,18 @@ func (d *downlink) noteSlowLink(j int) {
 	}
 }
 
+// noteResume records how far behind us the target resumed: one that starts
+// with more than half our memory to catch up (we took it over after moving
+// a node with a slow disk, or bypassing a dead one: our memory was full of
+// what that node held back) is not judged for a slow link until it has
+// caught up; over a link as fast as ours it drains that backlog no faster
+// than the chain runs. After we moved a node for a slow link, the next
+// target is judged at once: lagging again means our own card is slow.
+func (d *downlink) noteResume(frames uint64) {
+	half := d.halfFrames()
+	d.sl.lagOf, d.sl.caught = d.target+1, half == 0 || d.nextNum < frames+half || d.sl.linkMoves > 0
+}
+
 // halfFrames is how many chunk frames fill half of the owner's chunk
 // memory (0: unknown, no link detection from our own lag).
 func (d *downlink) halfFrames() uint64 {
@@ -131,8 +150,11 @@ func (d *downlink) slowKindNow(ownBacklog bool) slowKind {
 	if d.flags[x]&wire.AckSlowLink != 0 {
 		return slowOwn
 	}
-	half := d.halfFrames()
-	if half == 0 || d.sl.self || d.ownLag() < half {
+	half, lag := d.halfFrames(), d.ownLag()
+	if d.sl.lagOf == x+1 && half > 0 && lag < half {
+		d.sl.caught = true
+	}
+	if half == 0 || d.sl.self || lag < half || (d.sl.lagOf == x+1 && !d.sl.caught) {
 		return slowNone
 	}
 	if x1, _ := d.afterTarget(); x1 >= 0 && d.downFr[x] > 0 && d.frames[x1] == 0 {
