@@ -48,10 +48,12 @@ type slowState struct {
 	linkMoves  int    // targets moved (or dropped) for a slow link
 	self       bool   // our own link is slow (wire.AckSlowLink on our status)
 	// lagOf (index+1) is the target caught says something of: whether
-	// our lag for it was ever under half our memory since we feed it. A
-	// target we took over with a backlog (after a move or a bypass)
-	// drains it no faster than the chain runs, over links as fast as
-	// the others: that lag is no slow link.
+	// our lag for it came from it (it was under half our memory since we
+	// feed it, or since it was last held back by a node after it). A
+	// backlog that a target inherited (we took it over after a move or a
+	// bypass) or that a bottleneck further down left (gone since) drains
+	// no faster than the chain runs over links as fast as the others:
+	// that lag is no slow link.
 	lagOf  int
 	caught bool
 	// moved: per node, moved to the tail for a slow link, by us or (its
@@ -151,17 +153,28 @@ func (d *downlink) slowKindNow(ownBacklog bool) slowKind {
 		return slowOwn
 	}
 	half, lag := d.halfFrames(), d.ownLag()
-	if d.sl.lagOf == x+1 && half > 0 && lag < half {
+	if d.sl.lagOf != x+1 {
+		d.sl.lagOf, d.sl.caught = x+1, true
+	}
+	if half > 0 && lag < half {
 		d.sl.caught = true
 	}
-	if half == 0 || d.sl.self || lag < half || (d.sl.lagOf == x+1 && !d.sl.caught) {
+	if half == 0 || d.sl.self || lag < half {
 		return slowNone
 	}
 	if x1, _ := d.afterTarget(); x1 >= 0 && d.downFr[x] > 0 && d.frames[x1] == 0 {
 		return slowNone // nothing heard yet of the node after the target
 	}
 	if d.targetHeld() >= half {
-		return slowNone // the target is held back too: the bottleneck is further down
+		// The target is held back too: the bottleneck is further down.
+		// Our backlog is explained by it, and stays when that bottleneck
+		// goes (it drains no faster than the chain runs): judge the
+		// target only once it has caught up.
+		d.sl.caught = false
+		return slowNone
+	}
+	if !d.sl.caught {
+		return slowNone
 	}
 	return slowLink
 }
