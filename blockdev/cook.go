@@ -71,7 +71,8 @@ type CookSink struct {
 var errAborted = errors.New("blockdev: cook aborted by Close before Sync")
 
 // OpenCookSink prepares to cook the item named srcName into dest: a file
-// for a compressed file, a directory (created if needed) for an archive.
+// or an allowed block device (opts.AllowDevices) for a compressed file, a
+// directory (created if needed) for an archive.
 // dest is confined by opts.Root like OpenSink; a file output is checked for
 // being in use, then created or truncated. Archive entries overwrite
 // existing files of the same name, as tar does.
@@ -92,7 +93,9 @@ func openCookSink(srcName, dest string, opts SinkOptions) (*CookSink, error) {
 	s := &CookSink{plan: plan, dest: dest, pw: pw, done: make(chan struct{})}
 	var consume func(io.Reader) error
 	if plan.Archive == "" {
-		fs, err := openFileTarget(dest, -1, opts)
+		// A file, or a block device in opts.AllowDevices (Dolly+'s
+		// "image.gz >> /dev/sda1").
+		fs, err := OpenFileSink(dest, -1, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +189,12 @@ func writeSparse(fs *FileSink, r io.Reader) error {
 		n, err := io.ReadFull(r, buf)
 		for i := 0; i < n; {
 			j := min(n, i+64<<10)
-			if !allZero(buf[i:j]) {
+			// A device keeps what it held where nothing is written:
+			// its zeros are written too.
+			if fs.isDev || !allZero(buf[i:j]) {
+				if fs.isDev && off+int64(j) > fs.size {
+					return fmt.Errorf("write %s: the decompressed image is larger than the %d-byte device: %w", fs.name, fs.size, ErrTooSmall)
+				}
 				if _, err := fs.f.WriteAt(buf[i:j], off+int64(i)); err != nil {
 					return fmt.Errorf("write %s: %w", fs.name, err)
 				}
@@ -201,8 +209,10 @@ func writeSparse(fs *FileSink, r io.Reader) error {
 			return err
 		}
 	}
-	if err := fs.f.Truncate(off); err != nil {
-		return fmt.Errorf("resize %s: %w", fs.name, err)
+	if !fs.isDev {
+		if err := fs.f.Truncate(off); err != nil {
+			return fmt.Errorf("resize %s: %w", fs.name, err)
+		}
 	}
 	if err := fs.f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", fs.name, err)

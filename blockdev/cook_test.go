@@ -78,6 +78,32 @@ func TestCookDecompressToFile(t *testing.T) {
 	}
 }
 
+// Dolly+'s "image.gz >> /dev/sda1": decompressed onto an allowed block
+// device, zeros included (the device held other data); an image larger
+// than the device is refused with ErrTooSmall; a device not allowed is
+// refused before a byte is written.
+func TestCookDecompressToDevice(t *testing.T) {
+	needRoot(t)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	require.NoError(t, os.WriteFile(img, patterned(4<<20, 8), 0o600))
+	dev := loopDevice(t, img)
+	data := make([]byte, 3<<20)
+	copy(data[1<<20:], patterned(1<<20, 22)) // zeros, data, zeros
+	z := compressFile(t, "gzip", data)
+	require.NoError(t, cook(t, z, "disk.img.gz", dev, blockdev.SinkOptions{AllowDevices: []string{dev}}))
+	got, err := os.ReadFile(img)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got[:3<<20]), "decompressed content differs on the device")
+	require.True(t, bytes.Equal(patterned(4<<20, 8)[3<<20:], got[3<<20:]), "past the image the device is unchanged")
+
+	big := compressFile(t, "gzip", make([]byte, 5<<20))
+	err = cook(t, big, "big.img.gz", dev, blockdev.SinkOptions{AllowDevices: []string{dev}})
+	require.ErrorIs(t, err, blockdev.ErrTooSmall)
+
+	_, err = blockdev.OpenCookSink("disk.img.gz", dev, blockdev.SinkOptions{})
+	require.ErrorIs(t, err, blockdev.ErrNotAllowed)
+}
+
 // node is what the tree comparison checks for one path.
 type node struct {
 	Kind     string
