@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/herd-cluster/herd/harness"
 	"github.com/herd-cluster/herd/ring"
 	"github.com/herd-cluster/herd/ring/dollycfg"
 )
@@ -26,6 +27,7 @@ type recvOptions struct {
 	files   filesRecvOptions
 	// stateDir keeps a journal so a restarted recv rejoins its session.
 	stateDir string
+	memory   string // chunk memory (a size); "" the ring's default
 }
 
 func newRecvCmd() *cobra.Command {
@@ -58,6 +60,7 @@ Exit codes:
 	f.StringVar(&o.root, "root", "", "confine every destination under this directory")
 	f.StringVar(&o.stateDir, "state", "", "directory for a journal of what this node writes: restarted with the same --state while the session runs, it checks what it wrote and receives only the rest")
 	f.StringVar(&o.keyFile, "key-file", "", "file holding the session key; sessions without it are refused")
+	f.StringVar(&o.memory, "memory", "64M", "memory for chunks received and not yet written and forwarded (at least 4 chunks are kept whatever the size); less for a node that runs from RAM, more to absorb a slow disk")
 	f.BoolVar(&o.json, "json", false, "print the result as a JSON line on stdout")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log connections and progress on stderr")
 	addSinkFlags(f, &o.sink)
@@ -111,12 +114,17 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 		defer fr.Close()
 		open = fr.Open
 	}
+	mem, err := harness.ParseSize(o.memory)
+	if err != nil || mem < 1<<20 {
+		return usagef("--memory %q: want a size of at least 1M (like 64M)", o.memory)
+	}
 	st, err := ring.Receive(ctx, l, ring.ReceiverConfig{
-		StateDir: o.stateDir,
-		Key:      key,
-		Open:     open,
-		Progress: progress,
-		Logf:     logf,
+		MemoryLimit: mem,
+		StateDir:    o.stateDir,
+		Key:         key,
+		Open:        open,
+		Progress:    progress,
+		Logf:        logf,
 	})
 	reportFiles(fr, stderr)
 	if st != nil {
