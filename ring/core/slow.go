@@ -56,6 +56,9 @@ type slowState struct {
 	// that lag is no slow link.
 	lagOf  int
 	caught bool
+	// The target the current lag is about, and when it was last seen.
+	onTarget int
+	lastSeen time.Duration
 	// moved: per node, moved to the tail for a slow link, by us or (its
 	// status said so once) by a node after us; reported with AckSlowLink
 	// on its status, also once the node that moved it is gone.
@@ -219,15 +222,24 @@ func (d *downlink) unsent(j int) uint64 {
 // ownBacklog says whether the owner's own disk lags.
 func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) {
 	kind := d.slowKindNow(ownBacklog)
-	if kind == slowNone || (d.slowOn && kind != d.sl.kind) {
+	if d.slowOn && (d.cut || !d.up || d.target != d.sl.onTarget) {
 		d.slowOn = false
-		if kind == slowNone {
-			return
-		}
 	}
+	if kind == slowNone {
+		// A lag that pauses for a moment (a slow disk's writeback
+		// comes in bursts, so its backlog flag flickers) goes on.
+		if d.slowOn && now-d.sl.lastSeen > min(d.slowAfter/4, time.Second) {
+			d.slowOn = false
+		}
+		return
+	}
+	if d.slowOn && kind != d.sl.kind {
+		d.slowOn = false
+	}
+	d.sl.lastSeen = now
 	x := d.target
 	if !d.slowOn {
-		d.slowOn, d.slowFrom, d.sl.kind, d.sl.fromFrames = true, now, kind, d.frames[x]
+		d.slowOn, d.slowFrom, d.sl.kind, d.sl.fromFrames, d.sl.onTarget = true, now, kind, d.frames[x], x
 		return
 	}
 	if now-d.slowFrom < d.slowAfter {
