@@ -6,9 +6,14 @@
 // stops the chain (faults_test.go: a node killed first, middle or last,
 // frozen, cut off, killed during set-up or its final sync, two adjacent
 // nodes, a second kill right after a bypass; slow_rejoin_test.go: a slow
-// disk moved to the tail or dropped, a restarted herd recv taking back its
-// place); issue #5, only used blocks on the wire (usedonly_test.go: a
-// 2 GiB ext4 disk with ~280 MB of files, fsck and file trees compared).
+// disk moved to the tail or dropped, a slow last node fed from its
+// upstream's output, a slow node of a cooked (image.gz >> disk) session fed
+// by the source aside, a restarted herd recv and a rebooted machine (with
+// and without --state) taken back, a node that never comes back not
+// waited for, herd send itself restarted with --resume; slowlink_test.go: a
+// slow card moved or dropped); issue #5, only used blocks on the wire
+// (usedonly_test.go: a 2 GiB ext4 disk with ~280 MB of files, fsck and file
+// trees compared); issue #6, file-level clones (files_test.go).
 // Faults are triggered from herd send's --json progress lines and the
 // nodes' TCP tables, not from timers.
 //

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -173,9 +174,10 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	// slowNode3 makes node3's disk write at 6 MiB/s, its page cache
 	// holding no more than 4 MiB: 192 MiB take it ~32 s, while the others
 	// take ~7 s on their links.
-	slowNode3 := func() *harness.Node {
+	// slowNodeAt(i) does the same to node i+1.
+	slowNodeAt := func(i int) *harness.Node {
 		GinkgoHelper()
-		slow := c.Nodes()[2]
+		slow := c.Nodes()[i]
 		err := slow.SlowDisk(0, 6<<20)
 		if errors.Is(err, harness.ErrUnsupported) {
 			Skip("no disk throttling on this machine: " + err.Error())
@@ -190,28 +192,57 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		DeferCleanup(func() { _ = slow.LimitDirty(0) })
 		return slow
 	}
-
-	It("lets the others finish long before a node with a slow disk, which still completes (default policy)", func() {
-		const size = 192 << 20
-		setup(size)
-		slowNode3()
-		recvs := startRecv(c)
-		// The default policy (move) after a 2 s lag instead of 5 s, so
-		// that the others have most of the image still to come.
+	slowNode3 := func() *harness.Node {
+		GinkgoHelper()
+		return slowNodeAt(2)
+	}
+	// notHeldBy runs the session of cfg to the end with node slow's disk
+	// slow (default policy, after a 2 s lag) and checks that every node
+	// ends ok and that the others were done long before it. The nodes get
+	// 16 MiB of chunk memory, so that a node held back by the slow one
+	// would show it within a second (64 MiB absorb much of the image).
+	notHeldBy := func(cfg string, slow int, size int64) {
+		GinkgoHelper()
+		recvs := startRecv(c, "--memory", "16M")
 		p := startSend(c, cfg, "--slow-after", "2s")
 		code, s := finishSend(p, 3*time.Minute)
 		allOK(code, s, p, size)
 		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0))
 		t := doneTimes(p, nodes)
 		AddReportEntry("seconds until each node was done", t)
-		Expect(t[2]).To(BeNumerically(">", 20), "node3 writes at its disk's pace")
+		Expect(t[slow]).To(BeNumerically(">", 20), "node%d writes at its disk's pace", slow+1)
 		for i, ti := range t {
-			if i == 2 {
+			if i == slow {
 				continue
 			}
 			Expect(ti).To(BeNumerically(">=", 0), "node%d seen done", i+1)
-			Expect(ti).To(BeNumerically("<=", t[2]/2), "node%d is not held back by node3", i+1)
+			Expect(ti).To(BeNumerically("<=", t[slow]/2), "node%d is not held back by node%d", i+1, slow+1)
 		}
+	}
+
+	It("lets the others finish long before the LAST node with a slow disk: its upstream feeds it from what it wrote (default policy)", func() {
+		const size = 192 << 20
+		setup(size)
+		slowNodeAt(nodes - 1)
+		notHeldBy(cfg, nodes-1, size)
+	})
+
+	It("feeds a slow node aside from the source when the image is cooked (image.gz >> disk): the others finish long before it (default policy)", func() {
+		const size = 192 << 20
+		setup(size)
+		dir := filepath.Dir(golden)
+		out, err := exec.Command("gzip", "-1", "-k", golden).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		cooked := dollyConfig(dir, c, "iofiles 1", golden+".gz >> "+harness.NodeDisk)
+		slowNode3()
+		notHeldBy(cooked, 2, size)
+	})
+
+	It("lets the others finish long before a node with a slow disk, which still completes (default policy)", func() {
+		const size = 192 << 20
+		setup(size)
+		slowNode3()
+		notHeldBy(cfg, 2, size)
 	})
 
 	It("drops a node with a slow disk under --slow drop: reported too slow, the others finish at full speed", func() {
