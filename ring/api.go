@@ -33,8 +33,12 @@
 // is starved itself), for SlowAfter is, by default, moved to the tail: its
 // upstream feeds the node after it, and the last node connects to it and
 // feeds it from its own written output at the slow node's pace
-// (SlowMove). The others finish at full speed; the session ends when the
-// slow node does. SlowDrop reports it failed ("too slow") instead;
+// (SlowMove). The last node has no tail to go to: its upstream feeds it
+// from its own written output, at its pace. In a session with cooked items
+// no node can feed another from its output: the slow node is detached and
+// reported "moved to the source: ...", and the source feeds it aside the
+// chain, reading its items again (ring/core/aside.go). The others finish
+// at full speed; the session ends when the slow node does. SlowDrop reports it failed ("too slow") instead;
 // SlowWait lets it set everyone's pace. A node whose own card is slow both
 // ways is moved by its upstream; one that only sends slowly first takes
 // its downstream's link for the slow one, then blames itself. A slow link
@@ -44,12 +48,15 @@
 // Returning nodes: every SenderConfig.Rejoin the source asks the last node
 // to connect to each node that died or could not be reached; one that
 // answers (a restarted or late receiver) is fed at the tail from the last
-// node's written output, from where it stands. With
+// node's written output, from where it stands (in a session with cooked
+// items, by the source aside). The node announces itself as soon as it is
+// reached, and until it has (or the last node answers wire.NotBack: its
+// dial was refused or timed out, or the node went silent) nobody ends the
+// session. With
 // ReceiverConfig.StateDir a restarted receiver reads back and checks what
 // its journal says it wrote, and receives only the rest; without it, it
-// receives everything. A rejoin happens only while the session runs; a
-// node that answers a rejoin request after the others have finished is
-// not waited for (it ends reported failed and can be sent again).
+// receives everything. A rejoin happens only while the session runs: once
+// every other node is done or failed, no new request is sent.
 //
 // A node that detached its downstream (moved or dropped it) dials the
 // node after it with Hello.Takeover: that node accepts it even while the
