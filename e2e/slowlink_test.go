@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"path/filepath"
-	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -11,27 +9,6 @@ import (
 
 	"github.com/herd-cluster/herd/harness"
 )
-
-// firstSeen returns, for every node, the seconds of the first progress
-// line (or the summary) of herd send that shows it in state; -1 if none.
-func firstSeen(p *harness.Proc, nodes int, state string) []float64 {
-	t := make([]float64, nodes)
-	for i := range t {
-		t[i] = -1
-	}
-	for _, l := range strings.Split(string(p.Stdout()), "\n") {
-		var ev progressEvent
-		if json.Unmarshal([]byte(l), &ev) != nil || len(ev.Nodes) != nodes {
-			continue
-		}
-		for i, n := range ev.Nodes {
-			if n.State == state && t[i] < 0 {
-				t[i] = ev.Seconds
-			}
-		}
-	}
-	return t
-}
 
 // Issue #4: a node behind a slow link (here node3, whose card is shaped to
 // a tenth of the others' rate, both ways) does not hold the chain back.
@@ -73,7 +50,7 @@ var _ = Describe("slow link (issue #4)", func() {
 			Expect(sha256Prefix(n.Disk(), size)).To(Equal(want), "disk of %s", n.Name())
 		}
 		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0))
-		t := firstSeen(p, nodes, "done")
+		t := stateTimes(p, nodes, "done")
 		AddReportEntry("seconds until each node was done", t)
 		Expect(t[2]).To(BeNumerically(">", 30), "node3 receives at its link's pace")
 		for i, ti := range t {
