@@ -21,7 +21,7 @@ import (
 //	chunk 64KiB
 //	buffers 8               # chunk buffers per node
 //	send 4MiB               # one item (repeat for several items)
-//	crash 3 at 40%          # node 3 dies (connections reset) 40% into the stream
+//	crash 3 at 40%          # node 3 dies (connections reset) 40% into the stream ("kill" too)
 //	freeze 2 at 10ms        # node 2 stops answering (connections stay open)
 //	restart 3 at 60%        # crashed node 3 comes back with what it wrote and rejoins
 //	slowdisk 4 10MB/s
@@ -153,11 +153,14 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 				}
 				c.Items = append(c.Items, n)
 			}
-		case "crash", "freeze", "restart":
+		case "crash", "kill", "freeze", "restart":
 			if err = need(4); err == nil && f[2] != "at" {
 				err = bad("want %s N at TIME|PCT%%", f[0])
 			}
 			if err == nil {
+				if f[0] == "kill" {
+					f[0] = "crash" // the same: its process is gone, its connections reset
+				}
 				p := pending{line: line, crash: f[0] == "crash", kind: f[0]}
 				if p.node, err = node(f[1]); err == nil {
 					if strings.HasSuffix(f[3], "%") {
