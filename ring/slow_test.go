@@ -2,6 +2,7 @@ package ring
 
 import (
 	"context"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,30 +14,45 @@ import (
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
-// slowChain runs 8 MiB through 5 receivers whose node slow writes a 64 KiB
-// chunk every 25 ms (about 2.6 MB/s, a tenth or less of the others) under
-// policy (applied after 1 s: loaded test machines stall healthy nodes for
-// a few hundred ms), and returns the report and when each node had everything
-// written and verified (from the progress snapshots). With cooked the item
-// is marked cooked ('>>'): no node can feed another from what it wrote.
-func slowChain(t *testing.T, policy SlowPolicy, slow int, cooked bool) (*Report, []time.Duration, *cluster, []byte) {
+// slowCase is a chain of 5 receivers, 8 MiB, one of them slow, under a
+// slow-node policy applied after 1 s (loaded test machines stall healthy
+// nodes for a few hundred ms).
+type slowCase struct {
+	policy SlowPolicy
+	node   int     // the slow node
+	link   float64 // > 0: every dial to it is paced at this many bytes/s; else its disk writes a 64 KiB chunk every 25 ms (~2.6 MB/s)
+	cooked bool    // the item is cooked ('>>'): no node can feed another from what it wrote
+}
+
+// slowChain runs sc and returns the report and when each node had
+// everything written and verified (from the progress snapshots).
+func slowChain(t *testing.T, sc slowCase) (*Report, []time.Duration, *cluster, []byte) {
 	if raceEnabled {
 		t.Skip("slow-node detection is timing-based; the race detector slows healthy nodes as much (runs without -race)")
 	}
 	const limit = 8 * (wire.DataHeaderSize + 64<<10)
-	c := startCluster(t, 5, func(i int, rc *ReceiverConfig) {
+	var c *cluster
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil || sc.link <= 0 || addr != c.addrs[sc.node] {
+			return conn, err
+		}
+		return &pacedConn{Conn: conn, rate: sc.link}, nil
+	}
+	c = startCluster(t, 5, func(i int, rc *ReceiverConfig) {
 		rc.MemoryLimit = limit
-		if i == slow {
+		rc.Dial = dial
+		if i == sc.node && sc.link <= 0 {
 			rc.Open = func(it Item) (Sink, error) { return &slowSink{delay: 25 * time.Millisecond}, nil }
 		}
 	})
 	a := randomData(31, 8<<20)
 	item := bytesItem("a", a)
-	item.Cook = cooked
+	item.Cook = sc.cooked
 	var mu sync.Mutex
 	doneAt := make([]time.Duration, 5)
 	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit,
-		Slow: policy, SlowAfter: time.Second, Items: []SendItem{item},
+		Slow: sc.policy, SlowAfter: time.Second, Items: []SendItem{item}, Dial: dial,
 		Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) },
 		Progress: func(s Snapshot) {
 			mu.Lock()
@@ -67,22 +83,22 @@ func slowNotHeld(t *testing.T, rep *Report, doneAt []time.Duration, c *cluster, 
 			continue
 		}
 		assert.Equal(t, b3hex(a), b3hex(c.sinks[i].get("/out/a").bytes()), "node %d", i)
-		// The slow node needs at least 128 × 25 ms; the others are not
-		// held back by it.
+		// The slow node needs at least ~3.3 s (128 chunks × 25 ms, or 8 MiB
+		// at 2.5 MB/s); the others are not held back by it.
 		assert.Less(t, doneAt[i], doneAt[slow]-500*time.Millisecond, "node %d done at %v, the slow node at %v", i, doneAt[i], doneAt[slow])
 	}
 	assert.GreaterOrEqual(t, doneAt[slow], 3200*time.Millisecond)
 }
 
 func TestTCPSlowNodeMovedToTail(t *testing.T) {
-	rep, doneAt, c, a := slowChain(t, SlowMove, 1, false)
+	rep, doneAt, c, a := slowChain(t, slowCase{policy: SlowMove, node: 1})
 	slowNotHeld(t, rep, doneAt, c, a, 1)
 }
 
 // The last node has no tail to be moved to: its upstream feeds it from
 // what it wrote, at its pace, and nobody is held back.
 func TestTCPSlowLastNodeFedFromOutput(t *testing.T) {
-	rep, doneAt, c, a := slowChain(t, SlowMove, 4, false)
+	rep, doneAt, c, a := slowChain(t, slowCase{policy: SlowMove, node: 4})
 	slowNotHeld(t, rep, doneAt, c, a, 4)
 }
 
@@ -97,14 +113,14 @@ func TestTCPSlowCookedNodeFedBySource(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { readBackHook = nil })
-	rep, doneAt, c, a := slowChain(t, SlowMove, 1, true)
+	rep, doneAt, c, a := slowChain(t, slowCase{policy: SlowMove, node: 1, cooked: true})
 	slowNotHeld(t, rep, doneAt, c, a, 1)
 	assert.Greater(t, reads.Load(), int64(0), "the slow node was fed from the source's reads")
 }
 
 func TestTCPSlowNodeDropped(t *testing.T) {
 	start := time.Now()
-	rep, _, c, a := slowChain(t, SlowDrop, 1, false)
+	rep, _, c, a := slowChain(t, slowCase{policy: SlowDrop, node: 1})
 	assert.Less(t, time.Since(start), 3200*time.Millisecond, "nobody waited for the slow node")
 	require.Equal(t, StateFailed, rep.Nodes[1].State)
 	assert.Contains(t, rep.Nodes[1].Err, "too slow")

@@ -1,7 +1,6 @@
 package ring
 
 import (
-	"context"
 	"net"
 	"sync"
 	"testing"
@@ -11,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herd-cluster/herd/ring/sim"
-	"github.com/herd-cluster/herd/ring/wire"
 )
 
 // pacedConn writes at most rate bytes/s: each Write waits until the bytes
@@ -64,74 +62,21 @@ func shapeConn(conn net.Conn, cfg sim.Config, addrs []string, from int, addr str
 	return &pacedConn{Conn: conn, rate: rate}
 }
 
-// slowLinkChain runs 8 MiB through 5 receivers whose node 1 is reached
-// over a link paced at 2.5 MB/s (every dial to it, the tail's included),
-// under policy applied after 1 s (loaded test machines stall healthy nodes
-// for a few hundred ms), and returns the report and when each node had
-// everything written and verified.
-func slowLinkChain(t *testing.T, policy SlowPolicy) (*Report, []time.Duration, *cluster, []byte) {
-	if raceEnabled {
-		t.Skip("slow-node detection is timing-based; the race detector slows healthy nodes as much (runs without -race)")
-	}
-	const limit = 8 * (wire.DataHeaderSize + 64<<10)
-	var c *cluster
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err != nil || addr != c.addrs[1] {
-			return conn, err
-		}
-		return &pacedConn{Conn: conn, rate: 2.5e6}, nil
-	}
-	c = startCluster(t, 5, func(i int, rc *ReceiverConfig) {
-		rc.MemoryLimit = limit
-		rc.Dial = dial
-	})
-	a := randomData(41, 8<<20)
-	var mu sync.Mutex
-	doneAt := make([]time.Duration, 5)
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit,
-		Slow: policy, SlowAfter: time.Second, Items: []SendItem{bytesItem("a", a)}, Dial: dial,
-		Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) },
-		Progress: func(s Snapshot) {
-			mu.Lock()
-			defer mu.Unlock()
-			for i, n := range s.Nodes {
-				if n.State == StateDone && doneAt[i] == 0 {
-					doneAt[i] = s.Elapsed
-				}
-			}
-		}})
-	require.NoError(t, err)
-	mu.Lock()
-	defer mu.Unlock()
-	return rep, append([]time.Duration(nil), doneAt...), c, a
-}
-
 // TestTCPSlowLinkMovedToTail: node 0 finds that what it sends to node 1
-// piles up while node 1 forwards everything at once, moves node 1 to the
-// tail; the others finish at loopback speed, node 1 completes later through
-// its slow link, fed by the last node.
+// (every dial to it paced at 2.5 MB/s, the tail's included) piles up while
+// node 1 forwards everything at once, and moves node 1 to the tail; the
+// others finish at loopback speed, node 1 completes later through its
+// slow link, fed by the last node.
 func TestTCPSlowLinkMovedToTail(t *testing.T) {
-	rep, doneAt, c, a := slowLinkChain(t, SlowMove)
-	require.True(t, rep.OK(), "%+v", rep.Nodes)
-	for i := range c.addrs {
-		require.NoError(t, c.wait(i).err, "node %d", i)
-		assert.Equal(t, rep.Items[0].Digest, rep.Nodes[i].Items[0].Digest, "node %d", i)
-		assert.Equal(t, b3hex(a), b3hex(c.sinks[i].get("/out/a").bytes()), "node %d", i)
-	}
-	for _, i := range []int{0, 2, 3, 4} {
-		// Node 1 needs 8 MiB / 2.5 MB/s ≈ 3.4 s; the others are not
-		// held back by it.
-		assert.Less(t, doneAt[i], doneAt[1]-time.Second, "node %d done at %v, the slow node at %v", i, doneAt[i], doneAt[1])
-	}
-	assert.GreaterOrEqual(t, doneAt[1], 3*time.Second)
+	rep, doneAt, c, a := slowChain(t, slowCase{policy: SlowMove, node: 1, link: 2.5e6})
+	slowNotHeld(t, rep, doneAt, c, a, 1)
 }
 
 // TestTCPSlowLinkDropped: under SlowDrop node 1 is reported too slow, the
 // reason naming the link, and nobody waits for it.
 func TestTCPSlowLinkDropped(t *testing.T) {
 	start := time.Now()
-	rep, _, c, a := slowLinkChain(t, SlowDrop)
+	rep, _, c, a := slowChain(t, slowCase{policy: SlowDrop, node: 1, link: 2.5e6})
 	assert.Less(t, time.Since(start), 3*time.Second, "nobody waited for the slow node")
 	require.Equal(t, StateFailed, rep.Nodes[1].State)
 	assert.Contains(t, rep.Nodes[1].Err, "too slow: the link into it")
