@@ -192,7 +192,11 @@ func (s *Sender) Step(ev Event) []Action {
 		s.tickAsides(&out)
 		s.maybeRejoin(&out)
 	}
-	s.startMovedAsides(&out)
+	if ev.Kind == EvDown || ev.Kind == EvTick || ev.Kind == EvDownFailed {
+		// A node may have been reported moved out to the source (or we
+		// moved one ourselves): not on the data path.
+		s.startMovedAsides(&out)
+	}
 	s.collectFreed(&out)
 	s.maybeFinish(&out)
 	return out
