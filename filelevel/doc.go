@@ -20,13 +20,13 @@
 // On the golden node:
 //
 //	s, err := filelevel.NewSender(ctx, descText, filelevel.SendOptions{From: "/mnt/golden", Excludes: []string{"/tmp"}})
-//	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: nodes, Items: s.Items()})
+//	rep, err := ring.Send(ctx, ring.SenderConfig{Key: key, Nodes: nodes, Items: s.Items()})
 //
 // On every node:
 //
 //	r, err := filelevel.NewReceiver(ctx, filelevel.ReceiverOptions{Disk: "/dev/sda"})
 //	defer r.Close()
-//	st, err := ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+//	st, err := ring.Receive(ctx, l, ring.ReceiverConfig{Key: key, Open: r.Open})
 //	res := r.Result() // plan, filesystems, fix-ups
 //
 // Header, ParseFstab, RewriteFstab, RewriteBootConfig and ParseFileSum

@@ -24,6 +24,10 @@ import (
 )
 
 // needTools skips unless running as root with every tool installed.
+
+// testKey keys the test sessions.
+var testKey = bytes.Repeat([]byte("filelevel test key "), 2)
+
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -158,10 +162,10 @@ func TestFileLevelSessionOverTCP(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+			_, errs[i] = ring.Receive(ctx, l, ring.ReceiverConfig{Key: testKey, Open: r.Open})
 		}()
 	}
-	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: addrs, Items: s.Items()})
+	rep, err := ring.Send(ctx, ring.SenderConfig{Key: testKey, Nodes: addrs, Items: s.Items()})
 	require.NoError(t, err)
 	wg.Wait()
 	for i := range sizes {
@@ -357,10 +361,10 @@ func TestKeepUUIDsOverTCP(t *testing.T) {
 	defer l.Close()
 	done := make(chan error, 1)
 	go func() {
-		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Key: testKey, Open: r.Open})
 		done <- err
 	}()
-	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: []string{l.Addr().String()}, Items: s.Items()})
+	rep, err := ring.Send(ctx, ring.SenderConfig{Key: testKey, Nodes: []string{l.Addr().String()}, Items: s.Items()})
 	require.NoError(t, err)
 	require.NoError(t, <-done)
 	require.True(t, rep.OK())
@@ -414,10 +418,10 @@ func TestGPTWithESPOverTCP(t *testing.T) {
 	defer l.Close()
 	done := make(chan error, 1)
 	go func() {
-		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Key: testKey, Open: r.Open})
 		done <- err
 	}()
-	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: []string{l.Addr().String()}, Items: s.Items()})
+	rep, err := ring.Send(ctx, ring.SenderConfig{Key: testKey, Nodes: []string{l.Addr().String()}, Items: s.Items()})
 	require.NoError(t, err)
 	require.NoError(t, <-done)
 	require.True(t, rep.OK(), "%+v", rep.Nodes)
@@ -481,10 +485,10 @@ func runOne(t *testing.T, ctx context.Context, s *Sender, o ReceiverOptions) Res
 	defer l.Close()
 	done := make(chan error, 1)
 	go func() {
-		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Key: testKey, Open: r.Open})
 		done <- err
 	}()
-	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: []string{l.Addr().String()}, Items: s.Items()})
+	rep, err := ring.Send(ctx, ring.SenderConfig{Key: testKey, Nodes: []string{l.Addr().String()}, Items: s.Items()})
 	require.NoError(t, err)
 	require.NoError(t, <-done)
 	require.True(t, rep.OK(), "%+v", rep.Nodes)
@@ -647,10 +651,10 @@ func TestHookFailureFailsNode(t *testing.T) {
 	defer l.Close()
 	done := make(chan error, 1)
 	go func() {
-		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Open: r.Open})
+		_, err := ring.Receive(ctx, l, ring.ReceiverConfig{Key: testKey, Open: r.Open})
 		done <- err
 	}()
-	rep, err := ring.Send(ctx, ring.SenderConfig{Nodes: []string{l.Addr().String()}, Items: s.Items()})
+	rep, err := ring.Send(ctx, ring.SenderConfig{Key: testKey, Nodes: []string{l.Addr().String()}, Items: s.Items()})
 	require.NoError(t, err)
 	require.Error(t, <-done)
 	require.False(t, rep.OK())

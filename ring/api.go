@@ -74,10 +74,19 @@
 // with zstd; each node decompresses what it writes and forwards the
 // compressed frame as it is. Digests are over the uncompressed bytes.
 //
-// Keys: with a key, each hop proves it both ways (keyed BLAKE3 over two
-// random nonces) before anything is sent, and every chunk carries a keyed
-// BLAKE3 MAC; a peer without the key is refused and reported, and a
-// receiver ignores (and logs) connections that cannot prove the key.
+// Keys: a session has a key (SenderConfig.Key, ReceiverConfig.Key), or
+// runs without one only when asked (Insecure). With a key every hop runs a
+// Noise handshake that proves it both ways, and every frame after it is
+// sealed: control frames per hop, chunks once by the source with a data key
+// drawn for the session (ring/seal says how and why). The manifest, item
+// ends and the end carry the source's MAC, which every node checks before
+// it writes or declares success; at the end the source compares every
+// node's digests with its own. A peer without the key, or frames changed,
+// replayed, reordered or cut on the way, end that hop (logged); a receiver
+// ignores connections that cannot prove the key, and a peer that has not
+// proved it can make a receiver hold only a few KiB for a few seconds (a
+// bounded number of handshakes at once, and per address). Nodes of another
+// protocol version are refused with a message naming both versions.
 //
 // Usage, on every node:
 //
@@ -107,6 +116,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/seal"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -151,9 +161,18 @@ type SendItem struct {
 
 // SenderConfig configures Send. Only Nodes and Items are required.
 type SenderConfig struct {
-	Nodes          []string // chain order, "host:port"
-	Items          []SendItem
-	Key            []byte                                                            // nil: no authentication
+	Nodes []string // chain order, "host:port"
+	Items []SendItem
+	// Key is the session key (at least 16 bytes; herd key new makes 32
+	// random ones). Nil is refused unless Insecure is set.
+	Key []byte
+	// Insecure runs the session without a key: frames travel in clear,
+	// chunks carry checksums against accidents, anyone on the network can
+	// read or change them.
+	Insecure bool
+	// DataKey is the key chunks are sealed with (32 bytes); nil: a new
+	// random one. Only a source resuming a session gives it (ResumeFile).
+	DataKey        []byte
 	ChunkSize      int                                                               // 0: DefaultChunkSize
 	Dial           func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
 	ConnectTimeout time.Duration                                                     // how long to keep retrying a connection; 0: DefaultConnectTimeout
@@ -228,7 +247,11 @@ func (p SlowPolicy) wire() (uint8, error) {
 
 // ReceiverConfig configures Receive. Only Open is required.
 type ReceiverConfig struct {
+	// Key is the session key; nil is refused unless Insecure is set.
 	Key []byte
+	// Insecure accepts sessions without a key, from anyone who reaches
+	// the listener. What Open allows still bounds what is written.
+	Insecure bool
 	// Open is called for EVERY item as soon as the manifest arrives, before any
 	// byte is written; an error makes this node fail (reason reported upstream),
 	// but the node keeps forwarding to its downstream so others are not hurt.
@@ -240,7 +263,8 @@ type ReceiverConfig struct {
 	// ConnectTimeout bounds the retries when dialing the next node; 0: DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// HelloTimeout bounds how long an accepted connection may take to
-	// introduce itself before it is dropped as stray; 0: 10s.
+	// prove the key (the whole handshake) before it is dropped as stray;
+	// 0: 5s.
 	HelloTimeout time.Duration
 	// DeadTimeout is how long a silent downstream may stay silent before it
 	// is declared dead; 0: DefaultDeadTimeout.
@@ -340,4 +364,20 @@ func (r *Report) OK() bool {
 		}
 	}
 	return true
+}
+
+// checkKey checks a config's key: keyed reports whether the session is.
+func checkKey(key []byte, insecure bool) (keyed bool, err error) {
+	switch {
+	case len(key) > 0 && insecure:
+		return false, fmt.Errorf("%w: a key and Insecure at once", ErrConfig)
+	case len(key) > 0:
+		if err := seal.CheckKey(key); err != nil {
+			return false, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		return true, nil
+	case insecure:
+		return false, nil
+	}
+	return false, fmt.Errorf("%w: no key (give one, or set Insecure to run without)", ErrConfig)
 }

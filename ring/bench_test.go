@@ -52,12 +52,12 @@ func BenchmarkChainLoopback(b *testing.B) {
 					addrs = append(addrs, l.Addr().String())
 					go func() {
 						defer l.Close()
-						_, err := Receive(ctx, l, ReceiverConfig{Open: func(Item) (Sink, error) { return nullSink{}, nil }})
+						_, err := Receive(ctx, l, ReceiverConfig{Key: testKey, Open: func(Item) (Sink, error) { return nullSink{}, nil }})
 						errs <- err
 					}()
 				}
 				start := time.Now()
-				rep, err := Send(ctx, SenderConfig{Nodes: addrs, Items: []SendItem{{Item: Item{Name: "zero", Dest: "/dev/null", Size: size},
+				rep, err := Send(ctx, SenderConfig{Key: testKey, Nodes: addrs, Items: []SendItem{{Item: Item{Name: "zero", Dest: "/dev/null", Size: size},
 					Open: func() (Source, error) { return &zeroSource{n: size}, nil }}}})
 				if err != nil || !rep.OK() {
 					b.Fatalf("send: %v %+v", err, rep)

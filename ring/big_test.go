@@ -16,7 +16,7 @@ func TestTCPLongChain(t *testing.T) {
 	c := startCluster(t, 32, nil)
 	a := randomData(15, 8<<20)
 	start := time.Now()
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 512 << 10, Items: []SendItem{bytesItem("a", a)}})
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 512 << 10, Items: []SendItem{bytesItem("a", a)}})
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "%+v", rep.Nodes)
 	t.Logf("32 nodes, 8 MiB: %v", time.Since(start))

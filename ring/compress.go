@@ -62,26 +62,16 @@ func newCompressor(mode CompressMode, chunk int) (*compressor, error) {
 	return c, nil
 }
 
-// frameLayout is where a source or receiver buffer keeps the frame and,
-// with compression, the chunk's bytes: [frame ≤ rawOff)[chunk].
-func frameLayout(chunk int, compress bool) (size, rawOff int) {
-	if !compress {
-		return wire.DataHeaderSize + chunk, wire.DataHeaderSize
-	}
-	rawOff = wire.DataHeaderSize + 4 + chunk
-	return rawOff + chunk, rawOff
-}
-
-// pack puts the frame payload for chunk raw (at buf[rawOff:]) into buf
-// after the data header: compressed (d.Flags set) when it pays, else the
-// bytes as they are. It returns the wire payload.
+// pack returns the bytes chunk raw travels as: compressed into buf after
+// the data header (d.Flags set) when it pays, else raw itself. Either way
+// the caller seals them into the frame (putSealed).
 func (c *compressor) pack(buf []byte, raw []byte, d *wire.Data) []byte {
 	c.raw.Add(int64(len(raw)))
 	c.chunks.Add(1)
 	h := wire.DataHeaderSize
 	if c.codec == nil {
 		c.wire.Add(int64(len(raw)))
-		return raw // already in place
+		return raw
 	}
 	if c.skip > 0 {
 		c.skip--
@@ -98,9 +88,8 @@ func (c *compressor) pack(buf []byte, raw []byte, d *wire.Data) []byte {
 			c.misses, c.skip = 0, 64
 		}
 	}
-	n := copy(buf[h:], raw)
-	c.wire.Add(int64(n))
-	return buf[h : h+n]
+	c.wire.Add(int64(len(raw)))
+	return raw
 }
 
 // describe says what compression did, for reports.

@@ -44,7 +44,7 @@ func TestTCPCompressedChunks(t *testing.T) {
 func TestTCPCompressAutoStopsOnRandomData(t *testing.T) {
 	c := startCluster(t, 2, nil)
 	a := randomData(62, 8<<20)
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10,
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10,
 		Compress: CompressAuto, Items: []SendItem{bytesItem("a", a)}})
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "%+v", rep.Nodes)
@@ -57,7 +57,7 @@ func TestTCPCompressAutoStopsOnRandomData(t *testing.T) {
 }
 
 func TestSendRefusesUnknownCompression(t *testing.T) {
-	_, err := Send(context.Background(), SenderConfig{Nodes: []string{"127.0.0.1:1"}, Compress: "lz4", Items: []SendItem{bytesItem("a", []byte("x"))}})
+	_, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: []string{"127.0.0.1:1"}, Compress: "lz4", Items: []SendItem{bytesItem("a", []byte("x"))}})
 	require.ErrorIs(t, err, ErrConfig)
 	assert.Contains(t, err.Error(), `compression "lz4"`)
 }

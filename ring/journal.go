@@ -10,30 +10,38 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/zeebo/xxh3"
-
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/seal"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
 // A journal records, in ReceiverConfig.StateDir, what a node wrote in its
 // session, so that a restarted Receive can take the session up again
-// without receiving it all: the session, the node's index and the manifest,
-// then one record per chunk written (item, offset, length, xxh3 of the
-// bytes) and one per item synced and verified (its ItemEnd). On restart the
-// chunks are read back from the sinks and checked against their xxh3; the
-// first one that differs (or cannot be read) ends what the node keeps.
+// without receiving it all: the session, the node's index and the manifest
+// (with the source's MAC), then one record per chunk written (item,
+// offset, length, and a sum of the bytes: keyed BLAKE3 under a key derived
+// from the session key, the session and the node's index, see
+// seal.JournalKey; xxh3 without key) and one per item synced and verified
+// (its ItemEnd, with the source's MAC). On restart the manifest and item
+// ends must carry the source's MAC, and the chunks are read back from the
+// sinks and checked against their sums; the first one that differs (or
+// cannot be read) ends what the node keeps: a journal that was tampered
+// with, or that no longer matches the disk, costs a resend, never a false
+// "verified". At the end the source compares the node's digests with its
+// own anyway.
 //
-//	"HERDJNL1" session[16] index u32  manifest frame
-//	'D' item u32 off u64 len u32 xxh3 u64      (a chunk written)
+//	"HERDJNL2" session[16] index u32  manifest frame
+//	'D' item u32 off u64 len u32 sum[16]        (a chunk written)
 //	'E' item-end frame                          (an item synced)
+//
+// The file is 0600: it holds the session's data key (in the manifest).
 
 const (
-	journalMagic = "HERDJNL1"
+	journalMagic = "HERDJNL2"
 	journalName  = "herd-recv.journal"
 	recData      = 'D'
 	recEnd       = 'E'
-	dataRecSize  = 1 + 4 + 8 + 4 + 8
+	dataRecSize  = 1 + 4 + 8 + 4 + seal.TagSize
 )
 
 // ErrJournal is wrapped by every error reading a journal.
@@ -44,7 +52,7 @@ type journalRec struct {
 	item int
 	off  int64
 	n    int
-	sum  uint64
+	sum  [seal.TagSize]byte
 	end  *wire.ItemEnd
 	at   int64 // file offset just after the record
 }
@@ -90,8 +98,8 @@ func parseJournal(b []byte) (*journal, error) {
 				item: int(binary.LittleEndian.Uint32(b[p+1:])),
 				off:  int64(binary.LittleEndian.Uint64(b[p+5:])),
 				n:    int(binary.LittleEndian.Uint32(b[p+13:])),
-				sum:  binary.LittleEndian.Uint64(b[p+17:]),
 			}
+			copy(r.sum[:], b[p+17:p+dataRecSize])
 			if r.item >= len(man.Items) || r.off < 0 || r.n <= 0 || r.n > int(man.ChunkSize) {
 				return nil, fmt.Errorf("%w: bad chunk record at offset %d", ErrJournal, p)
 			}
@@ -120,17 +128,18 @@ func parseJournal(b []byte) (*journal, error) {
 type journalWriter struct {
 	f       *os.File
 	w       *bufio.Writer
+	sums    *seal.Journal
 	pending int
 	err     error
 }
 
 // createJournal starts a new journal for session m as node index.
-func createJournal(dir string, index uint32, m *wire.Manifest) (*journalWriter, error) {
+func createJournal(dir string, index uint32, m *wire.Manifest, sums *seal.Journal) (*journalWriter, error) {
 	f, err := os.OpenFile(filepath.Join(dir, journalName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create journal: %w", err)
 	}
-	jw := &journalWriter{f: f, w: bufio.NewWriterSize(f, 64<<10)}
+	jw := &journalWriter{f: f, w: bufio.NewWriterSize(f, 64<<10), sums: sums}
 	var h bytes.Buffer
 	h.WriteString(journalMagic)
 	h.Write(m.Session[:])
@@ -142,7 +151,7 @@ func createJournal(dir string, index uint32, m *wire.Manifest) (*journalWriter, 
 }
 
 // reopenJournal appends to an existing journal after its first size bytes.
-func reopenJournal(dir string, size int64) (*journalWriter, error) {
+func reopenJournal(dir string, size int64, sums *seal.Journal) (*journalWriter, error) {
 	f, err := os.OpenFile(filepath.Join(dir, journalName), os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
@@ -155,7 +164,7 @@ func reopenJournal(dir string, size int64) (*journalWriter, error) {
 		f.Close()
 		return nil, fmt.Errorf("seek journal: %w", err)
 	}
-	return &journalWriter{f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
+	return &journalWriter{f: f, w: bufio.NewWriterSize(f, 64<<10), sums: sums}, nil
 }
 
 func (jw *journalWriter) chunk(item int, off int64, p []byte) {
@@ -164,7 +173,8 @@ func (jw *journalWriter) chunk(item int, off int64, p []byte) {
 	binary.LittleEndian.PutUint32(b[1:], uint32(item))
 	binary.LittleEndian.PutUint64(b[5:], uint64(off))
 	binary.LittleEndian.PutUint32(b[13:], uint32(len(p)))
-	binary.LittleEndian.PutUint64(b[17:], xxh3.Hash(p))
+	sum := jw.sums.Sum(uint32(item), off, p)
+	copy(b[17:], sum[:])
 	jw.w.Write(b[:])
 	if jw.pending++; jw.pending >= 16 {
 		jw.flush()
@@ -218,10 +228,16 @@ func restoreNode(j *journal, cfg ReceiverConfig, nodeCfg core.NodeConfig, items 
 	}
 	end = j.head
 	buf := make([]byte, j.man.ChunkSize)
+	sums := seal.JournalKey(cfg.Key, j.session, j.index)
+	word := seal.SourceKey(cfg.Key, j.session)
 	var seq uint64
 	for _, r := range j.recs {
 		var m wire.Msg
 		if r.end != nil {
+			if !word.CheckItemEnd(j.session, r.end) {
+				logf("ring: restore: the end of item %d in the journal is not the source's; keeping what is before it", r.item)
+				break
+			}
 			m = r.end
 		} else {
 			ra, isRA := sinks[r.item].(io.ReaderAt)
@@ -229,8 +245,8 @@ func restoreNode(j *journal, cfg ReceiverConfig, nodeCfg core.NodeConfig, items 
 				break
 			}
 			p := buf[:r.n]
-			if n, _ := ra.ReadAt(p, r.off); n < r.n || xxh3.Hash(p) != r.sum {
-				logf("ring: restore: chunk %d (item %d at %d) differs on disk; keeping what is before it", seq, r.item, r.off)
+			if n, _ := ra.ReadAt(p, r.off); n < r.n || sums.Sum(uint32(r.item), r.off, p) != r.sum {
+				logf("ring: restore: chunk %d (item %d at %d) differs on disk or in the journal; keeping what is before it", seq, r.item, r.off)
 				break
 			}
 			m = &wire.Data{Session: j.session, Item: uint32(r.item), Seq: seq, Off: r.off, Payload: p}

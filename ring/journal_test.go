@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herd-cluster/herd/ring/seal"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -17,7 +18,7 @@ func sampleJournal(t testing.TB) []byte {
 	dir := t.TempDir()
 	m := &wire.Manifest{Session: wire.SessionID{7}, ChunkSize: 8, Nodes: []string{"a:1", "b:2"},
 		Items: []wire.ManifestItem{{Name: "img", Dest: "/img", Size: 16}}}
-	jw, err := createJournal(dir, 1, m)
+	jw, err := createJournal(dir, 1, m, seal.JournalKey(testKey, m.Session, 1))
 	require.NoError(t, err)
 	jw.chunk(0, 0, []byte("abcdefgh"))
 	jw.chunk(0, 8, []byte("ijklmnop"))

@@ -54,7 +54,7 @@ func TestHelperReceiverProcess(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := Receive(ctx, l, ReceiverConfig{Open: fileSink(dir), StateDir: dir, DeadTimeout: testDead, UpstreamWait: testDead,
+	st, err := Receive(ctx, l, ReceiverConfig{Key: testKey, Open: fileSink(dir), StateDir: dir, DeadTimeout: testDead, UpstreamWait: testDead,
 		MemoryLimit: 1 << 20, Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }})
 	if err != nil || st.State != StateDone {
 		fmt.Fprintln(os.Stderr, "receive:", err)
@@ -120,7 +120,7 @@ func TestTCPKilledReceiverProcess(t *testing.T) {
 		restarted <- start()
 	}()
 	a := randomData(71, total)
-	rep, err := Send(context.Background(), SenderConfig{Nodes: nodes, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: 1 << 20,
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: nodes, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: 1 << 20,
 		Items: []SendItem{bytesItem("a", a)}, Dial: dial, Rejoin: 200 * time.Millisecond, Slow: SlowWait})
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "%+v", rep.Nodes)

@@ -9,12 +9,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/herd-cluster/herd/blockdev/wirez"
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/seal"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -26,7 +29,8 @@ type sinkWorker struct {
 	open   func(Item) (Sink, error)
 	items  []Item // set by the loop before the first ActOpen
 	man    *wire.Manifest
-	summer *wire.Summer
+	chunks *seal.Chunks // seals chunks read back for another node
+	key    []byte       // the session key (nil without), for the journal
 	sinks  []Sink
 	rbq    *queue[readBackJob] // read-backs, performed by their own goroutine
 	wg     sync.WaitGroup
@@ -78,7 +82,7 @@ func (w *sinkWorker) run() {
 			if w.sinks == nil {
 				w.sinks = make([]Sink, len(w.items))
 				if w.stateDir != "" && w.journal == nil && w.man != nil {
-					j, err := createJournal(w.stateDir, w.index, w.man)
+					j, err := createJournal(w.stateDir, w.index, w.man, seal.JournalKey(w.key, w.man.Session, w.index))
 					if err != nil {
 						w.l.logf("ring: %v (a restart will receive everything again)", err)
 					}
@@ -171,13 +175,17 @@ func (w *sinkWorker) readBack(a core.Action, s Sink) core.Event {
 		ev.Err = "the sink of item " + fmt.Sprint(a.Item) + " cannot be read back"
 		return ev
 	}
-	pl := w.l.rb(wire.DataHeaderSize + int(w.man.ChunkSize))
+	if a.Len <= 0 || a.Len > int(w.man.ChunkSize) || a.Off < 0 {
+		ev.Err = fmt.Sprintf("read back %d bytes at %d: outside the session's chunks", a.Len, a.Off)
+		return ev
+	}
+	pl := w.l.rb(frameLayout(int(w.man.ChunkSize), false, w.chunks.Keyed()))
 	ref, buf, err := pl.get(w.ctx)
 	if err != nil {
 		ev.Err = err.Error()
 		return ev
 	}
-	p := buf[wire.DataHeaderSize : wire.DataHeaderSize+a.Len]
+	p := pl.raw(buf)[:a.Len]
 	if n, err := ra.ReadAt(p, a.Off); n < a.Len {
 		pl.put(ref)
 		if err == nil {
@@ -186,9 +194,9 @@ func (w *sinkWorker) readBack(a core.Action, s Sink) core.Event {
 		ev.Err = fmt.Sprintf("read %d bytes at %d of item %d: %v", a.Len, a.Off, a.Item, err)
 		return ev
 	}
-	d := &wire.Data{Session: w.man.Session, Item: uint32(a.Item), Seq: a.Seq, Off: a.Off, Payload: p}
-	d.Sum = w.summer.Sum(d, p)
-	wire.PutDataHeader(buf, d, a.Len)
+	d := &wire.Data{Session: w.man.Session, Item: uint32(a.Item), Seq: a.Seq, Off: a.Off}
+	putSealed(buf, d, w.chunks, p)
+	d.Payload = p
 	ev.Ref, ev.Msg = ref+rbBase, d
 	if readBackHook != nil {
 		readBackHook(false)
@@ -196,9 +204,10 @@ func (w *sinkWorker) readBack(a core.Action, s Sink) core.Event {
 	return ev
 }
 
-type hop struct {
-	conn  net.Conn
-	br    *bufio.Reader
+// accepted is an upstream connection that proved the key and was
+// accepted: its hop and its Hello.
+type accepted struct {
+	h     *hopConn
 	hello *wire.Hello
 }
 
@@ -207,12 +216,17 @@ type hop struct {
 // returns this node's report. err != nil when the session failed for this
 // node (digest mismatch, sink error...). Once the node is done it returns
 // when its upstream hangs up (at once in a healthy chain; at most
-// max(10s, 4×DeadTimeout) later when the upstream died). Receive does not
-// close l, but it uses its deadline (when it has one) to stop accepting
-// when it returns.
+// max(10s, 4×DeadTimeout) later when the upstream died). An upstream that
+// leaves (or falls silent) before it sent the session's manifest does not
+// end Receive: it waits for a session again. Receive does not close l,
+// but it uses its deadline (when it has one) to stop accepting when it
+// returns.
 func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStatus, error) {
 	if cfg.Open == nil {
 		return nil, fmt.Errorf("%w: ReceiverConfig.Open is nil", ErrConfig)
+	}
+	if _, err := checkKey(cfg.Key, cfg.Insecure); err != nil {
+		return nil, err
 	}
 	logf := cfg.Logf
 	if logf == nil {
@@ -220,7 +234,7 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 	}
 	helloTimeout := cfg.HelloTimeout
 	if helloTimeout <= 0 {
-		helloTimeout = handshakeTimeout
+		helloTimeout = handshakeDeadline
 	}
 	limit := cfg.MemoryLimit
 	if limit <= 0 {
@@ -229,11 +243,12 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	// Accept loop: every connection proves itself in its own goroutine;
-	// the first good one starts the session. Later ones are refused unless
-	// they continue the same session at our place in the chain: a node
-	// further up reconnecting to us because our upstream died.
-	hops := make(chan hop)
+	// Accept loop: every connection proves itself in its own goroutine
+	// (a bounded number at once, see handshakeLimit); the first good one
+	// starts the session. Later ones are refused unless they continue the
+	// same session at our place in the chain: a node further up
+	// reconnecting to us because our upstream died.
+	hops := make(chan accepted)
 	var mu sync.Mutex
 	var session *wire.SessionID
 	var ourIndex uint32
@@ -245,6 +260,7 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 		dead = DefaultDeadTimeout
 	}
 	handshaking := map[net.Conn]bool{} // under mu
+	var hsLimit handshakeLimit
 	var acceptWG, hsWG sync.WaitGroup
 	acceptWG.Add(1)
 	go func() {
@@ -266,6 +282,13 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 				}
 				return
 			}
+			release, ok := hsLimit.acquire(conn)
+			if !ok {
+				// Too many handshakes at once (from this address, or in
+				// all): not a byte read.
+				conn.Close()
+				continue
+			}
 			mu.Lock()
 			handshaking[conn] = true
 			mu.Unlock()
@@ -277,7 +300,13 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 					delete(handshaking, conn)
 					mu.Unlock()
 				}()
-				hello, br, err := downHandshake(conn, cfg.Key, helloTimeout, func(h *wire.Hello) string {
+				defer func() {
+					if r := recover(); r != nil {
+						logf("ring: internal error in a handshake with %s: %v\n%s", conn.RemoteAddr(), r, debug.Stack())
+						conn.Close()
+					}
+				}()
+				hello, h, err := downHandshake(conn, cfg.Key, helloTimeout, func(h *wire.Hello) string {
 					mu.Lock()
 					defer mu.Unlock()
 					if session != nil {
@@ -299,6 +328,7 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 					session, ourIndex = &s, h.Index
 					return ""
 				})
+				release()
 				if err != nil {
 					if ctx.Err() == nil {
 						logf("ring: ignoring connection from %s: %v", conn.RemoteAddr(), err)
@@ -307,7 +337,7 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 					return
 				}
 				select {
-				case hops <- hop{conn, br, hello}:
+				case hops <- accepted{h, hello}:
 				case <-ctx.Done():
 					conn.Close()
 				}
@@ -330,15 +360,31 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 		}
 	}()
 
-	var h hop
-	select {
-	case h = <-hops:
-	case <-ctx.Done():
-		return &NodeStatus{Index: -1, State: StateWaiting, Err: ctx.Err().Error()}, ctx.Err()
+	for {
+		var h accepted
+		select {
+		case h = <-hops:
+		case <-ctx.Done():
+			return &NodeStatus{Index: -1, State: StateWaiting, Err: ctx.Err().Error()}, ctx.Err()
+		}
+		logf("ring: session %x from %s, we are node %d", h.hello.Session[:4], h.h.conn.RemoteAddr(), h.hello.Index)
+		st, err := runNode(ctx, h, hops, cfg, limit, logf, &upActivity)
+		if !errors.Is(err, errNoManifest) || ctx.Err() != nil {
+			return st, err
+		}
+		// The upstream proved the key but left, or fell silent, before
+		// it sent the manifest: nothing was written. Wait for a session
+		// again rather than stay bound to that one.
+		logf("ring: %v; waiting for a session again", err)
+		mu.Lock()
+		session = nil
+		mu.Unlock()
+		upActivity.Store(nil)
 	}
-	logf("ring: session %x from %s, we are node %d", h.hello.Session[:4], h.conn.RemoteAddr(), h.hello.Index)
-	return runNode(ctx, h, hops, cfg, limit, logf, &upActivity)
 }
+
+// errNoManifest ends a node whose upstream left before the manifest.
+var errNoManifest = errors.New("ring: the upstream left before it sent the session's manifest")
 
 // errUpstreamAlive is the reason a node refuses a replacement upstream
 // while its own upstream still talks; the dialer retries.
@@ -353,18 +399,52 @@ var readBackHook func(source bool)
 
 // upstream is one upstream connection: its reader and its ack writer.
 type upstream struct {
-	h   hop
+	h   accepted
 	gen int
 	q   *queue[wire.Msg]
 	wg  sync.WaitGroup
 }
 
-func startUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, limit int64, pl *atomic.Pointer[pool], current *atomic.Pointer[atomic.Int64]) *upstream {
-	u := &upstream{h: h, gen: gen, q: newQueue[wire.Msg]()}
+// stream is what reading a session's chunks takes, known once its manifest
+// is: the buffers and the chunk sealer. Set once (by the first reader that
+// sees the manifest, or from a journal).
+type stream struct {
+	pool   *pool
+	chunks *seal.Chunks
+}
+
+// newStream returns the stream of session m for a receiver with limit
+// bytes of chunk memory.
+func newStream(limit int64, m *wire.Manifest, keyed bool) (*stream, error) {
+	var dataKey []byte
+	if keyed {
+		dataKey = m.DataKey[:]
+	}
+	c, err := seal.NewChunks(dataKey)
+	if err != nil {
+		return nil, err
+	}
+	return &stream{pool: newPool(limit, frameLayout(int(m.ChunkSize), m.Compress == 1, keyed)), chunks: c}, nil
+}
+
+// upstreamReader is what reading one upstream connection takes.
+type upstreamReader struct {
+	lp       *loop
+	h        accepted
+	gen      int
+	limit    int64
+	word     seal.Word
+	silence  time.Duration
+	st       *atomic.Pointer[stream]
+	activity *atomic.Int64
+}
+
+func startUpstream(ctx context.Context, r upstreamReader, current *atomic.Pointer[atomic.Int64]) *upstream {
+	u := &upstream{h: r.h, gen: r.gen, q: newQueue[wire.Msg]()}
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
-		bw := bufio.NewWriterSize(h.conn, 64<<10)
+		bw := bufio.NewWriterSize(r.h.h.conn, 64<<10)
 		for {
 			m, ok := u.q.pop()
 			if !ok {
@@ -376,7 +456,12 @@ func startUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, li
 				// (not the failures our stopping causes).
 				continue
 			}
-			if _, err := bw.Write(wire.Encode(m)); err == nil {
+			f, err := r.h.h.sealMsg(m)
+			if err != nil {
+				r.lp.logf("ring: ack upstream: %v", err)
+				continue
+			}
+			if _, err := bw.Write(f); err == nil {
 				// Flush only when nothing else is waiting.
 				u.q.mu.Lock()
 				more := len(u.q.items) > 0
@@ -387,10 +472,10 @@ func startUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, li
 			}
 		}
 	}()
-	activity := new(atomic.Int64)
-	activity.Store(time.Now().UnixNano())
-	current.Store(activity)
-	go readUpstream(ctx, lp, h, gen, key, limit, pl, activity)
+	r.activity = new(atomic.Int64)
+	r.activity.Store(time.Now().UnixNano())
+	current.Store(r.activity)
+	go r.run(ctx)
 	return u
 }
 
@@ -398,17 +483,29 @@ func startUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, li
 func (u *upstream) stop() {
 	u.q.close()
 	u.wg.Wait()
-	u.h.conn.Close()
+	u.h.h.conn.Close()
 }
 
-func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, limit int64, logf func(string, ...any), activity *atomic.Pointer[atomic.Int64]) (*NodeStatus, error) {
+// upstreamSilence is how long a node waits for anything from its upstream
+// (which pings when it has nothing else to send, see pingEvery) before it
+// takes the upstream for lost.
+func upstreamSilence(dead time.Duration) time.Duration {
+	if dead <= 0 {
+		dead = DefaultDeadTimeout
+	}
+	return max(10*time.Second, 5*dead)
+}
+
+func runNode(ctx context.Context, h accepted, hops <-chan accepted, cfg ReceiverConfig, limit int64, logf func(string, ...any), activity *atomic.Pointer[atomic.Int64]) (*NodeStatus, error) {
 	nodeCfg := core.NodeConfig{Dead: cfg.DeadTimeout, UpWait: cfg.UpstreamWait, Memory: limit}
 	node := core.NewNode(nodeCfg)
+	keyed := len(cfg.Key) > 0
+	word := seal.SourceKey(cfg.Key, h.hello.Session)
 	lp := newLoop(logf)
 	// The pool is sized once the manifest gives the chunk size (by the
 	// first reader that sees it); this one only serves before that.
-	var sized atomic.Pointer[pool]
-	lp.pool.Store(newPool(4*(wire.DataHeaderSize+64), wire.DataHeaderSize+64))
+	var sized atomic.Pointer[stream]
+	lp.pool.Store(newPool(0, frameLayout(64, false, false)))
 	var restored *restoredState
 	if cfg.StateDir != "" {
 		stop := keepAnswering(h)
@@ -416,20 +513,27 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 		stop()
 		if restored != nil {
 			node = restored.node
-			pl := sessionPool(limit, restored.man)
-			sized.Store(pl)
-			lp.pool.Store(pl)
-			if poolHook != nil {
-				poolHook(h.hello.Index, pl)
+			st, err := newStream(limit, restored.man, keyed)
+			if err != nil {
+				logf("ring: restore: %v; starting afresh", err)
+				restored.close()
+				restored, node = nil, core.NewNode(nodeCfg)
+			} else {
+				sized.Store(st)
+				lp.pool.Store(st.pool)
+				node.SetMemory(st.pool.payloadBytes())
+				if poolHook != nil {
+					poolHook(h.hello.Index, st.pool)
+				}
 			}
 		}
 	}
 	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout, cfg.DeadTimeout)
 	lp.sink = newSinkWorker(ctx, lp, cfg.Open)
-	lp.sink.stateDir, lp.sink.index = cfg.StateDir, h.hello.Index
+	lp.sink.stateDir, lp.sink.index, lp.sink.key = cfg.StateDir, h.hello.Index, cfg.Key
 	if restored != nil {
 		lp.sink.items, lp.sink.man, lp.sink.sinks, lp.sink.journal = restored.items, restored.man, restored.sinks, restored.journal
-		lp.sink.summer = wire.NewSummer(cfg.Key, restored.man.Session)
+		lp.sink.chunks = sized.Load().chunks
 	}
 	lp.readBack = lp.sink.q.push
 	var lastProgress time.Time
@@ -442,39 +546,51 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 	lp.onTick = func() { progress(false) }
 	lp.step = func(ev core.Event) []core.Action {
 		if ev.Kind == core.EvUp {
-			if m, ok := ev.Msg.(*wire.Manifest); ok {
+			if m, ok := ev.Msg.(*wire.Manifest); ok && lp.sink.man == nil {
 				its := make([]Item, len(m.Items))
 				for i, it := range m.Items {
 					its[i] = Item{Name: it.Name, Dest: it.Dest, Cook: it.Cook, Size: it.Size}
 				}
 				lp.sink.items = its
 				lp.sink.man = m
-				lp.sink.summer = wire.NewSummer(cfg.Key, m.Session)
+				if st := sized.Load(); st != nil {
+					lp.sink.chunks = st.chunks
+					node.SetMemory(st.pool.payloadBytes())
+				}
 			}
+		}
+		if ev.Kind == core.EvUpClosed && node.View() == nil && !node.Finished() {
+			// No manifest yet (View is nil until one): nothing was
+			// written, and the upstream is gone. Do not wait for a
+			// replacement; Receive waits for a session again.
+			return []core.Action{{Kind: core.ActDone, Err: errNoManifest.Error() + ": " + ev.Err}}
 		}
 		return node.Step(ev)
 	}
 
 	gen := 0
-	up := startUpstream(ctx, lp, h, gen, cfg.Key, limit, &sized, activity)
+	reader := func(a accepted, gen int) upstreamReader {
+		return upstreamReader{lp: lp, h: a, gen: gen, limit: limit, word: word, silence: upstreamSilence(cfg.DeadTimeout), st: &sized}
+	}
+	up := startUpstream(ctx, reader(h, gen), activity)
 	lp.up = up.q
 	lp.hops = hops
-	lp.onHop = func(nh hop) []core.Action {
-		logf("ring: new upstream %s replaces %s", nh.conn.RemoteAddr(), up.h.conn.RemoteAddr())
+	lp.onHop = func(nh accepted) []core.Action {
+		logf("ring: new upstream %s replaces %s", nh.h.conn.RemoteAddr(), up.h.h.conn.RemoteAddr())
 		old := up
 		if nh.hello.Takeover {
 			// The node that detached our upstream feeds us now: tell
 			// the old upstream, which may not know yet, to stop feeding
 			// us (it must not bypass us as if we had died).
-			_ = old.h.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = old.h.h.conn.SetWriteDeadline(time.Now().Add(time.Second))
 			old.q.push(&wire.Detach{Reason: "replaced: our upstream detached you"})
 			old.stop()
 		} else {
 			old.q.close()
-			old.h.conn.Close()
+			old.h.h.conn.Close()
 		}
 		gen++
-		up = startUpstream(ctx, lp, nh, gen, cfg.Key, limit, &sized, activity)
+		up = startUpstream(ctx, reader(nh, gen), activity)
 		lp.up = up.q
 		return node.Step(core.Event{Kind: core.EvUpNew, Msg: nh.hello, Now: lp.now()})
 	}
@@ -493,12 +609,16 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 		// Stopped from outside (like a killed process): nothing more
 		// goes downstream or upstream.
 		lp.down.abort()
-		up.h.conn.Close()
+		up.h.h.conn.Close()
 	}
 	lp.sink.q.close()
 	lp.sink.wg.Wait()
 	lp.down.stop()
 	up.stop()
+	if err == nil && node.View() == nil && strings.HasPrefix(reason, errNoManifest.Error()) {
+		st := node.Status()
+		return &st, fmt.Errorf("%w (%s)", errNoManifest, strings.TrimPrefix(reason, errNoManifest.Error()+": "))
+	}
 	progress(true)
 	st := node.Status()
 	if err != nil {
@@ -519,27 +639,18 @@ func runNode(ctx context.Context, h hop, hops <-chan hop, cfg ReceiverConfig, li
 	return &st, nil
 }
 
-// sessionPool returns the chunk pool of a receiver for session m.
-func sessionPool(limit int64, m *wire.Manifest) *pool {
-	size, rawOff := frameLayout(int(m.ChunkSize), m.Compress == 1)
-	p := newPool(limit, size)
-	if m.Compress == 1 {
-		p.rawOff = rawOff
-	}
-	return p
-}
-
 // keepAnswering tells the upstream of hop h, at once and then every
 // heartbeat until stop is called, that we are here: checking what we wrote
 // before a restart can take a while, and the upstream must neither take us
 // for dead meanwhile nor, when it takes us back at the tail (a rejoin),
-// end the session without us. The acks carry our index alone.
-func keepAnswering(h hop) (stop func()) {
+// end the session without us. The acks carry our index alone. The hop's
+// ack writer starts only after stop returns (the frames are sealed in
+// order).
+func keepAnswering(h accepted) (stop func()) {
 	own := wire.AckNode{Index: h.hello.Index, State: wire.StReceiving}
 	if h.hello.Tail {
 		own.Flags = wire.AckRejoined
 	}
-	frame := wire.Encode(&wire.Ack{Nodes: []wire.AckNode{own}})
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -548,12 +659,12 @@ func keepAnswering(h hop) (stop func()) {
 		t := time.NewTicker(core.HeartbeatInterval)
 		defer t.Stop()
 		for {
-			_ = h.conn.SetWriteDeadline(time.Now().Add(core.HeartbeatInterval))
-			_, err := h.conn.Write(frame)
-			_ = h.conn.SetWriteDeadline(time.Time{})
+			_ = h.h.conn.SetWriteDeadline(time.Now().Add(core.HeartbeatInterval))
+			err := h.h.writeMsg(&wire.Ack{Nodes: []wire.AckNode{own}})
+			_ = h.h.conn.SetWriteDeadline(time.Time{})
 			if err != nil {
 				// A frame may be cut short: the hop is no use anymore.
-				h.conn.Close()
+				h.h.conn.Close()
 				return
 			}
 			select {
@@ -578,8 +689,21 @@ type restoredState struct {
 	journal *journalWriter
 }
 
+// close closes what restore opened (when the restored state is not used).
+func (r *restoredState) close() {
+	for _, s := range r.sinks {
+		if s != nil {
+			s.Close()
+		}
+	}
+	if r.journal != nil {
+		r.journal.close()
+	}
+}
+
 // restore reads the journal in cfg.StateDir and, when it is of hello's
-// session and index, restores the node from what it wrote (nil otherwise).
+// session and index and the source's word checks out, restores the node
+// from what it wrote (nil otherwise: start afresh).
 func restore(hello *wire.Hello, cfg ReceiverConfig, nodeCfg core.NodeConfig, logf func(string, ...any)) *restoredState {
 	b, err := os.ReadFile(filepath.Join(cfg.StateDir, journalName))
 	if err != nil {
@@ -593,6 +717,11 @@ func restore(hello *wire.Hello, cfg ReceiverConfig, nodeCfg core.NodeConfig, log
 	if j.session != hello.Session || j.index != hello.Index {
 		return nil
 	}
+	word := seal.SourceKey(cfg.Key, j.session)
+	if !word.CheckManifest(j.man) {
+		logf("ring: the journal's manifest is not the source's (another key, or changed); starting afresh")
+		return nil
+	}
 	items := make([]Item, len(j.man.Items))
 	for i, it := range j.man.Items {
 		items[i] = Item{Name: it.Name, Dest: it.Dest, Cook: it.Cook, Size: it.Size}
@@ -601,7 +730,7 @@ func restore(hello *wire.Hello, cfg ReceiverConfig, nodeCfg core.NodeConfig, log
 	if !ok {
 		return nil
 	}
-	jw, err := reopenJournal(cfg.StateDir, end)
+	jw, err := reopenJournal(cfg.StateDir, end, seal.JournalKey(cfg.Key, j.session, j.index))
 	if err != nil {
 		logf("ring: %v", err)
 	}
@@ -651,69 +780,109 @@ func linger(ctx context.Context, lp *loop, d time.Duration, gen func() int) {
 	}
 }
 
-// readUpstream reads frames from the upstream connection into pool buffers
-// and checks every chunk's sum.
-func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, limit int64, sized *atomic.Pointer[pool], activity *atomic.Int64) {
-	summer := wire.NewSummer(key, h.hello.Session)
-	br := h.br
-	pl := sized.Load()
-	var codec *wirez.Codec
+// run reads frames from the upstream connection: control frames opened
+// and checked (the source's word on manifest, item ends and end), chunks
+// into pool buffers, their hop tag and seal checked and opened. Anything
+// that fails authentication ends the connection (the node then waits for
+// a replacement upstream, as when one dies). A panic here ends the
+// connection too, never the process.
+func (r upstreamReader) run(ctx context.Context) {
+	conn, br, ch := r.h.h.conn, r.h.h.br, r.h.h.ch
 	fail := func(err error) {
-		activity.Store(0)
-		lp.emit(core.Event{Kind: core.EvUpClosed, Err: err.Error(), Index: gen})
+		r.activity.Store(0)
+		if isAuthFailure(err) {
+			r.lp.logf("ring: upstream %s: %v (closing the hop)", conn.RemoteAddr(), err)
+		}
+		r.lp.emit(core.Event{Kind: core.EvUpClosed, Err: err.Error(), Index: r.gen})
 	}
+	defer recoverAs(r.lp, "reading the upstream", func(reason string) {
+		conn.Close()
+		fail(errors.New(reason))
+	})
+	st := r.st.Load()
+	var codec *wirez.Codec
+	var scratch []byte // an opened compressed chunk, before it is expanded
 	for {
+		// Before the manifest the upstream has no reason to be slow.
+		silence := r.silence
+		if st == nil {
+			silence = handshakeDeadline
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(silence))
 		var hb [wire.HeaderSize]byte
 		if _, err := io.ReadFull(br, hb[:]); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				err = fmt.Errorf("silent for %v (no frame, not even a ping)", silence)
+			}
 			fail(err)
 			return
 		}
-		activity.Store(time.Now().UnixNano())
+		r.activity.Store(time.Now().UnixNano())
 		hd, err := wire.ParseHeader(hb[:])
 		if err != nil {
 			fail(err)
 			return
 		}
 		if hd.Type != wire.TData {
-			if hd.Len > maxControl {
-				fail(fmt.Errorf("%s frame of %d bytes: %w", hd.Type, hd.Len, wire.ErrTooLarge))
-				return
-			}
-			body := make([]byte, hd.Len)
-			if _, err := io.ReadFull(br, body); err != nil {
-				fail(err)
-				return
-			}
-			m, err := wire.DecodeBody(hd.Type, body)
+			// The body has its own pace: a large manifest on a slow link.
+			_ = conn.SetReadDeadline(time.Now().Add(r.silence))
+			m, err := r.h.h.readBody(hb, hd)
 			if err != nil {
 				fail(err)
 				return
 			}
-			if man, ok := m.(*wire.Manifest); ok && pl == nil {
-				pl = sessionPool(limit, man)
-				if sized.CompareAndSwap(nil, pl) {
-					lp.pool.Store(pl)
-					if poolHook != nil {
-						poolHook(h.hello.Index, pl)
+			switch m := m.(type) {
+			case *wire.Ping:
+				continue
+			case *wire.Manifest:
+				if !r.word.CheckManifest(m) {
+					fail(fmt.Errorf("%w: the manifest does not carry the source's MAC", seal.ErrAuth))
+					return
+				}
+				if m.Session != r.h.hello.Session {
+					fail(errors.New("manifest of another session"))
+					return
+				}
+				if st == nil {
+					ns, err := newStream(r.limit, m, ch.Keyed())
+					if err != nil {
+						fail(err)
+						return
 					}
-				} else {
-					pl = sized.Load()
+					if r.st.CompareAndSwap(nil, ns) {
+						r.lp.pool.Store(ns.pool)
+						if poolHook != nil {
+							poolHook(r.h.hello.Index, ns.pool)
+						}
+					}
+					st = r.st.Load()
+				}
+			case *wire.ItemEnd:
+				if !r.word.CheckItemEnd(r.h.hello.Session, m) {
+					fail(fmt.Errorf("%w: the end of item %d does not carry the source's MAC", seal.ErrAuth, m.Item))
+					return
+				}
+			case *wire.End:
+				if !r.word.CheckEnd(r.h.hello.Session, m) {
+					fail(fmt.Errorf("%w: the end of the session does not carry the source's MAC", seal.ErrAuth))
+					return
 				}
 			}
-			if !lp.emit(core.Event{Kind: core.EvUp, Msg: m, Index: gen}) {
+			if !r.lp.emit(core.Event{Kind: core.EvUp, Msg: m, Index: r.gen}) {
 				return
 			}
 			continue
 		}
-		if pl == nil {
-			pl = sized.Load()
+		if st == nil {
+			st = r.st.Load()
 		}
-		if pl == nil {
+		if st == nil {
 			fail(errors.New("data before the manifest"))
 			return
 		}
-		chunk, rawOff := pl.chunk()
-		if wire.HeaderSize+int(hd.Len) > rawOff {
+		pl := st.pool
+		if wire.HeaderSize+int(hd.Len) > pl.frame {
 			fail(fmt.Errorf("chunk frame of %d bytes exceeds the session's chunk size", hd.Len))
 			return
 		}
@@ -723,12 +892,19 @@ func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, lim
 		}
 		copy(buf, hb[:])
 		frame := buf[:wire.HeaderSize+int(hd.Len)]
+		_ = conn.SetReadDeadline(time.Now().Add(r.silence))
 		if _, err := io.ReadFull(br, frame[wire.HeaderSize:]); err != nil {
 			pl.put(ref)
 			fail(err)
 			return
 		}
-		m, err := wire.DecodeBody(wire.TData, frame[wire.HeaderSize:])
+		sealed, err := ch.CheckHopTag(frame)
+		if err != nil {
+			pl.put(ref)
+			fail(err)
+			return
+		}
+		m, err := wire.DecodeBody(wire.TData, sealed[wire.HeaderSize:])
 		if err != nil {
 			pl.put(ref)
 			fail(err)
@@ -736,8 +912,27 @@ func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, lim
 		}
 		d := m.(*wire.Data)
 		d.Flags = hd.Flags
-		bad := !summer.Check(d)
-		if !bad && d.Flags&wire.FlagZstd != 0 {
+		// Opened into the buffer's room for the plain chunk, or in place
+		// without key; a compressed chunk goes through scratch first.
+		var dst []byte
+		if pl.apart() {
+			dst = pl.raw(buf)[:0]
+		}
+		if d.Flags&wire.FlagZstd != 0 && st.chunks.Keyed() {
+			if scratch == nil {
+				scratch = make([]byte, 0, pl.frame)
+			}
+			dst = scratch[:0]
+		}
+		bad := false
+		plain, err := st.chunks.Open(dst, d)
+		if err != nil {
+			r.lp.logf("ring: %v", err)
+			bad = true
+		} else if len(plain) > pl.chunk+4 {
+			r.lp.logf("ring: chunk %d of %d bytes exceeds the session's chunk size", d.Seq, len(plain))
+			bad = true
+		} else if d.Flags&wire.FlagZstd != 0 {
 			// Written and hashed uncompressed; forwarded as it came.
 			if codec == nil {
 				if codec, err = wirez.NewCodec(wirez.Fastest); err != nil {
@@ -746,16 +941,34 @@ func readUpstream(ctx context.Context, lp *loop, h hop, gen int, key []byte, lim
 					return
 				}
 			}
-			raw, err := unpack(codec, d.Payload, buf[rawOff:rawOff:rawOff+chunk], chunk)
+			raw, err := unpack(codec, plain, pl.raw(buf)[:0], pl.chunk)
 			if err != nil {
-				lp.logf("ring: chunk %d does not decompress: %v", d.Seq, err)
+				r.lp.logf("ring: chunk %d does not decompress: %v", d.Seq, err)
 				bad = true
 			} else {
-				d.Payload = raw
+				plain = raw
 			}
+		} else if len(plain) > pl.chunk {
+			r.lp.logf("ring: chunk %d of %d bytes exceeds the session's chunk size", d.Seq, len(plain))
+			bad = true
 		}
-		if !lp.emit(core.Event{Kind: core.EvUp, Msg: d, Ref: ref, Bad: bad, Index: gen}) {
+		d.Payload = plain
+		if bad {
+			d.Payload = nil
+		}
+		if !r.lp.emit(core.Event{Kind: core.EvUp, Msg: d, Ref: ref, Bad: bad, Index: r.gen}) {
 			return
 		}
+	}
+}
+
+// recoverAs turns a panic in one of a driver's goroutines into a failure of
+// what that goroutine serves (a connection, a session): logged with its
+// stack and handed to fail, never the end of the process. Use it deferred.
+func recoverAs(l *loop, what string, fail func(reason string)) {
+	if r := recover(); r != nil {
+		reason := fmt.Sprintf("internal error %s: %v", what, r)
+		l.logf("ring: %s\n%s", reason, debug.Stack())
+		fail(reason)
 	}
 }

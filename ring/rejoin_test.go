@@ -10,8 +10,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/herd-cluster/herd/ring/wire"
 )
 
 // diskSinks are memory sinks that outlive a receiver, like files on a
@@ -72,14 +70,14 @@ func TestTCPRestartedReceiverRejoins(t *testing.T) {
 	node1 := func(rc *ReceiverConfig) {
 		rc.StateDir = state
 		rc.Dial = dial
-		rc.MemoryLimit = 16 * (wire.DataHeaderSize + 64<<10)
+		rc.MemoryLimit = 16 * bufBytes(64<<10)
 		rc.Open = func(it Item) (Sink, error) {
 			s, _ := disk.open(it)
 			return &crashSink{memSink: memSink{}, limit: total / 3, crash: func() {
 				once.Do(func() {
 					c.kill(1)
 					toNode1.Store(0) // count what the restarted node is sent
-					go restartWith(t, c.addrs[1], ReceiverConfig{Open: disk.open, StateDir: state, Dial: dial, DeadTimeout: testDead, UpstreamWait: testDead,
+					go restartWith(t, c.addrs[1], ReceiverConfig{Key: testKey, Open: disk.open, StateDir: state, Dial: dial, DeadTimeout: testDead, UpstreamWait: testDead,
 						Logf: func(f string, a ...any) { t.Logf("node 1 (restarted): "+f, a...) }}, restarted)
 				})
 			}, inner: s.(*memSink)}, nil
@@ -97,7 +95,7 @@ func TestTCPRestartedReceiverRejoins(t *testing.T) {
 		}
 	})
 	a := randomData(41, total)
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, Items: []SendItem{bytesItem("a", a)},
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, Items: []SendItem{bytesItem("a", a)},
 		Dial: dial, Rejoin: 200 * time.Millisecond, Slow: SlowWait, Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) }})
 	require.NoError(t, err)
 	checkRejoined(t, c, rep, restarted, disk.sinks["/out/a"], a, toNode1.Load())
@@ -174,14 +172,14 @@ func TestTCPRejoinOutlastsTheOthers(t *testing.T) {
 		switch i {
 		case 1:
 			rc.StateDir = state
-			rc.MemoryLimit = 16 * (wire.DataHeaderSize + chunk)
+			rc.MemoryLimit = 16 * bufBytes(chunk)
 			rc.Open = func(it Item) (Sink, error) {
 				s, _ := disk.open(it)
 				return &crashSink{limit: total / 3, inner: s.(*memSink), crash: func() {
 					once.Do(func() {
 						c.kill(1)
 						toNode1.Store(0)
-						go restartWith(t, c.addrs[1], ReceiverConfig{Open: slowOpen, StateDir: state, Dial: dial, DeadTimeout: dead, UpstreamWait: testDead,
+						go restartWith(t, c.addrs[1], ReceiverConfig{Key: testKey, Open: slowOpen, StateDir: state, Dial: dial, DeadTimeout: dead, UpstreamWait: testDead,
 							Logf: func(f string, a ...any) { t.Logf("node 1 (restarted): "+f, a...) }}, restarted)
 					})
 				}}, nil
@@ -192,7 +190,7 @@ func TestTCPRejoinOutlastsTheOthers(t *testing.T) {
 	})
 	a := randomData(43, total)
 	start := time.Now()
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: dead, ChunkSize: chunk, Items: []SendItem{bytesItem("a", a)},
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: dead, ChunkSize: chunk, Items: []SendItem{bytesItem("a", a)},
 		Dial: dial, Rejoin: 200 * time.Millisecond, Slow: SlowWait, Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) }})
 	require.NoError(t, err)
 	t.Logf("session took %v", time.Since(start))
@@ -237,7 +235,7 @@ func TestTCPRestartedReceiverRejoinsCooked(t *testing.T) {
 				return &crashSink{limit: total / 3, crash: func() {
 					once.Do(func() {
 						c.kill(1)
-						go restartWith(t, c.addrs[1], ReceiverConfig{Open: disk.open, DeadTimeout: testDead, UpstreamWait: testDead,
+						go restartWith(t, c.addrs[1], ReceiverConfig{Key: testKey, Open: disk.open, DeadTimeout: testDead, UpstreamWait: testDead,
 							Logf: func(f string, a ...any) { t.Logf("node 1 (restarted): "+f, a...) }}, restarted)
 					})
 				}}, nil
@@ -249,7 +247,7 @@ func TestTCPRestartedReceiverRejoinsCooked(t *testing.T) {
 	a := randomData(47, total)
 	item := bytesItem("a", a)
 	item.Cook = true
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, Items: []SendItem{item},
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, Items: []SendItem{item},
 		Rejoin: 200 * time.Millisecond, Slow: SlowWait, Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) }})
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "%+v", rep.Nodes)

@@ -11,8 +11,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/herd-cluster/herd/ring/wire"
 )
 
 // TestTCPSourceResumes stops the source 40% into the stream (as if it was
@@ -25,7 +23,7 @@ func TestTCPSourceResumes(t *testing.T) {
 	defer stop()
 	var once sync.Once
 	c := startCluster(t, 3, func(i int, rc *ReceiverConfig) {
-		rc.MemoryLimit = 16 * (wire.DataHeaderSize + 64<<10)
+		rc.MemoryLimit = 16 * bufBytes(64<<10)
 		if i == 2 {
 			rc.Open = func(it Item) (Sink, error) {
 				return &crashSink{limit: total * 2 / 5, crash: func() { once.Do(stop) }}, nil
@@ -35,16 +33,20 @@ func TestTCPSourceResumes(t *testing.T) {
 	a := randomData(51, total)
 	items := []SendItem{bytesItem("a", a)}
 	path := filepath.Join(t.TempDir(), "resume.json")
-	id, resumed, err := ResumeFile(path, c.addrs, []Item{items[0].Item})
+	r, err := ResumeFile(path, c.addrs, []Item{items[0].Item})
 	require.NoError(t, err)
-	require.False(t, resumed)
-	_, err = Send(ctx1, SenderConfig{Nodes: c.addrs, Session: id, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: 1 << 20, Items: items})
+	require.False(t, r.Resumed)
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the resume file holds the data key")
+	_, err = Send(ctx1, SenderConfig{Key: testKey, Nodes: c.addrs, Session: r.Session, DataKey: r.DataKey, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: 1 << 20, Items: items})
 	require.ErrorIs(t, err, context.Canceled)
 
-	id2, resumed, err := ResumeFile(path, c.addrs, []Item{items[0].Item})
+	r2, err := ResumeFile(path, c.addrs, []Item{items[0].Item})
 	require.NoError(t, err)
-	require.True(t, resumed)
-	require.Equal(t, id, id2)
+	require.True(t, r2.Resumed)
+	require.Equal(t, r.Session, r2.Session)
+	require.Equal(t, r.DataKey, r2.DataKey)
 	var sent atomic.Int64
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -53,7 +55,7 @@ func TestTCPSourceResumes(t *testing.T) {
 		}
 		return countConn{conn, &sent}, nil
 	}
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, Session: id2, DeadTimeout: testDead, ChunkSize: 64 << 10, Items: items, Dial: dial,
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, Session: r2.Session, DataKey: r2.DataKey, DeadTimeout: testDead, ChunkSize: 64 << 10, Items: items, Dial: dial,
 		Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) }})
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "%+v", rep.Nodes)
@@ -71,22 +73,26 @@ func TestTCPSourceResumes(t *testing.T) {
 func TestResumeFileRefusesAnotherSession(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "resume.json")
 	its := []Item{{Name: "img", Dest: "/dev/sda", Size: 10}}
-	_, _, err := ResumeFile(path, []string{"a:1"}, its)
+	_, err := ResumeFile(path, []string{"a:1"}, its)
 	require.NoError(t, err)
-	_, _, err = ResumeFile(path, []string{"b:1"}, its)
+	_, err = ResumeFile(path, []string{"b:1"}, its)
 	assert.ErrorIs(t, err, ErrResume)
-	_, _, err = ResumeFile(path, []string{"a:1"}, []Item{{Name: "img", Dest: "/dev/sdb", Size: 10}})
+	_, err = ResumeFile(path, []string{"a:1"}, []Item{{Name: "img", Dest: "/dev/sdb", Size: 10}})
 	assert.ErrorIs(t, err, ErrResume)
-	require.NoError(t, os.WriteFile(path, []byte(`{"version":1,"session":"xyz","nodes":["a:1"]}`), 0o600))
-	_, _, err = ResumeFile(path, []string{"a:1"}, its)
+	require.NoError(t, os.WriteFile(path, []byte(`{"version":2,"session":"xyz","nodes":["a:1"]}`), 0o600))
+	_, err = ResumeFile(path, []string{"a:1"}, its)
 	assert.ErrorIs(t, err, ErrResume)
 	assert.Contains(t, err.Error(), "32 hex digits")
+	require.NoError(t, os.WriteFile(path, []byte(`{"version":1,"session":"00000000000000000000000000000000","nodes":["a:1"]}`), 0o600))
+	_, err = ResumeFile(path, []string{"a:1"}, its)
+	assert.ErrorIs(t, err, ErrResume)
+	assert.Contains(t, err.Error(), "version 1")
 }
 
 func FuzzParseResume(f *testing.F) {
 	dir := f.TempDir()
 	path := filepath.Join(dir, "r.json")
-	if _, _, err := ResumeFile(path, []string{"n1:9998", "n2:9998"}, []Item{{Name: "/dev/sda", Dest: "/dev/sda", Size: 1 << 30}}); err != nil {
+	if _, err := ResumeFile(path, []string{"n1:9998", "n2:9998"}, []Item{{Name: "/dev/sda", Dest: "/dev/sda", Size: 1 << 30}}); err != nil {
 		f.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)

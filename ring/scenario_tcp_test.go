@@ -74,7 +74,7 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 	}
 	var limit int64
 	if cfg.Buffers > 0 {
-		limit = int64(cfg.Buffers) * int64(wire.DataHeaderSize+chunk)
+		limit = int64(cfg.Buffers) * bufBytes(chunk)
 	}
 	var total int64
 	for _, s := range cfg.Items {
@@ -139,7 +139,7 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 	if cfg.SlowAfter == 0 {
 		policy = SlowWait
 	}
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: chunk, MemoryLimit: limit, Items: items, Dial: dialFrom(-1),
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: chunk, MemoryLimit: limit, Items: items, Dial: dialFrom(-1),
 		Slow: policy, SlowAfter: cfg.SlowAfter})
 	require.NoError(t, err)
 	for i := range c.addrs {
@@ -183,7 +183,7 @@ func TestTCPAdjacentCrashReadBack(t *testing.T) {
 	var rb atomic.Int64
 	readBackHook = func(bool) { rb.Add(1) }
 	t.Cleanup(func() { readBackHook = nil })
-	const limit = 8 * (wire.DataHeaderSize + 64<<10)
+	limit := 8 * bufBytes(64<<10)
 	crashed := make(chan struct{})
 	var once sync.Once
 	var c *cluster
@@ -205,7 +205,7 @@ func TestTCPAdjacentCrashReadBack(t *testing.T) {
 		}
 	})
 	a := randomData(21, 16<<20)
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit, Items: []SendItem{bytesItem("a", a)}})
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit, Items: []SendItem{bytesItem("a", a)}})
 	require.NoError(t, err)
 	assert.Equal(t, StateFailed, rep.Nodes[1].State)
 	assert.Equal(t, StateFailed, rep.Nodes[2].State)

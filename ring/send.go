@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/seal"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -19,6 +20,13 @@ import (
 func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	if len(cfg.Nodes) == 0 {
 		return nil, fmt.Errorf("%w: no nodes", ErrConfig)
+	}
+	if len(cfg.Items) == 0 {
+		return nil, fmt.Errorf("%w: no items", ErrConfig)
+	}
+	keyed, err := checkKey(cfg.Key, cfg.Insecure)
+	if err != nil {
+		return nil, err
 	}
 	if len(cfg.Nodes) > wire.MaxNodes || len(cfg.Items) > wire.MaxItems {
 		return nil, fmt.Errorf("%w: %d nodes and %d items (at most %d and %d)", ErrConfig, len(cfg.Nodes), len(cfg.Items), wire.MaxNodes, wire.MaxItems)
@@ -55,6 +63,19 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	man.Session = cfg.Session
 	if man.Session == (SessionID{}) {
 		randomBytes(man.Session[:])
+	}
+	if keyed {
+		// The key chunks are sealed with: new for every session (so
+		// recorded traffic stays sealed when the session key leaks later),
+		// kept only by a source that may resume it (ResumeFile).
+		switch {
+		case len(cfg.DataKey) == wire.KeySize:
+			copy(man.DataKey[:], cfg.DataKey)
+		case len(cfg.DataKey) == 0:
+			randomBytes(man.DataKey[:])
+		default:
+			return nil, fmt.Errorf("%w: data key of %d bytes (want %d)", ErrConfig, len(cfg.DataKey), wire.KeySize)
+		}
 	}
 	var total int64
 	for i, it := range cfg.Items {
@@ -117,10 +138,36 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	if comp.codec != nil {
 		man.Compress = 1
 	}
-	bufSize, rawOff := frameLayout(chunk, comp.codec != nil)
-	pl := newPool(limit, bufSize)
+	word := seal.SourceKey(cfg.Key, man.Session)
+	word.SignManifest(man)
+	var chunks *seal.Chunks
+	if keyed {
+		chunks, err = seal.NewChunks(man.DataKey[:])
+	} else {
+		chunks, err = seal.NewChunks(nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	lay := frameLayout(chunk, comp.codec != nil, keyed)
+	pl := newPool(limit, lay)
 	lp.pool.Store(pl)
-	lp.step = sender.Step
+	lp.step = func(ev core.Event) []core.Action {
+		acts := sender.Step(ev)
+		for _, a := range acts {
+			// The source's word on every item end and the end, end to
+			// end: every node checks it.
+			if a.Kind == core.ActSendDown {
+				switch m := a.Msg.(type) {
+				case *wire.ItemEnd:
+					word.SignItemEnd(man.Session, m)
+				case *wire.End:
+					word.SignEnd(man.Session, m)
+				}
+			}
+		}
+		return acts
+	}
 	lp.down = newDownWorker(ctx, lp, cfg.Key, cfg.Dial, cfg.ConnectTimeout, cfg.DeadTimeout)
 	// Aside feeds (nodes the source feeds itself, off the chain): one
 	// worker per node, used by the loop's goroutine only.
@@ -137,6 +184,13 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 		}
 		return w
 	}
+	lp.asides = func() []*downWorker {
+		out := make([]*downWorker, 0, len(asides))
+		for _, w := range asides {
+			out = append(out, w)
+		}
+		return out
+	}
 	snapshot := func() Snapshot {
 		return Snapshot{Elapsed: lp.now(), Total: total, Sent: sender.Bytes(), Nodes: sender.Nodes()}
 	}
@@ -152,7 +206,6 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	rp := newReplayer(cfg.Items, chunk)
 	rpq := newQueue[core.Action]()
 	rpDone := make(chan struct{})
-	summer := wire.NewSummer(cfg.Key, man.Session)
 	go func() {
 		defer close(rpDone)
 		defer rp.close()
@@ -162,19 +215,19 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 				return
 			}
 			ev := core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq, Aside: a.Aside, Index: a.Index}
-			rbp := lp.rb(wire.DataHeaderSize + chunk)
+			rbp := lp.rb(frameLayout(chunk, false, keyed))
 			ref, buf, err := rbp.get(ctx)
 			if err != nil {
 				return
 			}
-			p, err := rp.read(a.Item, a.Off, a.Len, buf[wire.DataHeaderSize:])
+			p, err := rp.read(a.Item, a.Off, a.Len, rbp.raw(buf))
 			if err != nil {
 				rbp.put(ref)
 				ev.Err = err.Error()
 			} else {
-				d := &wire.Data{Session: man.Session, Item: uint32(a.Item), Seq: a.Seq, Off: a.Off, Payload: p}
-				d.Sum = summer.Sum(d, p)
-				wire.PutDataHeader(buf, d, len(p))
+				d := &wire.Data{Session: man.Session, Item: uint32(a.Item), Seq: a.Seq, Off: a.Off}
+				d.Payload = p
+				putSealed(buf, d, chunks, p)
 				ev.Ref, ev.Msg = ref+rbBase, d
 				if readBackHook != nil {
 					readBackHook(true)
@@ -193,7 +246,7 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	readers := append([]Source(nil), srcs...)
 	go func() {
 		defer close(readDone)
-		readSources(ctx, lp, pl, readers, man, cfg.Key, chunk, comp, rawOff)
+		readSources(ctx, lp, pl, readers, man, chunks, comp)
 	}()
 
 	reason, err := lp.run(ctx, sender.Start(lp.now()))
@@ -230,10 +283,9 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	return rep, nil
 }
 
-// readSources reads every item in order into pool buffers, frames each
-// chunk and hands it to the loop.
-func readSources(ctx context.Context, lp *loop, pl *pool, srcs []Source, man *wire.Manifest, key []byte, chunk int, comp *compressor, rawOff int) {
-	summer := wire.NewSummer(key, man.Session)
+// readSources reads every item in order into pool buffers, seals each
+// chunk into its frame and hands it to the loop.
+func readSources(ctx context.Context, lp *loop, pl *pool, srcs []Source, man *wire.Manifest, chunks *seal.Chunks, comp *compressor) {
 	var seq uint64
 	for i, src := range srcs {
 		for {
@@ -241,13 +293,19 @@ func readSources(ctx context.Context, lp *loop, pl *pool, srcs []Source, man *wi
 			if err != nil {
 				return
 			}
-			off, n, err := src.ReadChunk(buf[rawOff : rawOff+chunk])
+			off, n, err := src.ReadChunk(pl.raw(buf))
 			if n > 0 {
-				d := &wire.Data{Session: man.Session, Item: uint32(i), Seq: seq, Off: off, Payload: buf[rawOff : rawOff+n]}
+				if seq >= seal.MaxChunksPerKey {
+					pl.put(ref)
+					lp.emit(core.Event{Kind: core.EvReadEnd, Item: i, Err: fmt.Sprintf("more than %d chunks in one session: use larger chunks", uint64(seal.MaxChunksPerKey))})
+					return
+				}
+				raw := buf[pl.rawOff : pl.rawOff+n]
+				d := &wire.Data{Session: man.Session, Item: uint32(i), Seq: seq, Off: off}
 				seq++
-				p := comp.pack(buf, d.Payload, d)
-				d.Sum = summer.Sum(d, p)
-				wire.PutDataHeader(buf, d, len(p))
+				p := comp.pack(buf, raw, d)
+				putSealed(buf, d, chunks, p)
+				d.Payload = raw // what the source hashes
 				if !lp.emit(core.Event{Kind: core.EvRead, Msg: d, Ref: ref, Item: i}) {
 					return
 				}
@@ -270,4 +328,17 @@ func readSources(ctx context.Context, lp *loop, pl *pool, srcs []Source, man *wi
 			return
 		}
 	}
+}
+
+// putSealed seals p (the chunk's bytes as they travel, compressed or not;
+// d.Flags says which) into buf's frame after the data header and writes
+// the header: the frame is then ready to go on any hop (with a key, its
+// last seal.TagSize bytes are room for the hop's tag).
+func putSealed(buf []byte, d *wire.Data, chunks *seal.Chunks, p []byte) {
+	sealed := chunks.Seal(buf[wire.DataHeaderSize:wire.DataHeaderSize], d, p)
+	n := len(sealed)
+	if chunks.Keyed() {
+		n += seal.TagSize
+	}
+	wire.PutDataHeader(buf, d, n)
 }

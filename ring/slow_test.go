@@ -10,8 +10,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/herd-cluster/herd/ring/wire"
 )
 
 // slowCase is a chain of 5 receivers, 8 MiB, one of them slow, under a
@@ -30,7 +28,7 @@ func slowChain(t *testing.T, sc slowCase) (*Report, []time.Duration, *cluster, [
 	if raceEnabled {
 		t.Skip("slow-node detection is timing-based; the race detector slows healthy nodes as much (runs without -race)")
 	}
-	const limit = 8 * (wire.DataHeaderSize + 64<<10)
+	limit := 8 * bufBytes(64<<10)
 	var c *cluster
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -51,7 +49,7 @@ func slowChain(t *testing.T, sc slowCase) (*Report, []time.Duration, *cluster, [
 	item.Cook = sc.cooked
 	var mu sync.Mutex
 	doneAt := make([]time.Duration, 5)
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit,
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit,
 		Slow: sc.policy, SlowAfter: time.Second, Items: []SendItem{item}, Dial: dial,
 		Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) },
 		Progress: func(s Snapshot) {

@@ -1,18 +1,17 @@
 package ring
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/seal"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -23,36 +22,87 @@ const (
 	// rejoinConnectTimeout bounds the connect of a rejoin attempt (see
 	// core.Action.Rejoin); the source tries again every Rejoin interval.
 	rejoinConnectTimeout = 500 * time.Millisecond
-	handshakeTimeout     = 10 * time.Second
-	maxControl           = 16 << 20 // largest non-data frame accepted
-	drainTimeout         = 10 * time.Second
+	// handshakeTimeout bounds each step of a handshake a node starts
+	// (dialing the next node); handshakeDeadline bounds the whole of one
+	// it answers.
+	handshakeTimeout = 10 * time.Second
+	// maxControl is the largest control frame accepted from an
+	// authenticated peer: a manifest or an ack of a chain of thousands
+	// of nodes fits many times over.
+	maxControl   = 4 << 20
+	drainTimeout = 10 * time.Second
+	// pingEvery: a node that sent its downstream nothing for this long
+	// sends a Ping (see upstreamSilence).
+	pingEvery = time.Second
 )
 
-// errStray marks a connection that did not speak the protocol.
-var errStray = errors.New("ring: stray connection")
+// layout is where a chunk buffer keeps a Data frame and, when they cannot
+// sit in the frame itself, the chunk's plain bytes:
+//
+//	[header, fixed fields, sealed payload, hop tag: frame bytes)[plain chunk: chunk bytes]
+//
+// With a key the frame holds the chunk sealed (nonce, ciphertext, tag) and
+// the plain bytes the node writes are apart; with compression the frame
+// holds the compressed chunk. Without either the plain bytes are the
+// frame's payload (rawOff == wire.DataHeaderSize, no room past the frame).
+type layout struct {
+	chunk  int // the session's chunk size
+	frame  int // room for the largest frame
+	rawOff int // where the plain chunk is
+	size   int // buffer size
+}
+
+// frameLayout is the layout of a session's buffers.
+func frameLayout(chunk int, compress, keyed bool) layout {
+	over := seal.TagSize // xxh3 checksum
+	if keyed {
+		over = 12 + 2*seal.TagSize // nonce, the source's tag, the hop tag
+	}
+	if compress {
+		over += 4 // the chunk's length before the compressed bytes
+	}
+	l := layout{chunk: chunk, frame: wire.DataHeaderSize + chunk + over}
+	if !compress && !keyed {
+		l.rawOff, l.size = wire.DataHeaderSize, l.frame
+		return l
+	}
+	l.rawOff, l.size = l.frame, l.frame+chunk
+	return l
+}
+
+// apart reports whether the plain chunk is apart from the frame.
+func (l layout) apart() bool { return l.rawOff >= l.frame }
+
+// raw is the region of buf for the plain chunk.
+func (l layout) raw(buf []byte) []byte { return buf[l.rawOff : l.rawOff+l.chunk] }
 
 // pool is a fixed set of chunk buffers, allocated on first use. get blocks
 // while all are in use: this is the backpressure that slows the upstream.
 type pool struct {
-	size   int
-	rawOff int // > 0: buffers keep a decompressed chunk from here (see frameLayout)
-	bufs   [][]byte
-	free   chan int
-	used   atomic.Int64
-	peak   atomic.Int64
+	layout
+	bufs [][]byte
+	free chan int
+	used atomic.Int64
+	peak atomic.Int64
 }
 
-func newPool(limit int64, size int) *pool {
-	n := int(limit / int64(size))
+// newPool returns a pool of buffers of layout l within limit bytes (at
+// least 4 buffers).
+func newPool(limit int64, l layout) *pool {
+	n := int(limit / int64(l.size))
 	if n < 4 {
 		n = 4
 	}
-	p := &pool{size: size, bufs: make([][]byte, n), free: make(chan int, n)}
+	p := &pool{layout: l, bufs: make([][]byte, n), free: make(chan int, n)}
 	for i := 0; i < n; i++ {
 		p.free <- i
 	}
 	return p
 }
+
+// payloadBytes is how many chunk bytes the pool's buffers hold in all: a
+// node's memory as its core counts it.
+func (p *pool) payloadBytes() int64 { return int64(len(p.bufs)) * int64(p.chunk) }
 
 func (p *pool) get(ctx context.Context) (core.Ref, []byte, error) {
 	select {
@@ -73,15 +123,12 @@ func (p *pool) get(ctx context.Context) (core.Ref, []byte, error) {
 	}
 }
 
-func (p *pool) buf(r core.Ref) []byte { return p.bufs[int(r)-1] }
-
-// chunk returns the session's chunk size and where a buffer keeps a
-// decompressed chunk (past the frame), from the buffer size.
-func (p *pool) chunk() (chunk, rawOff int) {
-	if p.rawOff > 0 {
-		return p.size - p.rawOff, p.rawOff
+// buf returns the buffer of r; nil when r is not one of the pool's.
+func (p *pool) buf(r core.Ref) []byte {
+	if r < 1 || int(r) > len(p.bufs) {
+		return nil
 	}
-	return p.size - wire.DataHeaderSize, p.size
+	return p.bufs[int(r)-1]
 }
 
 // rbBase offsets the refs of read-back buffers (chunks rebuilt to resume a
@@ -93,12 +140,17 @@ const rbBase core.Ref = 1 << 40
 // for at most that many at once).
 const rbBuffers = 4
 
+// put frees r. A ref that is not the pool's, or one freed twice (the
+// channel is full), is dropped rather than block or corrupt the pool.
 func (p *pool) put(r core.Ref) {
-	if r == 0 {
+	if r < 1 || int(r) > len(p.bufs) {
 		return
 	}
-	p.used.Add(-1)
-	p.free <- int(r) - 1
+	select {
+	case p.free <- int(r) - 1:
+		p.used.Add(-1)
+	default:
+	}
 }
 
 // queue is an unbounded FIFO feeding one worker goroutine, so the event
@@ -152,192 +204,6 @@ func randomBytes(b []byte) {
 	}
 }
 
-// readControl reads one whole frame of at most maxControl bytes.
-func readControl(r io.Reader) (wire.Msg, error) {
-	var h [wire.HeaderSize]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return nil, err
-	}
-	hd, err := wire.ParseHeader(h[:])
-	if err != nil {
-		return nil, err
-	}
-	if hd.Len > maxControl {
-		return nil, fmt.Errorf("%s frame of %d bytes: %w", hd.Type, hd.Len, wire.ErrTooLarge)
-	}
-	body := make([]byte, hd.Len)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, err
-	}
-	return wire.DecodeBody(hd.Type, body)
-}
-
-func writeMsg(w io.Writer, m wire.Msg) error {
-	_, err := w.Write(wire.Encode(m))
-	return err
-}
-
-// dialHop connects to the node at addr, retrying until timeout, and runs
-// the upstream side of the handshake (each step bounded by hsTimeout). A
-// node that refuses because it still hears from its upstream is asked
-// again until busyFor has passed. On success the node has accepted us.
-func dialHop(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string,
-	key []byte, s wire.SessionID, index int, tail, takeover bool, timeout, busyFor, hsTimeout, connTimeout time.Duration) (net.Conn, *bufio.Reader, error) {
-	start := time.Now()
-	deadline := start.Add(timeout)
-	if connTimeout <= 0 {
-		connTimeout = hsTimeout
-	}
-	for {
-		conn, err := dialOnce(ctx, dial, addr, deadline, connTimeout)
-		if err != nil {
-			return nil, nil, err
-		}
-		br, err := upHandshake(conn, key, s, index, tail, takeover, hsTimeout)
-		if err == nil {
-			return conn, br, nil
-		}
-		conn.Close()
-		if !errors.Is(err, errBusyHop) || time.Since(start) > busyFor {
-			return nil, nil, fmt.Errorf("handshake with %s: %w", addr, err)
-		}
-		// The node still hears from its current upstream: it may be us
-		// who are cut off, or it is about to notice. Ask again.
-		select {
-		case <-time.After(dialRetry):
-		case <-ctx.Done():
-			return nil, nil, ctx.Err()
-		}
-	}
-}
-
-// dialOnce connects, retrying failed connections until deadline; each
-// attempt waits connTimeout at most.
-func dialOnce(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string, deadline time.Time, connTimeout time.Duration) (net.Conn, error) {
-	for {
-		dctx, cancel := context.WithTimeout(ctx, connTimeout)
-		c, err := dial(dctx, "tcp", addr)
-		cancel()
-		if err == nil {
-			return c, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect %s: %w", addr, err)
-		}
-		select {
-		case <-time.After(dialRetry):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// errBusyHop is a refusal worth retrying.
-var errBusyHop = errors.New("node still hears from its upstream")
-
-func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int, tail, takeover bool, timeout time.Duration) (*bufio.Reader, error) {
-	_ = conn.SetDeadline(time.Now().Add(timeout))
-	defer conn.SetDeadline(time.Time{})
-	hello := &wire.Hello{Session: s, Index: uint32(index), Keyed: len(key) > 0, Tail: tail, Takeover: takeover}
-	randomBytes(hello.Nonce[:])
-	if err := writeMsg(conn, hello); err != nil {
-		return nil, err
-	}
-	br := bufio.NewReaderSize(conn, 64<<10)
-	m, err := readControl(br)
-	if err != nil {
-		return nil, err
-	}
-	ch, ok := m.(*wire.Challenge)
-	if !ok {
-		if rj, ok := m.(*wire.Reject); ok {
-			return nil, fmt.Errorf("rejected: %s", rj.Reason)
-		}
-		return nil, fmt.Errorf("unexpected %s frame instead of challenge", m.Type())
-	}
-	if len(key) > 0 {
-		want := wire.HandshakeMAC(key, wire.RoleDown, s, uint32(index), hello.Nonce, ch.Nonce)
-		if !wire.EqualMAC(want, ch.MAC) {
-			return nil, errors.New("authentication failed: the node does not prove the session key")
-		}
-	}
-	if err := writeMsg(conn, &wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleUp, s, uint32(index), hello.Nonce, ch.Nonce)}); err != nil {
-		return nil, err
-	}
-	m, err = readControl(br)
-	if err != nil {
-		return nil, err
-	}
-	switch m := m.(type) {
-	case *wire.Ack:
-		return br, nil
-	case *wire.Reject:
-		if m.Reason == errUpstreamAlive {
-			return nil, fmt.Errorf("rejected: %w", errBusyHop)
-		}
-		return nil, fmt.Errorf("rejected: %s", m.Reason)
-	default:
-		return nil, fmt.Errorf("unexpected %s frame instead of acceptance", m.Type())
-	}
-}
-
-// downHandshake runs the receiving side of a hop's handshake. accept
-// decides, once the peer is authenticated, whether this session is welcome
-// (an empty reason accepts).
-func downHandshake(conn net.Conn, key []byte, timeout time.Duration, accept func(*wire.Hello) string) (*wire.Hello, *bufio.Reader, error) {
-	_ = conn.SetDeadline(time.Now().Add(timeout))
-	defer conn.SetDeadline(time.Time{})
-	// Smaller than a chunk, so chunk payloads are read straight into
-	// their buffers instead of through this one.
-	br := bufio.NewReaderSize(conn, 64<<10)
-	m, err := readControl(br)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", errStray, err)
-	}
-	hello, ok := m.(*wire.Hello)
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: %s frame before hello", errStray, m.Type())
-	}
-	reject := func(reason string) error {
-		_ = writeMsg(conn, &wire.Reject{Reason: reason})
-		return errors.New(reason)
-	}
-	if len(key) > 0 && !hello.Keyed {
-		return nil, nil, reject("this node requires a session key")
-	}
-	ch := &wire.Challenge{}
-	randomBytes(ch.Nonce[:])
-	ch.MAC = wire.HandshakeMAC(key, wire.RoleDown, hello.Session, hello.Index, hello.Nonce, ch.Nonce)
-	if err := writeMsg(conn, ch); err != nil {
-		return nil, nil, err
-	}
-	m, err = readControl(br)
-	if err != nil {
-		return nil, nil, fmt.Errorf("waiting for proof: %w", err)
-	}
-	pr, ok := m.(*wire.Proof)
-	if !ok {
-		return nil, nil, fmt.Errorf("%s frame instead of proof", m.Type())
-	}
-	if len(key) > 0 {
-		want := wire.HandshakeMAC(key, wire.RoleUp, hello.Session, hello.Index, hello.Nonce, ch.Nonce)
-		if !wire.EqualMAC(want, pr.MAC) {
-			return nil, nil, reject("authentication failed: wrong key proof")
-		}
-	}
-	if reason := accept(hello); reason != "" {
-		return nil, nil, reject(reason)
-	}
-	ack := &wire.Ack{Nodes: []wire.AckNode{{Index: hello.Index, State: wire.StConnected}}}
-	if err := writeMsg(conn, ack); err != nil {
-		return nil, nil, err
-	}
-	return hello, br, nil
-}
-
 // loop is the event loop shared by Send and Receive: it feeds a state
 // machine with events from the I/O goroutines and performs its actions.
 type loop struct {
@@ -353,8 +219,8 @@ type loop struct {
 	onTick func()
 	// Receivers only: replacement upstream connections, and the number
 	// of the current one (events of older ones are dropped).
-	hops  <-chan hop
-	onHop func(hop) []core.Action
+	hops  <-chan accepted
+	onHop func(accepted) []core.Action
 	upGen func() int
 	// readBack performs ActReadBack (nodes: the sink worker; the source:
 	// its replay worker).
@@ -365,6 +231,8 @@ type loop struct {
 	// aside returns the worker of the source's aside feed of a node
 	// (core.Action.Aside), started on first use; nil on receivers.
 	aside func(index int) *downWorker
+	// asides lists the aside workers started (the source).
+	asides func() []*downWorker
 }
 
 // downFor is the worker an action goes to: the chain's, or an aside feed's.
@@ -375,12 +243,12 @@ func (l *loop) downFor(a core.Action) *downWorker {
 	return l.down
 }
 
-// rb returns the read-back pool for chunks of size bytes (frame included).
-func (l *loop) rb(size int) *pool {
+// rb returns the read-back pool, of buffers of layout lay.
+func (l *loop) rb(lay layout) *pool {
 	l.rbMu.Lock()
 	defer l.rbMu.Unlock()
 	if l.rbPool == nil {
-		l.rbPool = newPool(int64(max(l.rbCount, rbBuffers)*size), size)
+		l.rbPool = newPool(int64(max(l.rbCount, rbBuffers)*lay.size), lay)
 	}
 	return l.rbPool
 }
@@ -390,6 +258,9 @@ func (l *loop) buf(r core.Ref) []byte {
 	if r >= rbBase {
 		l.rbMu.Lock()
 		defer l.rbMu.Unlock()
+		if l.rbPool == nil {
+			return nil
+		}
 		return l.rbPool.buf(r - rbBase)
 	}
 	return l.pool.Load().buf(r)
@@ -401,7 +272,9 @@ func (l *loop) release(r core.Ref) {
 		l.rbMu.Lock()
 		p := l.rbPool
 		l.rbMu.Unlock()
-		p.put(r - rbBase)
+		if p != nil {
+			p.put(r - rbBase)
+		}
 		return
 	}
 	l.pool.Load().put(r)
@@ -425,7 +298,11 @@ func (l *loop) now() time.Duration { return time.Since(l.start) }
 
 // run performs initial, then steps events until the machine is done or ctx
 // ends. It returns the reason of ActDone.
-func (l *loop) run(ctx context.Context, initial []core.Action) (string, error) {
+//
+// A panic in the state machine or the actions (a bug a peer's frames
+// found) ends the session with an error instead of the process.
+func (l *loop) run(ctx context.Context, initial []core.Action) (reason string, err error) {
+	defer recoverAs(l, "in the session", func(r string) { reason, err = "", errors.New(r) })
 	t := time.NewTicker(tickEvery)
 	defer t.Stop()
 	if reason, done := l.perform(initial); done {
@@ -447,6 +324,7 @@ func (l *loop) run(ctx context.Context, initial []core.Action) (string, error) {
 			if l.onTick != nil {
 				l.onTick()
 			}
+			l.pingIdle()
 		case h := <-l.hops:
 			if reason, done := l.perform(l.onHop(h)); done {
 				return reason, nil
@@ -532,10 +410,14 @@ type downWorker struct {
 	timeout time.Duration
 	dead    time.Duration
 	mu      sync.Mutex
-	conn    net.Conn
+	hop     *hopConn
 	idx     int
 	broken  bool
 	wg      sync.WaitGroup
+	// lastWrite is when a frame last went to the downstream (unix ns);
+	// pinging: a Ping is queued (see pingIdle).
+	lastWrite atomic.Int64
+	pinging   atomic.Bool
 	// detaching: a Detach is queued; data frames before it are skipped.
 	detaching atomic.Bool
 	// aside: the worker feeds node asideOf aside the chain (the source);
@@ -572,19 +454,44 @@ func newDownWorker(ctx context.Context, l *loop, key []byte, dial func(context.C
 // abort closes the connection at once (a frozen peer must not block us).
 func (w *downWorker) abort() {
 	w.mu.Lock()
-	if w.conn != nil {
-		w.conn.Close()
+	if w.hop != nil {
+		w.hop.conn.Close()
 	}
 	w.broken = true
 	w.mu.Unlock()
+}
+
+// pingIdle queues a Ping on the downstream hop when nothing went on it for
+// pingEvery, so the node after us can tell a quiet upstream from a dead
+// one (it declares its upstream lost after upstreamSilence).
+func (w *downWorker) pingIdle() {
+	w.mu.Lock()
+	up := w.hop != nil && !w.broken
+	w.mu.Unlock()
+	if !up || time.Since(time.Unix(0, w.lastWrite.Load())) < pingEvery || !w.pinging.CompareAndSwap(false, true) {
+		return
+	}
+	w.q.push(core.Action{Kind: core.ActSendDown, Msg: &wire.Ping{}})
+}
+
+// pingIdle pings the idle downstream hops of the loop.
+func (l *loop) pingIdle() {
+	if l.down != nil {
+		l.down.pingIdle()
+	}
+	if l.asides != nil {
+		for _, w := range l.asides() {
+			w.pingIdle()
+		}
+	}
 }
 
 func (w *downWorker) run() {
 	defer w.wg.Done()
 	defer func() {
 		w.mu.Lock()
-		if w.conn != nil {
-			w.conn.Close()
+		if w.hop != nil {
+			w.hop.conn.Close()
 		}
 		w.mu.Unlock()
 	}()
@@ -596,9 +503,9 @@ func (w *downWorker) run() {
 		switch a.Kind {
 		case core.ActDial:
 			w.mu.Lock()
-			if w.conn != nil {
-				w.conn.Close()
-				w.conn = nil
+			if w.hop != nil {
+				w.hop.conn.Close()
+				w.hop = nil
 			}
 			w.mu.Unlock()
 			timeout, busy, hs := w.timeout, w.timeout, handshakeTimeout
@@ -617,23 +524,24 @@ func (w *downWorker) run() {
 				// up the chain waits for our answer to end the session.
 				connect = min(hs, rejoinConnectTimeout)
 			}
-			conn, br, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, a.Tail, a.Takeover, timeout, busy, hs, connect)
+			h, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, a.Tail, a.Takeover, timeout, busy, hs, connect)
 			if err != nil {
 				w.l.logf("ring: node %d (%s): %v", a.Index, a.Addr, err)
 				w.emit(core.Event{Kind: core.EvDownFailed, Index: a.Index, Err: err.Error()})
 				continue
 			}
 			w.mu.Lock()
-			w.conn, w.idx, w.broken = conn, a.Index, false
+			w.hop, w.idx, w.broken = h, a.Index, false
 			w.mu.Unlock()
+			w.lastWrite.Store(time.Now().UnixNano())
 			w.emit(core.Event{Kind: core.EvDownUp, Index: a.Index})
-			go w.readAcks(conn, br, a.Index)
+			go w.readAcks(h, a.Index)
 		case core.ActSendDown:
 			w.send(a)
 		case core.ActCloseDown:
 			w.mu.Lock()
-			if w.conn != nil {
-				tc, ok := w.conn.(interface{ CloseWrite() error })
+			if w.hop != nil {
+				tc, ok := w.hop.conn.(interface{ CloseWrite() error })
 				switch {
 				case ok && a.Err == "":
 					// Let the peer read everything, then it closes.
@@ -646,12 +554,12 @@ func (w *downWorker) run() {
 					// Its acks are drained (and ignored) until it
 					// hangs up, for at most the dead timeout.
 					_ = tc.CloseWrite()
-					c := w.conn
+					c := w.hop.conn
 					time.AfterFunc(max(w.dead, time.Second), func() { c.Close() })
-					w.conn = nil
+					w.hop = nil
 				default:
-					w.conn.Close()
-					w.conn = nil
+					w.hop.conn.Close()
+					w.hop = nil
 				}
 			}
 			w.broken = true
@@ -662,25 +570,32 @@ func (w *downWorker) run() {
 }
 
 func (w *downWorker) send(a core.Action) {
+	if _, ok := a.Msg.(*wire.Ping); ok {
+		w.pinging.Store(false)
+	}
 	w.mu.Lock()
-	conn, broken, idx := w.conn, w.broken, w.idx
+	h, broken, idx := w.hop, w.broken, w.idx
 	w.mu.Unlock()
 	var err error
 	_, isData := a.Msg.(*wire.Data)
 	skip := isData && w.detaching.Load()
-	if _, ok := a.Msg.(*wire.Detach); ok && conn != nil {
-		_ = conn.SetWriteDeadline(time.Now().Add(w.dead))
+	if _, ok := a.Msg.(*wire.Detach); ok && h != nil {
+		_ = h.conn.SetWriteDeadline(time.Now().Add(w.dead))
 	}
-	if conn != nil && !broken && !skip {
-		if _, ok := a.Msg.(*wire.Data); ok && a.Ref != 0 {
-			// The frame as built or received (maybe compressed): its
-			// header says how long it is.
-			buf := w.l.buf(a.Ref)
-			hd, _ := wire.ParseHeader(buf)
-			_, err = conn.Write(buf[:wire.HeaderSize+int(hd.Len)])
+	if h != nil && !broken && !skip {
+		if isData {
+			// The frame as built or received (sealed, maybe
+			// compressed): its header says how long it is.
+			err = errors.New("ring: data frame without its buffer")
+			if buf := w.l.buf(a.Ref); buf != nil {
+				if hd, perr := wire.ParseHeader(buf); perr == nil && wire.HeaderSize+int(hd.Len) <= len(buf) {
+					err = h.writeData(buf[:wire.HeaderSize+int(hd.Len)])
+				}
+			}
 		} else {
-			err = writeMsg(conn, a.Msg)
+			err = h.writeMsg(a.Msg)
 		}
+		w.lastWrite.Store(time.Now().UnixNano())
 		if err != nil {
 			w.mu.Lock()
 			w.broken = true
@@ -693,15 +608,22 @@ func (w *downWorker) send(a core.Action) {
 	}
 }
 
-func (w *downWorker) readAcks(conn net.Conn, br *bufio.Reader, idx int) {
+func (w *downWorker) readAcks(h *hopConn, idx int) {
+	defer recoverAs(w.l, "reading acks", func(err string) {
+		h.conn.Close()
+		w.emit(core.Event{Kind: core.EvDownFailed, Index: idx, Err: err})
+	})
 	for {
-		m, err := readControl(br)
+		m, err := h.readControl()
 		if err != nil {
 			w.mu.Lock()
-			if w.conn != conn {
-				conn.Close() // a connection we had let go of (detached)
+			if w.hop != h {
+				h.conn.Close() // a connection we had let go of (detached)
 			}
 			w.mu.Unlock()
+			if isAuthFailure(err) {
+				w.l.logf("ring: node %d: %v (closing the hop)", idx, err)
+			}
 			w.emit(core.Event{Kind: core.EvDownFailed, Index: idx, Err: err.Error()})
 			return
 		}

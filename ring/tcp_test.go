@@ -120,6 +120,10 @@ func (ns *nodeSinks) get(dest string) *memSink {
 // machine cannot stall a node for seconds.
 const testDead = 15 * time.Second
 
+// testKey keys the sessions of the TCP tests (a session without key is
+// the exception: Insecure).
+var testKey = bytes.Repeat([]byte("test key "), 4)
+
 type recvResult struct {
 	st  *NodeStatus
 	err error
@@ -163,7 +167,7 @@ func startClusterWrapped(t *testing.T, n int, cfgf func(i int, c *ReceiverConfig
 			ln = w(l)
 		}
 		prefix := fmt.Sprintf("node %d: ", i)
-		rc := ReceiverConfig{Open: ns.open, DeadTimeout: testDead, UpstreamWait: testDead, Logf: func(f string, a ...any) { t.Logf(prefix+f, a...) }}
+		rc := ReceiverConfig{Key: testKey, Open: ns.open, DeadTimeout: testDead, UpstreamWait: testDead, Logf: func(f string, a ...any) { t.Logf(prefix+f, a...) }}
 		if cfgf != nil {
 			cfgf(i, &rc)
 		}
@@ -218,7 +222,7 @@ func TestTCPChainIdenticalMultiItem(t *testing.T) {
 	b := randomData(2, 300<<10)
 	empty := []byte{}
 	var snaps int
-	rep, err := Send(context.Background(), SenderConfig{
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey,
 		Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 1 << 20, Logf: t.Logf,
 		Items:    []SendItem{bytesItem("a", a), bytesItem("empty", empty), bytesItem("b", b)},
 		Progress: func(Snapshot) { snaps++ },
@@ -275,7 +279,7 @@ func TestTCPSparseSourceLeavesHoles(t *testing.T) {
 	size := 4 << 20
 	data := randomData(3, size)
 	runs := [][2]int64{{0, 100 << 10}, {1 << 20, 50 << 10}, {3<<20 + 7, 10000}}
-	rep, err := Send(context.Background(), SenderConfig{
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey,
 		Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, Logf: t.Logf,
 		Items: []SendItem{{Item: Item{Name: "sparse", Dest: "/out/sparse", Size: int64(size)},
 			Open: func() (Source, error) { return &runsSource{data: data, runs: runs}, nil }}},
@@ -301,7 +305,7 @@ func TestTCPSparseSourceLeavesHoles(t *testing.T) {
 }
 
 func TestTCPKeyAllNodes(t *testing.T) {
-	key := []byte("cluster secret")
+	key := []byte("another cluster's secret")
 	c := startCluster(t, 3, func(i int, rc *ReceiverConfig) { rc.Key = key })
 	a := randomData(4, 2<<20)
 	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Key: key, ChunkSize: 256 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
@@ -314,11 +318,11 @@ func TestTCPKeyAllNodes(t *testing.T) {
 }
 
 func TestTCPWrongKeyNodeWritesNothing(t *testing.T) {
-	key := []byte("cluster secret")
+	key := []byte("another cluster's secret")
 	c := startCluster(t, 3, func(i int, rc *ReceiverConfig) {
 		rc.Key = key
 		if i == 1 {
-			rc.Key = []byte("not the key")
+			rc.Key = []byte("not the key, not the key")
 		}
 	})
 	a := randomData(5, 1<<20)
@@ -345,15 +349,23 @@ func TestTCPWrongKeyNodeWritesNothing(t *testing.T) {
 }
 
 func TestTCPNoKeySenderRefused(t *testing.T) {
-	c := startCluster(t, 1, func(i int, rc *ReceiverConfig) { rc.Key = []byte("k") })
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Items: []SendItem{bytesItem("a", []byte("abc"))}})
+	c := startCluster(t, 1, nil)
+	rep, err := Send(context.Background(), SenderConfig{Insecure: true, Nodes: c.addrs, DeadTimeout: testDead, Items: []SendItem{bytesItem("a", []byte("abc"))}})
 	require.ErrorIs(t, err, ErrUnreachable)
 	assert.Contains(t, rep.Nodes[0].Err, "requires a session key")
 	assert.Nil(t, c.sinks[0].get("/out/a"))
 }
 
+func TestTCPKeyedSenderRefusedByInsecureNode(t *testing.T) {
+	c := startCluster(t, 1, func(i int, rc *ReceiverConfig) { rc.Key, rc.Insecure = nil, true })
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, Items: []SendItem{bytesItem("a", []byte("abc"))}})
+	require.ErrorIs(t, err, ErrUnreachable)
+	assert.Contains(t, rep.Nodes[0].Err, "runs without a key")
+	assert.Nil(t, c.sinks[0].get("/out/a"))
+}
+
 func TestTCPStrayConnectionsIgnored(t *testing.T) {
-	key := []byte("k")
+	key := testKey
 	c := startCluster(t, 2, func(i int, rc *ReceiverConfig) { rc.Key = key; rc.HelloTimeout = 500 * time.Millisecond })
 	// Garbage, a silent connection, and a keyless impostor, to node 0.
 	g, err := net.Dial("tcp", c.addrs[0])
@@ -364,7 +376,7 @@ func TestTCPStrayConnectionsIgnored(t *testing.T) {
 	silent, err := net.Dial("tcp", c.addrs[0])
 	require.NoError(t, err)
 	t.Cleanup(func() { silent.Close() })
-	_, _, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("guess"), [16]byte{1}, 0, false, false, time.Second, time.Second, handshakeTimeout, 0)
+	_, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("a guess of the key, wrong"), [16]byte{1}, 0, false, false, time.Second, time.Second, handshakeTimeout, 0)
 	require.Error(t, err, "an impostor with the wrong key must not be accepted")
 	a := randomData(7, 1<<20)
 	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Key: key, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
@@ -397,10 +409,10 @@ func (f *flipConn) Write(p []byte) (int, error) {
 }
 
 func TestTCPCorruptChunkDetected(t *testing.T) {
-	for _, key := range [][]byte{nil, []byte("k")} {
+	for _, key := range [][]byte{nil, testKey} {
 		t.Run(fmt.Sprintf("key=%v", key != nil), func(t *testing.T) {
 			c := startCluster(t, 3, func(i int, rc *ReceiverConfig) {
-				rc.Key = key
+				rc.Key, rc.Insecure = key, key == nil
 				if i == 0 {
 					rc.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 						conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -412,7 +424,7 @@ func TestTCPCorruptChunkDetected(t *testing.T) {
 				}
 			})
 			a := randomData(8, 3<<20)
-			rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Key: key, ChunkSize: 1 << 20, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
+			rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Key: key, Insecure: key == nil, ChunkSize: 1 << 20, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
 			require.NoError(t, err)
 			assert.False(t, rep.OK())
 			assert.Equal(t, StateDone, rep.Nodes[0].State)
@@ -442,7 +454,7 @@ func TestTCPOpenErrorFailsOnlyThatNode(t *testing.T) {
 		}
 	})
 	a, b := randomData(9, 1<<20), randomData(10, 1<<20)
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 256 << 10, Items: []SendItem{bytesItem("a", a), bytesItem("b", b)}, Logf: t.Logf})
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 256 << 10, Items: []SendItem{bytesItem("a", a), bytesItem("b", b)}, Logf: t.Logf})
 	require.NoError(t, err)
 	assert.False(t, rep.OK())
 	assert.Equal(t, StateFailed, rep.Nodes[1].State)
@@ -467,7 +479,7 @@ func TestTCPFilesOnDisk(t *testing.T) {
 	a := randomData(11, 3<<20+5)
 	src := filepath.Join(dir, "src")
 	require.NoError(t, os.WriteFile(src, a, 0o600))
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Items: []SendItem{{Item: Item{Name: src, Dest: "/img", Size: int64(len(a))},
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, Items: []SendItem{{Item: Item{Name: src, Dest: "/img", Size: int64(len(a))},
 		Open: func() (Source, error) { f, err := os.Open(src); return ReaderSource(f), err }}}})
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "%+v", rep.Nodes)
@@ -527,7 +539,7 @@ func TestTCPBypassKilledReceiver(t *testing.T) {
 		}
 	})
 	a := randomData(12, 8<<20)
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 256 << 10, Items: []SendItem{bytesItem("a", a)},
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 256 << 10, Items: []SendItem{bytesItem("a", a)},
 		Logf: func(f string, a ...any) { t.Logf("source: "+f, a...) }})
 	require.NoError(t, err)
 	assert.False(t, rep.OK())
@@ -569,7 +581,7 @@ func TestTCPSlowSinkBackpressureBoundedMemory(t *testing.T) {
 	})
 	a := randomData(13, 4<<20) // 64 chunks: four times what a node may hold
 	start := time.Now()
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit, Items: []SendItem{bytesItem("a", a)}})
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 64 << 10, MemoryLimit: limit, Items: []SendItem{bytesItem("a", a)}})
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "%+v", rep.Nodes)
 	assert.GreaterOrEqual(t, time.Since(start), 64*2*time.Millisecond, "the chain waits for the slow disk")
@@ -591,19 +603,25 @@ func TestSendConfigErrors(t *testing.T) {
 	ok := bytesItem("a", []byte("x"))
 	for _, cfg := range []SenderConfig{
 		{},
-		{Nodes: []string{"127.0.0.1:1"}, ChunkSize: -1, Items: []SendItem{ok}},
-		{Nodes: []string{""}, Items: []SendItem{ok}},
-		{Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{{Item: Item{Name: "a"}}}},
-		{Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{{Item: Item{Name: "a", Dest: string(make([]byte, 5000))}, Open: ok.Open}}},
+		{Key: testKey, Nodes: []string{"127.0.0.1:1"}, ChunkSize: -1, Items: []SendItem{ok}},
+		{Key: testKey, Nodes: []string{""}, Items: []SendItem{ok}},
+		{Key: testKey, Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{{Item: Item{Name: "a"}}}},
+		{Key: testKey, Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{{Item: Item{Name: "a", Dest: string(make([]byte, 5000))}, Open: ok.Open}}},
+		{Key: testKey, Nodes: []string{"127.0.0.1:1"}},                                // no items
+		{Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{ok}},                       // no key, not Insecure
+		{Key: []byte("short"), Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{ok}}, // too short a key
+		{Key: testKey, Insecure: true, Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{ok}},
 	} {
 		_, err := Send(context.Background(), cfg)
 		assert.ErrorIs(t, err, ErrConfig, "%+v", cfg)
 	}
-	_, err := Send(context.Background(), SenderConfig{Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{{Item: Item{Name: "gone"},
+	_, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: []string{"127.0.0.1:1"}, Items: []SendItem{{Item: Item{Name: "gone"},
 		Open: func() (Source, error) { return nil, os.ErrNotExist }}}})
 	assert.ErrorIs(t, err, os.ErrNotExist, "an unreadable source stops the session before any node is touched")
 	_, err = Receive(context.Background(), nil, ReceiverConfig{})
 	assert.ErrorIs(t, err, ErrConfig)
+	_, err = Receive(context.Background(), nil, ReceiverConfig{Open: (&nodeSinks{}).open})
+	assert.ErrorIs(t, err, ErrConfig, "a receiver without key, not Insecure")
 }
 
 // freezer makes a node's connections stop dead (as a SIGSTOPped process
@@ -706,7 +724,7 @@ func testFrozenReceiver(t *testing.T, late bool) {
 	}, map[int]func(net.Listener) net.Listener{1: func(l net.Listener) net.Listener { return &frozenListener{l, fr} }})
 	a := randomData(14, 6<<20)
 	start := time.Now()
-	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
+	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
 	require.NoError(t, err)
 	el := time.Since(start)
 	if !late {
@@ -722,3 +740,6 @@ func testFrozenReceiver(t *testing.T, late bool) {
 	assert.Greater(t, el, dead, "the source waited for the silent node to be declared dead")
 	c.cancels[1]()
 }
+
+// bufBytes is the memory one chunk buffer of a keyed session takes.
+func bufBytes(chunk int) int64 { return int64(frameLayout(chunk, false, true).size) }

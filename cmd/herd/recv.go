@@ -122,6 +122,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 		MemoryLimit: mem,
 		StateDir:    o.stateDir,
 		Key:         key,
+		Insecure:    key == nil,
 		Open:        open,
 		Progress:    progress,
 		Logf:        logf,

@@ -223,25 +223,28 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "herd: sending %d item(s) to %d node(s): %s\n", len(items), len(s.clients), strings.Join(s.clients, " "))
 	}
 	var session ring.SessionID
+	var dataKey []byte
 	if o.resume != "" {
 		its := make([]ring.Item, len(items))
 		for i, it := range items {
 			its[i] = it.Item
 		}
-		id, resumed, err := ring.ResumeFile(o.resume, s.clients, its)
+		r, err := ring.ResumeFile(o.resume, s.clients, its)
 		if err != nil {
 			return usageError{err}
 		}
-		session = id
-		if resumed && !o.json {
-			fmt.Fprintf(stderr, "herd: resuming session %x from %s\n", id[:4], o.resume)
+		session, dataKey = r.Session, r.DataKey
+		if r.Resumed && !o.json {
+			fmt.Fprintf(stderr, "herd: resuming session %x from %s\n", r.Session[:4], o.resume)
 		}
 	}
 	rep, err := ring.Send(ctx, ring.SenderConfig{
 		Session:        session,
+		DataKey:        dataKey,
 		Nodes:          s.clients,
 		Items:          items,
 		Key:            key,
+		Insecure:       key == nil,
 		ConnectTimeout: o.connectTimeout,
 		DeadTimeout:    o.deadTimeout,
 		Slow:           ring.SlowPolicy(o.slow),

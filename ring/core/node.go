@@ -194,6 +194,10 @@ func (n *Node) RestoreFrame(m wire.Msg) error {
 	return nil
 }
 
+// SetMemory sets the bytes of chunks the driver's buffers hold (NodeConfig.
+// Memory), once it knows them: the slow-node checks compare half of it.
+func (n *Node) SetMemory(bytes int64) { n.cfg.Memory = bytes }
+
 // Restored reports how many stream frames RestoreFrame took.
 func (n *Node) Restored() uint64 {
 	if !n.restored {

@@ -1,36 +1,37 @@
 // Package wire encodes and decodes the frames of the herd chain protocol.
-// It is pure: no sockets, no files. Every frame is an 8-byte header (magic
-// "hd", type, flags (zero), little-endian body length) followed by the body.
+// It is pure: no sockets, no files, no keys. Every frame is an 8-byte
+// header (magic "hd", type, flags, little-endian body length) followed by
+// the body. ring/seal protects the bodies; this package only lays them out.
 //
 // A hop (one TCP connection from a node to the next) goes:
 //
-//	up → down   Hello      session id, the receiver's index, a nonce
-//	down → up   Challenge  its nonce, keyed-BLAKE3 MAC of both nonces (role "down")
-//	up → down   Proof      MAC of both nonces (role "up"); the key never travels
+//	up → down   Hello      protocol version, session id, the receiver's index, flags, Noise message 1
+//	down → up   Challenge  protocol version, Noise message 2 (or a Reject: wrong version, no key...)
+//	up → down   Proof      the first frame sealed under the hop's keys: the upstream is live
 //	down → up   Ack        acceptance (or Reject with a reason)
 //	down → up   Resume     stream frames it already has, and whether it has the manifest
-//	up → down   Manifest   (unless it has it) chain and items
-//	up → down   Data…, ItemEnd per item, End    stream frames, forwarded verbatim
+//	up → down   Manifest   (unless it has it) chain, items, the session's data key, the source's MAC
+//	up → down   Data…, ItemEnd per item, End    stream frames, forwarded as they came
 //	down → up   Ack…       statuses of this node and the nodes after it
+//	up → down   Ping       when the upstream has had nothing to send for a while
 //	up → down   Bye        everyone after the upstream is done or failed
 //	up → down   Detach     (to a node far slower than the rest) moved to the tail, or dropped
 //	up → down   Adopt      forwarded to the last node, which then feeds the moved node
 //	down → up   NotBack    passed up to the source: a node asked to rejoin did not answer
 //
-// Data frames carry the session id, the item index, a global chunk number
-// and the offset, with an xxh3-128 sum (keyed BLAKE3 with a session key) over
-// all of it. ItemEnd carries the BLAKE3 digest of the item's data and an
-// xxh3 of its run layout; every node compares them with what it wrote.
+// With a session key every frame after the Challenge is sealed (see
+// ring/seal): control frames under the hop's keys, Data frames once by the
+// source (their bytes are forwarded as they are) plus a per-hop tag. The
+// version in Hello and Challenge lets a node refuse a peer of another build
+// with a message naming both versions (VersionError).
 //
 // Data frames are laid out so a node can forward the bytes it received
 // verbatim and read a chunk straight into a buffer after the header:
 //
-//	buf := make([]byte, wire.DataHeaderSize+n)
-//	// fill buf[wire.DataHeaderSize:] with the payload, then:
-//	d := wire.Data{Session: s, Item: 0, Seq: 7, Off: off}
-//	d.Sum = wire.NewSummer(key, s).Sum(&d, buf[wire.DataHeaderSize:])
-//	wire.PutDataHeader(buf, &d, n)
-//	msg, rest, err := wire.Decode(buf) // msg.(*wire.Data).Payload aliases buf
+//	[header 8][session 16][item 4][seq 8][offset 8][payload: sealed chunk, see ring/seal]
+//
+// Payload is what travels (sealed, maybe compressed); the node's plaintext
+// is its business (ring/seal opens it).
 package wire
 
 import (
@@ -59,6 +60,7 @@ const (
 	TDetach    Type = 12 // upstream -> a slow node: you are moved to the tail (or dropped); stop forwarding
 	TAdopt     Type = 13 // forwarded down the chain: the last node feeds the moved node Index
 	TNotBack   Type = 14 // passed up the chain: the rejoin request for node Index found nobody
+	TPing      Type = 15 // upstream -> downstream: nothing else to send for a while; the hop is alive
 )
 
 func (t Type) String() string {
@@ -91,26 +93,84 @@ func (t Type) String() string {
 		return "adopt"
 	case TNotBack:
 		return "not-back"
+	case TPing:
+		return "ping"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
+
+// ProtocolVersion is the version of the hop protocol this build speaks. A
+// node refuses a peer of another version with a message naming both (see
+// VersionError). Version 1 was the unsealed protocol of herd before the
+// sealed chain.
+const ProtocolVersion = 2
 
 // Sizes and limits.
 const (
 	HeaderSize     = 8
 	MaxBody        = 64<<20 + 1024 // largest body accepted (chunks up to 64 MiB)
 	MaxChunk       = 64 << 20
-	dataFixed      = 16 + 4 + 8 + 8 + 16 // session, item, seq, off, sum
+	dataFixed      = 16 + 4 + 8 + 8 // session, item, seq, off
 	DataHeaderSize = HeaderSize + dataFixed
-	HelloMagic     = "HERDRNG1"
-	SumSize        = 16
-	NonceSize      = 32
-	MACSize        = 32
-	DigestSize     = 32
-	MaxString      = 4096    // longest name, path or address in a frame
-	MaxNodes       = 1 << 16 // longest chain
-	MaxItems       = 1024    // most items in a session
+	// helloPrefix and the version digit after it open Hello and
+	// Challenge bodies ("HERDRNG2").
+	helloPrefix   = "HERDRNG"
+	HandshakeSize = 48 // a Noise NNpsk0 message: ephemeral key and tag
+	KeySize       = 32 // the session's data key in the manifest
+	MACSize       = 32 // the source's MAC on manifest, item ends and end
+	DigestSize    = 32
+	MaxString     = 4096    // longest name, path or address in a frame
+	MaxNodes      = 1 << 16 // longest chain
+	MaxItems      = 1024    // most items in a session
+	// HelloSize and ChallengeSize are the exact body sizes of those
+	// frames in this version: a receiver reads nothing more from an
+	// unauthenticated peer.
+	HelloSize     = len(helloPrefix) + 1 + 16 + 4 + 1 + HandshakeSize
+	ChallengeSize = len(helloPrefix) + 1 + HandshakeSize
 )
+
+// VersionError is returned when decoding a Hello or Challenge of another
+// protocol version.
+type VersionError struct {
+	Peer int // the version the peer speaks
+}
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("wire: the peer speaks protocol version %d, this node speaks version %d", e.Peer, ProtocolVersion)
+}
+
+// PeekVersion returns the protocol version a Hello or Challenge body
+// announces (false when it does not start like one), whatever its size.
+func PeekVersion(body []byte) (int, bool) {
+	if len(body) < len(helloPrefix)+1 || string(body[:len(helloPrefix)]) != helloPrefix {
+		return 0, false
+	}
+	v := body[len(helloPrefix)]
+	if v < '1' || v > '9' {
+		return 0, false
+	}
+	return int(v - '0'), true
+}
+
+func appendVersion(b []byte) []byte {
+	return append(append(b, helloPrefix...), byte('0'+ProtocolVersion))
+}
+
+// readVersion checks the version prefix of a Hello or Challenge body.
+func readVersion(r *reader) error {
+	p := r.take(len(helloPrefix) + 1)
+	if p == nil {
+		return ErrBody
+	}
+	v, ok := PeekVersion(p)
+	if !ok {
+		return ErrMagic
+	}
+	if v != ProtocolVersion {
+		return &VersionError{Peer: v}
+	}
+	return nil
+}
 
 var magic = [2]byte{'h', 'd'}
 
@@ -152,7 +212,7 @@ func ParseHeader(b []byte) (Header, error) {
 		return Header{}, ErrMagic
 	}
 	h := Header{Type: Type(b[2]), Flags: b[3], Len: binary.LittleEndian.Uint32(b[4:])}
-	if h.Type < THello || h.Type > TNotBack {
+	if h.Type < THello || h.Type > TPing {
 		return h, fmt.Errorf("%w %d", ErrType, h.Type)
 	}
 	if h.Flags != 0 && !(h.Type == TData && h.Flags == FlagZstd) {
@@ -237,6 +297,8 @@ func DecodeBody(t Type, body []byte) (Msg, error) {
 		m = new(Adopt)
 	case TNotBack:
 		m = new(NotBack)
+	case TPing:
+		m = new(Ping)
 	default:
 		return nil, fmt.Errorf("%w %d", ErrType, t)
 	}
@@ -323,11 +385,12 @@ func appendStr(b []byte, s string) []byte {
 type SessionID [16]byte
 
 // Hello opens a hop. The upstream tells the downstream its index in the
-// chain and offers a nonce for authentication.
+// chain and starts the handshake. Every field is bound into the handshake
+// (its prologue), so a change on the way fails it.
 type Hello struct {
 	Session SessionID
 	Index   uint32 // the receiver's index in the chain
-	Keyed   bool   // the sender has a key and expects a MAC in the challenge
+	Keyed   bool   // the sender has a key; the handshake proves it (else Noise is zero)
 	// Tail: the receiver is fed at the end of the chain (a node moved
 	// there, or one that rejoins): it forwards to nobody.
 	Tail bool
@@ -335,13 +398,13 @@ type Hello struct {
 	// (Detach) and feeds the receiver itself now; the receiver accepts it
 	// even while that upstream still talks (it drains what it had).
 	Takeover bool
-	Nonce    [NonceSize]byte
+	Noise    [HandshakeSize]byte // the first handshake message (ring/seal)
 }
 
 // Type implements Msg.
 func (*Hello) Type() Type { return THello }
 func (m *Hello) appendBody(b []byte) []byte {
-	b = append(b, HelloMagic...)
+	b = appendVersion(b)
 	b = append(b, m.Session[:]...)
 	b = appendU32(b, m.Index)
 	k := byte(0)
@@ -355,12 +418,12 @@ func (m *Hello) appendBody(b []byte) []byte {
 		k |= 4
 	}
 	b = append(b, k)
-	return append(b, m.Nonce[:]...)
+	return append(b, m.Noise[:]...)
 }
 func (m *Hello) decodeBody(b []byte) error {
 	r := reader{b: b}
-	if string(r.take(len(HelloMagic))) != HelloMagic {
-		return ErrMagic
+	if err := readVersion(&r); err != nil {
+		return err
 	}
 	r.fixed(m.Session[:])
 	m.Index = r.u32()
@@ -369,8 +432,30 @@ func (m *Hello) decodeBody(b []byte) error {
 		return ErrBody
 	}
 	m.Keyed, m.Tail, m.Takeover = k&1 != 0, k&2 != 0, k&4 != 0
-	r.fixed(m.Nonce[:])
+	r.fixed(m.Noise[:])
 	return r.done()
+}
+
+// Prologue is what the handshake binds of the Hello: every field but the
+// handshake message itself.
+func (m *Hello) Prologue() []byte {
+	h := *m
+	h.Noise = [HandshakeSize]byte{}
+	return append([]byte("herd hop prologue\x00"), h.appendBody(nil)...)
+}
+
+// Ping keeps a hop alive when the upstream has nothing else to send: a
+// node that hears nothing from its upstream for long declares it lost.
+type Ping struct{}
+
+// Type implements Msg.
+func (*Ping) Type() Type                   { return TPing }
+func (m *Ping) appendBody(b []byte) []byte { return b }
+func (m *Ping) decodeBody(b []byte) error {
+	if len(b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrBody, len(b))
+	}
+	return nil
 }
 
 // Bye ends a hop cleanly: the upstream knows every node after it is in a
@@ -468,23 +553,23 @@ func (m *NotBack) decodeBody(b []byte) error {
 	return r.done()
 }
 
-// Challenge answers a Hello: the downstream's nonce and its MAC proving
-// the key (zero without key).
+// Challenge answers a Hello: the downstream's version and its handshake
+// message (zero without key).
 type Challenge struct {
-	Nonce [NonceSize]byte
-	MAC   [MACSize]byte
+	Noise [HandshakeSize]byte
 }
 
 // Type implements Msg.
 func (*Challenge) Type() Type { return TChallenge }
 func (m *Challenge) appendBody(b []byte) []byte {
-	b = append(b, m.Nonce[:]...)
-	return append(b, m.MAC[:]...)
+	return append(appendVersion(b), m.Noise[:]...)
 }
 func (m *Challenge) decodeBody(b []byte) error {
 	r := reader{b: b}
-	r.fixed(m.Nonce[:])
-	r.fixed(m.MAC[:])
+	if err := readVersion(&r); err != nil {
+		return err
+	}
+	r.fixed(m.Noise[:])
 	return r.done()
 }
 
@@ -517,18 +602,19 @@ func (m *Resume) decodeBody(b []byte) error {
 	return r.done()
 }
 
-// Proof completes the handshake: the upstream's MAC over both nonces.
-type Proof struct {
-	MAC [MACSize]byte
-}
+// Proof completes the handshake: the first frame the upstream seals under
+// the hop's keys, so the downstream knows the upstream is live (a replayed
+// Hello cannot produce it). Its body is empty.
+type Proof struct{}
 
 // Type implements Msg.
 func (*Proof) Type() Type                   { return TProof }
-func (m *Proof) appendBody(b []byte) []byte { return append(b, m.MAC[:]...) }
+func (m *Proof) appendBody(b []byte) []byte { return b }
 func (m *Proof) decodeBody(b []byte) error {
-	r := reader{b: b}
-	r.fixed(m.MAC[:])
-	return r.done()
+	if len(b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrBody, len(b))
+	}
+	return nil
 }
 
 // ManifestItem is one item of a session.
@@ -548,6 +634,8 @@ const (
 
 // Manifest describes a session: the chain, the items, and what to do with
 // a node far slower than the rest (Slow, after SlowAfterMs of lag; 0: never).
+// With a session key it also carries the key the source seals chunks with
+// (random per session) and the source's MAC over all of it (ring/seal).
 type Manifest struct {
 	Session     SessionID
 	ChunkSize   uint32
@@ -556,6 +644,8 @@ type Manifest struct {
 	Slow        uint8
 	SlowAfterMs uint32
 	Compress    uint8 // 1: data frames may be compressed (FlagZstd); receivers need room to expand them
+	DataKey     [KeySize]byte
+	Auth        [MACSize]byte
 }
 
 // Type implements Msg.
@@ -580,7 +670,9 @@ func (m *Manifest) appendBody(b []byte) []byte {
 	}
 	b = append(b, m.Slow)
 	b = appendU32(b, m.SlowAfterMs)
-	return append(b, m.Compress)
+	b = append(b, m.Compress)
+	b = append(b, m.DataKey[:]...)
+	return append(b, m.Auth[:]...)
 }
 func (m *Manifest) decodeBody(b []byte) error {
 	r := reader{b: b}
@@ -616,6 +708,8 @@ func (m *Manifest) decodeBody(b []byte) error {
 	m.Slow = r.u8()
 	m.SlowAfterMs = r.u32()
 	m.Compress = r.u8()
+	r.fixed(m.DataKey[:])
+	r.fixed(m.Auth[:])
 	if m.Compress > 1 {
 		return fmt.Errorf("%w: compression %d", ErrBody, m.Compress)
 	}
@@ -629,16 +723,17 @@ func (m *Manifest) decodeBody(b []byte) error {
 }
 
 // Data is one chunk: Payload goes at offset Off of item Item. Seq numbers
-// the chunks of the whole session from 0 without gaps. Sum is the xxh3 (or,
-// with a key, keyed BLAKE3) of the fields and the payload; see Summer.
+// the chunks of the whole session from 0 without gaps. Decoded from the
+// wire, Payload is what travelled: the chunk sealed by the source (or, in
+// a session without key, the bytes and their checksum); ring/seal opens it
+// and the driver hands the core the plaintext in Payload.
 type Data struct {
 	Session SessionID
 	Item    uint32
 	Seq     uint64
 	Off     int64
-	Sum     [SumSize]byte
 	Payload []byte
-	Flags   uint8 // header flags (FlagZstd: Payload is compressed); set by Decode, not DecodeBody
+	Flags   uint8 // header flags (FlagZstd: the chunk is compressed); set by Decode, not DecodeBody
 }
 
 // Type implements Msg.
@@ -651,16 +746,19 @@ func (m *Data) appendFixed(b []byte) []byte {
 	b = append(b, m.Session[:]...)
 	b = appendU32(b, m.Item)
 	b = appendU64(b, m.Seq)
-	b = appendU64(b, uint64(m.Off))
-	return append(b, m.Sum[:]...)
+	return appendU64(b, uint64(m.Off))
 }
+
+// AppendFixed appends the fixed fields of d (session, item, seq, offset)
+// as they are on the wire: ring/seal binds them to the payload.
+func (m *Data) AppendFixed(b []byte) []byte { return m.appendFixed(b) }
+
 func (m *Data) decodeBody(b []byte) error {
 	r := reader{b: b}
 	r.fixed(m.Session[:])
 	m.Item = r.u32()
 	m.Seq = r.u64()
 	m.Off = int64(r.u64())
-	r.fixed(m.Sum[:])
 	if r.err != nil {
 		return r.err
 	}
@@ -689,6 +787,7 @@ type ItemEnd struct {
 	Bytes  int64
 	Digest [DigestSize]byte
 	Layout uint64
+	Auth   [MACSize]byte // the source's MAC (ring/seal), zero without key
 }
 
 // Type implements Msg.
@@ -698,7 +797,8 @@ func (m *ItemEnd) appendBody(b []byte) []byte {
 	b = appendU64(b, uint64(m.Size))
 	b = appendU64(b, uint64(m.Bytes))
 	b = append(b, m.Digest[:]...)
-	return appendU64(b, m.Layout)
+	b = appendU64(b, m.Layout)
+	return append(b, m.Auth[:]...)
 }
 func (m *ItemEnd) decodeBody(b []byte) error {
 	r := reader{b: b}
@@ -707,6 +807,7 @@ func (m *ItemEnd) decodeBody(b []byte) error {
 	m.Bytes = int64(r.u64())
 	r.fixed(m.Digest[:])
 	m.Layout = r.u64()
+	r.fixed(m.Auth[:])
 	return r.done()
 }
 
@@ -714,18 +815,21 @@ func (m *ItemEnd) decodeBody(b []byte) error {
 type End struct {
 	Chunks uint64
 	Bytes  int64
+	Auth   [MACSize]byte // the source's MAC (ring/seal), zero without key
 }
 
 // Type implements Msg.
 func (*End) Type() Type { return TEnd }
 func (m *End) appendBody(b []byte) []byte {
 	b = appendU64(b, m.Chunks)
-	return appendU64(b, uint64(m.Bytes))
+	b = appendU64(b, uint64(m.Bytes))
+	return append(b, m.Auth[:]...)
 }
 func (m *End) decodeBody(b []byte) error {
 	r := reader{b: b}
 	m.Chunks = r.u64()
 	m.Bytes = int64(r.u64())
+	r.fixed(m.Auth[:])
 	return r.done()
 }
 
