@@ -68,7 +68,11 @@ func TestSenderFeedsAMovedNodeAside(t *testing.T) {
 	// Everyone in the chain is done; the moved node is not yet.
 	acts = s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.Ack{Nodes: []wire.AckNode{{Index: 0, State: wire.StDone}, {Index: 2, State: wire.StDone}}}, Now: 2 * time.Second})
 	assert.Nil(t, find(acts, ActDone), "the aside node is not done")
-	acts = s.Step(Event{Kind: EvDown, Index: 1, Aside: true, Msg: &wire.Ack{Nodes: []wire.AckNode{{Index: 1, State: wire.StDone, Frames: 4}}}, Now: 3 * time.Second})
+	// It reports the source's digest: the source takes its word.
+	var dg [wire.DigestSize]byte
+	decodeHex(s.Items()[0].Digest, dg[:])
+	done := []wire.AckItem{{Bytes: 8, Verified: true, HasDigest: true, Digest: dg}}
+	acts = s.Step(Event{Kind: EvDown, Index: 1, Aside: true, Msg: &wire.Ack{Nodes: []wire.AckNode{{Index: 1, State: wire.StDone, Frames: 4, Items: done}}}, Now: 3 * time.Second})
 	require.NotNil(t, find(acts, ActDone))
 	var bye bool
 	for _, a := range acts {

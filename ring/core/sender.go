@@ -80,7 +80,9 @@ func (s *Sender) Bytes() int64 { return s.bytes }
 // Items returns the source's item statuses (digest once the item is read).
 func (s *Sender) Items() []ItemStatus { return append([]ItemStatus(nil), s.status...) }
 
-// Nodes returns the last known status of every node.
+// Nodes returns the last known status of every node. A node that says it
+// is done is done only if it reports, for every item, the digest the
+// source computed: otherwise it is failed, with the reason (see verdict).
 func (s *Sender) Nodes() []NodeStatus {
 	out := make([]NodeStatus, len(s.down.view))
 	for j := range out {
@@ -88,9 +90,46 @@ func (s *Sender) Nodes() []NodeStatus {
 		if a, ok := s.asideStatus(j); ok {
 			v = a
 		}
-		out[j] = copyStatus(v)
+		out[j] = s.verdict(copyStatus(v))
 	}
 	return out
+}
+
+// verdict checks a node's word that it is done against the source's own
+// digests: a node is done only with every item verified and its digest
+// equal to the source's. The node checked the same digests itself against
+// the source's authenticated item ends; a difference means it took up
+// something else as verified (a stale or forged journal, a bug), and the
+// source does not take its word for it.
+func (s *Sender) verdict(v NodeStatus) NodeStatus {
+	if v.State != StateDone {
+		return v
+	}
+	why := ""
+	switch {
+	case len(v.Items) != len(s.status):
+		why = fmt.Sprintf("reports %d items, the session has %d", len(v.Items), len(s.status))
+	default:
+		for i, it := range v.Items {
+			src := s.status[i]
+			switch {
+			case src.Digest == "":
+				why = fmt.Sprintf("item %d (%s): the source has no digest to compare", i, src.Dest)
+			case it.Digest == "" || !it.Verified:
+				why = fmt.Sprintf("item %d (%s): done without a verified digest", i, src.Dest)
+			case it.Digest != src.Digest:
+				why = fmt.Sprintf("item %d (%s): its digest %.16s… differs from the source's %.16s…", i, src.Dest, it.Digest, src.Digest)
+			}
+			if why != "" {
+				break
+			}
+		}
+	}
+	if why != "" {
+		v.State = StateFailed
+		v.Err = "not verified by the source: " + why
+	}
+	return v
 }
 
 // Err is the reason the session stopped at the source, if it did.
