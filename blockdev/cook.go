@@ -313,7 +313,7 @@ func writeSparse(ctx context.Context, fs *FileSink, r io.Reader) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, err := io.ReadFull(r, buf)
+		n, err := readFull(r, buf)
 		for i := 0; i < n; {
 			j := min(n, i+64<<10)
 			// A device keeps what it held where nothing is written:
@@ -329,7 +329,7 @@ func writeSparse(ctx context.Context, fs *FileSink, r io.Reader) error {
 			i = j
 		}
 		off += int64(n)
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
@@ -345,6 +345,21 @@ func writeSparse(ctx context.Context, fs *FileSink, r io.Reader) error {
 		return fmt.Errorf("sync %s: %w", fs.name, err)
 	}
 	return fs.Close()
+}
+
+// readFull fills buf from r. Unlike io.ReadFull it returns io.EOF only
+// for the end of the stream, so a truncated compressed stream
+// (io.ErrUnexpectedEOF from its decoder) is an error, not a short image.
+func readFull(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // WriteAt feeds p, which must start at or after the end of the previous

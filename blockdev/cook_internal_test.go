@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -88,4 +89,15 @@ func TestCookZstdHugeWindow(t *testing.T) {
 	err = feed(s, zstdHugeWindow)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "window")
+}
+
+// TestCookTruncatedGzip: a gzip stream cut short is an error, not a
+// shorter image.
+func TestCookTruncatedGzip(t *testing.T) {
+	z := gzipOf(bytes.Repeat([]byte("herd data "), 1<<20), 1)
+	s, err := openCookSink(context.Background(), "x.gz", filepath.Join(t.TempDir(), "o"), -1, SinkOptions{}, -1)
+	require.NoError(t, err)
+	defer s.Close()
+	err = feed(s, z[:len(z)/2])
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 }

@@ -468,6 +468,9 @@ func (x *extractor) finish() error {
 	}
 	sort.SliceStable(x.dirs, func(i, j int) bool { return depth(x.dirs[i].name) > depth(x.dirs[j].name) })
 	for _, d := range x.dirs {
+		if err := x.ctx.Err(); err != nil {
+			return err
+		}
 		if err := x.meta(d.name, d); err != nil {
 			return x.fail(d, err)
 		}
