@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -291,4 +292,40 @@ func TestCookWritePastSize(t *testing.T) {
 	_, err = s.WriteAt(make([]byte, 11), 0)
 	require.ErrorIs(t, err, blockdev.ErrOutOfRange)
 	require.True(t, strings.Contains(err.Error(), "the item has 10"))
+}
+
+// smallTmpfs mounts a tmpfs of size bytes for the test, or skips.
+func smallTmpfs(t *testing.T, size int) string {
+	needRoot(t)
+	d := t.TempDir()
+	if err := unix.Mount("tmpfs", d, "tmpfs", 0, "size="+strconv.Itoa(size)); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(d, unix.MNT_DETACH) })
+	return d
+}
+
+// A full disk mid-item is an error, not a hang: a decompressed image
+// larger than the filesystem fails on ENOSPC; an archive entry that does
+// not fit is refused before it is written.
+func TestCookFullDisk(t *testing.T) {
+	dir := smallTmpfs(t, 4<<20)
+	data := patterned(8<<20, 3)
+	for i := range data { // no zero blocks: every byte needs room
+		data[i] |= 1
+	}
+	var z bytes.Buffer
+	w := gzip.NewWriter(&z)
+	_, err := w.Write(data)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	start := time.Now()
+	err = cookBytes(t, z.Bytes(), "disk.img.gz", filepath.Join(dir, "disk.img"), blockdev.SinkOptions{})
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	require.Less(t, time.Since(start), 2*time.Second)
+
+	arc := append(tartest.File("big", data, 0o644), tartest.End()...)
+	err = cookBytes(t, arc, "x.tar", filepath.Join(dir, "tree"), blockdev.SinkOptions{})
+	require.ErrorIs(t, err, blockdev.ErrTooSmall)
+	require.Contains(t, err.Error(), `entry "big"`)
 }
