@@ -5,6 +5,7 @@ package blockdev_test
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -33,7 +34,7 @@ func cook(t *testing.T, srcPath, srcName, dest string, opts blockdev.SinkOptions
 
 func cookBytes(t *testing.T, data []byte, srcName, dest string, opts blockdev.SinkOptions) error {
 	t.Helper()
-	s, err := blockdev.OpenCookSink(srcName, dest, opts)
+	s, err := blockdev.OpenCookSink(context.Background(), srcName, dest, int64(len(data)), opts)
 	if err != nil {
 		return err
 	}
@@ -100,7 +101,7 @@ func TestCookDecompressToDevice(t *testing.T) {
 	err = cook(t, big, "big.img.gz", dev, blockdev.SinkOptions{AllowDevices: []string{dev}})
 	require.ErrorIs(t, err, blockdev.ErrTooSmall)
 
-	_, err = blockdev.OpenCookSink("disk.img.gz", dev, blockdev.SinkOptions{})
+	_, err = blockdev.OpenCookSink(context.Background(), "disk.img.gz", dev, -1, blockdev.SinkOptions{})
 	require.ErrorIs(t, err, blockdev.ErrNotAllowed)
 }
 
@@ -240,7 +241,7 @@ func TestCookArchives(t *testing.T) {
 			b, err := exec.Command("sh", "-c", cmd).CombinedOutput()
 			require.NoError(t, err, "%s: %s", cmd, b)
 			root := t.TempDir()
-			require.NoError(t, cook(t, out, a.name, "unpacked", blockdev.SinkOptions{Root: root}))
+			require.NoError(t, cook(t, out, a.name, "unpacked", blockdev.SinkOptions{Root: root, Special: true}))
 			got := snapshot(t, filepath.Join(root, "unpacked"), xattr && strings.Contains(a.name, "tar"))
 			w := want
 			if !strings.Contains(a.name, "tar") { // cpio has no xattrs
@@ -339,7 +340,7 @@ func TestCookOrderAndAbort(t *testing.T) {
 	z := compressFile(t, "gzip", data)
 	gz, err := os.ReadFile(z)
 	require.NoError(t, err)
-	s, err := blockdev.OpenCookSink("x.gz", filepath.Join(t.TempDir(), "o"), blockdev.SinkOptions{})
+	s, err := blockdev.OpenCookSink(context.Background(), "x.gz", filepath.Join(t.TempDir(), "o"), -1, blockdev.SinkOptions{})
 	require.NoError(t, err)
 	_, err = s.WriteAt(gz[:1000], 0)
 	require.NoError(t, err)
@@ -359,9 +360,9 @@ func TestCookOrderAndAbort(t *testing.T) {
 
 func TestCookRootConfinement(t *testing.T) {
 	root := t.TempDir()
-	_, err := blockdev.OpenCookSink("a.tar", "../elsewhere", blockdev.SinkOptions{Root: root})
+	_, err := blockdev.OpenCookSink(context.Background(), "a.tar", "../elsewhere", -1, blockdev.SinkOptions{Root: root})
 	require.ErrorIs(t, err, blockdev.ErrNotAllowed)
-	_, err = blockdev.OpenCookSink("a.gz", "/etc/x", blockdev.SinkOptions{Root: root})
+	_, err = blockdev.OpenCookSink(context.Background(), "a.gz", "/etc/x", -1, blockdev.SinkOptions{Root: root})
 	require.ErrorIs(t, err, blockdev.ErrNotAllowed)
 }
 
@@ -374,7 +375,7 @@ func TestCookSinkConformance(t *testing.T) {
 			blocktest.TestSink(t, blocktest.SinkCase{
 				Open: func(t *testing.T, size int64) blocktest.Sink {
 					out = filepath.Join(t.TempDir(), "disk.img")
-					s, err := blockdev.OpenCookSink(tc.name, out, blockdev.SinkOptions{})
+					s, err := blockdev.OpenCookSink(context.Background(), tc.name, out, -1, blockdev.SinkOptions{})
 					require.NoError(t, err)
 					return s
 				},

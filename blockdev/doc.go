@@ -77,6 +77,9 @@ var (
 	ErrOutOfRange = errors.New("blockdev: write past the end of the target")
 	// ErrUnsupported: a format or feature blockdev does not handle.
 	ErrUnsupported = errors.New("blockdev: unsupported")
+	// ErrLimit: a cooked item passed a bound on its output (a
+	// decompression ratio past the free space); the message names it.
+	ErrLimit = errors.New("blockdev: output bound reached")
 	// ErrClosed: the source or sink was used after Close.
 	ErrClosed = errors.New("blockdev: closed")
 )

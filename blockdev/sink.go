@@ -43,6 +43,14 @@ type SinkOptions struct {
 	// only grown to size): a restarted receiver takes up what it wrote
 	// before (ring.Item.Keep). Devices are never truncated.
 	Keep bool
+	// Special lets a cooked archive create device nodes and FIFOs, keep
+	// setuid/setgid bits, give files the owners the archive names (when
+	// running as root) and set privileged extended attributes (file
+	// capabilities, ACLs, SELinux labels). Off by default: such entries
+	// are skipped or stripped and named in CookSink.Notes. Turn it on
+	// only to unpack an operating system tree onto a filesystem made for
+	// it (file-level deploys, PXE stage 2).
+	Special bool
 }
 
 // FileSink writes runs to a regular file or a block device. It satisfies

@@ -311,7 +311,10 @@ func (s *fsSink) open() error {
 		}
 		return ErrNotPrepared
 	}
-	inner, err := blockdev.OpenCookSink("filesystem.tar", dir, blockdev.SinkOptions{})
+	// The tree is an operating system unpacked onto filesystems this
+	// receiver made itself: its device nodes, setuid programs, owners and
+	// capabilities are the point (Special).
+	inner, err := blockdev.OpenCookSink(s.r.ctx, "filesystem.tar", dir, -1, blockdev.SinkOptions{Special: true})
 	if err != nil {
 		return fmt.Errorf("unpack %s: %w", dest, err)
 	}

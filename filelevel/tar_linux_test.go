@@ -113,7 +113,7 @@ func treeList(t *testing.T, dir string, skip func(string) bool) []string {
 // chunks, as a node does.
 func unpack(t *testing.T, stream []byte, dir string) {
 	t.Helper()
-	s, err := blockdev.OpenCookSink("fs.tar", dir, blockdev.SinkOptions{})
+	s, err := blockdev.OpenCookSink(context.Background(), "fs.tar", dir, int64(len(stream)), blockdev.SinkOptions{Special: true})
 	require.NoError(t, err)
 	defer s.Close()
 	for off := 0; off < len(stream); off += 100000 {

@@ -218,8 +218,11 @@ func (z *Reader) step() error {
 
 // Read implements io.Reader.
 func (z *Reader) Read(p []byte) (int, error) {
-	if z.pos == len(z.out) {
-		z.out, z.pos = z.out[:0], 0
+	if z.pos > 0 {
+		// Keep only what is not returned yet, so memory stays at one
+		// read plus one string (64 KiB) whatever the output's size.
+		k := copy(z.out, z.out[z.pos:])
+		z.out, z.pos = z.out[:k], 0
 	}
 	// Decode until p can be filled (a code adds at most 64 KiB).
 	for len(z.out)-z.pos < len(p) && z.err == nil {

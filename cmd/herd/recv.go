@@ -94,6 +94,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(stderr, "herd recv: "+format+"\n", args...)
 	}
+	o.sink.ctx, o.sink.logf = ctx, logf // cooked items stop with the receiver and say what they left out
 	if !o.json {
 		fmt.Fprintf(stderr, "herd recv: waiting for a session on %s\n", l.Addr())
 	}
