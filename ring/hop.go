@@ -154,6 +154,11 @@ func remoteHost(conn net.Conn) string {
 // errBusyHop is a refusal worth retrying.
 var errBusyHop = errors.New("node still hears from its upstream")
 
+// errBusySession: the node takes part in another session (it may be
+// about to end it, or a peer holds it without sending anything and the
+// node forgets it soon): worth retrying while the connect timeout lasts.
+var errBusySession = errors.New("this node is busy with another session")
+
 // errStray marks a connection that did not speak the protocol.
 var errStray = errors.New("ring: stray connection")
 
@@ -253,8 +258,11 @@ func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int, tail, t
 	case *wire.Ack:
 		return h, nil
 	case *wire.Reject:
-		if m.Reason == errUpstreamAlive {
+		switch m.Reason {
+		case errUpstreamAlive:
 			return nil, fmt.Errorf("rejected: %w", errBusyHop)
+		case errBusySession.Error():
+			return nil, fmt.Errorf("rejected: %w", errBusySession)
 		}
 		return nil, fmt.Errorf("rejected: %s", m.Reason)
 	default:
@@ -359,7 +367,9 @@ func dialHop(ctx context.Context, dial func(context.Context, string, string) (ne
 			return h, nil
 		}
 		conn.Close()
-		if !errors.Is(err, errBusyHop) || time.Since(start) > busyFor {
+		retry := (errors.Is(err, errBusyHop) && time.Since(start) <= busyFor) ||
+			(errors.Is(err, errBusySession) && time.Now().Before(deadline))
+		if !retry {
 			return nil, fmt.Errorf("handshake with %s: %w", addr, err)
 		}
 		// The node still hears from its current upstream: it may be us

@@ -311,7 +311,7 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 					defer mu.Unlock()
 					if session != nil {
 						if *session != h.Session || ourIndex != h.Index {
-							return "this node is busy with another session"
+							return errBusySession.Error()
 						}
 						// A replacement upstream is welcome only when the
 						// current one is gone or silent: a node that was
@@ -790,6 +790,7 @@ func (r upstreamReader) run(ctx context.Context) {
 	conn, br, ch := r.h.h.conn, r.h.h.br, r.h.h.ch
 	fail := func(err error) {
 		r.activity.Store(0)
+		conn.Close() // the upstream hears of it at once
 		if isAuthFailure(err) {
 			r.lp.logf("ring: upstream %s: %v (closing the hop)", conn.RemoteAddr(), err)
 		}
@@ -818,11 +819,16 @@ func (r upstreamReader) run(ctx context.Context) {
 			fail(err)
 			return
 		}
-		r.activity.Store(time.Now().UnixNano())
 		hd, err := wire.ParseHeader(hb[:])
 		if err != nil {
 			fail(err)
 			return
+		}
+		if hd.Type != wire.TPing {
+			// Pings say the upstream lives, not that it feeds us: an
+			// upstream that lost its own upstream pings on, and a node
+			// bypassing it must be let in (see errUpstreamAlive).
+			r.activity.Store(time.Now().UnixNano())
 		}
 		if hd.Type != wire.TData {
 			// The body has its own pace: a large manifest on a slow link.
@@ -927,8 +933,12 @@ func (r upstreamReader) run(ctx context.Context) {
 		bad := false
 		plain, err := st.chunks.Open(dst, d)
 		if err != nil {
-			r.lp.logf("ring: %v", err)
-			bad = true
+			// Every node before us opened it (or failed its own hop):
+			// it changed on this hop. The hop is no good; the upstream
+			// resends what we lack on another (or bypasses us).
+			pl.put(ref)
+			fail(fmt.Errorf("hop closed: %w", err))
+			return
 		} else if len(plain) > pl.chunk+4 {
 			r.lp.logf("ring: chunk %d of %d bytes exceeds the session's chunk size", d.Seq, len(plain))
 			bad = true

@@ -436,6 +436,13 @@ func (n *Node) onUpNew(ev Event, out *[]Action) {
 	n.upGone = false
 	n.lastUpAt = n.now
 	n.fullAck = true
+	if h.Tail {
+		// Fed at the tail by a new upstream: moved there, or taken back
+		// after the chain took us for lost (our upstream hop failed while
+		// we lived on). Say so: a source that reported us failed takes our
+		// new word (wire.AckRejoined; ignored for a node not failed).
+		n.rejoined = true
+	}
 	if h.Tail && !n.tail && n.man != nil {
 		// Fed at the tail now: we were moved there, and the Detach
 		// that said so was lost. We forward to nobody (our old

@@ -45,7 +45,7 @@ type Config struct {
 	DialFail time.Duration         // time to learn that a dial failed; 0: 100ms
 	Kill     map[int]time.Duration // node index -> virtual time it freezes (stops, connections stay open and silent)
 	Crash    map[int]time.Duration // node index -> virtual time it crashes (stops, connections reset)
-	Corrupt  map[int]uint64        // node index -> chunk seq that arrives corrupted at it
+	Corrupt  map[int]uint64        // node index -> chunk seq that arrives corrupted at it (the first time it is sent there)
 	Drop     map[int]uint64        // node index -> chunk seq lost on the link into it
 	OpenFail map[int]bool          // nodes whose sinks cannot be opened
 	Limit    time.Duration         // virtual time limit; 0: 1 hour
@@ -184,7 +184,7 @@ type sim struct {
 	count     int
 	manSize   int
 	session   wire.SessionID
-	bad       map[*wire.Data]bool // chunks damaged in transit
+	bad       map[int]bool // nodes a chunk arrived damaged at (once each)
 	man       *wire.Manifest
 	readBacks int
 }
@@ -221,7 +221,7 @@ func Run(cfg Config) (*Result, error) {
 	if sizes == nil {
 		sizes = []int64{cfg.Size}
 	}
-	s := &sim{cfg: cfg, bad: map[*wire.Data]bool{}}
+	s := &sim{cfg: cfg, bad: map[int]bool{}}
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	man := &wire.Manifest{ChunkSize: uint32(cfg.ChunkSize), Slow: cfg.Slow, SlowAfterMs: uint32(cfg.SlowAfter / time.Millisecond)}
 	rng.Read(man.Session[:])
@@ -235,7 +235,7 @@ func Run(cfg Config) (*Result, error) {
 		man.Items = append(man.Items, wire.ManifestItem{Name: itemName(i), Dest: destName(i), Size: sz})
 	}
 	s.session = man.Session
-	if cfg.Rejoin == 0 && len(cfg.Restart) > 0 {
+	if cfg.Rejoin == 0 && (len(cfg.Restart) > 0 || len(cfg.Corrupt) > 0) {
 		cfg.Rejoin = 200 * time.Millisecond
 	}
 	s.man = man
@@ -683,19 +683,16 @@ func (s *sim) pumpLink(l *link) {
 		ev := core.Event{Kind: core.EvUp, Msg: f.msg, Ref: ref}
 		lost := false
 		if isData {
-			if seq, ok := s.cfg.Corrupt[to.idx]; ok && seq == d.Seq && !s.bad[d] {
-				// Damage a copy: the node forwards the damaged bytes, as
-				// a TCP relay would, and its sum no longer matches.
-				c := *d
-				c.Payload = append([]byte(nil), d.Payload...)
-				if len(c.Payload) > 0 {
-					c.Payload[len(c.Payload)/2] ^= 0x40
-				}
-				s.bad[&c] = true
-				ev.Msg = &c
-			}
-			if dm := ev.Msg.(*wire.Data); s.bad[dm] {
-				ev.Bad = true
+			if seq, ok := s.cfg.Corrupt[to.idx]; ok && seq == d.Seq && !s.bad[to.idx] && !l.closed {
+				// Damaged on the way: the receiving driver finds the
+				// chunk fails its check (ring/seal) and closes the hop,
+				// as it would over TCP. The upstream takes the node for
+				// lost and resends what the next one lacks.
+				s.bad[to.idx] = true // once: a resend arrives intact
+				s.release(to, ref)
+				s.resetLink(l, fmt.Sprintf("hop closed: chunk %d failed its check", d.Seq))
+				s.pumpLink(l)
+				return
 			}
 			if seq, ok := s.cfg.Drop[to.idx]; ok && seq == d.Seq {
 				lost = true
@@ -749,6 +746,25 @@ func (s *sim) release(h *host, ref core.Ref) {
 	if h.up != nil {
 		s.pumpLink(h.up)
 	}
+}
+
+// resetLink closes l as its receiving end does when a frame fails its
+// check: the frames queued on it are dropped, both ends notice.
+func (s *sim) resetLink(l *link, reason string) {
+	if l.closed {
+		return
+	}
+	l.closed = true
+	from, to := l.from, l.to
+	for _, f := range l.queue {
+		if f.ref != 0 {
+			ref := f.ref
+			s.at(0, func() { s.step(from, core.Event{Kind: core.EvSent, Ref: ref}) })
+		}
+	}
+	l.queue = nil
+	s.at(s.cfg.Latency, func() { s.step(from, core.Event{Kind: core.EvDownFailed, Index: to.idx, Err: reason}) })
+	s.step(to, core.Event{Kind: core.EvUpClosed, Err: reason})
 }
 
 func (s *sim) closeLink(l *link, abort bool) {

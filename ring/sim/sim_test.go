@@ -109,18 +109,16 @@ func TestCorruptDropAndOpenFailure(t *testing.T) {
 
 	cfg := base
 	cfg.Corrupt = map[int]uint64{2: 5}
+	cfg.Size, cfg.Bandwidth = 8<<20, 10e6 // long enough for the damaged node to be taken back
 	res, err := Run(cfg)
 	require.NoError(t, err)
 	for i, n := range res.Nodes {
-		if i < 2 {
-			assert.Equal(t, core.StateDone, n.State, "node %d", i)
-			continue
-		}
-		// The corrupted chunk is forwarded as received: every node after
-		// the damaged link detects it on its own and never verifies.
-		assert.Equal(t, core.StateFailed, n.State, "node %d", i)
-		assert.Contains(t, n.Err, "corrupt chunk 5")
-		assert.False(t, n.Items[0].Verified)
+		// The damaged chunk fails its check at node 2, which closes that
+		// hop without writing or forwarding it: nobody ever holds the
+		// damaged bytes. Node 1 feeds node 3 instead, and node 2 is taken
+		// back at the tail: every node ends verified.
+		assert.Equal(t, core.StateDone, n.State, "node %d: %s", i, n.Err)
+		assert.True(t, n.Items[0].Verified, "node %d", i)
 	}
 
 	cfg = base
