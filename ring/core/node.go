@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/zeebo/blake3"
@@ -68,18 +69,22 @@ type bufUse struct {
 // when its upstream dies it waits for the node before that to reconnect.
 // Not safe for concurrent use.
 type Node struct {
-	cfg         NodeConfig
-	now         time.Duration
-	hello       *wire.Hello
-	man         *wire.Manifest
-	st          NodeStatus
-	items       []nodeItem
-	down        downlink
-	bufs        map[Ref]*bufUse
-	nextSeq     uint64
-	framesIn    uint64
-	cur         int
-	upDone      bool
+	cfg      NodeConfig
+	now      time.Duration
+	hello    *wire.Hello
+	man      *wire.Manifest
+	st       NodeStatus
+	items    []nodeItem
+	down     downlink
+	bufs     map[Ref]*bufUse
+	nextSeq  uint64
+	framesIn uint64
+	cur      int // item being written (not advanced once failed)
+	ends     int // item ends taken into the stream
+	upDone   bool
+	// broken: the upstream sent what breaks the protocol (or a session
+	// the node cannot take part in): the node failed and is done with it.
+	broken      bool
 	upGone      bool
 	upLostAt    time.Duration
 	upLostWhy   string
@@ -125,6 +130,9 @@ func NewNode(cfg NodeConfig) *Node {
 func (n *Node) RestoreStart(index int, m *wire.Manifest) error {
 	if n.man != nil || n.hello != nil {
 		return fmt.Errorf("restore: node already started")
+	}
+	if err := CheckManifest(m); err != nil {
+		return fmt.Errorf("restore: %w", err)
 	}
 	if index < 0 || index >= len(m.Nodes) {
 		return fmt.Errorf("restore: index %d outside a chain of %d nodes", index, len(m.Nodes))
@@ -417,6 +425,19 @@ func (n *Node) fail(reason string, out *[]Action) {
 	}
 }
 
+// refuse ends the hop: what the upstream sent breaks the protocol, or
+// describes a session the node cannot take part in. The node fails with
+// reason (unless it failed before), stops feeding the nodes after it, and
+// finishes at the end of this step; nothing more from the upstream is
+// taken (see the finished case of Step).
+func (n *Node) refuse(reason string, out *[]Action) {
+	n.fail(reason, out)
+	n.broken = true
+	if n.man != nil {
+		n.down.abandon(fmt.Sprintf("cut off: node %d refused what its upstream sent", n.st.Index), out)
+	}
+}
+
 func (n *Node) onUpNew(ev Event, out *[]Action) {
 	h, ok := ev.Msg.(*wire.Hello)
 	if !ok {
@@ -465,6 +486,14 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 			return
 		}
 		n.hello = m
+		if n.restored && (m.Session != n.man.Session || uint64(m.Index) != uint64(n.st.Index)) {
+			n.refuse(fmt.Sprintf("hello for node %d of another session, or for another node than %d", m.Index, n.st.Index), out)
+			return
+		}
+		if m.Index >= wire.MaxNodes {
+			n.refuse(fmt.Sprintf("hello for node %d: a chain has at most %d nodes", m.Index, wire.MaxNodes), out)
+			return
+		}
 		n.st.Index = int(m.Index)
 		if n.man == nil {
 			n.st.State = StateConnected
@@ -491,12 +520,16 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		if n.hello == nil || n.man != nil {
 			return
 		}
+		if err := CheckManifest(m); err != nil {
+			n.refuse(strings.TrimPrefix(err.Error(), "core: "), out)
+			return
+		}
 		if m.Session != n.hello.Session {
-			n.fail("manifest of another session", out)
+			n.refuse("manifest of another session", out)
 			return
 		}
 		if n.st.Index >= len(m.Nodes) {
-			n.fail(fmt.Sprintf("index %d outside a chain of %d nodes", n.st.Index, len(m.Nodes)), out)
+			n.refuse(fmt.Sprintf("index %d outside a chain of %d nodes", n.st.Index, len(m.Nodes)), out)
 			return
 		}
 		n.man = m
@@ -785,7 +818,7 @@ func (n *Node) maybeFinish(out *[]Action) {
 	if n.finished || !n.st.State.Terminal() {
 		return
 	}
-	lost := n.UpstreamLost() || (n.upGone && n.man == nil)
+	lost := n.UpstreamLost() || (n.upGone && n.man == nil) || n.broken
 	if !lost && !(n.upDone && (n.man == nil || n.down.cut || n.down.settled())) {
 		// Done, but nodes after us are not: the sinks stay open, so we
 		// can read chunks back for one of them.

@@ -41,11 +41,27 @@ type Sender struct {
 	// source itself, aside the chain (see aside.go).
 	cooked bool
 	asides map[int]*downlink
+	// refused: why the manifest cannot run (see CheckManifest); Start
+	// ends the session with it at once.
+	refused string
+	started bool
 }
 
-// NewSender returns a Sender for cfg; call Start first.
+// NewSender returns a Sender for cfg; call Start first. A manifest that
+// does not pass CheckManifest (no items, absurd counts...) is not run:
+// Start ends the session at once with the reason, before any node is
+// dialed; check it first to tell the user (ring.Send does).
 func NewSender(cfg SenderConfig) *Sender {
 	s := &Sender{man: cfg.Manifest, rejoin: cfg.Rejoin}
+	if err := CheckManifest(cfg.Manifest); err != nil {
+		s.refused = strings.TrimPrefix(err.Error(), "core: ")
+		s.man = &wire.Manifest{}
+		if cfg.Manifest != nil {
+			s.man.Session = cfg.Manifest.Session
+		}
+		s.down.cut = true
+		return s
+	}
 	s.down.init(-1, cfg.Manifest, cfg.Dead)
 	s.cooked = s.down.anyCooked()
 	s.items = make([]itemHash, len(cfg.Manifest.Items))
@@ -56,14 +72,21 @@ func NewSender(cfg SenderConfig) *Sender {
 	return s
 }
 
-// Start dials the first node and queues the manifest.
+// Start dials the first node and queues the manifest. Call it once,
+// before Step. With a refused manifest (see NewSender) it returns ActDone
+// with the reason and nothing else.
 func (s *Sender) Start(now time.Duration) []Action {
+	if s.started {
+		return nil
+	}
+	s.started = true
 	var out []Action
 	s.now = now
-	s.down.start(&out)
-	if len(s.man.Items) == 0 {
-		s.endSession(&out)
+	if s.refused != "" {
+		s.err, s.finished = s.refused, true
+		return []Action{{Kind: ActDone, Err: s.err}}
 	}
+	s.down.start(&out)
 	s.maybeFinish(&out)
 	return out
 }
@@ -131,7 +154,7 @@ func (s *Sender) Step(ev Event) []Action {
 		s.maybeFinish(&out)
 		return out
 	}
-	if s.finished {
+	if s.finished || s.refused != "" {
 		switch ev.Kind {
 		case EvSent:
 			s.down.onSent(ev.Ref)

@@ -1,0 +1,71 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/herd-cluster/herd/ring/wire"
+)
+
+// What comes from the network is checked before it touches any state:
+// every index (node, item, chunk number, offset, length, frame count) is
+// checked against the manifest and against what was sent or received, and
+// a frame that breaks the protocol ends that hop with a reason instead of
+// indexing past a table. This file holds those checks.
+
+// MaxNodeItems bounds the nodes times the items of a session: every node
+// keeps a status of each item of each node after it (and the source of
+// every node), so a chain of wire.MaxNodes nodes with wire.MaxItems items
+// would take gigabytes before a byte of data. 2^18 pairs are a few tens
+// of MiB at most (a thousand nodes with 256 items, 65536 nodes with 4).
+const MaxNodeItems = 1 << 18
+
+// ErrManifest is wrapped by every error of CheckManifest.
+var ErrManifest = errors.New("core: manifest refused")
+
+// CheckManifest reports whether m describes a session a node may take
+// part in: at least one node and one item, no more than wire.MaxNodes
+// nodes, wire.MaxItems items and MaxNodeItems of both, every node with an
+// address, a chunk size in 1..wire.MaxChunk, item sizes of -1 (unknown) or
+// more, and known slow-node and compression codes. A Node refuses (fails
+// on) a manifest that does not pass; NewSender refuses to run one.
+//
+// Two nodes with the same address are allowed: the core names nodes by
+// their index, never by their address, and whether two addresses reach
+// the same machine is for whoever builds the chain to decide (a node
+// already busy with the session refuses a second hop).
+func CheckManifest(m *wire.Manifest) error {
+	if m == nil {
+		return fmt.Errorf("%w: none", ErrManifest)
+	}
+	nodes, items := len(m.Nodes), len(m.Items)
+	switch {
+	case nodes == 0:
+		return fmt.Errorf("%w: no nodes", ErrManifest)
+	case items == 0:
+		return fmt.Errorf("%w: no items", ErrManifest)
+	case nodes > wire.MaxNodes:
+		return fmt.Errorf("%w: %d nodes (at most %d)", ErrManifest, nodes, wire.MaxNodes)
+	case items > wire.MaxItems:
+		return fmt.Errorf("%w: %d items (at most %d)", ErrManifest, items, wire.MaxItems)
+	case nodes*items > MaxNodeItems:
+		return fmt.Errorf("%w: %d nodes with %d items each (at most %d in all)", ErrManifest, nodes, items, MaxNodeItems)
+	case m.ChunkSize == 0 || m.ChunkSize > wire.MaxChunk:
+		return fmt.Errorf("%w: chunk size %d outside 1..%d", ErrManifest, m.ChunkSize, wire.MaxChunk)
+	case m.Slow > wire.SlowDrop:
+		return fmt.Errorf("%w: slow policy %d", ErrManifest, m.Slow)
+	case m.Compress > 1:
+		return fmt.Errorf("%w: compression %d", ErrManifest, m.Compress)
+	}
+	for i, a := range m.Nodes {
+		if a == "" {
+			return fmt.Errorf("%w: node %d has no address", ErrManifest, i)
+		}
+	}
+	for i, it := range m.Items {
+		if it.Size < -1 {
+			return fmt.Errorf("%w: item %d has size %d", ErrManifest, i, it.Size)
+		}
+	}
+	return nil
+}
