@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/herd-cluster/herd/ring/wire"
 )
@@ -68,4 +69,23 @@ func CheckManifest(m *wire.Manifest) error {
 		}
 	}
 	return nil
+}
+
+// placeData says why data frame d cannot be part of session m's stream at
+// all ("" if it can): its item is not in the manifest, its payload is empty
+// or larger than a chunk, or its offset is negative or its end overflows.
+// Such a frame is never written, forwarded or indexed.
+func placeData(d *wire.Data, m *wire.Manifest) string {
+	n := len(d.Payload)
+	switch {
+	case uint64(d.Item) >= uint64(len(m.Items)):
+		return fmt.Sprintf("chunk %d for item %d of a session of %d items", d.Seq, d.Item, len(m.Items))
+	case n == 0:
+		return fmt.Sprintf("chunk %d (item %d at offset %d) is empty", d.Seq, d.Item, d.Off)
+	case n > int(m.ChunkSize):
+		return fmt.Sprintf("chunk %d (item %d at offset %d) has %d bytes, more than the chunk size %d", d.Seq, d.Item, d.Off, n, m.ChunkSize)
+	case d.Off < 0 || d.Off > math.MaxInt64-int64(n):
+		return fmt.Sprintf("chunk %d (item %d) at offset %d", d.Seq, d.Item, d.Off)
+	}
+	return ""
 }

@@ -129,16 +129,153 @@ func TestRestoredNodeRefusesAHelloForAnotherNode(t *testing.T) {
 	}
 }
 
+func TestRestoreRefusesBadManifestsAndChunks(t *testing.T) {
+	err := NewNode(NodeConfig{}).RestoreStart(0, manifest(1))
+	require.ErrorIs(t, err, ErrManifest)
+
+	n := NewNode(NodeConfig{})
+	require.NoError(t, n.RestoreStart(0, manifest(1, 0)))
+	ih := newItemHash()
+	require.NoError(t, n.RestoreFrame(&wire.ItemEnd{Digest: ih.digest(), Layout: ih.layout.Sum64()}))
+	assert.Error(t, n.RestoreFrame(&wire.Data{Session: sess, Item: 1, Payload: []byte("a")}), "an item outside the manifest")
+	assert.Error(t, n.RestoreFrame(&wire.Data{Session: sess, Item: 0, Payload: []byte("a")}), "after the last item")
+	assert.Error(t, n.RestoreFrame(&wire.ItemEnd{Item: 0}), "an item ended twice")
+}
+
 // A chunk that cannot be placed in the stream at all (an item outside the
 // manifest, no payload or more than a chunk, an offset that is negative or
 // overflows, anything after the end) is neither written nor forwarded:
 // the node fails, cuts off the nodes after it and is done.
+func TestNodeRefusesChunksOutsideTheStream(t *testing.T) {
+	for name, tc := range map[string]struct {
+		d    *wire.Data
+		end  bool // after the end of the session
+		want string
+	}{
+		"item":     {&wire.Data{Session: sess, Item: 1, Payload: []byte("a")}, false, "chunk 0 for item 1 of a session of 1 items"},
+		"item max": {&wire.Data{Session: sess, Item: math.MaxUint32, Payload: []byte("a")}, false, "for item 4294967295"},
+		"empty":    {&wire.Data{Session: sess}, false, "is empty"},
+		"big":      {&wire.Data{Session: sess, Payload: make([]byte, 9)}, false, "has 9 bytes, more than the chunk size 8"},
+		"negative": {&wire.Data{Session: sess, Off: -1, Payload: []byte("a")}, false, "at offset -1"},
+		"overflow": {&wire.Data{Session: sess, Off: math.MaxInt64, Payload: []byte("a")}, false, "at offset 9223372036854775807"},
+		"late":     {&wire.Data{Session: sess, Seq: 0, Payload: []byte("a")}, true, "chunk 0 after the end of the session"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := relay(t)
+			if tc.end {
+				ih := newItemHash()
+				n.Step(Event{Kind: EvUp, Msg: &wire.ItemEnd{Digest: ih.digest(), Layout: ih.layout.Sum64()}})
+				n.Step(Event{Kind: EvUp, Msg: &wire.End{}})
+			}
+			acts := n.Step(Event{Kind: EvUp, Msg: tc.d, Ref: 5})
+			assert.Nil(t, find(acts, ActWrite))
+			for _, a := range acts {
+				assert.False(t, a.Kind == ActSendDown && a.Msg == tc.d, "not forwarded")
+			}
+			assert.Equal(t, Ref(5), find(acts, ActRelease).Ref)
+			require.NotNil(t, find(acts, ActDone))
+			assert.Contains(t, find(acts, ActDone).Err, tc.want)
+			if !tc.end {
+				c := find(acts, ActCloseDown)
+				require.NotNil(t, c)
+				assert.NotEmpty(t, c.Err, "the nodes after it are cut off")
+				assert.Contains(t, n.View()[0].Err, "cut off: node 0 refused what its upstream sent")
+			}
+		})
+	}
+}
+
 // Issue #12: after the last item ended, a chunk for item N (one past the
 // last) panicked in Node.check even with a valid manifest.
+func TestNodeChunkAfterTheLastItem(t *testing.T) {
+	empty := newItemHash()
+	itemEnd := &wire.ItemEnd{Digest: empty.digest(), Layout: empty.layout.Sum64()}
+
+	n := lastNode(t, 0)
+	n.Step(Event{Kind: EvUp, Msg: itemEnd})
+	acts := n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Item: 1, Payload: []byte("a")}, Ref: 1})
+	require.NotNil(t, find(acts, ActDone))
+	assert.Contains(t, find(acts, ActDone).Err, "for item 1 of a session of 1 items")
+
+	// Item 0 again is in the manifest: the node fails, and forwards it
+	// like any chunk out of order (the nodes after it see the same).
+	n = lastNode(t, 0)
+	n.Step(Event{Kind: EvUp, Msg: itemEnd})
+	acts = n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Item: 0, Payload: []byte("a")}, Ref: 1})
+	assert.Nil(t, find(acts, ActWrite))
+	assert.Equal(t, StateFailed, n.State())
+	assert.Equal(t, "chunk 0 for item 0 after the last item", n.Status().Err)
+}
+
+func TestNodeRefusesItemEndsOutsideTheStream(t *testing.T) {
+	empty := newItemHash()
+	itemEnd := func(i uint32) *wire.ItemEnd {
+		return &wire.ItemEnd{Item: i, Digest: empty.digest(), Layout: empty.layout.Sum64()}
+	}
+	for name, tc := range map[string]struct {
+		before []wire.Msg
+		m      wire.Msg
+		want   string
+	}{
+		"item":       {nil, itemEnd(7), "end of item 7 of a session of 1 items"},
+		"twice":      {[]wire.Msg{itemEnd(0)}, itemEnd(0), "every item ended already"},
+		"after end":  {[]wire.Msg{itemEnd(0), &wire.End{}}, itemEnd(0), "after the end of the session"},
+		"second end": {[]wire.Msg{itemEnd(0), &wire.End{}}, &wire.End{}, "a second end of the session"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := relay(t)
+			for _, m := range tc.before {
+				n.Step(Event{Kind: EvUp, Msg: m})
+			}
+			frames := n.framesIn
+			acts := n.Step(Event{Kind: EvUp, Msg: tc.m})
+			for _, a := range acts {
+				assert.False(t, a.Kind == ActSendDown && a.Msg == tc.m, "not forwarded")
+			}
+			assert.Equal(t, frames, n.framesIn, "not counted")
+			require.NotNil(t, find(acts, ActDone))
+			assert.Contains(t, find(acts, ActDone).Err, tc.want)
+		})
+	}
+}
+
 // A failed node goes on forwarding, but only what fits the stream: an
 // upstream that repeats item ends cannot grow what it keeps.
+func TestFailedNodeForwardsOnlyWhatFitsTheStream(t *testing.T) {
+	n := relay(t)
+	n.Step(Event{Kind: EvOpened, Item: 0, Err: "no such device"})
+	require.Equal(t, StateFailed, n.State())
+	acts := n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Payload: []byte("abcd")}, Ref: 1})
+	assert.NotNil(t, find(acts, ActSendDown), "a failed node still forwards")
+	n.Step(Event{Kind: EvUp, Msg: &wire.ItemEnd{Item: 0, Bytes: 4}})
+	acts = n.Step(Event{Kind: EvUp, Msg: &wire.ItemEnd{Item: 0, Bytes: 4}})
+	assert.Nil(t, find(acts, ActSendDown))
+	require.NotNil(t, find(acts, ActDone))
+	assert.Equal(t, "open item 0 (/d): no such device", find(acts, ActDone).Err, "the first reason stays")
+	assert.LessOrEqual(t, len(n.down.log), 2)
+}
+
+func TestNodeRefusesAnAdoptOutsideTheChain(t *testing.T) {
+	n := relay(t)
+	acts := n.Step(Event{Kind: EvUp, Msg: &wire.Adopt{Index: 3}})
+	require.NotNil(t, find(acts, ActDone))
+	assert.Contains(t, find(acts, ActDone).Err, "adopt of node 3 in a chain of 3")
+
+	// Finished, it answers a rejoin request for a node of the chain only.
+	acts = n.Step(Event{Kind: EvUp, Msg: &wire.Adopt{Index: 9, Rejoin: true}})
+	assert.Empty(t, acts)
+	acts = n.Step(Event{Kind: EvUp, Msg: &wire.Adopt{Index: 2, Rejoin: true}})
+	assert.Equal(t, &wire.NotBack{Index: 2}, find(acts, ActSendUp).Msg)
+}
+
 // Adopts repeated while the target is away (here a rejoin request for the
 // node we lost, passed on) are queued once.
+func TestNodeIgnoresASyncItDidNotAskFor(t *testing.T) {
+	n := lastNode(t, 8)
+	n.Step(Event{Kind: EvSynced, Item: 0})
+	assert.False(t, n.Status().Items[0].Verified)
+}
+
 // badAcks are acks a target may not send: each loses it.
 // A target may resume ahead of us, but not past the end of the stream.
 func TestSenderRefusesASessionWithoutItems(t *testing.T) {
@@ -167,3 +304,15 @@ func TestSenderRefusesAnAbsurdManifestCheaply(t *testing.T) {
 
 // What the driver reports is checked too, where a bad value would index
 // past a table or send what every node refuses.
+func TestSenderChecksWhatItReads(t *testing.T) {
+	s := NewSender(SenderConfig{Manifest: manifest(1, 64)})
+	s.Start(0)
+	acts := s.Step(Event{Kind: EvReadEnd, Item: 5, Err: "gone"})
+	assert.Equal(t, "read item 5 (?): gone", find(acts, ActDone).Err)
+
+	s = NewSender(SenderConfig{Manifest: manifest(1, 64)})
+	s.Start(0)
+	acts = s.Step(Event{Kind: EvRead, Msg: &wire.Data{Session: sess, Payload: make([]byte, 9)}, Ref: 1})
+	assert.Contains(t, find(acts, ActDone).Err, "source: chunk 0 (item 0 at offset 0) has 9 bytes, more than the chunk size 8")
+	assert.Equal(t, Ref(1), find(acts, ActRelease).Ref)
+}

@@ -170,7 +170,11 @@ func (n *Node) RestoreFrame(m wire.Msg) error {
 	var none []Action
 	switch m := m.(type) {
 	case *wire.Data:
-		if reason := n.check(m, n.nextSeq, false); reason != "" {
+		reason := placeData(m, n.man)
+		if reason == "" {
+			reason = n.check(m, n.nextSeq, false)
+		}
+		if reason != "" {
 			return fmt.Errorf("restore: %s", reason)
 		}
 		it := &n.items[m.Item]
@@ -189,6 +193,7 @@ func (n *Node) RestoreFrame(m wire.Msg) error {
 		}
 		it.ended, it.synced = true, true
 		n.cur++
+		n.ends++
 		n.st.Items[k].Digest = hexString(dg[:])
 		n.st.Items[k].Verified = true
 	default:
@@ -292,7 +297,7 @@ func (n *Node) Step(ev Event) []Action {
 			case *wire.Bye:
 				n.bye = true
 			case *wire.Adopt:
-				if m.Rejoin {
+				if m.Rejoin && n.man != nil && uint64(m.Index) < uint64(len(n.man.Nodes)) {
 					// We feed nobody anymore: the request finds nobody.
 					out = append(out, Action{Kind: ActSendUp, Msg: &wire.NotBack{Index: m.Index}})
 				}
@@ -474,12 +479,6 @@ func (n *Node) onUpNew(ev Event, out *[]Action) {
 
 func (n *Node) onUp(ev Event, out *[]Action) {
 	n.lastUpAt = n.now
-	if n.man != nil {
-		switch ev.Msg.(type) {
-		case *wire.Data, *wire.ItemEnd, *wire.End:
-			n.framesIn++
-		}
-	}
 	switch m := ev.Msg.(type) {
 	case *wire.Hello:
 		if n.hello != nil {
@@ -560,6 +559,12 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		if n.man == nil {
 			return
 		}
+		if why := n.placeEnd(m); why != "" {
+			n.refuse(why, out)
+			return
+		}
+		n.framesIn++
+		n.ends++
 		n.down.send(m, 0, out)
 		n.onItemEnd(m, out)
 	case *wire.Bye:
@@ -575,13 +580,23 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		}
 		n.down.detach(out)
 	case *wire.Adopt:
-		if n.man != nil {
-			n.down.adopt(m, out)
+		if n.man == nil {
+			return
 		}
+		if uint64(m.Index) >= uint64(len(n.man.Nodes)) {
+			n.refuse(fmt.Sprintf("adopt of node %d in a chain of %d", m.Index, len(n.man.Nodes)), out)
+			return
+		}
+		n.down.adopt(m, out)
 	case *wire.End:
 		if n.man == nil {
 			return
 		}
+		if n.upDone {
+			n.refuse("a second end of the session", out)
+			return
+		}
+		n.framesIn++
 		n.down.send(m, 0, out)
 		n.upDone = true
 		if n.st.State == StateFailed {
@@ -604,6 +619,19 @@ func (n *Node) onData(d *wire.Data, ev Event, out *[]Action) {
 		}
 		return
 	}
+	why := placeData(d, n.man)
+	if why == "" && n.upDone {
+		why = fmt.Sprintf("chunk %d after the end of the session", d.Seq)
+	}
+	if why != "" {
+		// Not part of any stream: neither written nor forwarded.
+		if ev.Ref != 0 {
+			*out = append(*out, Action{Kind: ActRelease, Ref: ev.Ref})
+		}
+		n.refuse(why, out)
+		return
+	}
+	n.framesIn++
 	seq := n.nextSeq
 	n.nextSeq++
 	u := &bufUse{}
@@ -631,7 +659,9 @@ func (n *Node) onData(d *wire.Data, ev Event, out *[]Action) {
 	n.bufs[ev.Ref] = u
 }
 
-// check returns why chunk d (the seq-th of the session) is unacceptable.
+// check returns why chunk d (the seq-th of the session), which placeData
+// accepted, is unacceptable: the node fails, but the chunk takes its place
+// in the stream (it is forwarded: the nodes after it see the same).
 func (n *Node) check(d *wire.Data, seq uint64, bad bool) string {
 	switch {
 	case bad:
@@ -640,6 +670,8 @@ func (n *Node) check(d *wire.Data, seq uint64, bad bool) string {
 		return fmt.Sprintf("chunk %d of another session", seq)
 	case d.Seq != seq:
 		return fmt.Sprintf("chunk %d arrived where %d was due (lost chunk)", d.Seq, seq)
+	case n.cur >= len(n.items):
+		return fmt.Sprintf("chunk %d for item %d after the last item", seq, d.Item)
 	case int(d.Item) != n.cur:
 		return fmt.Sprintf("chunk %d for item %d while item %d is open", seq, d.Item, n.cur)
 	}
@@ -649,6 +681,21 @@ func (n *Node) check(d *wire.Data, seq uint64, bad bool) string {
 	}
 	if sz := n.man.Items[d.Item].Size; sz >= 0 && d.Off+int64(len(d.Payload)) > sz {
 		return fmt.Sprintf("chunk %d ends at %d past the size %d of item %d", seq, d.Off+int64(len(d.Payload)), sz, d.Item)
+	}
+	return ""
+}
+
+// placeEnd says why item end m cannot be part of the stream at all (""
+// if it can): past the end, for an item outside the manifest, or one item
+// end too many. Such a frame is not forwarded.
+func (n *Node) placeEnd(m *wire.ItemEnd) string {
+	switch {
+	case n.upDone:
+		return fmt.Sprintf("end of item %d after the end of the session", m.Item)
+	case uint64(m.Item) >= uint64(len(n.items)):
+		return fmt.Sprintf("end of item %d of a session of %d items", m.Item, len(n.items))
+	case n.ends >= len(n.items):
+		return fmt.Sprintf("end of item %d: every item ended already", m.Item)
 	}
 	return ""
 }
@@ -679,8 +726,8 @@ func (n *Node) onItemEnd(m *wire.ItemEnd, out *[]Action) {
 }
 
 func (n *Node) onSynced(ev Event, out *[]Action) {
-	if n.st.State == StateFailed || ev.Item < 0 || ev.Item >= len(n.items) {
-		return
+	if n.st.State == StateFailed || ev.Item < 0 || ev.Item >= len(n.items) || !n.items[ev.Item].ended || n.items[ev.Item].synced {
+		return // not asked for (ActSync), or the node failed meanwhile
 	}
 	if ev.Err != "" {
 		n.fail(fmt.Sprintf("sync item %d (%s): %s", ev.Item, n.dest(ev.Item), ev.Err), out)

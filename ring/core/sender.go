@@ -171,7 +171,7 @@ func (s *Sender) Step(ev Event) []Action {
 		s.onRead(ev, &out)
 	case EvReadEnd:
 		if ev.Err != "" {
-			s.abort(fmt.Sprintf("read item %d (%s): %s", ev.Item, s.man.Items[ev.Item].Name, ev.Err), &out)
+			s.abort(fmt.Sprintf("read item %d (%s): %s", ev.Item, s.itemName(ev.Item), ev.Err), &out)
 			break
 		}
 		if ev.Item != s.cur || s.ended {
@@ -225,12 +225,21 @@ func (s *Sender) Step(ev Event) []Action {
 	return out
 }
 
+func (s *Sender) itemName(i int) string {
+	if i >= 0 && i < len(s.man.Items) {
+		return s.man.Items[i].Name
+	}
+	return "?"
+}
+
 func (s *Sender) onRead(ev Event, out *[]Action) {
 	d, ok := ev.Msg.(*wire.Data)
 	kept := false
 	switch {
 	case !ok || s.ended:
 		s.abort("chunk read after the end", out)
+	case placeData(d, s.man) != "":
+		s.abort("source: "+placeData(d, s.man), out)
 	case int(d.Item) != s.cur || d.Seq != s.nextSeq:
 		s.abort(fmt.Sprintf("chunk %d of item %d out of order (want %d of item %d)", d.Seq, d.Item, s.nextSeq, s.cur), out)
 	case d.Off < s.items[s.cur].next:
