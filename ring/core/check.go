@@ -89,3 +89,41 @@ func placeData(d *wire.Data, m *wire.Manifest) string {
 	}
 	return ""
 }
+
+// checkAck says why ack a from the target breaks the protocol ("" if it
+// does not): a node index outside the chain, an unknown state, an item
+// list that is neither empty (no manifest yet) nor one entry per item,
+// negative byte counts, a rate that is not a finite number of bytes per
+// second. The whole ack is refused: none of it is taken.
+func (d *downlink) checkAck(a *wire.Ack) string {
+	for i := range a.Nodes {
+		an := &a.Nodes[i]
+		j := an.Index
+		switch {
+		case uint64(j) >= uint64(len(d.view)):
+			return fmt.Sprintf("status of node %d in a chain of %d", j, len(d.view))
+		case int(an.State) >= len(codeStates):
+			return fmt.Sprintf("node %d in state %d", j, an.State)
+		case len(an.Items) != 0 && len(an.Items) != len(d.man.Items):
+			return fmt.Sprintf("node %d reports %d items of %d", j, len(an.Items), len(d.man.Items))
+		case an.Bytes < 0:
+			return fmt.Sprintf("node %d reports %d bytes", j, an.Bytes)
+		case math.IsNaN(an.Rate) || math.IsInf(an.Rate, 0) || an.Rate < 0:
+			return fmt.Sprintf("node %d reports a rate of %v", j, an.Rate)
+		}
+		for k, it := range an.Items {
+			if it.Bytes < 0 {
+				return fmt.Sprintf("node %d reports %d bytes of item %d", j, it.Bytes, k)
+			}
+		}
+	}
+	return ""
+}
+
+// violation gives up on the target: what it sent breaks the protocol.
+func (d *downlink) violation(reason string, out *[]Action) {
+	if d.cut {
+		return
+	}
+	d.loseTarget("protocol violation: "+reason, out)
+}

@@ -270,6 +270,23 @@ func TestNodeRefusesAnAdoptOutsideTheChain(t *testing.T) {
 
 // Adopts repeated while the target is away (here a rejoin request for the
 // node we lost, passed on) are queued once.
+func TestNodeQueuesARepeatedAdoptOnce(t *testing.T) {
+	n := relay(t)
+	n.Step(Event{Kind: EvDownFailed, Index: 1, Err: "EOF"})
+	for i := 0; i < 100; i++ {
+		n.Step(Event{Kind: EvUp, Msg: &wire.Adopt{Index: 1, Rejoin: true}})
+	}
+	n.Step(Event{Kind: EvDownUp, Index: 2})
+	acts := n.Step(Event{Kind: EvDown, Index: 2, Msg: &wire.Resume{HasManifest: true}})
+	var adopts int
+	for _, a := range acts {
+		if _, ok := a.Msg.(*wire.Adopt); ok {
+			adopts++
+		}
+	}
+	assert.Equal(t, 1, adopts)
+}
+
 func TestNodeIgnoresASyncItDidNotAskFor(t *testing.T) {
 	n := lastNode(t, 8)
 	n.Step(Event{Kind: EvSynced, Item: 0})
@@ -277,7 +294,66 @@ func TestNodeIgnoresASyncItDidNotAskFor(t *testing.T) {
 }
 
 // badAcks are acks a target may not send: each loses it.
+var badAcks = map[string]struct {
+	an   wire.AckNode
+	want string
+}{
+	"index":     {wire.AckNode{Index: 3, State: wire.StReceiving}, "status of node 3 in a chain of 3"},
+	"index max": {wire.AckNode{Index: math.MaxUint32, State: wire.StReceiving}, "status of node 4294967295"},
+	"state":     {wire.AckNode{Index: 1, State: wire.StFailed + 1}, "node 1 in state 6"},
+	"items":     {wire.AckNode{Index: 2, State: wire.StReceiving, Items: make([]wire.AckItem, 2)}, "node 2 reports 2 items of 1"},
+	"bytes":     {wire.AckNode{Index: 1, State: wire.StReceiving, Bytes: -1}, "node 1 reports -1 bytes"},
+	"item bytes": {wire.AckNode{Index: 1, State: wire.StReceiving, Items: []wire.AckItem{{Bytes: -4}}},
+		"node 1 reports -4 bytes of item 0"},
+	"nan":      {wire.AckNode{Index: 1, State: wire.StReceiving, Rate: math.NaN()}, "node 1 reports a rate of NaN"},
+	"infinite": {wire.AckNode{Index: 1, State: wire.StReceiving, Rate: math.Inf(1)}, "node 1 reports a rate of +Inf"},
+}
+
+func TestNodeLosesATargetThatSendsABadAck(t *testing.T) {
+	for name, tc := range badAcks {
+		t.Run(name, func(t *testing.T) {
+			n := relay(t)
+			good := wire.AckNode{Index: 2, State: wire.StDone, Items: make([]wire.AckItem, 1)}
+			acts := n.Step(Event{Kind: EvDown, Index: 1, Msg: &wire.Ack{Nodes: []wire.AckNode{good, tc.an}}})
+			c := find(acts, ActCloseDown)
+			require.NotNil(t, c)
+			assert.Contains(t, c.Err, "protocol violation: "+tc.want)
+			assert.Equal(t, 2, find(acts, ActDial).Index)
+			v := n.View()
+			assert.Equal(t, StateFailed, v[0].State)
+			assert.Equal(t, StateWaiting, v[1].State, "nothing of a bad ack is taken")
+		})
+	}
+}
+
+func TestNodeLosesATargetThatSendsANotBackOutsideTheChain(t *testing.T) {
+	n := relay(t)
+	acts := n.Step(Event{Kind: EvDown, Index: 1, Msg: &wire.NotBack{Index: 3}})
+	assert.Nil(t, find(acts, ActSendUp), "not passed on")
+	assert.Contains(t, find(acts, ActCloseDown).Err, "protocol violation: not-back of node 3 in a chain of 3")
+}
+
 // A target may resume ahead of us, but not past the end of the stream.
+func TestTargetCannotResumePastTheEnd(t *testing.T) {
+	n := relay(t)
+	n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Payload: []byte("abcd")}, Ref: 1})
+	n.Step(Event{Kind: EvDownFailed, Index: 1, Err: "EOF"})
+	n.Step(Event{Kind: EvDownUp, Index: 2})
+	acts := n.Step(Event{Kind: EvDown, Index: 2, Msg: &wire.Resume{Frames: 5, HasManifest: true}})
+	assert.Nil(t, find(acts, ActCloseDown), "ahead of us before the end: it may have more than we do")
+
+	s := NewSender(SenderConfig{Manifest: manifest(2, 4)})
+	s.Start(0)
+	s.Step(Event{Kind: EvRead, Msg: &wire.Data{Session: sess, Payload: []byte("abcd")}, Ref: 1})
+	s.Step(Event{Kind: EvReadEnd, Item: 0})
+	s.Step(Event{Kind: EvDownUp, Index: 0})
+	acts = s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.Resume{Frames: 4, HasManifest: true}})
+	c := find(acts, ActCloseDown)
+	require.NotNil(t, c)
+	assert.Contains(t, c.Err, "protocol violation: it resumes from frame 4 of a stream of 3")
+	assert.Equal(t, 1, find(acts, ActDial).Index)
+}
+
 func TestSenderRefusesASessionWithoutItems(t *testing.T) {
 	s := NewSender(SenderConfig{Manifest: manifest(2)})
 	acts := s.Start(0)
@@ -300,6 +376,30 @@ func TestSenderRefusesAnAbsurdManifestCheaply(t *testing.T) {
 	acts := NewSender(SenderConfig{Manifest: m}).Start(0)
 	require.Len(t, acts, 1)
 	assert.True(t, strings.HasPrefix(acts[0].Err, "manifest refused: 65536 nodes with 1024 items"))
+}
+
+func TestSenderLosesATargetThatSendsABadAck(t *testing.T) {
+	for name, tc := range badAcks {
+		t.Run(name, func(t *testing.T) {
+			s := NewSender(SenderConfig{Manifest: manifest(3, 4)})
+			s.Start(0)
+			s.Step(Event{Kind: EvDownUp, Index: 0})
+			s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.Resume{}})
+			acts := s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.Ack{Nodes: []wire.AckNode{tc.an}}})
+			assert.Contains(t, find(acts, ActCloseDown).Err, "protocol violation: "+tc.want)
+			assert.Equal(t, 1, find(acts, ActDial).Index)
+			assert.Contains(t, s.Nodes()[0].Err, "protocol violation")
+		})
+	}
+}
+
+func TestSenderLosesATargetThatSendsANotBackOutsideTheChain(t *testing.T) {
+	s := NewSender(SenderConfig{Manifest: manifest(2, 4)})
+	s.Start(0)
+	s.Step(Event{Kind: EvDownUp, Index: 0})
+	s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.Resume{}})
+	acts := s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.NotBack{Index: 2}})
+	assert.Contains(t, find(acts, ActCloseDown).Err, "not-back of node 2 in a chain of 2")
 }
 
 // What the driver reports is checked too, where a bad value would index

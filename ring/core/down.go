@@ -301,6 +301,12 @@ func (d *downlink) onResume(r *wire.Resume, out *[]Action) {
 		d.loseTarget(fmt.Sprintf("cannot resume: it has %d frames but no manifest", r.Frames), out)
 		return
 	}
+	if r.Frames > d.nextNum && d.endQueued() {
+		// A target may be ahead of us (it kept what it had when the
+		// source or we restarted), but never past the end.
+		d.violation(fmt.Sprintf("it resumes from frame %d of a stream of %d", r.Frames, d.nextNum), out)
+		return
+	}
 	if r.Frames < first {
 		if why := d.cannotRebuild(r.Frames, first); why != "" {
 			d.loseTarget(fmt.Sprintf("cannot resume: it needs frame %d, frames %d..%d are kept and %s", r.Frames, first, d.nextNum, why), out)
@@ -523,12 +529,18 @@ func (d *downlink) dropLog() {
 	d.log = nil
 }
 
-func (d *downlink) onAck(a *wire.Ack, now time.Duration) {
+// onAck takes the statuses the target reports; an ack that breaks the
+// protocol (see checkAck) loses the target.
+func (d *downlink) onAck(a *wire.Ack, now time.Duration, out *[]Action) {
+	if why := d.checkAck(a); why != "" {
+		d.violation(why, out)
+		return
+	}
 	d.lastHeard = now
 	for i := range a.Nodes {
 		an := &a.Nodes[i]
 		j := int(an.Index)
-		if j < 0 || j >= len(d.view) || !d.mine[j] {
+		if !d.mine[j] {
 			continue
 		}
 		d.flags[j] = an.Flags
@@ -580,17 +592,28 @@ func (d *downlink) retryAdopts(now time.Duration, out *[]Action) {
 		}
 		if now-w.at >= adoptRetry && !d.cut {
 			w.at = now
-			m := &wire.Adopt{Index: uint32(w.x)}
-			if d.up && !d.awaiting {
-				*out = append(*out, Action{Kind: ActSendDown, Msg: m})
-			} else {
-				d.ctl = append(d.ctl, m)
-			}
+			d.sendCtl(&wire.Adopt{Index: uint32(w.x)}, out)
 		}
 		d.adopting[k] = w
 		k++
 	}
 	d.adopting = d.adopting[:k]
+}
+
+// sendCtl sends control frame m (an Adopt) to the target now, or once it
+// resumes. A frame equal to one already waiting is not queued twice: an
+// upstream that repeats itself while our target is away costs nothing.
+func (d *downlink) sendCtl(m *wire.Adopt, out *[]Action) {
+	if d.up && !d.awaiting {
+		*out = append(*out, Action{Kind: ActSendDown, Msg: m})
+		return
+	}
+	for _, c := range d.ctl {
+		if a, ok := c.(*wire.Adopt); ok && *a == *m {
+			return
+		}
+	}
+	d.ctl = append(d.ctl, m)
 }
 
 // anyCooked reports whether an item is cooked (a moved node could not be
@@ -635,12 +658,7 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 		d.askRejoin(x)
 	}
 	if !d.cut {
-		m := &wire.Adopt{Index: uint32(x), Rejoin: a.Rejoin}
-		if d.up && !d.awaiting {
-			*out = append(*out, Action{Kind: ActSendDown, Msg: m})
-		} else {
-			d.ctl = append(d.ctl, m)
-		}
+		d.sendCtl(&wire.Adopt{Index: uint32(x), Rejoin: a.Rejoin}, out)
 		return
 	}
 	d.cut = false

@@ -376,7 +376,7 @@ func (n *Node) Step(ev Event) []Action {
 		if n.man != nil && ev.Index == n.down.target {
 			switch m := ev.Msg.(type) {
 			case *wire.Ack:
-				n.down.onAck(m, n.now)
+				n.down.onAck(m, n.now, &out)
 			case *wire.Resume:
 				n.down.onResume(m, &out)
 			case *wire.Reject:
@@ -387,6 +387,10 @@ func (n *Node) Step(ev Event) []Action {
 				// nobody, and say nothing about the nodes after us.
 				n.down.detach(&out)
 			case *wire.NotBack:
+				if uint64(m.Index) >= uint64(len(n.man.Nodes)) {
+					n.down.violation(fmt.Sprintf("not-back of node %d in a chain of %d", m.Index, len(n.man.Nodes)), &out)
+					break
+				}
 				n.down.onNotBack(m)
 				out = append(out, Action{Kind: ActSendUp, Msg: m})
 			}

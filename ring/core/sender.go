@@ -197,12 +197,16 @@ func (s *Sender) Step(ev Event) []Action {
 		if ev.Index == s.down.target {
 			switch m := ev.Msg.(type) {
 			case *wire.Ack:
-				s.down.onAck(m, s.now)
+				s.down.onAck(m, s.now, &out)
 			case *wire.Resume:
 				s.down.onResume(m, &out)
 			case *wire.Reject:
 				s.down.loseTarget("rejected: "+m.Reason, &out)
 			case *wire.NotBack:
+				if uint64(m.Index) >= uint64(len(s.man.Nodes)) {
+					s.down.violation(fmt.Sprintf("not-back of node %d in a chain of %d", m.Index, len(s.man.Nodes)), &out)
+					break
+				}
 				s.down.onNotBack(m)
 			}
 		}
