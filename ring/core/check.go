@@ -73,8 +73,9 @@ func CheckManifest(m *wire.Manifest) error {
 
 // placeData says why data frame d cannot be part of session m's stream at
 // all ("" if it can): its item is not in the manifest, its payload is empty
-// or larger than a chunk, or its offset is negative or its end overflows.
-// Such a frame is never written, forwarded or indexed.
+// or larger than a chunk, its offset is negative, or it ends past the
+// item's size (or overflows). Such a frame is never written, forwarded or
+// indexed (a node asked to read it back would read past the item).
 func placeData(d *wire.Data, m *wire.Manifest) string {
 	n := len(d.Payload)
 	switch {
@@ -86,6 +87,9 @@ func placeData(d *wire.Data, m *wire.Manifest) string {
 		return fmt.Sprintf("chunk %d (item %d at offset %d) has %d bytes, more than the chunk size %d", d.Seq, d.Item, d.Off, n, m.ChunkSize)
 	case d.Off < 0 || d.Off > math.MaxInt64-int64(n):
 		return fmt.Sprintf("chunk %d (item %d) at offset %d", d.Seq, d.Item, d.Off)
+	}
+	if sz := m.Items[d.Item].Size; sz >= 0 && d.Off+int64(n) > sz {
+		return fmt.Sprintf("chunk %d ends at %d past the size %d of item %d", d.Seq, d.Off+int64(n), sz, d.Item)
 	}
 	return ""
 }

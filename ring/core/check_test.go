@@ -152,13 +152,14 @@ func TestNodeRefusesChunksOutsideTheStream(t *testing.T) {
 		end  bool // after the end of the session
 		want string
 	}{
-		"item":     {&wire.Data{Session: sess, Item: 1, Payload: []byte("a")}, false, "chunk 0 for item 1 of a session of 1 items"},
-		"item max": {&wire.Data{Session: sess, Item: math.MaxUint32, Payload: []byte("a")}, false, "for item 4294967295"},
-		"empty":    {&wire.Data{Session: sess}, false, "is empty"},
-		"big":      {&wire.Data{Session: sess, Payload: make([]byte, 9)}, false, "has 9 bytes, more than the chunk size 8"},
-		"negative": {&wire.Data{Session: sess, Off: -1, Payload: []byte("a")}, false, "at offset -1"},
-		"overflow": {&wire.Data{Session: sess, Off: math.MaxInt64, Payload: []byte("a")}, false, "at offset 9223372036854775807"},
-		"late":     {&wire.Data{Session: sess, Seq: 0, Payload: []byte("a")}, true, "chunk 0 after the end of the session"},
+		"item":      {&wire.Data{Session: sess, Item: 1, Payload: []byte("a")}, false, "chunk 0 for item 1 of a session of 1 items"},
+		"item max":  {&wire.Data{Session: sess, Item: math.MaxUint32, Payload: []byte("a")}, false, "for item 4294967295"},
+		"empty":     {&wire.Data{Session: sess}, false, "is empty"},
+		"big":       {&wire.Data{Session: sess, Payload: make([]byte, 9)}, false, "has 9 bytes, more than the chunk size 8"},
+		"negative":  {&wire.Data{Session: sess, Off: -1, Payload: []byte("a")}, false, "at offset -1"},
+		"overflow":  {&wire.Data{Session: sess, Off: math.MaxInt64, Payload: []byte("a")}, false, "at offset 9223372036854775807"},
+		"past size": {&wire.Data{Session: sess, Off: 95, Payload: []byte("abcdefgh")}, false, "chunk 0 ends at 103 past the size 100 of item 0"},
+		"late":      {&wire.Data{Session: sess, Seq: 0, Payload: []byte("a")}, true, "chunk 0 after the end of the session"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			n := relay(t)
@@ -197,9 +198,10 @@ func TestNodeChunkAfterTheLastItem(t *testing.T) {
 	require.NotNil(t, find(acts, ActDone))
 	assert.Contains(t, find(acts, ActDone).Err, "for item 1 of a session of 1 items")
 
-	// Item 0 again is in the manifest: the node fails, and forwards it
-	// like any chunk out of order (the nodes after it see the same).
-	n = lastNode(t, 0)
+	// Item 0 again (of an unknown size) fits the manifest: the node
+	// fails, and forwards it like any chunk out of order (the nodes after
+	// it see the same).
+	n = lastNode(t, -1)
 	n.Step(Event{Kind: EvUp, Msg: itemEnd})
 	acts = n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Item: 0, Payload: []byte("a")}, Ref: 1})
 	assert.Nil(t, find(acts, ActWrite))

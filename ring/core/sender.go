@@ -242,14 +242,14 @@ func (s *Sender) onRead(ev Event, out *[]Action) {
 	switch {
 	case !ok || s.ended:
 		s.abort("chunk read after the end", out)
-	case placeData(d, s.man) != "":
-		s.abort("source: "+placeData(d, s.man), out)
 	case int(d.Item) != s.cur || d.Seq != s.nextSeq:
 		s.abort(fmt.Sprintf("chunk %d of item %d out of order (want %d of item %d)", d.Seq, d.Item, s.nextSeq, s.cur), out)
 	case d.Off < s.items[s.cur].next:
 		s.abort(fmt.Sprintf("source item %d (%s) yielded offset %d after %d: runs must increase", s.cur, s.man.Items[s.cur].Name, d.Off, s.items[s.cur].next), out)
 	case s.man.Items[s.cur].Size >= 0 && d.Off+int64(len(d.Payload)) > s.man.Items[s.cur].Size:
 		s.abort(fmt.Sprintf("source item %d (%s) is larger than its size %d", s.cur, s.man.Items[s.cur].Name, s.man.Items[s.cur].Size), out)
+	case placeData(d, s.man) != "":
+		s.abort("source: "+placeData(d, s.man), out)
 	default:
 		s.nextSeq++
 		it := &s.items[s.cur]
