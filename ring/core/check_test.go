@@ -418,3 +418,34 @@ func TestSenderChecksWhatItReads(t *testing.T) {
 	assert.Contains(t, find(acts, ActDone).Err, "source: chunk 0 (item 0 at offset 0) has 9 bytes, more than the chunk size 8")
 	assert.Equal(t, Ref(1), find(acts, ActRelease).Ref)
 }
+
+// Found by FuzzNodeFrames: the last node of a session with a cooked item
+// took an Adopt and fed the adopted node from its own written output,
+// reading back the cooked item (what it wrote of it is not the stream).
+// Nobody sends an Adopt in such a session: the source feeds moved and
+// returning nodes itself (aside).
+func TestNodeRefusesAnAdoptInACookedSession(t *testing.T) {
+	n := NewNode(NodeConfig{})
+	n.Step(Event{Kind: EvUp, Msg: &wire.Hello{Session: sess, Index: 2}})
+	n.Step(Event{Kind: EvUp, Msg: cookedManifest(3, 20)})
+	acts := n.Step(Event{Kind: EvUp, Msg: &wire.Adopt{Index: 0}})
+	assert.Nil(t, find(acts, ActDial))
+	require.NotNil(t, find(acts, ActDone))
+	assert.Equal(t, "adopt of node 0 in a session with cooked items", find(acts, ActDone).Err)
+}
+
+// However a target came to be fed from our output, a frame of a cooked
+// item is never read back for it.
+func TestReplayNeverReadsBackACookedItem(t *testing.T) {
+	var d downlink
+	d.init(0, cookedManifest(2, 20), 0)
+	d.cooked = []bool{true}
+	d.fromDisk = true
+	var out []Action
+	d.up, d.awaiting = true, true
+	d.onResume(&wire.Resume{HasManifest: true}, &out)
+	d.send(&wire.Data{Session: sess, Payload: []byte("abcd")}, 0, &out)
+	assert.Nil(t, find(out, ActReadBack))
+	assert.NotNil(t, find(out, ActCloseDown))
+	assert.Contains(t, d.view[1].Err, "cannot resume: frame 0 is of item 0, cooked here")
+}

@@ -368,6 +368,10 @@ func (d *downlink) pumpReplay(out *[]Action) {
 			d.loseTarget(fmt.Sprintf("cannot resume: frame %d is unknown", d.rpNext), out)
 			return
 		}
+		if rec.msg == nil && rec.item < len(d.cooked) && d.cooked[rec.item] {
+			d.loseTarget(fmt.Sprintf("cannot resume: frame %d is of item %d, cooked here (its output cannot be read back)", d.rpNext, rec.item), out)
+			return
+		}
 		s := rpSlot{num: d.rpNext, seq: rec.seq, msg: rec.msg, ready: rec.msg != nil}
 		if rec.msg == nil {
 			*out = append(*out, Action{Kind: ActReadBack, Item: rec.item, Off: rec.off, Len: rec.n, Seq: rec.seq, Index: d.target})

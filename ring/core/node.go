@@ -591,6 +591,12 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 			n.refuse(fmt.Sprintf("adopt of node %d in a chain of %d", m.Index, len(n.man.Nodes)), out)
 			return
 		}
+		if n.down.anyCooked() {
+			// What a node wrote of a cooked item is not the stream:
+			// the source feeds moved and returning nodes itself.
+			n.refuse(fmt.Sprintf("adopt of node %d in a session with cooked items", m.Index), out)
+			return
+		}
 		n.down.adopt(m, out)
 	case *wire.End:
 		if n.man == nil {
