@@ -449,3 +449,29 @@ func TestReplayNeverReadsBackACookedItem(t *testing.T) {
 	assert.NotNil(t, find(out, ActCloseDown))
 	assert.Contains(t, d.view[1].Err, "cannot resume: frame 0 is of item 0, cooked here")
 }
+
+// A peer sending tiny chunks with holes (a valid sparse item) cannot grow
+// a node's frame index without bound: past the bound, frames are not
+// recorded, and a node that needs one of them rebuilt is lost with the
+// reason instead. The source's index, of its own reads, is not bounded.
+func TestNodeFrameIndexIsBounded(t *testing.T) {
+	n := relay(t)
+	require.Equal(t, maxIndexRuns, n.down.idx.limit)
+	assert.Zero(t, NewSender(SenderConfig{Manifest: manifest(1, 4)}).down.idx.limit)
+
+	n.down.idx.limit = 4
+	for i := 0; i < 10; i++ {
+		r := Ref(i + 1)
+		acts := n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Seq: uint64(i), Off: int64(2 * i), Payload: []byte("a")}, Ref: r})
+		require.NotNil(t, find(acts, ActSendDown), "the stream goes on")
+		n.Step(Event{Kind: EvWritten, Ref: r})
+		n.Step(Event{Kind: EvSent, Ref: r})
+	}
+	assert.Len(t, n.down.idx.runs, 4)
+	n.Step(Event{Kind: EvDown, Index: 1, Msg: &wire.Ack{Nodes: []wire.AckNode{{Index: 1, State: wire.StReceiving, Frames: 10, DownFrames: 10}}}})
+	n.Step(Event{Kind: EvDownFailed, Index: 1, Err: "EOF"})
+	n.Step(Event{Kind: EvDownUp, Index: 2})
+	acts := n.Step(Event{Kind: EvDown, Index: 2, Msg: &wire.Resume{Frames: 5, HasManifest: true}})
+	assert.Nil(t, find(acts, ActReadBack))
+	assert.Contains(t, n.View()[1].Err, "the frame index is incomplete")
+}

@@ -45,6 +45,7 @@ type downlink struct {
 	// output (a node) or from the source (the source), in order, at most
 	// replayWindow at a time.
 	idx     frameIndex
+	ended   bool   // the end of the session went into the stream
 	cooked  []bool // items this owner cannot read back (a node's cooked sinks); nil: all can
 	rp      []rpSlot
 	rpNext  uint64 // next frame to rebuild
@@ -115,6 +116,9 @@ const replayWindow = 4
 
 func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
 	d.self, d.man, d.dead = self, m, dead
+	if self >= 0 {
+		d.idx.limit = maxIndexRuns
+	}
 	if d.dead <= 0 {
 		d.dead = DefaultDead
 	}
@@ -179,6 +183,9 @@ func (d *downlink) retaining() bool { return d.pos+1 < len(d.order) }
 // there is no downstream: the frame is dropped and ref not kept.
 func (d *downlink) send(m wire.Msg, ref Ref, out *[]Action) bool {
 	d.idx.add(d.nextNum, m)
+	if _, ok := m.(*wire.End); ok {
+		d.ended = true
+	}
 	if d.cut || d.fromDisk {
 		d.nextNum++
 		if d.fromDisk && d.up && !d.awaiting {
@@ -631,8 +638,11 @@ func (d *downlink) anyCooked() bool {
 	return false
 }
 
-// endQueued reports whether the end of the session went into the log.
+// endQueued reports whether the end of the session went into the stream.
 func (d *downlink) endQueued() bool {
+	if d.ended {
+		return true
+	}
 	if n := len(d.idx.runs); n > 0 {
 		_, ok := d.idx.runs[n-1].msg.(*wire.End)
 		return ok

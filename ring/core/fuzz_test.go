@@ -371,6 +371,9 @@ func (l *ledger) checkDown(what string, d *downlink) {
 	if len(d.rp) > replayWindow+items+1 || d.rpAsked > replayWindow || d.rpAsked < 0 {
 		l.fatalf("%s: %d frames being rebuilt, %d asked", what, len(d.rp), d.rpAsked)
 	}
+	if d.idx.limit > 0 && len(d.idx.runs) > d.idx.limit {
+		l.fatalf("%s: %d runs in the frame index (at most %d)", what, len(d.idx.runs), d.idx.limit)
+	}
 	if len(d.view) != nodes {
 		l.fatalf("%s: %d statuses for %d nodes", what, len(d.view), nodes)
 	}
