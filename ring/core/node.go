@@ -68,6 +68,17 @@ type bufUse struct {
 // next node and resends what that node lacks from the frames it retained;
 // when its upstream dies it waits for the node before that to reconnect.
 // Not safe for concurrent use.
+//
+// No sequence of frames from its peers can make a Node panic, write or
+// read back outside the manifest, or keep more than the buffers it was
+// given and a state bounded by the manifest: every index from the wire is
+// checked (see check.go). A manifest it cannot run (CheckManifest), or a
+// frame that breaks the protocol from upstream, fails the node with the
+// reason and ends it (ActDone); one from downstream loses that node like
+// a dead one. The driver, though, is trusted: it must answer only what the
+// node asked for (events of actions it returned). FuzzNodeFrames tests
+// this with sequences of events, and the bugs it found are replayed from
+// testdata/fuzz by every go test.
 type Node struct {
 	cfg      NodeConfig
 	now      time.Duration

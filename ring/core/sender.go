@@ -22,6 +22,14 @@ type SenderConfig struct {
 // driver reads, streams them with the manifest and the item ends to the
 // first live node, and collects the statuses of every node from acks.
 // Not safe for concurrent use.
+//
+// No sequence of frames from downstream (on the chain or an aside feed)
+// can make a Sender panic, ask to read outside its items, or keep more
+// than the buffers it was given and a state bounded by the manifest: a
+// node whose frames break the protocol is lost with the reason ("protocol
+// violation: ...") and the next one is fed. A manifest it cannot run is
+// refused at Start. The driver and what it reads are trusted. This is
+// tested by FuzzSenderDownlink with sequences of events.
 type Sender struct {
 	man        *wire.Manifest
 	down       downlink
