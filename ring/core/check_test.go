@@ -475,3 +475,20 @@ func TestNodeFrameIndexIsBounded(t *testing.T) {
 	assert.Nil(t, find(acts, ActReadBack))
 	assert.Contains(t, n.View()[1].Err, "the frame index is incomplete")
 }
+
+// A driver takes the manifest from the node: the first valid one.
+func TestNodeManifestIsTheOneItRuns(t *testing.T) {
+	n := helloed(0)
+	assert.Nil(t, n.Manifest())
+	m := manifest(2, 8)
+	n.Step(Event{Kind: EvUp, Msg: m})
+	other := manifest(2, 8)
+	other.Items[0].Dest = "/etc/cron.d/evil"
+	acts := n.Step(Event{Kind: EvUp, Msg: other})
+	assert.Nil(t, find(acts, ActOpen))
+	assert.Same(t, m, n.Manifest(), "a later manifest is ignored")
+
+	n = helloed(0)
+	n.Step(Event{Kind: EvUp, Msg: manifest(1)})
+	assert.Nil(t, n.Manifest(), "a refused one is not run")
+}

@@ -229,6 +229,12 @@ func (n *Node) Restored() uint64 {
 // State is the node's own state.
 func (n *Node) State() State { return n.st.State }
 
+// Manifest returns the manifest the node runs: the first one it accepted
+// (see CheckManifest), or the one it was restored with; nil before. A
+// driver must open, size and name its sinks from it, not from a Manifest
+// frame it saw go by: the node refuses a bad one and ignores any later one.
+func (n *Node) Manifest() *wire.Manifest { return n.man }
+
 // Status returns a copy of the node's own status.
 func (n *Node) Status() NodeStatus { return copyStatus(n.st) }
 
