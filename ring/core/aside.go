@@ -95,7 +95,7 @@ func (s *Sender) stepAside(ev Event, out *[]Action) {
 		case *wire.Resume:
 			a.onResume(m, &acts)
 		case *wire.Reject:
-			a.loseTarget("rejected: "+m.Reason, &acts)
+			a.loseTarget("rejected: "+printable(m.Reason), &acts)
 		}
 	case EvSent:
 		a.onSent(ev.Ref)

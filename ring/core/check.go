@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/herd-cluster/herd/ring/wire"
 )
@@ -122,6 +125,29 @@ func (d *downlink) checkAck(a *wire.Ack) string {
 		}
 	}
 	return ""
+}
+
+// printable returns s with every control character and invalid byte
+// replaced by '?': text a peer sends (an error in its status, the reason
+// of a reject or a detach) ends up in reports and on terminals, where an
+// escape sequence could rewrite the screen.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // violation gives up on the target: what it sent breaks the protocol.

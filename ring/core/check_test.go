@@ -492,3 +492,23 @@ func TestNodeManifestIsTheOneItRuns(t *testing.T) {
 	n.Step(Event{Kind: EvUp, Msg: manifest(1)})
 	assert.Nil(t, n.Manifest(), "a refused one is not run")
 }
+
+// What peers say ends up on terminals: control characters are replaced.
+func TestPeerTextIsPrintable(t *testing.T) {
+	assert.Equal(t, "dead at offset 4: EOF", printable("dead at offset 4: EOF"))
+	assert.Equal(t, "é ok", printable("é ok"))
+	assert.Equal(t, "?[2J?]0;owned?ok?", printable("\x1b[2J\x1b]0;owned\x07ok\xff"))
+
+	s := NewSender(SenderConfig{Manifest: manifest(2, 4)})
+	s.Start(0)
+	s.Step(Event{Kind: EvDownUp, Index: 0})
+	s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.Resume{}})
+	s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.Ack{Nodes: []wire.AckNode{{Index: 1, State: wire.StFailed, Err: "\x1b[31mred"}}}})
+	assert.Equal(t, "?[31mred", s.Nodes()[1].Err)
+	s.Step(Event{Kind: EvDown, Index: 0, Msg: &wire.Reject{Reason: "no\nway"}})
+	assert.Equal(t, "rejected: no?way", s.Nodes()[0].Err)
+
+	n := relay(t)
+	n.Step(Event{Kind: EvUp, Msg: &wire.Detach{Drop: true, Reason: "\x1b[2Jslow"}})
+	assert.Equal(t, "dropped: ?[2Jslow", n.Status().Err)
+}

@@ -397,7 +397,7 @@ func (n *Node) Step(ev Event) []Action {
 			case *wire.Resume:
 				n.down.onResume(m, &out)
 			case *wire.Reject:
-				n.down.loseTarget("rejected: "+m.Reason, &out)
+				n.down.loseTarget("rejected: "+printable(m.Reason), &out)
 			case *wire.Detach:
 				// Our downstream took as upstream the node that
 				// detached us (its Detach to us was lost): we feed
@@ -597,7 +597,7 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 			return
 		}
 		if m.Drop {
-			n.fail("dropped: "+m.Reason, out)
+			n.fail("dropped: "+printable(m.Reason), out)
 		}
 		n.down.detach(out)
 	case *wire.Adopt:

@@ -209,7 +209,7 @@ func (s *Sender) Step(ev Event) []Action {
 			case *wire.Resume:
 				s.down.onResume(m, &out)
 			case *wire.Reject:
-				s.down.loseTarget("rejected: "+m.Reason, &out)
+				s.down.loseTarget("rejected: "+printable(m.Reason), &out)
 			case *wire.NotBack:
 				if uint64(m.Index) >= uint64(len(s.man.Nodes)) {
 					s.down.violation(fmt.Sprintf("not-back of node %d in a chain of %d", m.Index, len(s.man.Nodes)), &out)
