@@ -91,11 +91,11 @@ func (s *Sender) stepAside(ev Event, out *[]Action) {
 	case EvDown:
 		switch m := ev.Msg.(type) {
 		case *wire.Ack:
-			a.onAck(m, s.now)
+			a.onAck(m, s.now, &acts)
 		case *wire.Resume:
 			a.onResume(m, &acts)
 		case *wire.Reject:
-			a.loseTarget("rejected: "+m.Reason, &acts)
+			a.loseTarget("rejected: "+printable(m.Reason), &acts)
 		}
 	case EvSent:
 		a.onSent(ev.Ref)

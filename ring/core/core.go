@@ -159,7 +159,7 @@ func fromAck(s *NodeStatus, a *wire.AckNode, m *wire.Manifest) {
 	s.State = codeStates[a.State]
 	s.Bytes = a.Bytes
 	s.Rate = a.Rate
-	s.Err = a.Err
+	s.Err = printable(a.Err)
 	if len(s.Items) != len(a.Items) {
 		s.Items = make([]ItemStatus, len(a.Items))
 	}

@@ -13,7 +13,7 @@ import (
 var sess = wire.SessionID{9}
 
 func manifest(nodes int, sizes ...int64) *wire.Manifest {
-	m := &wire.Manifest{Session: sess, ChunkSize: 4}
+	m := &wire.Manifest{Session: sess, ChunkSize: 8}
 	for i := 0; i < nodes; i++ {
 		m.Nodes = append(m.Nodes, "n")
 	}

@@ -10,6 +10,15 @@
 // each is free (ActRelease): after it is written, sent, and no longer
 // retained for a possible bypass.
 //
+// What comes from the network cannot crash or balloon the state machines:
+// every index in a frame is checked against the manifest and against what
+// was sent (CheckManifest for the manifest itself), a peer that breaks the
+// protocol ends its hop with a reason, and what they keep is bounded by
+// the buffers the driver gave and the manifest. The driver itself is
+// trusted: it answers what the core asked for. FuzzNodeFrames and
+// FuzzSenderDownlink check this with sequences of events (see
+// fuzz_test.go for how to run them).
+//
 // Usage (a driver loop):
 //
 //	n := core.NewNode(core.NodeConfig{})

@@ -45,6 +45,7 @@ type downlink struct {
 	// output (a node) or from the source (the source), in order, at most
 	// replayWindow at a time.
 	idx     frameIndex
+	ended   bool   // the end of the session went into the stream
 	cooked  []bool // items this owner cannot read back (a node's cooked sinks); nil: all can
 	rp      []rpSlot
 	rpNext  uint64 // next frame to rebuild
@@ -115,6 +116,9 @@ const replayWindow = 4
 
 func (d *downlink) init(self int, m *wire.Manifest, dead time.Duration) {
 	d.self, d.man, d.dead = self, m, dead
+	if self >= 0 {
+		d.idx.limit = maxIndexRuns
+	}
 	if d.dead <= 0 {
 		d.dead = DefaultDead
 	}
@@ -179,6 +183,9 @@ func (d *downlink) retaining() bool { return d.pos+1 < len(d.order) }
 // there is no downstream: the frame is dropped and ref not kept.
 func (d *downlink) send(m wire.Msg, ref Ref, out *[]Action) bool {
 	d.idx.add(d.nextNum, m)
+	if _, ok := m.(*wire.End); ok {
+		d.ended = true
+	}
 	if d.cut || d.fromDisk {
 		d.nextNum++
 		if d.fromDisk && d.up && !d.awaiting {
@@ -301,6 +308,12 @@ func (d *downlink) onResume(r *wire.Resume, out *[]Action) {
 		d.loseTarget(fmt.Sprintf("cannot resume: it has %d frames but no manifest", r.Frames), out)
 		return
 	}
+	if r.Frames > d.nextNum && d.endQueued() {
+		// A target may be ahead of us (it kept what it had when the
+		// source or we restarted), but never past the end.
+		d.violation(fmt.Sprintf("it resumes from frame %d of a stream of %d", r.Frames, d.nextNum), out)
+		return
+	}
 	if r.Frames < first {
 		if why := d.cannotRebuild(r.Frames, first); why != "" {
 			d.loseTarget(fmt.Sprintf("cannot resume: it needs frame %d, frames %d..%d are kept and %s", r.Frames, first, d.nextNum, why), out)
@@ -360,6 +373,10 @@ func (d *downlink) pumpReplay(out *[]Action) {
 		rec, ok := d.idx.at(d.rpNext)
 		if !ok {
 			d.loseTarget(fmt.Sprintf("cannot resume: frame %d is unknown", d.rpNext), out)
+			return
+		}
+		if rec.msg == nil && rec.item < len(d.cooked) && d.cooked[rec.item] {
+			d.loseTarget(fmt.Sprintf("cannot resume: frame %d is of item %d, cooked here (its output cannot be read back)", d.rpNext, rec.item), out)
 			return
 		}
 		s := rpSlot{num: d.rpNext, seq: rec.seq, msg: rec.msg, ready: rec.msg != nil}
@@ -523,12 +540,18 @@ func (d *downlink) dropLog() {
 	d.log = nil
 }
 
-func (d *downlink) onAck(a *wire.Ack, now time.Duration) {
+// onAck takes the statuses the target reports; an ack that breaks the
+// protocol (see checkAck) loses the target.
+func (d *downlink) onAck(a *wire.Ack, now time.Duration, out *[]Action) {
+	if why := d.checkAck(a); why != "" {
+		d.violation(why, out)
+		return
+	}
 	d.lastHeard = now
 	for i := range a.Nodes {
 		an := &a.Nodes[i]
 		j := int(an.Index)
-		if j < 0 || j >= len(d.view) || !d.mine[j] {
+		if !d.mine[j] {
 			continue
 		}
 		d.flags[j] = an.Flags
@@ -580,17 +603,28 @@ func (d *downlink) retryAdopts(now time.Duration, out *[]Action) {
 		}
 		if now-w.at >= adoptRetry && !d.cut {
 			w.at = now
-			m := &wire.Adopt{Index: uint32(w.x)}
-			if d.up && !d.awaiting {
-				*out = append(*out, Action{Kind: ActSendDown, Msg: m})
-			} else {
-				d.ctl = append(d.ctl, m)
-			}
+			d.sendCtl(&wire.Adopt{Index: uint32(w.x)}, out)
 		}
 		d.adopting[k] = w
 		k++
 	}
 	d.adopting = d.adopting[:k]
+}
+
+// sendCtl sends control frame m (an Adopt) to the target now, or once it
+// resumes. A frame equal to one already waiting is not queued twice: an
+// upstream that repeats itself while our target is away costs nothing.
+func (d *downlink) sendCtl(m *wire.Adopt, out *[]Action) {
+	if d.up && !d.awaiting {
+		*out = append(*out, Action{Kind: ActSendDown, Msg: m})
+		return
+	}
+	for _, c := range d.ctl {
+		if a, ok := c.(*wire.Adopt); ok && *a == *m {
+			return
+		}
+	}
+	d.ctl = append(d.ctl, m)
 }
 
 // anyCooked reports whether an item is cooked (a moved node could not be
@@ -604,8 +638,11 @@ func (d *downlink) anyCooked() bool {
 	return false
 }
 
-// endQueued reports whether the end of the session went into the log.
+// endQueued reports whether the end of the session went into the stream.
 func (d *downlink) endQueued() bool {
+	if d.ended {
+		return true
+	}
 	if n := len(d.idx.runs); n > 0 {
 		_, ok := d.idx.runs[n-1].msg.(*wire.End)
 		return ok
@@ -635,12 +672,7 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 		d.askRejoin(x)
 	}
 	if !d.cut {
-		m := &wire.Adopt{Index: uint32(x), Rejoin: a.Rejoin}
-		if d.up && !d.awaiting {
-			*out = append(*out, Action{Kind: ActSendDown, Msg: m})
-		} else {
-			d.ctl = append(d.ctl, m)
-		}
+		d.sendCtl(&wire.Adopt{Index: uint32(x), Rejoin: a.Rejoin}, out)
 		return
 	}
 	d.cut = false

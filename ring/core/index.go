@@ -38,30 +38,46 @@ type frameRun struct {
 type frameIndex struct {
 	runs []frameRun
 	next uint64 // number of the next frame
+	// limit bounds the runs (0: no bound). A frame that needs one more
+	// is not recorded, nor any after it: they cannot be rebuilt.
+	limit int
 }
+
+// maxIndexRuns bounds a node's frame index: about 18 MiB. A stream needs
+// a run per item and control frame and one per hole in an item (a sparse
+// item of a quarter million extents fits); a peer sending tiny chunks
+// with holes would otherwise grow it by 72 bytes per frame. The source's
+// index, made of its own reads, is not bounded.
+const maxIndexRuns = 1 << 18
 
 // add records frame num (frames are added in order without gaps).
 func (x *frameIndex) add(num uint64, m wire.Msg) {
 	if num != x.next {
 		return
 	}
-	x.next++
 	d, ok := m.(*wire.Data)
+	if ok {
+		n := len(d.Payload)
+		if k := len(x.runs) - 1; k >= 0 {
+			r := &x.runs[k]
+			if r.msg == nil && r.item == int(d.Item) && r.last == r.clen && r.seq+r.count == d.Seq &&
+				r.off+int64(r.count)*int64(r.clen) == d.Off && n <= r.clen {
+				r.count++
+				r.last = n
+				x.next++
+				return
+			}
+		}
+	}
+	if x.limit > 0 && len(x.runs) >= x.limit {
+		return
+	}
+	x.next++
 	if !ok {
 		x.runs = append(x.runs, frameRun{num: num, count: 1, msg: m})
 		return
 	}
-	n := len(d.Payload)
-	if k := len(x.runs) - 1; k >= 0 {
-		r := &x.runs[k]
-		if r.msg == nil && r.item == int(d.Item) && r.last == r.clen && r.seq+r.count == d.Seq &&
-			r.off+int64(r.count)*int64(r.clen) == d.Off && n <= r.clen {
-			r.count++
-			r.last = n
-			return
-		}
-	}
-	x.runs = append(x.runs, frameRun{num: num, count: 1, item: int(d.Item), seq: d.Seq, off: d.Off, clen: n, last: n})
+	x.runs = append(x.runs, frameRun{num: num, count: 1, item: int(d.Item), seq: d.Seq, off: d.Off, clen: len(d.Payload), last: len(d.Payload)})
 }
 
 // at returns the record of frame num.
@@ -87,5 +103,5 @@ func (x *frameIndex) at(num uint64) (frameRec, bool) {
 
 // clone returns a copy that grows apart from x.
 func (x *frameIndex) clone() frameIndex {
-	return frameIndex{runs: append([]frameRun(nil), x.runs...), next: x.next}
+	return frameIndex{runs: append([]frameRun(nil), x.runs...), next: x.next, limit: x.limit}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/zeebo/blake3"
@@ -67,19 +68,34 @@ type bufUse struct {
 // next node and resends what that node lacks from the frames it retained;
 // when its upstream dies it waits for the node before that to reconnect.
 // Not safe for concurrent use.
+//
+// No sequence of frames from its peers can make a Node panic, write or
+// read back outside the manifest, or keep more than the buffers it was
+// given and a state bounded by the manifest: every index from the wire is
+// checked (see check.go). A manifest it cannot run (CheckManifest), or a
+// frame that breaks the protocol from upstream, fails the node with the
+// reason and ends it (ActDone); one from downstream loses that node like
+// a dead one. The driver, though, is trusted: it must answer only what the
+// node asked for (events of actions it returned). FuzzNodeFrames tests
+// this with sequences of events, and the bugs it found are replayed from
+// testdata/fuzz by every go test.
 type Node struct {
-	cfg         NodeConfig
-	now         time.Duration
-	hello       *wire.Hello
-	man         *wire.Manifest
-	st          NodeStatus
-	items       []nodeItem
-	down        downlink
-	bufs        map[Ref]*bufUse
-	nextSeq     uint64
-	framesIn    uint64
-	cur         int
-	upDone      bool
+	cfg      NodeConfig
+	now      time.Duration
+	hello    *wire.Hello
+	man      *wire.Manifest
+	st       NodeStatus
+	items    []nodeItem
+	down     downlink
+	bufs     map[Ref]*bufUse
+	nextSeq  uint64
+	framesIn uint64
+	cur      int // item being written (not advanced once failed)
+	ends     int // item ends taken into the stream
+	upDone   bool
+	// broken: the upstream sent what breaks the protocol (or a session
+	// the node cannot take part in): the node failed and is done with it.
+	broken      bool
 	upGone      bool
 	upLostAt    time.Duration
 	upLostWhy   string
@@ -126,6 +142,9 @@ func (n *Node) RestoreStart(index int, m *wire.Manifest) error {
 	if n.man != nil || n.hello != nil {
 		return fmt.Errorf("restore: node already started")
 	}
+	if err := CheckManifest(m); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	if index < 0 || index >= len(m.Nodes) {
 		return fmt.Errorf("restore: index %d outside a chain of %d nodes", index, len(m.Nodes))
 	}
@@ -162,7 +181,11 @@ func (n *Node) RestoreFrame(m wire.Msg) error {
 	var none []Action
 	switch m := m.(type) {
 	case *wire.Data:
-		if reason := n.check(m, n.nextSeq, false); reason != "" {
+		reason := placeData(m, n.man)
+		if reason == "" {
+			reason = n.check(m, n.nextSeq, false)
+		}
+		if reason != "" {
 			return fmt.Errorf("restore: %s", reason)
 		}
 		it := &n.items[m.Item]
@@ -181,6 +204,7 @@ func (n *Node) RestoreFrame(m wire.Msg) error {
 		}
 		it.ended, it.synced = true, true
 		n.cur++
+		n.ends++
 		n.st.Items[k].Digest = hexString(dg[:])
 		n.st.Items[k].Verified = true
 	default:
@@ -208,6 +232,12 @@ func (n *Node) Restored() uint64 {
 
 // State is the node's own state.
 func (n *Node) State() State { return n.st.State }
+
+// Manifest returns the manifest the node runs: the first one it accepted
+// (see CheckManifest), or the one it was restored with; nil before. A
+// driver must open, size and name its sinks from it, not from a Manifest
+// frame it saw go by: the node refuses a bad one and ignores any later one.
+func (n *Node) Manifest() *wire.Manifest { return n.man }
 
 // Status returns a copy of the node's own status.
 func (n *Node) Status() NodeStatus { return copyStatus(n.st) }
@@ -288,7 +318,7 @@ func (n *Node) Step(ev Event) []Action {
 			case *wire.Bye:
 				n.bye = true
 			case *wire.Adopt:
-				if m.Rejoin {
+				if m.Rejoin && n.man != nil && uint64(m.Index) < uint64(len(n.man.Nodes)) {
 					// We feed nobody anymore: the request finds nobody.
 					out = append(out, Action{Kind: ActSendUp, Msg: &wire.NotBack{Index: m.Index}})
 				}
@@ -367,17 +397,21 @@ func (n *Node) Step(ev Event) []Action {
 		if n.man != nil && ev.Index == n.down.target {
 			switch m := ev.Msg.(type) {
 			case *wire.Ack:
-				n.down.onAck(m, n.now)
+				n.down.onAck(m, n.now, &out)
 			case *wire.Resume:
 				n.down.onResume(m, &out)
 			case *wire.Reject:
-				n.down.loseTarget("rejected: "+m.Reason, &out)
+				n.down.loseTarget("rejected: "+printable(m.Reason), &out)
 			case *wire.Detach:
 				// Our downstream took as upstream the node that
 				// detached us (its Detach to us was lost): we feed
 				// nobody, and say nothing about the nodes after us.
 				n.down.detach(&out)
 			case *wire.NotBack:
+				if uint64(m.Index) >= uint64(len(n.man.Nodes)) {
+					n.down.violation(fmt.Sprintf("not-back of node %d in a chain of %d", m.Index, len(n.man.Nodes)), &out)
+					break
+				}
 				n.down.onNotBack(m)
 				out = append(out, Action{Kind: ActSendUp, Msg: m})
 			}
@@ -418,6 +452,19 @@ func (n *Node) fail(reason string, out *[]Action) {
 	if !n.sinksClosed && n.man != nil {
 		n.sinksClosed = true
 		*out = append(*out, Action{Kind: ActCloseSinks})
+	}
+}
+
+// refuse ends the hop: what the upstream sent breaks the protocol, or
+// describes a session the node cannot take part in. The node fails with
+// reason (unless it failed before), stops feeding the nodes after it, and
+// finishes at the end of this step; nothing more from the upstream is
+// taken (see the finished case of Step).
+func (n *Node) refuse(reason string, out *[]Action) {
+	n.fail(reason, out)
+	n.broken = true
+	if n.man != nil {
+		n.down.abandon(fmt.Sprintf("cut off: node %d refused what its upstream sent", n.st.Index), out)
 	}
 }
 
@@ -464,18 +511,20 @@ func (n *Node) onUpNew(ev Event, out *[]Action) {
 
 func (n *Node) onUp(ev Event, out *[]Action) {
 	n.lastUpAt = n.now
-	if n.man != nil {
-		switch ev.Msg.(type) {
-		case *wire.Data, *wire.ItemEnd, *wire.End:
-			n.framesIn++
-		}
-	}
 	switch m := ev.Msg.(type) {
 	case *wire.Hello:
 		if n.hello != nil {
 			return
 		}
 		n.hello = m
+		if n.restored && (m.Session != n.man.Session || uint64(m.Index) != uint64(n.st.Index)) {
+			n.refuse(fmt.Sprintf("hello for node %d of another session, or for another node than %d", m.Index, n.st.Index), out)
+			return
+		}
+		if m.Index >= wire.MaxNodes {
+			n.refuse(fmt.Sprintf("hello for node %d: a chain has at most %d nodes", m.Index, wire.MaxNodes), out)
+			return
+		}
 		n.st.Index = int(m.Index)
 		if n.man == nil {
 			n.st.State = StateConnected
@@ -502,12 +551,16 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		if n.hello == nil || n.man != nil {
 			return
 		}
+		if err := CheckManifest(m); err != nil {
+			n.refuse(strings.TrimPrefix(err.Error(), "core: "), out)
+			return
+		}
 		if m.Session != n.hello.Session {
-			n.fail("manifest of another session", out)
+			n.refuse("manifest of another session", out)
 			return
 		}
 		if n.st.Index >= len(m.Nodes) {
-			n.fail(fmt.Sprintf("index %d outside a chain of %d nodes", n.st.Index, len(m.Nodes)), out)
+			n.refuse(fmt.Sprintf("index %d outside a chain of %d nodes", n.st.Index, len(m.Nodes)), out)
 			return
 		}
 		n.man = m
@@ -538,6 +591,12 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		if n.man == nil {
 			return
 		}
+		if why := n.placeEnd(m); why != "" {
+			n.refuse(why, out)
+			return
+		}
+		n.framesIn++
+		n.ends++
 		n.down.send(m, 0, out)
 		n.onItemEnd(m, out)
 	case *wire.Bye:
@@ -549,17 +608,33 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 			return
 		}
 		if m.Drop {
-			n.fail("dropped: "+m.Reason, out)
+			n.fail("dropped: "+printable(m.Reason), out)
 		}
 		n.down.detach(out)
 	case *wire.Adopt:
-		if n.man != nil {
-			n.down.adopt(m, out)
+		if n.man == nil {
+			return
 		}
+		if uint64(m.Index) >= uint64(len(n.man.Nodes)) {
+			n.refuse(fmt.Sprintf("adopt of node %d in a chain of %d", m.Index, len(n.man.Nodes)), out)
+			return
+		}
+		if n.down.anyCooked() {
+			// What a node wrote of a cooked item is not the stream:
+			// the source feeds moved and returning nodes itself.
+			n.refuse(fmt.Sprintf("adopt of node %d in a session with cooked items", m.Index), out)
+			return
+		}
+		n.down.adopt(m, out)
 	case *wire.End:
 		if n.man == nil {
 			return
 		}
+		if n.upDone {
+			n.refuse("a second end of the session", out)
+			return
+		}
+		n.framesIn++
 		n.down.send(m, 0, out)
 		n.upDone = true
 		if n.st.State == StateFailed {
@@ -582,6 +657,19 @@ func (n *Node) onData(d *wire.Data, ev Event, out *[]Action) {
 		}
 		return
 	}
+	why := placeData(d, n.man)
+	if why == "" && n.upDone {
+		why = fmt.Sprintf("chunk %d after the end of the session", d.Seq)
+	}
+	if why != "" {
+		// Not part of any stream: neither written nor forwarded.
+		if ev.Ref != 0 {
+			*out = append(*out, Action{Kind: ActRelease, Ref: ev.Ref})
+		}
+		n.refuse(why, out)
+		return
+	}
+	n.framesIn++
 	seq := n.nextSeq
 	n.nextSeq++
 	u := &bufUse{}
@@ -609,7 +697,9 @@ func (n *Node) onData(d *wire.Data, ev Event, out *[]Action) {
 	n.bufs[ev.Ref] = u
 }
 
-// check returns why chunk d (the seq-th of the session) is unacceptable.
+// check returns why chunk d (the seq-th of the session), which placeData
+// accepted, is unacceptable: the node fails, but the chunk takes its place
+// in the stream (it is forwarded: the nodes after it see the same).
 func (n *Node) check(d *wire.Data, seq uint64, bad bool) string {
 	switch {
 	case bad:
@@ -618,6 +708,8 @@ func (n *Node) check(d *wire.Data, seq uint64, bad bool) string {
 		return fmt.Sprintf("chunk %d of another session", seq)
 	case d.Seq != seq:
 		return fmt.Sprintf("chunk %d arrived where %d was due (lost chunk)", d.Seq, seq)
+	case n.cur >= len(n.items):
+		return fmt.Sprintf("chunk %d for item %d after the last item", seq, d.Item)
 	case int(d.Item) != n.cur:
 		return fmt.Sprintf("chunk %d for item %d while item %d is open", seq, d.Item, n.cur)
 	}
@@ -625,8 +717,20 @@ func (n *Node) check(d *wire.Data, seq uint64, bad bool) string {
 	if d.Off < it.next {
 		return fmt.Sprintf("chunk %d at offset %d overlaps previous data (item %d)", seq, d.Off, d.Item)
 	}
-	if sz := n.man.Items[d.Item].Size; sz >= 0 && d.Off+int64(len(d.Payload)) > sz {
-		return fmt.Sprintf("chunk %d ends at %d past the size %d of item %d", seq, d.Off+int64(len(d.Payload)), sz, d.Item)
+	return ""
+}
+
+// placeEnd says why item end m cannot be part of the stream at all (""
+// if it can): past the end, for an item outside the manifest, or one item
+// end too many. Such a frame is not forwarded.
+func (n *Node) placeEnd(m *wire.ItemEnd) string {
+	switch {
+	case n.upDone:
+		return fmt.Sprintf("end of item %d after the end of the session", m.Item)
+	case uint64(m.Item) >= uint64(len(n.items)):
+		return fmt.Sprintf("end of item %d of a session of %d items", m.Item, len(n.items))
+	case n.ends >= len(n.items):
+		return fmt.Sprintf("end of item %d: every item ended already", m.Item)
 	}
 	return ""
 }
@@ -657,8 +761,8 @@ func (n *Node) onItemEnd(m *wire.ItemEnd, out *[]Action) {
 }
 
 func (n *Node) onSynced(ev Event, out *[]Action) {
-	if n.st.State == StateFailed || ev.Item < 0 || ev.Item >= len(n.items) {
-		return
+	if n.st.State == StateFailed || ev.Item < 0 || ev.Item >= len(n.items) || !n.items[ev.Item].ended || n.items[ev.Item].synced {
+		return // not asked for (ActSync), or the node failed meanwhile
 	}
 	if ev.Err != "" {
 		n.fail(fmt.Sprintf("sync item %d (%s): %s", ev.Item, n.dest(ev.Item), ev.Err), out)
@@ -796,7 +900,7 @@ func (n *Node) maybeFinish(out *[]Action) {
 	if n.finished || !n.st.State.Terminal() {
 		return
 	}
-	lost := n.UpstreamLost() || (n.upGone && n.man == nil)
+	lost := n.UpstreamLost() || (n.upGone && n.man == nil) || n.broken
 	if !lost && !(n.upDone && (n.man == nil || n.down.cut || n.down.settled())) {
 		// Done, but nodes after us are not: the sinks stay open, so we
 		// can read chunks back for one of them.

@@ -22,6 +22,14 @@ type SenderConfig struct {
 // driver reads, streams them with the manifest and the item ends to the
 // first live node, and collects the statuses of every node from acks.
 // Not safe for concurrent use.
+//
+// No sequence of frames from downstream (on the chain or an aside feed)
+// can make a Sender panic, ask to read outside its items, or keep more
+// than the buffers it was given and a state bounded by the manifest: a
+// node whose frames break the protocol is lost with the reason ("protocol
+// violation: ...") and the next one is fed. A manifest it cannot run is
+// refused at Start. The driver and what it reads are trusted. This is
+// tested by FuzzSenderDownlink with sequences of events.
 type Sender struct {
 	man        *wire.Manifest
 	down       downlink
@@ -41,11 +49,27 @@ type Sender struct {
 	// source itself, aside the chain (see aside.go).
 	cooked bool
 	asides map[int]*downlink
+	// refused: why the manifest cannot run (see CheckManifest); Start
+	// ends the session with it at once.
+	refused string
+	started bool
 }
 
-// NewSender returns a Sender for cfg; call Start first.
+// NewSender returns a Sender for cfg; call Start first. A manifest that
+// does not pass CheckManifest (no items, absurd counts...) is not run:
+// Start ends the session at once with the reason, before any node is
+// dialed; check it first to tell the user (ring.Send does).
 func NewSender(cfg SenderConfig) *Sender {
 	s := &Sender{man: cfg.Manifest, rejoin: cfg.Rejoin}
+	if err := CheckManifest(cfg.Manifest); err != nil {
+		s.refused = strings.TrimPrefix(err.Error(), "core: ")
+		s.man = &wire.Manifest{}
+		if cfg.Manifest != nil {
+			s.man.Session = cfg.Manifest.Session
+		}
+		s.down.cut = true
+		return s
+	}
 	s.down.init(-1, cfg.Manifest, cfg.Dead)
 	s.cooked = s.down.anyCooked()
 	s.items = make([]itemHash, len(cfg.Manifest.Items))
@@ -56,14 +80,21 @@ func NewSender(cfg SenderConfig) *Sender {
 	return s
 }
 
-// Start dials the first node and queues the manifest.
+// Start dials the first node and queues the manifest. Call it once,
+// before Step. With a refused manifest (see NewSender) it returns ActDone
+// with the reason and nothing else.
 func (s *Sender) Start(now time.Duration) []Action {
+	if s.started {
+		return nil
+	}
+	s.started = true
 	var out []Action
 	s.now = now
-	s.down.start(&out)
-	if len(s.man.Items) == 0 {
-		s.endSession(&out)
+	if s.refused != "" {
+		s.err, s.finished = s.refused, true
+		return []Action{{Kind: ActDone, Err: s.err}}
 	}
+	s.down.start(&out)
 	s.maybeFinish(&out)
 	return out
 }
@@ -170,7 +201,7 @@ func (s *Sender) Step(ev Event) []Action {
 		s.maybeFinish(&out)
 		return out
 	}
-	if s.finished {
+	if s.finished || s.refused != "" {
 		switch ev.Kind {
 		case EvSent:
 			s.down.onSent(ev.Ref)
@@ -187,7 +218,7 @@ func (s *Sender) Step(ev Event) []Action {
 		s.onRead(ev, &out)
 	case EvReadEnd:
 		if ev.Err != "" {
-			s.abort(fmt.Sprintf("read item %d (%s): %s", ev.Item, s.man.Items[ev.Item].Name, ev.Err), &out)
+			s.abort(fmt.Sprintf("read item %d (%s): %s", ev.Item, s.itemName(ev.Item), ev.Err), &out)
 			break
 		}
 		if ev.Item != s.cur || s.ended {
@@ -213,12 +244,16 @@ func (s *Sender) Step(ev Event) []Action {
 		if ev.Index == s.down.target {
 			switch m := ev.Msg.(type) {
 			case *wire.Ack:
-				s.down.onAck(m, s.now)
+				s.down.onAck(m, s.now, &out)
 			case *wire.Resume:
 				s.down.onResume(m, &out)
 			case *wire.Reject:
-				s.down.loseTarget("rejected: "+m.Reason, &out)
+				s.down.loseTarget("rejected: "+printable(m.Reason), &out)
 			case *wire.NotBack:
+				if uint64(m.Index) >= uint64(len(s.man.Nodes)) {
+					s.down.violation(fmt.Sprintf("not-back of node %d in a chain of %d", m.Index, len(s.man.Nodes)), &out)
+					break
+				}
 				s.down.onNotBack(m)
 			}
 		}
@@ -241,6 +276,13 @@ func (s *Sender) Step(ev Event) []Action {
 	return out
 }
 
+func (s *Sender) itemName(i int) string {
+	if i >= 0 && i < len(s.man.Items) {
+		return s.man.Items[i].Name
+	}
+	return "?"
+}
+
 func (s *Sender) onRead(ev Event, out *[]Action) {
 	d, ok := ev.Msg.(*wire.Data)
 	kept := false
@@ -253,6 +295,8 @@ func (s *Sender) onRead(ev Event, out *[]Action) {
 		s.abort(fmt.Sprintf("source item %d (%s) yielded offset %d after %d: runs must increase", s.cur, s.man.Items[s.cur].Name, d.Off, s.items[s.cur].next), out)
 	case s.man.Items[s.cur].Size >= 0 && d.Off+int64(len(d.Payload)) > s.man.Items[s.cur].Size:
 		s.abort(fmt.Sprintf("source item %d (%s) is larger than its size %d", s.cur, s.man.Items[s.cur].Name, s.man.Items[s.cur].Size), out)
+	case placeData(d, s.man) != "":
+		s.abort("source: "+placeData(d, s.man), out)
 	default:
 		s.nextSeq++
 		it := &s.items[s.cur]

@@ -111,7 +111,7 @@ func (d *downlink) noteSlowLink(j int) {
 // target is judged at once: lagging again means our own card is slow.
 func (d *downlink) noteResume(frames uint64) {
 	half := d.halfFrames()
-	d.sl.lagOf, d.sl.caught = d.target+1, half == 0 || d.nextNum < frames+half || d.sl.linkMoves > 0
+	d.sl.lagOf, d.sl.caught = d.target+1, half == 0 || frames > d.nextNum || d.nextNum-frames < half || d.sl.linkMoves > 0
 }
 
 // halfFrames is how many chunk frames fill half of the owner's chunk
@@ -307,7 +307,7 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	d.stopReplay()
 	d.bypassing = true
 	d.target = d.order[d.pos]
-	d.ctl = append(d.ctl, &wire.Adopt{Index: uint32(x)})
+	d.sendCtl(&wire.Adopt{Index: uint32(x)}, out)
 	d.adopting = append(d.adopting, adoptWait{x, now})
 	d.takeover = true
 	d.dial(out)

@@ -184,10 +184,10 @@ func TestCheckSlowMovesTargetThatBlamesItself(t *testing.T) {
 // remembered: the node that moved it may be gone when we need to know.
 func TestNoteSlowLinkSticks(t *testing.T) {
 	d := slowLinkDown(wire.SlowMove)
-	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 3, State: wire.StReceiving, Flags: wire.AckSlowLink}}}, time.Second)
-	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 3, State: wire.StReceiving}}}, 2*time.Second)
+	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 3, State: wire.StReceiving, Flags: wire.AckSlowLink}}}, time.Second, nil)
+	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 3, State: wire.StReceiving}}}, 2*time.Second, nil)
 	assert.Equal(t, wire.AckSlowLink, d.sl.flagsOf(3))
 	assert.Equal(t, wire.AckSlowLink, d.takeDirty(true)[2].Flags&wire.AckSlowLink, "and passed on up")
-	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 1, State: wire.StReceiving, Flags: wire.AckSlowLink}}}, 3*time.Second)
+	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 1, State: wire.StReceiving, Flags: wire.AckSlowLink}}}, 3*time.Second, nil)
 	assert.Zero(t, d.sl.flagsOf(1), "our target's flag asks us to move it; it is not moved yet")
 }
