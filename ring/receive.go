@@ -545,27 +545,29 @@ func runNode(ctx context.Context, h accepted, hops <-chan accepted, cfg Receiver
 	}
 	lp.onTick = func() { progress(false) }
 	lp.step = func(ev core.Event) []core.Action {
-		if ev.Kind == core.EvUp {
-			if m, ok := ev.Msg.(*wire.Manifest); ok && lp.sink.man == nil {
-				its := make([]Item, len(m.Items))
-				for i, it := range m.Items {
-					its[i] = Item{Name: it.Name, Dest: it.Dest, Cook: it.Cook, Size: it.Size}
-				}
-				lp.sink.items = its
-				lp.sink.man = m
-				if st := sized.Load(); st != nil {
-					lp.sink.chunks = st.chunks
-					node.SetMemory(st.pool.payloadBytes())
-				}
-			}
-		}
-		if ev.Kind == core.EvUpClosed && node.View() == nil && !node.Finished() {
-			// No manifest yet (View is nil until one): nothing was
-			// written, and the upstream is gone. Do not wait for a
-			// replacement; Receive waits for a session again.
+		if ev.Kind == core.EvUpClosed && node.Manifest() == nil && !node.Finished() {
+			// No manifest yet: nothing was written, and the upstream is
+			// gone. Do not wait for a replacement; Receive waits for a
+			// session again.
 			return []core.Action{{Kind: core.ActDone, Err: errNoManifest.Error() + ": " + ev.Err}}
 		}
-		return node.Step(ev)
+		acts := node.Step(ev)
+		if m := node.Manifest(); m != nil && lp.sink.man == nil {
+			// The manifest the core took (checked, the first one): the
+			// sink worker opens its items (the ActOpen actions in acts
+			// are performed after this).
+			its := make([]Item, len(m.Items))
+			for i, it := range m.Items {
+				its[i] = Item{Name: it.Name, Dest: it.Dest, Cook: it.Cook, Size: it.Size}
+			}
+			lp.sink.items = its
+			lp.sink.man = m
+			if st := sized.Load(); st != nil {
+				lp.sink.chunks = st.chunks
+				node.SetMemory(st.pool.payloadBytes())
+			}
+		}
+		return acts
 	}
 
 	gen := 0
@@ -615,7 +617,7 @@ func runNode(ctx context.Context, h accepted, hops <-chan accepted, cfg Receiver
 	lp.sink.wg.Wait()
 	lp.down.stop()
 	up.stop()
-	if err == nil && node.View() == nil && strings.HasPrefix(reason, errNoManifest.Error()) {
+	if err == nil && node.Manifest() == nil && strings.HasPrefix(reason, errNoManifest.Error()) {
 		st := node.Status()
 		return &st, fmt.Errorf("%w (%s)", errNoManifest, strings.TrimPrefix(reason, errNoManifest.Error()+": "))
 	}
@@ -849,6 +851,11 @@ func (r upstreamReader) run(ctx context.Context) {
 				if m.Session != r.h.hello.Session {
 					fail(errors.New("manifest of another session"))
 					return
+				}
+				if err := core.CheckManifest(m); err != nil {
+					// The core refuses it too (and fails the node);
+					// nothing is sized after it.
+					break
 				}
 				if st == nil {
 					ns, err := newStream(r.limit, m, ch.Keyed())

@@ -95,6 +95,9 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 			total += it.Size
 		}
 	}
+	if err := core.CheckManifest(man); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	// Open every source first: an unreadable source stops the session
 	// before any node is touched.
 	srcs := make([]Source, len(cfg.Items))

@@ -408,35 +408,37 @@ func (f *flipConn) Write(p []byte) (int, error) {
 	return f.Conn.Write(p)
 }
 
+// A chunk damaged on a link (a bit flipped past TCP's checksum) fails its
+// check at the node after the link, keyed or not: that node closes the
+// hop rather than write or forward it, the node before it feeds the next
+// node, and the damaged node is taken back at the tail. Nobody writes the
+// damaged bytes; every node ends with the source's.
 func TestTCPCorruptChunkDetected(t *testing.T) {
 	for _, key := range [][]byte{nil, testKey} {
 		t.Run(fmt.Sprintf("key=%v", key != nil), func(t *testing.T) {
+			var once atomic.Bool
 			c := startCluster(t, 3, func(i int, rc *ReceiverConfig) {
 				rc.Key, rc.Insecure = key, key == nil
+				rc.DeadTimeout, rc.UpstreamWait = 0, 0
 				if i == 0 {
 					rc.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 						conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-						if err != nil {
-							return nil, err
+						if err != nil || !once.CompareAndSwap(false, true) {
+							return conn, err
 						}
 						return &flipConn{Conn: conn, at: 1536 << 10}, nil
 					}
 				}
 			})
 			a := randomData(8, 3<<20)
-			rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Key: key, Insecure: key == nil, ChunkSize: 1 << 20, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
+			rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, Key: key, Insecure: key == nil, Rejoin: 20 * time.Millisecond,
+				ChunkSize: 1 << 20, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
 			require.NoError(t, err)
-			assert.False(t, rep.OK())
-			assert.Equal(t, StateDone, rep.Nodes[0].State)
-			for _, i := range []int{1, 2} {
-				assert.Equal(t, StateFailed, rep.Nodes[i].State, "node %d", i)
-				assert.Contains(t, rep.Nodes[i].Err, "corrupt chunk 1")
-				assert.False(t, rep.Nodes[i].Items[0].Verified)
-				r := c.wait(i)
-				require.ErrorIs(t, r.err, ErrNodeFailed)
-				assert.False(t, r.st.Items[0].Verified)
+			require.True(t, rep.OK(), "%+v", rep.Nodes)
+			for i := range c.addrs {
+				require.NoError(t, c.wait(i).err)
+				assert.Equal(t, b3hex(a), b3hex(c.sinks[i].get("/out/a").bytes()), "node %d", i)
 			}
-			require.NoError(t, c.wait(0).err)
 		})
 	}
 }
