@@ -194,8 +194,8 @@ func ParseCredentials(b []byte) (mac string, key []byte, err error) {
 		return "", nil, fmt.Errorf("%w: MAC %q", ErrCredentials, f[1])
 	}
 	key, err = hex.DecodeString(f[2])
-	if err != nil || len(key) != httpboot.KeySize {
-		return "", nil, fmt.Errorf("%w: want a key of %d bytes in hex", ErrCredentials, httpboot.KeySize)
+	if err != nil || len(key) != httpboot.KeySize || hex.EncodeToString(key) != f[2] {
+		return "", nil, fmt.Errorf("%w: want a key of %d bytes in lower-case hex", ErrCredentials, httpboot.KeySize)
 	}
 	return mac, key, nil
 }
