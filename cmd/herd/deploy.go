@@ -280,6 +280,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	}
 	var chains []chainRecord
 	if len(nodes) == 0 {
+		noteAlarms(st, results)
 		printDeploy(stdout, results, chains, o.json)
 		return exitError{ExitFailed, fmt.Errorf("no machine registered within %v", o.wait)}
 	}
@@ -325,6 +326,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 		case <-ctx.Done():
 		}
 	}
+	noteAlarms(st, results)
 	printDeploy(stdout, results, chains, o.json)
 	ok, ko := 0, 0
 	for _, r := range results {
@@ -341,6 +343,18 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 		return exitError{ExitFailed, fmt.Errorf("no machine was deployed (%d failed)", ko)}
 	default:
 		return exitError{ExitPartial, fmt.Errorf("%d machine(s) deployed, %d failed", ok, ko)}
+	}
+}
+
+// noteAlarms gives a machine that never made it into a chain the alarm
+// it has, if any, as its reason: its registration was refused because
+// its agent key had been used (by someone else, or by itself before a
+// reboot).
+func noteAlarms(st *state.Store, results map[string]*deployResult) {
+	for mac, r := range results {
+		if m, ok := st.Get(mac); ok && m.Alarm != "" && !r.OK && r.State == string(state.New) {
+			r.IP, r.State, r.Reason = m.IP, string(m.State), "ALARM: "+m.Alarm
+		}
 	}
 }
 

@@ -449,3 +449,24 @@ func TestDeployMethodAndStage2Usage(t *testing.T) {
 		})
 	}
 }
+
+// TestDeployAlarmBeforeTheChain: a machine whose registration raised an
+// alarm before the chain started is not taken into it, and the result
+// says why.
+func TestDeployAlarmBeforeTheChain(t *testing.T) {
+	e := newServerEnv(t)
+	image := filepath.Join(e.top, "golden.img")
+	require.NoError(t, os.WriteFile(image, []byte("image"), 0o644))
+	bin, argsFile := fakeHerd(t, e.top)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const a, b = "52:54:00:00:00:0b", "52:54:00:00:00:0c"
+	d := e.startDeploy(t, ctx, "--macs", a+","+b, "--image", image, "--herd-bin", bin, "--wait", "2s")
+	registerAgent(t, e.base, a, "127.0.0.1", 7001, "")
+	_, err := tryRegister(t, e.base, a, "127.0.0.2", 7001, "")
+	require.ErrorIs(t, err, agent.ErrRefused)
+	assert.Equal(t, ExitFailed, d.wait(t, ctx), d.stderr.String())
+	assert.Empty(t, readLines(t, argsFile), "no chain")
+	assert.Regexp(t, `52:54:00:00:00:0b\s+127\.0\.0\.1\s+KO\s+cloning\s+ALARM: `, d.stdout.String())
+	assert.Regexp(t, `52:54:00:00:00:0c\s+KO\s+new\s+did not register`, d.stdout.String())
+}
