@@ -329,7 +329,6 @@ func TestStage2RegisterAndReport(t *testing.T) {
 	assert.Equal(t, state.StepStage2Received, m.Step)
 	a = call(t, ts.URL, "POST", PathReport, mk, `{"mac":"52:54:00:aa:02:01","ok":true,"bytes":9,"step":"nope"}`, time.Time{})
 	assert.Equal(t, http.StatusBadRequest, a.code)
-
 }
 
 func TestStage2ReRegistersWithTheMachineKey(t *testing.T) {
