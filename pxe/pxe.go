@@ -6,12 +6,21 @@
 // clone is verified (state local). Configuration files are generated on
 // request, never edited by hand.
 //
+// Keys: the server holds the session key (Options.Key), which keys the
+// chain. A machine it was told to provision (Options.MACs, the state
+// file, herd pxe set MAC new) gets in its boot configuration its own
+// agent key, good for one registration (see pxe/httpboot); the chain key
+// reaches its agent only in the sealed answer to that registration. A
+// machine nobody approved is recorded as discovered and sent to its disk
+// with no key, unless Options.AllowUnknown.
+//
 // Usage:
 //
 //	srv, err := pxe.New(pxe.Options{
 //		Interface: "eth1", DHCP: dhcp.ModeServer,
 //		RangeStart: net.ParseIP("10.0.1.100"), RangeEnd: net.ParseIP("10.0.1.150"),
 //		BootDir: "/srv/herd/boot", StatePath: "/var/lib/herd/machines.json",
+//		Key: sessionKey, MACs: []string{"52:54:00:12:34:56"},
 //		Agent: bootcfg.Agent{Session: "lab", Disk: "/dev/vda"},
 //	})
 //	if err != nil { ... }
@@ -82,17 +91,29 @@ type Options struct {
 	// relative to BootDir.
 	Kernel, Initrd string
 	// Agent is the agent's kernel command line; Agent.Server defaults to
-	// ServerIP:HTTPPort. Agent.Key, when set, is also the key every
-	// state-changing API request must be signed with.
+	// ServerIP:HTTPPort. Agent.AgentKey must be empty: each machine's is
+	// filled in when its boot configuration is made.
 	Agent bootcfg.Agent
+	// Key is the session key (the bytes of the key file herd send uses,
+	// at least 16): it keys the chain, and every key of the API is
+	// derived from it (required).
+	Key []byte
 	// Menu makes pxelinux show the seed's menu (local, herd, kamethod,
 	// dolly) instead of booting the agent directly.
 	Menu bool
 
-	// MACs are added to the state as new machines at start.
+	// MACs are added to the state as new machines at start (a
+	// discovered one is approved).
 	MACs []string
-	// KnownOnly answers only machines in MACs or already in the state.
+	// KnownOnly answers only machines in MACs or already in the state
+	// (and not discovered): DHCP ignores the others.
 	KnownOnly bool
+	// AllowUnknown gives any machine that PXE-boots an agent key (it is
+	// added as new): anyone on the provisioning network can then
+	// register and get the chain key. Without it, a machine not in MACs
+	// nor approved in the state is recorded as discovered and boots its
+	// disk.
+	AllowUnknown bool
 
 	// RA sends IPv6 router advertisements on Interface so that iPXE does
 	// not wait ~16 s for IPv6 configuration; RAPrefix is the /64
@@ -102,6 +123,9 @@ type Options struct {
 
 	// Logf receives one line per event (optional).
 	Logf func(format string, args ...any)
+	// Alarmf receives alarms (an agent key presented a second time),
+	// also when Logf is nil (default Logf).
+	Alarmf func(format string, args ...any)
 }
 
 // Server is a running set of PXE services. Create it with New.
@@ -177,6 +201,15 @@ func New(opts Options) (*Server, error) {
 	if err := opts.Agent.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
+	if opts.Agent.AgentKey != "" {
+		return nil, fmt.Errorf("%w: Agent.AgentKey is per machine, leave it empty", ErrConfig)
+	}
+	if len(opts.Key) < 16 {
+		return nil, fmt.Errorf("%w: a session key of at least 16 bytes is required (%d given)", ErrConfig, len(opts.Key))
+	}
+	if opts.KnownOnly && opts.AllowUnknown {
+		return nil, fmt.Errorf("%w: known-only and allow-unknown exclude each other", ErrConfig)
+	}
 	st, err := state.Open(opts.StatePath)
 	if err != nil {
 		return nil, err
@@ -188,14 +221,11 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
 		s.known[mac] = true
-		if _, ok := st.Get(mac); !ok {
+		if cur, ok := st.Get(mac); !ok || cur.State == state.Discovered {
 			if _, err := st.Add(mac, ""); err != nil {
 				return nil, err
 			}
 		}
-	}
-	for _, m := range st.List() {
-		s.known[m.MAC] = true
 	}
 	base := s.BaseURL()
 	s.dcfg = &dhcp.Config{
@@ -216,14 +246,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s.pool = dhcp.NewPool(s.dcfg.Start, s.dcfg.End)
 	s.pool.Lease = opts.LeaseTime
-	s.http = &httpboot.Server{Dir: opts.BootDir, Store: st, BaseURL: base, Script: s.ipxeScript, Session: opts.Agent.Session, Logf: opts.Logf}
-	if opts.Agent.Key != "" {
-		key, err := hex.DecodeString(opts.Agent.Key)
-		if err != nil {
-			return nil, fmt.Errorf("%w: session key: %v", ErrConfig, err)
-		}
-		s.http.Key = key
-	}
+	s.http = &httpboot.Server{Dir: opts.BootDir, Store: st, BaseURL: base, Script: s.ipxeScript, Session: opts.Agent.Session,
+		Key: opts.Key, Logf: opts.Logf, Alarmf: opts.Alarmf}
 	if opts.KnownOnly {
 		s.http.Allow = s.allowed
 	}
@@ -248,31 +272,84 @@ func (s *Server) logf(format string, args ...any) {
 	}
 }
 
-func (s *Server) allowed(mac string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.known[mac] {
-		return true
+// warnf logs also when Logf is nil (through Alarmf).
+func (s *Server) warnf(format string, args ...any) {
+	switch {
+	case s.opts.Alarmf != nil:
+		s.opts.Alarmf(format, args...)
+	default:
+		s.logf(format, args...)
 	}
-	_, ok := s.store.Get(mac)
-	return ok
 }
 
-// bootsLocal reports whether mac must boot from its disk.
-func (s *Server) bootsLocal(mac string) bool {
-	if s.opts.KnownOnly && !s.allowed(mac) {
+// allowed reports whether mac was given in Options.MACs or is in the
+// state and not discovered.
+func (s *Server) allowed(mac string) bool {
+	s.mu.Lock()
+	known := s.known[mac]
+	s.mu.Unlock()
+	if known {
 		return true
 	}
 	m, ok := s.store.Get(mac)
-	return ok && m.State == state.Local
+	return ok && m.State != state.Discovered
 }
 
-// PXELinuxConfig returns the pxelinux configuration for mac.
+// admit decides what a machine that asks for its boot configuration (or
+// PXE-boots) is: an approved machine is left as it is; an unknown one is
+// added as new with AllowUnknown, else recorded as discovered (not in
+// known-only mode, which ignores it). It reports whether mac is approved.
+func (s *Server) admit(mac string) bool {
+	if s.allowed(mac) {
+		return true
+	}
+	switch {
+	case s.opts.KnownOnly:
+		return false
+	case s.opts.AllowUnknown:
+		if _, err := s.store.Add(mac, ""); err != nil {
+			s.logf("pxe: add %s: %v", mac, err)
+			return false
+		}
+		s.logf("pxe: %s is not known: added as new with an agent key (--allow-unknown)", mac)
+		return true
+	}
+	if _, known := s.store.Get(mac); !known {
+		if _, err := s.store.Discover(mac); err != nil {
+			s.logf("pxe: record %s: %v", mac, err)
+		} else {
+			s.logf("pxe: %s is not known: recorded as discovered, sent to its disk without a key (herd pxe set %s new lets it in)", mac, mac)
+		}
+	}
+	return false
+}
+
+// agentArgs returns the agent's kernel line for mac, with its agent key,
+// or false when mac must boot from its disk (local, or not approved).
+func (s *Server) agentArgs(mac string) (string, bool) {
+	if !s.admit(mac) {
+		return "", false
+	}
+	m, err := s.store.EnsureKey(mac)
+	if err != nil {
+		s.logf("pxe: agent key of %s: %v", mac, err)
+		return "", false
+	}
+	if m.State == state.Local || m.KeyID == "" {
+		return "", false
+	}
+	a := s.opts.Agent
+	a.AgentKey = hex.EncodeToString(httpboot.AgentKey(s.opts.Key, m.MAC, m.KeyID))
+	return a.KernelArgs(), true
+}
+
+// PXELinuxConfig returns the pxelinux configuration for mac: the agent
+// with that machine's agent key, or its disk.
 func (s *Server) PXELinuxConfig(mac string) string {
-	if s.bootsLocal(mac) {
+	args, ok := s.agentArgs(mac)
+	if !ok {
 		return bootcfg.PXELinuxLocal()
 	}
-	args := s.opts.Agent.KernelArgs()
 	if s.opts.Menu {
 		return bootcfg.PXELinuxMenu(bootcfg.Menu{Default: "herd", Kernel: s.opts.Kernel, Initrd: s.opts.Initrd, Args: args, Seed: true})
 	}
@@ -294,10 +371,11 @@ func (s *Server) pxelinuxConfig(name string, _ net.IP) ([]byte, bool) {
 
 // ipxeScript is the per-MAC iPXE script.
 func (s *Server) ipxeScript(mac, base string) string {
-	if s.bootsLocal(mac) {
+	args, ok := s.agentArgs(mac)
+	if !ok {
 		return bootcfg.IPXELocal()
 	}
-	return bootcfg.IPXEInstall(base+"/"+s.opts.Kernel, base+"/"+s.opts.Initrd, s.opts.Agent.KernelArgs())
+	return bootcfg.IPXEInstall(base+"/"+s.opts.Kernel, base+"/"+s.opts.Initrd, args)
 }
 
 // Listeners are the sockets Serve uses; a nil one disables its service.
@@ -396,8 +474,8 @@ func (s *Server) Serve(ctx context.Context, l Listeners) error {
 		run("ra", func() error { return l.RA.Serve(ctx) })
 	}
 	s.logf("pxe: serving on %s (dhcp %s, boot folder %s)", s.opts.ServerIP, s.opts.DHCP, s.opts.BootDir)
-	if s.http.Key == nil {
-		s.logf("pxe: warning: no session key, the agent API accepts requests from anyone (give a key to require it)")
+	if s.opts.AllowUnknown {
+		s.warnf("pxe: warning: --allow-unknown: every machine that PXE-boots here gets an agent key and can register: anyone on the provisioning network can get the chain key")
 	}
 	<-ctx.Done()
 	s.tftp.Shutdown()
@@ -442,12 +520,7 @@ func (s *Server) serveDHCP(ctx context.Context, conn net.PacketConn, port int) e
 			continue
 		}
 		if cl := dhcp.Classify(req); cl.PXE || cl.IPXE {
-			mac := req.ClientHWAddr.String()
-			if _, ok := s.store.Get(mac); !ok {
-				if _, err := s.store.Add(mac, ""); err != nil {
-					s.logf("dhcp: record %s: %v", mac, err)
-				}
-			}
+			s.admit(req.ClientHWAddr.String())
 		}
 		dst := replyAddr(req, reply, peer, port)
 		if _, err := conn.WriteTo(reply.ToBytes(), dst); err != nil {

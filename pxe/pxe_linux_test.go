@@ -3,12 +3,15 @@ package pxe
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herd-cluster/herd/pxe/agent"
 	"github.com/herd-cluster/herd/pxe/bootcfg"
 	"github.com/herd-cluster/herd/pxe/dhcp"
 	"github.com/herd-cluster/herd/pxe/httpboot"
@@ -105,17 +109,6 @@ func httpIn(ns string) *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dialer(ns)}}
 }
 
-func postJSON(t *testing.T, c *http.Client, url, body string) int {
-	t.Helper()
-	resp, err := c.Post(url, "application/json", strings.NewReader(body))
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var r httpboot.Reply
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
-	assert.Equal(t, resp.StatusCode == http.StatusOK, r.OK, r.Error)
-	return resp.StatusCode
-}
-
 // TestServerModeRealClients runs the whole server in one namespace and
 // real clients (busybox udhcpc and tftp, Go HTTP) in the other.
 func TestServerModeRealClients(t *testing.T) {
@@ -126,7 +119,7 @@ func TestServerModeRealClients(t *testing.T) {
 		Interface: l.SrvIf, ServerIP: net.IPv4(10, 77, 0, 1), Netmask: net.CIDRMask(24, 32),
 		DHCP: dhcp.ModeServer, RangeStart: net.IPv4(10, 77, 0, 100), RangeEnd: net.IPv4(10, 77, 0, 110),
 		Router: net.IPv4(10, 77, 0, 254), DNS: []net.IP{net.IPv4(10, 77, 0, 53)},
-		BootDir: dir, StatePath: statePath, Agent: bootcfg.Agent{Session: "lab"},
+		BootDir: dir, StatePath: statePath, Agent: bootcfg.Agent{Session: "lab"}, Key: testKey,
 		RA: true, Logf: t.Logf,
 	}
 	srv, stop := startIn(t, l.Srv, opts)
@@ -142,7 +135,8 @@ func TestServerModeRealClients(t *testing.T) {
 		assert.Equal(t, "undionly.kpxe", v["boot_file"])
 		m, ok := srv.Store().Get(l.ClientMAC)
 		require.True(t, ok, "a PXE client is recorded")
-		assert.Equal(t, state.New, m.State)
+		assert.Equal(t, state.Discovered, m.State, "but not let in: nobody named it")
+		assert.Empty(t, m.KeyID)
 	})
 	t.Run("dhcp ipxe client gets script URL", func(t *testing.T) {
 		v := udhcpc(t, l, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x4d:69505845")
@@ -190,11 +184,22 @@ func TestServerModeRealClients(t *testing.T) {
 		}
 	})
 	pxeName := bootcfg.PXELinuxFileName(l.ClientMAC)
-	t.Run("tftp per-MAC pxelinux config boots the agent", func(t *testing.T) {
+	var agentKey []byte
+	t.Run("tftp per-MAC pxelinux config boots the agent once approved", func(t *testing.T) {
 		got, err := fetch(pxeName)
+		require.NoError(t, err, got)
+		assert.Contains(t, got, "LOCALBOOT 0", "a discovered machine boots its disk")
+		assert.NotContains(t, got, "key")
+		_, err = srv.Store().Set(l.ClientMAC, state.New, "") // the operator lets it in
+		require.NoError(t, err)
+		got, err = fetch(pxeName)
 		require.NoError(t, err, got)
 		assert.Contains(t, got, "KERNEL vmlinuz")
 		assert.Contains(t, got, "herd.server=10.77.0.1:8080 herd.session=lab")
+		assertNoSessionKey(t, "TFTP "+pxeName, got)
+		k := regexp.MustCompile(`herd\.agentkey=([0-9a-f]{64})`).FindStringSubmatch(got)
+		require.NotNil(t, k, got)
+		agentKey, _ = hex.DecodeString(k[1])
 		got, err = fetch("pxelinux.cfg/default")
 		require.NoError(t, err)
 		assert.Contains(t, got, "LOCALBOOT 0")
@@ -203,15 +208,31 @@ func TestServerModeRealClients(t *testing.T) {
 	hc := httpIn(l.Client)
 	base := "http://10.77.0.1:8080"
 	t.Run("http register report and local switch", func(t *testing.T) {
-		code := postJSON(t, hc, base+httpboot.PathRegister, `{"mac":"`+l.ClientMAC+`","ip":"10.77.0.2","port":9998,"session":"lab"}`)
-		require.Equal(t, http.StatusOK, code)
+		require.NotNil(t, agentKey)
+		resp, err := hc.Get(base + httpboot.PathMachines)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "no list without the operator's signature")
+		assert.NotContains(t, string(b), l.ClientMAC)
+
+		c := &agent.Client{Server: "10.77.0.1:8080", HTTP: hc}
+		answerKey, err := httpboot.NewAnswerKey()
+		require.NoError(t, err)
+		creds, err := c.Register(context.Background(), httpboot.RegisterRequest{MAC: l.ClientMAC, IP: "10.77.0.2", Port: 9998, Session: "lab",
+			Pub: httpboot.EncodeAnswerKey(answerKey.PublicKey())}, httpboot.Credential{Role: httpboot.RoleAgent, Key: agentKey}, answerKey)
+		require.NoError(t, err)
+		assert.Equal(t, testKey, creds.ChainKey, "the chain key comes in the answer")
 		m, _ := srv.Store().Get(l.ClientMAC)
 		assert.Equal(t, state.Cloning, m.State)
 		assert.Equal(t, "10.77.0.2", m.IP)
 
-		code = postJSON(t, hc, base+httpboot.PathReport, `{"mac":"`+l.ClientMAC+`","ok":true,"error":"","bytes":12345}`)
-		require.Equal(t, http.StatusOK, code)
-		resp, err := hc.Get(base + httpboot.PathMachines)
+		machine := httpboot.Credential{Role: httpboot.RoleMachine, Key: creds.MachineKey}
+		require.NoError(t, c.Report(context.Background(), httpboot.ReportRequest{MAC: l.ClientMAC, OK: true, Bytes: 12345}, machine))
+		req, err := http.NewRequest(http.MethodGet, base+httpboot.PathMachines, nil)
+		require.NoError(t, err)
+		httpboot.Sign(req, httpboot.Operator(testKey), nil, time.Now())
+		resp, err = hc.Do(req)
 		require.NoError(t, err)
 		var ms []state.Machine
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&ms))
@@ -227,10 +248,11 @@ func TestServerModeRealClients(t *testing.T) {
 		assert.Contains(t, got, "LOCALBOOT 0")
 		resp, err = hc.Get(base + "/ipxe/" + l.ClientMAC)
 		require.NoError(t, err)
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
+		var script bytes.Buffer
+		script.ReadFrom(resp.Body)
 		resp.Body.Close()
-		assert.Equal(t, bootcfg.IPXELocal(), b.String())
+		assert.Equal(t, bootcfg.IPXELocal(), script.String())
+		assertNoSessionKey(t, "iPXE script", script.String())
 	})
 
 	t.Run("restart keeps states", func(t *testing.T) {
@@ -253,7 +275,7 @@ func TestProxyModeRealPackets(t *testing.T) {
 	dir, _ := bootFolder(t)
 	startIn(t, l.Srv, Options{
 		Interface: l.SrvIf, ServerIP: net.IPv4(10, 77, 0, 1), Netmask: net.CIDRMask(24, 32),
-		DHCP: dhcp.ModeProxy, BootDir: dir, Logf: t.Logf,
+		DHCP: dhcp.ModeProxy, BootDir: dir, Key: testKey, Logf: t.Logf,
 	})
 	sh(t, "ip", "-n", l.Client, "addr", "add", "10.77.0.2/24", "brd", "+", "dev", l.ClientIf)
 	var conn net.PacketConn

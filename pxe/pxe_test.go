@@ -1,23 +1,34 @@
 package pxe
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"net"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herd-cluster/herd/pxe/bootcfg"
 	"github.com/herd-cluster/herd/pxe/dhcp"
+	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/pxe/state"
 )
 
+// testKey is the session key of the test servers.
+var testKey = []byte("the session key of the pxe tests")
+
 func baseOpts(t *testing.T) Options {
-	return Options{ServerIP: net.IPv4(127, 0, 0, 1), BootDir: t.TempDir()}
+	return Options{ServerIP: net.IPv4(127, 0, 0, 1), BootDir: t.TempDir(), Key: testKey}
 }
 
 func TestNewDefaultsAndErrors(t *testing.T) {
@@ -30,15 +41,19 @@ func TestNewDefaultsAndErrors(t *testing.T) {
 	assert.Equal(t, "http://127.0.0.1:8080", s.BaseURL())
 
 	for name, mutate := range map[string]func(*Options){
-		"no boot dir":   func(o *Options) { o.BootDir = "" },
-		"no address":    func(o *Options) { o.ServerIP = nil },
-		"ipv6 address":  func(o *Options) { o.ServerIP = net.ParseIP("::1") },
-		"dhcp no iface": func(o *Options) { o.DHCP = dhcp.ModeProxy },
-		"ra no iface":   func(o *Options) { o.RA = true },
-		"ra bad prefix": func(o *Options) { o.RAPrefix = netip.MustParsePrefix("fd00::/48") },
-		"bad mac":       func(o *Options) { o.MACs = []string{"nope"} },
-		"bad agent":     func(o *Options) { o.Agent.Disk = "/dev/sd a" },
-		"no such iface": func(o *Options) { o.Interface = "herd-nonexistent0"; o.ServerIP = nil },
+		"no boot dir":                  func(o *Options) { o.BootDir = "" },
+		"no address":                   func(o *Options) { o.ServerIP = nil },
+		"ipv6 address":                 func(o *Options) { o.ServerIP = net.ParseIP("::1") },
+		"dhcp no iface":                func(o *Options) { o.DHCP = dhcp.ModeProxy },
+		"ra no iface":                  func(o *Options) { o.RA = true },
+		"ra bad prefix":                func(o *Options) { o.RAPrefix = netip.MustParsePrefix("fd00::/48") },
+		"bad mac":                      func(o *Options) { o.MACs = []string{"nope"} },
+		"bad agent":                    func(o *Options) { o.Agent.Disk = "/dev/sd a" },
+		"no such iface":                func(o *Options) { o.Interface = "herd-nonexistent0"; o.ServerIP = nil },
+		"no key":                       func(o *Options) { o.Key = nil },
+		"short key":                    func(o *Options) { o.Key = []byte("0123456789") },
+		"agent key set":                func(o *Options) { o.Agent.AgentKey = strings.Repeat("00", 32) },
+		"known-only and allow-unknown": func(o *Options) { o.KnownOnly, o.AllowUnknown = true, true },
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := baseOpts(t)
@@ -67,6 +82,8 @@ func TestBootAnswersFollowState(t *testing.T) {
 	cfg, ok := s.pxelinuxConfig(bootcfg.PXELinuxFileName(known), nil)
 	require.True(t, ok)
 	assert.Contains(t, string(cfg), "herd.session=lab")
+	m, _ := s.Store().Get(known)
+	assert.Contains(t, string(cfg), "herd.agentkey="+hex.EncodeToString(httpboot.AgentKey(testKey, known, m.KeyID)))
 	cfg, _ = s.pxelinuxConfig(bootcfg.PXELinuxFileName(unknown), nil)
 	assert.Equal(t, bootcfg.PXELinuxLocal(), string(cfg), "unknown machines boot locally in known-only mode")
 	cfg, _ = s.pxelinuxConfig("pxelinux.cfg/0A000001", nil)
@@ -83,6 +100,9 @@ func TestBootAnswersFollowState(t *testing.T) {
 	_, err = st.Report(known, false, "disk too small", 0)
 	require.NoError(t, err)
 	assert.Contains(t, s.ipxeScript(known, "http://x"), "kernel", "a failed machine stays in PXE mode")
+	m2, _ := st.Get(known)
+	assert.NotEqual(t, m.KeyID, m2.KeyID)
+	assert.Contains(t, s.ipxeScript(known, "http://x"), "herd.agentkey="+hex.EncodeToString(httpboot.AgentKey(testKey, known, m2.KeyID)), "with a fresh agent key")
 	_, err = st.Set(known, state.Done, "")
 	require.NoError(t, err)
 	_, err = st.MarkLocal(known)
@@ -90,11 +110,121 @@ func TestBootAnswersFollowState(t *testing.T) {
 	assert.Equal(t, bootcfg.IPXELocal(), s.ipxeScript(known, "http://x"))
 	cfg, _ = s.pxelinuxConfig(bootcfg.PXELinuxFileName(known), nil)
 	assert.Equal(t, bootcfg.PXELinuxLocal(), string(cfg))
+	_, ok = st.Get(unknown)
+	assert.False(t, ok, "known-only mode does not even record others")
+}
+
+// bootFiles returns every boot file a machine can get for mac: the
+// pxelinux config (TFTP), the iPXE script (HTTP), both through the real
+// handlers.
+func bootFiles(t *testing.T, s *Server, mac string) map[string]string {
+	t.Helper()
+	cfg, ok := s.pxelinuxConfig(bootcfg.PXELinuxFileName(mac), nil)
+	require.True(t, ok)
+	rec := httptest.NewRecorder()
+	s.http.Handler().ServeHTTP(rec, httptest.NewRequest("GET", httpboot.PathIPXE+mac, nil))
+	require.Equal(t, 200, rec.Code)
+	rec2 := httptest.NewRecorder()
+	s.http.Handler().ServeHTTP(rec2, httptest.NewRequest("GET", httpboot.PathChain, nil))
+	return map[string]string{"pxelinux.cfg": string(cfg), "ipxe": rec.Body.String(), "boot.ipxe": rec2.Body.String()}
+}
+
+func assertNoSessionKey(t *testing.T, where, text string) {
+	t.Helper()
+	for _, enc := range []string{string(testKey), hex.EncodeToString(testKey), strings.ToUpper(hex.EncodeToString(testKey)),
+		base64.StdEncoding.EncodeToString(testKey), base64.RawStdEncoding.EncodeToString(testKey), base64.URLEncoding.EncodeToString(testKey)} {
+		assert.NotContains(t, text, enc, "%s carries the session key", where)
+	}
+	assert.NotContains(t, text, "herd.key=", where)
+}
+
+// TestBootFilesCarryOnlyTheAgentKey is attack 7 of issue #12: the boot
+// files of a known MAC carry its agent key and not the session key (in
+// any encoding); that agent key registers exactly once; an unknown
+// MAC's boot files carry no key at all.
+func TestBootFilesCarryOnlyTheAgentKey(t *testing.T) {
+	o := baseOpts(t)
+	o.MACs = []string{"52:54:00:00:07:01"}
+	o.Menu = true // the longest pxelinux config: every label
+	s, err := New(o)
+	require.NoError(t, err)
+	const known, unknown = "52:54:00:00:07:01", "52:54:00:00:07:02"
+
+	m, _ := s.Store().Get(known)
+	agentHex := hex.EncodeToString(httpboot.AgentKey(testKey, known, m.KeyID))
+	for where, text := range bootFiles(t, s, known) {
+		assertNoSessionKey(t, where, text)
+		if where != "boot.ipxe" {
+			assert.Contains(t, text, "herd.agentkey="+agentHex, where)
+		}
+	}
+	agentKey, err := hex.DecodeString(agentHex)
+	require.NoError(t, err)
+	agent := httpboot.Credential{Role: httpboot.RoleAgent, Key: agentKey}
+	reg := func(ip string) int {
+		k, err := httpboot.NewAnswerKey()
+		require.NoError(t, err)
+		body, _ := json.Marshal(httpboot.RegisterRequest{MAC: known, IP: ip, Port: 9998, Session: "herd", Pub: httpboot.EncodeAnswerKey(k.PublicKey())})
+		req := httptest.NewRequest("POST", httpboot.PathRegister, bytes.NewReader(body))
+		httpboot.Sign(req, agent, body, time.Now())
+		rec := httptest.NewRecorder()
+		s.http.Handler().ServeHTTP(rec, req)
+		return rec.Code
+	}
+	assert.Equal(t, 200, reg("10.0.0.1"), "the agent key of the boot file registers")
+	assert.Equal(t, 409, reg("10.0.0.66"), "once")
+	m, _ = s.Store().Get(known)
+	assert.NotEmpty(t, m.Alarm)
+
+	for where, text := range bootFiles(t, s, unknown) {
+		assertNoSessionKey(t, where, text)
+		assert.NotContains(t, text, "key", "%s of an unknown machine carries no key", where)
+		assert.NotContains(t, text, "herd.server", "%s of an unknown machine does not boot the agent", where)
+	}
+	d, ok := s.Store().Get(unknown)
+	require.True(t, ok)
+	assert.Equal(t, state.Discovered, d.State, "an unknown machine is listed as discovered")
+	assert.Empty(t, d.KeyID)
+
+	// The operator lets it in: its next boot carries its own agent key.
+	_, err = s.Store().Set(unknown, state.New, "")
+	require.NoError(t, err)
+	d, _ = s.Store().Get(unknown)
+	files := bootFiles(t, s, unknown)
+	assert.Contains(t, files["ipxe"], "herd.agentkey="+hex.EncodeToString(httpboot.AgentKey(testKey, unknown, d.KeyID)))
+	assert.NotContains(t, files["ipxe"], agentHex, "not another machine's key")
+}
+
+func TestAllowUnknown(t *testing.T) {
+	o := baseOpts(t)
+	o.AllowUnknown = true
+	s, err := New(o)
+	require.NoError(t, err)
+	const mac = "52:54:00:00:08:01"
+	files := bootFiles(t, s, mac)
+	m, ok := s.Store().Get(mac)
+	require.True(t, ok)
+	assert.Equal(t, state.New, m.State)
+	assert.Contains(t, files["ipxe"], "herd.agentkey="+hex.EncodeToString(httpboot.AgentKey(testKey, mac, m.KeyID)))
+	assertNoSessionKey(t, "ipxe", files["ipxe"])
+}
+
+func TestOldStateFileMachinesGetKeys(t *testing.T) {
+	o := baseOpts(t)
+	o.StatePath = filepath.Join(t.TempDir(), "m.json")
+	require.NoError(t, os.WriteFile(o.StatePath, []byte(`{"version":1,"machines":[{"mac":"52:54:00:00:09:01","state":"failed","updated":"2026-01-01T00:00:00Z"}]}`), 0o644))
+	s, err := New(o)
+	require.NoError(t, err)
+	script := s.ipxeScript("52:54:00:00:09:01", "http://x")
+	m, _ := s.Store().Get("52:54:00:00:09:01")
+	require.NotEmpty(t, m.KeyID)
+	assert.Contains(t, script, "herd.agentkey="+hex.EncodeToString(httpboot.AgentKey(testKey, m.MAC, m.KeyID)))
 }
 
 func TestMenuMode(t *testing.T) {
 	o := baseOpts(t)
 	o.Menu = true
+	o.MACs = []string{"52:54:00:00:00:01"}
 	s, err := New(o)
 	require.NoError(t, err)
 	cfg := s.PXELinuxConfig("52:54:00:00:00:01")

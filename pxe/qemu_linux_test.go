@@ -120,6 +120,7 @@ func TestIPXEInQEMU(t *testing.T) {
 		Interface: tap, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
 		DHCP: dhcp.ModeServer, RangeStart: net.IPv4(10, 78, 0, 100), RangeEnd: net.IPv4(10, 78, 0, 110),
 		BootDir: dir, StatePath: filepath.Join(top, "m.json"), RA: true, Logf: logs.logf,
+		Key: testKey, MACs: []string{"52:54:00:aa:bb:01"},
 	})
 	const mac = "52:54:00:aa:bb:01"
 
@@ -163,6 +164,7 @@ func TestPXELinuxInQEMU(t *testing.T) {
 		Interface: tap, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
 		DHCP: dhcp.ModeServer, RangeStart: net.IPv4(10, 78, 0, 100), RangeEnd: net.IPv4(10, 78, 0, 110),
 		BootDir: dir, StatePath: filepath.Join(top, "m.json"), RA: true, BIOSFile: "pxelinux.0", NoIPXEScript: true, Logf: logs.logf,
+		Key: testKey, MACs: []string{"52:54:00:aa:bb:02"},
 	})
 	const mac = "52:54:00:aa:bb:02"
 	cfgName := "pxelinux.cfg/01-52-54-00-aa-bb-02"
@@ -231,6 +233,7 @@ func TestProxyDHCPWithIPXEInQEMU(t *testing.T) {
 	startIn(t, ns, Options{
 		Interface: tap, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
 		DHCP: dhcp.ModeProxy, BootDir: dir, StatePath: filepath.Join(top, "m.json"), RA: true, Logf: logs.logf,
+		Key: testKey, MACs: []string{"52:54:00:aa:bb:05"},
 	})
 	const mac = "52:54:00:aa:bb:05"
 	console, _ := bootVM(t, ns, tap, mac)

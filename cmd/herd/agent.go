@@ -25,10 +25,14 @@ func newAgentCmd() *cobra.Command {
 		Short: "Run the PXE agent: join the session named on the kernel command line, write the disk, reboot",
 		Long: `Agent is what the herd initramfs runs as its init. It reads its orders from the
 kernel command line (herd.server=IP:PORT herd.session=NAME herd.port=9998
-herd.method=raw herd.disk=/dev/vda herd.key=HEX herd.timeout=SECONDS
+herd.method=raw herd.disk=/dev/vda herd.agentkey=HEX herd.timeout=SECONDS
 herd.retries=N herd.stage2=1), brings eth0 up with DHCP, registers with the
-server (requests signed with herd.key), receives the image with herd recv,
-reports and reboots. With herd.stage2=1 it first receives a stage 2 into RAM
+server (signed with herd.agentkey, this machine's key for one registration),
+gets the chain key in the server's sealed answer, receives the image with
+herd recv (--key-file in RAM, --allow herd.disk: nothing else is written),
+reports and reboots. A server that refuses the machine (unknown, its key
+already used) is not asked again: the agent says so and reboots after
+herd.timeout x herd.retries. With herd.stage2=1 it first receives a stage 2 into RAM
 and switches to it; the stage 2's herd agent then receives the image. If the server cannot be reached
 it says so on the console, retries herd.retries times and reboots. Once
 registered, it checks every 5 s that the server still knows it; if the server

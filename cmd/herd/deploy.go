@@ -32,7 +32,6 @@ type deployOptions struct {
 	pxe           pxeFlags
 	nodes         int
 	image         string
-	keyFile       string
 	wait          time.Duration
 	settle        time.Duration
 	reportTimeout time.Duration
@@ -84,13 +83,19 @@ state.
 --linger keeps DHCP, TFTP and HTTP up after the reboots so that the machines
 get their local-boot answer.
 
-The session key (--key-file, or a fresh random one) keys the chain and the
-agent API: the agents get it in hex on their kernel command line
-(herd.key=HEX, as the seed's model passes its orders) and sign every
-register and report with it; unsigned or wrongly signed requests get 401 and
-change nothing. Anyone who can read the boot configuration on the
-provisioning network can read the key too: it keeps other networks out, not
-a hostile machine on the provisioning network.
+Keys: the session key (--key-file, or a fresh random one for this run) keys
+the chain and never travels in clear. Every machine to clone (--macs, each
+given a fresh agent key at start) gets on its kernel line only its own agent
+key (herd.agentkey), good for one registration; its agent gets the chain key
+in the sealed answer to that registration and signs its reports with a key of
+its own. A second registration with a used agent key is refused, logged as an
+ALARM even with -q, and that machine fails (its MAC was spoofed, or it
+rebooted during its clone). Without --macs, --allow-unknown is needed: every
+machine that PXE-boots on the network then gets an agent key, so anyone there
+can join the chain (a warning says so). Someone on the provisioning network
+who asks for a listed machine's boot file before that machine boots can still
+register in its place and get the chain key; the real machine's registration
+then raises the alarm. See docs/security.md.
 ` + exitHelp,
 		Example: `  herd deploy -i eth1 -n 10.0.1 --boot-dir /srv/herd/boot --nodes 8 --image golden.img.zst --disk /dev/sda
   herd deploy -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --macs 52:54:00:00:00:01,52:54:00:00:00:02 --image golden.img --disk /dev/vda --power-cmd 'virsh reset {name}'`,
@@ -103,7 +108,7 @@ a hostile machine on the provisioning network.
 	addPXEFlags(f, &o.pxe)
 	f.IntVar(&o.nodes, "nodes", 0, "number of machines to wait for (default: the number of --macs)")
 	f.StringVar(&o.image, "image", "", "raw image (or compressed image) every node writes to --disk")
-	f.StringVar(&o.keyFile, "key-file", "", "session key file for the chain and the agent API; its bytes reach the agents in hex on their kernel line (default: a fresh random key for this run)")
+	f.StringVar(&o.pxe.keyFile, "key-file", "", "session key file for the chain and the agent API; it reaches the agents only sealed in the answers to their registrations (default: a fresh random key for this run)")
 	f.DurationVar(&o.wait, "wait", 10*time.Minute, "how long to wait for the machines to register")
 	f.DurationVar(&o.settle, "settle", 0, "with --nodes, start as soon as N machines registered; with this, wait that much longer for late ones")
 	f.DurationVar(&o.reportTimeout, "report-timeout", 2*time.Minute, "how long to wait for the agents' reports after the chain ends")
@@ -150,6 +155,9 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if o.pxe.quiet {
 		svcLog = nil
 	}
+	if o.pxe.knownOnly && o.pxe.allowUnknown {
+		return usagef("--known-only and --allow-unknown exclude each other")
+	}
 	switch o.pxe.method {
 	case "raw":
 		if o.image == "" {
@@ -195,24 +203,22 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if o.nodes <= 0 {
 		return usagef("give --nodes N or --macs A,B,...")
 	}
+	if len(macs) == 0 && !o.pxe.allowUnknown {
+		return usagef("give --macs A,B,... (the machines to clone: only they get an agent key), or --allow-unknown to let any machine that PXE-boots here join (anyone on the provisioning network could then get the chain key)")
+	}
 	if len(macs) > 0 && o.nodes > len(macs) {
 		return usagef("--nodes %d but only %d --macs", o.nodes, len(macs))
 	}
-	if o.keyFile == "" {
+	if o.pxe.keyFile == "" {
 		// Never an open API or an unkeyed chain: a fresh key for this run.
 		kf, err := freshKeyFile()
 		if err != nil {
 			return err
 		}
 		defer os.Remove(kf)
-		o.keyFile = kf
+		o.pxe.keyFile = kf
 		logf("deploy: no --key-file, this run uses a fresh random session key")
 	}
-	key, err := readKey(o.keyFile)
-	if err != nil {
-		return err
-	}
-	o.pxe.key = hex.EncodeToString(key)
 	if o.herdBin == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -220,7 +226,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 		}
 		o.herdBin = exe
 	}
-	popts, err := o.pxe.options(svcLog)
+	popts, err := o.pxe.options(svcLog, logf)
 	if err != nil {
 		return err
 	}
@@ -230,14 +236,19 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	}
 	st := srv.Store()
 	// Machines named with --macs are to be cloned now, whatever an
-	// earlier run left: back to new, so they boot the agent again.
+	// earlier run left: back to new, with a fresh agent key (one that a
+	// boot file handed out before this run no longer works).
 	for _, m := range macs {
-		if cur, ok := st.Get(m); ok && cur.State != state.New {
-			if _, err := st.Set(m, state.New, ""); err != nil {
-				return err
-			}
+		cur, _ := st.Get(m)
+		if _, err := st.Set(m, state.New, ""); err != nil {
+			return err
+		}
+		if cur.State != state.New {
 			logf("deploy: %s was %s, set to new to be cloned again", cur.MAC, cur.State)
 		}
+	}
+	if o.pxe.allowUnknown {
+		logf("deploy: warning: --allow-unknown: every machine that PXE-boots here gets an agent key; anyone on the provisioning network can join the chain")
 	}
 	l, err := srv.Listen()
 	if err != nil {
@@ -269,6 +280,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	}
 	var chains []chainRecord
 	if len(nodes) == 0 {
+		noteAlarms(st, results)
 		printDeploy(stdout, results, chains, o.json)
 		return exitError{ExitFailed, fmt.Errorf("no machine registered within %v", o.wait)}
 	}
@@ -314,6 +326,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 		case <-ctx.Done():
 		}
 	}
+	noteAlarms(st, results)
 	printDeploy(stdout, results, chains, o.json)
 	ok, ko := 0, 0
 	for _, r := range results {
@@ -330,6 +343,18 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 		return exitError{ExitFailed, fmt.Errorf("no machine was deployed (%d failed)", ko)}
 	default:
 		return exitError{ExitPartial, fmt.Errorf("%d machine(s) deployed, %d failed", ok, ko)}
+	}
+}
+
+// noteAlarms gives a machine that never made it into a chain the alarm
+// it has, if any, as its reason: its registration was refused because
+// its agent key had been used (by someone else, or by itself before a
+// reboot).
+func noteAlarms(st *state.Store, results map[string]*deployResult) {
+	for mac, r := range results {
+		if m, ok := st.Get(mac); ok && m.Alarm != "" && !r.OK && r.State == string(state.New) {
+			r.IP, r.State, r.Reason = m.IP, string(m.State), "ALARM: "+m.Alarm
+		}
 	}
 }
 
@@ -413,8 +438,8 @@ func stage2Args(o *deployOptions, addrs []string) []string {
 }
 
 func sendCommonArgs(o *deployOptions, args []string) []string {
-	if o.keyFile != "" {
-		args = append(args, "--key-file", o.keyFile)
+	if o.pxe.keyFile != "" {
+		args = append(args, "--key-file", o.pxe.keyFile)
 	}
 	if o.connTimeout > 0 {
 		args = append(args, "--connect-timeout", o.connTimeout.String())
@@ -500,6 +525,8 @@ func runStage2(ctx context.Context, o *deployOptions, st *state.Store, nodes []s
 			}
 			m, _ := st.Get(n.MAC)
 			switch {
+			case m.Alarm != "":
+				fail(n.MAC, "ALARM: "+m.Alarm)
 			case m.State == state.Failed:
 				fail(n.MAC, "agent: "+m.Reason)
 			case m.State == state.Cloning && m.Step == "":
@@ -643,10 +670,14 @@ func superviseChain(ctx context.Context, o *deployOptions, st *state.Store, node
 			if decided[n.MAC] {
 				continue
 			}
-			switch m, _ := st.Get(n.MAC); m.State {
-			case state.Done, state.Local:
+			switch m, _ := st.Get(n.MAC); {
+			case m.Alarm != "":
+				// Someone else registered with its key, or it rebooted
+				// during the clone: never local by itself.
+				fail(n.MAC, "ALARM: "+m.Alarm, "ALARM: "+m.Alarm)
+			case m.State == state.Done || m.State == state.Local:
 				succeed(n)
-			case state.Failed:
+			case m.State == state.Failed:
 				fail(n.MAC, "agent: "+m.Reason, m.Reason)
 			}
 		}
@@ -717,7 +748,7 @@ func waitRegistered(ctx context.Context, st *state.Store, start time.Time, macs 
 	collect := func() []state.Machine {
 		var out []state.Machine
 		for _, m := range st.List() {
-			if m.State == state.Cloning && m.Step == step && !m.Updated.Before(start.UTC().Truncate(time.Second)) && (len(allowed) == 0 || allowed[m.MAC]) {
+			if m.State == state.Cloning && m.Step == step && m.Alarm == "" && !m.Updated.Before(start.UTC().Truncate(time.Second)) && (len(allowed) == 0 || allowed[m.MAC]) {
 				out = append(out, m)
 			}
 		}

@@ -6,11 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herd-cluster/herd/pxe/agent"
+	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/pxe/state"
 )
 
@@ -49,9 +50,12 @@ func TestDeployWithRealChain(t *testing.T) {
 		"--image", image, "--disk", "/dev/vda.img", "--herd-bin", herdBin, "--wait", "30s", "--report-timeout", "20s",
 		"--power-cmd", "echo {mac} {ip} {name} >> "+powerLog, "--json")
 	stdout, stderr := d.stdout, d.stderr
+	agents := make([]*testAgent, len(rs))
 	for i, r := range rs {
-		p := r.addr[strings.LastIndex(r.addr, ":")+1:]
-		require.Equal(t, 200, postAPI(t, base+"/api/v1/register", fmt.Sprintf(`{"mac":%q,"ip":"127.0.0.1","port":%s,"session":"herd"}`, macs[i], p)))
+		p, err := strconv.Atoi(r.addr[strings.LastIndex(r.addr, ":")+1:])
+		require.NoError(t, err)
+		agents[i] = registerAgent(t, base, macs[i], "127.0.0.1", p, "")
+		assert.Equal(t, testKey, agents[i].creds.ChainKey, "the agents get the key herd send uses")
 	}
 	// The agents report once their receiver finished writing.
 	for i, r := range rs {
@@ -59,8 +63,8 @@ func TestDeployWithRealChain(t *testing.T) {
 		got := sha256File(t, filepath.Join(r.root, "dev/vda.img"))
 		require.Equal(t, want, got, "node %d wrote other bytes", i)
 	}
-	require.Equal(t, 200, postAPI(t, base+"/api/v1/report", fmt.Sprintf(`{"mac":%q,"ok":true,"error":"","bytes":%d}`, macs[0], 8<<20)))
-	require.Equal(t, 200, postAPI(t, base+"/api/v1/report", fmt.Sprintf(`{"mac":%q,"ok":false,"error":"read-back mismatch at 4096","bytes":0}`, macs[1])))
+	agents[0].report(t, true, "", 8<<20, "")
+	agents[1].report(t, false, "read-back mismatch at 4096", 0, "")
 
 	code := d.wait(t, ctx)
 	assert.Equal(t, ExitPartial, code, stderr.String())
@@ -99,10 +103,10 @@ func TestDeployChainFailureKeepsPXE(t *testing.T) {
 	noReceiver := freePorts(t, 1)[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d := e.startDeploy(t, ctx, "--nodes", "1", "--image", image, "--disk", "/disk.img", "--herd-bin", herdBin,
+	d := e.startDeploy(t, ctx, "--macs", "52:54:00:00:00:09", "--image", image, "--disk", "/disk.img", "--herd-bin", herdBin,
 		"--wait", "30s", "--report-timeout", "1s", "--connect-timeout", "2s", "--power-cmd", "false")
 	stdout, stderr := d.stdout, d.stderr
-	require.Equal(t, 200, postAPI(t, base+"/api/v1/register", fmt.Sprintf(`{"mac":"52:54:00:00:00:09","ip":"127.0.0.1","port":%d,"session":"herd"}`, noReceiver)))
+	registerAgent(t, base, "52:54:00:00:00:09", "127.0.0.1", noReceiver, "")
 	code := d.wait(t, ctx)
 	assert.Equal(t, ExitFailed, code, stderr.String())
 	assert.Regexp(t, `52:54:00:00:00:09\s+127\.0\.0\.1\s+KO\s+failed\s+chain did not run: herd send: exit status 3: `, stdout.String())
@@ -153,18 +157,18 @@ exit 1
 	require.NoError(t, os.WriteFile(fake, []byte(script), 0o755))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d := e.startDeploy(t, ctx, "--nodes", "2", "--image", image, "--disk", "/dev/sdb", "--herd-bin", fake,
+	d := e.startDeploy(t, ctx, "--macs", "52:54:00:00:00:01,52:54:00:00:00:02", "--image", image, "--disk", "/dev/sdb", "--herd-bin", fake,
 		"--wait", "30s", "--report-timeout", "5s")
 	stdout, stderr := d.stdout, d.stderr
-	require.Equal(t, 200, postAPI(t, base+"/api/v1/register", `{"mac":"52:54:00:00:00:01","ip":"127.0.0.1","port":7001,"session":"herd"}`))
-	require.Equal(t, 200, postAPI(t, base+"/api/v1/register", `{"mac":"52:54:00:00:00:02","ip":"127.0.0.1","port":7002,"session":"herd"}`))
+	a1 := registerAgent(t, base, "52:54:00:00:00:01", "127.0.0.1", 7001, "")
+	a2 := registerAgent(t, base, "52:54:00:00:00:02", "127.0.0.1", 7002, "")
 	require.True(t, waitFile(argsFile), "the chain did not start")
 	b, err := os.ReadFile(argsFile)
 	require.NoError(t, err)
 	assert.Equal(t, "send --to 127.0.0.1:7001,127.0.0.1:7002 --in "+image+" --out /dev/sdb --json --key-file "+e.keyFile+"\n", string(b), "chain in registration order")
 
-	require.Equal(t, 200, postAPI(t, base+"/api/v1/report", `{"mac":"52:54:00:00:00:01","ok":true,"bytes":5}`))
-	require.Equal(t, 200, postAPI(t, base+"/api/v1/report", `{"mac":"52:54:00:00:00:02","ok":true,"bytes":5}`))
+	a1.report(t, true, "", 5, "")
+	a2.report(t, true, "", 5, "")
 	ms := machinesAt(t, base)
 	require.Eventually(t, func() bool {
 		ms = machinesAt(t, base)
@@ -191,31 +195,71 @@ func (e *serverEnv) startDeploy(t *testing.T, ctx context.Context, args ...strin
 	return e.startHerd(t, ctx, append(all, args...)...)
 }
 
-// TestDeployWithoutKeyUsesAFreshOne: without --key-file the agent API is
-// still closed: a fresh key is made, handed to the agents' kernel line
-// and required from their requests.
+// TestDeployWithoutKeyUsesAFreshOne: without --key-file the run makes a
+// fresh session key; it reaches the chain (herd send --key-file) and the
+// agents, sealed in the answers to their registrations, never a boot file.
 func TestDeployWithoutKeyUsesAFreshOne(t *testing.T) {
 	e := newServerEnv(t)
 	image := filepath.Join(e.top, "golden.img")
 	require.NoError(t, os.WriteFile(image, []byte("image"), 0o644))
-	ctx, cancel := context.WithCancel(context.Background())
+	bin, argsFile := fakeHerd(t, e.top, `{"event":"summary","ok":true,"nodes":[{"index":0,"addr":"127.0.0.1:7001","state":"done"}]}`)
+	// The stand-in for herd send also keeps the key file it was given.
+	keyCopy := filepath.Join(e.top, "key-seen")
+	b, err := os.ReadFile(bin)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(bin, []byte(strings.Replace(string(b), "#!/bin/sh\n", "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --key-file ] && cp \"$2\" "+keyCopy+"; shift; done\n", 1)), 0o755))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d := e.startHerd(t, ctx, append(append([]string{"deploy"}, e.args()...), "--nodes", "1", "--image", image, "--wait", "1m", "-q", "--macs", "52:54:00:00:00:07")...)
-	reg := `{"mac":"52:54:00:00:00:07","ip":"127.0.0.1","port":7001,"session":"herd"}`
-	assert.Equal(t, 401, postSigned(t, e.base+"/api/v1/register", reg, nil))
-	assert.Equal(t, 401, postSigned(t, e.base+"/api/v1/register", reg, testKey))
-	resp, err := http.Get(e.base + "/ipxe/52-54-00-00-00-07")
+	d := e.startHerd(t, ctx, append(append([]string{"deploy"}, e.args()...), "--image", image, "--wait", "1m", "-q", "--linger", "0",
+		"--macs", "52:54:00:00:00:07", "--herd-bin", bin, "--report-timeout", "10s")...)
+	script := bootScript(t, e.base, "52:54:00:00:00:07")
+	assert.Regexp(t, `herd\.agentkey=[0-9a-f]{64}\b`, script)
+	assert.NotContains(t, script, "herd.key=")
+	assert.Equal(t, 401, postSigned(t, e.base+"/api/v1/register", `{"mac":"52:54:00:00:00:07"}`, &httpboot.Credential{Role: httpboot.RoleAgent, Key: testKey}))
+	a := registerAgent(t, e.base, "52:54:00:00:00:07", "127.0.0.1", 7001, "")
+	require.Len(t, a.creds.ChainKey, 64, "a fresh key of 32 random bytes in hex")
+	_, err = hex.DecodeString(string(a.creds.ChainKey))
 	require.NoError(t, err)
-	script, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`herd\.key=([0-9a-f]{128})\b`).FindSubmatch(script)
-	require.NotNil(t, m, "the agents get a key on their kernel line: %s", script)
-	key, err := hex.DecodeString(string(m[1]))
+	assert.NotContains(t, script, string(a.creds.ChainKey))
+	require.Eventually(t, func() bool { return len(readLines(t, argsFile)) == 1 }, 20*time.Second, 20*time.Millisecond)
+	seen, err := os.ReadFile(keyCopy)
 	require.NoError(t, err)
-	assert.Equal(t, 200, postSigned(t, e.base+"/api/v1/register", reg, key), "the key from the kernel line opens the API")
+	assert.Equal(t, string(a.creds.ChainKey), string(seen), "the chain runs with the key the agents got")
+	a.report(t, true, "", 5, "")
+	assert.Equal(t, 0, d.wait(t, ctx), d.stderr.String())
 	assert.Contains(t, d.stderr.String(), "fresh random session key")
-	cancel()
-	<-d.done
+}
+
+// TestDeployAlarmFailsTheMachine: someone registers with a listed
+// machine's agent key first (read from its boot file); when the real
+// machine registers, the server refuses it and raises an alarm, and
+// deploy fails that machine instead of sending it to local boot, whatever
+// the first registrant reports.
+func TestDeployAlarmFailsTheMachine(t *testing.T) {
+	e := newServerEnv(t)
+	image := filepath.Join(e.top, "golden.img")
+	require.NoError(t, os.WriteFile(image, []byte("image"), 0o644))
+	bin, _ := fakeHerd(t, e.top, `{"event":"summary","ok":true,"nodes":[{"index":0,"addr":"127.0.0.1:7001","state":"done"}]}`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const mac = "52:54:00:00:00:0a"
+	d := e.startDeploy(t, ctx, "--macs", mac, "--image", image, "--herd-bin", bin, "--wait", "30s", "--report-timeout", "10s")
+	spoofer := registerAgent(t, e.base, mac, "127.0.0.1", 7001, "")
+	_, err := tryRegister(t, e.base, mac, "127.0.0.2", 9998, "")
+	require.ErrorIs(t, err, agent.ErrRefused, "the real machine's registration is refused")
+	assert.ErrorContains(t, err, "was used already")
+	// Its report changes nothing: the machine fails on the alarm (and
+	// once failed, the spoofer's machine key is revoked with its agent
+	// key, so the report may well be refused).
+	spoofer.client.Report(ctx, httpboot.ReportRequest{MAC: mac, OK: true, Bytes: 5}, spoofer.machine)
+	assert.Equal(t, ExitFailed, d.wait(t, ctx), d.stderr.String())
+	assert.Regexp(t, `52:54:00:00:00:0a\s+127\.0\.0\.1\s+KO\s+failed\s+ALARM: .*registration from 127\.0\.0\.2 port 9998`, d.stdout.String())
+	assert.Contains(t, d.stderr.String(), "ALARM: "+mac, "logged even with -q")
+	st, err := state.Open(e.statePath)
+	require.NoError(t, err)
+	m, _ := st.Get(mac)
+	assert.Equal(t, state.Failed, m.State, "never local")
+	assert.NotEmpty(t, m.Alarm, "the alarm stays until the operator acts")
 }
 
 func waitFile(p string) bool {
@@ -230,7 +274,10 @@ func waitFile(p string) bool {
 
 func machinesAt(t *testing.T, base string) []state.Machine {
 	t.Helper()
-	resp, err := http.Get(base + "/api/v1/machines")
+	req, err := http.NewRequest(http.MethodGet, base+"/api/v1/machines", nil)
+	require.NoError(t, err)
+	httpboot.Sign(req, httpboot.Operator(testKey), nil, time.Now())
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var ms []state.Machine
@@ -280,32 +327,31 @@ func TestDeployWithStage2(t *testing.T) {
 		`{"event":"summary","ok":true,"nodes":[{"index":0,"addr":"127.0.0.1:7001","state":"done"},{"index":1,"addr":"127.0.0.1:7002","state":"done"}]}`)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d := e.startDeploy(t, ctx, "--nodes", "2", "--image", image, "--disk", "/dev/sdb", "--herd-bin", bin,
+	d := e.startDeploy(t, ctx, "--allow-unknown", "--nodes", "2", "--image", image, "--disk", "/dev/sdb", "--herd-bin", bin,
 		"--stage2", stage2, "--used-only", "--wait", "30s", "--report-timeout", "10s", "--json")
 
 	// The agents' kernel line asks for the stage 2.
-	resp, err := http.Get(e.base + "/ipxe/52-54-00-00-00-01")
-	require.NoError(t, err)
-	script, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	assert.Contains(t, string(script), " herd.stage2=1")
+	assert.Contains(t, bootScript(t, e.base, "52:54:00:00:00:01"), " herd.stage2=1")
 
 	macs := []string{"52:54:00:00:00:01", "52:54:00:00:00:02"}
 	// Agents waiting for the image are not taken for the stage 2.
-	require.Equal(t, 200, postAPI(t, e.base+"/api/v1/register", `{"mac":"52:54:00:00:00:03","ip":"127.0.0.1","port":7003,"session":"herd"}`))
+	registerAgent(t, e.base, "52:54:00:00:00:03", "127.0.0.1", 7003, "")
+	agents := map[string]*testAgent{}
 	for i, mac := range macs {
-		require.Equal(t, 200, postAPI(t, e.base+"/api/v1/register", fmt.Sprintf(`{"mac":%q,"ip":"127.0.0.1","port":%d,"session":"herd","step":"stage2"}`, mac, 7001+i)))
+		agents[mac] = registerAgent(t, e.base, mac, "127.0.0.1", 7001+i, "stage2")
 	}
 	require.Eventually(t, func() bool { return len(readLines(t, argsFile)) == 1 }, 20*time.Second, 20*time.Millisecond, "the stage 2 chain did not start")
 	assert.Equal(t, "send --to 127.0.0.1:7001,127.0.0.1:7002 --in "+stage2+" --out /stage2 --cook --json --key-file "+e.keyFile, readLines(t, argsFile)[0])
 	for i, mac := range macs {
-		require.Equal(t, 200, postAPI(t, e.base+"/api/v1/report", fmt.Sprintf(`{"mac":%q,"ok":true,"bytes":1000,"step":"stage2"}`, mac)))
-		require.Equal(t, 200, postAPI(t, e.base+"/api/v1/register", fmt.Sprintf(`{"mac":%q,"ip":"127.0.0.1","port":%d,"session":"herd"}`, mac, 7001+i)))
+		agents[mac].report(t, true, "", 1000, "stage2")
+		// The stage 2's agent registers with the machine key the first
+		// agent left it.
+		agents[mac].reregister(t, e.base, "127.0.0.1", 7001+i)
 	}
 	require.Eventually(t, func() bool { return len(readLines(t, argsFile)) == 2 }, 20*time.Second, 20*time.Millisecond, "the image chain did not start: %s", d.stderr.String())
 	assert.Equal(t, "send --to 127.0.0.1:7001,127.0.0.1:7002 --in "+image+" --out /dev/sdb --json --used-only --key-file "+e.keyFile, readLines(t, argsFile)[1])
 	for _, mac := range macs {
-		require.Equal(t, 200, postAPI(t, e.base+"/api/v1/report", fmt.Sprintf(`{"mac":%q,"ok":true,"bytes":5}`, mac)))
+		agents[mac].report(t, true, "", 5, "")
 	}
 	code := d.wait(t, ctx)
 	require.Equal(t, 0, code, d.stderr.String())
@@ -345,9 +391,9 @@ func TestDeployStage2Failures(t *testing.T) {
 		`{"event":"summary","ok":false,"nodes":[{"index":0,"addr":"127.0.0.1:7001","state":"failed","error":"unpack: unsafe entry ../x"},{"index":1,"addr":"127.0.0.1:7002","state":"done"}]}`)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d := e.startDeploy(t, ctx, "--nodes", "2", "--image", image, "--herd-bin", bin, "--stage2", stage2, "--wait", "30s", "--report-timeout", "1s")
+	d := e.startDeploy(t, ctx, "--macs", "52:54:00:00:00:01,52:54:00:00:00:02", "--image", image, "--herd-bin", bin, "--stage2", stage2, "--wait", "30s", "--report-timeout", "1s")
 	for i, mac := range []string{"52:54:00:00:00:01", "52:54:00:00:00:02"} {
-		require.Equal(t, 200, postAPI(t, e.base+"/api/v1/register", fmt.Sprintf(`{"mac":%q,"ip":"127.0.0.1","port":%d,"session":"herd","step":"stage2"}`, mac, 7001+i)))
+		registerAgent(t, e.base, mac, "127.0.0.1", 7001+i, "stage2")
 	}
 	code := d.wait(t, ctx)
 	assert.Equal(t, ExitFailed, code, d.stderr.String())
@@ -373,17 +419,13 @@ func TestDeployFileLevel(t *testing.T) {
 	bin, argsFile := fakeHerd(t, e.top, `{"event":"summary","ok":true,"nodes":[{"index":0,"addr":"127.0.0.1:7001","state":"done"}]}`)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d := e.startDeploy(t, ctx, "--nodes", "1", "--method", "files", "--desc", desc, "--from", golden, "--keep-uuids",
+	d := e.startDeploy(t, ctx, "--macs", "52:54:00:00:00:01", "--method", "files", "--desc", desc, "--from", golden, "--keep-uuids",
 		"--disk", "/dev/sdb", "--herd-bin", bin, "--wait", "30s", "--report-timeout", "10s")
-	resp, err := http.Get(e.base + "/ipxe/52-54-00-00-00-01")
-	require.NoError(t, err)
-	script, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	assert.Contains(t, string(script), " herd.method=files herd.disk=/dev/sdb ")
-	require.Equal(t, 200, postAPI(t, e.base+"/api/v1/register", `{"mac":"52:54:00:00:00:01","ip":"127.0.0.1","port":7001,"session":"herd"}`))
+	assert.Contains(t, bootScript(t, e.base, "52:54:00:00:00:01"), " herd.method=files herd.disk=/dev/sdb ")
+	a := registerAgent(t, e.base, "52:54:00:00:00:01", "127.0.0.1", 7001, "")
 	require.Eventually(t, func() bool { return len(readLines(t, argsFile)) == 1 }, 20*time.Second, 20*time.Millisecond)
 	assert.Equal(t, "send --to 127.0.0.1:7001 --files --desc "+desc+" --from "+golden+" --json --keep-uuids --key-file "+e.keyFile, readLines(t, argsFile)[0])
-	require.Equal(t, 200, postAPI(t, e.base+"/api/v1/report", `{"mac":"52:54:00:00:00:01","ok":true,"bytes":5}`))
+	a.report(t, true, "", 5, "")
 	assert.Equal(t, 0, d.wait(t, ctx), d.stderr.String())
 	assert.Contains(t, d.stderr.String(), "without --stage2")
 	assert.Regexp(t, `52:54:00:00:00:01\s+127\.0\.0\.1\s+ok\s+local`, d.stdout.String())
@@ -406,4 +448,25 @@ func TestDeployMethodAndStage2Usage(t *testing.T) {
 			assert.Equal(t, ExitUsage, code, stderr)
 		})
 	}
+}
+
+// TestDeployAlarmBeforeTheChain: a machine whose registration raised an
+// alarm before the chain started is not taken into it, and the result
+// says why.
+func TestDeployAlarmBeforeTheChain(t *testing.T) {
+	e := newServerEnv(t)
+	image := filepath.Join(e.top, "golden.img")
+	require.NoError(t, os.WriteFile(image, []byte("image"), 0o644))
+	bin, argsFile := fakeHerd(t, e.top)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const a, b = "52:54:00:00:00:0b", "52:54:00:00:00:0c"
+	d := e.startDeploy(t, ctx, "--macs", a+","+b, "--image", image, "--herd-bin", bin, "--wait", "2s")
+	registerAgent(t, e.base, a, "127.0.0.1", 7001, "")
+	_, err := tryRegister(t, e.base, a, "127.0.0.2", 7001, "")
+	require.ErrorIs(t, err, agent.ErrRefused)
+	assert.Equal(t, ExitFailed, d.wait(t, ctx), d.stderr.String())
+	assert.Empty(t, readLines(t, argsFile), "no chain")
+	assert.Regexp(t, `52:54:00:00:00:0b\s+127\.0\.0\.1\s+KO\s+cloning\s+ALARM: `, d.stdout.String())
+	assert.Regexp(t, `52:54:00:00:00:0c\s+KO\s+new\s+did not register`, d.stdout.String())
 }

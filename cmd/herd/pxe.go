@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -34,9 +35,9 @@ type pxeFlags struct {
 	bootDir, statePath                                               string
 	httpPort, tftpPort                                               int
 	biosFile, efiFile, kernel, initrd                                string
-	session, method, disk, key, console, appendArgs                  string
+	session, method, disk, keyFile, console, appendArgs              string
 	agentPort, agentTimeout, agentRetries                            int
-	menu, knownOnly, noIPXEScript                                    bool
+	menu, knownOnly, allowUnknown, noIPXEScript                      bool
 	stage2                                                           bool // set by herd deploy --stage2: herd.stage2=1
 	macs                                                             string
 	quiet                                                            bool
@@ -66,7 +67,6 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.IntVar(&p.agentPort, "agent-port", 9998, "port the agents listen on for the chain")
 	f.StringVar(&p.method, "method", "raw", "duplication method the agents run")
 	f.StringVar(&p.disk, "disk", "/dev/vda", "target disk on the nodes")
-	f.StringVar(&p.key, "key", "", "session key in hex, handed to the agents on their kernel line; the agent API then requires requests signed with it")
 	f.IntVar(&p.agentTimeout, "agent-timeout", 300, "seconds an agent waits for the server")
 	f.IntVar(&p.agentRetries, "agent-retries", 3, "attempts before an agent reboots")
 	f.StringVar(&p.console, "console", "ttyS0", "kernel console of the nodes (- for none)")
@@ -74,7 +74,8 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.BoolVar(&p.noIPXEScript, "no-ipxe-script", false, "give iPXE clients --bios-file/--efi-file too (e.g. pxelinux.0) instead of the HTTP script")
 	f.BoolVar(&p.menu, "menu", false, "pxelinux shows the seed's menu (local, herd, kamethod, dolly) instead of booting the agent at once")
 	f.StringVar(&p.macs, "macs", "", "comma-separated MACs of the machines to provision")
-	f.BoolVar(&p.knownOnly, "known-only", false, "answer only the --macs machines and those already in the state file")
+	f.BoolVar(&p.knownOnly, "known-only", false, "answer only the --macs machines and those approved in the state file (DHCP ignores the others)")
+	f.BoolVar(&p.allowUnknown, "allow-unknown", false, "give every machine that PXE-boots here an agent key (without it, machines not in --macs nor approved are listed as discovered and boot their disk); anyone on the provisioning network can then get the chain key")
 	f.BoolVarP(&p.quiet, "quiet", "q", false, "do not log every DHCP, TFTP and HTTP event")
 	f.StringVar(&p.ra, "ra", "auto", "IPv6 router advertisements on --iface so iPXE starts without a 16 s wait: on, off, or auto (on with --dhcp server)")
 	f.StringVar(&p.raPrefix, "ra-prefix", "", "IPv6 /64 to advertise (default fd68:6572:6400::/64)")
@@ -99,11 +100,23 @@ func parseIPv4(flag, s string) (net.IP, error) {
 }
 
 // options turns the flags into pxe.Options; every error is a usage error.
-func (p *pxeFlags) options(logf func(string, ...any)) (pxe.Options, error) {
+// logf gets the services' events (nil: quiet), alarmf the alarms and
+// warnings, always.
+func (p *pxeFlags) options(logf, alarmf func(string, ...any)) (pxe.Options, error) {
 	var o pxe.Options
 	mode, err := dhcp.ParseMode(p.dhcpMode)
 	if err != nil {
 		return o, usagef("--dhcp: %v", err)
+	}
+	if p.keyFile == "" {
+		return o, usagef("--key-file FILE is required: the session key herd send uses (make one with: head -c 32 /dev/urandom > FILE)")
+	}
+	key, err := readKey(p.keyFile)
+	if err != nil {
+		return o, err
+	}
+	if p.knownOnly && p.allowUnknown {
+		return o, usagef("--known-only and --allow-unknown exclude each other")
 	}
 	if p.bootDir == "" {
 		return o, usagef("--boot-dir is required")
@@ -115,8 +128,8 @@ func (p *pxeFlags) options(logf func(string, ...any)) (pxe.Options, error) {
 		Interface: p.iface, DHCP: mode, LeaseTime: p.lease,
 		BootDir: p.bootDir, StatePath: p.statePath, HTTPPort: p.httpPort, TFTPPort: p.tftpPort,
 		BIOSFile: p.biosFile, EFIFile: p.efiFile, Kernel: p.kernel, Initrd: p.initrd, Menu: p.menu, NoIPXEScript: p.noIPXEScript,
-		KnownOnly: p.knownOnly, MACs: splitList(p.macs), Logf: logf,
-		Agent: bootcfg.Agent{Session: p.session, Port: p.agentPort, Method: p.method, Disk: p.disk, Key: p.key,
+		KnownOnly: p.knownOnly, AllowUnknown: p.allowUnknown, MACs: splitList(p.macs), Logf: logf, Alarmf: alarmf, Key: key,
+		Agent: bootcfg.Agent{Session: p.session, Port: p.agentPort, Method: p.method, Disk: p.disk,
 			Timeout: p.agentTimeout, Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs, Stage2: p.stage2},
 	}
 	if o.StatePath == "" {
@@ -227,31 +240,42 @@ boot files beside an existing DHCP server (--dhcp proxy: PXE clients only, ports
 clients an HTTP script. TFTP serves the first stage; HTTP the kernel, the
 initramfs, iPXE scripts and the agent API (/api/v1/register, /api/v1/report,
 /api/v1/machines). pxelinux.cfg/01-<mac> files and iPXE scripts are generated
-from each machine's state (new, cloning, done, local, failed), kept in --state.
+from each machine's state (new, cloning, done, local, failed, discovered), kept
+in --state.
 
-With --key HEX (the hex of the key file given to herd send) the agents get the
-key on their kernel line and the API refuses (401) every register, report or
-state change not signed with it; without it the API is open to anyone on the
-network and a warning says so. herd deploy always uses a key. With a stage 2
-(--append herd.stage2=1) the agents first receive it through a chain of their
-own: herd send --in STAGE2.cpio.gz --out /stage2 --cook.`,
-		Example: `  herd pxe serve -i eth1 -p 10.0.1.21 -n 10.0.1 -w 10.0.1.253 -s 10.0.1.253 --boot-dir /srv/herd/boot
-  herd pxe serve -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --known-only --macs 52:54:00:12:34:56`,
+--key-file is the session key herd send uses for the chain (required). It never
+leaves this server in clear: each machine's boot configuration carries only its
+own agent key (herd.agentkey), derived from the session key and good for one
+registration; the agent gets the chain key in the sealed answer to it. A second
+registration with the same agent key is refused and logged as an ALARM (its MAC
+is spoofed, or it rebooted during its clone); herd pxe set MAC new gives it a
+fresh key. Every API call, reads included, is signed: herd pxe list and set
+need the same --key-file. A machine not in --macs nor approved in --state is
+listed as discovered and boots its disk without a key (herd pxe set MAC new
+lets it in), unless --allow-unknown (then anyone on the network can register
+and get the chain key: a warning says so). See docs/security.md.
+
+With a stage 2 (--append herd.stage2=1) the agents first receive it through a
+chain of their own: herd send --in STAGE2.cpio.gz --out /stage2 --cook.`,
+		Example: `  herd pxe serve -i eth1 -p 10.0.1.21 -n 10.0.1 -w 10.0.1.253 -s 10.0.1.253 --boot-dir /srv/herd/boot --key-file /etc/herd/key --macs 52:54:00:12:34:56,52:54:00:12:34:57
+  herd pxe serve -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --key-file /etc/herd/key --known-only --macs 52:54:00:12:34:56`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runPXEServe(cmd.Context(), &p, cmd.ErrOrStderr())
 		},
 	}
 	addPXEFlags(cmd.Flags(), &p)
+	cmd.Flags().StringVar(&p.keyFile, "key-file", "", "session key file (the one herd send uses); required")
 	return cmd
 }
 
 func runPXEServe(ctx context.Context, p *pxeFlags, logw io.Writer) error {
-	logf := lineLogger(logw)
+	alarmf := lineLogger(logw)
+	logf := alarmf
 	if p.quiet {
 		logf = nil
 	}
-	o, err := p.options(logf)
+	o, err := p.options(logf, alarmf)
 	if err != nil {
 		return err
 	}
@@ -263,18 +287,28 @@ func runPXEServe(ctx context.Context, p *pxeFlags, logw io.Writer) error {
 }
 
 func newPXEListCmd() *cobra.Command {
-	var statePath, server string
+	var statePath, server, keyFile string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list (--state FILE | --server http://IP:PORT)",
-		Short: "List machines with their boot state",
-		Args:  cobra.NoArgs,
+		Use:   "list (--state FILE | --server http://IP:PORT --key-file FILE)",
+		Short: "List machines with their boot state, agent key and alarms",
+		Long: `List shows every machine the server knows: its state (new, cloning, done,
+local, failed, or discovered: seen PXE-booting but not let in), how many agent
+keys it was given and whether the current one was used (KEY, e.g. "2 used"),
+and its reason or ALARM (a second registration with a used agent key: its MAC
+was spoofed or it rebooted during its clone; herd pxe set MAC new gives it a
+fresh key). A running server answers only requests signed with its session
+key: give --key-file.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ms []state.Machine
 			switch {
 			case server != "":
-				var err error
-				if ms, err = fetchMachines(cmd.Context(), server); err != nil {
+				key, err := operatorKey(keyFile)
+				if err != nil {
+					return err
+				}
+				if ms, err = fetchMachines(cmd.Context(), server, key); err != nil {
 					return err
 				}
 			case statePath != "":
@@ -293,8 +327,21 @@ func newPXEListCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&statePath, "state", "", "machine state file")
 	cmd.Flags().StringVar(&server, "server", "", "running herd pxe server, http://IP:PORT")
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "session key file of the server (with --server)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// operatorKey reads the session key file an operator command signs with.
+func operatorKey(keyFile string) (httpboot.Credential, error) {
+	if keyFile == "" {
+		return httpboot.Credential{}, usagef("--server needs --key-file: the server answers only requests signed with its session key")
+	}
+	key, err := readKey(keyFile)
+	if err != nil {
+		return httpboot.Credential{}, err
+	}
+	return httpboot.Operator(key), nil
 }
 
 func printMachines(w io.Writer, ms []state.Machine, asJSON bool) error {
@@ -304,9 +351,21 @@ func printMachines(w io.Writer, ms []state.Machine, asJSON bool) error {
 		return enc.Encode(ms)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAC\tNAME\tSTATE\tIP\tUPDATED\tREASON")
+	fmt.Fprintln(tw, "MAC\tNAME\tSTATE\tIP\tUPDATED\tKEY\tREASON")
 	for _, m := range ms {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.MAC, m.Name, m.State, m.IP, m.Updated.Format(time.RFC3339), m.Reason)
+		key := "-"
+		if m.KeyGen > 0 {
+			key = strconv.Itoa(m.KeyGen)
+			if m.KeyUsed {
+				key += " used"
+			}
+		}
+		reason := m.Reason
+		if m.Alarm != "" {
+			reason = strings.TrimSpace("ALARM: " + m.Alarm + "; " + reason)
+			reason = strings.TrimSuffix(reason, ";")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.MAC, m.Name, m.State, m.IP, m.Updated.Format(time.RFC3339), key, reason)
 	}
 	return tw.Flush()
 }
@@ -343,8 +402,9 @@ each machine with its own generated configuration.`,
 	return cmd
 }
 
-// fetchMachines asks a running herd pxe server for its machines.
-func fetchMachines(ctx context.Context, server string) ([]state.Machine, error) {
+// fetchMachines asks a running herd pxe server for its machines, signed
+// with the operator's credential.
+func fetchMachines(ctx context.Context, server string, op httpboot.Credential) ([]state.Machine, error) {
 	url := strings.TrimRight(server, "/") + httpboot.PathMachines
 	if !strings.Contains(server, "://") {
 		url = "http://" + url
@@ -353,13 +413,16 @@ func fetchMachines(ctx context.Context, server string) ([]state.Machine, error) 
 	if err != nil {
 		return nil, usagef("--server %q: %v", server, err)
 	}
+	httpboot.Sign(req, op, nil, time.Now())
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("ask %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("ask %s: %s", url, resp.Status)
+		var r httpboot.Reply
+		json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&r)
+		return nil, fmt.Errorf("ask %s: %s %s", url, resp.Status, r.Error)
 	}
 	var ms []state.Machine
 	if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
@@ -408,12 +471,14 @@ func newPXESetCmd() *cobra.Command {
 		Use:   "set MAC STATE (--server http://IP:PORT | --state FILE)",
 		Short: "Force a machine's boot state: new (clone it again), local (boot its disk), failed, ...",
 		Long: `Set overrides the boot state of one machine. With --server it asks the running
-herd pxe server; with --state it edits the state file of a stopped server (a
-running server would overwrite the change). A server with a session key
-refuses the change unless it is signed with that key: give the same
---key-file as to herd deploy (or herd pxe serve --key).
+herd pxe server, signed with its session key (--key-file, the same as herd
+deploy's or herd pxe serve's: nobody else may change a machine); with --state
+it edits the state file of a stopped server (a running server would overwrite
+the change). Any change clears the machine's alarm.
 
-States: new, cloning, done, local, failed.`,
+States: new (clone it again: a fresh agent key for its next PXE boot; also how
+a discovered machine is let in), cloning, done, local, failed (also a fresh
+key), discovered (its key is withdrawn).`,
 		Example: `  herd pxe set --server http://10.0.1.21:8080 52:54:00:12:34:56 new
   herd pxe set --state /srv/herd/herd-machines.json 52:54:00:12:34:56 local`,
 		Args: cobra.ExactArgs(2),
@@ -424,15 +489,15 @@ States: new, cloning, done, local, failed.`,
 			}
 			p := state.Phase(args[1])
 			if !p.Valid() {
-				return usagef("state %q: want new, cloning, done, local or failed", args[1])
+				return usagef("state %q: want new, cloning, done, local, failed or discovered", args[1])
 			}
 			switch {
 			case server != "":
-				key, err := readKey(keyFile)
+				op, err := operatorKey(keyFile)
 				if err != nil {
 					return err
 				}
-				return postSet(cmd.Context(), server, mac, httpboot.SetRequest{State: p, Reason: reason}, key)
+				return postSet(cmd.Context(), server, mac, httpboot.SetRequest{State: p, Reason: reason}, op)
 			case statePath != "":
 				st, err := state.Open(statePath)
 				if err != nil {
@@ -448,13 +513,13 @@ States: new, cloning, done, local, failed.`,
 	cmd.Flags().StringVar(&statePath, "state", "", "state file of a stopped server")
 	cmd.Flags().StringVar(&server, "server", "", "running herd pxe server, http://IP:PORT")
 	cmd.Flags().StringVar(&reason, "reason", "", "reason, kept with state failed")
-	cmd.Flags().StringVar(&keyFile, "key-file", "", "session key file of the server (needed when it has one)")
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "session key file of the server (with --server)")
 	return cmd
 }
 
-// postSet asks a running server to set the state of mac, signing the
-// request with key when it is not nil.
-func postSet(ctx context.Context, server, mac string, body httpboot.SetRequest, key []byte) error {
+// postSet asks a running server to set the state of mac, signed with
+// the operator's credential.
+func postSet(ctx context.Context, server, mac string, body httpboot.SetRequest, op httpboot.Credential) error {
 	url := strings.TrimRight(server, "/") + httpboot.PathMachines + "/" + mac
 	if !strings.Contains(server, "://") {
 		url = "http://" + url
@@ -465,9 +530,7 @@ func postSet(ctx context.Context, server, mac string, body httpboot.SetRequest, 
 		return usagef("--server %q: %v", server, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if key != nil {
-		httpboot.Sign(req, key, b, time.Now())
-	}
+	httpboot.Sign(req, op, b, time.Now())
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("ask %s: %w", url, err)

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,12 +19,16 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herd-cluster/herd/pxe/agent"
 	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/pxe/state"
 )
 
 func TestPXEServeUsageErrors(t *testing.T) {
 	boot := t.TempDir()
+	shortKey, longKey := filepath.Join(t.TempDir(), "short"), filepath.Join(t.TempDir(), "long")
+	require.NoError(t, os.WriteFile(shortKey, []byte("short"), 0o600))
+	require.NoError(t, os.WriteFile(longKey, testKey, 0o600))
 	for name, args := range map[string][]string{
 		"no boot dir":       {"pxe", "serve", "--dhcp", "off", "--server-ip", "127.0.0.1"},
 		"boot dir missing":  {"pxe", "serve", "--dhcp", "off", "--server-ip", "127.0.0.1", "--boot-dir", filepath.Join(boot, "nope")},
@@ -39,6 +45,12 @@ func TestPXEServeUsageErrors(t *testing.T) {
 		"deploy no image":   {"deploy", "--dhcp", "off", "--boot-dir", boot, "--server-ip", "127.0.0.1", "--nodes", "1"},
 		"deploy no nodes":   {"deploy", "--dhcp", "off", "--boot-dir", boot, "--server-ip", "127.0.0.1", "--image", "/dev/null"},
 		"deploy too many":   {"deploy", "--dhcp", "off", "--boot-dir", boot, "--server-ip", "127.0.0.1", "--image", "/dev/null", "--nodes", "3", "--macs", "52:54:00:00:00:01"},
+		"serve no key":      {"pxe", "serve", "--dhcp", "off", "--boot-dir", boot, "--server-ip", "127.0.0.1"},
+		"serve short key":   {"pxe", "serve", "--dhcp", "off", "--boot-dir", boot, "--server-ip", "127.0.0.1", "--key-file", shortKey},
+		"known and unknown": {"pxe", "serve", "--dhcp", "off", "--boot-dir", boot, "--server-ip", "127.0.0.1", "--key-file", longKey, "--known-only", "--allow-unknown"},
+		"deploy no macs":    {"deploy", "--dhcp", "off", "--boot-dir", boot, "--server-ip", "127.0.0.1", "--image", "/dev/null", "--nodes", "3"},
+		"list no key":       {"pxe", "list", "--server", "http://127.0.0.1:1"},
+		"set no key":        {"pxe", "set", "--server", "http://127.0.0.1:1", "52:54:00:00:00:01", "local"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, _, stderr := runHerd(t, args...)
@@ -58,49 +70,60 @@ func TestPXEMenu(t *testing.T) {
 }
 
 // TestPXEServeAndList runs herd pxe serve in-process on loopback (DHCP
-// off, no root needed), talks to its API, and lists the state both from
-// the server and from the file it left after stopping.
+// off, no root needed), plays an agent against its API, and lists the
+// state both from the server and from the file it left after stopping.
 func TestPXEServeAndList(t *testing.T) {
 	e := newServerEnv(t)
 	require.NoError(t, os.WriteFile(filepath.Join(e.boot, "vmlinuz"), []byte("kernel"), 0o644))
 	base, port, statePath := e.base, e.port, e.statePath
+	const mac = "52:54:00:00:00:01"
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	srv := e.startHerd(t, ctx, append(append([]string{"pxe", "serve"}, e.args()...),
-		"--session", "lab", "--macs", "52:54:00:00:00:01", "--key", hex.EncodeToString(testKey))...)
+		"--session", "herd", "--macs", mac, "--key-file", e.keyFile)...)
 
-	resp, err := http.Get(base + "/ipxe/52-54-00-00-00-01")
+	script := bootScript(t, base, mac)
+	assert.Contains(t, script, "kernel "+base+"/vmlinuz")
+	assert.Contains(t, script, fmt.Sprintf("herd.server=127.0.0.1:%d herd.session=herd", port))
+	assert.Regexp(t, `herd\.agentkey=[0-9a-f]{64} `, script)
+	assertNoKey(t, script, testKey)
+
+	// The API: nothing without a signature, nothing for a guessed key.
+	reg := `{"mac":"52:54:00:00:00:01","ip":"10.0.0.9","port":9998,"session":"herd","pub":"3q2+7w=="}`
+	assert.Equal(t, http.StatusUnauthorized, postSigned(t, base+"/api/v1/register", reg, nil))
+	assert.Equal(t, http.StatusUnauthorized, postSigned(t, base+"/api/v1/register", reg, &httpboot.Credential{Role: httpboot.RoleAgent, Key: testKey}))
+	resp, err := http.Get(base + "/api/v1/machines")
 	require.NoError(t, err)
-	var script bytes.Buffer
-	script.ReadFrom(resp.Body)
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	assert.Contains(t, script.String(), "kernel "+base+"/vmlinuz")
-	assert.Contains(t, script.String(), fmt.Sprintf("herd.server=127.0.0.1:%d herd.session=lab", port))
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "no list without the operator's signature")
+	assert.NotContains(t, string(body), mac)
 
-	reg := `{"mac":"52:54:00:00:00:01","ip":"10.0.0.9","port":9998,"session":"lab"}`
-	assert.Equal(t, http.StatusUnauthorized, postSigned(t, base+"/api/v1/register", reg, nil), "the API needs the session key")
-	assert.Equal(t, http.StatusUnauthorized, postSigned(t, base+"/api/v1/register", reg, []byte("some-other-key-0123456789")))
-	require.Equal(t, http.StatusOK, postAPI(t, base+"/api/v1/register", reg))
-	code, out, errOut := runHerd(t, "pxe", "list", "--server", base)
+	a := registerAgent(t, base, mac, "10.0.0.9", 9998, "")
+	assert.Equal(t, testKey, a.creds.ChainKey, "the agent gets the chain key in the answer")
+	code, out, errOut := runHerd(t, "pxe", "list", "--server", base, "--key-file", e.keyFile)
 	require.Equal(t, 0, code, errOut)
-	assert.Regexp(t, `52:54:00:00:00:01\s+cloning\s+10\.0\.0\.9`, out)
+	assert.Regexp(t, `52:54:00:00:00:01\s+cloning\s+10\.0\.0\.9\s+\S+\s+1 used`, out)
 
 	code, _, errOut = runHerd(t, "pxe", "set", "--server", base, "52-54-00-00-00-01", "local")
-	require.Equal(t, ExitFailed, code, "without the key the change is refused")
+	require.Equal(t, ExitUsage, code, "without the key the change is not even sent")
+	assert.Contains(t, errOut, "--key-file")
+	other := filepath.Join(e.top, "other-key")
+	require.NoError(t, os.WriteFile(other, []byte("some-other-key-0123456789"), 0o600))
+	code, _, errOut = runHerd(t, "pxe", "set", "--server", base, "--key-file", other, "52-54-00-00-00-01", "local")
+	require.Equal(t, ExitFailed, code, "with another key the change is refused")
 	assert.Contains(t, errOut, "401")
-	code, out, _ = runHerd(t, "pxe", "list", "--server", base)
+	code, _, errOut = runHerd(t, "pxe", "list", "--server", base, "--key-file", other)
+	assert.Equal(t, ExitFailed, code)
+	assert.Contains(t, errOut, "401")
+	code, out, _ = runHerd(t, "pxe", "list", "--server", base, "--key-file", e.keyFile)
 	assert.Regexp(t, `52:54:00:00:00:01\s+cloning`, out, "and nothing changed")
 	code, _, errOut = runHerd(t, "pxe", "set", "--server", base, "--key-file", e.keyFile, "52-54-00-00-00-01", "local")
 	require.Equal(t, 0, code, errOut)
 	code, _, errOut = runHerd(t, "pxe", "set", "--server", base, "52-54-00-00-00-01", "zombie")
 	assert.Equal(t, ExitUsage, code, errOut)
-	resp, err = http.Get(base + "/ipxe/52-54-00-00-00-01")
-	require.NoError(t, err)
-	script.Reset()
-	script.ReadFrom(resp.Body)
-	resp.Body.Close()
-	assert.Contains(t, script.String(), "sanboot", "set local over the API changes the boot answer")
+	assert.Contains(t, bootScript(t, base, mac), "sanboot", "set local over the API changes the boot answer")
 
 	cancel()
 	select {
@@ -115,13 +138,63 @@ func TestPXEServeAndList(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &ms))
 	require.Len(t, ms, 1)
 	assert.Equal(t, state.Local, ms[0].State)
+	b, err := os.ReadFile(statePath)
+	require.NoError(t, err)
+	assertNoKey(t, string(b), testKey)
 
 	// Offline edit of the stopped server's file.
 	code, _, errOut = runHerd(t, "pxe", "set", "--state", statePath, "52:54:00:00:00:01", "failed", "--reason", "disk replaced")
 	require.Equal(t, 0, code, errOut)
 	code, out, _ = runHerd(t, "pxe", "list", "--state", statePath)
 	require.Equal(t, 0, code)
-	assert.Regexp(t, `52:54:00:00:00:01\s+failed\s+.*disk replaced`, out)
+	assert.Regexp(t, `52:54:00:00:00:01\s+failed\s+.*2\s+disk replaced`, out, "a fresh key for the failed machine")
+}
+
+// TestPXEServeUnknownMachines: a machine nobody named gets no key and is
+// listed as discovered, with an alarm column for a spoofed registration;
+// --allow-unknown lets it in (with a warning).
+func TestPXEServeUnknownMachines(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allow-unknown=%v", allow), func(t *testing.T) {
+			e := newServerEnv(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			args := append(append([]string{"pxe", "serve"}, e.args()...), "--key-file", e.keyFile)
+			if allow {
+				args = append(args, "--allow-unknown", "-q")
+			}
+			srv := e.startHerd(t, ctx, args...)
+			const mac = "52:54:00:00:00:05"
+			script := bootScript(t, e.base, mac)
+			assertNoKey(t, script, testKey)
+			code, out, errOut := runHerd(t, "pxe", "list", "--server", e.base, "--key-file", e.keyFile)
+			require.Equal(t, 0, code, errOut)
+			if !allow {
+				assert.NotContains(t, script, "herd.agentkey")
+				assert.Contains(t, script, "sanboot")
+				assert.Regexp(t, `52:54:00:00:00:05\s+discovered\s+\S+\s+-`, out)
+				return
+			}
+			assert.Contains(t, script, "herd.agentkey=")
+			assert.Regexp(t, `52:54:00:00:00:05\s+new\s+\S+\s+1\s`, out)
+			assert.Contains(t, srv.stderr.String(), "warning: --allow-unknown", "warned even with -q")
+			registerAgent(t, e.base, mac, "10.0.0.5", 9998, "")
+			_, err := tryRegister(t, e.base, mac, "10.0.0.66", 9998, "")
+			assert.ErrorIs(t, err, agent.ErrRefused)
+			assert.Contains(t, srv.stderr.String(), "ALARM: 52:54:00:00:00:05", "the alarm is logged even with -q")
+			_, out, _ = runHerd(t, "pxe", "list", "--server", e.base, "--key-file", e.keyFile)
+			assert.Regexp(t, `52:54:00:00:00:05\s+cloning\s+10\.0\.0\.5\s+\S+\s+1 used\s+ALARM: .*registration from 10\.0\.0\.66`, out)
+		})
+	}
+}
+
+// assertNoKey checks that text holds key in no usual encoding.
+func assertNoKey(t *testing.T, text string, key []byte) {
+	t.Helper()
+	for _, enc := range []string{string(key), hex.EncodeToString(key), base64.StdEncoding.EncodeToString(key), base64.RawStdEncoding.EncodeToString(key)} {
+		assert.NotContains(t, text, enc)
+	}
+	assert.NotContains(t, text, "herd.key=")
 }
 
 func waitHTTP(t *testing.T, base string) {
@@ -218,20 +291,15 @@ func (l *lockedBuffer) String() string {
 
 func (l *lockedBuffer) Bytes() []byte { return []byte(l.String()) }
 
-// postAPI posts body to url signed with testKey and returns the status.
-func postAPI(t *testing.T, url, body string) int {
-	t.Helper()
-	return postSigned(t, url, body, testKey)
-}
-
-// postSigned posts body to url, signed with key unless it is nil.
-func postSigned(t *testing.T, url, body string, key []byte) int {
+// postSigned posts body to url, signed with c unless it is nil, and
+// returns the status.
+func postSigned(t *testing.T, url, body string, c *httpboot.Credential) int {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
-	if key != nil {
-		httpboot.Sign(req, key, []byte(body), time.Now())
+	if c != nil {
+		httpboot.Sign(req, *c, []byte(body), time.Now())
 	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)

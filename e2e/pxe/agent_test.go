@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -33,7 +34,8 @@ var _ = Describe("the agent's initramfs booted by QEMU", func() {
 		l := newLAN()
 		l.startDHCP()
 		// Nothing listens on 10.79.0.1:8080: every register attempt fails.
-		vm := l.startVM("unreach", "", "console=ttyS0 quiet herd.server=10.79.0.1:8080 herd.session=e2e herd.timeout=5 herd.retries=3")
+		someKey := fmt.Sprintf("%064x", rand.Uint64())
+		vm := l.startVM("unreach", randomMAC(), "", "console=ttyS0 quiet herd.server=10.79.0.1:8080 herd.session=e2e herd.timeout=5 herd.retries=3 herd.agentkey="+someKey)
 		start := time.Now()
 		expectLine(vm, "herd: initramfs up", 60*time.Second)
 		GinkgoWriter.Printf("initramfs up %.1fs after power on\n", time.Since(start).Seconds())
@@ -56,8 +58,9 @@ var _ = Describe("the agent's initramfs booted by QEMU, its server gone after it
 	It("says so within herd.timeout and reboots to try PXE again", func() {
 		l := newLAN()
 		l.startDHCP()
-		api := l.startAPI(8080)
-		vm := l.startVM("lost", "", "console=ttyS0 quiet herd.server=10.79.0.1:8080 herd.session=e2e herd.timeout=5 herd.retries=2")
+		mac := randomMAC()
+		api := l.startAPI(8080, mac)
+		vm := l.startVM("lost", mac, "", "console=ttyS0 quiet herd.server=10.79.0.1:8080 herd.session=e2e herd.timeout=5 herd.retries=2 herd.agentkey="+api.agentKey)
 		Eventually(api.reg, 90*time.Second).Should(Receive(), "no registration; console:\n%s", vm.Console())
 		expectLine(vm, "herd: registered with 10.79.0.1:8080", 10*time.Second)
 		api.stop() // the server dies; no session will ever come
@@ -90,24 +93,25 @@ var _ = Describe("the agent in QEMU receiving a disk image", func() {
 		disk := filepath.Join(dir, "disk.img")
 		Expect(os.WriteFile(disk, nil, 0o644)).To(Succeed())
 		Expect(os.Truncate(disk, 64<<20)).To(Succeed())
-		key := []byte("e2e-session-key-0123456789abcdef")
-		keyFile := filepath.Join(dir, "key")
-		Expect(os.WriteFile(keyFile, key, 0o600)).To(Succeed())
-
 		l := newLAN()
 		l.startDHCP()
-		api := l.startAPI(8080)
-		vm := l.startVM("clone", disk, "console=ttyS0 quiet herd.server=10.79.0.1:8080 herd.session=e2e herd.port=9998 herd.method=raw herd.disk=/dev/vda herd.key="+hex.EncodeToString(key)+" herd.timeout=10 herd.retries=5")
+		mac := randomMAC()
+		api := l.startAPI(8080, mac)
+		// The kernel line carries the machine's agent key only; the
+		// chain key comes in the answer to its registration.
+		line := "console=ttyS0 quiet herd.server=10.79.0.1:8080 herd.session=e2e herd.port=9998 herd.method=raw herd.disk=/dev/vda herd.agentkey=" + api.agentKey + " herd.timeout=10 herd.retries=5"
+		Expect(line).NotTo(ContainSubstring(hex.EncodeToString(api.key)))
+		vm := l.startVM("clone", mac, disk, line)
 
 		var reg httpboot.RegisterRequest
 		Eventually(api.reg, 90*time.Second).Should(Receive(&reg), "no registration; console:\n%s", vm.Console())
 		Expect(reg.Session).To(Equal("e2e"))
 		Expect(reg.Port).To(Equal(9998))
 		Expect(net.ParseIP(reg.IP).To4()).NotTo(BeNil())
-		Expect(reg.MAC).To(HavePrefix("52:54:00:"))
+		Expect(reg.MAC).To(Equal(mac))
 		expectLine(vm, "herd: registered with 10.79.0.1:8080", 10*time.Second)
 
-		send := exec.Command("ip", "netns", "exec", l.ns, herdBin, "send", "--to", reg.IP+":9998", "--in", golden, "--out", "/dev/vda", "--key-file", keyFile, "--json", "--connect-timeout", "30s")
+		send := exec.Command("ip", "netns", "exec", l.ns, herdBin, "send", "--to", reg.IP+":9998", "--in", golden, "--out", "/dev/vda", "--key-file", api.keyFile, "--json", "--connect-timeout", "30s")
 		var out, errb bytes.Buffer
 		send.Stdout, send.Stderr = &out, &errb
 		start := time.Now()

@@ -179,17 +179,17 @@ func (d *deployRun) result(machines int) deployResult {
 	return result
 }
 
-// netbootVMs starts n machines with empty disks that boot from the
-// network (iPXE ROM, falling back to the disk).
-func netbootVMs(l *lan, dir string, n int) []*qemu.VM {
+// netbootVMs starts one machine per MAC with an empty disk, booting
+// from the network (iPXE ROM, falling back to the disk).
+func netbootVMs(l *lan, dir string, macs []string) []*qemu.VM {
 	GinkgoHelper()
 	var vms []*qemu.VM
-	for i := range n {
+	for i, mac := range macs {
 		disk := filepath.Join(dir, fmt.Sprintf("node%d.img", i))
 		Expect(os.WriteFile(disk, nil, 0o644)).To(Succeed())
 		Expect(os.Truncate(disk, 80<<20)).To(Succeed())
 		vm, err := qemu.Start(context.Background(), qemu.Config{
-			Name: fmt.Sprintf("pxe%d-%d-%d", i, os.Getpid(), rand.IntN(1e6)), Netns: l.ns, Tap: l.addTap(),
+			Name: fmt.Sprintf("pxe%d-%d-%d", i, os.Getpid(), rand.IntN(1e6)), Netns: l.ns, Tap: l.addTap(), MAC: mac,
 			Disk: disk, NetBoot: true, SocketDir: GinkgoT().TempDir(),
 		})
 		Expect(err).NotTo(HaveOccurred())
@@ -219,8 +219,10 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		bootableGolden(golden, 64, marker)
 
 		l := newLAN()
-		d := startDeploy(l, dir, 3, "--image", golden, "--used-only")
-		vms := netbootVMs(l, dir, 3)
+		// The machines to clone are named: only they get an agent key.
+		macs := []string{randomMAC(), randomMAC(), randomMAC()}
+		d := startDeploy(l, dir, 3, "--macs", strings.Join(macs, ","), "--image", golden, "--used-only")
+		vms := netbootVMs(l, dir, macs)
 		start := time.Now()
 		for _, vm := range vms {
 			expectLine(vm, "herd: agent starting", 3*time.Minute)
@@ -241,6 +243,9 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		}
 		GinkgoWriter.Printf("all machines booted the golden disk %.1fs after power on\n", time.Since(start).Seconds())
 		res := d.result(3)
+		for _, m := range res.Machines {
+			Expect(macs).To(ContainElement(m.MAC))
+		}
 		Expect(res.Chains).To(HaveLen(1))
 		Expect(res.Chains[0].Name).To(Equal("image"))
 	})
@@ -279,8 +284,9 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		GinkgoWriter.Printf("stage 2: %d bytes\n", len(s2))
 
 		l := newLAN()
-		d := startDeploy(l, dir, 2, "--stage2", stage2, "--method", "files", "--desc", descFile, "--from", golden)
-		vms := netbootVMs(l, dir, 2)
+		// Any machine that PXE-boots here may join (with a warning).
+		d := startDeploy(l, dir, 2, "--allow-unknown", "--stage2", stage2, "--method", "files", "--desc", descFile, "--from", golden)
+		vms := netbootVMs(l, dir, []string{randomMAC(), randomMAC()})
 		start := time.Now()
 		for _, vm := range vms {
 			expectLine(vm, "herd: registered with 10.79.0.1:8080", 3*time.Minute)
@@ -305,6 +311,7 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		}
 		GinkgoWriter.Printf("both machines booted the golden disk %.1fs after power on\n", time.Since(start).Seconds())
 		res := d.result(2)
+		Expect(d.errb.String()).To(ContainSubstring("warning: --allow-unknown"))
 		Expect(res.Chains).To(HaveLen(2))
 		macs := []string{res.Machines[0].MAC, res.Machines[1].MAC}
 		for i, name := range []string{"stage2", "files"} {

@@ -9,11 +9,14 @@
 //     and reboots; one whose server dies after it registered reboots
 //     within herd.timeout;
 //   - an agent receives a disk image from herd send (keyed) and the disk
-//     holds exactly the image;
-//   - herd deploy PXE-boots three machines (its own DHCP and HTTP, iPXE
-//     ROM), clones a bootable golden disk (used blocks only), switches
-//     them to local boot, and each boots the golden system from its disk;
-//   - herd deploy --stage2 --method files: two machines receive a small
+//     holds exactly the image: its kernel line carries only its agent
+//     key, it registers with herd's real API and gets the chain key in
+//     the sealed answer;
+//   - herd deploy PXE-boots three machines named with --macs (its own
+//     DHCP and HTTP, iPXE ROM), clones a bootable golden disk (used blocks
+//     only), switches them to local boot, and each boots the golden
+//     system from its disk;
+//   - herd deploy --stage2 --method files --allow-unknown: two machines receive a small
 //     stage 2 (busybox, mkfs.ext4, losetup, extlinux) through the chain
 //     into RAM, switch to it, and their stage-2 agents partition, format
 //     and fill their disks from a desc and the golden files; both boot it.

@@ -1,9 +1,12 @@
 package pxee2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -12,7 +15,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/herd-cluster/herd/pxe/httpboot"
+	"github.com/herd-cluster/herd/pxe/state"
 	"github.com/herd-cluster/herd/qemu"
 )
 
@@ -119,10 +122,16 @@ pidfile %s/udhcpd.pid
 	DeferCleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 }
 
-// startVM boots kernel and initrd with args on a new tap of l.
-func (l *lan) startVM(name, disk, args string) *qemu.VM {
+// randomMAC returns a locally administered MAC in QEMU's 52:54:00 range.
+func randomMAC() string {
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", rand.IntN(256), rand.IntN(256), rand.IntN(256))
+}
+
+// startVM boots kernel and initrd with args on a new tap of l, with the
+// NIC address mac.
+func (l *lan) startVM(name, mac, disk, args string) *qemu.VM {
 	vm, err := qemu.Start(context.Background(), qemu.Config{
-		Name: fmt.Sprintf("%s-%d-%d", name, os.Getpid(), rand.IntN(1e6)), Netns: l.ns, Tap: l.addTap(),
+		Name: fmt.Sprintf("%s-%d-%d", name, os.Getpid(), rand.IntN(1e6)), Netns: l.ns, Tap: l.addTap(), MAC: mac,
 		Disk: disk, Kernel: kernel, Initrd: initrd, Append: args, SocketDir: GinkgoT().TempDir(),
 	})
 	Expect(err).NotTo(HaveOccurred())
@@ -161,53 +170,79 @@ func listenIn(ns, addr string) net.Listener {
 	return l
 }
 
-// apiServer is a stand-in for herd's agent API (register, report and
-// the agent's check that it is still known), recording what agents send.
+// apiServer is herd's own agent API (pxe/httpboot, without DHCP or
+// boot files) for one machine, with a session key; it records the
+// registrations and reports it accepted.
 type apiServer struct {
-	mu        sync.Mutex
-	registers []httpboot.RegisterRequest
-	reports   []httpboot.ReportRequest
-	reg       chan httpboot.RegisterRequest
-	rep       chan httpboot.ReportRequest
-	srv       *http.Server
+	// key is the session key (the chain's), keyFile holds it.
+	key     []byte
+	keyFile string
+	// agentKey is the machine's agent key, for its kernel line.
+	agentKey string
+	store    *state.Store
+	reg      chan httpboot.RegisterRequest
+	rep      chan httpboot.ReportRequest
+	srv      *http.Server
 }
 
-// stop ends the stand-in server: a herd server that died.
+// stop ends the server: a herd server that died.
 func (a *apiServer) stop() { a.srv.Close() }
 
-func (l *lan) startAPI(port int) *apiServer {
-	a := &apiServer{reg: make(chan httpboot.RegisterRequest, 16), rep: make(chan httpboot.ReportRequest, 16)}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+httpboot.PathRegister, func(w http.ResponseWriter, r *http.Request) {
-		var req httpboot.RegisterRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+// startAPI serves the API on l's address at port for the machine mac.
+func (l *lan) startAPI(port int, mac string) *apiServer {
+	GinkgoHelper()
+	dir := GinkgoT().TempDir()
+	a := &apiServer{key: []byte(fmt.Sprintf("e2e-session-key-%016x", rand.Uint64())), keyFile: filepath.Join(dir, "key"),
+		reg: make(chan httpboot.RegisterRequest, 16), rep: make(chan httpboot.ReportRequest, 16)}
+	Expect(os.WriteFile(a.keyFile, a.key, 0o600)).To(Succeed())
+	var err error
+	a.store, err = state.Open("")
+	Expect(err).NotTo(HaveOccurred())
+	m, err := a.store.Add(mac, "")
+	Expect(err).NotTo(HaveOccurred())
+	a.agentKey = hex.EncodeToString(httpboot.AgentKey(a.key, m.MAC, m.KeyID))
+	api := &httpboot.Server{Dir: dir, Store: a.store, Key: a.key, Logf: func(f string, args ...any) { GinkgoWriter.Printf(f+"\n", args...) }}
+	h := api.Handler()
+	// Record what the real handler accepted.
+	record := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rec := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		if rec.code != http.StatusOK || r.Method != http.MethodPost {
 			return
 		}
-		a.mu.Lock()
-		a.registers = append(a.registers, req)
-		a.mu.Unlock()
-		a.reg <- req
-		json.NewEncoder(w).Encode(httpboot.Reply{OK: true})
-	})
-	mux.HandleFunc("POST "+httpboot.PathReport, func(w http.ResponseWriter, r *http.Request) {
-		var req httpboot.ReportRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
+		switch r.URL.Path {
+		case httpboot.PathRegister:
+			var req httpboot.RegisterRequest
+			json.Unmarshal(body, &req)
+			a.reg <- req
+		case httpboot.PathReport:
+			var req httpboot.ReportRequest
+			json.Unmarshal(body, &req)
+			a.rep <- req
 		}
-		a.mu.Lock()
-		a.reports = append(a.reports, req)
-		a.mu.Unlock()
-		a.rep <- req
-		json.NewEncoder(w).Encode(httpboot.Reply{OK: true})
 	})
-	// The agent checks while it waits that the server still knows it.
-	mux.HandleFunc("GET "+httpboot.PathMachines+"/{mac}", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]string{"mac": r.PathValue("mac"), "state": "cloning"})
-	})
-	a.srv = &http.Server{Handler: mux}
+	a.srv = &http.Server{Handler: record}
 	go a.srv.Serve(listenIn(l.ns, fmt.Sprintf("%s:%d", l.ip, port)))
 	DeferCleanup(a.srv.Close)
 	return a
+}
+
+// statusWriter remembers the status code written through it.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
 }

@@ -2,8 +2,8 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
+	"crypto/ecdh"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,8 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/herd-cluster/herd/pxe/httpboot"
@@ -70,12 +70,18 @@ type Agent struct {
 	// HTTP is the client for the server's API; default a plain client
 	// whose timeout is Config.Timeout.
 	HTTP *http.Client
+	// RefusedWait is how long the agent waits after the server refused
+	// it (ErrRefused) before it reboots, so that a refused machine does
+	// not knock every few seconds (default Config.Timeout times
+	// Config.Retries, what an unreachable server costs).
+	RefusedWait time.Duration
 	// Reboot restarts the machine; default sync and the reboot system
 	// call. Run returns what happened once Reboot returns.
 	Reboot func() error
 	// RetryDelay separates tries within one attempt (default 2 s).
 	RetryDelay time.Duration
-	// TempDir holds the key file (default os.TempDir()).
+	// TempDir holds the chain key file while herd recv runs (default
+	// os.TempDir(), in the initramfs's RAM).
 	TempDir string
 	// WatchInterval is how often the agent, once registered and waiting
 	// for the session, checks that the server still knows it (default
@@ -101,8 +107,17 @@ type Agent struct {
 	// switch_root). On a real machine it does not return on success; a
 	// replacement that returns nil ends Run with nil and no reboot.
 	SwitchRoot func(dir, init string) error
+	// Stage2Credentials is the file through which the first agent hands
+	// its machine key to the agent of its stage 2 (default
+	// Stage2CredentialsFile; in a stage 2 it is read, before switching
+	// the first agent writes it under the stage 2's root).
+	Stage2Credentials string
 
-	clockOffset time.Duration // server clock minus ours, once learned
+	client *Client
+	// creds are the chain key and machine key from the registration.
+	creds *httpboot.Credentials
+	// machine signs the calls after the registration.
+	machine httpboot.Credential
 }
 
 func (a *Agent) say(format string, args ...any) {
@@ -127,7 +142,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		a.say("%v", err)
 	}
-	if errors.Is(err, ErrServerLost) {
+	if errors.Is(err, ErrRefused) {
+		a.say("the herd server %s does not let this machine in; the operator sees why in herd pxe list (herd pxe set MAC new gives it a fresh agent key); rebooting in %v", c.Server, a.RefusedWait.Round(time.Second))
+		select {
+		case <-ctx.Done():
+		case <-time.After(a.RefusedWait):
+		}
+	} else if errors.Is(err, ErrServerLost) {
 		a.say("herd server %s is gone, rebooting to try PXE again", c.Server)
 	} else if errors.Is(err, ErrUnreachable) {
 		a.say("giving up on herd server %s after %d attempts, rebooting to try PXE again", c.Server, c.Retries)
@@ -146,10 +167,13 @@ func (a *Agent) clone(ctx context.Context) error {
 	var methodArgs []string
 	switch c.Method {
 	case "raw":
+		// herd recv writes this machine's disk and nothing else,
+		// whatever the sender's manifest names.
+		methodArgs = []string{"--allow", c.Disk}
 	case "files":
 		// KA's file-level method: herd recv partitions the disk from the
 		// sender's desc, makes the file systems and unpacks the files.
-		methodArgs = []string{"--files", "--disk", c.Disk}
+		methodArgs = []string{"--allow", c.Disk, "--files", "--disk", c.Disk}
 	default:
 		return fmt.Errorf("agent: method %q is not supported by this agent (raw or files)", c.Method)
 	}
@@ -175,7 +199,7 @@ func (a *Agent) clone(ctx context.Context) error {
 	if err != nil {
 		rep.Error = err.Error()
 	}
-	if rerr := a.post(ctx, httpboot.PathReport, rep); rerr != nil {
+	if rerr := a.report(ctx, rep); rerr != nil {
 		a.say("cannot report to herd server %s: %v", c.Server, rerr)
 		if err == nil {
 			err = fmt.Errorf("agent: report: %w", rerr)
@@ -190,17 +214,29 @@ func (a *Agent) clone(ctx context.Context) error {
 
 // join brings the network up and registers. An attempt lasts up to
 // Config.Timeout, trying again every RetryDelay within it (a server that
-// refuses at once is asked again until the attempt's time is up); after
-// Config.Retries failed attempts it gives up.
+// does not answer, or answers with an error, is asked again until the
+// attempt's time is up); after Config.Retries failed attempts it gives
+// up. A refusal (ErrRefused) ends it at once.
 //
 // step is what the agent waits for: state.StepStage2 or "" (the image).
+// The agent registers with its agent key, or inside its stage 2 with the
+// machine key the first agent left it; the answer gives it the chain
+// key and its machine key (a.creds, a.machine).
 func (a *Agent) join(ctx context.Context, step string) (Lease, error) {
 	c := a.Config
+	signer, wantMAC, err := a.signer()
+	if err != nil {
+		return Lease{}, err
+	}
+	priv, err := httpboot.NewAnswerKey()
+	if err != nil {
+		return Lease{}, fmt.Errorf("agent: answer key: %w", err)
+	}
 	var lease Lease
 	var last error
 	for i := 1; i <= c.Retries; i++ {
 		actx, cancel := context.WithTimeout(ctx, c.Timeout)
-		l, err := a.attempt(actx, lease, step)
+		l, err := a.attempt(actx, lease, step, signer, wantMAC, priv)
 		cancel()
 		if err == nil {
 			what := "session " + c.Session
@@ -213,6 +249,9 @@ func (a *Agent) join(ctx context.Context, step string) (Lease, error) {
 		if ctx.Err() != nil {
 			return Lease{}, ctx.Err()
 		}
+		if errors.Is(err, ErrRefused) {
+			return Lease{}, err
+		}
 		last = err
 		if l.IP == "" {
 			a.say("no network, cannot reach herd server %s (attempt %d/%d): %v", c.Server, i, c.Retries, err)
@@ -224,9 +263,31 @@ func (a *Agent) join(ctx context.Context, step string) (Lease, error) {
 	return Lease{}, fmt.Errorf("%w %s after %d attempts: %v", ErrUnreachable, c.Server, c.Retries, last)
 }
 
+// signer returns what the registration is signed with: the machine key
+// the first agent left for the agent of a stage 2 (with the MAC it is
+// for), else the agent key from the kernel line.
+func (a *Agent) signer() (httpboot.Credential, string, error) {
+	if a.Config.Stage2 && a.InStage2() {
+		b, err := os.ReadFile(a.Stage2Credentials)
+		if err != nil {
+			return httpboot.Credential{}, "", fmt.Errorf("%w: this stage 2 holds no machine key from the first agent: %v", ErrRefused, err)
+		}
+		mac, key, err := ParseCredentials(b)
+		if err != nil {
+			return httpboot.Credential{}, "", fmt.Errorf("%w: %s: %v", ErrRefused, a.Stage2Credentials, err)
+		}
+		return httpboot.Credential{Role: httpboot.RoleMachine, Key: key}, mac, nil
+	}
+	if a.Config.AgentKey == nil {
+		return httpboot.Credential{}, "", fmt.Errorf("%w: the boot configuration carries no agent key (herd.agentkey): the server does not know this machine or has not approved it", ErrRefused)
+	}
+	return httpboot.Credential{Role: httpboot.RoleAgent, Key: a.Config.AgentKey}, "", nil
+}
+
 // attempt tries, until ctx ends, to get a lease (unless lease already
-// holds one) and register. It returns the lease it has even on failure.
-func (a *Agent) attempt(ctx context.Context, lease Lease, step string) (Lease, error) {
+// holds one) and register. It returns the lease it has even on failure,
+// and at once on a refusal.
+func (a *Agent) attempt(ctx context.Context, lease Lease, step string, signer httpboot.Credential, wantMAC string, priv *ecdh.PrivateKey) (Lease, error) {
 	c := a.Config
 	for {
 		var err error
@@ -238,9 +299,21 @@ func (a *Agent) attempt(ctx context.Context, lease Lease, step string) (Lease, e
 			}
 		}
 		if lease.IP != "" {
-			reg := httpboot.RegisterRequest{MAC: lease.MAC, IP: lease.IP, Port: c.Port, Session: c.Session, Step: step}
-			if err = a.post(ctx, httpboot.PathRegister, reg); err == nil {
+			if wantMAC != "" && lease.MAC != wantMAC {
+				return lease, fmt.Errorf("%w: the machine key the first agent left is for %s, this is %s", ErrRefused, wantMAC, lease.MAC)
+			}
+			reg := httpboot.RegisterRequest{MAC: lease.MAC, IP: lease.IP, Port: c.Port, Session: c.Session, Step: step, Pub: httpboot.EncodeAnswerKey(priv.PublicKey())}
+			rctx, cancel := context.WithTimeout(ctx, c.Timeout)
+			var creds httpboot.Credentials
+			creds, err = a.client.Register(rctx, reg, signer, priv)
+			cancel()
+			if err == nil {
+				a.creds = &creds
+				a.machine = httpboot.Credential{Role: httpboot.RoleMachine, Key: creds.MachineKey}
 				return lease, nil
+			}
+			if errors.Is(err, ErrRefused) {
+				return lease, err
 			}
 		}
 		select {
@@ -251,57 +324,52 @@ func (a *Agent) attempt(ctx context.Context, lease Lease, step string) (Lease, e
 	}
 }
 
-// post sends body as JSON to the server, signed with the session key
-// when there is one, and checks its Reply.
-func (a *Agent) post(ctx context.Context, path string, body any) error {
-	return a.postOnce(ctx, path, body, false)
-}
-
-func (a *Agent) postOnce(ctx context.Context, path string, body any, retried bool) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
+// report sends rep signed with the machine key.
+func (a *Agent) report(ctx context.Context, rep httpboot.ReportRequest) error {
 	rctx, cancel := context.WithTimeout(ctx, a.Config.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, "http://"+a.Config.Server+path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if a.Config.Key != nil {
-		httpboot.Sign(req, a.Config.Key, b, time.Now().Add(a.clockOffset))
-	}
-	resp, err := a.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode == http.StatusUnauthorized && a.Config.Key != nil && !retried {
-		// A machine's clock may be far off (no RTC battery, no NTP in
-		// the initramfs): follow the server's clock and try once more.
-		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
-			if off := time.Until(d); off > httpboot.MaxSkew/2 || off < -httpboot.MaxSkew/2 {
-				a.clockOffset = off
-				a.say("clock is %v off the server's, following the server", off.Round(time.Second))
-				return a.postOnce(ctx, path, body, true)
-			}
-		}
-	}
-	var rep httpboot.Reply
-	if jerr := json.Unmarshal(data, &rep); jerr != nil || resp.StatusCode != http.StatusOK || !rep.OK {
-		msg := rep.Error
-		if msg == "" {
-			msg = strings.TrimSpace(string(data))
-		}
-		return fmt.Errorf("POST %s: %s: %s", path, resp.Status, msg)
-	}
-	return nil
+	return a.client.Report(rctx, rep, a.machine)
 }
 
-// receive runs herd recv and reads its summary line. While herd recv
-// waits, a watchdog checks that the server is still there (see
+// ChainKeyFile is the name, under Agent.TempDir, of the file holding the
+// chain key while herd recv runs (mode 0600, removed afterwards).
+const ChainKeyFile = "herd-chain.key"
+
+// confined reports whether herd recv's arguments say where it may write.
+func confined(args []string) bool {
+	for i, a := range args {
+		if (a == "--allow" || a == "--root") && i+1 < len(args) && args[i+1] != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// writePrivate writes b to a new file path readable by its owner only;
+// whatever was at path (a file, a link) is removed first and never
+// followed.
+func writePrivate(path string, b []byte) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(b)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		os.Remove(path)
+	}
+	return werr
+}
+
+// receive runs herd recv with the chain key from the registration
+// (--key-file, a 0600 file in TempDir) and extra, which must say where it
+// may write (--allow or --root), and reads its summary line. While herd
+// recv waits, a watchdog checks that the server is still there (see
 // WatchInterval); if it is gone, herd recv is stopped and receive
 // returns ErrServerLost.
 func (a *Agent) receive(ctx context.Context, lease Lease, extra ...string) (*Summary, error) {
@@ -319,16 +387,18 @@ func (a *Agent) receive(ctx context.Context, lease Lease, extra ...string) (*Sum
 			cancel()
 		}
 	}()
-	args := []string{"recv", "--listen", ":" + strconv.Itoa(c.Port), "--json"}
-	if c.Key != nil {
-		kf := filepath.Join(a.TempDir, "herd-session.key")
-		if err := os.WriteFile(kf, c.Key, 0o600); err != nil {
-			return nil, fmt.Errorf("agent: write key file: %w", err)
-		}
-		defer os.Remove(kf)
-		args = append(args, "--key-file", kf)
+	if a.creds == nil || len(a.creds.ChainKey) == 0 {
+		return nil, fmt.Errorf("agent: no chain key from the server: herd recv never runs without one")
 	}
-	args = append(args, extra...)
+	if !confined(extra) {
+		return nil, fmt.Errorf("agent: herd recv needs --allow or --root (got %q)", extra)
+	}
+	kf := filepath.Join(a.TempDir, ChainKeyFile)
+	if err := writePrivate(kf, a.creds.ChainKey); err != nil {
+		return nil, fmt.Errorf("agent: write the chain key file: %w", err)
+	}
+	defer os.Remove(kf)
+	args := append([]string{"recv", "--listen", ":" + strconv.Itoa(c.Port), "--json", "--key-file", kf}, extra...)
 	cmd := a.RecvCommand(ctx, args)
 	cmd.Stderr = a.Console
 	out, err := cmd.StdoutPipe()
@@ -406,20 +476,7 @@ func (a *Agent) watch(ctx context.Context, lease Lease) error {
 func (a *Agent) checkKnown(ctx context.Context, mac string) error {
 	rctx, cancel := context.WithTimeout(ctx, a.WatchInterval)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+a.Config.Server+httpboot.PathMachines+"/"+mac, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := a.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s/%s: %s", httpboot.PathMachines, mac, resp.Status)
-	}
-	return nil
+	return a.client.Known(rctx, mac, a.machine)
 }
 
 func orDefault(s, d string) string {
@@ -473,6 +530,7 @@ func (a *Agent) defaults() {
 	if a.HTTP == nil {
 		a.HTTP = &http.Client{Timeout: a.Config.Timeout}
 	}
+	a.client = &Client{Server: a.Config.Server, HTTP: a.HTTP, Say: a.say}
 	if a.Reboot == nil {
 		a.Reboot = Reboot
 	}
@@ -506,6 +564,12 @@ func (a *Agent) defaults() {
 	}
 	if a.Config.Timeout <= 0 {
 		a.Config.Timeout = DefaultTimeout
+	}
+	if a.RefusedWait <= 0 {
+		a.RefusedWait = a.Config.Timeout * time.Duration(a.Config.Retries)
+	}
+	if a.Stage2Credentials == "" {
+		a.Stage2Credentials = Stage2CredentialsFile
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,10 +23,21 @@ import (
 	"github.com/herd-cluster/herd/pxe/state"
 )
 
-// fakeServer records the agent API calls it gets.
+// Keys of the fake server: the chain key its answers carry, the agent
+// key the test agents boot with and the machine key they get back.
+var (
+	testChainKey   = []byte("the chain key of the agent tests")
+	testAgentKey   = bytes.Repeat([]byte{0xab}, AgentKeySize)
+	testMachineKey = bytes.Repeat([]byte{0xcd}, httpboot.KeySize)
+)
+
+// fakeServer records the agent API calls it gets and answers
+// registrations with a sealed answer (it checks no signature: it is a
+// stand-in for the agent's side; pxe/httpboot tests the server's).
 type fakeServer struct {
 	mu         sync.Mutex
 	registers  []httpboot.RegisterRequest
+	roles      []httpboot.Role // of every call, in order
 	reports    []httpboot.ReportRequest
 	failFirstN int
 	checks     int
@@ -34,6 +46,13 @@ type fakeServer struct {
 func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	h, err := httpboot.ParseAuthHeader(r.Header.Get("Authorization"))
+	if err != nil {
+		w.WriteHeader(http.StatusUnauthorized)
+		json.NewEncoder(w).Encode(httpboot.Reply{Error: err.Error()})
+		return
+	}
+	f.roles = append(f.roles, h.Role)
 	switch r.URL.Path {
 	case httpboot.PathRegister:
 		var req httpboot.RegisterRequest
@@ -44,6 +63,23 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			json.NewEncoder(w).Encode(httpboot.Reply{Error: "not ready"})
 			return
 		}
+		key := testAgentKey
+		if h.Role == httpboot.RoleMachine {
+			key = testMachineKey
+		}
+		pub, err := httpboot.ParseAnswerKey(req.Pub)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(httpboot.Reply{Error: err.Error()})
+			return
+		}
+		ans, err := httpboot.SealAnswer(httpboot.Credential{Role: h.Role, Key: key}, pub, req.MAC, h.Nonce,
+			httpboot.Credentials{ChainKey: testChainKey, MachineKey: testMachineKey})
+		if err != nil {
+			panic(err)
+		}
+		json.NewEncoder(w).Encode(httpboot.Reply{OK: true, Answer: ans})
+		return
 	case httpboot.PathReport:
 		var req httpboot.ReportRequest
 		json.NewDecoder(r.Body).Decode(&req)
@@ -76,6 +112,7 @@ type harness struct {
 	reboots int
 	recv    []string
 	keyFile string
+	keyMode os.FileMode
 }
 
 // agentFor returns an Agent against server whose receive prints line
@@ -83,7 +120,7 @@ type harness struct {
 func (h *harness) agentFor(t *testing.T, server string, line string, code int) *Agent {
 	t.Helper()
 	return &Agent{
-		Config:  Config{Server: server, Session: "s1", Port: 9998, Method: "raw", Disk: "/dev/vda", Timeout: 300 * time.Millisecond, Retries: 3, Key: []byte{0xab, 0xcd}},
+		Config:  Config{Server: server, Session: "s1", Port: 9998, Method: "raw", Disk: "/dev/vda", Timeout: 300 * time.Millisecond, Retries: 3, AgentKey: testAgentKey},
 		Console: &h.console,
 		NetUp: func(ctx context.Context) (Lease, error) {
 			return Lease{Interface: "eth0", MAC: "52:54:00:00:00:01", IP: "10.0.0.5"}, nil
@@ -93,12 +130,16 @@ func (h *harness) agentFor(t *testing.T, server string, line string, code int) *
 			if i := indexOf(args, "--key-file"); i >= 0 {
 				b, _ := os.ReadFile(args[i+1])
 				h.keyFile = string(b)
+				if fi, err := os.Stat(args[i+1]); err == nil {
+					h.keyMode = fi.Mode()
+				}
 			}
 			return exec.CommandContext(ctx, "sh", "-c", `echo '{"event":"progress","bytes":1,"nodes":[]}'; echo "$0"; echo "recv says hi" >&2; exit $1`, line, strconv.Itoa(code))
 		},
-		Reboot:     func() error { h.reboots++; return nil },
-		RetryDelay: 10 * time.Millisecond,
-		TempDir:    t.TempDir(),
+		Reboot:      func() error { h.reboots++; return nil },
+		RetryDelay:  10 * time.Millisecond,
+		RefusedWait: 10 * time.Millisecond,
+		TempDir:     t.TempDir(),
 	}
 }
 
@@ -120,10 +161,17 @@ func TestAgentClonesReportsAndReboots(t *testing.T) {
 	require.NoError(t, a.Run(context.Background()))
 
 	assert.Equal(t, 1, h.reboots)
-	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file"}, h.recv[:5])
-	assert.Equal(t, "\xab\xcd", h.keyFile, "herd recv gets the key bytes the sender's key file holds (herd.key is their hex)")
+	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file", filepath.Join(a.TempDir, ChainKeyFile), "--allow", "/dev/vda"}, h.recv,
+		"herd recv gets the chain key from the answer and may write this machine's disk only")
+	assert.Equal(t, string(testChainKey), h.keyFile, "the key file holds the chain key of the sealed answer")
+	assert.Equal(t, os.FileMode(0o600), h.keyMode.Perm())
+	_, err := os.Stat(filepath.Join(a.TempDir, ChainKeyFile))
+	assert.ErrorIs(t, err, os.ErrNotExist, "the key file is gone after the receive")
 	require.Len(t, fs.registers, 2, "the first refused register is retried within the attempt")
-	assert.Equal(t, httpboot.RegisterRequest{MAC: "52:54:00:00:00:01", IP: "10.0.0.5", Port: 9998, Session: "s1"}, fs.registers[1])
+	pub := fs.registers[1].Pub
+	assert.Equal(t, httpboot.RegisterRequest{MAC: "52:54:00:00:00:01", IP: "10.0.0.5", Port: 9998, Session: "s1", Pub: pub}, fs.registers[1])
+	assert.Equal(t, fs.registers[0].Pub, pub, "one answer key for the retries of one registration")
+	assert.Equal(t, []httpboot.Role{httpboot.RoleAgent, httpboot.RoleAgent, httpboot.RoleMachine}, fs.roles, "registered with the agent key, reported with the machine key")
 	require.Len(t, fs.reports, 1)
 	assert.Equal(t, httpboot.ReportRequest{MAC: "52:54:00:00:00:01", OK: true, Bytes: 4096}, fs.reports[0])
 	out := h.console.String()
@@ -209,7 +257,8 @@ func TestAgentFileLevelMethod(t *testing.T) {
 	a := h.agentFor(t, srv, `{"event":"summary","ok":true,"bytes":777,"nodes":[]}`, 0)
 	a.Config.Method, a.Config.Disk = "files", "/dev/sdb"
 	require.NoError(t, a.Run(context.Background()))
-	assert.Equal(t, []string{"--files", "--disk", "/dev/sdb"}, h.recv[len(h.recv)-3:], "herd recv partitions the disk and unpacks: %v", h.recv)
+	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file", filepath.Join(a.TempDir, ChainKeyFile), "--allow", "/dev/sdb", "--files", "--disk", "/dev/sdb"}, h.recv,
+		"herd recv may write the disk only, partitions it and unpacks")
 	require.Len(t, fs.reports, 1)
 	assert.Equal(t, int64(777), fs.reports[0].Bytes)
 }
@@ -357,29 +406,34 @@ func TestSessionActiveSeesARealConnection(t *testing.T) {
 	assert.True(t, SessionActive(port))
 }
 
-// realServer is herd's own API server (httpboot) with key and a clock
-// offset from this machine's.
-func realServer(t *testing.T, key []byte, clockOffset time.Duration) (*httptest.Server, *state.Store) {
+// realServer is herd's own API server (httpboot) with the session key
+// testChainKey and a clock offset from this machine's; mac is approved
+// and its agent key returned.
+func realServer(t *testing.T, mac string, clockOffset time.Duration) (*httptest.Server, *state.Store, []byte) {
 	t.Helper()
 	st, err := state.Open("")
 	require.NoError(t, err)
-	s := &httpboot.Server{Dir: t.TempDir(), Store: st, Key: key, Clock: func() time.Time { return time.Now().Add(clockOffset) }}
+	m, err := st.Add(mac, "")
+	require.NoError(t, err)
+	s := &httpboot.Server{Dir: t.TempDir(), Store: st, Key: testChainKey, Clock: func() time.Time { return time.Now().Add(clockOffset) }}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)
-	return ts, st
+	return ts, st, httpboot.AgentKey(testChainKey, m.MAC, m.KeyID)
 }
 
 func TestAgentSignsItsRequests(t *testing.T) {
 	for name, off := range map[string]time.Duration{"same clock": 0, "server clock two hours ahead": 2 * time.Hour} {
 		t.Run(name, func(t *testing.T) {
-			ts, st := realServer(t, []byte{0xab, 0xcd}, off)
+			ts, st, key := realServer(t, "52:54:00:00:00:01", off)
 			h := &harness{}
 			a := h.agentFor(t, strings.TrimPrefix(ts.URL, "http://"), `{"event":"summary","ok":true,"bytes":4096,"nodes":[]}`, 0)
+			a.Config.AgentKey = key
 			require.NoError(t, a.Run(context.Background()))
 			m, ok := st.Get("52:54:00:00:00:01")
 			require.True(t, ok)
 			assert.Equal(t, state.Done, m.State, "register and report were accepted")
 			assert.Equal(t, int64(4096), m.Bytes)
+			assert.Equal(t, string(testChainKey), h.keyFile, "the chain key came in the answer")
 			if off != 0 {
 				assert.Contains(t, h.console.String(), "following the server")
 			}
@@ -387,16 +441,115 @@ func TestAgentSignsItsRequests(t *testing.T) {
 	}
 }
 
+// TestAgentWithAWrongKeyIsRefused: a server that does not take the
+// agent's key refuses it for good: no retries, no herd recv, a wait,
+// then the reboot.
 func TestAgentWithAWrongKeyIsRefused(t *testing.T) {
-	ts, st := realServer(t, []byte("the server's key"), 0)
+	ts, st, _ := realServer(t, "52:54:00:00:00:01", 0)
 	h := &harness{}
 	a := h.agentFor(t, strings.TrimPrefix(ts.URL, "http://"), "", 0)
+	a.RefusedWait = 200 * time.Millisecond
+	start := time.Now()
+	err := a.Run(context.Background())
+	assert.ErrorIs(t, err, ErrRefused)
+	assert.ErrorContains(t, err, "401 Unauthorized")
+	assert.ErrorContains(t, err, "wrong signature")
+	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "waits before rebooting")
+	assert.Equal(t, 1, h.reboots)
+	m, _ := st.Get("52:54:00:00:00:01")
+	assert.Equal(t, state.New, m.State, "nothing registered")
+	assert.Nil(t, h.recv)
+	assert.NotContains(t, h.console.String(), "attempt 2/3", "a refusal is not retried")
+	assert.Contains(t, h.console.String(), "does not let this machine in")
+}
+
+// TestAgentKeyUsedTwiceIsRefused: the second boot of a machine whose
+// agent key already registered (it rebooted during its clone, or a
+// spoofer came first) is refused with an alarm on the server, and the
+// agent says so instead of retrying.
+func TestAgentKeyUsedTwiceIsRefused(t *testing.T) {
+	ts, st, key := realServer(t, "52:54:00:00:00:01", 0)
+	for boot := 1; boot <= 2; boot++ {
+		h := &harness{}
+		a := waitingAgent(t, h, strings.TrimPrefix(ts.URL, "http://"))
+		a.Config.AgentKey = key
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		err := a.Run(ctx)
+		cancel()
+		if boot == 1 {
+			require.NotNil(t, h.recv, "the first boot registered and waits for its session")
+			continue
+		}
+		assert.ErrorIs(t, err, ErrRefused)
+		assert.ErrorContains(t, err, "was used already")
+		assert.Nil(t, h.recv)
+	}
+	m, _ := st.Get("52:54:00:00:00:01")
+	assert.Equal(t, state.Cloning, m.State)
+	assert.Contains(t, m.Alarm, "with the used agent key (key 1) refused")
+}
+
+func TestAgentWithoutAgentKeyDoesNotRegister(t *testing.T) {
+	fs := &fakeServer{}
+	srv := newTestServer(t, fs)
+	h := &harness{}
+	a := h.agentFor(t, srv, "", 0)
+	a.Config.AgentKey = nil
+	err := a.Run(context.Background())
+	assert.ErrorIs(t, err, ErrRefused)
+	assert.ErrorContains(t, err, "carries no agent key")
+	assert.Empty(t, fs.registers)
+	assert.Equal(t, 1, h.reboots)
+}
+
+func TestAgentRefusesAForgedAnswer(t *testing.T) {
+	// A stand-in that answers with a chain key of its own, sealed to the
+	// agent's answer key but without the agent key: the agent never runs
+	// herd recv with it.
+	forger := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, _ := httpboot.ParseAuthHeader(r.Header.Get("Authorization"))
+		var req httpboot.RegisterRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		pub, err := httpboot.ParseAnswerKey(req.Pub)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		ans, _ := httpboot.SealAnswer(httpboot.Credential{Role: httpboot.RoleAgent, Key: []byte("a guess")}, pub, req.MAC, h.Nonce,
+			httpboot.Credentials{ChainKey: []byte("the attacker's chain key"), MachineKey: testMachineKey})
+		json.NewEncoder(w).Encode(httpboot.Reply{OK: true, Answer: ans})
+	})
+	srv := httptest.NewServer(forger)
+	defer srv.Close()
+	h := &harness{}
+	a := h.agentFor(t, strings.TrimPrefix(srv.URL, "http://"), "", 0)
 	a.Config.Retries = 1
 	err := a.Run(context.Background())
 	assert.ErrorIs(t, err, ErrUnreachable)
-	assert.Empty(t, st.List(), "nothing registered")
-	assert.Nil(t, h.recv)
-	err = a.post(context.Background(), httpboot.PathRegister, httpboot.RegisterRequest{MAC: "52:54:00:00:00:01", IP: "10.0.0.5", Port: 9998})
-	assert.ErrorContains(t, err, "401 Unauthorized")
-	assert.ErrorContains(t, err, "wrong signature")
+	assert.ErrorContains(t, err, "wrong tag")
+	assert.Nil(t, h.recv, "no herd recv with a chain key from a stranger")
+}
+
+func TestConfined(t *testing.T) {
+	assert.True(t, confined([]string{"--allow", "/dev/vda"}))
+	assert.True(t, confined([]string{"--root", "/run/herd"}))
+	assert.False(t, confined(nil))
+	assert.False(t, confined([]string{"--files", "--disk", "/dev/vda"}))
+	assert.False(t, confined([]string{"--allow"}))
+	assert.False(t, confined([]string{"--allow", ""}))
+}
+
+func TestWritePrivateReplacesALink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	require.NoError(t, os.WriteFile(target, []byte("keep"), 0o644))
+	link := filepath.Join(dir, ChainKeyFile)
+	require.NoError(t, os.Symlink(target, link))
+	require.NoError(t, writePrivate(link, []byte("secret")))
+	b, _ := os.ReadFile(target)
+	assert.Equal(t, "keep", string(b), "the link was not followed")
+	fi, err := os.Lstat(link)
+	require.NoError(t, err)
+	assert.True(t, fi.Mode().IsRegular())
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 }

@@ -22,6 +22,8 @@ const (
 	DefaultTimeout = 300 * time.Second
 	DefaultRetries = 3
 	DefaultSession = "herd"
+	// AgentKeySize is the size of herd.agentkey (httpboot.KeySize).
+	AgentKeySize = 32
 )
 
 // Config holds the agent's orders, read from the kernel command line.
@@ -38,9 +40,11 @@ type Config struct {
 	Method string
 	// Disk is the device the image is written to (herd.disk).
 	Disk string
-	// Key is the session key (herd.key, hex of the bytes of the key
-	// file given to herd send/deploy), nil when absent.
-	Key []byte
+	// AgentKey is this machine's agent key (herd.agentkey, 32 bytes in
+	// hex), valid for one registration; nil when absent (the server
+	// does not know this machine). The chain key is never on the kernel
+	// line: it comes in the sealed answer to the registration.
+	AgentKey []byte
 	// Timeout is how long each attempt to reach the server lasts
 	// (herd.timeout, seconds); within it the server is asked again
 	// every couple of seconds.
@@ -59,11 +63,12 @@ type Config struct {
 // as the contents of /proc/cmdline:
 //
 //	herd.server=10.0.0.1:8080 herd.session=lab herd.port=9998 herd.method=raw
-//	herd.disk=/dev/vda herd.key=HEX herd.timeout=30 herd.retries=3 herd.stage2=1 console=ttyS0
+//	herd.disk=/dev/vda herd.agentkey=HEX herd.timeout=30 herd.retries=3 herd.stage2=1 console=ttyS0
 //
 // Parameters not starting with "herd." are ignored, as are unknown herd.
 // ones; a later value of the same parameter wins, as with the kernel.
-// herd.server is required; the rest take the Default values.
+// herd.server is required; the rest take the Default values. herd.key
+// (a session key on the kernel line, as older herds did) is refused.
 func ParseCmdline(s string) (Config, error) {
 	c := Config{Session: DefaultSession, Port: DefaultPort, Method: DefaultMethod, Disk: DefaultDisk, Timeout: DefaultTimeout, Retries: DefaultRetries}
 	bad := func(k, v, why string) (Config, error) {
@@ -105,16 +110,18 @@ func ParseCmdline(s string) (Config, error) {
 				return bad(k, v, "want a device path under /dev/")
 			}
 			c.Disk = v
-		case "herd.key":
+		case "herd.agentkey":
 			if v == "" {
-				c.Key = nil
+				c.AgentKey = nil
 				continue
 			}
 			key, err := hex.DecodeString(v)
-			if err != nil {
-				return bad(k, v, "want hex digits")
+			if err != nil || len(key) != AgentKeySize {
+				return bad(k, v, fmt.Sprintf("want %d bytes in hex", AgentKeySize))
 			}
-			c.Key = key
+			c.AgentKey = key
+		case "herd.key":
+			return Config{}, fmt.Errorf("%w: herd.key: a session key on the kernel line is not read (anyone who reads the boot configuration would have it); the server gives this agent herd.agentkey and the chain key in its answer (a herd server older than this agent?)", ErrCmdline)
 		case "herd.timeout":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 86400 {

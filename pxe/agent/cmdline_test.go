@@ -10,13 +10,23 @@ import (
 )
 
 // A line as pxe/bootcfg writes it, inside a real kernel command line.
-const sampleLine = "BOOT_IMAGE=vmlinuz initrd=initrd.img herd.server=10.0.0.1:8080 herd.session=lab herd.port=9100 herd.method=raw herd.disk=/dev/sda herd.key=00ff10 herd.timeout=30 herd.retries=5 console=ttyS0 quiet"
+const sampleLine = "BOOT_IMAGE=vmlinuz initrd=initrd.img herd.server=10.0.0.1:8080 herd.session=lab herd.port=9100 herd.method=raw herd.disk=/dev/sda herd.agentkey=" + sampleKeyHex + " herd.timeout=30 herd.retries=5 console=ttyS0 quiet"
+
+const sampleKeyHex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 
 func TestParseCmdline(t *testing.T) {
 	c, err := ParseCmdline(sampleLine)
 	require.NoError(t, err)
 	assert.Equal(t, Config{Server: "10.0.0.1:8080", Session: "lab", Port: 9100, Method: "raw", Disk: "/dev/sda",
-		Key: []byte{0, 0xff, 0x10}, Timeout: 30 * time.Second, Retries: 5}, c)
+		AgentKey: sampleKey(), Timeout: 30 * time.Second, Retries: 5}, c)
+}
+
+func sampleKey() []byte {
+	k := make([]byte, 32)
+	for i := range k {
+		k[i] = byte(i)
+	}
+	return k
 }
 
 func TestParseCmdlineDefaults(t *testing.T) {
@@ -43,7 +53,9 @@ func TestParseCmdlineErrors(t *testing.T) {
 	for _, line := range []string{
 		"", "console=ttyS0", "herd.server=", "herd.server=host:80", "herd.server=1.2.3.4", "herd.server=1.2.3.4:0",
 		"herd.server=1.2.3.4:80 herd.port=70000", "herd.server=1.2.3.4:80 herd.port=x",
-		"herd.server=1.2.3.4:80 herd.key=xyz", "herd.server=1.2.3.4:80 herd.key=abc",
+		"herd.server=1.2.3.4:80 herd.agentkey=xyz", "herd.server=1.2.3.4:80 herd.agentkey=abc", "herd.server=1.2.3.4:80 herd.agentkey=00ff",
+		"herd.server=1.2.3.4:80 herd.agentkey=" + sampleKeyHex + "00",
+		"herd.server=1.2.3.4:80 herd.key=" + sampleKeyHex, "herd.server=1.2.3.4:80 herd.key=",
 		"herd.server=1.2.3.4:80 herd.timeout=0", "herd.server=1.2.3.4:80 herd.retries=-1",
 		"herd.server=1.2.3.4:80 herd.disk=/etc/passwd", "herd.server=1.2.3.4:80 herd.disk=/dev/../etc",
 		"herd.server=1.2.3.4:80 herd.method=RAW;", "herd.server=1.2.3.4:80 herd.session=", "herd.server=1.2.3.4:80 herd.stage2=maybe",
@@ -53,12 +65,18 @@ func TestParseCmdlineErrors(t *testing.T) {
 	}
 	_, err := ParseCmdline("herd.server=1.2.3.4:80 herd.timeout=soon")
 	assert.ErrorContains(t, err, `herd.timeout="soon"`)
+	_, err = ParseCmdline("herd.server=1.2.3.4:80 herd.key=00ff")
+	assert.ErrorContains(t, err, "a session key on the kernel line is not read")
+	c, err := ParseCmdline("herd.server=1.2.3.4:80 herd.agentkey=" + sampleKeyHex + " herd.agentkey=")
+	require.NoError(t, err)
+	assert.Nil(t, c.AgentKey, "the last value wins")
 }
 
 func FuzzParseCmdline(f *testing.F) {
 	f.Add(sampleLine)
 	f.Add("herd.server=10.0.0.1:8080")
-	f.Add("herd.server=[::1]:1 herd.key= herd.retries=1000")
+	f.Add("herd.server=[::1]:1 herd.agentkey= herd.retries=1000")
+	f.Add("herd.server=[::1]:1 herd.key=00ff")
 	f.Add("herd.disk=/dev/vda herd.server=x")
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := ParseCmdline(s)
@@ -70,6 +88,9 @@ func FuzzParseCmdline(f *testing.F) {
 		}
 		if !strings.HasPrefix(c.Disk, "/dev/") || strings.ContainsAny(c.Session, " \t\n") {
 			t.Fatalf("unsafe value in %+v", c)
+		}
+		if c.AgentKey != nil && len(c.AgentKey) != AgentKeySize {
+			t.Fatalf("agent key of %d bytes accepted from %q", len(c.AgentKey), s)
 		}
 	})
 }

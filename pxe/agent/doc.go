@@ -7,9 +7,16 @@
 // server that stops answering for herd.timeout before any session
 // arrives makes it reboot the same way (ErrServerLost).
 //
-// Every API request is signed with the session key from the kernel line
-// (herd.key, see httpboot.Sign): the seed's model, where the orders and
-// the key travel on the kernel command line of the boot configuration.
+// Keys (see pxe/httpboot and docs/security.md): the kernel line carries
+// only this machine's agent key (herd.agentkey), good for one
+// registration. The agent registers with it and a fresh X25519 answer
+// key; the server's sealed answer holds the chain key and a machine key.
+// Reports and the agent's checks that the server still knows it are
+// signed with the machine key; herd recv gets the chain key in a 0600
+// file in RAM (--key-file) and may write only this machine's disk
+// (--allow herd.disk) or, for a stage 2, only under Stage2Root (--root).
+// The first agent leaves the machine key in the stage 2
+// (Stage2CredentialsFile): the stage 2's agent registers with it.
 //
 // With herd.stage2=1 the agent first receives a stage 2 (an archive of a
 // root file system) through the chain into a tmpfs, reports it, and

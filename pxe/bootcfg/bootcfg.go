@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	p := bootcfg.Agent{Server: "10.0.0.1:8080", Session: "lab", Disk: "/dev/vda"}
+//	p := bootcfg.Agent{Server: "10.0.0.1:8080", Session: "lab", Disk: "/dev/vda", AgentKey: hex.EncodeToString(agentKey)}
 //	cfg := bootcfg.PXELinuxInstall("vmlinuz", "initrd.img", p.KernelArgs())
 //	local := bootcfg.PXELinuxLocal()
 //	name := bootcfg.PXELinuxFileName("52:54:00:12:34:56") // pxelinux.cfg/01-52-54-00-12-34-56
@@ -22,6 +22,9 @@ import (
 // command line (spaces, quotes, control characters).
 var ErrBadParam = errors.New("bootcfg: invalid kernel parameter")
 
+// AgentKeyHexLen is the length of herd.agentkey's value: 32 bytes in hex.
+const AgentKeyHexLen = 64
+
 // Agent holds what the herd agent needs on its kernel command line. Zero
 // fields take the defaults documented on each field.
 type Agent struct {
@@ -30,12 +33,16 @@ type Agent struct {
 	Port    int    // port the agent listens on for the chain (default 9998)
 	Method  string // duplication method (default "raw")
 	Disk    string // target disk (default "/dev/vda")
-	Key     string // session key in hex (optional)
-	Timeout int    // seconds the agent waits for the server (default 300)
-	Retries int    // attempts before the agent reboots (default 3)
-	Stage2  bool   // the agent first receives a stage 2 through the chain and continues from it
-	Console string // kernel console (default "ttyS0"; "-" for none)
-	Extra   string // appended as is
+	// AgentKey is this machine's agent key in hex (httpboot.AgentKey:
+	// 32 bytes, valid for one registration). A boot configuration never
+	// carries any other key: the agent gets the chain key in the sealed
+	// answer to its registration.
+	AgentKey string
+	Timeout  int    // seconds the agent waits for the server (default 300)
+	Retries  int    // attempts before the agent reboots (default 3)
+	Stage2   bool   // the agent first receives a stage 2 through the chain and continues from it
+	Console  string // kernel console (default "ttyS0"; "-" for none)
+	Extra    string // appended as is
 }
 
 // WithDefaults returns a copy of a with the defaults filled in.
@@ -70,7 +77,7 @@ func (a Agent) Validate() error {
 	if _, _, err := net.SplitHostPort(a.Server); err != nil || a.Server == "" {
 		return fmt.Errorf("%w: herd.server %q must be IP:PORT", ErrBadParam, a.Server)
 	}
-	for k, v := range map[string]string{"herd.server": a.Server, "herd.session": a.Session, "herd.method": a.Method, "herd.disk": a.Disk, "herd.key": a.Key, "console": a.Console} {
+	for k, v := range map[string]string{"herd.server": a.Server, "herd.session": a.Session, "herd.method": a.Method, "herd.disk": a.Disk, "herd.agentkey": a.AgentKey, "console": a.Console} {
 		if strings.ContainsFunc(v, func(r rune) bool { return r <= ' ' || r == '"' || r == '\'' || r == '\\' || r > '~' }) {
 			return fmt.Errorf("%w: %s=%q", ErrBadParam, k, v)
 		}
@@ -78,8 +85,11 @@ func (a Agent) Validate() error {
 	if strings.ContainsAny(a.Extra, "\n\r") {
 		return fmt.Errorf("%w: extra parameters contain a line break", ErrBadParam)
 	}
-	if a.Key != "" && strings.Trim(strings.ToLower(a.Key), "0123456789abcdef") != "" {
-		return fmt.Errorf("%w: herd.key must be hex", ErrBadParam)
+	if a.AgentKey != "" && (len(a.AgentKey) != AgentKeyHexLen || strings.Trim(a.AgentKey, "0123456789abcdef") != "") {
+		return fmt.Errorf("%w: herd.agentkey must be %d lower-case hex digits", ErrBadParam, AgentKeyHexLen)
+	}
+	if strings.Contains(a.Extra, "herd.key=") || strings.Contains(a.Extra, "herd.agentkey=") {
+		return fmt.Errorf("%w: extra parameters must not carry a key (the agent gets its keys from the server)", ErrBadParam)
 	}
 	if a.Port < 1 || a.Port > 65535 || a.Timeout < 0 || a.Retries < 0 {
 		return fmt.Errorf("%w: port %d, timeout %d, retries %d", ErrBadParam, a.Port, a.Timeout, a.Retries)
@@ -98,8 +108,8 @@ func (a Agent) KernelArgs() string {
 		"herd.method=" + a.Method,
 		"herd.disk=" + a.Disk,
 	}
-	if a.Key != "" {
-		parts = append(parts, "herd.key="+a.Key)
+	if a.AgentKey != "" {
+		parts = append(parts, "herd.agentkey="+a.AgentKey)
 	}
 	parts = append(parts, "herd.timeout="+strconv.Itoa(a.Timeout), "herd.retries="+strconv.Itoa(a.Retries))
 	if a.Stage2 {

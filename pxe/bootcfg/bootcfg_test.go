@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -28,22 +29,27 @@ func TestKernelArgs(t *testing.T) {
 	require.NoError(t, a.Validate())
 	assert.Equal(t, "herd.server=10.0.0.1:8080 herd.session=herd herd.port=9998 herd.method=raw herd.disk=/dev/vda herd.timeout=300 herd.retries=3 console=ttyS0", a.KernelArgs())
 
-	a = Agent{Server: "10.0.0.1:80", Session: "lab", Port: 7000, Disk: "/dev/sda", Key: "00ff", Timeout: 10, Retries: 1, Console: "-", Extra: "quiet"}
+	key := strings.Repeat("0f", 32)
+	a = Agent{Server: "10.0.0.1:80", Session: "lab", Port: 7000, Disk: "/dev/sda", AgentKey: key, Timeout: 10, Retries: 1, Console: "-", Extra: "quiet"}
 	require.NoError(t, a.Validate())
-	assert.Equal(t, "herd.server=10.0.0.1:80 herd.session=lab herd.port=7000 herd.method=raw herd.disk=/dev/sda herd.key=00ff herd.timeout=10 herd.retries=1 quiet", a.KernelArgs())
+	assert.Equal(t, "herd.server=10.0.0.1:80 herd.session=lab herd.port=7000 herd.method=raw herd.disk=/dev/sda herd.agentkey="+key+" herd.timeout=10 herd.retries=1 quiet", a.KernelArgs())
 	a = Agent{Server: "10.0.0.1:80", Stage2: true, Console: "-"}
 	assert.Equal(t, "herd.server=10.0.0.1:80 herd.session=herd herd.port=9998 herd.method=raw herd.disk=/dev/vda herd.timeout=300 herd.retries=3 herd.stage2=1", a.KernelArgs())
 }
 
 func TestValidateRefuses(t *testing.T) {
 	for name, a := range map[string]Agent{
-		"no server":    {},
-		"no port":      {Server: "10.0.0.1"},
-		"space":        {Server: "10.0.0.1:80", Session: "a b"},
-		"quote":        {Server: "10.0.0.1:80", Disk: `/dev/"x`},
-		"key not hex":  {Server: "10.0.0.1:80", Key: "xyz"},
-		"extra break":  {Server: "10.0.0.1:80", Extra: "a\nLABEL x"},
-		"port too big": {Server: "10.0.0.1:80", Port: 70000},
+		"no server":          {},
+		"no port":            {Server: "10.0.0.1"},
+		"space":              {Server: "10.0.0.1:80", Session: "a b"},
+		"quote":              {Server: "10.0.0.1:80", Disk: `/dev/"x`},
+		"key not hex":        {Server: "10.0.0.1:80", AgentKey: strings.Repeat("xy", 32)},
+		"key short":          {Server: "10.0.0.1:80", AgentKey: "00ff"},
+		"key upper":          {Server: "10.0.0.1:80", AgentKey: strings.Repeat("AB", 32)},
+		"key in extra":       {Server: "10.0.0.1:80", Extra: "quiet herd.key=00ff"},
+		"agent key in extra": {Server: "10.0.0.1:80", Extra: "herd.agentkey=00ff"},
+		"extra break":        {Server: "10.0.0.1:80", Extra: "a\nLABEL x"},
+		"port too big":       {Server: "10.0.0.1:80", Port: 70000},
 	} {
 		t.Run(name, func(t *testing.T) { require.ErrorIs(t, a.Validate(), ErrBadParam) })
 	}

@@ -2,10 +2,10 @@
 // initramfs and stage-2 images from the boot folder (confined with
 // os.Root: "../" and escaping symbolic links are refused), iPXE scripts
 // (one chain script for every client, one script per MAC), and the API
-// the herd agent calls:
+// the herd agent and the operator call:
 //
-//	POST /api/v1/register  {"mac":"52:54:00:..","ip":"10.0.0.5","port":9998,"session":"lab","step":""} → {"ok":true}
-//	POST /api/v1/report    {"mac":"..","ok":true,"error":"","bytes":N,"step":""}                     → {"ok":true}
+//	POST /api/v1/register  {"mac":"52:54:00:..","ip":"10.0.0.5","port":9998,"session":"lab","step":"","pub":"BASE64"} → {"ok":true,"answer":"BASE64"}
+//	POST /api/v1/report    {"mac":"..","ok":true,"error":"","bytes":N,"step":""}                                   → {"ok":true}
 //	GET  /api/v1/machines  → [{"mac":..,"state":..,"ip":..,"reason":..,"updated":..}, ...]
 //	GET  /api/v1/machines/{mac}  → {"mac":..,"state":..,...} or 404 (an agent checking that its server is still there)
 //	POST /api/v1/machines/{mac}  {"state":"local","reason":""} → {"ok":true} (operator override)
@@ -13,20 +13,26 @@
 // Step "stage2" is an agent waiting for, or reporting, a stage 2 (see
 // state.StepStage2).
 //
-// With Key set, every POST to the API must be signed with the session
-// key (see Sign and the authentication notes in auth.go); unsigned or
-// wrongly signed requests get 401 and change nothing.
+// Every API call is signed (see auth.go): a registration with the
+// machine's agent key, which serves one registration (a second one is
+// refused, logged as an alarm and recorded on the machine); reports and
+// an agent's reads of its own machine with the machine key from the
+// answer to its registration; the list and changes with the operator
+// key. The answer to a registration is the only place the chain key
+// travels, sealed to the agent (see answer.go). Boot files carry no key
+// but the agent key of the machine that asks (see the Script field).
 //
 // Usage:
 //
 //	st, _ := state.Open("machines.json")
-//	srv := &httpboot.Server{Dir: "/srv/herd/boot", Store: st, Script: myScript}
+//	srv := &httpboot.Server{Dir: "/srv/herd/boot", Store: st, Key: sessionKey, Script: myScript}
 //	go srv.ListenAndServe(":8080")
 package httpboot
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,6 +67,9 @@ type RegisterRequest struct {
 	// Step is state.StepStage2 for an agent that waits for a stage 2,
 	// empty for one that waits for the image.
 	Step string `json:"step,omitempty"`
+	// Pub is the public half of the agent's answer key (see
+	// NewAnswerKey): the answer is sealed to it.
+	Pub string `json:"pub"`
 }
 
 // ReportRequest is the body of POST /api/v1/report.
@@ -85,6 +94,8 @@ type SetRequest struct {
 type Reply struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
+	// Answer is the sealed answer to a registration (see SealAnswer).
+	Answer string `json:"answer,omitempty"`
 }
 
 // Server serves boot files, iPXE scripts and the agent API. Set its
@@ -98,23 +109,30 @@ type Server struct {
 	// empty it is taken from the request's Host header.
 	BaseURL string
 	// Script returns the iPXE script for a machine (normalized MAC,
-	// base URL). When nil, /ipxe/ answers 404.
+	// base URL). It must carry no key but that machine's agent key.
+	// When nil, /ipxe/ answers 404.
 	Script func(mac, base string) string
-	// Allow says which MACs may register; nil allows all.
+	// Allow says which MACs may register; nil allows every machine of
+	// the store that is not discovered.
 	Allow func(mac string) bool
 	// Session, when set, is the only session name register accepts.
 	Session string
-	// Key is the session key (the bytes of the key file). When set,
-	// every POST to the API must be signed with it (see Sign); others
-	// are refused with 401 and change nothing. When nil the API is open.
+	// Key is the session key (the bytes of the key file, the chain's
+	// key, at least 16 bytes); every key of the API is derived from it
+	// (see keys.go). When nil every API call is refused.
 	Key []byte
 	// Clock replaces time.Now for checking request timestamps (tests).
 	Clock func() time.Time
 	// Logf receives one line per API call and refused request (optional).
 	Logf func(format string, args ...any)
+	// Alarmf receives alarms (a used agent key presented again), also
+	// when Logf is nil; default Logf.
+	Alarmf func(format string, args ...any)
 
 	once    sync.Once
 	auth    *verifier
+	opKey   []byte // operator key
+	dummy   []byte // stands in for the key of a machine that has none
 	root    *os.Root
 	rootErr error
 	srv     *http.Server
@@ -131,12 +149,15 @@ func (s *Server) logf(format string, args ...any) {
 func (s *Server) Handler() http.Handler {
 	s.once.Do(func() {
 		s.root, s.rootErr = os.OpenRoot(s.Dir)
+		now := s.Clock
+		if now == nil {
+			now = time.Now
+		}
+		s.auth = &verifier{now: now, nonces: map[string]time.Time{}}
+		s.dummy = make([]byte, KeySize)
+		rand.Read(s.dummy)
 		if s.Key != nil {
-			now := s.Clock
-			if now == nil {
-				now = time.Now
-			}
-			s.auth = &verifier{key: APIKey(s.Key), now: now, nonces: map[string]time.Time{}}
+			s.opKey = OperatorKey(s.Key)
 		}
 	})
 	mux := http.NewServeMux()
@@ -200,25 +221,85 @@ func (s *Server) fail(w http.ResponseWriter, code int, format string, args ...an
 	writeJSON(w, code, Reply{OK: false, Error: msg})
 }
 
-// body reads a POST's body and, when the server has a key, checks its
-// signature. On failure it answers (400 or 401) and returns false.
-func (s *Server) body(w http.ResponseWriter, r *http.Request, op string) ([]byte, bool) {
+func (s *Server) alarmf(format string, args ...any) {
+	switch {
+	case s.Alarmf != nil:
+		s.Alarmf(format, args...)
+	case s.Logf != nil:
+		s.Logf(format, args...)
+	}
+}
+
+// deny answers 401. The log line may name the machine (what); the body
+// says only why the signature was refused (err comes from
+// ParseAuthHeader, verify or a fixed text), which never depends on
+// whether a machine is known.
+func (s *Server) deny(w http.ResponseWriter, r *http.Request, what string, err error) {
+	s.logf("http: %s from %s refused: %v", what, remoteIP(r), err)
+	w.Header().Set("WWW-Authenticate", AuthScheme)
+	// The server's clock, so that a client whose clock is off can
+	// follow it (see MaxSkew).
+	w.Header().Set("Date", s.auth.now().UTC().Format(http.TimeFormat))
+	writeJSON(w, http.StatusUnauthorized, Reply{OK: false, Error: err.Error()})
+}
+
+// readBody reads a POST's body; on failure it answers 400 and returns
+// false.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, op string) ([]byte, bool) {
 	b, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
 	if err != nil || len(b) > 64<<10 {
 		s.fail(w, http.StatusBadRequest, "%s: body unreadable or larger than 64 KiB", op)
 		return nil, false
 	}
-	if s.auth != nil {
-		if err := s.auth.verify(r, b); err != nil {
-			w.Header().Set("WWW-Authenticate", AuthScheme)
-			// The server's clock, so that a client whose clock is off
-			// can follow it (see MaxSkew).
-			w.Header().Set("Date", s.auth.now().UTC().Format(http.TimeFormat))
-			s.fail(w, http.StatusUnauthorized, "%s from %s refused: %v", op, remoteIP(r), err)
-			return nil, false
+	return b, true
+}
+
+// header parses r's Authorization and checks that its role is one of
+// roles; on failure it answers 401 and returns false.
+func (s *Server) header(w http.ResponseWriter, r *http.Request, op string, roles ...Role) (AuthHeader, bool) {
+	if s.Key == nil {
+		s.deny(w, r, op, fmt.Errorf("%w: this server has no session key, its API is closed", ErrAuth))
+		return AuthHeader{}, false
+	}
+	h, err := ParseAuthHeader(r.Header.Get("Authorization"))
+	if err != nil {
+		s.deny(w, r, op, err)
+		return AuthHeader{}, false
+	}
+	for _, role := range roles {
+		if h.Role == role {
+			return h, true
 		}
 	}
-	return b, true
+	s.deny(w, r, op, fmt.Errorf("%w: %s needs the signature of %s, not of %s", ErrAuth, op, roleList(roles), h.Role))
+	return AuthHeader{}, false
+}
+
+func roleList(roles []Role) string {
+	var out []string
+	for _, r := range roles {
+		out = append(out, "the "+string(r))
+	}
+	return strings.Join(out, " or ")
+}
+
+// keyOf returns the key a request of role for mac must be signed with,
+// and the machine as stored. A machine without such a key (unknown,
+// discovered, not allowed, its agent key not used yet for a machine key)
+// gets a random stand-in, so that its refusal reads and costs the same as
+// a wrong signature.
+func (s *Server) keyOf(role Role, mac string) ([]byte, state.Machine) {
+	m, ok := s.Store.Get(mac)
+	approved := ok && m.State != state.Discovered && m.KeyID != "" && (s.Allow == nil || s.Allow(mac))
+	switch {
+	case role == RoleOperator:
+		return s.opKey, m
+	case role == RoleAgent && approved:
+		return AgentKey(s.Key, mac, m.KeyID), m
+	case role == RoleMachine && approved && m.KeyUsed:
+		return MachineKey(s.Key, mac, m.KeyID), m
+	}
+	return s.dummy, m
 }
 
 func decode(b []byte, v any) error {
@@ -236,11 +317,15 @@ func remoteIP(r *http.Request) string {
 }
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
-	var req RegisterRequest
-	b, ok := s.body(w, r, "register")
+	b, ok := s.readBody(w, r, "register")
 	if !ok {
 		return
 	}
+	h, ok := s.header(w, r, "register", RoleAgent, RoleMachine)
+	if !ok {
+		return
+	}
+	var req RegisterRequest
 	if err := decode(b, &req); err != nil {
 		s.fail(w, http.StatusBadRequest, "register: bad body: %v", err)
 		return
@@ -250,10 +335,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, "register: %v", err)
 		return
 	}
-	if s.Allow != nil && !s.Allow(mac) {
-		s.fail(w, http.StatusForbidden, "register: %s is not a known machine", mac)
+	key, m := s.keyOf(h.Role, mac)
+	if err := s.auth.verify(r, h, key, b); err != nil {
+		s.deny(w, r, "register of "+mac, err)
 		return
 	}
+	// Authenticated: the caller holds this machine's key.
 	if s.Session != "" && req.Session != s.Session {
 		s.fail(w, http.StatusConflict, "register: %s asks for session %q, this server runs %q", mac, req.Session, s.Session)
 		return
@@ -265,21 +352,69 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, "register: %s: port %d", mac, req.Port)
 		return
 	}
-	m, err := s.Store.RegisterStep(mac, req.IP, req.Port, req.Session, req.Step)
+	pub, err := ParseAnswerKey(req.Pub)
 	if err != nil {
+		s.fail(w, http.StatusBadRequest, "register: %s: %v", mac, err)
+		return
+	}
+	// Sealed before the key is spent: an answer key that cannot be
+	// sealed to must not cost the machine its registration.
+	answer, err := SealAnswer(Credential{Role: h.Role, Key: key}, pub, mac, h.Nonce,
+		Credentials{ChainKey: s.Key, MachineKey: MachineKey(s.Key, mac, m.KeyID)})
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, "register: %s: %v", mac, err)
+		return
+	}
+	reg := state.Registration{IP: req.IP, Port: req.Port, Session: req.Session, Step: req.Step, Pub: req.Pub}
+	var repeated bool
+	if h.Role == RoleAgent {
+		m, repeated, err = s.Store.RegisterAgent(mac, m.KeyID, reg)
+	} else {
+		m, repeated, err = s.Store.ReRegister(mac, m.KeyID, reg)
+	}
+	switch {
+	case errors.Is(err, state.ErrKeyUsed):
+		first, _ := s.Store.Get(mac)
+		s.alarm(first, reg)
+		s.fail(w, http.StatusConflict, "register: the agent key of %s was used already: this machine rebooted during its clone, or another one took its MAC; the operator's herd pxe set %s new gives it a fresh key", mac, mac)
+		return
+	case errors.Is(err, state.ErrTransition), errors.Is(err, state.ErrKeyStale), errors.Is(err, state.ErrNotApproved):
+		s.fail(w, http.StatusConflict, "register: %v", err)
+		return
+	case err != nil:
 		s.fail(w, http.StatusBadRequest, "register: %v", err)
 		return
 	}
-	s.logf("http: %s registered from %s:%d session %q%s", m.MAC, m.IP, m.Port, m.Session, stepText(m.Step))
-	writeJSON(w, http.StatusOK, Reply{OK: true})
+	how := "registered"
+	if repeated {
+		how = "registered again (same registration, answer repeated)"
+	}
+	s.logf("http: %s %s from %s:%d session %q%s (%s key, key %d)", m.MAC, how, m.IP, m.Port, m.Session, stepText(m.Step), h.Role, m.KeyGen)
+	writeJSON(w, http.StatusOK, Reply{OK: true, Answer: answer})
+}
+
+// alarm records and logs a refused registration with the used agent key
+// of first.
+func (s *Server) alarm(first state.Machine, again state.Registration) {
+	now := s.auth.now().UTC().Format(time.RFC3339)
+	msg := fmt.Sprintf("%s: registration from %s port %d with the used agent key (key %d) refused; the key served the registration from %s port %d at %s",
+		now, again.IP, again.Port, first.KeyGen, first.IP, first.Port, first.Updated.Format(time.RFC3339))
+	if _, err := s.Store.RaiseAlarm(first.MAC, msg); err != nil {
+		s.logf("http: record alarm of %s: %v", first.MAC, err)
+	}
+	s.alarmf("http: ALARM: %s: %s. Its MAC is spoofed, or the machine rebooted during its clone; herd pxe set %s new gives it a fresh key", first.MAC, msg, first.MAC)
 }
 
 func (s *Server) report(w http.ResponseWriter, r *http.Request) {
-	var req ReportRequest
-	b, ok := s.body(w, r, "report")
+	b, ok := s.readBody(w, r, "report")
 	if !ok {
 		return
 	}
+	h, ok := s.header(w, r, "report", RoleMachine)
+	if !ok {
+		return
+	}
+	var req ReportRequest
 	if err := decode(b, &req); err != nil {
 		s.fail(w, http.StatusBadRequest, "report: bad body: %v", err)
 		return
@@ -287,6 +422,11 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 	mac, err := state.NormalizeMAC(req.MAC)
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, "report: %v", err)
+		return
+	}
+	key, _ := s.keyOf(RoleMachine, mac)
+	if err := s.auth.verify(r, h, key, b); err != nil {
+		s.deny(w, r, "report of "+mac, err)
 		return
 	}
 	var m state.Machine
@@ -322,29 +462,54 @@ func stepText(step string) string {
 }
 
 func (s *Server) machines(w http.ResponseWriter, r *http.Request) {
+	h, ok := s.header(w, r, "list", RoleOperator)
+	if !ok {
+		return
+	}
+	if err := s.auth.verify(r, h, s.opKey, nil); err != nil {
+		s.deny(w, r, "list", err)
+		return
+	}
 	writeJSON(w, http.StatusOK, s.Store.List())
 }
 
 func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
+	h, ok := s.header(w, r, "machine", RoleOperator, RoleMachine)
+	if !ok {
+		return
+	}
 	mac, err := state.NormalizeMAC(r.PathValue("mac"))
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, "machine: %v", err)
 		return
 	}
-	m, ok := s.Store.Get(mac)
-	if !ok {
+	key, m := s.keyOf(h.Role, mac)
+	if err := s.auth.verify(r, h, key, nil); err != nil {
+		s.deny(w, r, "machine "+mac, err)
+		return
+	}
+	if m.MAC == "" {
 		writeJSON(w, http.StatusNotFound, Reply{OK: false, Error: fmt.Sprintf("machine: %s is not known", mac)})
 		return
 	}
+	m, _ = s.Store.Get(mac)
 	writeJSON(w, http.StatusOK, m)
 }
 
 func (s *Server) set(w http.ResponseWriter, r *http.Request) {
-	var req SetRequest
-	b, ok := s.body(w, r, "set")
+	b, ok := s.readBody(w, r, "set")
 	if !ok {
 		return
 	}
+	h, ok := s.header(w, r, "set", RoleOperator)
+	if !ok {
+		return
+	}
+	if err := s.auth.verify(r, h, s.opKey, b); err != nil {
+		s.deny(w, r, "set", err)
+		return
+	}
+	var req SetRequest
 	if err := decode(b, &req); err != nil {
 		s.fail(w, http.StatusBadRequest, "set: bad body: %v", err)
 		return
@@ -359,7 +524,7 @@ func (s *Server) set(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, "set: %v", err)
 		return
 	}
-	s.logf("http: %s set to %s by %s", m.MAC, m.State, remoteIP(r))
+	s.logf("http: %s set to %s by the operator from %s (key %d)", m.MAC, m.State, remoteIP(r), m.KeyGen)
 	writeJSON(w, http.StatusOK, Reply{OK: true})
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -32,7 +33,7 @@ func setup(t *testing.T, mutate func(*Server)) (*httptest.Server, *Server, strin
 	statePath := filepath.Join(top, "machines.json")
 	st, err := state.Open(statePath)
 	require.NoError(t, err)
-	s := &Server{Dir: dir, Store: st, Script: func(mac, base string) string {
+	s := &Server{Dir: dir, Store: st, Key: testKey, Script: func(mac, base string) string {
 		if m, ok := st.Get(mac); ok && m.State == state.Local {
 			return bootcfg.IPXELocal()
 		}
@@ -46,47 +47,30 @@ func setup(t *testing.T, mutate func(*Server)) (*httptest.Server, *Server, strin
 	return ts, s, statePath
 }
 
-func post(t *testing.T, url string, body string) (int, Reply) {
-	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var r Reply
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
-	return resp.StatusCode, r
-}
-
-func machines(t *testing.T, base string) []state.Machine {
-	t.Helper()
-	resp, err := http.Get(base + PathMachines)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var ms []state.Machine
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ms))
-	return ms
-}
-
 func TestRegisterReportRoundTrip(t *testing.T) {
-	ts, _, statePath := setup(t, nil)
-	code, r := post(t, ts.URL+PathRegister, `{"mac":"52:54:00:AA:00:01","ip":"10.9.0.101","port":9998,"session":"lab"}`)
-	require.Equal(t, http.StatusOK, code, r.Error)
-	assert.True(t, r.OK)
-	code, r = post(t, ts.URL+PathRegister, `{"mac":"52:54:00:aa:00:02","port":9998,"session":"lab"}`)
-	require.Equal(t, http.StatusOK, code, r.Error)
+	ts, s, statePath := setup(t, nil)
+	c1, c2 := approve(t, s, "52:54:00:AA:00:01"), approve(t, s, "52:54:00:aa:00:02")
+	r1 := newRegistration(t, "52:54:00:AA:00:01", "10.9.0.101", "")
+	a, creds1 := register(t, ts.URL, c1, r1)
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	assert.True(t, a.reply.OK)
+	assert.Equal(t, testKey, creds1.ChainKey, "the answer carries the chain key")
+	r2 := newRegistration(t, "52:54:00:aa:00:02", "", "")
+	a, creds2 := register(t, ts.URL, c2, r2)
+	require.Equal(t, http.StatusOK, a.code, a.body)
 
-	ms := machines(t, ts.URL)
+	ms := listAs(t, ts.URL, operator())
 	require.Len(t, ms, 2)
 	assert.Equal(t, state.Cloning, ms[0].State)
 	assert.Equal(t, "10.9.0.101", ms[0].IP)
 	assert.Equal(t, "127.0.0.1", ms[1].IP, "IP defaults to the caller's address")
 
-	code, r = post(t, ts.URL+PathReport, `{"mac":"52:54:00:aa:00:01","ok":true,"error":"","bytes":4096}`)
-	require.Equal(t, http.StatusOK, code, r.Error)
-	code, r = post(t, ts.URL+PathReport, `{"mac":"52:54:00:aa:00:02","ok":false,"error":"disk /dev/vda not found","bytes":0}`)
-	require.Equal(t, http.StatusOK, code, r.Error)
+	a = call(t, ts.URL, "POST", PathReport, machineOf(creds1), `{"mac":"52:54:00:aa:00:01","ok":true,"error":"","bytes":4096}`, time.Time{})
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	a = call(t, ts.URL, "POST", PathReport, machineOf(creds2), `{"mac":"52:54:00:aa:00:02","ok":false,"error":"disk /dev/vda not found","bytes":0}`, time.Time{})
+	require.Equal(t, http.StatusOK, a.code, a.body)
 
-	ms = machines(t, ts.URL)
+	ms = listAs(t, ts.URL, operator())
 	assert.Equal(t, state.Done, ms[0].State)
 	assert.EqualValues(t, 4096, ms[0].Bytes)
 	assert.Equal(t, state.Failed, ms[1].State)
@@ -94,11 +78,16 @@ func TestRegisterReportRoundTrip(t *testing.T) {
 	assert.False(t, ms[1].Updated.IsZero())
 
 	// A second report for a machine that is no longer cloning conflicts.
-	code, r = post(t, ts.URL+PathReport, `{"mac":"52:54:00:aa:00:01","ok":true}`)
-	assert.Equal(t, http.StatusConflict, code)
-	assert.False(t, r.OK)
-	code, _ = post(t, ts.URL+PathReport, `{"mac":"52:54:00:aa:00:09","ok":true}`)
-	assert.Equal(t, http.StatusNotFound, code)
+	a = call(t, ts.URL, "POST", PathReport, machineOf(creds1), `{"mac":"52:54:00:aa:00:01","ok":true}`, time.Time{})
+	assert.Equal(t, http.StatusConflict, a.code)
+	assert.False(t, a.reply.OK)
+	// The failed machine got a fresh key for its next boot: the machine
+	// key of its spent registration no longer reports.
+	a = call(t, ts.URL, "POST", PathReport, machineOf(creds2), `{"mac":"52:54:00:aa:00:02","ok":true}`, time.Time{})
+	assert.Equal(t, http.StatusUnauthorized, a.code)
+	// A machine key reports only for its own machine.
+	a = call(t, ts.URL, "POST", PathReport, machineOf(creds1), `{"mac":"52:54:00:aa:00:02","ok":true}`, time.Time{})
+	assert.Equal(t, http.StatusUnauthorized, a.code)
 
 	// The state survives in the file.
 	st, err := state.Open(statePath)
@@ -109,46 +98,87 @@ func TestRegisterReportRoundTrip(t *testing.T) {
 }
 
 func TestOperatorSet(t *testing.T) {
-	ts, _, _ := setup(t, nil)
-	code, r := post(t, ts.URL+PathMachines+"/52-54-00-aa-00-07", `{"state":"local"}`)
-	require.Equal(t, http.StatusOK, code, r.Error)
-	ms := machines(t, ts.URL)
+	ts, s, _ := setup(t, nil)
+	a := call(t, ts.URL, "POST", PathMachines+"/52-54-00-aa-00-07", operator(), `{"state":"local"}`, time.Time{})
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	ms := listAs(t, ts.URL, operator())
 	require.Len(t, ms, 1)
 	assert.Equal(t, "52:54:00:aa:00:07", ms[0].MAC)
 	assert.Equal(t, state.Local, ms[0].State)
 	_, body := get(t, ts.URL+PathIPXE+"52:54:00:aa:00:07")
 	assert.Equal(t, bootcfg.IPXELocal(), body)
 
-	code, _ = post(t, ts.URL+PathMachines+"/52-54-00-aa-00-07", `{"state":"zombie"}`)
-	assert.Equal(t, http.StatusBadRequest, code)
-	code, _ = post(t, ts.URL+PathMachines+"/nope", `{"state":"new"}`)
-	assert.Equal(t, http.StatusBadRequest, code)
+	a = call(t, ts.URL, "POST", PathMachines+"/52-54-00-aa-00-07", operator(), `{"state":"zombie"}`, time.Time{})
+	assert.Equal(t, http.StatusBadRequest, a.code)
+	a = call(t, ts.URL, "POST", PathMachines+"/nope", operator(), `{"state":"new"}`, time.Time{})
+	assert.Equal(t, http.StatusBadRequest, a.code)
+	_ = s
+}
+
+// TestAgentKeysCannotActAsTheOperator: herd pxe set … local signed with
+// a machine's agent key or machine key is refused and changes nothing.
+func TestAgentKeysCannotActAsTheOperator(t *testing.T) {
+	ts, s, _ := setup(t, nil)
+	const mac = "52:54:00:aa:00:08"
+	agent := approve(t, s, mac)
+	for name, c := range map[string]Credential{
+		"agent key":                       agent,
+		"agent key claiming the operator": {Role: RoleOperator, Key: agent.Key},
+		"session key as operator":         {Role: RoleOperator, Key: testKey},
+	} {
+		a := call(t, ts.URL, "POST", PathMachines+"/"+mac, &c, `{"state":"local"}`, time.Time{})
+		assert.Equal(t, http.StatusUnauthorized, a.code, name)
+		a = call(t, ts.URL, "GET", PathMachines, &c, "", time.Time{})
+		assert.Equal(t, http.StatusUnauthorized, a.code, name)
+		assert.NotContains(t, a.body, mac, name)
+	}
+	_, creds := register(t, ts.URL, agent, newRegistration(t, mac, "10.9.0.8", ""))
+	for _, path := range []string{PathMachines + "/" + mac, PathMachines} {
+		a := call(t, ts.URL, "POST", path, machineOf(creds), `{"state":"local"}`, time.Time{})
+		assert.Contains(t, []int{http.StatusUnauthorized, http.StatusMethodNotAllowed}, a.code, path)
+	}
+	a := call(t, ts.URL, "GET", PathMachines, machineOf(creds), "", time.Time{})
+	assert.Equal(t, http.StatusUnauthorized, a.code, "an agent does not list the others")
+	m, _ := s.Store.Get(mac)
+	assert.Equal(t, state.Cloning, m.State, "nothing changed")
 }
 
 func TestRegisterRefusals(t *testing.T) {
-	ts, _, _ := setup(t, func(s *Server) {
+	ts, s, _ := setup(t, func(s *Server) {
 		s.Allow = func(mac string) bool { return mac == "52:54:00:aa:00:01" }
 		s.Session = "lab"
 	})
+	c1, c2 := approve(t, s, "52:54:00:aa:00:01"), approve(t, s, "52:54:00:aa:00:02")
+	pub := newRegistration(t, "52:54:00:aa:00:01", "", "").req.Pub
 	for name, c := range map[string]struct {
+		cred Credential
 		body string
 		code int
 	}{
-		"bad json":      {`{"mac":`, http.StatusBadRequest},
-		"unknown field": {`{"mac":"52:54:00:aa:00:01","evil":1}`, http.StatusBadRequest},
-		"bad mac":       {`{"mac":"xx","session":"lab"}`, http.StatusBadRequest},
-		"not allowed":   {`{"mac":"52:54:00:aa:00:02","session":"lab"}`, http.StatusForbidden},
-		"wrong session": {`{"mac":"52:54:00:aa:00:01","session":"other"}`, http.StatusConflict},
-		"bad ip":        {`{"mac":"52:54:00:aa:00:01","session":"lab","ip":"nope"}`, http.StatusBadRequest},
+		"bad json":             {c1, `{"mac":`, http.StatusBadRequest},
+		"unknown field":        {c1, `{"mac":"52:54:00:aa:00:01","evil":1}`, http.StatusBadRequest},
+		"bad mac":              {c1, `{"mac":"xx","session":"lab"}`, http.StatusBadRequest},
+		"not allowed":          {c2, `{"mac":"52:54:00:aa:00:02","session":"lab","pub":"` + pub + `"}`, http.StatusUnauthorized},
+		"wrong session":        {c1, `{"mac":"52:54:00:aa:00:01","session":"other","pub":"` + pub + `"}`, http.StatusConflict},
+		"bad ip":               {c1, `{"mac":"52:54:00:aa:00:01","session":"lab","ip":"nope","pub":"` + pub + `"}`, http.StatusBadRequest},
+		"bad port":             {c1, `{"mac":"52:54:00:aa:00:01","session":"lab","port":70000,"pub":"` + pub + `"}`, http.StatusBadRequest},
+		"no answer key":        {c1, `{"mac":"52:54:00:aa:00:01","session":"lab"}`, http.StatusBadRequest},
+		"bad answer key":       {c1, `{"mac":"52:54:00:aa:00:01","session":"lab","pub":"AAAA"}`, http.StatusBadRequest},
+		"low-order answer key": {c1, `{"mac":"52:54:00:aa:00:01","session":"lab","pub":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}`, http.StatusBadRequest},
+		"other's key":          {c2, `{"mac":"52:54:00:aa:00:01","session":"lab","pub":"` + pub + `"}`, http.StatusUnauthorized},
 	} {
 		t.Run(name, func(t *testing.T) {
-			code, r := post(t, ts.URL+PathRegister, c.body)
-			assert.Equal(t, c.code, code)
-			assert.False(t, r.OK)
-			assert.NotEmpty(t, r.Error)
+			a := call(t, ts.URL, "POST", PathRegister, &c.cred, c.body, time.Time{})
+			assert.Equal(t, c.code, a.code, a.body)
+			assert.False(t, a.reply.OK)
+			assert.NotEmpty(t, a.reply.Error)
+			assert.Empty(t, a.reply.Answer)
 		})
 	}
-	assert.Empty(t, machines(t, ts.URL))
+	for _, m := range listAs(t, ts.URL, operator()) {
+		assert.Equal(t, state.New, m.State, "refused registrations change nothing")
+		assert.False(t, m.KeyUsed, "and spend no key")
+	}
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -214,63 +244,113 @@ func TestIPXEScripts(t *testing.T) {
 }
 
 func FuzzRegister(f *testing.F) {
-	f.Add([]byte(`{"mac":"52:54:00:aa:00:01","ip":"10.9.0.101","port":9998,"session":"lab"}`))
+	f.Add([]byte(`{"mac":"52:54:00:aa:00:01","ip":"10.9.0.101","port":9998,"session":"lab","pub":"3q2+7w=="}`))
 	f.Add([]byte(`{"mac":"52-54-00-AA-00-01"}`))
 	f.Add([]byte(`{"mac":"52:54:00:aa:00:01","port":-1}`))
 	st, err := state.Open("")
 	if err != nil {
 		f.Fatal(err)
 	}
-	s := &Server{Dir: f.TempDir(), Store: st}
+	m, err := st.Add("52:54:00:aa:00:01", "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	s := &Server{Dir: f.TempDir(), Store: st, Key: testKey}
 	h := s.Handler()
+	agent := Credential{Role: RoleAgent, Key: AgentKey(testKey, m.MAC, m.KeyID)}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("POST", PathRegister, bytes.NewReader(body)))
-		var r Reply
-		if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
-			t.Fatalf("answer is not JSON: %q", rec.Body.String())
-		}
-		if r.OK != (rec.Code == http.StatusOK) {
-			t.Fatalf("code %d with ok=%v", rec.Code, r.OK)
+		for _, c := range []*Credential{nil, &agent} {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest("POST", PathRegister, bytes.NewReader(body))
+			if c != nil {
+				Sign(req, *c, body, time.Now())
+			}
+			h.ServeHTTP(rec, req)
+			var r Reply
+			if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
+				t.Fatalf("answer is not JSON: %q", rec.Body.String())
+			}
+			if r.OK != (rec.Code == http.StatusOK) || r.OK != (r.Answer != "") {
+				t.Fatalf("code %d with ok=%v answer %q", rec.Code, r.OK, r.Answer)
+			}
+			if c == nil && rec.Code != http.StatusUnauthorized && rec.Code != http.StatusBadRequest {
+				t.Fatalf("unsigned registration answered %d", rec.Code)
+			}
 		}
 	})
 }
 
 func TestOneMachine(t *testing.T) {
-	ts, _, _ := setup(t, nil)
-	resp, err := http.Get(ts.URL + PathMachines + "/52:54:00:aa:00:09")
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "an unknown machine")
+	ts, s, _ := setup(t, nil)
+	a := call(t, ts.URL, "GET", PathMachines+"/52:54:00:aa:00:09", operator(), "", time.Time{})
+	assert.Equal(t, http.StatusNotFound, a.code, "an unknown machine, to the operator")
 
-	code, r := post(t, ts.URL+PathRegister, `{"mac":"52:54:00:aa:00:09","ip":"10.9.0.109","port":9998,"session":"lab"}`)
-	require.Equal(t, http.StatusOK, code, r.Error)
-	resp, err = http.Get(ts.URL + PathMachines + "/52-54-00-AA-00-09")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var m state.Machine
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
-	assert.Equal(t, "52:54:00:aa:00:09", m.MAC)
-	assert.Equal(t, state.Cloning, m.State)
-	assert.Equal(t, "10.9.0.109", m.IP)
+	agent := approve(t, s, "52:54:00:aa:00:09")
+	other := approve(t, s, "52:54:00:aa:00:0a")
+	a, creds := register(t, ts.URL, agent, newRegistration(t, "52:54:00:aa:00:09", "10.9.0.109", ""))
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	_, otherCreds := register(t, ts.URL, other, newRegistration(t, "52:54:00:aa:00:0a", "10.9.0.110", ""))
+
+	for name, c := range map[string]*Credential{"its own machine key": machineOf(creds), "the operator": operator()} {
+		a = call(t, ts.URL, "GET", PathMachines+"/52-54-00-AA-00-09", c, "", time.Time{})
+		require.Equal(t, http.StatusOK, a.code, name)
+		var m state.Machine
+		require.NoError(t, json.Unmarshal([]byte(a.body), &m))
+		assert.Equal(t, "52:54:00:aa:00:09", m.MAC)
+		assert.Equal(t, state.Cloning, m.State)
+		assert.Equal(t, "10.9.0.109", m.IP)
+	}
+	for name, c := range map[string]*Credential{"unsigned": nil, "another machine's key": machineOf(otherCreds), "its spent agent key": &agent} {
+		a = call(t, ts.URL, "GET", PathMachines+"/52:54:00:aa:00:09", c, "", time.Time{})
+		assert.Equal(t, http.StatusUnauthorized, a.code, name)
+		assert.NotContains(t, a.body, "10.9.0.109", name)
+	}
+	a = call(t, ts.URL, "GET", PathMachines+"/52:54:00:aa:00:99", machineOf(creds), "", time.Time{})
+	assert.Equal(t, http.StatusUnauthorized, a.code, "an agent does not learn which other MACs exist")
 }
 
 func TestStage2RegisterAndReport(t *testing.T) {
 	ts, s, _ := setup(t, nil)
-	code, r := post(t, ts.URL+PathRegister, `{"mac":"52:54:00:aa:02:01","ip":"10.9.0.1","port":9998,"step":"stage2"}`)
-	require.Equal(t, http.StatusOK, code, r.Error)
-	m, _ := s.Store.Get("52:54:00:aa:02:01")
+	const mac = "52:54:00:aa:02:01"
+	agent := approve(t, s, mac)
+	a := call(t, ts.URL, "POST", PathRegister, &agent, `{"mac":"52:54:00:aa:02:01","ip":"10.9.0.1","port":9998,"step":"warp","pub":"`+newRegistration(t, mac, "", "").req.Pub+`"}`, time.Time{})
+	assert.Equal(t, http.StatusBadRequest, a.code, "unknown step")
+	a, creds := register(t, ts.URL, agent, newRegistration(t, mac, "10.9.0.1", state.StepStage2))
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	m, _ := s.Store.Get(mac)
 	assert.Equal(t, state.StepStage2, m.Step)
-	code, _ = post(t, ts.URL+PathRegister, `{"mac":"52:54:00:aa:02:02","ip":"10.9.0.2","port":9998,"step":"warp"}`)
-	assert.Equal(t, http.StatusBadRequest, code)
-	code, _ = post(t, ts.URL+PathReport, `{"mac":"52:54:00:aa:02:01","ok":true,"bytes":9}`)
-	assert.Equal(t, http.StatusConflict, code, "an image report while waiting for the stage 2")
-	code, r = post(t, ts.URL+PathReport, `{"mac":"52:54:00:aa:02:01","ok":true,"bytes":9,"step":"stage2"}`)
-	require.Equal(t, http.StatusOK, code, r.Error)
-	m, _ = s.Store.Get("52:54:00:aa:02:01")
+	mk := machineOf(creds)
+	a = call(t, ts.URL, "POST", PathReport, mk, `{"mac":"52:54:00:aa:02:01","ok":true,"bytes":9}`, time.Time{})
+	assert.Equal(t, http.StatusConflict, a.code, "an image report while waiting for the stage 2")
+	a = call(t, ts.URL, "POST", PathReport, mk, `{"mac":"52:54:00:aa:02:01","ok":true,"bytes":9,"step":"stage2"}`, time.Time{})
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	m, _ = s.Store.Get(mac)
 	assert.Equal(t, state.Cloning, m.State)
 	assert.Equal(t, state.StepStage2Received, m.Step)
-	code, _ = post(t, ts.URL+PathReport, `{"mac":"52:54:00:aa:02:01","ok":true,"bytes":9,"step":"nope"}`)
-	assert.Equal(t, http.StatusBadRequest, code)
+	a = call(t, ts.URL, "POST", PathReport, mk, `{"mac":"52:54:00:aa:02:01","ok":true,"bytes":9,"step":"nope"}`, time.Time{})
+	assert.Equal(t, http.StatusBadRequest, a.code)
+}
+
+func TestStage2ReRegistersWithTheMachineKey(t *testing.T) {
+	ts, s, _ := setup(t, nil)
+	const mac = "52:54:00:aa:02:02"
+	agent := approve(t, s, mac)
+	_, creds := register(t, ts.URL, agent, newRegistration(t, mac, "10.9.0.2", state.StepStage2))
+	mk := machineOf(creds)
+	a, _ := register(t, ts.URL, *mk, newRegistration(t, mac, "10.9.0.2", ""))
+	assert.Equal(t, http.StatusConflict, a.code, "not before its stage 2 arrived")
+	a = call(t, ts.URL, "POST", PathReport, mk, `{"mac":"52:54:00:aa:02:02","ok":true,"bytes":9,"step":"stage2"}`, time.Time{})
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	a, again := register(t, ts.URL, *mk, newRegistration(t, mac, "10.9.0.2", ""))
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	assert.Equal(t, testKey, again.ChainKey)
+	assert.Equal(t, creds.MachineKey, again.MachineKey)
+	m, _ := s.Store.Get(mac)
+	assert.Equal(t, state.Cloning, m.State)
+	assert.Equal(t, "", m.Step)
+	assert.Empty(t, m.Alarm)
+	a = call(t, ts.URL, "POST", PathReport, mk, `{"mac":"52:54:00:aa:02:02","ok":true,"bytes":99}`, time.Time{})
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	m, _ = s.Store.Get(mac)
+	assert.Equal(t, state.Done, m.State)
 }

@@ -5,7 +5,16 @@
 // A machine moves new → cloning (its agent registered) → done (its agent
 // reported a verified copy) → local (the server switched it to boot from
 // its disk); failed (with a reason) can happen from cloning, and a failed
-// or done machine may register again to retry.
+// machine may register again to retry. A machine herd saw PXE-booting
+// without being told to provision it is discovered: listed, but it boots
+// its disk and cannot register until the operator sets it to new.
+//
+// Agent keys: every machine that may boot the agent has an agent key
+// for one registration (see Machine.KeyID; the key itself is derived
+// from the session key by httpboot and never stored). Entering new or
+// failed issues a fresh one, so the machine's next PXE boot carries a
+// key that works; a second registration with a used key is refused
+// (ErrKeyUsed) and the caller raises an alarm on the machine.
 //
 // Usage:
 //
@@ -17,6 +26,8 @@
 package state
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,12 +50,16 @@ const (
 	Done    Phase = "done"
 	Local   Phase = "local"
 	Failed  Phase = "failed"
+	// Discovered is a machine seen PXE-booting that herd was not told
+	// to provision: it gets no agent key and boots its disk until the
+	// operator sets it to new.
+	Discovered Phase = "discovered"
 )
 
 // Valid reports whether p is one of the known phases.
 func (p Phase) Valid() bool {
 	switch p {
-	case New, Cloning, Done, Local, Failed:
+	case New, Cloning, Done, Local, Failed, Discovered:
 		return true
 	}
 	return false
@@ -57,7 +72,22 @@ var (
 	ErrTransition = errors.New("state: transition not allowed")
 	ErrBadPhase   = errors.New("state: invalid phase")
 	ErrBadFile    = errors.New("state: invalid state file")
+	// ErrKeyUsed: the machine's agent key already served its one
+	// registration.
+	ErrKeyUsed = errors.New("state: agent key already used")
+	// ErrKeyStale: the agent key named is not the machine's current one.
+	ErrKeyStale = errors.New("state: agent key replaced")
+	// ErrNotApproved: the machine is discovered, not approved for
+	// provisioning (herd pxe set MAC new approves it).
+	ErrNotApproved = errors.New("state: machine not approved for provisioning")
+	// ErrTooMany: too many discovered machines are recorded already.
+	ErrTooMany = errors.New("state: too many discovered machines")
 )
+
+// MaxDiscovered bounds how many discovered machines a store records, so
+// that boot requests for made-up MACs cannot grow the state file
+// without end.
+const MaxDiscovered = 1024
 
 // Machine is what the server knows about one machine.
 type Machine struct {
@@ -73,6 +103,25 @@ type Machine struct {
 	// (see the Step constants); empty when it waits for the image.
 	Step    string    `json:"step,omitempty"`
 	Updated time.Time `json:"updated"`
+
+	// KeyID names the machine's current agent key: 16 random bytes in
+	// hex. The key is derived from the session key, the MAC and KeyID
+	// (httpboot.AgentKey), so this file holds no secret. Empty when no
+	// key was issued (a discovered machine).
+	KeyID string `json:"key_id,omitempty"`
+	// KeyGen counts the agent keys issued to this machine.
+	KeyGen int `json:"key_gen,omitempty"`
+	// KeyUsed says the current agent key served its one registration.
+	KeyUsed bool `json:"key_used,omitempty"`
+	// RegPub is the answer key (base64) the agent sent with that
+	// registration: the very same registration repeated (its answer was
+	// lost) is answered again, any other is refused.
+	RegPub string `json:"reg_pub,omitempty"`
+	// Alarm, when set, says that a registration with an already used
+	// agent key was refused: the MAC was spoofed or the machine
+	// rebooted during its clone. A machine with an alarm never goes
+	// local by itself; the operator's herd pxe set clears it.
+	Alarm string `json:"alarm,omitempty"`
 }
 
 // Steps of a cloning machine in a flow with a stage 2 (Machine.Step).
@@ -170,6 +219,12 @@ func Load(b []byte) ([]Machine, error) {
 		if m.Step != "" && m.Step != StepStage2 && m.Step != StepStage2Received {
 			return nil, fmt.Errorf("%w: machine %d (%s): step %q", ErrBadFile, i, mac, m.Step)
 		}
+		if m.KeyID != "" && !validKeyID(m.KeyID) {
+			return nil, fmt.Errorf("%w: machine %d (%s): key_id %q (want 32 hex digits)", ErrBadFile, i, mac, m.KeyID)
+		}
+		if m.KeyGen < 0 {
+			return nil, fmt.Errorf("%w: machine %d (%s): key_gen %d", ErrBadFile, i, mac, m.KeyGen)
+		}
 		if seen[mac] {
 			return nil, fmt.Errorf("%w: machine %d: duplicate MAC %s", ErrBadFile, i, mac)
 		}
@@ -215,12 +270,14 @@ func (s *Store) List() []Machine {
 	return out
 }
 
-// Add makes mac known in state new unless it is already known; name, when
-// not empty, replaces the stored name.
+// Add makes mac known: an unknown or discovered machine becomes new with
+// a fresh agent key; a known one keeps its state. name, when not empty,
+// replaces the stored name.
 func (s *Store) Add(mac, name string) (Machine, error) {
 	return s.update(mac, true, func(m *Machine, isNew bool) error {
-		if isNew {
-			m.State = New
+		if isNew || m.State == Discovered {
+			m.State, m.Reason, m.Step = New, "", ""
+			issueKey(m)
 		}
 		if name != "" {
 			m.Name = name
@@ -229,8 +286,156 @@ func (s *Store) Add(mac, name string) (Machine, error) {
 	})
 }
 
+// Discover records mac, seen PXE-booting, as discovered unless it is
+// known already; it returns the machine as stored. At most MaxDiscovered
+// discovered machines are recorded (ErrTooMany).
+func (s *Store) Discover(mac string) (Machine, error) {
+	norm, err := NormalizeMAC(mac)
+	if err != nil {
+		return Machine{}, err
+	}
+	s.mu.Lock()
+	if m, ok := s.machines[norm]; ok {
+		s.mu.Unlock()
+		return *m, nil
+	}
+	n := 0
+	for _, m := range s.machines {
+		if m.State == Discovered {
+			n++
+		}
+	}
+	s.mu.Unlock()
+	if n >= MaxDiscovered {
+		return Machine{}, fmt.Errorf("%w: %d recorded, %s not recorded", ErrTooMany, n, norm)
+	}
+	return s.update(norm, true, func(m *Machine, isNew bool) error {
+		if isNew {
+			m.State = Discovered
+		}
+		return nil
+	})
+}
+
+// EnsureKey gives a known machine that may boot the agent (neither
+// discovered nor local) an agent key if it has none (a state file from an
+// older herd) and returns it.
+func (s *Store) EnsureKey(mac string) (Machine, error) {
+	if m, ok := s.Get(mac); ok && (m.KeyID != "" || m.State == Discovered || m.State == Local) {
+		return m, nil
+	}
+	return s.update(mac, false, func(m *Machine, _ bool) error {
+		if m.KeyID == "" && m.State != Discovered && m.State != Local {
+			issueKey(m)
+		}
+		return nil
+	})
+}
+
+// issueKey gives m a fresh agent key.
+func issueKey(m *Machine) {
+	var b [16]byte
+	rand.Read(b[:])
+	m.KeyID, m.KeyGen, m.KeyUsed, m.RegPub = hex.EncodeToString(b[:]), m.KeyGen+1, false, ""
+}
+
+func validKeyID(s string) bool {
+	return len(s) == 32 && strings.Trim(s, "0123456789abcdef") == ""
+}
+
+// Registration is what an agent's registration records.
+type Registration struct {
+	IP      string
+	Port    int
+	Session string
+	// Step is StepStage2 or "" (see RegisterStep).
+	Step string
+	// Pub is the agent's answer key (see Machine.RegPub).
+	Pub string
+}
+
+// RegisterAgent records a registration made with the agent key keyID of
+// mac (the caller checked the signature): the machine must be known and
+// approved (ErrUnknown, ErrNotApproved), not local (ErrTransition), and
+// keyID must still be its key (ErrKeyStale). The key serves one
+// registration: a second one gets ErrKeyUsed, unless it repeats the
+// first exactly (same address, port, session, step and answer key: its
+// answer was lost), which changes nothing and returns repeated true.
+func (s *Store) RegisterAgent(mac, keyID string, r Registration) (m Machine, repeated bool, err error) {
+	if err := r.check(mac); err != nil {
+		return Machine{}, false, err
+	}
+	m, err = s.update(mac, false, func(m *Machine, _ bool) error {
+		switch {
+		case m.State == Discovered:
+			return fmt.Errorf("%w: %s (herd pxe set %s new approves it)", ErrNotApproved, m.MAC, m.MAC)
+		case m.State == Local:
+			return fmt.Errorf("%w: %s boots its disk (herd pxe set %s new clones it again)", ErrTransition, m.MAC, m.MAC)
+		case m.KeyID == "" || m.KeyID != keyID:
+			return fmt.Errorf("%w: %s", ErrKeyStale, m.MAC)
+		case m.KeyUsed && m.State == Cloning && m.RegPub == r.Pub && m.IP == r.IP && m.Port == r.Port && m.Session == r.Session && m.Step == r.Step:
+			repeated = true
+			return errUnchanged
+		case m.KeyUsed:
+			return fmt.Errorf("%w: %s registered from %s at %s (key %d)", ErrKeyUsed, m.MAC, m.IP, m.Updated.Format(time.RFC3339), m.KeyGen)
+		}
+		m.State, m.IP, m.Port, m.Session, m.Reason, m.Bytes, m.Step = Cloning, r.IP, r.Port, r.Session, "", 0, r.Step
+		m.KeyUsed, m.RegPub = true, r.Pub
+		return nil
+	})
+	return m, repeated, err
+}
+
+// ReRegister records the registration of the agent of a stage 2, signed
+// with the machine key of the registration that used keyID: mac must be
+// cloning with its stage 2 received (ErrTransition). Repeating a
+// registration that is already recorded (its answer was lost) changes
+// nothing and returns repeated true.
+func (s *Store) ReRegister(mac, keyID string, r Registration) (m Machine, repeated bool, err error) {
+	if err := r.check(mac); err != nil {
+		return Machine{}, false, err
+	}
+	if r.Step != "" {
+		return Machine{}, false, fmt.Errorf("%w: %s: a stage 2 registers for the image, not for step %q", ErrTransition, mac, r.Step)
+	}
+	m, err = s.update(mac, false, func(m *Machine, _ bool) error {
+		switch {
+		case m.KeyID == "" || m.KeyID != keyID || !m.KeyUsed:
+			return fmt.Errorf("%w: %s", ErrKeyStale, m.MAC)
+		case m.State == Cloning && m.Step == "" && m.IP == r.IP && m.Port == r.Port && m.Session == r.Session:
+			repeated = true
+			return errUnchanged
+		case m.State != Cloning || m.Step != StepStage2Received:
+			return fmt.Errorf("%w: %s is %s step %q; only a machine whose stage 2 arrived registers again", ErrTransition, m.MAC, m.State, m.Step)
+		}
+		m.IP, m.Port, m.Session, m.Step, m.Reason = r.IP, r.Port, r.Session, "", ""
+		return nil
+	})
+	return m, repeated, err
+}
+
+func (r Registration) check(mac string) error {
+	if r.IP != "" && net.ParseIP(r.IP) == nil {
+		return fmt.Errorf("state: register %s: invalid IP %q", mac, r.IP)
+	}
+	if r.Step != "" && r.Step != StepStage2 {
+		return fmt.Errorf("state: register %s: unknown step %q", mac, r.Step)
+	}
+	return nil
+}
+
+// RaiseAlarm records alarm on mac (see Machine.Alarm) without changing
+// its state.
+func (s *Store) RaiseAlarm(mac, alarm string) (Machine, error) {
+	return s.update(mac, false, func(m *Machine, _ bool) error {
+		m.Alarm = alarm
+		return nil
+	})
+}
+
 // Register records that the agent of mac started a clone: it moves the
-// machine (created if unknown) to cloning and records its address.
+// machine (created if unknown) to cloning and records its address. It
+// checks no agent key: the API server uses RegisterAgent.
 func (s *Store) Register(mac, ip string, port int, session string) (Machine, error) {
 	return s.RegisterStep(mac, ip, port, session, "")
 }
@@ -252,7 +457,8 @@ func (s *Store) RegisterStep(mac, ip string, port int, session, step string) (Ma
 
 // ReportStage2 records the outcome of the stage-2 transfer of mac, which
 // must be cloning at StepStage2: when ok it stays cloning at
-// StepStage2Received, otherwise it fails with reason.
+// StepStage2Received, otherwise it fails with reason (and a fresh agent
+// key).
 func (s *Store) ReportStage2(mac string, ok bool, reason string, bytes int64) (Machine, error) {
 	return s.update(mac, false, func(m *Machine, _ bool) error {
 		if m.State != Cloning || m.Step != StepStage2 {
@@ -267,12 +473,14 @@ func (s *Store) ReportStage2(mac string, ok bool, reason string, bytes int64) (M
 			reason = "agent reported failure"
 		}
 		m.State, m.Step, m.Reason = Failed, "", "stage 2: "+reason
+		issueKey(m)
 		return nil
 	})
 }
 
 // Report records the outcome of the clone of mac: done when ok, failed
-// with reason otherwise. The machine must be cloning.
+// with reason (and a fresh agent key for its next boot) otherwise. The
+// machine must be cloning.
 func (s *Store) Report(mac string, ok bool, reason string, bytes int64) (Machine, error) {
 	return s.update(mac, false, func(m *Machine, _ bool) error {
 		if m.State != Cloning {
@@ -289,14 +497,19 @@ func (s *Store) Report(mac string, ok bool, reason string, bytes int64) (Machine
 				reason = "agent reported failure"
 			}
 			m.State, m.Reason = Failed, reason
+			issueKey(m)
 		}
 		return nil
 	})
 }
 
-// MarkLocal switches a machine whose clone is done to local boot.
+// MarkLocal switches a machine whose clone is done to local boot; a
+// machine with an alarm is refused (ErrTransition).
 func (s *Store) MarkLocal(mac string) (Machine, error) {
 	return s.update(mac, false, func(m *Machine, _ bool) error {
+		if m.Alarm != "" {
+			return fmt.Errorf("%w: %s has an alarm (%s); only the operator sets it local", ErrTransition, m.MAC, m.Alarm)
+		}
 		if m.State != Done && m.State != Local {
 			return fmt.Errorf("%w: %s is %s, only a done machine goes local", ErrTransition, m.MAC, m.State)
 		}
@@ -305,28 +518,42 @@ func (s *Store) MarkLocal(mac string) (Machine, error) {
 	})
 }
 
-// Fail moves a known machine to failed with reason, whatever its state.
+// Fail moves a known machine to failed with reason, whatever its state,
+// with a fresh agent key for its next boot.
 func (s *Store) Fail(mac, reason string) (Machine, error) {
 	return s.update(mac, false, func(m *Machine, _ bool) error {
 		m.State, m.Reason, m.Step = Failed, reason, ""
+		issueKey(m)
 		return nil
 	})
 }
 
 // Set forces the phase of mac (created if unknown), for an operator who
-// knows better; reason is kept only for failed.
+// knows better; reason is kept only for failed. It clears the alarm.
+// New and failed issue a fresh agent key (the machine's next PXE boot
+// gets a key that works once); discovered withdraws the key.
 func (s *Store) Set(mac string, p Phase, reason string) (Machine, error) {
 	if !p.Valid() {
 		return Machine{}, fmt.Errorf("%w: %q", ErrBadPhase, p)
 	}
 	return s.update(mac, true, func(m *Machine, _ bool) error {
-		m.State, m.Reason, m.Step = p, "", ""
-		if p == Failed {
+		m.State, m.Reason, m.Step, m.Alarm = p, "", "", ""
+		switch p {
+		case Failed:
 			m.Reason = reason
+			issueKey(m)
+		case New:
+			issueKey(m)
+		case Discovered:
+			m.KeyID, m.KeyUsed, m.RegPub = "", false, ""
 		}
 		return nil
 	})
 }
+
+// errUnchanged from an update's fn leaves the machine as it is and
+// returns it without error.
+var errUnchanged = errors.New("state: unchanged")
 
 // update applies fn to the machine mac under the lock and saves the
 // store; the change is undone when saving fails.
@@ -346,6 +573,9 @@ func (s *Store) update(mac string, create bool, fn func(m *Machine, isNew bool) 
 		m = *old
 	}
 	if err := fn(&m, !exists); err != nil {
+		if errors.Is(err, errUnchanged) {
+			return m, nil
+		}
 		return Machine{}, err
 	}
 	m.Updated = s.now().UTC()

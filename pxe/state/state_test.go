@@ -1,6 +1,7 @@
 package state
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -128,6 +129,9 @@ func FuzzLoad(f *testing.F) {
 			if !m.State.Valid() {
 				t.Fatalf("invalid phase accepted: %q", m.State)
 			}
+			if m.KeyID != "" && !validKeyID(m.KeyID) {
+				t.Fatalf("invalid key id accepted: %q", m.KeyID)
+			}
 			n, err := NormalizeMAC(m.MAC)
 			if err != nil || n != m.MAC || seen[n] {
 				t.Fatalf("bad or duplicate MAC accepted: %q", m.MAC)
@@ -189,4 +193,202 @@ func TestLoadStage2Steps(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, ms, 3)
 	assert.Equal(t, []string{StepStage2, StepStage2Received, ""}, []string{ms[0].Step, ms[1].Step, ms[2].Step})
+}
+
+func TestAgentKeyServesOneRegistration(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "m.json"))
+	require.NoError(t, err)
+	const mac = "52:54:00:00:03:01"
+	m, err := st.Add(mac, "")
+	require.NoError(t, err)
+	require.True(t, validKeyID(m.KeyID), "a new machine gets an agent key: %q", m.KeyID)
+	assert.Equal(t, 1, m.KeyGen)
+	assert.False(t, m.KeyUsed)
+	first := m.KeyID
+
+	reg := Registration{IP: "10.0.0.5", Port: 9998, Session: "lab", Pub: "pub-1"}
+	_, _, err = st.RegisterAgent(mac, "00000000000000000000000000000000", reg)
+	assert.ErrorIs(t, err, ErrKeyStale, "a key that is not the machine's")
+	m, repeated, err := st.RegisterAgent(mac, first, reg)
+	require.NoError(t, err)
+	assert.False(t, repeated)
+	assert.Equal(t, Cloning, m.State)
+	assert.True(t, m.KeyUsed)
+	assert.Equal(t, "pub-1", m.RegPub)
+
+	// The same registration again (its answer was lost) changes nothing.
+	m2, repeated, err := st.RegisterAgent(mac, first, reg)
+	require.NoError(t, err)
+	assert.True(t, repeated)
+	assert.Equal(t, m, m2)
+
+	// Any other registration with the used key is refused.
+	for name, r := range map[string]Registration{
+		"another answer key": {IP: "10.0.0.5", Port: 9998, Session: "lab", Pub: "pub-2"},
+		"another address":    {IP: "10.0.0.66", Port: 9998, Session: "lab", Pub: "pub-1"},
+		"another port":       {IP: "10.0.0.5", Port: 1, Session: "lab", Pub: "pub-1"},
+		"another step":       {IP: "10.0.0.5", Port: 9998, Session: "lab", Pub: "pub-1", Step: StepStage2},
+	} {
+		_, _, err := st.RegisterAgent(mac, first, r)
+		assert.ErrorIs(t, err, ErrKeyUsed, name)
+		assert.ErrorContains(t, err, "registered from 10.0.0.5", name)
+	}
+	got, _ := st.Get(mac)
+	assert.Equal(t, m, got, "refused registrations change nothing")
+
+	// A failed clone gives the machine a fresh key for its next boot.
+	m, err = st.Report(mac, false, "disk gone", 0)
+	require.NoError(t, err)
+	assert.NotEqual(t, first, m.KeyID)
+	assert.Equal(t, 2, m.KeyGen)
+	assert.False(t, m.KeyUsed)
+	_, _, err = st.RegisterAgent(mac, first, reg)
+	assert.ErrorIs(t, err, ErrKeyStale, "the old key is gone")
+	_, repeated, err = st.RegisterAgent(mac, m.KeyID, Registration{IP: "10.0.0.5", Port: 9998, Session: "lab", Pub: "pub-3"})
+	require.NoError(t, err)
+	assert.False(t, repeated)
+
+	// Fail, Set new and Set failed issue fresh keys too; the state file
+	// keeps them.
+	for _, f := range []func() (Machine, error){
+		func() (Machine, error) { return st.Fail(mac, "chain: node gone") },
+		func() (Machine, error) { return st.Set(mac, New, "") },
+		func() (Machine, error) { return st.Set(mac, Failed, "by hand") },
+	} {
+		before, _ := st.Get(mac)
+		after, err := f()
+		require.NoError(t, err)
+		assert.NotEqual(t, before.KeyID, after.KeyID)
+		assert.Equal(t, before.KeyGen+1, after.KeyGen)
+		assert.False(t, after.KeyUsed)
+	}
+	again, err := Open(filepath.Join(filepath.Dir(st.path), "m.json"))
+	require.NoError(t, err)
+	m, _ = st.Get(mac)
+	m2, _ = again.Get(mac)
+	assert.Equal(t, m, m2)
+
+	// A local machine does not register, nor does an unknown one.
+	_, err = st.Set(mac, Local, "")
+	require.NoError(t, err)
+	m, _ = st.Get(mac)
+	_, _, err = st.RegisterAgent(mac, m.KeyID, reg)
+	assert.ErrorIs(t, err, ErrTransition)
+	_, _, err = st.RegisterAgent("52:54:00:00:03:09", first, reg)
+	assert.ErrorIs(t, err, ErrUnknown)
+}
+
+func TestDiscoveredMachines(t *testing.T) {
+	st, err := Open("")
+	require.NoError(t, err)
+	const mac = "52:54:00:00:04:01"
+	m, err := st.Discover(mac)
+	require.NoError(t, err)
+	assert.Equal(t, Discovered, m.State)
+	assert.Empty(t, m.KeyID, "no agent key for a machine nobody approved")
+	_, _, err = st.RegisterAgent(mac, "", Registration{})
+	assert.ErrorIs(t, err, ErrNotApproved)
+	m, err = st.EnsureKey(mac)
+	require.NoError(t, err)
+	assert.Empty(t, m.KeyID)
+
+	// Approving it (herd pxe set MAC new, or --macs) issues its key.
+	m, err = st.Add(mac, "")
+	require.NoError(t, err)
+	assert.Equal(t, New, m.State)
+	assert.True(t, validKeyID(m.KeyID))
+	m2, err := st.Discover(mac)
+	require.NoError(t, err)
+	assert.Equal(t, New, m2.State, "a known machine stays known")
+	m, err = st.Set(mac, Discovered, "")
+	require.NoError(t, err)
+	assert.Empty(t, m.KeyID, "back to discovered withdraws the key")
+
+	// Boot requests for made-up MACs cannot grow the file without end.
+	for i := 0; len(st.List()) < MaxDiscovered; i++ {
+		_, err := st.Discover(fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff))
+		require.NoError(t, err)
+	}
+	_, err = st.Discover("02:00:00:ff:ff:ff")
+	assert.ErrorIs(t, err, ErrTooMany)
+	_, err = st.Add("02:00:00:ff:ff:ff", "")
+	assert.NoError(t, err, "approved machines are not capped")
+}
+
+func TestEnsureKeyForOlderStateFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.json")
+	b, err := os.ReadFile("testdata/machines.json")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+	st, err := Open(path)
+	require.NoError(t, err)
+	for mac, wantKey := range map[string]bool{"52:54:00:12:34:01": false, "52:54:00:12:34:02": true, "52:54:00:12:34:03": true} {
+		m, err := st.EnsureKey(mac)
+		require.NoError(t, err)
+		assert.Equal(t, wantKey, m.KeyID != "", "%s %s", mac, m.State)
+	}
+}
+
+func TestAlarmKeepsAMachineFromGoingLocal(t *testing.T) {
+	st, err := Open("")
+	require.NoError(t, err)
+	const mac = "52:54:00:00:05:01"
+	m, err := st.Add(mac, "")
+	require.NoError(t, err)
+	_, _, err = st.RegisterAgent(mac, m.KeyID, Registration{IP: "10.0.0.1", Port: 9998, Pub: "p"})
+	require.NoError(t, err)
+	m, err = st.RaiseAlarm(mac, "second registration from 10.0.0.66 refused")
+	require.NoError(t, err)
+	assert.Equal(t, Cloning, m.State, "an alarm does not change the state")
+	_, err = st.Report(mac, true, "", 1)
+	require.NoError(t, err)
+	_, err = st.MarkLocal(mac)
+	assert.ErrorIs(t, err, ErrTransition)
+	assert.ErrorContains(t, err, "alarm")
+	m, err = st.Set(mac, Local, "")
+	require.NoError(t, err, "the operator decides")
+	assert.Empty(t, m.Alarm)
+}
+
+func TestReRegisterFromStage2(t *testing.T) {
+	st, err := Open("")
+	require.NoError(t, err)
+	const mac = "52:54:00:00:06:01"
+	m, err := st.Add(mac, "")
+	require.NoError(t, err)
+	key := m.KeyID
+	reg := Registration{IP: "10.0.0.1", Port: 9998, Session: "s"}
+	_, _, err = st.ReRegister(mac, key, reg)
+	assert.ErrorIs(t, err, ErrKeyStale, "no registration used the key yet")
+	_, _, err = st.RegisterAgent(mac, key, Registration{IP: "10.0.0.1", Port: 9998, Session: "s", Step: StepStage2, Pub: "p"})
+	require.NoError(t, err)
+	_, _, err = st.ReRegister(mac, key, reg)
+	assert.ErrorIs(t, err, ErrTransition, "the stage 2 has not arrived")
+	_, err = st.ReportStage2(mac, true, "", 10)
+	require.NoError(t, err)
+	_, _, err = st.ReRegister(mac, key, Registration{IP: "10.0.0.1", Port: 9998, Session: "s", Step: StepStage2})
+	assert.ErrorIs(t, err, ErrTransition)
+	m, repeated, err := st.ReRegister(mac, key, reg)
+	require.NoError(t, err)
+	assert.False(t, repeated)
+	assert.Equal(t, Cloning, m.State)
+	assert.Equal(t, "", m.Step)
+	_, repeated, err = st.ReRegister(mac, key, reg)
+	require.NoError(t, err)
+	assert.True(t, repeated)
+	_, _, err = st.ReRegister(mac, key, Registration{IP: "10.0.0.66", Port: 9998, Session: "s"})
+	assert.ErrorIs(t, err, ErrTransition, "once only")
+}
+
+func TestLoadKeyFields(t *testing.T) {
+	_, err := Load([]byte(`{"version":1,"machines":[{"mac":"52:54:00:00:00:01","state":"new","key_id":"xyz"}]}`))
+	assert.ErrorIs(t, err, ErrBadFile)
+	_, err = Load([]byte(`{"version":1,"machines":[{"mac":"52:54:00:00:00:01","state":"new","key_gen":-1}]}`))
+	assert.ErrorIs(t, err, ErrBadFile)
+	ms, err := Load([]byte(`{"version":1,"machines":[{"mac":"52:54:00:00:00:01","state":"cloning","key_id":"00112233445566778899aabbccddeeff","key_gen":2,"key_used":true,"alarm":"x"}]}`))
+	require.NoError(t, err)
+	assert.Equal(t, "x", ms[0].Alarm)
+	ms, err = Load([]byte(`{"version":1,"machines":[{"mac":"52:54:00:00:00:01","state":"discovered"}]}`))
+	require.NoError(t, err)
+	assert.Equal(t, Discovered, ms[0].State)
 }
