@@ -18,9 +18,11 @@ type SinkOptions struct {
 	// Root and an absolute one must lie inside it; symlinks are followed
 	// only while they stay inside (os.Root). "" means no confinement.
 	Root string
-	// AllowDevices lists the block devices that may be written, as paths
-	// or filepath.Match patterns ("/dev/sd?", "/dev/loop*"), matched
-	// against the destination as given and with its symlinks resolved.
+	// AllowDevices lists the block devices that may be written, as
+	// AllowList patterns ("/dev/sda", "/dev/sd?", "/dev/loop*"), matched
+	// against the destination with its symlinks resolved (a pattern
+	// without glob characters may itself be a link, like
+	// /dev/disk/by-id/X). A malformed pattern allows nothing.
 	AllowDevices []string
 	// ZeroUnused makes ranges never written read as zeros on devices
 	// (BLKZEROOUT, else written zeros), so the whole target is byte for
@@ -94,19 +96,20 @@ func isBlockDevice(fi os.FileInfo) bool {
 	return fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
 }
 
+// deviceAllowed reports whether the device dest is in allow (AllowList
+// patterns). Only dest's real path counts: a link matching a pattern
+// does not carry its target in.
 func deviceAllowed(dest string, allow []string) bool {
-	cands := []string{dest}
-	if r, err := filepath.EvalSymlinks(dest); err == nil {
-		cands = append(cands, r)
+	l, err := ParseAllowList(allow)
+	if err != nil {
+		return false
 	}
-	for _, pat := range allow {
-		for _, c := range cands {
-			if ok, _ := filepath.Match(pat, c); ok || pat == c {
-				return true
-			}
-		}
+	abs, err := filepath.Abs(dest)
+	if err != nil {
+		return false
 	}
-	return false
+	_, err = l.Check(abs)
+	return err == nil
 }
 
 func openDeviceSink(dest string, fi os.FileInfo, size int64, opts SinkOptions) (*FileSink, error) {
