@@ -24,6 +24,11 @@ import (
 //	/srv/images/       the same ("/" alone allows everything)
 //
 // '**' may only be the last element, and '..' may not appear at all.
+// A block device is allowed only by a pattern that names paths (a
+// literal or a glob: "/dev/sda", "/dev/sd?"), never by a directory
+// pattern ("/srv/images/**", "/"): an archive unpacked below an allowed
+// directory may hold device nodes, and they must not open the disks they
+// point at.
 // Patterns match the real path of a destination: its symbolic links are
 // resolved first (ResolvePath), so a link /srv/images/x -> /etc cannot
 // widen "/srv/images/**". The literal part of a pattern (its elements
@@ -123,13 +128,19 @@ func (l *AllowList) String() string {
 // must be absolute, and it is cleaned first (so "/srv/images/../../etc"
 // is "/etc"). It reads nothing: callers resolve symbolic links first
 // (Check does).
-func (l *AllowList) Match(p string) bool {
+func (l *AllowList) Match(p string) bool { return l.match(p, false) }
+
+// MatchDevice is Match for a block device at p: directory patterns do
+// not count (see AllowList).
+func (l *AllowList) MatchDevice(p string) bool { return l.match(p, true) }
+
+func (l *AllowList) match(p string, device bool) bool {
 	if l == nil || !strings.HasPrefix(p, "/") || strings.ContainsRune(p, 0) {
 		return false
 	}
 	p = path.Clean(p)
 	for _, pat := range l.pats {
-		if matchGlob(pat.glob, pat.tree, p) {
+		if (!device || !pat.tree) && matchGlob(pat.glob, pat.tree, p) {
 			return true
 		}
 	}
@@ -162,7 +173,7 @@ func (l *AllowList) Check(dest string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if l.allows(real) {
+	if l.allows(real, false) {
 		return real, nil
 	}
 	if real != dest {
@@ -171,16 +182,26 @@ func (l *AllowList) Check(dest string) (string, error) {
 	return "", fmt.Errorf("%s is not in the allow list (%s): %w", dest, l, ErrNotAllowed)
 }
 
-// allows matches the real path against every pattern, as written and
-// with its literal prefix resolved.
-func (l *AllowList) allows(real string) bool {
-	if l.Match(real) {
+// AllowsDevice reports whether real, a path Check returned, may be
+// written as a block device: only patterns that name paths count, not
+// directory patterns (see AllowList). Like Check, it resolves the
+// literal part of the patterns.
+func (l *AllowList) AllowsDevice(real string) bool { return l.allows(real, true) }
+
+// allows matches the real path against every pattern (directory patterns
+// excepted for a device), as written and with its literal prefix
+// resolved.
+func (l *AllowList) allows(real string, device bool) bool {
+	if l.match(real, device) {
 		return true
 	}
 	if l == nil {
 		return false
 	}
 	for _, pat := range l.pats {
+		if device && pat.tree {
+			continue
+		}
 		r, err := ResolvePath(pat.lit)
 		if err != nil || r == pat.lit {
 			continue

@@ -84,6 +84,23 @@ func TestAllowListMatch(t *testing.T) {
 	}
 	var empty *blockdev.AllowList
 	assert.False(t, empty.Match("/x"), "a nil list allows nothing")
+	assert.False(t, empty.MatchDevice("/x"))
+	assert.False(t, empty.AllowsDevice("/x"))
+
+	// Block devices: only patterns that name paths, not directories.
+	dl, err := blockdev.ParseAllowList([]string{"/dev/sda", "/dev/loop*", "/srv/images/**", "/run/x/"})
+	require.NoError(t, err)
+	for p, want := range map[string]bool{
+		"/dev/sda": true, "/dev/loop3": true, "/dev/sdb": false,
+		"/srv/images/node-sda": false, "/srv/images": false, "/run/x/disk": false,
+	} {
+		assert.Equal(t, want, dl.MatchDevice(p), "device %s", p)
+		assert.True(t, !want || dl.Match(p), "a device match is a match: %s", p)
+	}
+	all, err := blockdev.ParseAllowList([]string{"/"})
+	require.NoError(t, err)
+	assert.True(t, all.Match("/dev/sda"))
+	assert.False(t, all.MatchDevice("/dev/sda"), "'/' allows every file, no device")
 	l, err := blockdev.ParseAllowList([]string{"/dev/sdb", " /srv/images/** "})
 	require.NoError(t, err)
 	assert.True(t, l.Match("/dev/sdb"))
@@ -211,6 +228,8 @@ func TestDeviceAllowedByRealPathOnly(t *testing.T) {
 	s, err = blockdev.OpenFileSink(link, 1024, blockdev.SinkOptions{AllowDevices: []string{"/dev/loop*"}})
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
+	_, err = blockdev.OpenFileSink(dev, 1024, blockdev.SinkOptions{AllowDevices: []string{"/dev/**"}})
+	require.ErrorIs(t, err, blockdev.ErrNotAllowed, "a directory pattern allows no device")
 }
 
 func FuzzAllowMatch(f *testing.F) {
@@ -267,6 +286,9 @@ func FuzzAllowMatch(f *testing.F) {
 		}
 		if m && tree && clean != "/" && !l.Match(clean+"/x") {
 			t.Fatalf("%q matched %q but not a path below it", pat, p)
+		}
+		if d := l.MatchDevice(p); d && (tree || !m) {
+			t.Fatalf("%q: MatchDevice(%q) but tree=%v Match=%v", pat, p, tree, m)
 		}
 	})
 }

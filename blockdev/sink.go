@@ -22,7 +22,8 @@ type SinkOptions struct {
 	// AllowList patterns ("/dev/sda", "/dev/sd?", "/dev/loop*"), matched
 	// against the destination with its symlinks resolved (a pattern
 	// without glob characters may itself be a link, like
-	// /dev/disk/by-id/X). A malformed pattern allows nothing.
+	// /dev/disk/by-id/X). Directory patterns ("/dev/**") allow no
+	// device, and a malformed pattern allows nothing.
 	AllowDevices []string
 	// ZeroUnused makes ranges never written read as zeros on devices
 	// (BLKZEROOUT, else written zeros), so the whole target is byte for
@@ -97,8 +98,8 @@ func isBlockDevice(fi os.FileInfo) bool {
 }
 
 // deviceAllowed reports whether the device dest is in allow (AllowList
-// patterns). Only dest's real path counts: a link matching a pattern
-// does not carry its target in.
+// patterns, AllowsDevice). Only dest's real path counts: a link matching
+// a pattern does not carry its target in.
 func deviceAllowed(dest string, allow []string) bool {
 	l, err := ParseAllowList(allow)
 	if err != nil {
@@ -108,8 +109,8 @@ func deviceAllowed(dest string, allow []string) bool {
 	if err != nil {
 		return false
 	}
-	_, err = l.Check(abs)
-	return err == nil
+	real, err := ResolvePath(abs)
+	return err == nil && l.AllowsDevice(real)
 }
 
 func openDeviceSink(dest string, fi os.FileInfo, size int64, opts SinkOptions) (*FileSink, error) {
@@ -196,6 +197,11 @@ func openFileTarget(dest string, size int64, opts SinkOptions) (*FileSink, error
 		}
 		name = filepath.Join(opts.Root, rel)
 	} else {
+		// Not even opened when it is not a regular file (a character
+		// device may act on open).
+		if fi, err := os.Stat(dest); err == nil && !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("open target %s: not a regular file (%s) and not an allowed block device: %w", dest, fi.Mode().Type(), ErrNotAllowed)
+		}
 		if dir := filepath.Dir(dest); dir != "." {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return nil, fmt.Errorf("open target %s: create parent: %w", dest, err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func TestRecvMemoryFlag(t *testing.T) {
@@ -320,6 +321,19 @@ func TestRecvAllowListAndDevices(t *testing.T) {
 	assert.Equal(t, ExitPartial, code)
 	assert.Contains(t, s.Nodes[0].Error, dev)
 	assert.Equal(t, before, sha256File(t, img), "the unlisted device keeps every byte (--insecure)")
+
+	// A device node below an allowed directory, as an archive unpacked
+	// there may make one for the disk: the directory pattern does not
+	// reach it.
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(dev, &st))
+	node := filepath.Join(dir, "images", "disk-node")
+	require.NoError(t, os.MkdirAll(filepath.Dir(node), 0o755))
+	require.NoError(t, unix.Mknod(node, unix.S_IFBLK|0o600, int(st.Rdev)))
+	code, s, _, _ = attack(t, false, []string{dir + "/images/**"}, src, node, false)
+	assert.Equal(t, ExitPartial, code)
+	assert.Contains(t, s.Nodes[0].Error, node)
+	assert.Equal(t, before, sha256File(t, img), "a device node below an allowed directory is not written")
 
 	code, s, _, _ = attack(t, false, []string{dev}, src, dev, false)
 	require.Equal(t, ExitOK, code, "%+v", s.Nodes)

@@ -49,6 +49,10 @@ names). Cooked items ('>>') are checked the same way: the file or device a
 compressed item is decompressed onto, the directory an archive is unpacked
 into (its entries never leave that directory).
 
+A block device is written only when a pattern names it (/dev/sda, /dev/sd?),
+never because it lies below a directory pattern: an archive unpacked there may
+have made device nodes.
+
 --root DIR takes every destination inside DIR (/dev/sda becomes DIR/dev/sda)
 and permits everything under it except block devices; with --allow as well, a
 destination must satisfy both (patterns name real paths, DIR included).
@@ -107,7 +111,8 @@ func (o sinkOptions) writable() string {
 }
 
 // target returns the real path on this node where an item whose
-// destination is dest is written, and whether it may be a block device:
+// destination is dest is written, and whether it may be a block device
+// (a pattern of --allow names it, not a directory pattern):
 // dest is taken inside --root when set, its symbolic links are resolved,
 // and the result must lie under --root and match --allow (each when
 // set). The error names dest and the rule that refused it; nothing has
@@ -135,7 +140,7 @@ func (o sinkOptions) target(dest string) (real string, device bool, err error) {
 		// runRecv refuses to start like this; never write anyway.
 		return "", false, fmt.Errorf("refused: destination %s: this node allows nothing (no --allow, no --root): %w", dest, blockdev.ErrNotAllowed)
 	}
-	return real, o.allow != nil, nil
+	return real, o.allow.AllowsDevice(real), nil
 }
 
 // openSink opens the destination of one item on this node: a file or
@@ -149,8 +154,10 @@ func openSink(it ring.Item, o sinkOptions) (ring.Sink, string, error) {
 	}
 	opts := blockdev.SinkOptions{Root: o.root, ZeroUnused: o.zeroUnused, Keep: it.Keep}
 	if device {
-		// --allow named it: it may be a block device. Under --root
-		// alone a device node is never written.
+		// --allow names it (not just a directory above it): it may be
+		// a block device. Under --root alone, or below an allowed
+		// directory (where an unpacked archive may have made device
+		// nodes), a device node is never written.
 		opts.AllowDevices = []string{dest}
 	}
 	if it.Cook {
