@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -80,15 +81,43 @@ type herdOpts struct {
 	// expected and the run counts the survivors.
 	kill   int
 	killAt float64
+	// insecure runs send and every recv with --insecure instead of a
+	// key: only for a deliberate unkeyed baseline (herd's default and
+	// every other run is keyed, as on a real cluster).
+	insecure bool
+}
+
+// runKey returns the key flags of one run: --key-file of a new key made
+// with herd key new (removed by done), or --insecure.
+func runKey(herd string, insecure bool) (flags []string, done func(), err error) {
+	if insecure {
+		return []string{"--insecure"}, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "herd-bench-key-")
+	if err != nil {
+		return nil, nil, err
+	}
+	done = func() { os.RemoveAll(dir) }
+	k := dir + "/key"
+	if out, err := exec.Command(herd, "key", "new", k).CombinedOutput(); err != nil {
+		done()
+		return nil, nil, fmt.Errorf("herd key new: %v: %s", err, out)
+	}
+	return []string{"--key-file", k}, done, nil
 }
 
 func runHerd(ctx context.Context, c *harness.Cluster, herd, golden string, o herdOpts) (herdRun, error) {
 	var r herdRun
 	var recvs []*harness.Proc
 	var to []string
+	key, done, err := runKey(herd, o.insecure)
+	if err != nil {
+		return r, err
+	}
+	defer done()
 	cpu0 := childrenCPU()
 	for _, n := range c.Nodes() {
-		p, err := n.Start(ctx, herd, "recv", "--listen", ":9998")
+		p, err := n.Start(ctx, herd, append([]string{"recv", "--listen", ":9998", "--allow", harness.NodeDisk}, key...)...)
 		if err != nil {
 			return r, err
 		}
@@ -110,7 +139,7 @@ func runHerd(ctx context.Context, c *harness.Cluster, herd, golden string, o her
 	if o.in != "" {
 		in = o.in
 	}
-	args := append([]string{"send", "--to", strings.Join(to, ","), "--in", in, "--out", harness.NodeDisk, "--json"}, o.sendArgs...)
+	args := append(append([]string{"send", "--to", strings.Join(to, ","), "--in", in, "--out", harness.NodeDisk, "--json"}, key...), o.sendArgs...)
 	send, err := c.Golden().Start(ctx, herd, args...)
 	if err != nil {
 		return r, err

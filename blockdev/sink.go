@@ -18,9 +18,12 @@ type SinkOptions struct {
 	// Root and an absolute one must lie inside it; symlinks are followed
 	// only while they stay inside (os.Root). "" means no confinement.
 	Root string
-	// AllowDevices lists the block devices that may be written, as paths
-	// or filepath.Match patterns ("/dev/sd?", "/dev/loop*"), matched
-	// against the destination as given and with its symlinks resolved.
+	// AllowDevices lists the block devices that may be written, as
+	// AllowList patterns ("/dev/sda", "/dev/sd?", "/dev/loop*"), matched
+	// against the destination with its symlinks resolved (a pattern
+	// without glob characters may itself be a link, like
+	// /dev/disk/by-id/X). Directory patterns ("/dev/**") allow no
+	// device, and a malformed pattern allows nothing.
 	AllowDevices []string
 	// ZeroUnused makes ranges never written read as zeros on devices
 	// (BLKZEROOUT, else written zeros), so the whole target is byte for
@@ -102,19 +105,20 @@ func isBlockDevice(fi os.FileInfo) bool {
 	return fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
 }
 
+// deviceAllowed reports whether the device dest is in allow (AllowList
+// patterns, AllowsDevice). Only dest's real path counts: a link matching
+// a pattern does not carry its target in.
 func deviceAllowed(dest string, allow []string) bool {
-	cands := []string{dest}
-	if r, err := filepath.EvalSymlinks(dest); err == nil {
-		cands = append(cands, r)
+	l, err := ParseAllowList(allow)
+	if err != nil {
+		return false
 	}
-	for _, pat := range allow {
-		for _, c := range cands {
-			if ok, _ := filepath.Match(pat, c); ok || pat == c {
-				return true
-			}
-		}
+	abs, err := filepath.Abs(dest)
+	if err != nil {
+		return false
 	}
-	return false
+	real, err := ResolvePath(abs)
+	return err == nil && l.AllowsDevice(real)
 }
 
 func openDeviceSink(dest string, fi os.FileInfo, size int64, opts SinkOptions) (*FileSink, error) {
@@ -201,6 +205,11 @@ func openFileTarget(dest string, size int64, opts SinkOptions) (*FileSink, error
 		}
 		name = filepath.Join(opts.Root, rel)
 	} else {
+		// Not even opened when it is not a regular file (a character
+		// device may act on open).
+		if fi, err := os.Stat(dest); err == nil && !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("open target %s: not a regular file (%s) and not an allowed block device: %w", dest, fi.Mode().Type(), ErrNotAllowed)
+		}
 		if dir := filepath.Dir(dest); dir != "." {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return nil, fmt.Errorf("open target %s: create parent: %w", dest, err)

@@ -83,7 +83,7 @@ var _ = Describe("dolly+ config", func() {
 	// item verified with the source's digest.
 	run := func(items int, lines ...string) {
 		GinkgoHelper()
-		recvs := startRecv(c)
+		recvs := startRecv(c, "--allow", nd+"/**") // the disk and files beside it
 		cfg := dollyConfig(dir, c, lines...)
 		code, s, p := send(c, cfg, 2*time.Minute)
 		Expect(code).To(Equal(0), "herd send stderr: %s", p.Stderr())

@@ -32,6 +32,9 @@ var _ = BeforeSuite(func() {
 			Skip(tool + " not installed (make deps installs it)")
 		}
 	}
+	dir, err := os.MkdirTemp("", "herd-e2e-bin-")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(os.RemoveAll, dir)
 	if bin := os.Getenv("HERD_E2E_BIN"); bin != "" {
 		// A herd binary built elsewhere (for instance from a clean
 		// checkout of a commit): test that one instead.
@@ -39,12 +42,14 @@ var _ = BeforeSuite(func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(abs).To(BeAnExistingFile(), "HERD_E2E_BIN")
 		herdBin = abs
-		return
+	} else {
+		herdBin = filepath.Join(dir, "herd")
+		out, err := exec.Command("go", "build", "-o", herdBin, "github.com/herd-cluster/herd/cmd/herd").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), "go build herd: %s", out)
 	}
-	dir, err := os.MkdirTemp("", "herd-e2e-bin-")
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(os.RemoveAll, dir)
-	herdBin = filepath.Join(dir, "herd")
-	out, err := exec.Command("go", "build", "-o", herdBin, "github.com/herd-cluster/herd/cmd/herd").CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), "go build herd: %s", out)
+	// One session key for the suite, made as an administrator would; the
+	// nodes' mount namespaces see the host's /tmp, so all read this file.
+	suiteKey = filepath.Join(dir, "key")
+	out, err := exec.Command(herdBin, "key", "new", suiteKey).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "herd key new: %s", out)
 })

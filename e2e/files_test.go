@@ -81,7 +81,8 @@ var _ = Describe("file-level clone (KA)", func() {
 		var recvs []*harness.Proc
 		var to []string
 		for _, n := range c.Nodes() {
-			args := []string{"recv", "--files", "--disk", harness.NodeDisk, "--verify"}
+			// --files --disk: the node names its disk, no --allow needed.
+			args := []string{"recv", "--key-file", suiteKey, "--files", "--disk", harness.NodeDisk, "--verify"}
 			if shell {
 				args = append(args, "--hook", hook)
 			}
@@ -92,7 +93,7 @@ var _ = Describe("file-level clone (KA)", func() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		sp, err := c.Golden().Start(ctx, herdBin, "send", "--files", "--desc", descFile, "--from", golden, "-x", "/tmp", "--to", strings.Join(to, ","), "--json")
+		sp, err := c.Golden().Start(ctx, herdBin, "send", "--key-file", suiteKey, "--files", "--desc", descFile, "--from", golden, "-x", "/tmp", "--to", strings.Join(to, ","), "--json")
 		Expect(err).NotTo(HaveOccurred())
 		_ = sp.Wait()
 		Expect(ctx.Err()).NotTo(HaveOccurred(), "herd send did not finish; stderr: %s", sp.Stderr())

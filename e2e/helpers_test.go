@@ -112,12 +112,23 @@ func sha256File(path string) string {
 	return sha256Prefix(path, st.Size())
 }
 
-// startRecv starts `herd recv --json` in every node.
+// suiteKey is the session key file every herd recv and herd send of the
+// suite reads (made by herd key new in BeforeSuite).
+var suiteKey string
+
+// recvArgs returns herd recv's arguments as the suite runs it: --json,
+// the suite's key and --allow the node's own disk, then extra (more
+// --allow for specs that write files in NodeDir).
+func recvArgs(extra ...string) []string {
+	return append([]string{"recv", "--json", "--key-file", suiteKey, "--allow", harness.NodeDisk}, extra...)
+}
+
+// startRecv starts herd recv (recvArgs) in every node.
 func startRecv(c *harness.Cluster, extra ...string) []*harness.Proc {
 	GinkgoHelper()
 	var ps []*harness.Proc
 	for _, n := range c.Nodes() {
-		p, err := n.Start(context.Background(), herdBin, append([]string{"recv", "--json"}, extra...)...)
+		p, err := n.Start(context.Background(), herdBin, recvArgs(extra...)...)
 		Expect(err).NotTo(HaveOccurred())
 		ps = append(ps, p)
 	}
@@ -143,13 +154,13 @@ func dollyConfig(dir string, c *harness.Cluster, itemLines ...string) string {
 	return p
 }
 
-// send runs `herd send -f cfg --json` in golden and returns its exit code
-// and the summary line.
+// send runs `herd send -f cfg --json` with the suite's key in golden and
+// returns its exit code and the summary line.
 func send(c *harness.Cluster, cfg string, timeout time.Duration, extra ...string) (int, summary, *harness.Proc) {
 	GinkgoHelper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	p, err := c.Golden().Start(ctx, herdBin, append([]string{"send", "-f", cfg, "--json"}, extra...)...)
+	p, err := c.Golden().Start(ctx, herdBin, append([]string{"send", "-f", cfg, "--json", "--key-file", suiteKey}, extra...)...)
 	Expect(err).NotTo(HaveOccurred())
 	_ = p.Wait()
 	Expect(ctx.Err()).NotTo(HaveOccurred(), "herd send did not finish in %v; stderr: %s", timeout, p.Stderr())
@@ -197,13 +208,14 @@ type progressEvent struct {
 	Nodes   []node  `json:"nodes"`
 }
 
-// startSend starts `herd send -f cfg --json` in golden and returns at once;
-// finishSend waits for it. The process is killed when the spec ends.
+// startSend starts `herd send -f cfg --json` with the suite's key in
+// golden and returns at once; finishSend waits for it. The process is
+// killed when the spec ends.
 func startSend(c *harness.Cluster, cfg string, extra ...string) *harness.Proc {
 	GinkgoHelper()
 	ctx, cancel := context.WithCancel(context.Background())
 	DeferCleanup(cancel)
-	p, err := c.Golden().Start(ctx, herdBin, append([]string{"send", "-f", cfg, "--json"}, extra...)...)
+	p, err := c.Golden().Start(ctx, herdBin, append([]string{"send", "-f", cfg, "--json", "--key-file", suiteKey}, extra...)...)
 	Expect(err).NotTo(HaveOccurred())
 	return p
 }

@@ -61,11 +61,11 @@ func startRecvState(c *harness.Cluster, victim *harness.Node, dir string) []*har
 	GinkgoHelper()
 	var recvs []*harness.Proc
 	for _, n := range c.Nodes() {
-		args := []string{"recv", "--json"}
+		var extra []string
 		if n == victim && dir != "" {
-			args = append(args, "--state", dir)
+			extra = []string{"--state", dir}
 		}
-		p, err := n.Start(context.Background(), herdBin, args...)
+		p, err := n.Start(context.Background(), herdBin, recvArgs(extra...)...)
 		Expect(err).NotTo(HaveOccurred())
 		recvs = append(recvs, p)
 	}
@@ -289,7 +289,7 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		before := linkTxBytes(c, "v"+victim.Name())
 		AddReportEntry("node4 killed at byte", ev.Nodes[3].Bytes)
 		var err error
-		again, err = victim.Start(context.Background(), herdBin, "recv", "--json", "--state", state)
+		again, err = victim.Start(context.Background(), herdBin, recvArgs("--state", state)...)
 		Expect(err).NotTo(HaveOccurred())
 		recvs[3] = again
 		code, s := finishSend(p, 3*time.Minute)
@@ -319,9 +319,9 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		const lost = 8 << 20
 		setupAt(rebootSize, 80e6)
 		victim := c.Nodes()[3]
-		var recvArgs []string
+		var stateArgs []string
 		if state != "" {
-			recvArgs = []string{"--state", state}
+			stateArgs = []string{"--state", state}
 		}
 		recvs := startRecvState(c, victim, state)
 		p := startSend(c, cfg)
@@ -362,7 +362,7 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		before := linkTxBytes(c, "v"+victim.Name())
 		Expect(victim.PowerOn()).To(Succeed())
 		var err error
-		again, err = victim.Start(context.Background(), herdBin, append([]string{"recv", "--json"}, recvArgs...)...)
+		again, err = victim.Start(context.Background(), herdBin, recvArgs(stateArgs...)...)
 		Expect(err).NotTo(HaveOccurred())
 		recvs[3] = again
 		code, s := finishSend(p, 3*time.Minute)

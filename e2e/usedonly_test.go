@@ -123,11 +123,11 @@ trap 'umount "$m"' EXIT
 		}
 		var recvs []*harness.Proc
 		for i, n := range c.Nodes() {
-			args := []string{"recv", "--json"}
+			var extra []string
 			if i < 2 {
-				args = append(args, "--zero-unused")
+				extra = []string{"--zero-unused"}
 			}
-			p, err := n.Start(context.Background(), herdBin, args...)
+			p, err := n.Start(context.Background(), herdBin, recvArgs(extra...)...)
 			Expect(err).NotTo(HaveOccurred())
 			recvs = append(recvs, p)
 		}

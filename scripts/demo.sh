@@ -2,7 +2,9 @@
 # demo.sh: clone a golden disk to a whole lab cluster on this one machine.
 #
 # Brings up a lab of N nodes (herd lab up), makes a golden disk with an ext4
-# filesystem and files on it, starts `herd recv` in every node, clones the
+# filesystem and files on it, makes a session key (herd key new) and copies
+# it into every node, starts `herd recv --key-file ... --allow DISK` in every
+# node (it writes nothing else), clones the
 # disk with `herd send` from the golden namespace, verifies every node (the
 # BLAKE3 digests of the summary, sha256 of each node's disk against the
 # golden image, e2fsck -n and a file read back on each node), prints the
@@ -62,10 +64,26 @@ golden_sha=$(sha256sum <"$work/golden.img" | cut -d' ' -f1)
 motd_sha=$(sha256sum <"$root/etc/motd" | cut -d' ' -f1)
 echo "golden.img sha256 $golden_sha"
 
-say "herd recv in every node"
+say "session key: herd key new, copied to every node"
+# As on a real cluster: one key, made once, copied to each machine (here
+# into each node's private /run/herd-lab/node), mode 0600. A node writes
+# only for a sender that proves it holds the same key.
+key=$work/key
+"$HERD" key new "$key"
+nodekey=/run/herd-lab/node/key
+disk=/run/herd-lab/node/disk
+for i in $(seq 1 "$N"); do
+	"$HERD" lab exec --name "$LAB" "node$i" -- install -m 600 "$key" "$nodekey"
+	id=$("$HERD" lab exec --name "$LAB" "node$i" -- "$HERD" key show-id "$nodekey" | cut -d' ' -f1)
+	[ "$id" = "$("$HERD" key show-id "$key" | cut -d' ' -f1)" ] || die "node$i holds key $id, not the golden node's"
+done
+echo "every node holds key $("$HERD" key show-id "$key" | cut -d' ' -f1)"
+
+say "herd recv in every node (its key; it may write its disk only)"
 addrs=()
 for i in $(seq 1 "$N"); do
-	"$HERD" lab exec --name "$LAB" "node$i" -- "$HERD" recv --json >"$work/recv$i.json" 2>"$work/recv$i.err" &
+	"$HERD" lab exec --name "$LAB" "node$i" -- "$HERD" recv --json --key-file "$nodekey" --allow "$disk" \
+		>"$work/recv$i.json" 2>"$work/recv$i.err" &
 	pids+=($!)
 	addrs+=("10.99.0.$((10 + i))")
 done
@@ -73,7 +91,7 @@ done
 cfg=$work/dolly.cfg
 {
 	echo "infile $work/golden.img"
-	echo "outfile /run/herd-lab/node/disk"
+	echo "outfile $disk"
 	echo "server golden"
 	echo "firstclient ${addrs[0]}"
 	echo "lastclient ${addrs[$((N - 1))]}"
@@ -86,7 +104,7 @@ say "herd send from golden"
 cat "$cfg"
 start=$(date +%s.%N)
 set +e
-"$HERD" lab exec --name "$LAB" golden -- "$HERD" send -f "$cfg" --json >"$work/send.json" 2>"$work/send.err"
+"$HERD" lab exec --name "$LAB" golden -- "$HERD" send -f "$cfg" --key-file "$key" --json >"$work/send.json" 2>"$work/send.err"
 send_rc=$?
 set -e
 end=$(date +%s.%N)

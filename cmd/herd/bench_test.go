@@ -31,7 +31,7 @@ func BenchmarkLoopbackClone8(b *testing.B) {
 
 		rs := startReceivers(b, 8)
 		start = time.Now()
-		cmd := exec.Command(herdBin, "send", "--to", addrs(rs), "--in", src, "--out", "/golden.img", "--json")
+		cmd := exec.Command(herdBin, keyed("send", "--to", addrs(rs), "--in", src, "--out", "/golden.img", "--json")...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Run(); err != nil {

@@ -27,15 +27,15 @@ func TestFilesUsageErrorsExit2(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"send", "--files", "--to", "127.0.0.1:1"}, "--files needs --desc"},
-		{[]string{"send", "--files", "--desc", d}, "--to is required"},
-		{[]string{"send", "--files", "--desc", d, "--to", "127.0.0.1:1", "--in", "x", "--out", "y"}, "not -f, --in, --out"},
-		{[]string{"send", "--files", "--desc", filepath.Join(dir, "none"), "--to", "127.0.0.1:1"}, "read desc"},
-		{[]string{"send", "--files", "--desc", bad, "--to", "127.0.0.1:1"}, "bad.desc: desc:1:7: `fill` must be the last"},
-		{[]string{"send", "--files", "--desc", d, "--from", filepath.Join(dir, "nothing"), "--to", "127.0.0.1:1"}, "golden filesystem for /"},
-		{[]string{"recv", "--files", "--listen", "127.0.0.1:0"}, "--files needs --disk"},
-		{[]string{"recv", "--disk", "/dev/null", "--listen", "127.0.0.1:0"}, "add --files"},
-		{[]string{"recv", "--files", "--disk", "x", "--root", dir, "--listen", "127.0.0.1:0"}, "cannot be confined"},
+		{keyed("send", "--files", "--to", "127.0.0.1:1"), "--files needs --desc"},
+		{keyed("send", "--files", "--desc", d), "--to is required"},
+		{keyed("send", "--files", "--desc", d, "--to", "127.0.0.1:1", "--in", "x", "--out", "y"), "not -f, --in, --out"},
+		{keyed("send", "--files", "--desc", filepath.Join(dir, "none"), "--to", "127.0.0.1:1"), "read desc"},
+		{keyed("send", "--files", "--desc", bad, "--to", "127.0.0.1:1"), "bad.desc: desc:1:7: `fill` must be the last"},
+		{keyed("send", "--files", "--desc", d, "--from", filepath.Join(dir, "nothing"), "--to", "127.0.0.1:1"), "golden filesystem for /"},
+		{keyed("recv", "--files", "--listen", "127.0.0.1:0"), "--files needs --disk"},
+		{keyed("recv", "--disk", "/dev/null", "--listen", "127.0.0.1:0"), "add --files"},
+		{keyed("recv", "--files", "--disk", "x", "--root", dir, "--listen", "127.0.0.1:0"), "cannot be confined"},
 	} {
 		code, _, stderr := runHerd(t, c.args...)
 		assert.Equal(t, ExitUsage, code, "%v: %s", c.args, stderr)
@@ -79,7 +79,8 @@ func TestFilesSendRecvProcesses(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, f.Truncate(int64(600+300*i)*desc.MiB))
 		require.NoError(t, f.Close())
-		n.cmd = exec.Command(herdBin, "recv", "--files", "--disk", n.img, "--listen", n.addr, "--verify")
+		// --files --disk: the disk is named here, it needs no --allow.
+		n.cmd = exec.Command(herdBin, keyed("recv", "--files", "--disk", n.img, "--listen", n.addr, "--verify")...)
 		n.cmd.Stderr = &n.stderr
 		require.NoError(t, n.cmd.Start())
 		go func() { n.done <- n.cmd.Wait() }()
@@ -95,7 +96,7 @@ func TestFilesSendRecvProcesses(t *testing.T) {
 	for _, n := range nodes {
 		waitListening(t, n.addr)
 	}
-	code, stdout, stderr := runHerd(t, "send", "--files", "--desc", descFile, "--from", golden, "-x", "/tmp", "--to", nodes[0].addr+","+nodes[1].addr, "--json")
+	code, stdout, stderr := runHerd(t, keyed("send", "--files", "--desc", descFile, "--from", golden, "-x", "/tmp", "--to", nodes[0].addr+","+nodes[1].addr, "--json")...)
 	require.Equal(t, ExitOK, code, "stderr: %s", stderr)
 	s := lastSummary(t, stdout)
 	assert.True(t, s.OK)
@@ -152,7 +153,7 @@ func TestFilesSessionRefusedByPlainRecv(t *testing.T) {
 	descFile := filepath.Join(dir, "golden.desc")
 	require.NoError(t, os.WriteFile(descFile, []byte("linux fill mount=/\n"), 0o644))
 	rs := startReceivers(t, 1)
-	code, stdout, stderr := runHerd(t, "send", "--files", "--desc", descFile, "--from", golden, "--to", addrs(rs), "--json")
+	code, stdout, stderr := runHerd(t, keyed("send", "--files", "--desc", descFile, "--from", golden, "--to", addrs(rs), "--json")...)
 	assert.Equal(t, ExitFailed, code, "stderr: %s", stderr)
 	s := lastSummary(t, stdout)
 	require.Len(t, s.Nodes, 1)

@@ -82,7 +82,7 @@ func TestInitramfsStage2(t *testing.T) {
 
 	rs := startReceivers(t, 1) // confined to its own root, as an agent to /run/herd
 	root := rs[0].root
-	code, _, stderr = runHerd(t, "send", "--to", rs[0].addr, "--in", out, "--out", "/stage2", "--cook")
+	code, _, stderr = runHerd(t, keyed("send", "--to", rs[0].addr, "--in", out, "--out", "/stage2", "--cook")...)
 	require.Equal(t, ExitOK, code, stderr)
 	require.Equal(t, 0, exitOf(t, rs[0]), rs[0].stderr.String())
 	b, err := os.ReadFile(filepath.Join(root, "stage2/init"))

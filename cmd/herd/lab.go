@@ -34,8 +34,9 @@ namespace and its own loop-backed disk, always at
 The lab persists between invocations until "herd lab down".
 
   herd lab up -n 8 --disk 2G --rate 1gbit
-  herd lab exec node1 -- herd recv
-  herd lab exec golden -- herd send --to 10.99.0.11,10.99.0.12 --in golden.img --out ` + harness.NodeDisk + `
+  herd key new /var/tmp/lab.key
+  herd lab exec node1 -- herd recv --key-file /var/tmp/lab.key --allow ` + harness.NodeDisk + `
+  herd lab exec golden -- herd send --key-file /var/tmp/lab.key --to 10.99.0.11,10.99.0.12 --in golden.img --out ` + harness.NodeDisk + `
   herd lab status
   herd lab fault node3 cut
   herd lab down`,

@@ -46,7 +46,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newPXECmd(), newDeployCmd(),
 		newSendCmd(),
-		newRecvCmd(),
+		newRecvCmd(), newKeyCmd(),
 		newLabCmd(),
 		newDescCmd(),
 		newInitramfsCmd(), newAgentCmd(),

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,13 @@ import (
 // herdBin is the herd binary built once for the multi-process tests.
 var herdBin string
 
+// chainKey is a key file (herd key new) the tests' senders and receivers
+// share unless a test says otherwise.
+var chainKey string
+
+// keyed appends --key-file chainKey to args (of herd send).
+func keyed(args ...string) []string { return append(args, "--key-file", chainKey) }
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "herd-bin-")
 	if err != nil {
@@ -34,6 +42,12 @@ func TestMain(m *testing.M) {
 	out, err := exec.Command("go", "build", "-o", herdBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build herd: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	chainKey = filepath.Join(dir, "key")
+	if _, err := writeNewKey(chainKey, false); err != nil {
+		fmt.Fprintf(os.Stderr, "test key: %v\n", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -114,7 +128,8 @@ type receiver struct {
 	err    error         // its Wait result, once exited is closed
 }
 
-// startReceivers starts n herd recv processes, each with its own --root.
+// startReceivers starts n herd recv processes, each with its own --root
+// and chainKey (unless extra has --key-file or --insecure).
 // They are killed at the end of the test if still running.
 func startReceivers(t testing.TB, n int, extra ...string) []*receiver {
 	t.Helper()
@@ -123,6 +138,9 @@ func startReceivers(t testing.TB, n int, extra ...string) []*receiver {
 		r := &receiver{addr: fmt.Sprintf("127.0.0.1:%d", port), root: filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)), exited: make(chan struct{})}
 		require.NoError(t, os.MkdirAll(r.root, 0o755))
 		args := append([]string{"recv", "--listen", r.addr, "--root", r.root, "--json"}, extra...)
+		if !slices.Contains(extra, "--key-file") && !slices.Contains(extra, "--insecure") {
+			args = append(args, "--key-file", chainKey)
+		}
 		r.cmd = exec.Command(herdBin, args...)
 		r.cmd.Stdout, r.cmd.Stderr = &r.stdout, &r.stderr
 		require.NoError(t, r.cmd.Start())
@@ -226,7 +244,7 @@ func TestSendConfigErrorsExit2BeforeConnecting(t *testing.T) {
 	assert.Equal(t, ExitUsage, code)
 	assert.Contains(t, stderr, cfg+":8: 'clients 2' on line 6 but only 1 client lines")
 
-	code, _, stderr = runHerd(t, "send", "--to", "127.0.0.1:1", "--in", filepath.Join(dir, "missing"), "--out", "/x")
+	code, _, stderr = runHerd(t, keyed("send", "--to", "127.0.0.1:1", "--in", filepath.Join(dir, "missing"), "--out", "/x")...)
 	assert.Equal(t, ExitUsage, code)
 	assert.Contains(t, stderr, "missing")
 
@@ -249,7 +267,7 @@ func TestSendUnreachableNodeIsNamed(t *testing.T) {
 	writeRandom(t, src, 1<<20, 1)
 	port := freePorts(t, 1)[0]
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	code, _, stderr := runHerd(t, "send", "--to", addr, "--in", src, "--out", "/img", "--connect-timeout", "1s")
+	code, _, stderr := runHerd(t, keyed("send", "--to", addr, "--in", src, "--out", "/img", "--connect-timeout", "1s")...)
 	assert.Equal(t, ExitFailed, code)
 	assert.Contains(t, stderr, addr)
 }
@@ -266,7 +284,7 @@ func TestClone1GiBTo8Processes(t *testing.T) {
 	writeRandom(t, src, size, 42)
 	want := sha256File(t, src)
 	rs := startReceivers(t, 8)
-	cmd := exec.Command(herdBin, "send", "--to", addrs(rs), "--in", src, "--out", "/images/golden.img", "--json")
+	cmd := exec.Command(herdBin, keyed("send", "--to", addrs(rs), "--in", src, "--out", "/images/golden.img", "--json")...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -309,7 +327,7 @@ endconfig
 `, a, b, hosts[0], hosts[2], strings.Join(hosts, "\n"))
 	cfgPath := filepath.Join(dir, "dollyplus.cfg")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
-	code, stdout, stderr := runHerd(t, "send", "-f", cfgPath, "--json")
+	code, stdout, stderr := runHerd(t, keyed("send", "-f", cfgPath, "--json")...)
 	require.Equal(t, ExitOK, code, stderr)
 	s := lastSummary(t, stdout)
 	require.True(t, s.OK)
@@ -346,7 +364,7 @@ func TestRecvVerifyReadsBack(t *testing.T) {
 	src := filepath.Join(dir, "disk.img")
 	writeRandom(t, src, 9<<20+17, 11)
 	rs := startReceivers(t, 3, "--verify")
-	code, stdout, stderr := runHerd(t, "send", "--to", addrs(rs), "--in", src, "--out", "/disk.img", "--json")
+	code, stdout, stderr := runHerd(t, keyed("send", "--to", addrs(rs), "--in", src, "--out", "/disk.img", "--json")...)
 	require.Equal(t, ExitOK, code, stderr)
 	require.True(t, lastSummary(t, stdout).OK)
 	for _, r := range rs {
@@ -365,7 +383,7 @@ func TestSendCompressZstdOnTheWire(t *testing.T) {
 	}
 	require.NoError(t, os.WriteFile(src, []byte(b.String()), 0o644))
 	rs := startReceivers(t, 2)
-	code, stdout, stderr := runHerd(t, "send", "--to", addrs(rs), "--in", src, "--out", "/log.img", "--compress", "zstd", "--json")
+	code, stdout, stderr := runHerd(t, keyed("send", "--to", addrs(rs), "--in", src, "--out", "/log.img", "--compress", "zstd", "--json")...)
 	require.Equal(t, ExitOK, code, stderr)
 	s := lastSummary(t, stdout)
 	require.True(t, s.OK)
@@ -379,7 +397,7 @@ func TestSendCompressZstdOnTheWire(t *testing.T) {
 
 	// Without --compress the summary says none and the wire carries every byte.
 	rs = startReceivers(t, 1)
-	code, stdout, stderr = runHerd(t, "send", "--to", addrs(rs), "--in", src, "--out", "/log.img", "--json")
+	code, stdout, stderr = runHerd(t, keyed("send", "--to", addrs(rs), "--in", src, "--out", "/log.img", "--json")...)
 	require.Equal(t, ExitOK, code, stderr)
 	s = lastSummary(t, stdout)
 	assert.Equal(t, "none", s.Compress)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,13 +16,14 @@ import (
 )
 
 type recvOptions struct {
-	listen  string
-	root    string
-	keyFile string
-	json    bool
-	verbose bool
-	sink    sinkOptions
-	files   filesRecvOptions
+	listen   string
+	root     string
+	keyFile  string
+	insecure bool
+	json     bool
+	verbose  bool
+	sink     sinkOptions
+	files    filesRecvOptions
 	// stateDir keeps a journal so a restarted recv rejoins its session.
 	stateDir string
 	memory   string // chunk memory (a size); "" the ring's default
@@ -33,23 +32,32 @@ type recvOptions struct {
 func newRecvCmd() *cobra.Command {
 	var o recvOptions
 	cmd := &cobra.Command{
-		Use:   "recv [--listen ADDR:PORT] [--root DIR] [--key-file F]",
+		Use:   "recv --key-file FILE (--allow PATTERN... | --root DIR | --files --disk DEV)",
 		Short: "Wait for one session, write its items here and forward them to the next node",
 		Long: `Recv waits for one session from a herd sender (or the node before this one in
 the chain), writes every item to its destination, forwards the data to the next
 node while writing, and checks the BLAKE3 digest of what it wrote.
 
-Destinations come from the sender's config. With --root DIR they are confined
-under DIR (a destination /dev/sda becomes DIR/dev/sda); without it they are
-absolute paths on this node, which is what cloning a disk needs. A target that
-is mounted or in use, or too small for the item, is refused before anything is
-written; the node still forwards to the rest of the chain.
+Keys: with --key-file FILE (herd key new FILE makes one; copy it to every node
+and the sender) only a sender holding the same key is heard. Without a key
+herd recv refuses to start, unless --insecure says that any machine that
+reaches the port may write here (a warning is printed at every start and in
+the summary).
+
+` + allowHelp + `
+
+A target that is mounted or in use, or too small for the item, is refused
+before anything is written; the node still forwards to the rest of the chain.
 
 Exit codes:
   0  the session completed and every item verified
   1  the session ran but this node failed (digest mismatch, write error, refused target)
-  2  usage error
+  2  usage error (no key, nothing allowed, a bad flag): nothing listened
   3  no session (interrupted, network error)`,
+		Example: `  herd recv --key-file /etc/herd/key --allow /dev/sda
+  herd recv --key-file /etc/herd/key --allow '/srv/images/**,/dev/sd?'
+  herd recv --key-file /etc/herd/key --root /srv/herd
+  herd recv --key-file /etc/herd/key --files --disk /dev/sda`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRecv(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -57,9 +65,10 @@ Exit codes:
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", fmt.Sprintf(":%d", dollycfg.DefaultPort), "address and port to wait on")
-	f.StringVar(&o.root, "root", "", "confine every destination under this directory")
+	f.StringVar(&o.root, "root", "", "take every destination inside this directory (everything under it may be written, block devices excepted)")
 	f.StringVar(&o.stateDir, "state", "", "directory for a journal of what this node writes: restarted with the same --state while the session runs, it checks what it wrote and receives only the rest")
-	f.StringVar(&o.keyFile, "key-file", "", "file holding the session key; sessions without it are refused")
+	f.StringVar(&o.keyFile, "key-file", "", "file holding the session key (herd key new FILE makes one); sessions without it are refused")
+	f.BoolVar(&o.insecure, "insecure", false, "run without a key: any machine that reaches the port may write what --allow/--root permit")
 	f.StringVar(&o.memory, "memory", "64M", "memory for chunks received and not yet written and forwarded (at least 4 chunks are kept whatever the size); less for a node that runs from RAM, more to absorb a slow disk")
 	f.BoolVar(&o.json, "json", false, "print the result as a JSON line on stdout")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log connections and progress on stderr")
@@ -69,22 +78,37 @@ Exit codes:
 }
 
 func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error {
-	key, err := readKey(o.keyFile)
+	// Every usage error comes before anything listens.
+	key, err := recvKey(o)
 	if err != nil {
 		return err
 	}
-	if o.root != "" {
-		abs, err := filepath.Abs(o.root)
-		if err != nil {
-			return usagef("--root: %v", err)
-		}
-		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
-			return usagef("--root %s is not a directory", o.root)
-		}
-		o.sink.root = abs
+	if err := o.sink.prepare(o.root); err != nil {
+		return err
+	}
+	fr, err := o.files.receiver(ctx, o.root, o.sink.verify, stderr) // nil without --files
+	if err != nil {
+		return err
+	}
+	if fr != nil {
+		defer fr.Close()
+	}
+	if o.sink.allow == nil && o.sink.root == "" && !o.files.enabled {
+		return usagef("herd recv would write nothing: say what this node may write with --allow PATTERN (like --allow /dev/sda or --allow '/srv/images/**'), --root DIR, or --files --disk DEV")
 	}
 	if _, _, err := net.SplitHostPort(o.listen); err != nil {
 		return usagef("--listen %q: %v (want ADDR:PORT or :PORT)", o.listen, err)
+	}
+	mem, err := harness.ParseSize(o.memory)
+	if err != nil || mem < 1<<20 {
+		return usagef("--memory %q: want a size of at least 1M (like 64M)", o.memory)
+	}
+	writes := o.sink.writable()
+	if fr != nil {
+		writes = "disk " + o.files.disk + " (--files)"
+	}
+	if o.insecure {
+		fmt.Fprintf(stderr, "herd recv: WARNING: --insecure: any machine that reaches %s can write here (%s), unauthenticated and in clear\n", o.listen, writes)
 	}
 	l, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -96,7 +120,11 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	}
 	o.sink.ctx, o.sink.logf = ctx, logf // cooked items stop with the receiver and say what they left out
 	if !o.json {
-		fmt.Fprintf(stderr, "herd recv: waiting for a session on %s\n", l.Addr())
+		id := "NO KEY (--insecure)"
+		if key != nil {
+			id = "key " + keyID(key)
+		}
+		fmt.Fprintf(stderr, "herd recv: waiting for a session on %s; %s; writes: %s\n", l.Addr(), id, writes)
 	}
 	var lastPrint time.Time
 	progress := func(st ring.NodeStatus) {
@@ -107,23 +135,14 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "herd recv: node %d %s %s %s\n", st.Index+1, st.State, humanBytes(st.Bytes), humanRate(st.Rate))
 	}
 	open := refuseFileLevel(func(it ring.Item) (ring.Sink, error) { return openReadableSink(it, o.sink) })
-	fr, err := o.files.receiver(ctx, o.root, o.sink.verify, stderr) // nil without --files
-	if err != nil {
-		return err
-	}
 	if fr != nil {
-		defer fr.Close()
 		open = fr.Open
-	}
-	mem, err := harness.ParseSize(o.memory)
-	if err != nil || mem < 1<<20 {
-		return usagef("--memory %q: want a size of at least 1M (like 64M)", o.memory)
 	}
 	st, err := ring.Receive(ctx, l, ring.ReceiverConfig{
 		MemoryLimit: mem,
 		StateDir:    o.stateDir,
 		Key:         key,
-		Insecure:    key == nil,
+		Insecure:    o.insecure,
 		Open:        open,
 		Progress:    progress,
 		Logf:        logf,
@@ -132,7 +151,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	if st != nil {
 		if o.json {
 			ok := err == nil && st.State == ring.StateDone
-			writeJSON(stdout, jsonEvent{Event: "summary", OK: &ok, Bytes: st.Bytes, Nodes: []jsonNode{toJSONNode(*st)}})
+			writeJSON(stdout, jsonEvent{Event: "summary", OK: &ok, Bytes: st.Bytes, Nodes: []jsonNode{toJSONNode(*st)}, Insecure: o.insecure})
 		} else {
 			var parts []string
 			for _, it := range st.Items {
@@ -143,6 +162,9 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 				parts = append(parts, fmt.Sprintf("%s (%s, blake3 %s, %s)", it.Dest, humanBytes(it.Bytes), short(it.Digest), v))
 			}
 			fmt.Fprintf(stdout, "herd recv: node %d %s: %s\n", st.Index+1, st.State, strings.Join(parts, "; "))
+			if o.insecure {
+				fmt.Fprintln(stdout, "herd recv: WARNING: --insecure: this session had no key; nothing proved who sent it or that it was not altered")
+			}
 		}
 	}
 	if err != nil {
@@ -157,13 +179,9 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 // openReadableSink opens a sink; a raw item's can also be read back, so
 // this node can resend chunks to a node after a failed one.
 func openReadableSink(it ring.Item, o sinkOptions) (ring.Sink, error) {
-	s, err := openSink(it, o)
+	s, dest, err := openSink(it, o)
 	if err != nil || it.Cook {
 		return s, err
-	}
-	dest := it.Dest
-	if o.root != "" {
-		dest = filepath.Join(o.root, filepath.Clean("/"+dest))
 	}
 	return ring.WithReadBack(s, dest), nil
 }

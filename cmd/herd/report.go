@@ -47,6 +47,9 @@ type jsonEvent struct {
 	// chunk payload the source put on the wire, after compression.
 	Compress  string `json:"compress,omitempty"`
 	WireBytes int64  `json:"wire_bytes,omitempty"`
+	// Insecure is set in the summary of a session run without a key
+	// (herd send or herd recv --insecure).
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 func toJSONItems(its []ring.ItemStatus) []jsonItem {

@@ -20,6 +20,7 @@ import (
 type sendOptions struct {
 	config         string
 	keyFile        string
+	insecure       bool
 	verbose        bool
 	json           bool
 	to             string
@@ -66,7 +67,8 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.config, "config", "f", "", "Dolly or Dolly+ config file")
-	f.StringVar(&o.keyFile, "key-file", "", "file holding the session key (every node must use the same); nodes without it write nothing")
+	f.StringVar(&o.keyFile, "key-file", "", "file holding the session key (every node must use the same; herd key new FILE makes one); nodes without it write nothing")
+	f.BoolVar(&o.insecure, "insecure", false, "send without a key, to nodes started with herd recv --insecure (anyone on the network can read and alter the session; nodes with a key refuse it)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "print progress every second, one line per node")
 	f.BoolVar(&o.json, "json", false, "print progress and the summary as JSON lines on stdout")
 	f.StringVar(&o.to, "to", "", "comma-separated clients in chain order (host or host:port)")
@@ -84,6 +86,9 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 	addFilesSendFlags(f, &o.files)
 	return cmd
 }
+
+// insecureSendWarning is printed on stderr by every herd send --insecure.
+const insecureSendWarning = "herd: WARNING: --insecure: no key: anyone on the network can read and alter this session; only nodes started with herd recv --insecure take it"
 
 // session is what a config or the flags describe, checked but not opened.
 type session struct {
@@ -137,29 +142,12 @@ func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
 	return s, nil
 }
 
-// readKey reads a session key file. Keys shorter than 16 bytes are
-// refused: a guessable key protects nothing.
-func readKey(path string) ([]byte, error) {
-	if path == "" {
-		return nil, nil
-	}
-	key, err := os.ReadFile(path)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("read key: %w", err)}
-	}
-	key = []byte(strings.TrimRight(string(key), "\r\n"))
-	if len(key) < 16 {
-		return nil, usagef("key file %s holds %d bytes; use at least 16 (for example: head -c 32 /dev/urandom > %s)", path, len(key), path)
-	}
-	return key, nil
-}
-
 func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error {
 	s, err := buildSession(o, stderr)
 	if err != nil {
 		return err
 	}
-	key, err := readKey(o.keyFile)
+	key, err := sendKey(o)
 	if err != nil {
 		return err
 	}
@@ -219,6 +207,9 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 			fmt.Fprintf(stderr, "herd: "+format+"\n", args...)
 		}
 	}
+	if o.insecure {
+		fmt.Fprintln(stderr, insecureSendWarning)
+	}
 	if !o.json {
 		fmt.Fprintf(stderr, "herd: sending %d item(s) to %d node(s): %s\n", len(items), len(s.clients), strings.Join(s.clients, " "))
 	}
@@ -244,7 +235,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		Nodes:          s.clients,
 		Items:          items,
 		Key:            key,
-		Insecure:       key == nil,
+		Insecure:       o.insecure,
 		ConnectTimeout: o.connectTimeout,
 		DeadTimeout:    o.deadTimeout,
 		Slow:           ring.SlowPolicy(o.slow),
@@ -263,7 +254,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	ok, failed := outcome(rep)
 	if o.json {
 		okAll := failed == 0 && ok > 0
-		ev := jsonEvent{Event: "summary", OK: &okAll, Seconds: rep.Elapsed.Seconds(), Bytes: rep.Bytes, Items: toJSONItems(rep.Items), Stats: stats, Compress: compressName(rep.Compress), WireBytes: rep.WireBytes}
+		ev := jsonEvent{Event: "summary", OK: &okAll, Seconds: rep.Elapsed.Seconds(), Bytes: rep.Bytes, Items: toJSONItems(rep.Items), Stats: stats, Compress: compressName(rep.Compress), WireBytes: rep.WireBytes, Insecure: o.insecure}
 		for _, n := range rep.Nodes {
 			ev.Nodes = append(ev.Nodes, toJSONNode(n))
 		}
@@ -271,6 +262,9 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	} else {
 		printSummary(stdout, rep, stats)
 		fmt.Fprintf(stdout, "compression %s: %s on the wire for %s\n", compressName(rep.Compress), humanBytes(rep.WireBytes), humanBytes(rep.Bytes))
+		if o.insecure {
+			fmt.Fprintln(stdout, "WARNING: --insecure: this session had no key; nothing proved who sent it or that it was not altered")
+		}
 	}
 	switch {
 	case failed == 0 && ok > 0:

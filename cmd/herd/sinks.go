@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -12,11 +14,15 @@ import (
 	"github.com/herd-cluster/herd/ring"
 )
 
-// sinkOptions selects how a node writes items.
+// sinkOptions selects where and how a node writes items. Where is the
+// receiver's own choice (--allow, --root), never the sender's: see
+// target.
 type sinkOptions struct {
-	root         string
+	root         string              // --root, absolute with its links resolved (prepare); "" without
+	allowFlags   []string            // --allow
+	allowDevices []string            // --allow-device: the deprecated name of --allow
+	allow        *blockdev.AllowList // both parsed (prepare); nil when neither was given
 	zeroUnused   bool
-	allowDevices []string
 	verify       bool
 	// unpackSpecial lets cooked archives create device nodes and FIFOs
 	// and keep setuid/setgid bits, owners and capabilities.
@@ -27,27 +33,140 @@ type sinkOptions struct {
 	logf func(format string, args ...any)
 }
 
+// allowHelp says what --allow patterns mean; it is part of herd recv --help.
+const allowHelp = `Where this node writes is its own choice, never the sender's: a destination
+the sender names is written only if --allow or --root permits it, and refused
+otherwise, before a byte is written (the node fails alone; the rest of the
+chain goes on). Without --allow, --root or --files, herd recv refuses to start:
+nothing could be written.
+
+--allow PATTERN (repeatable, or comma-separated) names a device or path this
+node may write. A pattern is an absolute path where each element may be a
+glob ('*', '?', '[a-z]', as Go's path.Match: '*' never crosses a '/'):
+  /dev/sda             exactly that (a disk, a file, or a directory an archive
+                       is unpacked into)
+  /dev/sd?             any one-letter sd disk
+  /srv/images/*.img    any .img directly in /srv/images
+  /srv/images/**       /srv/images and everything below it (also /srv/images/)
+  /                    anywhere (what herd did before it had --allow)
+'**' may only be the last element; '..' is refused. A destination is matched
+after its symbolic links are resolved, so a link /srv/images/x -> /etc cannot
+widen /srv/images/**; links in the literal part of a pattern are the
+administrator's own and are followed (/dev/disk/by-id/ata-X allows the disk it
+names). Cooked items ('>>') are checked the same way: the file or device a
+compressed item is decompressed onto, the directory an archive is unpacked
+into (its entries never leave that directory).
+
+A block device is written only when a pattern names it (/dev/sda, /dev/sd?),
+never because it lies below a directory pattern: an archive unpacked there may
+have made device nodes.
+
+--root DIR takes every destination inside DIR (/dev/sda becomes DIR/dev/sda)
+and permits everything under it except block devices; with --allow as well, a
+destination must satisfy both (patterns name real paths, DIR included).
+With --files --disk DEV the node writes DEV only: it needs no --allow.`
+
 func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
 	f.BoolVar(&o.zeroUnused, "zero-unused", false, "write zeros where the source sent nothing, so a device target is byte-identical to the source")
 	f.BoolVar(&o.verify, "verify", false, "after writing a raw item, drop it from the page cache, read it back from the disk and compare it with what was written; a difference fails the node (cooked '>>' items are not read back)")
 	f.BoolVar(&o.unpackSpecial, "unpack-special", false, "let cooked archives ('>>') create device nodes and FIFOs and keep setuid/setgid bits, owners and file capabilities, as an OS tree on a filesystem made for it needs (PXE stage 2); without it they are skipped or stripped, and the log says which")
-	f.StringSliceVar(&o.allowDevices, "allow-device", nil, "block devices that may be written (paths or globs like /dev/sd?); default: any device named by the sender when --root is not set, none when it is")
+	f.StringSliceVar(&o.allowFlags, "allow", nil, "a device or path this node may write: /dev/sda, /dev/sd?, /srv/images/*.img, /srv/images/** (and everything below); repeatable or comma-separated; see above")
+	f.StringSliceVar(&o.allowDevices, "allow-device", nil, "deprecated name of --allow")
+	_ = f.MarkDeprecated("allow-device", "use --allow (same patterns)")
+}
+
+// prepare checks --root (an existing directory; stored absolute with its
+// links resolved) and parses --allow. Its errors are usage errors naming
+// the flag.
+func (o *sinkOptions) prepare(root string) error {
+	if root != "" {
+		abs, err := filepath.Abs(root)
+		if err == nil {
+			abs, err = filepath.EvalSymlinks(abs)
+		}
+		if err != nil {
+			return usagef("--root %s: %v", root, err)
+		}
+		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+			return usagef("--root %s is not a directory", root)
+		}
+		o.root = abs
+	}
+	pats := append(append([]string(nil), o.allowFlags...), o.allowDevices...)
+	if len(pats) == 0 {
+		return nil
+	}
+	l, err := blockdev.ParseAllowList(pats)
+	if err != nil {
+		return usagef("--allow: %v", err)
+	}
+	o.allow = l
+	return nil
+}
+
+// writable says where this node may write, for messages.
+func (o sinkOptions) writable() string {
+	var s []string
+	if o.root != "" {
+		s = append(s, "under --root "+o.root)
+	}
+	if o.allow != nil {
+		s = append(s, "--allow "+o.allow.String())
+	}
+	if len(s) == 0 {
+		return "nothing"
+	}
+	return strings.Join(s, " and ")
+}
+
+// target returns the real path on this node where an item whose
+// destination is dest is written, and whether it may be a block device
+// (a pattern of --allow names it, not a directory pattern):
+// dest is taken inside --root when set, its symbolic links are resolved,
+// and the result must lie under --root and match --allow (each when
+// set). The error names dest and the rule that refused it; nothing has
+// been created then. Callers open the returned path, never dest.
+func (o sinkOptions) target(dest string) (real string, device bool, err error) {
+	p := dest
+	if o.root != "" {
+		p = filepath.Join(o.root, filepath.Clean("/"+dest))
+	} else if !filepath.IsAbs(dest) {
+		return "", false, fmt.Errorf("refused: destination %q is not an absolute path (this node has no --root): %w", dest, blockdev.ErrNotAllowed)
+	}
+	if o.allow != nil {
+		real, err = o.allow.Check(p)
+	} else {
+		real, err = blockdev.ResolvePath(p)
+	}
+	switch {
+	case errors.Is(err, blockdev.ErrNotAllowed):
+		return "", false, fmt.Errorf("refused by this node's --allow: destination %w", err)
+	case err != nil:
+		return "", false, fmt.Errorf("refused: destination %s: %w", dest, err)
+	case o.root != "" && real != o.root && !strings.HasPrefix(real, o.root+string(filepath.Separator)):
+		return "", false, fmt.Errorf("refused: destination %s resolves to %s, outside --root %s: %w", dest, real, o.root, blockdev.ErrNotAllowed)
+	case o.allow == nil && o.root == "":
+		// runRecv refuses to start like this; never write anyway.
+		return "", false, fmt.Errorf("refused: destination %s: this node allows nothing (no --allow, no --root): %w", dest, blockdev.ErrNotAllowed)
+	}
+	return real, o.allow.AllowsDevice(real), nil
 }
 
 // openSink opens the destination of one item on this node: a file or
 // device for a raw item, a decompressing or unpacking sink for a cooked
-// one. Every check (confinement, size, in use) happens here, before a byte
-// is written.
-func openSink(it ring.Item, o sinkOptions) (ring.Sink, error) {
-	dest := it.Dest
-	if o.root != "" {
-		dest = filepath.Join(o.root, filepath.Clean("/"+dest))
-		if dest != o.root && !strings.HasPrefix(dest, o.root+string(filepath.Separator)) {
-			return nil, fmt.Errorf("destination %s is outside %s", it.Dest, o.root)
-		}
+// one. Every check (allowed, size, in use) happens here, before a byte
+// is written. It also returns the path it opened (target's).
+func openSink(it ring.Item, o sinkOptions) (ring.Sink, string, error) {
+	dest, device, err := o.target(it.Dest)
+	if err != nil {
+		return nil, "", err
 	}
-	opts := blockdev.SinkOptions{Root: o.root, ZeroUnused: o.zeroUnused, AllowDevices: o.allowDevices, Keep: it.Keep}
-	if len(opts.AllowDevices) == 0 && o.root == "" {
+	opts := blockdev.SinkOptions{Root: o.root, ZeroUnused: o.zeroUnused, Keep: it.Keep}
+	if device {
+		// --allow names it (not just a directory above it): it may be
+		// a block device. Under --root alone, or below an allowed
+		// directory (where an unpacked archive may have made device
+		// nodes), a device node is never written.
 		opts.AllowDevices = []string{dest}
 	}
 	opts.Special = o.unpackSpecial
@@ -58,18 +177,18 @@ func openSink(it ring.Item, o sinkOptions) (ring.Sink, error) {
 		}
 		s, err := blockdev.OpenCookSink(ctx, it.Name, dest, it.Size, opts)
 		if err != nil || o.logf == nil {
-			return s, err
+			return s, dest, err
 		}
-		return cookNotes{s, it.Dest, o.logf}, nil
+		return cookNotes{s, it.Dest, o.logf}, dest, nil
 	}
 	s, err := blockdev.OpenFileSink(dest, it.Size, opts)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if o.verify {
-		return blockdev.NewVerifySink(s), nil
+		return blockdev.NewVerifySink(s), dest, nil
 	}
-	return s, nil
+	return s, dest, nil
 }
 
 // cookNotes logs, once a cooked item is unpacked, what it left out

@@ -41,12 +41,10 @@ const (
 // it writes lands under root, where the stage 2's tmpfs is mounted at
 // Stage2Out (the sender sends to Stage2Out).
 func stage2RecvArgs(root string) []string {
-	// TODO(issue #12, cooking): a stage 2 is a root file system: its
-	// device nodes and setuid programs must survive unpacking. Add the
-	// herd recv flag that allows them in unpacked archives (being added
-	// on the cooking branch, likely --unpack-special) here, and only
+	// A stage 2 is a root file system: its device nodes and setuid
+	// programs must survive unpacking (--unpack-special), here and only
 	// here: the image receive never gets it.
-	return []string{"--root", root}
+	return []string{"--root", root, "--unpack-special"}
 }
 
 // errSwitched ends Run without a reboot: the stage 2 runs now.

@@ -55,7 +55,7 @@ func TestAgentReceivesAStage2AndSwitchesToIt(t *testing.T) {
 
 	assert.Equal(t, 0, h.reboots, "the stage 2 runs now, no reboot")
 	assert.Equal(t, []string{filepath.Join(a.Stage2Root, Stage2Out), "/init"}, *switched)
-	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file", filepath.Join(a.TempDir, ChainKeyFile), "--root", a.Stage2Root}, h.recv,
+	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file", filepath.Join(a.TempDir, ChainKeyFile), "--root", a.Stage2Root, "--unpack-special"}, h.recv,
 		"herd recv writes under the stage 2's folder only, with the chain key of the answer")
 	assert.Equal(t, string(testChainKey), h.keyFile)
 	require.Len(t, fs.registers, 1)
