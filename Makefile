@@ -37,10 +37,11 @@ e2e: deps build
 	$(GO) test -timeout 60m -v ./e2e/...
 
 # The lab benchmark (herd against udpcast and a naive copy, a fault run, a
-# used-only run), then herd to 8 processes over loopback against one copy.
+# used-only run, the encryption cost), then herd to 8 processes over
+# loopback against one copy, and keyed against --insecure over loopback.
 bench: deps build
 	$(GO) run ./bench -results results -herd $(CURDIR)/$(BIN)
-	$(GO) test -timeout 10m -run '^$$' -bench LoopbackClone8 -benchtime 1x ./cmd/herd
+	$(GO) test -timeout 10m -run '^$$' -bench 'LoopbackClone8|EncryptionCost' -benchtime 1x -v ./cmd/herd
 
 demo: deps build
 	./scripts/demo.sh

@@ -77,6 +77,7 @@ type options struct {
 	herd      string
 	timeout   time.Duration
 	fault     bool
+	crypto    bool // add the encryption-cost runs (keyed against --insecure, N=2 and N=8, unshaped)
 	usedOnly  bool
 	usedNodes int
 	diskDir   string // where the node disks of the main runs live
@@ -135,6 +136,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.herd, "herd", "", "herd binary (default: build ./cmd/herd)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "limit for one run")
 	fs.BoolVar(&o.fault, "fault", true, "add the fault run (8 nodes, one killed at 40 %)")
+	fs.BoolVar(&o.crypto, "crypto", true, "add the encryption-cost runs: keyed against --insecure, unshaped, on the 2- and 8-node clusters")
 	fs.BoolVar(&o.usedOnly, "used-only", true, "add the used-only run (2 GiB ext4 disk, ~300 MB of files)")
 	fs.IntVar(&o.usedNodes, "used-nodes", 4, "nodes of the used-only run")
 	fs.StringVar(&o.diskDir, "disk-dir", "/dev/shm", "folder (tmpfs) for the node disks of the main runs, so one host disk shared by 16 nodes is not measured; empty: the harness default")
@@ -260,6 +262,7 @@ func run(o options) error {
 	}
 	var rows []row
 	var fr *faultResult
+	var crs []cryptoResult
 	faultDone := false
 	for _, n := range e.o.nodes {
 		c, err := newCluster(e, n, e.o.size, e.o.diskDir)
@@ -283,6 +286,9 @@ func run(o options) error {
 				fmt.Printf("  %-8s N=%-3d %-10s %7.2f s  ok=%v %s\n", r.Tool, r.Nodes, rateName(rate), r.Seconds, r.OK, r.Err)
 				rows = append(rows, r)
 			}
+		}
+		if e.o.crypto && (n == 2 || n == 8) && has(e.o.tools, "herd") {
+			crs = append(crs, cryptoRun(e, c))
 		}
 		if e.o.fault && n == 8 && has(e.o.tools, "herd") {
 			faultDone = true
@@ -323,6 +329,9 @@ func run(o options) error {
 	}
 	if ur != nil {
 		ur.print(os.Stdout)
+	}
+	for _, cr := range crs {
+		cr.print(os.Stdout)
 	}
 	printTargets(os.Stdout, rows, e.o, fr, ur)
 	csvPath := filepath.Join(o.results, "bench.csv")

@@ -133,9 +133,19 @@ type receiver struct {
 // They are killed at the end of the test if still running.
 func startReceivers(t testing.TB, n int, extra ...string) []*receiver {
 	t.Helper()
+	return startReceiversIn(t, n, "", extra...)
+}
+
+// startReceiversIn is startReceivers with every --root under dir ("": a
+// temporary folder of the test).
+func startReceiversIn(t testing.TB, n int, dir string, extra ...string) []*receiver {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	var rs []*receiver
 	for i, port := range freePorts(t, n) {
-		r := &receiver{addr: fmt.Sprintf("127.0.0.1:%d", port), root: filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)), exited: make(chan struct{})}
+		r := &receiver{addr: fmt.Sprintf("127.0.0.1:%d", port), root: filepath.Join(dir, fmt.Sprintf("node%d-%d", i+1, port)), exited: make(chan struct{})}
 		require.NoError(t, os.MkdirAll(r.root, 0o755))
 		args := append([]string{"recv", "--listen", r.addr, "--root", r.root, "--json"}, extra...)
 		if !slices.Contains(extra, "--key-file") && !slices.Contains(extra, "--insecure") {
