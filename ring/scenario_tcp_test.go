@@ -86,13 +86,18 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 	t.Cleanup(func() { poolHook = nil })
 
 	var c *cluster
+	var corrupted sync.Map // node index -> true once a chunk was damaged on its way there
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
 		for n, seq := range cfg.Corrupt {
-			if c.addrs[n] == addr {
+			if c.addrs[n] != addr {
+				continue
+			}
+			if _, done := corrupted.LoadOrStore(n, true); !done {
+				// Once, as in the simulator: a resend arrives intact.
 				return &corruptConn{Conn: conn, seq: seq}, nil
 			}
 		}

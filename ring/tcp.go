@@ -146,10 +146,13 @@ func (p *pool) put(r core.Ref) {
 	if r < 1 || int(r) > len(p.bufs) {
 		return
 	}
+	// used drops before the buffer is free again, so a get racing with
+	// this put never counts it twice.
+	p.used.Add(-1)
 	select {
 	case p.free <- int(r) - 1:
-		p.used.Add(-1)
 	default:
+		p.used.Add(1)
 	}
 }
 
