@@ -22,9 +22,10 @@ import (
 // The budget of one fuzz input: unpacking or decompressing it may take at
 // most fuzzTime and put at most fuzzBytes on disk (or, decompressing,
 // yield at most fuzzBytes past the ratio bound). More is a finding: a
-// stall or a balloon.
+// stall or a balloon. (The race detector, which make test runs the seeds
+// under, slows everything about tenfold: so does the time budget.)
 const (
-	fuzzTime  = time.Second
+	fuzzTime  = time.Second * raceSlowdown
 	fuzzBytes = 16 << 20
 )
 
