@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,29 +16,10 @@ import (
 	"github.com/herd-cluster/herd/blockdev/tarstream/tartest"
 )
 
-var (
-	securityArgsOnce sync.Once
-	securityArgs     []string
-)
-
-// recvSecurityArgs returns the flags a test's herd recv needs to take a
-// session without a key: "--insecure" once herd recv has that flag
-// (issue #12 makes a key the default), nothing before. The one place
-// that knows.
-func recvSecurityArgs(t testing.TB) []string {
-	securityArgsOnce.Do(func() {
-		out, _ := exec.Command(herdBin, "recv", "--help").CombinedOutput()
-		if strings.Contains(string(out), "--insecure") {
-			securityArgs = []string{"--insecure"}
-		}
-	})
-	return securityArgs
-}
-
 // startSend runs herd send of one cooked item in the background; it is
 // killed at the end of the test.
 func startSend(t *testing.T, to, in, out string) (*exec.Cmd, chan error) {
-	cmd := exec.Command(herdBin, "send", "--to", to, "--in", in, "--out", out, "--cook", "--json")
+	cmd := exec.Command(herdBin, keyed("send", "--to", to, "--in", in, "--out", out, "--cook", "--json")...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
@@ -62,7 +41,7 @@ func TestRecvSparsePetabyteTar(t *testing.T) {
 	arc := append(tartest.SparsePAX10("big", 1<<50, []tarstream.Fragment{{Off: 1<<50 - 10, Len: 10}}), tartest.End()...)
 	src := filepath.Join(t.TempDir(), "evil.tar")
 	require.NoError(t, os.WriteFile(src, arc, 0o644))
-	r := startReceivers(t, 1, recvSecurityArgs(t)...)[0]
+	r := startReceivers(t, 1)[0]
 	start := time.Now()
 	_, sent := startSend(t, r.addr, src, "/unpacked")
 	select {
@@ -101,7 +80,7 @@ func TestRecvSIGTERMDuringSparseTar(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "evil.tar.gz")
 	require.NoError(t, os.WriteFile(src, arc, 0o644))
 
-	r := startReceivers(t, 1, recvSecurityArgs(t)...)[0]
+	r := startReceivers(t, 1)[0]
 	startSend(t, r.addr, src, "/unpacked")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
