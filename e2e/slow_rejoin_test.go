@@ -20,8 +20,7 @@ import (
 
 // pendingUntil skips a spec whose feature does not work reliably yet,
 // naming what is missing, unless HERD_E2E_PENDING=1 asks to run it anyway.
-// No spec is pending at the moment; a spec that waits for a fix calls it
-// first.
+// A spec that waits for a fix calls it first.
 func pendingUntil(missing string) {
 	if os.Getenv("HERD_E2E_PENDING") != "1" {
 		Skip("PENDING, not run: " + missing + " (run with HERD_E2E_PENDING=1 to try)")
@@ -221,6 +220,7 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	}
 
 	It("lets the others finish long before the LAST node with a slow disk: its upstream feeds it from what it wrote (default policy)", func() {
+		pendingUntil("issue #13: on this lab the node before the slow last node is taken for a slow link once it feeds the last node from its output, and is moved behind it; the others are then held to ~19 s (allowed 16 s; everyone still verifies). Fails the same at the code before issue #12")
 		const size = 192 << 20
 		setup(size)
 		slowNodeAt(nodes - 1)
