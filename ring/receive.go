@@ -416,15 +416,20 @@ type stream struct {
 // newStream returns the stream of session m for a receiver with limit
 // bytes of chunk memory.
 func newStream(limit int64, m *wire.Manifest, keyed bool) (*stream, error) {
-	var dataKey []byte
-	if keyed {
-		dataKey = m.DataKey[:]
-	}
-	c, err := seal.NewChunks(dataKey)
+	c, err := sessionChunks(m, keyed)
 	if err != nil {
 		return nil, err
 	}
 	return &stream{pool: newPool(limit, frameLayout(int(m.ChunkSize), m.Compress == 1, keyed)), chunks: c}, nil
+}
+
+// sessionChunks returns the chunk sealer of session m: under its data key
+// in a keyed session, checksums only without.
+func sessionChunks(m *wire.Manifest, keyed bool) (*seal.Chunks, error) {
+	if !keyed {
+		return seal.NewChunks(nil)
+	}
+	return seal.NewChunks(m.DataKey[:])
 }
 
 // upstreamReader is what reading one upstream connection takes.

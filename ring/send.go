@@ -143,12 +143,7 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	}
 	word := seal.SourceKey(cfg.Key, man.Session)
 	word.SignManifest(man)
-	var chunks *seal.Chunks
-	if keyed {
-		chunks, err = seal.NewChunks(man.DataKey[:])
-	} else {
-		chunks, err = seal.NewChunks(nil)
-	}
+	chunks, err := sessionChunks(man, keyed)
 	if err != nil {
 		return nil, err
 	}

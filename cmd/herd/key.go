@@ -196,27 +196,25 @@ func readKey(path string) ([]byte, error) {
 // sendKey reads herd send's key: --key-file, or none with --insecure;
 // neither (or both) is a usage error.
 func sendKey(o sendOptions) ([]byte, error) {
-	switch {
-	case o.insecure && o.keyFile != "":
-		return nil, usagef("--insecure and --key-file contradict each other: give one")
-	case o.insecure:
-		return nil, nil
-	case o.keyFile == "":
-		return nil, usagef("herd send needs a key: pass --key-file FILE holding the nodes' key (herd key new FILE makes one), or --insecure to send to nodes started with herd recv --insecure")
-	}
-	return readKey(o.keyFile)
+	return chooseKey(o.keyFile, o.insecure, "herd send needs a key: pass --key-file FILE holding the nodes' key (herd key new FILE makes one), or --insecure to send to nodes started with herd recv --insecure")
 }
 
 // recvKey reads herd recv's key: --key-file, or none with --insecure;
 // neither (or both) is a usage error, before anything listens.
 func recvKey(o recvOptions) ([]byte, error) {
+	return chooseKey(o.keyFile, o.insecure, fmt.Sprintf("herd recv needs a key: make one with herd key new FILE, copy it to every node and the sender, and pass --key-file FILE (or --insecure to let any machine that reaches %s write here)", o.listen))
+}
+
+// chooseKey reads keyFile, or returns no key with insecure; neither is a
+// usage error saying missing, both one saying they contradict.
+func chooseKey(keyFile string, insecure bool, missing string) ([]byte, error) {
 	switch {
-	case o.insecure && o.keyFile != "":
+	case insecure && keyFile != "":
 		return nil, usagef("--insecure and --key-file contradict each other: give one")
-	case o.insecure:
+	case insecure:
 		return nil, nil
-	case o.keyFile == "":
-		return nil, usagef("herd recv needs a key: make one with herd key new FILE, copy it to every node and the sender, and pass --key-file FILE (or --insecure to let any machine that reaches %s write here)", o.listen)
+	case keyFile == "":
+		return nil, usagef("%s", missing)
 	}
-	return readKey(o.keyFile)
+	return readKey(keyFile)
 }
