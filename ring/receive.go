@@ -322,10 +322,12 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 						if cur := upActivity.Load(); !h.Takeover && cur != nil && cur.Load() != 0 && time.Since(time.Unix(0, cur.Load())) < dead/2 {
 							return errUpstreamAlive
 						}
+						acceptedNow(&upActivity)
 						return ""
 					}
 					s := h.Session
 					session, ourIndex = &s, h.Index
+					acceptedNow(&upActivity)
 					return ""
 				})
 				release()
@@ -385,6 +387,17 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 
 // errNoManifest ends a node whose upstream left before the manifest.
 var errNoManifest = errors.New("ring: the upstream left before it sent the session's manifest")
+
+// acceptedNow marks a hop just accepted as the current upstream, alive as
+// of now, before its reader starts: a second hop whose handshake ends a
+// moment later (a node that was bypassed and did not know it yet, dialing
+// on) is refused like any replacement of a live upstream, instead of
+// replacing the hop that bypassed it.
+func acceptedNow(p *atomic.Pointer[atomic.Int64]) {
+	a := new(atomic.Int64)
+	a.Store(time.Now().UnixNano())
+	p.Store(a)
+}
 
 // errUpstreamAlive is the reason a node refuses a replacement upstream
 // while its own upstream still talks; the dialer retries.
