@@ -289,6 +289,10 @@ func (a *Agent) signer() (httpboot.Credential, string, error) {
 // and at once on a refusal.
 func (a *Agent) attempt(ctx context.Context, lease Lease, step string, signer httpboot.Credential, wantMAC string, priv *ecdh.PrivateKey) (Lease, error) {
 	c := a.Config
+	// telling is the last error that says something about the server
+	// (a refused or forged answer): a call cut short by ctx's end says
+	// only that time ran out, and must not hide it.
+	var telling error
 	for {
 		var err error
 		if lease.IP == "" {
@@ -316,8 +320,14 @@ func (a *Agent) attempt(ctx context.Context, lease Lease, step string, signer ht
 				return lease, err
 			}
 		}
+		if err != nil && ctx.Err() == nil {
+			telling = err
+		}
 		select {
 		case <-ctx.Done():
+			if telling != nil {
+				return lease, telling
+			}
 			return lease, err
 		case <-time.After(a.RetryDelay):
 		}
