@@ -16,7 +16,7 @@ import (
 )
 
 const (
-	tickEvery     = 100 * time.Millisecond
+	tickEvery     = core.TickInterval
 	progressEvery = 200 * time.Millisecond
 	dialRetry     = 200 * time.Millisecond
 	// rejoinConnectTimeout bounds the connect of a rejoin attempt (see

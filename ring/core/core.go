@@ -128,7 +128,15 @@ const (
 	AckInterval       = 200 * time.Millisecond // at most this often an ack with changes
 	HeartbeatInterval = 500 * time.Millisecond // an ack at least this often
 	DefaultDead       = 2 * time.Second        // a downstream silent this long is dead
-	rateWindow        = time.Second
+	// TickInterval is how often a driver ticks a state machine;
+	// LagTolerance how long a state machine may go without any event
+	// before it takes the excess for its own scheduling lag: time it was
+	// not run (a starved CPU, a GC pause, a stopped VM), during which it
+	// heard nothing because it listened to nothing. That time does not
+	// count as anyone's silence or slowness.
+	TickInterval = 100 * time.Millisecond
+	LagTolerance = 3 * TickInterval
+	rateWindow   = time.Second
 )
 
 var stateCodes = map[State]uint8{

@@ -583,11 +583,38 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration, out *[]Action) {
 	d.trim()
 }
 
+// asleep takes away from every silence and slowness being measured the
+// time d's owner was not run (lag): nothing was heard because nothing
+// was listened to. A target that is really dead is declared so a
+// lag later, and no healthy one for the owner's own absence.
+func (d *downlink) asleep(lag time.Duration) {
+	if lag <= 0 {
+		return
+	}
+	d.lastHeard = min(d.lastHeard+lag, d.now)
+	if d.slowOn {
+		d.slowFrom = min(d.slowFrom+lag, d.now)
+		d.sl.lastSeen = min(d.sl.lastSeen+lag, d.now)
+	}
+	for i := range d.adopting {
+		d.adopting[i].at = min(d.adopting[i].at+lag, d.now)
+	}
+}
+
+// silence says why the target is to be taken for dead ("silent for …"),
+// or "" while it is not.
+func (d *downlink) silence(now time.Duration) string {
+	if d.up && !d.cut && now-d.lastHeard > d.dead && !d.settled() {
+		return fmt.Sprintf("silent for %v", (now - d.lastHeard).Round(time.Millisecond))
+	}
+	return ""
+}
+
 // tick declares a silent downstream dead, and applies the slow-node
 // policy; ownBacklog says whether the owner's own disk lags.
 func (d *downlink) tick(now time.Duration, ownBacklog bool, out *[]Action) {
-	if d.up && !d.cut && now-d.lastHeard > d.dead && !d.settled() {
-		d.onFailed(d.target, fmt.Sprintf("silent for %v", (now-d.lastHeard).Round(time.Millisecond)), out)
+	if why := d.silence(now); why != "" {
+		d.onFailed(d.target, why, out)
 		return
 	}
 	d.retryAdopts(now, out)

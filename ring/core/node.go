@@ -287,15 +287,25 @@ func (n *Node) View() []NodeStatus {
 // Step feeds one event and returns the actions to perform, in order.
 func (n *Node) Step(ev Event) []Action {
 	var out []Action
+	var lag time.Duration
 	if ev.Now > n.now {
 		if n.now > 0 && ev.Now-n.now > n.down.deadOr() {
 			// Nothing reached us for longer than the dead timeout, not
 			// even a tick: this node was stopped (frozen) and woke up.
 			n.wokeAt = ev.Now
 		}
+		if n.now > 0 && ev.Now-n.now > LagTolerance {
+			lag = ev.Now - n.now - LagTolerance
+		}
 		n.now = ev.Now
 	}
 	n.down.now = n.now
+	if lag > 0 {
+		n.down.asleep(lag)
+		if n.upLostAt > 0 {
+			n.upLostAt = min(n.upLostAt+lag, n.now)
+		}
+	}
 	if n.finished {
 		// Late results after the end: only buffers matter.
 		switch ev.Kind {
@@ -483,13 +493,13 @@ func (n *Node) onUpNew(ev Event, out *[]Action) {
 	n.upGone = false
 	n.lastUpAt = n.now
 	n.fullAck = true
-	if h.Tail {
-		// Fed at the tail by a new upstream: moved there, or taken back
-		// after the chain took us for lost (our upstream hop failed while
-		// we lived on). Say so: a source that reported us failed takes our
-		// new word (wire.AckRejoined; ignored for a node not failed).
-		n.rejoined = true
-	}
+	// A new upstream: we were moved to the tail, taken back after the
+	// chain took us for lost (our upstream hop failed while we lived
+	// on), or reached by a bypass after a node before us judged us dead
+	// (we were not scheduled, or slow to answer). Say so: a source that
+	// reported us failed takes our own word again (wire.AckRejoined;
+	// ignored for a node not failed), so that its verdict is ours.
+	n.rejoined = true
 	if h.Tail && !n.tail && n.man != nil {
 		// Fed at the tail now: we were moved there, and the Detach
 		// that said so was lost. We forward to nobody (our old
@@ -530,7 +540,9 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 			n.st.State = StateConnected
 		}
 		n.tail = m.Tail
-		n.rejoined = m.Tail
+		// Fed at the tail, or restarted: the chain took us for lost
+		// (see onUpNew).
+		n.rejoined = m.Tail || n.restored
 		if n.restored && !m.Tail {
 			// Restored, and reached in the chain's own order (the source
 			// resumes the session): take our place again and feed the
@@ -828,7 +840,17 @@ func (n *Node) onTick(out *[]Action) {
 		}
 		n.ackDirty = true
 	}
-	if n.man != nil {
+	switch {
+	case n.man == nil:
+	case n.UpstreamLost():
+		// As for a downstream that fails (EvDownFailed): nobody reads
+		// our acks, and bypassing a silent downstream could take over a
+		// hop a node further up has made since. Note it; it is bypassed
+		// once someone feeds us again.
+		if why := n.down.silence(n.now); why != "" && !n.downLost {
+			n.downLost, n.downLostWhy = true, why
+		}
+	default:
 		n.down.sl.mem = n.cfg.Memory
 		n.down.tick(n.now, n.backlogged(), out)
 	}

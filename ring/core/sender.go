@@ -182,10 +182,21 @@ func (s *Sender) Reached() bool {
 // Step feeds one event and returns the actions to perform, in order.
 func (s *Sender) Step(ev Event) []Action {
 	var out []Action
+	var lag time.Duration
 	if ev.Now > s.now {
+		if s.now > 0 && ev.Now-s.now > LagTolerance {
+			lag = ev.Now - s.now - LagTolerance // see LagTolerance
+		}
 		s.now = ev.Now
 	}
 	s.down.now = s.now
+	if lag > 0 {
+		s.down.asleep(lag)
+		for _, a := range s.asides {
+			a.now = s.now
+			a.asleep(lag)
+		}
+	}
 	if ev.Aside {
 		if s.finished {
 			if ev.Ref != 0 && ev.Kind == EvReadBack {

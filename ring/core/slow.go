@@ -30,6 +30,10 @@ import (
 // is asked), so a slow link into the first node cannot be told from a
 // slow network: that one sets the pace.
 
+// quietAfter is how long a target may go without an ack before it is
+// taken for silent rather than slow: a heartbeat and two ticks.
+const quietAfter = HeartbeatInterval + 2*TickInterval
+
 // slowKind says why the target looks slow.
 type slowKind uint8
 
@@ -165,8 +169,17 @@ func (d *downlink) slowKindNow(ownBacklog bool) slowKind {
 	if half == 0 || d.sl.self || lag < half {
 		return slowNone
 	}
-	if x1, _ := d.afterTarget(); x1 >= 0 && d.downFr[x] > 0 && d.frames[x1] == 0 {
+	x1, _ := d.afterTarget()
+	if x1 >= 0 && d.downFr[x] > 0 && d.frames[x1] == 0 {
 		return slowNone // nothing heard yet of the node after the target
+	}
+	if x1 >= 0 && d.flags[x1]&wire.AckBacklog != 0 {
+		// The node after the target has a slow disk: the target is
+		// its judge (it moves it, or feeds it from its output at its
+		// pace), and our lag may be what the target held for it
+		// meanwhile. Judge the target once it has caught up.
+		d.sl.caught = false
+		return slowNone
 	}
 	if d.targetHeld() >= half {
 		// The target is held back too: the bottleneck is further down.
@@ -224,6 +237,13 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	kind := d.slowKindNow(ownBacklog)
 	if d.slowOn && (d.cut || !d.up || d.target != d.sl.onTarget) {
 		d.slowOn = false
+	}
+	if now-d.lastHeard > quietAfter {
+		// The target missed its heartbeat: not scheduled, stalled or
+		// dead, and not slow. Silence is the dead timeout's business;
+		// the slow window starts again once it speaks.
+		d.slowOn = false
+		return
 	}
 	if kind == slowNone {
 		// A lag that pauses for a moment (a slow disk's writeback

@@ -101,12 +101,12 @@ func TestCheckSlowMovesTargetBehindSlowLink(t *testing.T) {
 	d.flags[2] = wire.AckSlowLink // node 2 was moved to the tail by node 1
 	var out []Action
 	starve(d, 10)
-	d.checkSlow(time.Second, false, &out)
+	heardCheck(d, time.Second, false, &out)
 	starve(d, 11)
-	d.checkSlow(1900*time.Millisecond, false, &out)
+	heardCheck(d, 1900*time.Millisecond, false, &out)
 	require.Empty(t, out, "not yet slow for a second")
 	starve(d, 12)
-	d.checkSlow(2*time.Second, false, &out)
+	heardCheck(d, 2*time.Second, false, &out)
 	det := find(out, ActSendDown)
 	require.NotNil(t, det)
 	require.IsType(t, &wire.Detach{}, det.Msg)
@@ -122,8 +122,8 @@ func TestCheckSlowStalledTargetIsNotMoved(t *testing.T) {
 	d := slowLinkDown(wire.SlowDrop)
 	var out []Action
 	starve(d, 10)
-	d.checkSlow(time.Second, false, &out)
-	d.checkSlow(2*time.Second, false, &out)
+	heardCheck(d, time.Second, false, &out)
+	heardCheck(d, 2*time.Second, false, &out)
 	assert.Empty(t, out, "a target that made no progress for the whole window is stalled, not slow")
 }
 
@@ -131,9 +131,9 @@ func TestCheckSlowDropNamesTheLink(t *testing.T) {
 	d := slowLinkDown(wire.SlowDrop)
 	var out []Action
 	starve(d, 10)
-	d.checkSlow(time.Second, false, &out)
+	heardCheck(d, time.Second, false, &out)
 	starve(d, 12)
-	d.checkSlow(2*time.Second, false, &out)
+	heardCheck(d, 2*time.Second, false, &out)
 	assert.Equal(t, StateFailed, d.view[1].State)
 	assert.Contains(t, d.view[1].Err, "too slow: the link into it")
 	dial := find(out, ActDial)
@@ -148,9 +148,9 @@ func TestCheckSlowSecondSlowLinkBlamesItself(t *testing.T) {
 	d.sl.linkMoves = 1
 	var out []Action
 	starve(d, 10)
-	d.checkSlow(time.Second, false, &out)
+	heardCheck(d, time.Second, false, &out)
 	starve(d, 12)
-	d.checkSlow(2*time.Second, false, &out)
+	heardCheck(d, 2*time.Second, false, &out)
 	assert.Empty(t, out, "no second move")
 	assert.True(t, d.sl.self)
 	assert.Equal(t, slowNone, d.slowKindNow(false), "it never blames a downstream link again")
@@ -172,8 +172,8 @@ func TestCheckSlowMovesTargetThatBlamesItself(t *testing.T) {
 	d := slowLinkDown(wire.SlowMove)
 	d.flags[1] = wire.AckSlowLink
 	var out []Action
-	d.checkSlow(time.Second, false, &out)
-	d.checkSlow(2*time.Second, false, &out)
+	heardCheck(d, time.Second, false, &out)
+	heardCheck(d, 2*time.Second, false, &out)
 	det := find(out, ActSendDown)
 	require.NotNil(t, det)
 	assert.Contains(t, det.Msg.(*wire.Detach).Reason, "too slow: its own link")
@@ -190,4 +190,32 @@ func TestNoteSlowLinkSticks(t *testing.T) {
 	assert.Equal(t, wire.AckSlowLink, d.takeDirty(true)[2].Flags&wire.AckSlowLink, "and passed on up")
 	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 1, State: wire.StReceiving, Flags: wire.AckSlowLink}}}, 3*time.Second, nil)
 	assert.Zero(t, d.sl.flagsOf(1), "our target's flag asks us to move it; it is not moved yet")
+}
+
+// heardCheck runs checkSlow at now with the target heard from just then
+// (it acks on time: it is slow, not silent).
+func heardCheck(d *downlink, now time.Duration, ownBacklog bool, out *[]Action) {
+	d.lastHeard = now
+	d.checkSlow(now, ownBacklog, out)
+}
+
+// A target that misses its heartbeat is silent, not slow: no move, and
+// its slow window starts again when it speaks.
+func TestCheckSlowSilentTargetIsNotSlow(t *testing.T) {
+	d := slowLinkDown(wire.SlowMove)
+	var out []Action
+	starve(d, 10)
+	heardCheck(d, time.Second, false, &out)
+	starve(d, 11)
+	d.checkSlow(2*time.Second, false, &out) // last heard at 1s
+	assert.Empty(t, out, "silent for a second: not slow")
+	assert.False(t, d.slowOn)
+	starve(d, 12)
+	heardCheck(d, 2100*time.Millisecond, false, &out)
+	starve(d, 13)
+	heardCheck(d, 2900*time.Millisecond, false, &out)
+	assert.Empty(t, out, "the window started again at 2.1s")
+	starve(d, 14)
+	heardCheck(d, 3100*time.Millisecond, false, &out)
+	assert.NotNil(t, find(out, ActSendDown), "slow for a second once it spoke again")
 }

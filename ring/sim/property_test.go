@@ -3,12 +3,16 @@ package sim
 import (
 	"flag"
 	"fmt"
+	"math"
 	"math/rand"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/verdict"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -114,6 +118,9 @@ func checkRun(cfg Config, res *Result, err error) []string {
 			}
 		}
 	}
+	for _, v := range verdict.Check(Outcome(cfg, res, err)) {
+		bad = append(bad, v.String())
+	}
 	for i, p := range res.PeakBuffers {
 		if p > cfg.Buffers {
 			bad = append(bad, fmt.Sprintf("node %d used %d buffers, limit %d", i+1, p, cfg.Buffers))
@@ -125,27 +132,8 @@ func checkRun(cfg Config, res *Result, err error) []string {
 	return bad
 }
 
-// fedBySlowCard reports whether node i is fed by a node whose card is slow
-// (the nodes between them dead). That node cannot tell its own card from
-// the link into node i and takes the latter for the slow one first (it
-// blames itself only the second time): under drop, node i may end "too
-// slow".
-func fedBySlowCard(cfg Config, i int) bool {
-	for j := i - 1; j >= 0; j-- {
-		if _, ok := cfg.NIC[j]; ok {
-			return true
-		}
-		_, crashed := cfg.Crash[j]
-		_, frozen := cfg.Kill[j]
-		if !crashed && !frozen {
-			return false
-		}
-	}
-	return false
-}
-
 func describe(cfg Config) string {
-	return fmt.Sprintf("chain %d, items %v, buffers %d, crash %v, restart %v, freeze %v, slow disks %v, slow links %v, slow cards %v, policy %d after %v", cfg.Nodes, cfg.Items, cfg.Buffers, cfg.Crash, cfg.Restart, cfg.Kill, cfg.SlowDisk, cfg.Links, cfg.NIC, cfg.Slow, cfg.SlowAfter)
+	return fmt.Sprintf("chain %d, items %v, buffers %d, crash %v, restart %v, freeze %v, slow disks %v, slow links %v, slow cards %v, policy %d after %v, pauses %v, stalls %v, jitter %v", cfg.Nodes, cfg.Items, cfg.Buffers, cfg.Crash, cfg.Restart, cfg.Kill, cfg.SlowDisk, cfg.Links, cfg.NIC, cfg.Slow, cfg.SlowAfter, cfg.Pause, cfg.Stall, cfg.Jitter)
 }
 
 // TestRandomFailures runs random chains with random crashes, freezes
@@ -264,6 +252,139 @@ func TestRandomSlowLinks(t *testing.T) {
 		}
 		if len(msgs) > 0 {
 			t.Errorf("uniform seed %d (%s, %.0f B/s):\n  %s", seed, describe(cfg), cfg.Bandwidth, strings.Join(msgs, "\n  "))
+		}
+	}
+}
+
+var (
+	timingIter = flag.Int("sim.timing", 300, "random schedules with timing faults TestRandomTimingFaults runs")
+	foundDir   = flag.String("sim.found", "testdata/found", "where TestRandomTimingFaults writes the scenario of each failing seed")
+)
+
+// timingSchedule draws a chain with timing faults from seed: nodes and the
+// source not scheduled for up to three dead timeouts, disks that stall,
+// deliveries that jitter, combined with crashes, freezes, restarts
+// (rejoins), slow disks, slow links and slow cards, under a random slow
+// policy. Rates are whole bytes per second, so that Format writes the
+// very schedule.
+func timingSchedule(seed int64) Config {
+	r := rand.New(rand.NewSource(seed))
+	n := 2 + r.Intn(24)
+	cfg := Config{Nodes: n, Seed: seed, ChunkSize: 64 << 10, Bandwidth: float64(4e6 + r.Intn(16e6)),
+		Latency: time.Duration(50+r.Intn(500)) * time.Microsecond, Buffers: 4 + r.Intn(9),
+		Dead: time.Duration(1000+r.Intn(2000)) * time.Millisecond, Limit: 10 * time.Minute,
+		Slow: uint8(r.Intn(3)), SlowAfter: time.Duration(100+r.Intn(400)) * time.Millisecond}
+	for k := 1 + r.Intn(2); k > 0; k-- {
+		cfg.Items = append(cfg.Items, int64(1<<20+r.Intn(7<<20)))
+	}
+	var total int64
+	for _, s := range cfg.Items {
+		total += s
+	}
+	stream := time.Duration(float64(total) / cfg.Bandwidth * float64(time.Second))
+	at := func() time.Duration { return time.Duration(r.Int63n(int64(stream)*5/4 + 1)) }
+	upTo := func(d time.Duration) time.Duration { return time.Millisecond + time.Duration(r.Int63n(int64(d))) }
+	slow := func() float64 { return math.Round(cfg.Bandwidth / float64(3+r.Intn(20))) }
+	cfg.Pause, cfg.Stall = map[int][]Span{}, map[int][]Span{}
+	for k := 1 + r.Intn(4); k > 0; k-- {
+		i := r.Intn(n+1) - 1 // -1: the source
+		cfg.Pause[i] = append(cfg.Pause[i], Span{At: at(), For: upTo(3 * cfg.Dead)})
+	}
+	for k := r.Intn(3); k > 0; k-- {
+		i := r.Intn(n)
+		cfg.Stall[i] = append(cfg.Stall[i], Span{At: at(), For: upTo(2 * cfg.Dead)})
+	}
+	if r.Intn(2) == 0 {
+		cfg.Jitter = upTo(5 * time.Millisecond)
+	}
+	cfg.Crash, cfg.Kill, cfg.Restart = map[int]time.Duration{}, map[int]time.Duration{}, map[int]time.Duration{}
+	for k := r.Intn(min(n, 4)); k > 0; k-- {
+		i := r.Intn(n)
+		switch r.Intn(4) {
+		case 0:
+			cfg.Kill[i] = at()
+		case 1:
+			cfg.Crash[i] = at()
+			cfg.Restart[i] = cfg.Crash[i] + upTo(stream+cfg.Dead)
+		default:
+			cfg.Crash[i] = at()
+		}
+	}
+	cfg.SlowDisk, cfg.Links, cfg.NIC = map[int]float64{}, map[int]Link{}, map[int]NIC{}
+	for k := r.Intn(3); k > 0; k-- {
+		switch i := r.Intn(n); r.Intn(3) {
+		case 0:
+			cfg.SlowDisk[i] = slow()
+		case 1:
+			cfg.Links[i] = Link{Bandwidth: slow()}
+		default:
+			v := slow()
+			cfg.NIC[i] = NIC{In: v, Out: v}
+		}
+	}
+	return cfg
+}
+
+// TestRandomTimingFaults runs random chains with timing faults (see
+// timingSchedule) and checks the invariants (package verdict) on each.
+// -sim.timing=N runs N schedules (make soak runs 10 000); the scenario of
+// every failing seed is written to -sim.found, from where, once fixed, it
+// moves to testdata as a regression case.
+func TestRandomTimingFaults(t *testing.T) {
+	first := *propSeed
+	if first == 0 {
+		first = 20261203
+	}
+	iter := *timingIter
+	if testing.Short() || raceEnabled {
+		iter = min(iter, 20)
+	}
+	start := time.Now()
+	failed := 0
+	for k := 0; k < iter; k++ {
+		seed := first + int64(k)
+		cfg := timingSchedule(seed)
+		res, err := Run(cfg)
+		vs := verdict.Check(Outcome(cfg, res, err))
+		if len(vs) == 0 {
+			continue
+		}
+		failed++
+		msg := verdict.Report(vs)
+		if err != nil {
+			msg = err.Error() + "\n" + msg
+		}
+		path := filepath.Join(*foundDir, fmt.Sprintf("timing-%d.scen", seed))
+		text := Format(cfg, fmt.Sprintf("Found by TestRandomTimingFaults, seed %d:\n%s", seed, msg))
+		if werr := os.MkdirAll(*foundDir, 0o755); werr == nil {
+			werr = os.WriteFile(path, []byte(text), 0o644)
+		}
+		if failed <= 10 {
+			t.Errorf("seed %d (%s): written to %s:\n  %s", seed, describe(cfg), path, strings.ReplaceAll(msg, "\n", "\n  "))
+		}
+	}
+	t.Logf("%d schedules with timing faults in %v, %d broke an invariant", iter, time.Since(start).Round(time.Millisecond), failed)
+	if failed > 10 {
+		t.Errorf("%d more failing seeds written to %s", failed-10, *foundDir)
+	}
+}
+
+// TestFormatReproducesASchedule: a schedule written by Format and read
+// back runs the same, event for event.
+func TestFormatReproducesASchedule(t *testing.T) {
+	for seed := int64(1); seed <= 20; seed++ {
+		cfg := timingSchedule(seed)
+		sc, err := ParseScenario(strings.NewReader(Format(cfg, "round trip")))
+		if err != nil {
+			t.Fatalf("seed %d: %v\n%s", seed, err, Format(cfg, ""))
+		}
+		if a, b := Format(cfg, ""), Format(sc.Config, ""); a != b {
+			t.Fatalf("seed %d: read back differently:\n%s\nvs\n%s", seed, a, b)
+		}
+		a, errA := Run(cfg)
+		b, errB := Run(sc.Config)
+		if (errA == nil) != (errB == nil) || a.Elapsed != b.Elapsed || a.Events != b.Events || fmt.Sprint(a.Nodes) != fmt.Sprint(b.Nodes) {
+			t.Fatalf("seed %d ran two ways: %v/%d events vs %v/%d events", seed, a.Elapsed, a.Events, b.Elapsed, b.Events)
 		}
 	}
 }

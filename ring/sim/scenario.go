@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/verdict"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -34,6 +35,13 @@ import (
 //	drop 4 chunk 3          # chunk 3 is lost on the link into node 4
 //	openfail 1              # node 1 cannot open its sinks
 //	sync 50ms               # every Sink.Sync takes this long (the final sync)
+//	pause 3 at 20% for 1.5s # node 3 is not scheduled for 1.5s ("pause source ..." too)
+//	stall 4 at 10ms for 2s  # node 4's disk completes nothing for 2s
+//	jitter 3ms              # deliveries up to 3ms late, in order per connection
+//	dead 1s                 # the dead timeout
+//	rejoin 200ms            # how often the source asks for dead nodes again
+//	seed 42                 # the seed of the data, of jitter and of tick order after pauses
+//	limit 10m               # virtual time allowed
 //	expect ok 1-2,4-6 ko 3
 //	expect err 3 "dead at offset"
 //	expect time < 2.5s
@@ -41,6 +49,7 @@ import (
 //	expect restored 3 > 10  # restarted node 3 kept more than 10 frames from before
 //	expect buffers <= 8
 //	expect readback > 0     # chunks rebuilt from written output or the source
+//	expect invariants       # I1-I5 of package verdict (TestScenarios checks them always)
 //
 // Percentages are of the stream's duration at link speed (total size over
 // bandwidth).
@@ -85,6 +94,13 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 		kind  string
 	}
 	var kills []pending
+	type pendingSpan struct {
+		line, node int
+		pct        float64
+		at, dur    time.Duration
+		disk       bool
+	}
+	var spans []pendingSpan
 	var slowFactors [][2]float64
 	bs := bufio.NewScanner(r)
 	line := 0
@@ -294,6 +310,57 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 					err = bad("bad duration %q", f[3])
 				}
 			}
+		case "pause", "stall":
+			// pause N|source at TIME|PCT% for DURATION
+			if err = need(6); err == nil && (f[2] != "at" || f[4] != "for") {
+				err = bad("want %s N at TIME|PCT%% for DURATION", f[0])
+			}
+			if err == nil {
+				p := pendingSpan{line: line, node: -1, disk: f[0] == "stall"}
+				if f[1] != "source" || p.disk {
+					p.node, err = node(f[1])
+				}
+				if err == nil {
+					if strings.HasSuffix(f[3], "%") {
+						p.pct, err = strconv.ParseFloat(strings.TrimSuffix(f[3], "%"), 64)
+						if err != nil || p.pct < 0 || p.pct > 100 {
+							err = bad("bad percentage %q", f[3])
+						}
+					} else if p.at, err = parseDur(f[3]); err != nil || p.at < 0 {
+						err = bad("bad time %q", f[3])
+					}
+				}
+				if err == nil {
+					if p.dur, err = parseDur(f[5]); err != nil || p.dur <= 0 || p.dur > 24*time.Hour {
+						err = bad("bad duration %q", f[5])
+					}
+				}
+				spans = append(spans, p)
+			}
+		case "jitter", "dead", "rejoin", "limit":
+			if err = need(2); err == nil {
+				var d time.Duration
+				if d, err = parseDur(f[1]); err != nil || d < 0 || d > 24*time.Hour || d == 0 && f[0] != "jitter" {
+					err = bad("bad %s %q", f[0], f[1])
+					break
+				}
+				switch f[0] {
+				case "jitter":
+					c.Jitter = d
+				case "dead":
+					c.Dead = d
+				case "rejoin":
+					c.Rejoin = d
+				case "limit":
+					c.Limit = d
+				}
+			}
+		case "seed":
+			if err = need(2); err == nil {
+				if c.Seed, err = strconv.ParseInt(f[1], 10, 64); err != nil {
+					err = bad("bad seed %q", f[1])
+				}
+			}
 		case "openfail":
 			if err = need(2); err == nil {
 				var n int
@@ -352,6 +419,23 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 		}
 		(*m)[k.node] = at
 	}
+	for _, p := range spans {
+		if p.node >= c.Nodes {
+			return nil, &ParseError{Line: p.line, Msg: fmt.Sprintf("node %d outside a chain of %d", p.node+1, c.Nodes)}
+		}
+		at := p.at
+		if p.pct > 0 {
+			at = time.Duration(p.pct / 100 * float64(total) / c.Bandwidth * float64(time.Second))
+		}
+		m := &c.Pause
+		if p.disk {
+			m = &c.Stall
+		}
+		if *m == nil {
+			*m = map[int][]Span{}
+		}
+		(*m)[p.node] = append((*m)[p.node], Span{At: at, For: p.dur})
+	}
 	for _, e := range sc.Expect {
 		for _, n := range e.Nodes {
 			if n >= c.Nodes {
@@ -398,6 +482,11 @@ func (sc *Scenario) parseExpect(line int, text string, f []string, bad func(stri
 			return bad("bad duration %q", f[3])
 		}
 		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "time" + f[2], Dur: d})
+	case "invariants":
+		if len(f) != 2 {
+			return bad("want expect invariants")
+		}
+		sc.Expect = append(sc.Expect, Expectation{Line: line, Kind: "invariants"})
 	case "readback":
 		if len(f) != 4 || (f[2] != ">" && f[2] != "==") {
 			return bad("want expect readback > N or == N")
@@ -453,6 +542,10 @@ func (sc *Scenario) Check(res *Result) []string {
 	var out []string
 	for _, e := range sc.Expect {
 		switch e.Kind {
+		case "invariants":
+			for _, v := range verdict.Check(Outcome(sc.Config, res, nil)) {
+				out = append(out, fmt.Sprintf("line %d: %s", e.Line, v))
+			}
 		case "ok":
 			for _, n := range e.Nodes {
 				st := res.Nodes[n]
@@ -561,6 +654,11 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
 	return v, nil
+}
+
+// parseDur reads a duration; "us" is taken for "µs".
+func parseDur(s string) (time.Duration, error) {
+	return time.ParseDuration(strings.Replace(s, "us", "µs", 1))
 }
 
 func parseRate(s string) (float64, error) {

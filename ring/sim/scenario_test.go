@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/ring/verdict"
 )
 
 func TestScenarios(t *testing.T) {
@@ -25,6 +27,10 @@ func TestScenarios(t *testing.T) {
 			require.NoError(t, err)
 			require.NotEmpty(t, sc.Expect, "a scenario without expectations proves nothing")
 			res, err := Run(sc.Config)
+			// Every story keeps the invariants, whatever it expects.
+			if vs := verdict.Check(Outcome(sc.Config, res, err)); len(vs) > 0 {
+				t.Errorf("invariants broken:\n%s", verdict.Report(vs))
+			}
 			require.NoError(t, err)
 			for _, msg := range sc.Check(res) {
 				t.Error(msg)

@@ -15,11 +15,13 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"sort"
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/verdict"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -59,6 +61,29 @@ type Config struct {
 	// Rejoin is how often the source asks for dead nodes again; 0: 200ms
 	// when Restart is set, else never.
 	Rejoin time.Duration
+
+	// Timing faults. Pause: node index (-1: the source) -> times it is
+	// not scheduled (CPU starvation, a GC pause, a stopped VM): what
+	// reaches it waits, and when it runs again its timer may fire before
+	// it reads what waited (as a ticker does in a process that was not
+	// scheduled). Its connections stay open; its disk goes on.
+	Pause map[int][]Span
+	// Stall: node index -> times its disk completes nothing.
+	Stall map[int][]Span
+	// Jitter: every delivery takes up to this much longer than its link's
+	// latency (seeded), in order on each connection and direction, as TCP
+	// keeps it; frames of different connections overtake each other.
+	Jitter time.Duration
+
+	// Trace, when set, receives one line per event a host steps and per
+	// action it returns (except chunks and their writes): what to read
+	// when a schedule breaks an invariant.
+	Trace io.Writer
+}
+
+// Span is a stretch of virtual time: from At, for For.
+type Span struct {
+	At, For time.Duration
 }
 
 // Link overrides the bandwidth (bytes/s) and one-way latency of one link;
@@ -86,6 +111,13 @@ type Result struct {
 	ReadBacks    int      // chunks rebuilt from a node's output or the source to resume a node
 	Restored     []uint64 // per node: stream frames a restarted node kept from before
 	PeakReadBack []int    // per node: most read-back buffers in use at once
+	// Own is each node's own last word: its state machine's status when
+	// the source finished, if final; nil for a node that left none (it
+	// froze, crashed without coming back, or had not ended).
+	Own []*core.NodeStatus
+	// Feeds are, per node, the upstream connections that fed it data,
+	// first to last data frame it processed from each.
+	Feeds [][]verdict.Feed
 }
 
 // OK reports whether every node is done with every item verified.
@@ -157,6 +189,25 @@ type host struct {
 	seqWritten int
 	doneAt     time.Duration
 	rbPeak     int
+	// Timing faults: not scheduled until pausedUntil; what reached it
+	// meanwhile, and whether its timer fired.
+	pausedUntil time.Duration
+	held        []heldEvent
+	heldTick    bool
+	feeds       []*feed
+}
+
+// heldEvent is an event that reached a paused host, with the connection
+// it came on (nil: not from its upstream).
+type heldEvent struct {
+	l  *link
+	ev core.Event
+}
+
+// feed records the data frames a host processed from one upstream link.
+type feed struct {
+	l *link
+	verdict.Feed
 }
 
 type frame struct {
@@ -171,6 +222,9 @@ type link struct {
 	queue    []frame
 	busy     bool
 	closed   bool
+	// The last delivery scheduled downstream and upstream: with jitter,
+	// a connection still delivers in order.
+	lastDown, lastUp time.Duration
 }
 
 type sim struct {
@@ -187,6 +241,7 @@ type sim struct {
 	bad       map[int]bool // nodes a chunk arrived damaged at (once each)
 	man       *wire.Manifest
 	readBacks int
+	jitter    *rand.Rand // delivery delays and tick order after a pause
 }
 
 func (s *sim) at(d time.Duration, fn func()) {
@@ -221,7 +276,7 @@ func Run(cfg Config) (*Result, error) {
 	if sizes == nil {
 		sizes = []int64{cfg.Size}
 	}
-	s := &sim{cfg: cfg, bad: map[int]bool{}}
+	s := &sim{cfg: cfg, bad: map[int]bool{}, jitter: rand.New(rand.NewSource(cfg.Seed ^ 0x7a11))}
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	man := &wire.Manifest{ChunkSize: uint32(cfg.ChunkSize), Slow: cfg.Slow, SlowAfterMs: uint32(cfg.SlowAfter / time.Millisecond)}
 	rng.Read(man.Session[:])
@@ -269,6 +324,17 @@ func Run(cfg Config) (*Result, error) {
 			s.at(cfg.Restart[i], func() { s.restart(h) })
 		}
 	}
+	for _, i := range sortedKeys(cfg.Pause) {
+		h := s.src
+		if i >= 0 && i < len(s.nodes) {
+			h = s.nodes[i]
+		} else if i != -1 {
+			continue
+		}
+		for _, p := range cfg.Pause[i] {
+			s.at(p.At, func() { s.pause(h, p.For) })
+		}
+	}
 	for _, h := range append([]*host{s.src}, s.nodes...) {
 		s.scheduleTick(h)
 	}
@@ -296,8 +362,121 @@ func (s *sim) result(sender *core.Sender) *Result {
 		r.DoneAt = append(r.DoneAt, h.doneAt)
 		r.Restored = append(r.Restored, h.restored)
 		r.PeakReadBack = append(r.PeakReadBack, h.rbPeak)
+		var own *core.NodeStatus
+		if st := h.node.Status(); h.alive && st.State.Terminal() {
+			own = &st
+		}
+		r.Own = append(r.Own, own)
+		var fs []verdict.Feed
+		for _, f := range h.feeds {
+			fs = append(fs, f.Feed)
+		}
+		r.Feeds = append(r.Feeds, fs)
 	}
 	return r
+}
+
+// trace writes what h did with ev.
+func (s *sim) trace(h *host, ev core.Event, acts []core.Action) {
+	quiet := func(k core.EventKind) bool {
+		return k == core.EvRead || k == core.EvWritten || k == core.EvSent || k == core.EvReadBack
+	}
+	name := "source"
+	if h.idx >= 0 {
+		name = nodeName(h.idx + 1)
+	}
+	msg := func(m wire.Msg) string {
+		if m == nil {
+			return ""
+		}
+		switch m := m.(type) {
+		case *wire.Data:
+			return fmt.Sprintf(" data#%d", m.Seq)
+		case *wire.Hello:
+			return fmt.Sprintf(" hello(index %d tail %v takeover %v)", m.Index, m.Tail, m.Takeover)
+		case *wire.Manifest:
+			return " manifest"
+		case *wire.ItemEnd:
+			return fmt.Sprintf(" item-end %d", m.Item)
+		case *wire.End:
+			return " end"
+		}
+		return fmt.Sprintf(" %T%+v", m, m)
+	}
+	_, data := ev.Msg.(*wire.Data)
+	_, ack := ev.Msg.(*wire.Ack)
+	if !quiet(ev.Kind) && !data && !ack && ev.Kind != core.EvTick {
+		fmt.Fprintf(s.cfg.Trace, "%12v %-7s %v idx=%d%s %s\n", s.now, name, ev.Kind, ev.Index, msg(ev.Msg), ev.Err)
+	}
+	for _, a := range acts {
+		if _, data := a.Msg.(*wire.Data); data || a.Kind == core.ActWrite || a.Kind == core.ActRelease || a.Kind == core.ActReadBack {
+			continue
+		}
+		if _, ack := a.Msg.(*wire.Ack); ack {
+			continue
+		}
+		fmt.Fprintf(s.cfg.Trace, "%12v %-7s   -> %v idx=%d%s %s (on %v)\n", s.now, name, a.Kind, a.Index, msg(a.Msg), a.Err, ev.Kind)
+	}
+}
+
+// pause stops scheduling h for d (extending a pause under way).
+func (s *sim) pause(h *host, d time.Duration) {
+	end := s.now + d
+	if end <= h.pausedUntil {
+		return
+	}
+	h.pausedUntil = end
+	s.at(d, func() { s.resume(h) })
+}
+
+// resume runs h again: what waited is processed in order, and its timer,
+// if it fired meanwhile, fires first or last (seeded): a driver cannot
+// tell which of the two its runtime hands it first.
+func (s *sim) resume(h *host) {
+	if s.now < h.pausedUntil {
+		return // paused again, longer
+	}
+	held, tick := h.held, h.heldTick
+	h.held, h.heldTick = nil, false
+	tickFirst := tick && s.jitter.Intn(2) == 0
+	if tickFirst {
+		s.step(h, core.Event{Kind: core.EvTick})
+	}
+	for _, e := range held {
+		s.stepFrom(h, e.l, e.ev)
+	}
+	if tick && !tickFirst {
+		s.step(h, core.Event{Kind: core.EvTick})
+	}
+}
+
+// deliver runs fn when a frame sent now on l arrives: after lat and up to
+// Config.Jitter more, never before what was sent on l in the same
+// direction before it.
+func (s *sim) deliver(l *link, up bool, lat time.Duration, fn func()) {
+	at := s.now + lat
+	if j := s.cfg.Jitter; j > 0 {
+		at += time.Duration(s.jitter.Int63n(int64(j) + 1))
+	}
+	last := &l.lastDown
+	if up {
+		last = &l.lastUp
+	}
+	at = max(at, *last)
+	*last = at
+	s.at(at-s.now, fn)
+}
+
+// fed notes that h processes a data frame from upstream link l.
+func (s *sim) fed(h *host, l *link) {
+	if n := len(h.feeds); n == 0 || h.feeds[n-1].l != l {
+		from := "the source"
+		if l.from.idx >= 0 {
+			from = nodeName(l.from.idx)
+		}
+		h.feeds = append(h.feeds, &feed{l: l, Feed: verdict.Feed{From: from, First: s.now}})
+	}
+	h.feeds[len(h.feeds)-1].Last = s.now
 }
 
 func (s *sim) scheduleTick(h *host) {
@@ -315,15 +494,43 @@ func (s *sim) scheduleTick(h *host) {
 	s.at(time.Duration(h.idx+1)*time.Microsecond, tick)
 }
 
-func (s *sim) step(h *host, ev core.Event) {
+func (s *sim) step(h *host, ev core.Event) { s.stepFrom(h, nil, ev) }
+
+// stepFrom steps ev at h; l is the upstream connection it came on, for
+// what comes from the upstream (frames, its end).
+func (s *sim) stepFrom(h *host, l *link, ev core.Event) {
 	if !h.alive {
 		return // a frozen node holds its buffers forever
 	}
+	if s.now < h.pausedUntil {
+		if ev.Kind == core.EvTick {
+			h.heldTick = true
+		} else {
+			h.held = append(h.held, heldEvent{l, ev})
+		}
+		return
+	}
+	if l != nil && h.up != l {
+		// From an upstream this node replaced meanwhile: its driver
+		// drops it, as the TCP driver drops an old hop's frames.
+		s.release(h, ev.Ref)
+		return
+	}
 	if h.finished && ev.Kind != core.EvUpNew {
+		if ev.Kind == core.EvUp {
+			s.release(h, ev.Ref)
+		}
 		return // a finished node only answers a bypassing upstream (it lingers)
 	}
+	if _, ok := ev.Msg.(*wire.Data); ok && l != nil && ev.Kind == core.EvUp {
+		s.fed(h, l)
+	}
 	ev.Now = s.now
-	s.perform(h, h.m.Step(ev))
+	acts := h.m.Step(ev)
+	if s.cfg.Trace != nil {
+		s.trace(h, ev, acts)
+	}
+	s.perform(h, acts)
 	if h.node != nil && h.doneAt == 0 && h.node.State() == core.StateDone {
 		h.doneAt = s.now
 	}
@@ -399,11 +606,8 @@ func (s *sim) perform(h *host, acts []core.Action) {
 				// Said before the connection is cut, ahead of the
 				// queued chunks (the TCP driver skips them).
 				if l := h.down; l != nil && !l.closed {
-					to := l.to
-					s.at(s.cfg.Latency, func() {
-						if to.up == l {
-							s.step(to, core.Event{Kind: core.EvUp, Msg: dt})
-						}
+					s.deliver(l, false, s.cfg.Latency, func() {
+						s.stepFrom(l.to, l, core.Event{Kind: core.EvUp, Msg: dt})
 					})
 				}
 				continue
@@ -418,7 +622,7 @@ func (s *sim) perform(h *host, acts []core.Action) {
 			if l := h.up; l != nil && !l.closed {
 				from := l.from
 				msg := a.Msg
-				s.at(s.cfg.Latency, func() {
+				s.deliver(l, true, s.cfg.Latency, func() {
 					if !l.closed && from.down == l {
 						s.step(from, core.Event{Kind: core.EvDown, Msg: msg, Index: h.idx})
 					}
@@ -452,7 +656,7 @@ func (s *sim) perform(h *host, acts []core.Action) {
 			if l := h.up; l != nil && !l.closed {
 				// Closing our side: the upstream reads EOF after our last ack.
 				from, idx := l.from, h.idx
-				s.at(s.cfg.Latency, func() {
+				s.deliver(l, true, s.cfg.Latency, func() {
 					l.closed = true
 					s.step(from, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "EOF"})
 				})
@@ -509,6 +713,11 @@ func (s *sim) disk(h *host, n int, done func()) {
 		d = time.Duration(float64(n) / h.diskRate * float64(time.Second))
 	}
 	start := max(s.now, h.diskFree)
+	for _, st := range s.cfg.Stall[h.idx] {
+		if h.idx >= 0 && start >= st.At && start < st.At+st.For {
+			start = st.At + st.For // the disk completes nothing meanwhile
+		}
+	}
 	h.diskFree = start + d
 	s.at(h.diskFree-s.now, done)
 }
@@ -593,15 +802,12 @@ func (s *sim) crash(h *host) {
 			}
 		}
 		l.queue = nil
-		s.at(s.cfg.Latency, func() { s.step(from, core.Event{Kind: core.EvDownFailed, Index: h.idx, Err: "connection reset"}) })
+		s.deliver(l, true, s.cfg.Latency, func() { s.step(from, core.Event{Kind: core.EvDownFailed, Index: h.idx, Err: "connection reset"}) })
 	}
 	if l := h.down; l != nil && !l.closed {
 		l.closed = true
-		to := l.to
-		s.at(s.cfg.Latency, func() {
-			if to.up == l {
-				s.step(to, core.Event{Kind: core.EvUpClosed, Err: "connection reset"})
-			}
+		s.deliver(l, false, s.cfg.Latency, func() {
+			s.stepFrom(l.to, l, core.Event{Kind: core.EvUpClosed, Err: "connection reset"})
 		})
 	}
 }
@@ -699,16 +905,12 @@ func (s *sim) pumpLink(l *link) {
 			}
 		}
 		if !l.closed {
-			s.at(lat, func() {
+			s.deliver(l, false, lat, func() {
 				if lost {
 					s.release(to, ref)
 					return
 				}
-				if to.alive && !to.finished {
-					s.step(to, ev)
-				} else if isData && to.alive {
-					s.release(to, ref)
-				}
+				s.stepFrom(to, l, ev)
 			})
 		} else if isData {
 			s.release(to, ref)
@@ -763,8 +965,8 @@ func (s *sim) resetLink(l *link, reason string) {
 		}
 	}
 	l.queue = nil
-	s.at(s.cfg.Latency, func() { s.step(from, core.Event{Kind: core.EvDownFailed, Index: to.idx, Err: reason}) })
-	s.step(to, core.Event{Kind: core.EvUpClosed, Err: reason})
+	s.deliver(l, true, s.cfg.Latency, func() { s.step(from, core.Event{Kind: core.EvDownFailed, Index: to.idx, Err: reason}) })
+	s.stepFrom(to, l, core.Event{Kind: core.EvUpClosed, Err: reason})
 }
 
 func (s *sim) closeLink(l *link, abort bool) {
@@ -779,11 +981,9 @@ func (s *sim) closeLink(l *link, abort bool) {
 			}
 		}
 		l.queue = nil
-		to := l.to
-		s.at(s.cfg.Latency, func() {
-			if to.up == l { // not when a new upstream replaced this one
-				s.step(to, core.Event{Kind: core.EvUpClosed, Err: "EOF"})
-			}
+		// Not when a new upstream replaced this one (stepFrom drops it).
+		s.deliver(l, false, s.cfg.Latency, func() {
+			s.stepFrom(l.to, l, core.Event{Kind: core.EvUpClosed, Err: "EOF"})
 		})
 	}
 	if abort || len(l.queue) == 0 && !l.busy {
