@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,6 +130,13 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	// The state file comes first: whatever follows can be found by it.
 	err = writeState(st)
+	if err == nil {
+		// Mount points for the pins, made under the lock so that two
+		// harness processes never stack them (see pins_linux.go).
+		if err = errors.Join(ensureNetnsDir(), ensurePrivateDir(mntPinDir)); err != nil {
+			os.Remove(statePath(st.Name))
+		}
+	}
 	unlock()
 	if err != nil {
 		return nil, err
@@ -365,7 +373,7 @@ func (c *Cluster) Close() error {
 	for p := range c.procs {
 		p.signalGroup(9)
 	}
-	err := destroy(c.st)
+	err := destroy(c.st, nil)
 	for p := range c.procs {
 		select {
 		case <-p.done:
@@ -376,31 +384,16 @@ func (c *Cluster) Close() error {
 }
 
 // destroy removes everything state names, plus objects found by name.
-func destroy(st *state) error {
-	var errs []error
+func destroy(st *state, rep *[]string) error {
 	names := []string{"golden"}
 	for i := 1; i <= st.Nodes; i++ {
 		names = append(names, nodeName(i))
 	}
-	inodes := map[uint64]bool{}
+	var pins []string
 	for _, n := range names {
-		for _, p := range []string{netnsPath(st.Name, n), mntPinPath(st.Name, n)} {
-			if ino := nsInode(p); ino != 0 {
-				inodes[ino] = true
-			}
-		}
+		pins = append(pins, mntPinPath(st.Name, n), netnsPath(st.Name, n))
 	}
-	if err := killIn(inodes, 5*time.Second); err != nil {
-		errs = append(errs, err)
-	}
-	for _, n := range names {
-		if err := unpin(mntPinPath(st.Name, n)); err != nil {
-			errs = append(errs, err)
-		}
-		if err := unpin(netnsPath(st.Name, n)); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs := removeNamespaces(pins, rep)
 	loops := map[string]bool{}
 	for _, l := range st.Loops {
 		loops[l] = true
@@ -421,15 +414,23 @@ func destroy(st *state) error {
 		}
 		if err := detachLoop(l); err != nil {
 			errs = append(errs, err)
+		} else {
+			report(rep, "loop device %s", l)
 		}
 	}
 	if st.WorkDir != "" {
+		if _, err := os.Stat(st.WorkDir); err == nil {
+			report(rep, "work dir %s", st.WorkDir)
+		}
 		if err := os.RemoveAll(st.WorkDir); err != nil {
 			errs = append(errs, fmt.Errorf("remove work dir: %w", err))
 		}
 	}
 	if len(errs) == 0 {
-		if err := os.Remove(statePath(st.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		err := os.Remove(statePath(st.Name))
+		if err == nil {
+			report(rep, "state file %s", statePath(st.Name))
+		} else if !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove state file: %w", err))
 		}
 	}
@@ -437,6 +438,87 @@ func destroy(st *state) error {
 		return fmt.Errorf("close cluster %s: %w", st.Name, errors.Join(errs...))
 	}
 	return nil
+}
+
+// report adds a line to rep, if any.
+func report(rep *[]string, format string, args ...any) {
+	if rep != nil {
+		*rep = append(*rep, fmt.Sprintf(format, args...))
+	}
+}
+
+// removeNamespaces kills every process in the namespaces pinned at pins
+// (found through every layer of mounts, hidden ones included), then removes
+// the pins (removePins). Links inside (veths, bridge, taps) go with their
+// namespace.
+func removeNamespaces(pins []string, rep *[]string) []error {
+	var errs []error
+	set := map[string]bool{}
+	for _, p := range pins {
+		set[p] = true
+	}
+	inodes := map[uint64]bool{}
+	if ms, err := readMountinfo(); err == nil {
+		inodes = pinInodes(ms, set)
+	}
+	var present []string
+	for _, p := range pins {
+		if ino := nsInode(p); ino != 0 {
+			inodes[ino] = true
+		}
+		if _, err := os.Lstat(p); err == nil {
+			present = append(present, p)
+		}
+	}
+	if rep != nil {
+		for _, p := range present {
+			if filepath.Dir(p) == netnsDir {
+				report(rep, "network namespace %s%s", filepath.Base(p), linksOf(p))
+			} else {
+				report(rep, "mount namespace %s", p)
+			}
+		}
+	}
+	if err := killIn(inodes, 5*time.Second, rep); err != nil {
+		errs = append(errs, err)
+	}
+	n, err := removePins(pins)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if n > 0 {
+		report(rep, "%d namespace mounts", n)
+	}
+	return errs
+}
+
+// linksOf lists the links (but lo) in the network namespace pinned at pin,
+// as " (links a, b)", or "".
+func linksOf(pin string) string {
+	ns, err := netns.GetFromPath(pin)
+	if err != nil {
+		return ""
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return ""
+	}
+	defer h.Close()
+	ls, err := h.LinkList()
+	if err != nil {
+		return ""
+	}
+	var names []string
+	for _, l := range ls {
+		if l.Attrs().Name != "lo" {
+			names = append(names, l.Attrs().Name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return " (links " + strings.Join(names, ", ") + ")"
 }
 
 func backedUnder(loop, dir string) bool {
@@ -463,6 +545,12 @@ func Sweep() error {
 		return err
 	}
 	defer unlock()
+	return sweep(nil, "")
+}
+
+// sweep is Sweep with the lock held. It also removes the cluster called
+// down (persistent or not) and its leftovers, if down is not empty.
+func sweep(rep *[]string, down string) error {
 	files, _ := filepath.Glob(filepath.Join(StateDir, "*.json"))
 	known := map[string]bool{}
 	var errs []error
@@ -473,37 +561,105 @@ func Sweep() error {
 			// An unreadable state file: drop it, its objects are
 			// handled as unclaimed below.
 			os.Remove(f)
+			report(rep, "unreadable state file %s", f)
 			continue
 		}
-		if st.Persistent || ownerAlive(st) {
+		if name != down && (st.Persistent || ownerAlive(st)) {
 			known[name] = true
 			continue
 		}
-		if err := destroy(st); err != nil {
+		if err := destroy(st, rep); err != nil {
 			errs = append(errs, err)
 			known[name] = true
 		}
 	}
 	// Unclaimed pins: created by a run that died before its state file
 	// existed can not happen (state comes first), but a state file may
-	// have been removed by hand.
+	// have been removed by hand. Pins are found in the directories and in
+	// mountinfo (a pin whose file went missing still holds a mount).
+	ms, _ := readMountinfo()
 	for _, dir := range []string{netnsDir, mntPinDir} {
+		seen := map[string]bool{}
+		var pins []string
+		add := func(base string) {
+			cl, ok := clusterOfPin(base)
+			p := filepath.Join(dir, base)
+			if !ok || known[cl] || seen[p] {
+				return
+			}
+			seen[p] = true
+			pins = append(pins, p)
+		}
 		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
-			cl, ok := clusterOfPin(e.Name())
-			if !ok || known[cl] {
-				continue
+			add(e.Name())
+		}
+		for _, p := range mountsUnder(ms, dir) {
+			if filepath.Dir(p) == dir {
+				add(filepath.Base(p))
 			}
-			p := filepath.Join(dir, e.Name())
-			if ino := nsInode(p); ino != 0 {
-				_ = killIn(map[uint64]bool{ino: true}, 5*time.Second)
+		}
+		if len(pins) > 0 {
+			errs = append(errs, removeNamespaces(pins, rep)...)
+		}
+	}
+	// Loop devices and work dir of the cluster taken down when its state
+	// file is gone (default work dir only: nothing else names it).
+	if down != "" && !known[down] {
+		if _, err := os.Stat(statePath(down)); errors.Is(err, os.ErrNotExist) {
+			work := filepath.Join(DefaultWorkRoot, down)
+			for _, l := range loopsBackedUnder(work) {
+				if err := detachLoop(l); err != nil {
+					errs = append(errs, err)
+				} else {
+					report(rep, "loop device %s", l)
+				}
 			}
-			if err := unpin(p); err != nil {
-				errs = append(errs, err)
+			if _, err := os.Stat(work); err == nil {
+				report(rep, "work dir %s", work)
+				if err := os.RemoveAll(work); err != nil {
+					errs = append(errs, fmt.Errorf("remove work dir: %w", err))
+				}
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Down removes the cluster called name (persistent or not, whether or not
+// its creator runs, even half broken or without a state file) and the
+// leftovers of every crashed run: clusters whose creator died, pins with
+// the harness prefix that no live cluster claims, including nsfs mounts
+// hidden under mounts stacked on their directory. It returns one line per
+// object removed (empty: there was nothing to remove). It is what `herd
+// lab down` runs.
+func Down(name string) ([]string, error) {
+	if os.Geteuid() != 0 {
+		return nil, ErrNotRoot
+	}
+	if !nameRE.MatchString(name) {
+		return nil, fmt.Errorf("cluster name %q (want 1-20 of a-z0-9): %w", name, ErrBadConfig)
+	}
+	openMu.Lock()
+	var mine []*Cluster
+	for c := range openSet {
+		if c.st.Name == name {
+			mine = append(mine, c)
+		}
+	}
+	openMu.Unlock()
+	var errs []error
+	for _, c := range mine {
+		errs = append(errs, c.Close())
+	}
+	unlock, err := lockState()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	rep := []string{}
+	errs = append(errs, sweep(&rep, name))
+	return rep, errors.Join(errs...)
 }
 
 // clusterOfPin extracts the cluster name from "herdlab-<cluster>-<node>".
@@ -562,5 +718,5 @@ func Destroy(name string) error {
 		return err
 	}
 	defer unlock()
-	return destroy(st)
+	return destroy(st, nil)
 }

@@ -19,10 +19,15 @@ import (
 
 // createNetns makes a network namespace pinned at /run/netns/<name> (the
 // place `ip netns` uses) without moving any other thread of this process.
+// The pin is made by pinNS, so that removePins finds it even under mounts
+// stacked on /run/netns later.
 func createNetns(name string) (netns.NsHandle, error) {
 	type result struct {
 		h   netns.NsHandle
 		err error
+	}
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return 0, fmt.Errorf("create %s: %w", netnsDir, err)
 	}
 	ch := make(chan result, 1)
 	go func() {
@@ -34,11 +39,14 @@ func createNetns(name string) (netns.NsHandle, error) {
 			return
 		}
 		defer origin.Close()
-		h, err := netns.NewNamed(name)
+		h, err := netns.New()
 		if serr := netns.Set(origin); serr != nil {
 			// The thread is stuck in another namespace: keep it locked so
 			// the runtime throws it away when this goroutine ends.
-			ch <- result{h: h, err: errors.Join(err, fmt.Errorf("restore netns: %w", serr))}
+			if err == nil {
+				h.Close()
+			}
+			ch <- result{err: errors.Join(err, fmt.Errorf("restore netns: %w", serr))}
 			return
 		}
 		runtime.UnlockOSThread()
@@ -48,42 +56,27 @@ func createNetns(name string) (netns.NsHandle, error) {
 		ch <- result{h: h, err: err}
 	}()
 	r := <-ch
-	return r.h, r.err
+	if r.err != nil {
+		return 0, r.err
+	}
+	if err := pinNS(int(r.h), filepath.Join(netnsDir, name)); err != nil {
+		r.h.Close()
+		return 0, err
+	}
+	return r.h, nil
 }
 
-// unpin unmounts a namespace pin (lazily) and removes the file. A missing
-// pin is not an error.
+// unpin removes one pin (see removePins). A missing pin is not an error.
 func unpin(path string) error {
-	err := unix.Unmount(path, unix.MNT_DETACH)
-	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", path, err)
-	}
-	return nil
+	_, err := removePins([]string{path})
+	return err
 }
 
 // ensurePrivateDir makes dir a mount point with private propagation, so
 // that namespace pins made below it never propagate into a copy (the same
-// trick `ip netns` plays on /run/netns).
+// trick `ip netns` plays on /run/netns). See ensureDirMount.
 func ensurePrivateDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	if isMountPoint(dir) {
-		if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
-			return fmt.Errorf("make %s private: %w", dir, err)
-		}
-		return nil
-	}
-	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind %s on itself: %w", dir, err)
-	}
-	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make %s private: %w", dir, err)
-	}
-	return nil
+	return ensureDirMount(dir, unix.MS_PRIVATE)
 }
 
 type mountEntry struct {
@@ -132,18 +125,10 @@ func isMountPoint(dir string) bool {
 // node keeps another node's namespaces alive), a tmpfs on NodeDir with
 // NodeDisk, a block device node for dev (if non-zero).
 func createMountNS(pin string, dev uint64) error {
-	if err := ensurePrivateDir(mntPinDir); err != nil {
-		return err
-	}
+	// New made mntPinDir a private mount point (under the state lock).
 	if err := os.MkdirAll(NodeDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", NodeDir, err)
 	}
-	f, err := os.OpenFile(pin, os.O_CREATE|os.O_EXCL, 0o444)
-	if err != nil {
-		return fmt.Errorf("create pin %s: %w", pin, err)
-	}
-	f.Close()
-
 	tidc := make(chan int, 1)
 	errc := make(chan error, 1)
 	done := make(chan struct{})
@@ -166,15 +151,18 @@ func createMountNS(pin string, dev uint64) error {
 	var tid int
 	select {
 	case err := <-errc:
-		os.Remove(pin)
 		return err
 	case tid = <-tidc:
 	}
 	defer close(done)
 	src := fmt.Sprintf("/proc/%d/task/%d/ns/mnt", os.Getpid(), tid)
-	if err := unix.Mount(src, pin, "", unix.MS_BIND, ""); err != nil {
-		os.Remove(pin)
-		return fmt.Errorf("pin mount namespace at %s: %w", pin, err)
+	nsf, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("open mount namespace %s: %w", src, err)
+	}
+	defer nsf.Close()
+	if err := pinNS(int(nsf.Fd()), pin); err != nil {
+		return fmt.Errorf("pin mount namespace: %w", err)
 	}
 	return nil
 }
@@ -251,18 +239,25 @@ func procsIn(inodes map[uint64]bool) []int {
 }
 
 // killIn sends SIGKILL to every process inside the namespaces and waits
-// (up to timeout) until none is left.
-func killIn(inodes map[uint64]bool, timeout time.Duration) error {
+// (up to timeout) until none is left. It reports every process it kills to
+// rep (may be nil).
+func killIn(inodes map[uint64]bool, timeout time.Duration, rep *[]string) error {
 	if len(inodes) == 0 {
 		return nil
 	}
 	deadline := time.Now().Add(timeout)
+	seen := map[int]bool{}
 	for {
 		pids := procsIn(inodes)
 		if len(pids) == 0 {
 			return nil
 		}
 		for _, p := range pids {
+			if rep != nil && !seen[p] {
+				seen[p] = true
+				cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
+				*rep = append(*rep, fmt.Sprintf("process %d (%s)", p, strings.TrimSpace(string(cmd))))
+			}
 			_ = syscall.Kill(p, syscall.SIGKILL)
 		}
 		if time.Now().After(deadline) {

@@ -36,7 +36,7 @@ func (n *Node) PowerOff(timeout time.Duration) error {
 			inodes[ino] = true
 		}
 	}
-	if err := killIn(inodes, timeout); err != nil {
+	if err := killIn(inodes, timeout, nil); err != nil {
 		return fmt.Errorf("power off %s: %w", n.name, err)
 	}
 	if err := dropCache(n.disk); err != nil {

@@ -178,18 +178,34 @@ func newLabStatusCmd(o *labOptions) *cobra.Command {
 func newLabDownCmd(o *labOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "down",
-		Short: "Remove the lab: processes, namespaces, links, disks",
-		Args:  cobra.NoArgs,
+		Short: "Remove the lab and the leftovers of any crashed run",
+		Long: `Down removes the lab: its processes, namespaces (with their links), mounts,
+loop devices, files. It also removes what crashed or killed runs left behind:
+labs and test clusters whose creator is gone, namespaces with the lab prefix
+that no running lab claims, also when their mounts are hidden under a bind of
+/run/netns over itself. It lists what it removed; nothing to remove is not an
+error.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			err := harness.Destroy(o.name)
-			if errors.Is(err, harness.ErrNotFound) {
-				fmt.Fprintf(cmd.OutOrStdout(), "no lab %q is up\n", o.name)
+			removed, err := harness.Down(o.name)
+			if errors.Is(err, harness.ErrBadConfig) {
+				return usageError{err}
+			}
+			w := cmd.OutOrStdout()
+			if len(removed) == 0 && err == nil {
+				fmt.Fprintf(w, "no lab %q is up and nothing was left behind: nothing to remove\n", o.name)
 				return nil
+			}
+			if len(removed) > 0 {
+				fmt.Fprintln(w, "removed:")
+				for _, r := range removed {
+					fmt.Fprintf(w, "  %s\n", r)
+				}
 			}
 			if err != nil {
 				return fmt.Errorf("lab down: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "lab %q is down\n", o.name)
+			fmt.Fprintf(w, "lab %q is down\n", o.name)
 			return nil
 		},
 	}
