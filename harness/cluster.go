@@ -362,7 +362,10 @@ func (c *Cluster) Persistent() bool { return c.st.Persistent }
 // Close kills every process in the cluster and removes every namespace,
 // link, mount, loop device, throttle rule, file and the state file. It is
 // idempotent; concurrent callers wait for the first.
-func (c *Cluster) Close() error {
+func (c *Cluster) Close() error { return c.close(nil) }
+
+// close is Close, reporting what it removes to rep (may be nil).
+func (c *Cluster) close(rep *[]string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -373,7 +376,7 @@ func (c *Cluster) Close() error {
 	for p := range c.procs {
 		p.signalGroup(9)
 	}
-	err := destroy(c.st, nil)
+	err := destroy(c.st, rep)
 	for p := range c.procs {
 		select {
 		case <-p.done:
@@ -649,15 +652,15 @@ func Down(name string) ([]string, error) {
 	}
 	openMu.Unlock()
 	var errs []error
+	rep := []string{}
 	for _, c := range mine {
-		errs = append(errs, c.Close())
+		errs = append(errs, c.close(&rep))
 	}
 	unlock, err := lockState()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	rep := []string{}
 	errs = append(errs, sweep(&rep, name))
 	return rep, errors.Join(errs...)
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -24,7 +25,10 @@ type mi struct {
 
 func readMI(t testing.TB) []mi {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	// thread-self: the main thread may sit in a node's mount namespace.
+	runtime.LockOSThread()
+	b, err := os.ReadFile("/proc/thread-self/mountinfo")
+	runtime.UnlockOSThread()
 	require.NoError(t, err)
 	var out []mi
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {

@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/herd-cluster/herd/harness"
 )
@@ -100,4 +104,109 @@ func TestLabUpExecStatusDown(t *testing.T) {
 	code, out, _ = runHerd(t, "lab", "--name", name, "down")
 	assert.Equal(t, ExitOK, code)
 	assert.Contains(t, out, "no lab")
+}
+
+// A `herd lab up` killed while it builds, then /run/netns bound over itself
+// twice (hiding the pins, as `ip netns add` by another program can), a
+// process left running in the lab: `herd lab down` removes all of it, says
+// what it removed, and a second one finds nothing to do.
+func TestLabDownRemovesLeftoversOfKilledRun(t *testing.T) {
+	if err := harness.Available(); err != nil {
+		t.Skipf("lab needs the harness: %v", err)
+	}
+	for _, tool := range []string{"ip", "mount", "losetup"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (make deps installs it)", tool)
+		}
+	}
+	name := fmt.Sprintf("labk%d", os.Getpid())
+	prefix := "/run/netns/" + harness.Prefix + name + "-"
+	work := filepath.Join(harness.DefaultWorkRoot, name)
+	t.Cleanup(func() { _, _ = harness.Down(name) })
+	hostLinks := func() string {
+		out, err := exec.Command("ip", "-o", "link", "show").Output()
+		require.NoError(t, err)
+		var names []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if f := strings.Fields(l); len(f) > 1 {
+				names = append(names, f[1])
+			}
+		}
+		return strings.Join(names, " ")
+	}
+	linksBefore := hostLinks()
+	// Another program's namespace, which must survive.
+	other := fmt.Sprintf("herdtest-other-%d", os.Getpid())
+	require.NoError(t, exec.Command("ip", "netns", "add", other).Run())
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", other).Run() })
+
+	up := exec.Command(herdBin, "lab", "up", "--name", name, "-n", "8", "--disk", "8M")
+	require.NoError(t, up.Start())
+	t.Cleanup(func() { _ = up.Process.Kill(); _ = up.Wait() })
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(prefix + "node3")
+		return err == nil
+	}, 60*time.Second, 5*time.Millisecond, "lab up made no node3")
+	require.NoError(t, up.Process.Kill())
+	_ = up.Wait()
+
+	sleeper := exec.Command("ip", "netns", "exec", harness.Prefix+name+"-node1", "sleep", "1000")
+	require.NoError(t, sleeper.Start())
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	// Two binds of /run/netns over itself, removed at the end (made
+	// private first, so the removal propagates nowhere).
+	before, err := readThreadMountinfo()
+	require.NoError(t, err)
+	for i := 0; i < 2; i++ {
+		out, err := exec.Command("sh", "-c", "mount --rbind /run/netns /run/netns && mount --make-rprivate /run/netns").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 4; i++ {
+			var stx unix.Statx_t
+			if unix.Statx(unix.AT_FDCWD, "/run/netns", unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx) != nil ||
+				strings.Contains(string(before), fmt.Sprintf("\n%d ", stx.Mnt_id)) || strings.HasPrefix(string(before), fmt.Sprintf("%d ", stx.Mnt_id)) {
+				return
+			}
+			_ = unix.Mount("", "/run/netns", "", unix.MS_PRIVATE, "")
+			_ = unix.Unmount("/run/netns", unix.MNT_DETACH)
+		}
+	})
+	mi, _ := readThreadMountinfo()
+	require.Greater(t, strings.Count(string(mi), harness.Prefix+name+"-"), 6, "pins and their hidden copies")
+
+	code, out, stderr := runHerd(t, "lab", "--name", name, "down")
+	require.Equal(t, ExitOK, code, "%s%s", out, stderr)
+	assert.Contains(t, out, "removed:")
+	assert.Contains(t, out, "network namespace "+harness.Prefix+name+"-node1")
+	assert.Contains(t, out, "loop device /dev/loop")
+	assert.Contains(t, out, "process ")
+
+	m, _ := filepath.Glob(prefix + "*")
+	assert.Empty(t, m, "pins in /run/netns")
+	mi, _ = readThreadMountinfo()
+	assert.NotContains(t, string(mi), harness.Prefix+name+"-", "mounts left")
+	lo, err := exec.Command("losetup", "-a").Output()
+	require.NoError(t, err)
+	assert.NotContains(t, string(lo), work+"/", "loop devices left")
+	_, err = os.Stat(work)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+	assert.Equal(t, linksBefore, hostLinks(), "links of the host")
+	_ = sleeper.Wait()
+	assert.NotNil(t, sleeper.ProcessState, "the process in the lab was killed")
+	out2, err := exec.Command("ip", "netns", "exec", other, "true").CombinedOutput()
+	assert.NoError(t, err, "another program's namespace must survive: %s", out2)
+
+	code, out, _ = runHerd(t, "lab", "--name", name, "down")
+	assert.Equal(t, ExitOK, code)
+	assert.Contains(t, out, "nothing to remove")
+}
+
+// readThreadMountinfo reads this thread's mountinfo on a locked thread:
+// the main thread of a process that built a lab in-process may sit in a
+// node's mount namespace.
+func readThreadMountinfo() ([]byte, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return os.ReadFile("/proc/thread-self/mountinfo")
 }
