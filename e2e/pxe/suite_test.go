@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/herd-cluster/herd/harness"
 	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/pxe/state"
 	"github.com/herd-cluster/herd/qemu"
@@ -46,6 +48,9 @@ var _ = BeforeSuite(func() {
 	}
 	if os.Geteuid() != 0 {
 		Skip("the boot suite needs root (network namespaces, taps)")
+	}
+	if err := harness.Available(); err != nil {
+		Skip(fmt.Sprintf("the boot suite needs the harness: %v", err))
 	}
 	for _, tool := range []string{"ip", qemu.Binary, "busybox", "dpkg"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -73,32 +78,34 @@ var _ = BeforeSuite(func() {
 })
 
 // lan is a network namespace with a bridge holding the host side's
-// address; VMs get taps on the bridge.
+// address; VMs get taps on the bridge. It is a harness cluster's golden
+// namespace (pinned at /run/netns/<ns>, so `ip netns exec <ns>` works), so
+// the harness removes it, its taps and whatever runs in it, also after a
+// crash or an interrupt, and never leaves a pin behind when /run/netns is
+// bound over itself meanwhile.
 type lan struct {
+	c              *harness.Cluster
 	ns, bridge, ip string
 	taps           int
 }
 
 // newLAN makes a namespace with bridge br0 at 10.79.0.1/24, removed when
-// the spec ends.
+// the spec ends. (The cluster's one node, 10.79.0.11, is not used.)
 func newLAN() *lan {
-	l := &lan{ns: fmt.Sprintf("herd-e2epxe-%d-%d", os.Getpid(), rand.IntN(1e6)), bridge: "br0", ip: "10.79.0.1"}
-	run("ip", "netns", "add", l.ns)
-	DeferCleanup(func() { exec.Command("ip", "netns", "del", l.ns).Run() })
-	run("ip", "-n", l.ns, "link", "set", "lo", "up")
-	run("ip", "-n", l.ns, "link", "add", l.bridge, "type", "bridge")
-	run("ip", "-n", l.ns, "addr", "add", l.ip+"/24", "brd", "+", "dev", l.bridge)
-	run("ip", "-n", l.ns, "link", "set", l.bridge, "up")
-	return l
+	GinkgoHelper()
+	c, err := harness.New(context.Background(), harness.Config{Nodes: 1, DiskSize: 1 << 20, Subnet: netip.MustParsePrefix("10.79.0.0/24")})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { Expect(c.Close()).To(Succeed()) })
+	g := c.Golden()
+	return &lan{c: c, ns: filepath.Base(g.NetNS()), bridge: "br0", ip: g.Addr().String()}
 }
 
 // addTap adds a tap on the bridge and returns its name.
 func (l *lan) addTap() string {
+	GinkgoHelper()
 	l.taps++
 	tap := fmt.Sprintf("tap%d", l.taps)
-	run("ip", "-n", l.ns, "tuntap", "add", tap, "mode", "tap")
-	run("ip", "-n", l.ns, "link", "set", tap, "master", l.bridge)
-	run("ip", "-n", l.ns, "link", "set", tap, "up")
+	Expect(l.c.AddTap(tap)).To(Succeed())
 	return tap
 }
 
