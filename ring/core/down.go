@@ -513,6 +513,15 @@ func (d *downlink) next(out *[]Action) {
 	}
 	d.cut = true
 	d.dropLog()
+	if d.self < 0 {
+		// The source has nobody left to feed: a node still under way
+		// (fed at the tail by a node lost since) has nobody to report
+		// on it either. Its last word is that it was cut off; the
+		// session ends instead of waiting for a word that cannot come.
+		for _, j := range d.order {
+			d.setFailed(j, fmt.Sprintf("cut off at offset %d: no node is left to feed it", d.view[j].Bytes))
+		}
+	}
 }
 
 // abandon stops feeding anyone: the nodes further down are cut off.

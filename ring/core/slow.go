@@ -60,6 +60,11 @@ type slowState struct {
 	// that lag is no slow link.
 	lagOf  int
 	caught bool
+	// confirmFrom is when the current window ended: the verdict waits
+	// for an ack of the target from after it (0: not yet ended).
+	confirmFrom time.Duration
+	// fromLag is our lag for the target when the current window began.
+	fromLag uint64
 	// The target the current lag is about, and when it was last seen.
 	onTarget int
 	lastSeen time.Duration
@@ -260,11 +265,24 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	x := d.target
 	if !d.slowOn {
 		d.slowOn, d.slowFrom, d.sl.kind, d.sl.fromFrames, d.sl.onTarget = true, now, kind, d.frames[x], x
+		d.sl.fromLag = d.ownLag()
 		return
 	}
 	if now-d.slowFrom < d.slowAfter {
 		return
 	}
+	// Confirm before acting: the target must still look slow on an ack
+	// it sent after the window ended. A slow target keeps acking (a
+	// heartbeat at least); one that stopped (not scheduled, stalled,
+	// dead) does not, and its silence is the dead timeout's business.
+	if d.sl.confirmFrom == 0 || d.sl.confirmFrom < d.slowFrom {
+		d.sl.confirmFrom = now
+		return
+	}
+	if d.lastHeard <= d.sl.confirmFrom {
+		return
+	}
+	d.sl.confirmFrom = 0
 	lag := (now - d.slowFrom).Round(time.Millisecond)
 	d.slowOn = false
 	var reason string
@@ -276,6 +294,13 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	case slowLink:
 		if d.frames[x] == d.sl.fromFrames {
 			return // no progress at all: stalled, not slow
+		}
+		if lag := d.ownLag(); lag+max(2, d.halfFrames()/2) <= d.sl.fromLag {
+			// What we hold for it shrank over the window: it drains a
+			// backlog it started with (we took it over from a node we
+			// moved or dropped) over a link as fast as ours. Behind a
+			// slow link the backlog grows, or stays at our memory.
+			return
 		}
 		if d.sl.linkMoves > 0 {
 			// The second target in a row behind a slow link: the

@@ -193,10 +193,30 @@ func TestNoteSlowLinkSticks(t *testing.T) {
 }
 
 // heardCheck runs checkSlow at now with the target heard from just then
-// (it acks on time: it is slow, not silent).
+// (it acks on time: it is slow, not silent), and once more on the ack it
+// sends right after (what confirms a verdict).
 func heardCheck(d *downlink, now time.Duration, ownBacklog bool, out *[]Action) {
 	d.lastHeard = now
 	d.checkSlow(now, ownBacklog, out)
+	d.lastHeard = now + 1
+	d.checkSlow(now+1, ownBacklog, out)
+}
+
+// A verdict waits for an ack sent after the window ended: a target that
+// went quiet right at its end is not judged.
+func TestCheckSlowWaitsForConfirmation(t *testing.T) {
+	d := slowLinkDown(wire.SlowMove)
+	var out []Action
+	starve(d, 10)
+	heardCheck(d, time.Second, false, &out)
+	starve(d, 11)
+	d.lastHeard = 1900 * time.Millisecond
+	d.checkSlow(2*time.Second, false, &out)
+	d.checkSlow(2100*time.Millisecond, false, &out)
+	assert.Empty(t, out, "no ack since the window ended")
+	d.lastHeard = 2150 * time.Millisecond
+	d.checkSlow(2200*time.Millisecond, false, &out)
+	assert.NotNil(t, find(out, ActSendDown), "confirmed by the next ack")
 }
 
 // A target that misses its heartbeat is silent, not slow: no move, and
