@@ -328,7 +328,13 @@ func (n *Node) Step(ev Event) []Action {
 			case *wire.Bye:
 				n.bye = true
 			case *wire.Adopt:
-				if m.Rejoin && n.man != nil && uint64(m.Index) < uint64(len(n.man.Nodes)) {
+				switch {
+				case m.Rejoin && int(m.Index) == n.st.Index:
+					// A request to take us back, from a source that
+					// never heard how we ended: we are back, and
+					// ended. Our word, as a node taken back says it.
+					out = append(out, Action{Kind: ActSendUp, Msg: n.finalAck()})
+				case m.Rejoin && n.man != nil && uint64(m.Index) < uint64(len(n.man.Nodes)):
 					// We feed nobody anymore: the request finds nobody.
 					out = append(out, Action{Kind: ActSendUp, Msg: &wire.NotBack{Index: m.Index}})
 				}
@@ -340,9 +346,7 @@ func (n *Node) Step(ev Event) []Action {
 			if h, ok := ev.Msg.(*wire.Hello); ok && n.hello != nil && h.Session == n.hello.Session && int(h.Index) == n.st.Index {
 				n.upGone = false
 				out = append(out, Action{Kind: ActSendUp, Msg: &wire.Resume{Frames: n.framesIn, HasManifest: n.man != nil}})
-				own := ToAck(&n.st)
-				own.Frames, own.DownFrames = n.framesIn, n.framesIn
-				a := &wire.Ack{Nodes: []wire.AckNode{own}}
+				a := n.finalAck()
 				if n.man != nil {
 					a.Nodes = append(a.Nodes, n.down.takeDirty(true)...)
 				}
@@ -882,6 +886,16 @@ func (n *Node) downFrames() uint64 {
 // node's own progress alone (frames received by it and by its downstream)
 // whenever it moves: the upstream frees retained chunks on it, so a delay
 // here would stall the stream.
+// finalAck is a finished node's own word: its final status, as a node
+// taken back (wire.AckRejoined): whoever reaches it after its end may
+// have taken it for lost meanwhile, and must take this word instead.
+func (n *Node) finalAck() *wire.Ack {
+	own := ToAck(&n.st)
+	own.Frames, own.DownFrames = n.framesIn, n.framesIn
+	own.Flags |= wire.AckRejoined
+	return &wire.Ack{Nodes: []wire.AckNode{own}}
+}
+
 func (n *Node) maybeAck(full bool, out *[]Action) {
 	if n.hello == nil || n.upGone {
 		return

@@ -516,11 +516,8 @@ func (s *sim) stepFrom(h *host, l *link, ev core.Event) {
 		s.release(h, ev.Ref)
 		return
 	}
-	if h.finished && ev.Kind != core.EvUpNew {
-		if ev.Kind == core.EvUp {
-			s.release(h, ev.Ref)
-		}
-		return // a finished node only answers a bypassing upstream (it lingers)
+	if h.finished && ev.Kind == core.EvTick {
+		return // a finished node lingers: it answers what reaches it and frees buffers
 	}
 	if _, ok := ev.Msg.(*wire.Data); ok && l != nil && ev.Kind == core.EvUp {
 		s.fed(h, l)
