@@ -1,0 +1,99 @@
+package harness
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// Busy starts n busy loops (`sh -c 'while :; do :; done'`), each its own
+// process at normal priority, so that whatever runs beside them competes
+// for the CPUs as it would on a cluster host running other work (issue
+// #13: one loop per core). stop kills every loop and waits for it; it may
+// be called more than once. The loops also die with this process
+// (SIGKILL on its death) and StopBusy stops every loop still running
+// (an interrupt handler calls it).
+func Busy(n int) (stop func(), err error) {
+	if n < 0 {
+		return nil, fmt.Errorf("%d busy loops: %w", n, ErrBadConfig)
+	}
+	b := &busy{}
+	for i := 0; i < n; i++ {
+		cmd := exec.Command("sh", "-c", "while :; do :; done")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			b.stop()
+			return nil, fmt.Errorf("start busy loop: %w", err)
+		}
+		b.cmds = append(b.cmds, cmd)
+	}
+	busyMu.Lock()
+	busySet[b] = struct{}{}
+	busyMu.Unlock()
+	return b.stop, nil
+}
+
+// BusyT runs n busy loops for the rest of a test: they are stopped in
+// t.Cleanup, also when the test fails.
+func BusyT(t testing.TB, n int) {
+	t.Helper()
+	stop, err := Busy(n)
+	if err != nil {
+		t.Fatalf("busy loops: %v", err)
+	}
+	t.Cleanup(stop)
+}
+
+// BusyPids lists the processes of the busy loops still running.
+func BusyPids() []int {
+	busyMu.Lock()
+	defer busyMu.Unlock()
+	var pids []int
+	for b := range busySet {
+		for _, c := range b.cmds {
+			pids = append(pids, c.Process.Pid)
+		}
+	}
+	return pids
+}
+
+// StopBusy stops every busy loop this process started and did not stop.
+func StopBusy() {
+	busyMu.Lock()
+	var bs []*busy
+	for b := range busySet {
+		bs = append(bs, b)
+	}
+	busyMu.Unlock()
+	for _, b := range bs {
+		b.stop()
+	}
+}
+
+var (
+	busyMu  sync.Mutex
+	busySet = map[*busy]struct{}{}
+)
+
+type busy struct {
+	once sync.Once
+	cmds []*exec.Cmd
+}
+
+func (b *busy) stop() {
+	b.once.Do(func() {
+		for _, c := range b.cmds {
+			// The loop is a process group of its own: kill all of it.
+			if err := syscall.Kill(-c.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				_ = c.Process.Kill()
+			}
+			_ = c.Wait()
+		}
+		busyMu.Lock()
+		delete(busySet, b)
+		busyMu.Unlock()
+	})
+}
