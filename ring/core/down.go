@@ -626,6 +626,17 @@ func (d *downlink) tick(now time.Duration, ownBacklog bool, out *[]Action) {
 		d.onFailed(d.target, why, out)
 		return
 	}
+	if d.up && !d.cut && !d.awaiting && d.settled() {
+		// Every node after us has its final word: what we would send
+		// matters to nobody, and a target that finished lingers without
+		// acking, so frames kept for it would hold our memory, and the
+		// chain behind us, for good. Say Bye and stop feeding.
+		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Bye{}}, Action{Kind: ActCloseDown})
+		d.up, d.cut = false, true
+		d.stopReplay()
+		d.dropLog()
+		return
+	}
 	d.retryAdopts(now, out)
 	d.checkSlow(now, ownBacklog, out)
 }
