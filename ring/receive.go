@@ -598,17 +598,18 @@ func runNode(ctx context.Context, h accepted, hops <-chan accepted, cfg Receiver
 	lp.onHop = func(nh accepted) []core.Action {
 		logf("ring: new upstream %s replaces %s", nh.h.conn.RemoteAddr(), up.h.h.conn.RemoteAddr())
 		old := up
+		// Tell the old upstream, which may not know yet (it was not
+		// scheduled, or its Detach was lost), that someone else feeds
+		// us now: it must stop feeding us, and must not take our
+		// hanging up for our death (a healthy node reported dead). It
+		// says nothing more about us; our new upstream does.
+		why := "replaced: a node before you bypassed you"
 		if nh.hello.Takeover {
-			// The node that detached our upstream feeds us now: tell
-			// the old upstream, which may not know yet, to stop feeding
-			// us (it must not bypass us as if we had died).
-			_ = old.h.h.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			old.q.push(&wire.Detach{Reason: "replaced: our upstream detached you"})
-			old.stop()
-		} else {
-			old.q.close()
-			old.h.h.conn.Close()
+			why = "replaced: our upstream detached you"
 		}
+		_ = old.h.h.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		old.q.push(&wire.Detach{Reason: why})
+		old.stop()
 		gen++
 		up = startUpstream(ctx, reader(nh, gen), activity)
 		lp.up = up.q

@@ -736,12 +736,14 @@ func (s *sim) dial(h *host, idx int, tail, takeover bool) {
 			// A replacement upstream: the node drops the old connection,
 			// telling the old upstream when the new one detached it.
 			old.closed = true
-			if hello.Takeover && old.from != nil && old.from != h {
-				from := old.from
-				s.at(s.cfg.Latency, func() {
-					if from.alive && from.down == old {
-						s.step(from, core.Event{Kind: core.EvDown, Index: idx, Msg: &wire.Detach{Reason: "replaced"}})
+			if from := old.from; from != nil && from != h {
+				s.deliver(old, true, s.cfg.Latency, func() {
+					if from.down != old {
+						return
 					}
+					// The node says so before it hangs up (as the
+					// TCP driver does).
+					s.step(from, core.Event{Kind: core.EvDown, Index: idx, Msg: &wire.Detach{Reason: "replaced"}})
 				})
 			}
 		}
