@@ -573,9 +573,13 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration, out *[]Action) {
 				}
 			}
 		}
-		if an.Flags&wire.AckRejoined != 0 && d.view[j].State == StateFailed && !d.rejoined[j] {
+		if an.Flags&wire.AckRejoined != 0 && d.view[j].State == StateFailed && (!d.rejoined[j] || an.State == wire.StDone) {
 			// The node came back (it was fed again at the tail): its
-			// new life replaces the failure, counts start over.
+			// new life replaces the failure, counts start over. Once
+			// only (a late ack of a node taken back that failed again
+			// must not revive it), unless it says it is done: a node's
+			// own final word is the verdict (the source still checks
+			// its digests).
 			d.rejoined[j] = true
 			d.rejoinAsk[j] = 0
 			d.frames[j], d.downFr[j] = 0, 0
