@@ -43,6 +43,16 @@ bench: deps build
 	$(GO) run ./bench -results results -herd $(CURDIR)/$(BIN)
 	$(GO) test -timeout 10m -run '^$$' -bench 'LoopbackClone8|EncryptionCost' -benchtime 1x -v ./cmd/herd
 
+# The soak of issue #13: ROUNDS rounds of 8-node lab clones with random
+# faults and slow nodes under load (one busy loop per core), every node's
+# own verdict beside the sender's; any disagreement fails. SEED=S replays
+# from round seed S. Report in results/soak-SEED.txt.
+ROUNDS ?= 50
+SEED   ?= 0
+.PHONY: soak
+soak: deps build
+	$(GO) run ./bench soak -rounds $(ROUNDS) -seed $(SEED) -results results -herd $(CURDIR)/$(BIN)
+
 demo: deps build
 	./scripts/demo.sh
 

@@ -40,6 +40,7 @@
 //
 //	go run ./bench -results results
 //	go run ./bench -results results -nodes 2,4 -rate 200mbit -tools herd,naive -fault=false -used-only=false
+//	go run ./bench soak -rounds 50   (make soak; see soak.go)
 package main
 
 import (
@@ -109,6 +110,9 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "soak" {
+		os.Exit(soakMain(os.Args[2:])) // the soak of issue #13: see soak.go
 	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {
