@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -24,7 +25,7 @@ func Busy(n int) (stop func(), err error) {
 	for i := 0; i < n; i++ {
 		cmd := exec.Command("sh", "-c", "while :; do :; done")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
+		if err := startOnForker(cmd); err != nil {
 			b.stop()
 			return nil, fmt.Errorf("start busy loop: %w", err)
 		}
@@ -72,6 +73,37 @@ func StopBusy() {
 		b.stop()
 	}
 }
+
+// startOnForker starts cmd from one OS thread that never exits. The
+// kernel sends Pdeathsig when the thread that forked the child ends, not
+// the process, and the Go runtime ends threads that a goroutine left
+// locked (as namespace code does on purpose): started from such a
+// thread, the loops would die in the middle of a run.
+func startOnForker(cmd *exec.Cmd) error {
+	forkerOnce.Do(func() {
+		forker = make(chan forkReq)
+		go func() {
+			runtime.LockOSThread() // for good: this goroutine never returns
+			for req := range forker {
+				req.done <- req.cmd.Start()
+			}
+			select {}
+		}()
+	})
+	done := make(chan error, 1)
+	forker <- forkReq{cmd: cmd, done: done}
+	return <-done
+}
+
+type forkReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+var (
+	forkerOnce sync.Once
+	forker     chan forkReq
+)
 
 var (
 	busyMu  sync.Mutex

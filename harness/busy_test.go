@@ -3,8 +3,10 @@ package harness_test
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,4 +79,24 @@ func TestStopBusy(t *testing.T) {
 	for _, p := range pids {
 		require.Equal(t, int64(-1), cpuTicks(p), "busy loop %d gone after StopBusy", p)
 	}
+}
+
+// The runtime ends a thread a goroutine left locked (namespace code does
+// so on purpose); a loop forked from such a thread would get its
+// Pdeathsig then. Busy forks from a thread that never ends.
+func TestBusyOutlivesEndedThreads(t *testing.T) {
+	harness.BusyT(t, 1)
+	pids := harness.BusyPids()
+	require.Len(t, pids, 1)
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		}()
+	}
+	wg.Wait()
+	time.Sleep(200 * time.Millisecond)
+	require.GreaterOrEqual(t, cpuTicks(pids[0]), int64(0), "busy loop %d still runs", pids[0])
 }
