@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/herd-cluster/herd/ring/core"
 	"github.com/herd-cluster/herd/ring/sim"
+	"github.com/herd-cluster/herd/ring/verdict"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -123,6 +125,8 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 			return shapeConn(conn, cfg, c.addrs, from, addr), nil
 		}
 	}
+	var heldMu sync.Mutex
+	held := map[[2]string]*memSink{} // node index, dest -> where its bytes are
 	c = startCluster(t, cfg.Nodes, func(i int, rc *ReceiverConfig) {
 		rc.MemoryLimit = limit
 		rc.Dial = dialFrom(i)
@@ -142,12 +146,25 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 			} else if r, ok := cfg.SlowDisk[i]; ok {
 				out = &slowSink{delay: time.Duration(float64(chunk) / r * float64(time.Second))}
 			}
+			where := s.(*memSink)
+			switch o := out.(type) {
+			case *slowSink:
+				where = &o.memSink
+			case *crashSink:
+				where = &o.memSink
+			}
+			heldMu.Lock()
+			held[[2]string{fmt.Sprint(i), it.Dest}] = where
+			heldMu.Unlock()
 			return out, nil
 		}
 	})
 	var items []SendItem
+	var want []string
 	for k, size := range cfg.Items {
-		items = append(items, bytesItem(strings.Repeat("i", k+1), randomData(int64(k), int(size))))
+		data := randomData(int64(k), int(size))
+		items = append(items, bytesItem(strings.Repeat("i", k+1), data))
+		want = append(want, b3hex(data))
 	}
 	policy := map[uint8]SlowPolicy{wire.SlowWait: SlowWait, wire.SlowMove: SlowMove, wire.SlowDrop: SlowDrop}[cfg.Slow]
 	if cfg.SlowAfter == 0 {
@@ -163,8 +180,29 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: chunk, MemoryLimit: limit, Items: items, Dial: dialFrom(-1),
 		Slow: policy, SlowAfter: cfg.SlowAfter, Rejoin: rejoin})
 	require.NoError(t, err)
+	// The invariants (ring/verdict): each node's own word, what its
+	// sinks hold, the sender's verdicts.
+	out := sim.Outcome(cfg, &sim.Result{Nodes: rep.Nodes, Items: rep.Items, Elapsed: rep.Elapsed}, nil)
+	out.Want, out.Bound = want, 0 // loopback time is not the scenario's
 	for i := range c.addrs {
-		c.wait(i)
+		r := c.wait(i)
+		if _, crashed := cfg.Crash[i]; !crashed && r.st != nil {
+			out.Nodes[i].Own = r.st
+		}
+		if verdict.Done(rep.Nodes[i]) {
+			for _, it := range items {
+				got := "nothing"
+				heldMu.Lock()
+				if s := held[[2]string{fmt.Sprint(i), it.Dest}]; s != nil {
+					got = b3hex(s.bytes())
+				}
+				heldMu.Unlock()
+				out.Nodes[i].Held = append(out.Nodes[i].Held, got)
+			}
+		}
+	}
+	if vs := verdict.Check(out); len(vs) > 0 {
+		t.Errorf("invariants broken:\n%s", verdict.Report(vs))
 	}
 	res := &sim.Result{Nodes: rep.Nodes, Items: rep.Items}
 	mu.Lock()
