@@ -66,6 +66,9 @@ func TestScenariosOverTCP(t *testing.T) {
 			if len(cfg.Kill) > 0 || len(cfg.Drop) > 0 || len(cfg.Restart) > 0 {
 				t.Skip("freezing a node, losing a chunk or restarting one is simulated only here (see TestTCPRestartedReceiverRejoins)")
 			}
+			if len(cfg.Pause) > 0 || len(cfg.Stall) > 0 || cfg.Jitter > 0 {
+				t.Skip("pausing a node, stalling a disk or delaying deliveries is simulated only here (the lab specs load the CPUs for real)")
+			}
 			if cfg.SlowAfter > 0 && raceEnabled {
 				t.Skip("slow-node detection is timing-based; the race detector slows healthy nodes as much (runs without -race)")
 			}

@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -339,13 +340,23 @@ func TestRandomTimingFaults(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		iter = min(iter, 20)
 	}
+	known := knownTimingFailures(t)
 	start := time.Now()
-	failed := 0
+	failed, knownFailed := 0, 0
 	for k := 0; k < iter; k++ {
 		seed := first + int64(k)
 		cfg := timingSchedule(seed)
 		res, err := Run(cfg)
 		vs := verdict.Check(Outcome(cfg, res, err))
+		if why, ok := known[seed]; ok {
+			if len(vs) == 0 {
+				t.Errorf("seed %d is listed in testdata/timing-known.txt (%s) but keeps every invariant now: write it to testdata as a regression case and remove it from the list", seed, why)
+			} else {
+				knownFailed++
+				t.Logf("KNOWN FAILURE, seed %d (issue #13): %s", seed, verdict.Report(vs))
+			}
+			continue
+		}
 		if len(vs) == 0 {
 			continue
 		}
@@ -363,7 +374,7 @@ func TestRandomTimingFaults(t *testing.T) {
 			t.Errorf("seed %d (%s): written to %s:\n  %s", seed, describe(cfg), path, strings.ReplaceAll(msg, "\n", "\n  "))
 		}
 	}
-	t.Logf("%d schedules with timing faults in %v, %d broke an invariant", iter, time.Since(start).Round(time.Millisecond), failed)
+	t.Logf("%d schedules with timing faults in %v: %d broke an invariant, %d more are known failures (testdata/timing-known.txt)", iter, time.Since(start).Round(time.Millisecond), failed, knownFailed)
 	if failed > 10 {
 		t.Errorf("%d more failing seeds written to %s", failed-10, *foundDir)
 	}
@@ -387,4 +398,26 @@ func TestFormatReproducesASchedule(t *testing.T) {
 			t.Fatalf("seed %d ran two ways: %v/%d events vs %v/%d events", seed, a.Elapsed, a.Events, b.Elapsed, b.Events)
 		}
 	}
+}
+
+// knownTimingFailures reads testdata/timing-known.txt: seed -> what breaks.
+func knownTimingFailures(t *testing.T) map[int64]string {
+	b, err := os.ReadFile("testdata/timing-known.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[int64]string{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		seed, why, _ := strings.Cut(line, " ")
+		n, err := strconv.ParseInt(seed, 10, 64)
+		if err != nil {
+			t.Fatalf("testdata/timing-known.txt line %d: bad seed %q", i+1, seed)
+		}
+		known[n] = why
+	}
+	return known
 }
