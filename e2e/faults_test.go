@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/ring/wire"
 )
 
 // Issue #4: nothing stops the chain. Every spec runs a raw clone to an
@@ -32,6 +33,7 @@ var _ = Describe("chain faults (issue #4)", func() {
 	)
 
 	BeforeEach(func() {
+		loadIfAsked()
 		c = newCluster(harness.Config{Nodes: nodes, DiskSize: size, Rate: rate})
 		dir := GinkgoT().TempDir()
 		golden := filepath.Join(dir, "golden.img")
@@ -87,6 +89,11 @@ var _ = Describe("chain faults (issue #4)", func() {
 			}
 			Expect(recvs[i].ExitCode()).To(Equal(0), "herd recv on %s; stderr: %s", n.Name(), recvs[i].Stderr())
 		}
+		var hit []int
+		for i := range ko {
+			hit = append(hit, i)
+		}
+		checkInvariants(c, s, recvs, lost(hit...), wire.SlowMove, want, size)
 	}
 
 	// at waits until node i has received frac of the image.

@@ -16,16 +16,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/ring/wire"
 )
-
-// pendingUntil skips a spec whose feature does not work reliably yet,
-// naming what is missing, unless HERD_E2E_PENDING=1 asks to run it anyway.
-// A spec that waits for a fix calls it first.
-func pendingUntil(missing string) {
-	if os.Getenv("HERD_E2E_PENDING") != "1" {
-		Skip("PENDING, not run: " + missing + " (run with HERD_E2E_PENDING=1 to try)")
-	}
-}
 
 // doneTimes returns, for every node, the seconds of the first progress
 // line (or the summary) that shows it done; -1 if none does.
@@ -144,6 +136,7 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	)
 	setupAt := func(size int64, rate uint64) {
 		GinkgoHelper()
+		loadIfAsked()
 		c = newCluster(harness.Config{Nodes: nodes, DiskSize: size, Rate: rate})
 		dir := GinkgoT().TempDir()
 		golden = filepath.Join(dir, "golden.img")
@@ -168,6 +161,7 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 			Expect(s.Nodes[i].Items[0].Verified).To(BeTrue(), n.Name())
 			Expect(sha256Prefix(n.Disk(), size)).To(Equal(want), "disk of %s", n.Name())
 		}
+		checkInvariants(c, s, nil, nil, wire.SlowMove, want, size)
 	}
 
 	// slowNode3 makes node3's disk write at 6 MiB/s, its page cache
@@ -207,6 +201,7 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 		code, s := finishSend(p, 3*time.Minute)
 		allOK(code, s, p, size)
 		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0))
+		checkInvariants(c, s, recvs, nil, wire.SlowMove, want, size)
 		t := doneTimes(p, nodes)
 		AddReportEntry("seconds until each node was done", t)
 		Expect(t[slow]).To(BeNumerically(">", 20), "node%d writes at its disk's pace", slow+1)
@@ -220,7 +215,6 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	}
 
 	It("lets the others finish long before the LAST node with a slow disk: its upstream feeds it from what it wrote (default policy)", func() {
-		pendingUntil("issue #13: on this lab the node before the slow last node is taken for a slow link once it feeds the last node from its output, and is moved behind it; the others are then held to ~19 s (allowed 16 s; everyone still verifies). Fails the same at the code before issue #12")
 		const size = 192 << 20
 		setup(size)
 		slowNodeAt(nodes - 1)
