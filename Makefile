@@ -53,6 +53,15 @@ SEED   ?= 0
 soak: deps build
 	$(GO) run ./bench soak -rounds $(ROUNDS) -seed $(SEED) -results results -herd $(CURDIR)/$(BIN)
 
+# The timing property test of issue #13 at length: SCHEDULES random
+# schedules (pauses, stalls, jitter, crashes, rejoins, slow nodes) in the
+# simulator, the invariants checked on each; failing seeds are written to
+# ring/sim/testdata/found/. make test runs the first 300.
+SCHEDULES ?= 10000
+.PHONY: soak-sim
+soak-sim:
+	$(GO) test -timeout 60m -run 'TestRandomTimingFaults$$' -sim.timing=$(SCHEDULES) -v ./ring/sim
+
 demo: deps build
 	./scripts/demo.sh
 
