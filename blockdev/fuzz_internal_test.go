@@ -281,7 +281,10 @@ func TestParseMountinfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Mount{{98, 0, "/mnt2", "rw,noatime", "ext3", "/dev/root"}, {7, 3, "/tmp/a b", "rw", "ext4", "/dev/loop3"}}
+	want := []Mount{
+		{ID: 36, Parent: 35, Major: 98, Minor: 0, Root: "/mnt1", Point: "/mnt2", Options: "rw,noatime", FSType: "ext3", Source: "/dev/root"},
+		{ID: 25, Parent: 1, Major: 7, Minor: 3, Root: "/", Point: "/tmp/a b", Options: "rw", Shared: true, FSType: "ext4", Source: "/dev/loop3"},
+	}
 	if len(ms) != 2 || ms[0] != want[0] || ms[1] != want[1] {
 		t.Fatalf("got %+v, want %+v", ms, want)
 	}

@@ -10,9 +10,12 @@ import (
 
 // Mount is one line of /proc/self/mountinfo.
 type Mount struct {
+	ID, Parent   int    // mount IDs: this mount's and the one it sits on
 	Major, Minor uint32 // st_dev of the mounted filesystem
+	Root         string // the path of the filesystem mounted here (a bind's source)
 	Point        string // mount point
 	Options      string // per-mount options, e.g. "rw,relatime"
+	Shared       bool   // propagation: in a peer group ("shared:N")
 	FSType       string
 	Source       string // e.g. /dev/sda1
 }
@@ -42,19 +45,32 @@ func ParseMountinfo(r io.Reader) ([]Mount, error) {
 		if len(f) < 7 || sep < 0 || sep+2 >= len(f) {
 			return nil, fmt.Errorf("blockdev: mountinfo line %d: too few fields", line)
 		}
+		id, err1 := strconv.Atoi(f[0])
+		parent, err2 := strconv.Atoi(f[1])
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("blockdev: mountinfo line %d: bad mount IDs %q %q", line, f[0], f[1])
+		}
 		maj, min, ok := strings.Cut(f[2], ":")
 		a, err1 := strconv.ParseUint(maj, 10, 32)
 		b, err2 := strconv.ParseUint(min, 10, 32)
 		if !ok || err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("blockdev: mountinfo line %d: bad device %q", line, f[2])
 		}
-		out = append(out, Mount{
+		m := Mount{
+			ID: id, Parent: parent,
 			Major: uint32(a), Minor: uint32(b),
+			Root:    unescapeOctal(f[3]),
 			Point:   unescapeOctal(f[4]),
 			Options: f[5],
 			FSType:  f[sep+1],
 			Source:  unescapeOctal(f[sep+2]),
-		})
+		}
+		for _, opt := range f[6:sep] {
+			if strings.HasPrefix(opt, "shared:") {
+				m.Shared = true
+			}
+		}
+		out = append(out, m)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("blockdev: read mountinfo: %w", err)

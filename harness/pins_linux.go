@@ -53,10 +53,8 @@ package harness
 //     other program is done) finishes the job.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -66,79 +64,12 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/herd-cluster/herd/blockdev"
 )
 
 // mountInfo is one line of /proc/PID/mountinfo.
-type mountInfo struct {
-	ID, Parent   int
-	Major, Minor uint32
-	Root, Point  string
-	FSType       string
-	Shared       bool
-}
-
-// parseMountinfo reads the mountinfo format (proc(5)).
-func parseMountinfo(r io.Reader) ([]mountInfo, error) {
-	var out []mountInfo
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for line := 1; sc.Scan(); line++ {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+1 >= len(f) {
-			return nil, fmt.Errorf("mountinfo line %d: too few fields", line)
-		}
-		id, err1 := strconv.Atoi(f[0])
-		parent, err2 := strconv.Atoi(f[1])
-		maj, min, ok := strings.Cut(f[2], ":")
-		a, err3 := strconv.ParseUint(maj, 10, 32)
-		b, err4 := strconv.ParseUint(min, 10, 32)
-		if err1 != nil || err2 != nil || err3 != nil || err4 != nil || !ok {
-			return nil, fmt.Errorf("mountinfo line %d: bad ids or device", line)
-		}
-		m := mountInfo{ID: id, Parent: parent, Major: uint32(a), Minor: uint32(b),
-			Root: unescapeMountinfo(f[3]), Point: unescapeMountinfo(f[4]), FSType: f[sep+1]}
-		for _, opt := range f[6:sep] {
-			if strings.HasPrefix(opt, "shared:") {
-				m.Shared = true
-			}
-		}
-		out = append(out, m)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
-	}
-	return out, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of
-// mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+type mountInfo = blockdev.Mount
 
 // readMountinfo returns the mounts of this process's mount namespace. It
 // reads thread-self on a locked thread: some threads of this process may
@@ -151,7 +82,7 @@ func readMountinfo() ([]mountInfo, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return parseMountinfo(f)
+	return blockdev.ParseMountinfo(f)
 }
 
 // pinFDs holds, for every pin this process made and did not remove yet,
