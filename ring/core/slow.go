@@ -315,7 +315,11 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	if kind != slowDisk {
 		d.sl.setMoved(x, len(d.view))
 	}
-	if d.slow == wire.SlowDrop {
+	if d.slow == wire.SlowDrop && kind != slowOwn {
+		// A node that blames its own link guesses (the second link in
+		// a row looked slow to it; a pause or a backlog next to it
+		// looks the same): it is moved to the tail, where it completes
+		// at its own pace and holds nobody, not dropped.
 		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Drop: true, Reason: reason}})
 		d.takeover = true
 		d.loseTarget(reason, out)
