@@ -42,10 +42,12 @@ func (c *corruptConn) Write(p []byte) (int, error) {
 }
 
 // knownWrongOverTCP lists scenarios that fail over loopback TCP on a 2-core
-// machine for a reason still open, with the issue that fixes it. None at
-// present (slow-move-no-second.scen, listed until issue #13, passed 14 of
-// 14 runs after it, 6 of them beside a busy loop per core).
-var knownWrongOverTCP = map[string]string{}
+// machine for a reason still open, with the issue that fixes it.
+// (slow-move-no-second.scen, listed until issue #13's fixes, passed 14 of
+// 14 runs after them, 6 of them beside a busy loop per core.)
+var knownWrongOverTCP = map[string]string{
+	"corrupt.scen": "issue #13: the invariant checker found that in about 1 run in 4 under -race the source reports node 3 (taken back at the tail after its damaged chunk, done by its own word) 'unreachable': at the end of the session node 1 finishes and hangs up before node 3's final ack has passed it, and node 0 then bypasses in chain order to node 3, which is fed at the tail and has already ended (I1)",
+}
 
 // TestScenariosOverTCP runs the simulator's scenario files on loopback
 // TCP: the same stories, the same expected outcomes, real sockets. Lines
