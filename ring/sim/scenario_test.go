@@ -62,6 +62,15 @@ func TestParseScenarioErrors(t *testing.T) {
 		{"chain 3\nslownic 2\n", "line 2: want slownic N RATE [OUTRATE]"},
 		{"chain 3\nslownic 2 10MB/s fast\n", "line 2: bad rate"},
 		{"chain 3\nslownic 0 10MB/s\n", "line 2: bad node number"},
+		{"chain 3\npause 2 at 1s\n", "line 2: pause takes 5 arguments"},
+		{"chain 3\npause 2 at 1s during 2s\n", "line 2: want pause N at TIME|PCT% for DURATION"},
+		{"chain 3\nstall source at 1s for 2s\n", `line 2: bad node number "source"`},
+		{"chain 3\npause 9 at 1s for 2s\n", "line 2: node 9 outside a chain of 3"},
+		{"chain 3\npause 2 at 1s for 0s\n", `line 2: bad duration "0s"`},
+		{"chain 3\njitter -1ms\n", `line 2: bad jitter "-1ms"`},
+		{"chain 3\ndead 0s\n", `line 2: bad dead "0s"`},
+		{"chain 3\nseed x\n", `line 2: bad seed "x"`},
+		{"chain 3\nexpect invariants now\n", "line 2: want expect invariants"},
 	} {
 		_, err := ParseScenario(strings.NewReader(tc.in))
 		require.Error(t, err, tc.in)
