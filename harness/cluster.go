@@ -643,14 +643,7 @@ func Down(name string) ([]string, error) {
 	if !nameRE.MatchString(name) {
 		return nil, fmt.Errorf("cluster name %q (want 1-20 of a-z0-9): %w", name, ErrBadConfig)
 	}
-	openMu.Lock()
-	var mine []*Cluster
-	for c := range openSet {
-		if c.st.Name == name {
-			mine = append(mine, c)
-		}
-	}
-	openMu.Unlock()
+	mine := openNamed(name)
 	var errs []error
 	rep := []string{}
 	for _, c := range mine {
@@ -705,14 +698,7 @@ func Destroy(name string) error {
 	if err != nil {
 		return err
 	}
-	openMu.Lock()
-	var mine []*Cluster
-	for c := range openSet {
-		if c.st.Name == name {
-			mine = append(mine, c)
-		}
-	}
-	openMu.Unlock()
+	mine := openNamed(name)
 	if len(mine) > 0 {
 		return mine[0].Close()
 	}
@@ -722,4 +708,17 @@ func Destroy(name string) error {
 	}
 	defer unlock()
 	return destroy(st, nil)
+}
+
+// openNamed returns the clusters of this process open under name.
+func openNamed(name string) []*Cluster {
+	openMu.Lock()
+	defer openMu.Unlock()
+	var mine []*Cluster
+	for c := range openSet {
+		if c.st.Name == name {
+			mine = append(mine, c)
+		}
+	}
+	return mine
 }
