@@ -143,6 +143,17 @@ func helperOwner(handle bool) error {
 	if err != nil {
 		return err
 	}
+	// Start returns once nsenter runs; it enters the node's namespaces
+	// just before it execs sleep. Report the pid only then: a sweep that
+	// scans before a process has entered can not see it as the node's.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.Pid())); string(b) == "sleep\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d never became sleep", p.Pid())
+		}
+	}
 	w := bufio.NewWriter(os.Stdout)
 	fmt.Fprintf(w, "%s %d\n", c.Name(), p.Pid())
 	w.Flush()
