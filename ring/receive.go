@@ -569,7 +569,7 @@ func runNode(ctx context.Context, h accepted, hops <-chan accepted, cfg Receiver
 			// session again.
 			return []core.Action{{Kind: core.ActDone, Err: errNoManifest.Error() + ": " + ev.Err}}
 		}
-		acts := node.Step(ev)
+		acts := lp.traced(ev, node.Step(ev))
 		if m := node.Manifest(); m != nil && lp.sink.man == nil {
 			// The manifest the core took (checked, the first one): the
 			// sink worker opens its items (the ActOpen actions in acts
@@ -613,11 +613,13 @@ func runNode(ctx context.Context, h accepted, hops <-chan accepted, cfg Receiver
 		gen++
 		up = startUpstream(ctx, reader(nh, gen), activity)
 		lp.up = up.q
-		return node.Step(core.Event{Kind: core.EvUpNew, Msg: nh.hello, Now: lp.now()})
+		ev := core.Event{Kind: core.EvUpNew, Msg: nh.hello, Now: lp.now()}
+		return lp.traced(ev, node.Step(ev))
 	}
 	lp.upGen = func() int { return gen }
 
-	acts := node.Step(core.Event{Kind: core.EvUp, Msg: h.hello, Now: lp.now()})
+	ev := core.Event{Kind: core.EvUp, Msg: h.hello, Now: lp.now()}
+	acts := lp.traced(ev, node.Step(ev))
 	reason, err := lp.run(ctx, acts)
 	if err == nil && node.UpDone() && !node.SaidBye() {
 		linger(ctx, lp, lingerTime(cfg.DeadTimeout), func() int { return gen })

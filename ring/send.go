@@ -151,7 +151,7 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	pl := newPool(limit, lay)
 	lp.pool.Store(pl)
 	lp.step = func(ev core.Event) []core.Action {
-		acts := sender.Step(ev)
+		acts := lp.traced(ev, sender.Step(ev))
 		for _, a := range acts {
 			// The source's word on every item end and the end, end to
 			// end: every node checks it.

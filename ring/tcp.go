@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -219,6 +220,7 @@ type loop struct {
 	sink   *sinkWorker      // receivers only
 	up     *queue[wire.Msg] // receivers only: frames to the upstream
 	logf   func(string, ...any)
+	trace  bool // HERD_RING_TRACE set: log every decision (see traced)
 	onTick func()
 	// Receivers only: replacement upstream connections, and the number
 	// of the current one (events of older ones are dropped).
@@ -284,7 +286,20 @@ func (l *loop) release(r core.Ref) {
 }
 
 func newLoop(logf func(string, ...any)) *loop {
-	return &loop{evc: make(chan core.Event, 256), done: make(chan struct{}), start: time.Now(), logf: logf}
+	return &loop{evc: make(chan core.Event, 256), done: make(chan struct{}), start: time.Now(), logf: logf,
+		trace: os.Getenv("HERD_RING_TRACE") != ""}
+}
+
+// traced returns acts, the answer of the state machine to ev, and logs
+// both (core.TraceLines) when tracing is on: the same lines as the
+// simulator's trace, to debug a real run.
+func (l *loop) traced(ev core.Event, acts []core.Action) []core.Action {
+	if l.trace {
+		for _, line := range core.TraceLines(ev, acts) {
+			l.logf("trace %9.3fs %s", ev.Now.Seconds(), line)
+		}
+	}
+	return acts
 }
 
 // emit delivers an event to the loop unless it has ended.

@@ -378,44 +378,12 @@ func (s *sim) result(sender *core.Sender) *Result {
 
 // trace writes what h did with ev.
 func (s *sim) trace(h *host, ev core.Event, acts []core.Action) {
-	quiet := func(k core.EventKind) bool {
-		return k == core.EvRead || k == core.EvWritten || k == core.EvSent || k == core.EvReadBack
-	}
 	name := "source"
 	if h.idx >= 0 {
 		name = nodeName(h.idx + 1)
 	}
-	msg := func(m wire.Msg) string {
-		if m == nil {
-			return ""
-		}
-		switch m := m.(type) {
-		case *wire.Data:
-			return fmt.Sprintf(" data#%d", m.Seq)
-		case *wire.Hello:
-			return fmt.Sprintf(" hello(index %d tail %v takeover %v)", m.Index, m.Tail, m.Takeover)
-		case *wire.Manifest:
-			return " manifest"
-		case *wire.ItemEnd:
-			return fmt.Sprintf(" item-end %d", m.Item)
-		case *wire.End:
-			return " end"
-		}
-		return fmt.Sprintf(" %T%+v", m, m)
-	}
-	_, data := ev.Msg.(*wire.Data)
-	_, ack := ev.Msg.(*wire.Ack)
-	if !quiet(ev.Kind) && !data && !ack && ev.Kind != core.EvTick {
-		fmt.Fprintf(s.cfg.Trace, "%12v %-7s %v idx=%d%s %s\n", s.now, name, ev.Kind, ev.Index, msg(ev.Msg), ev.Err)
-	}
-	for _, a := range acts {
-		if _, data := a.Msg.(*wire.Data); data || a.Kind == core.ActWrite || a.Kind == core.ActRelease || a.Kind == core.ActReadBack {
-			continue
-		}
-		if _, ack := a.Msg.(*wire.Ack); ack {
-			continue
-		}
-		fmt.Fprintf(s.cfg.Trace, "%12v %-7s   -> %v idx=%d%s %s (on %v)\n", s.now, name, a.Kind, a.Index, msg(a.Msg), a.Err, ev.Kind)
+	for _, l := range core.TraceLines(ev, acts) {
+		fmt.Fprintf(s.cfg.Trace, "%12v %-7s %s\n", s.now, name, l)
 	}
 }
 
