@@ -500,6 +500,7 @@ func (d *downlink) next(out *[]Action) {
 	d.slowOn = false
 	d.fromDisk = false
 	d.pos++
+	d.skipFailed()
 	if d.pos < len(d.order) {
 		d.skipMovedLinks(len(d.order))
 		d.target = d.order[d.pos]
@@ -522,6 +523,24 @@ func (d *downlink) next(out *[]Action) {
 			d.setFailed(j, fmt.Sprintf("cut off at offset %d: no node is left to feed it", d.view[j].Bytes))
 		}
 	}
+}
+
+// skipFailed moves pos past the nodes reported failed: whoever reported
+// one bypassed it, so the real downstream of the node we lost is the first
+// node after it still under way. A failed node comes back only when taken
+// back at the tail (Adopt): fed here instead, it would feed nobody, having
+// lost its own downstream meanwhile.
+func (d *downlink) skipFailed() {
+	for d.pos < len(d.order) && d.view[d.order[d.pos]].State == StateFailed {
+		d.pos++
+	}
+}
+
+// fedElsewhere reports whether node j is fed at the tail by another node
+// (wire.AckTail; a node we moved or adopted ourselves is at the end of
+// our order, its place now): in its old place it would forward to nobody.
+func (d *downlink) fedElsewhere(j int) bool {
+	return d.flags[j]&wire.AckTail != 0 && !d.sl.atTail(j)
 }
 
 // abandon stops feeding anyone: the nodes further down are cut off.

@@ -893,6 +893,9 @@ func (n *Node) finalAck() *wire.Ack {
 	own := ToAck(&n.st)
 	own.Frames, own.DownFrames = n.framesIn, n.framesIn
 	own.Flags |= wire.AckRejoined
+	if n.tail {
+		own.Flags |= wire.AckTail
+	}
 	return &wire.Ack{Nodes: []wire.AckNode{own}}
 }
 
@@ -911,6 +914,9 @@ func (n *Node) maybeAck(full bool, out *[]Action) {
 	}
 	if n.rejoined {
 		own.Flags |= wire.AckRejoined
+	}
+	if n.tail {
+		own.Flags |= wire.AckTail
 	}
 	if n.man != nil && n.down.sl.self {
 		own.Flags |= wire.AckSlowLink

@@ -282,3 +282,56 @@ func TestRejoinDialIsMarked(t *testing.T) {
 	require.NotNil(t, d)
 	assert.False(t, d.Rejoin, "a moved node is alive: no short connect")
 }
+
+
+// relayOf5 is node 0 of a chain of 5 (manifest nodes 0..4), feeding node 1.
+func relayOf5(t *testing.T) *Node {
+	t.Helper()
+	n := NewNode(NodeConfig{})
+	n.Step(Event{Kind: EvUp, Msg: &wire.Hello{Session: sess, Index: 0}})
+	acts := n.Step(Event{Kind: EvUp, Msg: manifest(5, 100)})
+	require.Equal(t, 1, find(acts, ActDial).Index)
+	n.Step(Event{Kind: EvDownUp, Index: 1})
+	n.Step(Event{Kind: EvDown, Index: 1, Msg: &wire.Resume{}})
+	return n
+}
+
+// A bypass dials the first node after the lost one still in its place:
+// not one reported failed (the lost node bypassed it: fed there it would
+// feed nobody), and one fed at the tail elsewhere (wire.AckTail) only once
+// no node in its place is left.
+func TestBypassSkipsNodesGoneFromTheirPlace(t *testing.T) {
+	n := relayOf5(t)
+	n.Step(Event{Kind: EvDown, Index: 1, Msg: &wire.Ack{Nodes: []wire.AckNode{
+		{Index: 1, State: wire.StReceiving},
+		{Index: 2, State: wire.StFailed, Err: "dead at offset 0: EOF"},
+		{Index: 3, State: wire.StReceiving, Flags: wire.AckTail | wire.AckRejoined},
+		{Index: 4, State: wire.StReceiving}}}})
+	acts := n.Step(Event{Kind: EvDownFailed, Index: 1, Err: "EOF"})
+	d := find(acts, ActDial)
+	require.NotNil(t, d)
+	assert.Equal(t, 4, d.Index, "node 2 failed, node 3 is fed at the tail: node 4 is next in its place")
+
+	acts = n.Step(Event{Kind: EvDownFailed, Index: 4, Err: "connection refused"})
+	d = find(acts, ActDial)
+	require.NotNil(t, d, "node 3's feeder may be gone with the others")
+	assert.Equal(t, 3, d.Index)
+}
+
+// A node fed at the tail says so in its acks, so that nodes further up do
+// not dial it in its old place.
+func TestNodeFedAtTheTailSaysSo(t *testing.T) {
+	n := NewNode(NodeConfig{})
+	n.Step(Event{Kind: EvUp, Msg: &wire.Hello{Session: sess, Index: 2, Tail: true}})
+	acts := n.Step(Event{Kind: EvUp, Msg: manifest(3, 8)})
+	n.Step(Event{Kind: EvOpened})
+	acts = append(acts, n.Step(Event{Kind: EvTick, Now: time.Minute})...)
+	var seen bool
+	for _, a := range acts {
+		if ack, ok := a.Msg.(*wire.Ack); ok && a.Kind == ActSendUp {
+			seen = true
+			assert.NotZero(t, ack.Nodes[0].Flags&wire.AckTail, "%+v", ack.Nodes[0])
+		}
+	}
+	assert.True(t, seen, "it acked")
+}

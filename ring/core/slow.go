@@ -215,11 +215,12 @@ func (d *downlink) targetHeld() uint64 {
 }
 
 // afterTarget returns the node the target feeds (-1: none), as far as we
-// know (the first one after it in our order that has not failed: the
-// target bypassed those), and whether more nodes follow that one.
+// know (the first one after it in our order that has not failed, nor is
+// fed at the tail elsewhere: the target bypassed those), and whether more
+// nodes follow that one.
 func (d *downlink) afterTarget() (int, bool) {
 	for k := d.pos + 1; k < len(d.order); k++ {
-		if j := d.order[k]; d.view[j].State != StateFailed {
+		if j := d.order[k]; d.view[j].State != StateFailed && !d.fedElsewhere(j) {
 			return j, k+1 < len(d.order)
 		}
 	}
@@ -334,10 +335,11 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 		d.loseTarget(MovedToSource+reason, out)
 		return
 	}
-	if d.pos == len(d.order)-1 {
-		// The last node we feed: there is no tail to move it to, but
-		// it can be fed from our written output at its own pace, so it
-		// no longer holds our buffers (and the chain) back.
+	if nxt, _ := d.afterTarget(); nxt < 0 {
+		// The last node we feed (those after it failed, bypassed by
+		// it): there is no tail to move it to, but it can be fed from
+		// our written output at its own pace, so it no longer holds our
+		// buffers (and the chain) back.
 		d.fromDisk = true
 		d.sl.setTail(x, len(d.view))
 		d.rpNext, d.rpEnd = d.sentTo, d.nextNum
@@ -351,6 +353,7 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	*out = append(*out, Action{Kind: ActCloseDown, Err: "moved to the tail: " + reason})
 	d.order = append(append(d.order[:d.pos:d.pos], d.order[d.pos+1:]...), x)
 	d.sl.setTail(x, len(d.view))
+	d.skipFailed()
 	d.skipMovedLinks(len(d.order) - 1) // x stays last
 	d.up, d.awaiting = false, false
 	d.stopReplay()
@@ -363,14 +366,16 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 }
 
 // skipMovedLinks puts after the others the nodes of order[pos:end] that a
-// node after us moved to the tail for a slow link (their status said so):
-// they are fed there already, we must not dial them. When every one is
-// such a node, the order stays.
+// node after us moved to the tail for a slow link (their status said so),
+// or that are fed at the tail by another node (fedElsewhere): they are fed
+// there already, we must not dial them while a node in its place is left.
+// When every one is such a node, the order stays: the first is dialed (its
+// feeder may be gone with the node we lost).
 func (d *downlink) skipMovedLinks(end int) {
 	rest := d.order[d.pos:end]
 	var keep, moved []int
 	for _, j := range rest {
-		if (d.flags[j]|d.sl.flagsOf(j))&wire.AckSlowLink != 0 {
+		if (d.flags[j]|d.sl.flagsOf(j))&wire.AckSlowLink != 0 || d.fedElsewhere(j) {
 			moved = append(moved, j)
 		} else {
 			keep = append(keep, j)

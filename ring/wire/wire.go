@@ -899,6 +899,12 @@ const (
 	// the tail for a slow link: the nodes further up then know it is fed
 	// at the tail.
 	AckSlowLink uint8 = 4
+	// AckTail: the node is fed at the tail (moved there, or taken back
+	// after it was reported failed), not in its place in the chain's
+	// order. A node further up that bypasses a lost target must not dial
+	// it there: it would take it from the node that feeds it at the tail
+	// and feed it in a place where it forwards to nobody.
+	AckTail uint8 = 8
 )
 
 // Ack carries statuses of the sender and of nodes further down the chain.
