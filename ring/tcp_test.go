@@ -411,8 +411,16 @@ func (f *flipConn) Write(p []byte) (int, error) {
 // A chunk damaged on a link (a bit flipped past TCP's checksum) fails its
 // check at the node after the link, keyed or not: that node closes the
 // hop rather than write or forward it, the node before it feeds the next
-// node, and the damaged node is taken back at the tail. Nobody writes the
-// damaged bytes; every node ends with the source's.
+// node, and the source's next rejoin request has the damaged node taken
+// back at the tail. Nobody writes the damaged bytes; the others end with
+// the source's.
+//
+// Whether the damaged node is taken back depends on a rejoin request
+// coming before the others finish (every Rejoin period, 20 ms here): the
+// whole session lasts tens of milliseconds, and on a busy host it can end
+// first (issue #13: a node lost in the last Rejoin period of a session is
+// not retried). Then the node must end failed in its own word as in the
+// sender's, having written none of the damaged bytes.
 func TestTCPCorruptChunkDetected(t *testing.T) {
 	for _, key := range [][]byte{nil, testKey} {
 		t.Run(fmt.Sprintf("key=%v", key != nil), func(t *testing.T) {
@@ -434,10 +442,24 @@ func TestTCPCorruptChunkDetected(t *testing.T) {
 			rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, Key: key, Insecure: key == nil, Rejoin: 20 * time.Millisecond,
 				ChunkSize: 1 << 20, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
 			require.NoError(t, err)
-			require.True(t, rep.OK(), "%+v", rep.Nodes)
 			for i := range c.addrs {
-				require.NoError(t, c.wait(i).err)
-				assert.Equal(t, b3hex(a), b3hex(c.sinks[i].get("/out/a").bytes()), "node %d", i)
+				r := c.wait(i)
+				got := c.sinks[i].get("/out/a").bytes()
+				if i != 1 || rep.Nodes[1].State == StateDone {
+					require.NoError(t, r.err)
+					assert.Equal(t, StateDone, rep.Nodes[i].State, "node %d: %+v", i, rep.Nodes[i])
+					assert.Equal(t, b3hex(a), b3hex(got), "node %d", i)
+					continue
+				}
+				// Not taken back before the end: failed in both words,
+				// and what it wrote is the source's (the chunk before
+				// the damaged one at most).
+				t.Logf("node 1 was not taken back before the end: %s", rep.Nodes[1].Err)
+				assert.Equal(t, StateFailed, rep.Nodes[1].State, "the sender's word on node 1")
+				require.NotNil(t, r.st, "node 1's own status")
+				assert.Equal(t, StateFailed, r.st.State, "node 1's own word, beside the sender's %q", rep.Nodes[1].Err)
+				assert.LessOrEqual(t, len(got), 1<<20, "node 1 wrote past the damaged chunk")
+				assert.Equal(t, b3hex(a[:len(got)]), b3hex(got), "node 1 wrote bytes that are not the source's")
 			}
 		})
 	}
