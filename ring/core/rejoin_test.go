@@ -283,7 +283,6 @@ func TestRejoinDialIsMarked(t *testing.T) {
 	assert.False(t, d.Rejoin, "a moved node is alive: no short connect")
 }
 
-
 // relayOf5 is node 0 of a chain of 5 (manifest nodes 0..4), feeding node 1.
 func relayOf5(t *testing.T) *Node {
 	t.Helper()
