@@ -703,6 +703,16 @@ func (s *sim) dial(h *host, idx int, tail, takeover bool) {
 		if old := t.up; old != nil {
 			// A replacement upstream: the node drops the old connection,
 			// telling the old upstream when the new one detached it.
+			// Frames still queued on it are done with (as writes to a
+			// connection the peer closed: the TCP driver reports every
+			// frame sent, written or not).
+			for _, f := range old.queue {
+				if f.ref != 0 {
+					ref, from := f.ref, old.from
+					s.at(0, func() { s.step(from, core.Event{Kind: core.EvSent, Ref: ref}) })
+				}
+			}
+			old.queue = nil
 			old.closed = true
 			if from := old.from; from != nil && from != h {
 				s.deliver(old, true, s.cfg.Latency, func() {
