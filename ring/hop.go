@@ -201,11 +201,14 @@ func versionRefusal(peer int) string {
 	return fmt.Sprintf("protocol version %d refused: this node speaks version %d (run the same herd on every node)", peer, wire.ProtocolVersion)
 }
 
-// upHandshake runs the upstream side of a hop's handshake on conn.
-func upHandshake(conn net.Conn, key []byte, s wire.SessionID, index int, tail, takeover bool, timeout time.Duration) (*hopConn, error) {
+// upHandshake runs the upstream side of a hop's handshake on conn. The
+// Hello carries the fields of says (session, index, tail, takeover);
+// its key part is filled in here.
+func upHandshake(conn net.Conn, key []byte, says wire.Hello, timeout time.Duration) (*hopConn, error) {
 	_ = conn.SetDeadline(time.Now().Add(timeout))
 	defer conn.SetDeadline(time.Time{})
-	hello := &wire.Hello{Session: s, Index: uint32(index), Keyed: len(key) > 0, Tail: tail, Takeover: takeover}
+	hello := &says
+	hello.Keyed = len(key) > 0
 	var in *seal.Initiator
 	if hello.Keyed {
 		var err error
@@ -351,7 +354,7 @@ func downHandshake(conn net.Conn, key []byte, timeout time.Duration, accept func
 // node that refuses because it still hears from its upstream is asked
 // again until busyFor has passed. On success the node has accepted us.
 func dialHop(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string,
-	key []byte, s wire.SessionID, index int, tail, takeover bool, timeout, busyFor, hsTimeout, connTimeout time.Duration) (*hopConn, error) {
+	key []byte, hello wire.Hello, timeout, busyFor, hsTimeout, connTimeout time.Duration) (*hopConn, error) {
 	start := time.Now()
 	deadline := start.Add(timeout)
 	if connTimeout <= 0 {
@@ -362,7 +365,7 @@ func dialHop(ctx context.Context, dial func(context.Context, string, string) (ne
 		if err != nil {
 			return nil, err
 		}
-		h, err := upHandshake(conn, key, s, index, tail, takeover, hsTimeout)
+		h, err := upHandshake(conn, key, hello, hsTimeout)
 		if err == nil {
 			return h, nil
 		}

@@ -542,7 +542,8 @@ func (w *downWorker) run() {
 				// up the chain waits for our answer to end the session.
 				connect = min(hs, rejoinConnectTimeout)
 			}
-			h, err := dialHop(w.ctx, w.dial, a.Addr, w.key, a.Session, a.Index, a.Tail, a.Takeover, timeout, busy, hs, connect)
+			hello := wire.Hello{Session: a.Session, Index: uint32(a.Index), Tail: a.Tail, Takeover: a.Takeover}
+			h, err := dialHop(w.ctx, w.dial, a.Addr, w.key, hello, timeout, busy, hs, connect)
 			if err != nil {
 				w.l.logf("ring: node %d (%s): %v", a.Index, a.Addr, err)
 				w.emit(core.Event{Kind: core.EvDownFailed, Index: a.Index, Err: err.Error()})

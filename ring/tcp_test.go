@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/zeebo/blake3"
+
+	"github.com/herd-cluster/herd/ring/wire"
 )
 
 // memSink is an in-memory Sink that records which ranges were written.
@@ -376,7 +378,7 @@ func TestTCPStrayConnectionsIgnored(t *testing.T) {
 	silent, err := net.Dial("tcp", c.addrs[0])
 	require.NoError(t, err)
 	t.Cleanup(func() { silent.Close() })
-	_, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("a guess of the key, wrong"), [16]byte{1}, 0, false, false, time.Second, time.Second, handshakeTimeout, 0)
+	_, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("a guess of the key, wrong"), wire.Hello{Session: [16]byte{1}}, time.Second, time.Second, handshakeTimeout, 0)
 	require.Error(t, err, "an impostor with the wrong key must not be accepted")
 	a := randomData(7, 1<<20)
 	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Key: key, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
