@@ -65,7 +65,12 @@ var _ = Describe("slow link (issue #4)", func() {
 	It("drops a node behind a slow link under --slow drop: reported too slow, naming the link, the others finish at full speed", func() {
 		recvs := startRecv(c)
 		start := time.Now()
-		p := startSend(c, cfg, "--slow", "drop", "--slow-after", "2s")
+		// The default window (5 s), not 2 s: under drop, a verdict costs
+		// a node its clone, and a node that catches up after node3 is
+		// dropped feeds the next one faster than the chain runs; on a
+		// busy host that lag lasted over 2 s once and a healthy node
+		// was dropped (issue #13, docs/invariants.md, known limits).
+		p := startSend(c, cfg, "--slow", "drop")
 		code, s := finishSend(p, 3*time.Minute)
 		took := time.Since(start)
 		AddReportEntry("seconds of the session", took.Seconds())
