@@ -88,12 +88,19 @@ func (s *slowState) setTail(j, n int) {
 func (s *slowState) atTail(j int) bool { return j < len(s.tail) && s.tail[j] }
 
 // flagsOf returns the flags we add to node j's status: AckSlowLink when it
-// was moved for a slow link.
+// was moved for a slow link, AckTail when it is fed at the tail (we moved
+// it there, or passed on or took its Adopt): the nodes further up learn it
+// from us at once, not only once the node itself says so from the tail
+// (its word may take long, or never come, through a node that stalls).
 func (s *slowState) flagsOf(j int) uint8 {
+	var f uint8
 	if j < len(s.moved) && s.moved[j] {
-		return wire.AckSlowLink
+		f |= wire.AckSlowLink
 	}
-	return 0
+	if s.atTail(j) {
+		f |= wire.AckTail
+	}
+	return f
 }
 
 func (s *slowState) setMoved(j, n int) {
@@ -353,6 +360,7 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	*out = append(*out, Action{Kind: ActCloseDown, Err: "moved to the tail: " + reason})
 	d.order = append(append(d.order[:d.pos:d.pos], d.order[d.pos+1:]...), x)
 	d.sl.setTail(x, len(d.view))
+	d.dirty[x] = true // say it is fed at the tail now (flagsOf)
 	d.skipFailed()
 	d.skipMovedLinks(len(d.order) - 1) // x stays last
 	d.up, d.awaiting = false, false

@@ -115,7 +115,8 @@ func TestCheckSlowMovesTargetBehindSlowLink(t *testing.T) {
 	require.NotNil(t, dial)
 	assert.Equal(t, 3, dial.Index, "node 2 is fed at the tail already: node 3 is next")
 	assert.Equal(t, []int{3, 4, 5, 2, 1}, d.order)
-	assert.Equal(t, wire.AckSlowLink, d.sl.flagsOf(1), "the moved node is reported as moved for a slow link")
+	assert.Equal(t, wire.AckSlowLink|wire.AckTail, d.sl.flagsOf(1), "the moved node is reported as moved for a slow link, fed at the tail")
+	assert.True(t, d.dirty[1], "and that is said up the chain at once")
 }
 
 func TestCheckSlowStalledTargetIsNotMoved(t *testing.T) {
