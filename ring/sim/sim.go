@@ -193,6 +193,9 @@ type host struct {
 	// meanwhile, and whether its timer fired.
 	pausedUntil time.Duration
 	held        []heldEvent
+	// lastUp is when a frame of the current upstream last reached the
+	// node while it ran (the TCP driver's upstream activity).
+	lastUp time.Duration
 	heldTick    bool
 	feeds       []*feed
 }
@@ -565,7 +568,7 @@ func (s *sim) perform(h *host, acts []core.Action) {
 			})
 		case core.ActCloseSinks:
 		case core.ActDial:
-			s.dial(h, a.Index, a.Tail, a.Takeover)
+			s.dial(h, a.Index, a.Tail, a.Takeover, a.Bypass)
 		case core.ActSendDown:
 			if dt, ok := a.Msg.(*wire.Detach); ok {
 				// Said before the connection is cut, ahead of the
@@ -687,7 +690,7 @@ func (s *sim) disk(h *host, n int, done func()) {
 	s.at(h.diskFree-s.now, done)
 }
 
-func (s *sim) dial(h *host, idx int, tail, takeover bool) {
+func (s *sim) dial(h *host, idx int, tail, takeover, bypass bool) {
 	t := s.nodes[idx]
 	if !t.alive {
 		s.at(s.cfg.DialFail, func() { s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection refused"}) })
@@ -695,9 +698,32 @@ func (s *sim) dial(h *host, idx int, tail, takeover bool) {
 	}
 	l := &link{from: h, to: t}
 	hello := &wire.Hello{Session: s.session, Index: uint32(idx), Tail: tail, Takeover: takeover}
-	s.at(2*s.cfg.Latency, func() {
+	dead := s.cfg.Dead
+	if dead <= 0 {
+		dead = core.DefaultDead
+	}
+	// How long the dialer asks again a node that refuses because its
+	// upstream still talks (as the TCP driver's dialHop does).
+	busyFor := 10 * dead
+	if bypass {
+		busyFor = max(dead, time.Second)
+	}
+	start := s.now
+	var connect func()
+	connect = func() {
 		if !t.alive {
 			s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection timed out"})
+			return
+		}
+		if old := t.up; old != nil && !old.closed && !takeover && s.now-t.lastUp < dead/2 {
+			// The node refuses a replacement while its upstream still
+			// talks (the TCP driver's rule): a node cut off itself must
+			// not take over a healthy hop. A takeover is accepted.
+			if s.now-start >= busyFor {
+				s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "upstream alive"})
+				return
+			}
+			s.at(refusedRetry, connect)
 			return
 		}
 		if old := t.up; old != nil {
@@ -726,11 +752,17 @@ func (s *sim) dial(h *host, idx int, tail, takeover bool) {
 			}
 		}
 		t.up = l
+		t.lastUp = s.now
 		h.down = l
 		s.step(h, core.Event{Kind: core.EvDownUp, Index: idx})
 		s.step(t, core.Event{Kind: core.EvUpNew, Msg: hello})
-	})
+	}
+	s.at(2*s.cfg.Latency, connect)
 }
+
+// refusedRetry is how soon a dialer asks again a node that refused it
+// (upstream alive), as the TCP driver does.
+const refusedRetry = 200 * time.Millisecond
 
 // restart brings a crashed node back: a new state machine restored from
 // what it had written, fed at the tail once the source asks for it.
@@ -886,6 +918,9 @@ func (s *sim) pumpLink(l *link) {
 				if lost {
 					s.release(to, ref)
 					return
+				}
+				if to.up == l && s.now >= to.pausedUntil {
+					to.lastUp = s.now
 				}
 				s.stepFrom(to, l, ev)
 			})
