@@ -195,9 +195,9 @@ type host struct {
 	held        []heldEvent
 	// lastUp is when a frame of the current upstream last reached the
 	// node while it ran (the TCP driver's upstream activity).
-	lastUp time.Duration
-	heldTick    bool
-	feeds       []*feed
+	lastUp   time.Duration
+	heldTick bool
+	feeds    []*feed
 }
 
 // heldEvent is an event that reached a paused host, with the connection
