@@ -314,12 +314,9 @@ func Receive(ctx context.Context, l net.Listener, cfg ReceiverConfig) (*NodeStat
 							return errBusySession.Error()
 						}
 						// A replacement upstream is welcome only when the
-						// current one is gone or silent: a node that was
-						// cut off itself must not take over a healthy hop.
-						// A takeover comes from the node that just
-						// detached our upstream: that one drains what
-						// it had and stops.
-						if cur := upActivity.Load(); !h.Takeover && cur != nil && cur.Load() != 0 && time.Since(time.Unix(0, cur.Load())) < dead/2 {
+						// current one is gone or silent (see
+						// core.RefusesReplacement).
+						if cur := upActivity.Load(); cur != nil && cur.Load() != 0 && core.RefusesReplacement(h.Takeover, time.Since(time.Unix(0, cur.Load())), dead) {
 							return errUpstreamAlive
 						}
 						acceptedNow(&upActivity)

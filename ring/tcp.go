@@ -19,7 +19,7 @@ import (
 const (
 	tickEvery     = core.TickInterval
 	progressEvery = 200 * time.Millisecond
-	dialRetry     = 200 * time.Millisecond
+	dialRetry     = core.DialRetry
 	// rejoinConnectTimeout bounds the connect of a rejoin attempt (see
 	// core.Action.Rejoin); the source tries again every Rejoin interval.
 	rejoinConnectTimeout = 500 * time.Millisecond

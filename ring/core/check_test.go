@@ -1,6 +1,8 @@
 package core
 
 import (
+	"time"
+
 	"math"
 	"strings"
 	"testing"
@@ -511,4 +513,11 @@ func TestPeerTextIsPrintable(t *testing.T) {
 	n := relay(t)
 	n.Step(Event{Kind: EvUp, Msg: &wire.Detach{Drop: true, Reason: "\x1b[2Jslow"}})
 	assert.Equal(t, "dropped: ?[2Jslow", n.Status().Err)
+}
+
+func TestRefusesReplacement(t *testing.T) {
+	dead := 2 * time.Second
+	assert.True(t, RefusesReplacement(false, 100*time.Millisecond, dead), "its upstream still talks")
+	assert.False(t, RefusesReplacement(false, dead/2, dead), "silent for half the dead timeout")
+	assert.False(t, RefusesReplacement(true, 0, dead), "a takeover is always welcome")
 }

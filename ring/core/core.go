@@ -137,7 +137,22 @@ const (
 	TickInterval = 100 * time.Millisecond
 	LagTolerance = 3 * TickInterval
 	rateWindow   = time.Second
+	// DialRetry is how soon a driver asks again a node that refused it
+	// (see RefusesReplacement), or a connect that failed.
+	DialRetry = 200 * time.Millisecond
 )
+
+// RefusesReplacement is the rule by which a receiver refuses a new
+// upstream for the hop it is fed on, sinceUp after its current upstream
+// last sent a frame (dead: the session's dead timeout): a node that was
+// cut off itself must not take over a healthy hop, so a replacement is
+// welcome only once the current upstream is silent for half the dead
+// timeout. A takeover comes from the node that just detached our upstream
+// (that one drains what it had and stops): it is always welcome. The
+// dialer asks again every DialRetry.
+func RefusesReplacement(takeover bool, sinceUp, dead time.Duration) bool {
+	return !takeover && sinceUp < dead/2
+}
 
 var stateCodes = map[State]uint8{
 	StateWaiting: wire.StWaiting, StateConnected: wire.StConnected, StateReceiving: wire.StReceiving,

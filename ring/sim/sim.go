@@ -715,15 +715,14 @@ func (s *sim) dial(h *host, idx int, tail, takeover, bypass bool) {
 			s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "connection timed out"})
 			return
 		}
-		if old := t.up; old != nil && !old.closed && !takeover && s.now-t.lastUp < dead/2 {
+		if old := t.up; old != nil && !old.closed && core.RefusesReplacement(takeover, s.now-t.lastUp, dead) {
 			// The node refuses a replacement while its upstream still
-			// talks (the TCP driver's rule): a node cut off itself must
-			// not take over a healthy hop. A takeover is accepted.
+			// talks, as a real receiver does.
 			if s.now-start >= busyFor {
 				s.step(h, core.Event{Kind: core.EvDownFailed, Index: idx, Err: "upstream alive"})
 				return
 			}
-			s.at(refusedRetry, connect)
+			s.at(core.DialRetry, connect)
 			return
 		}
 		if old := t.up; old != nil {
@@ -759,10 +758,6 @@ func (s *sim) dial(h *host, idx int, tail, takeover, bypass bool) {
 	}
 	s.at(2*s.cfg.Latency, connect)
 }
-
-// refusedRetry is how soon a dialer asks again a node that refused it
-// (upstream alive), as the TCP driver does.
-const refusedRetry = 200 * time.Millisecond
 
 // restart brings a crashed node back: a new state machine restored from
 // what it had written, fed at the tail once the source asks for it.
