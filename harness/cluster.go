@@ -386,6 +386,9 @@ func (c *Cluster) close(rep *[]string) error {
 	return err
 }
 
+// pinPatience is how long Close keeps asking for a busy pin to be freed.
+const pinPatience = 5 * time.Second
+
 // destroy removes everything state names, plus objects found by name.
 func destroy(st *state, rep *[]string) error {
 	names := []string{"golden"}
@@ -482,10 +485,21 @@ func removeNamespaces(pins []string, rep *[]string) []error {
 			}
 		}
 	}
-	if err := killIn(inodes, 5*time.Second, rep); err != nil {
+	// A killed process can take seconds to go on a loaded host (its last
+	// close of a loop device flushes the device's dirty pages first).
+	if err := killIn(inodes, 15*time.Second, rep); err != nil {
 		errs = append(errs, err)
 	}
+	// A pin can be busy for a moment: another program's namespace in a
+	// bind stacked over /run/netns (see pins_linux.go) is usually removed
+	// by that program soon after. Ask again for a while before giving up.
 	n, err := removePins(pins)
+	for deadline := time.Now().Add(pinPatience); err != nil && time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond)
+		var k int
+		k, err = removePins(pins)
+		n += k
+	}
 	if err != nil {
 		errs = append(errs, err)
 	}

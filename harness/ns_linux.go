@@ -124,18 +124,57 @@ func isMountPoint(dir string) bool {
 // mounts private, every namespace pin copied from the host detached (so no
 // node keeps another node's namespaces alive), a tmpfs on NodeDir with
 // NodeDisk, a block device node for dev (if non-zero).
+//
+// The kernel pins a mount namespace only from a thread whose own mount
+// namespace is older (has a smaller ID), lest namespaces hold each other
+// alive (ELOOP otherwise). Since Linux 6.x namespace IDs come from per-CPU
+// batches: made on another CPU, the node's namespace can get a smaller ID
+// than this process's own, which happens when herd runs in a mount
+// namespace of its own (a container, a test). IDs taken on one CPU do
+// grow, so on ELOOP the namespace is made again on each CPU in turn; the
+// CPU this process's namespace was made on always works.
 func createMountNS(pin string, dev uint64) error {
 	// New made mntPinDir a private mount point (under the state lock).
 	if err := os.MkdirAll(NodeDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", NodeDir, err)
 	}
+	err := makeMountNS(pin, dev, -1)
+	if !errors.Is(err, unix.ELOOP) {
+		return err
+	}
+	var cpus unix.CPUSet
+	if unix.SchedGetaffinity(0, &cpus) != nil {
+		return err
+	}
+	for cpu := 0; cpu < len(cpus)*64 && errors.Is(err, unix.ELOOP); cpu++ {
+		if cpus.IsSet(cpu) {
+			err = makeMountNS(pin, dev, cpu)
+		}
+	}
+	return err
+}
+
+// makeMountNS is createMountNS made on a thread bound to cpu (any if < 0).
+func makeMountNS(pin string, dev uint64, cpu int) error {
 	tidc := make(chan int, 1)
 	errc := make(chan error, 1)
 	done := make(chan struct{})
 	go func() {
 		runtime.LockOSThread()
+		if cpu >= 0 {
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				// The thread keeps a changed affinity: leave it locked,
+				// so it dies with this goroutine.
+				errc <- fmt.Errorf("bind thread to CPU %d: %w", cpu, err)
+				return
+			}
+		}
 		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-			runtime.UnlockOSThread()
+			if cpu < 0 {
+				runtime.UnlockOSThread()
+			}
 			errc <- fmt.Errorf("unshare mount namespace: %w", err)
 			return
 		}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/internal/testenv"
 )
 
 // mi is a line of /proc/self/mountinfo: mount ID, parent ID, root, mount
@@ -120,6 +121,9 @@ func assertNoTrace(t *testing.T, name string) {
 // not remove anything of anybody else.
 func TestCloseRemovesPinsHiddenByStackedNetns(t *testing.T) {
 	needTools(t, "ip", "mount")
+	if !testenv.InPrivateMounts(t) {
+		return
+	}
 	if err := harness.Available(); err != nil {
 		t.Skipf("harness unavailable: %v", err)
 	}
@@ -166,6 +170,9 @@ func TestCloseRemovesPinsHiddenByStackedNetns(t *testing.T) {
 // alone, and the pins it hides are removed once it is gone.
 func TestHiddenPinsUnderAForeignCoverWaitForIt(t *testing.T) {
 	needTools(t, "ip", "mount")
+	if !testenv.InPrivateMounts(t) {
+		return
+	}
 	if err := harness.Available(); err != nil {
 		t.Skipf("harness unavailable: %v", err)
 	}
@@ -188,4 +195,44 @@ func TestHiddenPinsUnderAForeignCoverWaitForIt(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEmpty(t, removed)
 	assertNoTrace(t, name)
+}
+
+// A cluster can be built by a process in a mount namespace of its own (a
+// container, InPrivateMounts), whichever CPU that namespace was made on.
+// Namespace IDs come from per-CPU batches, so a node's mount namespace can
+// get a smaller ID than the process's own, and the kernel refuses to pin
+// it (ELOOP) unless it is made again on the right CPU.
+func TestClusterFromAMountNamespaceMadeOnAnyCPU(t *testing.T) {
+	needTools(t, "unshare", "taskset")
+	if err := harness.Available(); err != nil {
+		t.Skipf("harness unavailable: %v", err)
+	}
+	if os.Getenv("HERD_TEST_PRIVATE_MOUNTS") == "1" {
+		c := harness.NewT(t, harness.Config{Nodes: 4, DiskSize: 4 << 20})
+		for _, n := range c.Nodes() {
+			_, err := n.Run(t.Context(), "true")
+			require.NoError(t, err, n.Name())
+		}
+		require.NoError(t, c.Close())
+		return
+	}
+	var cpus unix.CPUSet
+	require.NoError(t, unix.SchedGetaffinity(0, &cpus))
+	var all []string
+	for cpu := 0; cpu < len(cpus)*64; cpu++ {
+		if cpus.IsSet(cpu) {
+			all = append(all, fmt.Sprint(cpu))
+		}
+	}
+	for _, cpu := range all {
+		// The namespace is made on cpu; the test binary may run anywhere.
+		cmd := exec.CommandContext(t.Context(), "taskset", "-c", cpu,
+			"unshare", "--mount", "--propagation", "private",
+			"taskset", "-c", strings.Join(all, ","),
+			os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.count", "1", "-test.v")
+		cmd.Env = append(os.Environ(), "HERD_TEST_PRIVATE_MOUNTS=1")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "namespace made on CPU %s:\n%s", cpu, out)
+		require.Contains(t, string(out), "--- PASS: "+t.Name(), "namespace made on CPU %s", cpu)
+	}
 }
