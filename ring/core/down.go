@@ -727,7 +727,8 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 	if x < 0 || x >= len(d.view) || x == d.self {
 		return
 	}
-	if !d.mine[x] {
+	fresh := !d.mine[x]
+	if fresh {
 		d.mine[x] = true
 		d.order = append(d.order, x)
 		d.sl.setTail(x, len(d.view))
@@ -742,6 +743,10 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 		d.askRejoin(x)
 	}
 	if !d.cut {
+		if fresh && !a.Rejoin && d.sl.atSlowTail(d.target) && d.pos == len(d.order)-2 {
+			d.feedBefore(out)
+			return
+		}
 		d.sendCtl(&wire.Adopt{Index: uint32(x), Rejoin: a.Rejoin}, out)
 		return
 	}
@@ -752,6 +757,28 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 	d.bypassing = true
 	// A moved node's upstream detached it (it may still be reading what
 	// it had been sent); a rejoining one has none.
+	d.takeover = true
+	d.dial(out)
+}
+
+// feedBefore feeds the node just adopted (last in our order) in place of
+// our target, which is slow and fed at the tail by us: the new one adopts
+// it. Whatever a slow node fed would go at its pace, so a node moved for
+// slowness later, perhaps only for a moment of load, must not be put
+// behind it (the last node of the chain feeds what is moved).
+func (d *downlink) feedBefore(out *[]Action) {
+	n := len(d.order)
+	t, x := d.order[n-2], d.order[n-1]
+	d.order[n-2], d.order[n-1] = x, t
+	*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Reason: fmt.Sprintf("fed after node %d, moved to the tail after it", x)}})
+	*out = append(*out, Action{Kind: ActCloseDown, Err: fmt.Sprintf("fed after node %d now", x)})
+	d.up, d.awaiting = false, false
+	d.stopReplay()
+	d.bypassing = true
+	d.fromDisk = true
+	d.target = x
+	d.sendCtl(&wire.Adopt{Index: uint32(t)}, out)
+	d.adopting = append(d.adopting, adoptWait{t, d.now})
 	d.takeover = true
 	d.dial(out)
 }

@@ -76,7 +76,22 @@ type slowState struct {
 	// move or for a rejoin): reached by a bypass, it is fed from our
 	// written output like the tail feeds it.
 	tail []bool
+	// slowTail: per node, fed by us at the tail because we found it
+	// slow with nothing after it. A node moved later is fed before it,
+	// not by it (see feedBefore). A node adopted after a move is not
+	// marked: moves are guesses (a healthy node next to a slow link
+	// can be moved), and the order of the moved stays theirs.
+	slowTail []bool
 }
+
+func (s *slowState) setSlowTail(j, n int, on bool) {
+	if s.slowTail == nil {
+		s.slowTail = make([]bool, n)
+	}
+	s.slowTail[j] = on
+}
+
+func (s *slowState) atSlowTail(j int) bool { return j >= 0 && j < len(s.slowTail) && s.slowTail[j] }
 
 func (s *slowState) setTail(j, n int) {
 	if s.tail == nil {
@@ -349,6 +364,7 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 		// buffers (and the chain) back.
 		d.fromDisk = true
 		d.sl.setTail(x, len(d.view))
+		d.sl.setSlowTail(x, len(d.view), true)
 		d.rpNext, d.rpEnd = d.sentTo, d.nextNum
 		d.dropLog()
 		d.pumpReplay(out)

@@ -240,3 +240,49 @@ func TestCheckSlowSilentTargetIsNotSlow(t *testing.T) {
 	heardCheck(d, 3100*time.Millisecond, false, &out)
 	assert.NotNil(t, find(out, ActSendDown), "slow for a second once it spoke again")
 }
+
+// A node moved to the tail is fed before a slow node we feed at the tail,
+// not by it: whatever the slow node fed would go at its pace. The slow
+// one is detached and adopted by the moved one.
+func TestMovedNodeIsFedBeforeASlowTail(t *testing.T) {
+	m := manifest(6, 1<<20)
+	var d downlink
+	d.init(4, m, 0)
+	require.Equal(t, []int{5}, d.order)
+	d.up, d.target = true, 5
+	d.view[5].State = StateReceiving
+	d.fromDisk = true
+	d.sl.setSlowTail(5, len(d.view), true) // found slow, with nothing after it
+
+	var out []Action
+	d.adopt(&wire.Adopt{Index: 2}, &out)
+	det := find(out, ActSendDown)
+	require.NotNil(t, det)
+	require.IsType(t, &wire.Detach{}, det.Msg, "the slow tail is detached")
+	assert.False(t, det.Msg.(*wire.Detach).Drop)
+	dial := find(out, ActDial)
+	require.NotNil(t, dial)
+	assert.Equal(t, 2, dial.Index, "the moved node is fed by us")
+	assert.Equal(t, []int{2, 5}, d.order)
+	assert.False(t, d.sl.atSlowTail(2), "a move is a guess: node 2 may be fast")
+
+	// Once node 2 is up and resumes, it is told to adopt node 5.
+	out = nil
+	d.onUp(2, time.Second)
+	d.onResume(&wire.Resume{HasManifest: true}, &out)
+	var adopt *wire.Adopt
+	for _, a := range out {
+		if m, ok := a.Msg.(*wire.Adopt); ok && a.Kind == ActSendDown {
+			adopt = m
+		}
+	}
+	require.NotNil(t, adopt, "%+v", out)
+	assert.Equal(t, uint32(5), adopt.Index)
+
+	// A node asked to rejoin goes after the slow ones: the source asks
+	// again and again, and each time they would be detached.
+	out = nil
+	d.adopt(&wire.Adopt{Index: 1, Rejoin: true}, &out)
+	assert.Nil(t, find(out, ActDial), "a rejoin request is passed on")
+	assert.Equal(t, []int{2, 5, 1}, d.order)
+}
