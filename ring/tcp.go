@@ -530,9 +530,11 @@ func (w *downWorker) run() {
 			if a.Bypass {
 				// Replacing a lost node: a node that refuses the
 				// connection or does not answer within about the dead
-				// timeout is lost too.
+				// timeout is lost too. One that refuses because it
+				// still hears from its upstream is alive: it is asked
+				// again for longer (core.BusyFor).
 				fast := max(w.dead, time.Second)
-				timeout, busy, hs = 0, min(busy, fast), min(hs, fast)
+				timeout, busy, hs = 0, min(busy, core.BusyFor(w.dead, true)), min(hs, fast)
 			}
 			var connect time.Duration
 			if a.Rejoin {

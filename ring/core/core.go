@@ -154,6 +154,21 @@ func RefusesReplacement(takeover bool, sinceUp, dead time.Duration) bool {
 	return !takeover && sinceUp < dead/2
 }
 
+// BusyFor is how long a dialer asks again a node that refuses it because
+// it still hears from its upstream (RefusesReplacement). Replacing a lost
+// node (bypass), the refusal says the node is alive and fed: the bytes
+// its upstream sent before it stopped may still drain to it (over a slow
+// link, for seconds), after which it lets us in. Giving up after about
+// the dead timeout left such a node out, fed by nobody and reported
+// unreachable (seed 20271257); waiting much longer held whole sessions
+// past their bound. Other dials ask for 10 dead timeouts.
+func BusyFor(dead time.Duration, bypass bool) time.Duration {
+	if bypass {
+		return max(3*dead, time.Second)
+	}
+	return 10 * dead
+}
+
 var stateCodes = map[State]uint8{
 	StateWaiting: wire.StWaiting, StateConnected: wire.StConnected, StateReceiving: wire.StReceiving,
 	StateSyncing: wire.StSyncing, StateDone: wire.StDone, StateFailed: wire.StFailed,

@@ -704,10 +704,7 @@ func (s *sim) dial(h *host, idx int, tail, takeover, bypass bool) {
 	}
 	// How long the dialer asks again a node that refuses because its
 	// upstream still talks (as the TCP driver's dialHop does).
-	busyFor := 10 * dead
-	if bypass {
-		busyFor = max(dead, time.Second)
-	}
+	busyFor := core.BusyFor(dead, bypass)
 	start := s.now
 	var connect func()
 	connect = func() {
