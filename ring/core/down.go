@@ -742,6 +742,20 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 	if a.Rejoin {
 		d.askRejoin(x)
 	}
+	if !d.cut && !a.Rejoin && d.othersFinal(x) {
+		// Every node after us has its final word, and a node that has
+		// finished takes nobody (its disk is closed): passed on, the
+		// word would find nobody, and x would wait for a feeder until
+		// it gave up. We are the tail: we feed it.
+		if d.up && !d.awaiting {
+			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Bye{}})
+		}
+		if d.up {
+			*out = append(*out, Action{Kind: ActCloseDown})
+		}
+		d.up, d.awaiting, d.cut = false, false, true
+		d.stopReplay()
+	}
 	if !d.cut {
 		if fresh && !a.Rejoin && d.sl.atSlowTail(d.target) && d.pos == len(d.order)-2 {
 			d.feedBefore(out)
@@ -759,6 +773,17 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 	// it had been sent); a rejoining one has none.
 	d.takeover = true
 	d.dial(out)
+}
+
+// othersFinal reports whether every node we feed or pass words to, but x,
+// has its final word, and none of them may still come back.
+func (d *downlink) othersFinal(x int) bool {
+	for _, j := range d.order {
+		if j != x && (!d.view[j].State.Terminal() || d.rejoinPending(j)) {
+			return false
+		}
+	}
+	return true
 }
 
 // feedBefore feeds the node just adopted (last in our order) in place of

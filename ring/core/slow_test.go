@@ -286,3 +286,42 @@ func TestMovedNodeIsFedBeforeASlowTail(t *testing.T) {
 	assert.Nil(t, find(out, ActDial), "a rejoin request is passed on")
 	assert.Equal(t, []int{2, 5, 1}, d.order)
 }
+
+// A node whose downstream all have their final word feeds a moved node
+// itself: passed on, the Adopt would reach only finished nodes, which take
+// nobody, and the moved node would wait for a feeder until it gave up.
+func TestMovedNodeIsFedByTheLastNodeStillAtWork(t *testing.T) {
+	m := manifest(6, 1<<20)
+	var d downlink
+	d.init(3, m, 0)
+	require.Equal(t, []int{4, 5}, d.order)
+	d.up, d.target = true, 4
+	d.view[4].State, d.view[5].State = StateDone, StateDone
+
+	var out []Action
+	d.adopt(&wire.Adopt{Index: 1}, &out)
+	var bye bool
+	for _, a := range out {
+		if _, ok := a.Msg.(*wire.Bye); ok && a.Kind == ActSendDown {
+			bye = true
+		}
+	}
+	assert.True(t, bye, "the finished downstream is let go")
+	require.NotNil(t, find(out, ActCloseDown))
+	dial := find(out, ActDial)
+	require.NotNil(t, dial, "%+v", out)
+	assert.Equal(t, 1, dial.Index)
+	assert.True(t, dial.Takeover, "its old upstream detached it")
+
+	// While a node after us is at work, the word is passed on.
+	d = downlink{}
+	d.init(3, m, 0)
+	d.up, d.target = true, 4
+	d.view[4].State, d.view[5].State = StateDone, StateReceiving
+	out = nil
+	d.adopt(&wire.Adopt{Index: 1}, &out)
+	assert.Nil(t, find(out, ActDial))
+	fwd := find(out, ActSendDown)
+	require.NotNil(t, fwd)
+	assert.IsType(t, &wire.Adopt{}, fwd.Msg)
+}
