@@ -2,24 +2,29 @@ package pxe
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netns"
+
+	"github.com/herd-cluster/herd/harness"
 )
 
-// lab is a pair of network namespaces joined by a veth pair: the server
-// side has 10.77.0.1/24 on SrvIf, the client side ClientIf.
+// lab is a server namespace and a client namespace on one link, made by
+// the lab harness (which removes them, and whatever runs in them, also
+// after a crash or an interrupt): the server side has 10.77.0.1/24 on
+// SrvIf (the golden namespace's bridge), the client side ClientIf (a
+// node's eth0).
 type lab struct {
-	Srv, Client     string // namespace names
+	Srv, Client     string // namespace names (under /run/netns)
 	SrvIf, ClientIf string
 	ClientMAC       string
 }
@@ -43,30 +48,18 @@ func sh(t *testing.T, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// newLab creates the namespaces and links; t.Cleanup removes them.
+// newLab builds the namespaces with the harness; t.Cleanup removes them.
+// The client has the harness's static address too (10.77.0.11), which a
+// DHCP client ignores.
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	requireRootTools(t, "ip", "busybox")
-	b := make([]byte, 3)
-	rand.Read(b)
-	id := fmt.Sprintf("%d%s", os.Getpid()%100000, hex.EncodeToString(b))
-	l := &lab{Srv: "herdpxe-s-" + id, Client: "herdpxe-c-" + id, SrvIf: "hps" + id, ClientIf: "hpc" + id}
-	if len(l.SrvIf) > 15 {
-		l.SrvIf, l.ClientIf = l.SrvIf[:15], l.ClientIf[:15]
+	c := harness.NewT(t, harness.Config{Nodes: 1, DiskSize: 1 << 20, Subnet: netip.MustParsePrefix("10.77.0.0/24")})
+	l := &lab{
+		Srv:    filepath.Base(c.Golden().NetNS()),
+		Client: filepath.Base(c.Nodes()[0].NetNS()),
+		SrvIf:  "br0", ClientIf: "eth0",
 	}
-	sh(t, "ip", "netns", "add", l.Srv)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.Srv).Run() })
-	sh(t, "ip", "netns", "add", l.Client)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.Client).Run() })
-	sh(t, "ip", "link", "add", l.SrvIf, "type", "veth", "peer", "name", l.ClientIf)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", l.SrvIf).Run() }) // gone already once moved and the netns is deleted
-	sh(t, "ip", "link", "set", l.SrvIf, "netns", l.Srv)
-	sh(t, "ip", "link", "set", l.ClientIf, "netns", l.Client)
-	sh(t, "ip", "-n", l.Srv, "addr", "add", "10.77.0.1/24", "brd", "+", "dev", l.SrvIf)
-	sh(t, "ip", "-n", l.Srv, "link", "set", "lo", "up")
-	sh(t, "ip", "-n", l.Srv, "link", "set", l.SrvIf, "up")
-	sh(t, "ip", "-n", l.Client, "link", "set", "lo", "up")
-	sh(t, "ip", "-n", l.Client, "link", "set", l.ClientIf, "up")
 	l.ClientMAC = sh(t, "ip", "netns", "exec", l.Client, "cat", "/sys/class/net/"+l.ClientIf+"/address")
 	return l
 }

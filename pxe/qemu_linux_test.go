@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/herd-cluster/herd/harness"
 	"github.com/herd-cluster/herd/pxe/dhcp"
 	"github.com/herd-cluster/herd/pxe/state"
 )
@@ -81,18 +83,16 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-// qemuNetns makes a namespace with a tap holding 10.78.0.1/24.
-func qemuNetns(t *testing.T) (ns, tap string) {
+// qemuNetns makes a namespace (a harness cluster's golden one, removed
+// with everything in it when the test ends, also after a crash or an
+// interrupt) whose bridge srvIf holds 10.78.0.1/24, with a tap on it for
+// a virtual machine.
+func qemuNetns(t *testing.T) (ns, srvIf, tap string) {
 	t.Helper()
-	id := fmt.Sprintf("%d%d", os.Getpid()%100000, time.Now().UnixNano()%1000)
-	ns, tap = "herdpxe-q-"+id, "hpq"+id
-	sh(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	sh(t, "ip", "-n", ns, "tuntap", "add", tap, "mode", "tap")
-	sh(t, "ip", "-n", ns, "addr", "add", "10.78.0.1/24", "brd", "+", "dev", tap)
-	sh(t, "ip", "-n", ns, "link", "set", tap, "up")
-	return ns, tap
+	c := harness.NewT(t, harness.Config{Nodes: 1, DiskSize: 1 << 20, Subnet: netip.MustParsePrefix("10.78.0.0/24")})
+	tap = "tap0"
+	require.NoError(t, c.AddTap(tap))
+	return filepath.Base(c.Golden().NetNS()), "br0", tap
 }
 
 func requireQEMU(t *testing.T) {
@@ -112,12 +112,12 @@ func requireQEMU(t *testing.T) {
 // local, the same machine is sent back to its disk.
 func TestIPXEInQEMU(t *testing.T) {
 	requireQEMU(t)
-	ns, tap := qemuNetns(t)
+	ns, srvIf, tap := qemuNetns(t)
 	dir, top := bootFolder(t)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "initrd.img"), []byte("initrd"), 0o644))
 	logs := &logSink{}
 	srv, _ := startIn(t, ns, Options{
-		Interface: tap, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
+		Interface: srvIf, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
 		DHCP: dhcp.ModeServer, RangeStart: net.IPv4(10, 78, 0, 100), RangeEnd: net.IPv4(10, 78, 0, 110),
 		BootDir: dir, StatePath: filepath.Join(top, "m.json"), RA: true, Logf: logs.logf,
 		Key: testKey, MACs: []string{"52:54:00:aa:bb:01"},
@@ -154,14 +154,14 @@ func TestPXELinuxInQEMU(t *testing.T) {
 			t.Skipf("%s missing (Debian pxelinux, syslinux-common)", f)
 		}
 	}
-	ns, tap := qemuNetns(t)
+	ns, srvIf, tap := qemuNetns(t)
 	dir, top := bootFolder(t)
 	_, _, err := PrepareBootDir(dir, map[string]string{"pxelinux.0": "/usr/lib/PXELINUX/pxelinux.0", "ldlinux.c32": "/usr/lib/syslinux/modules/bios/ldlinux.c32"})
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "initrd.img"), []byte("initrd"), 0o644))
 	logs := &logSink{}
 	srv, _ := startIn(t, ns, Options{
-		Interface: tap, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
+		Interface: srvIf, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
 		DHCP: dhcp.ModeServer, RangeStart: net.IPv4(10, 78, 0, 100), RangeEnd: net.IPv4(10, 78, 0, 110),
 		BootDir: dir, StatePath: filepath.Join(top, "m.json"), RA: true, BIOSFile: "pxelinux.0", NoIPXEScript: true, Logf: logs.logf,
 		Key: testKey, MACs: []string{"52:54:00:aa:bb:02"},
@@ -224,14 +224,14 @@ func plainDHCP(t *testing.T, ns, iface string) {
 // agent's kernel from herd.
 func TestProxyDHCPWithIPXEInQEMU(t *testing.T) {
 	requireQEMU(t)
-	ns, tap := qemuNetns(t)
-	sh(t, "ip", "-n", ns, "addr", "add", "10.78.0.254/24", "dev", tap) // the production server's address
+	ns, srvIf, tap := qemuNetns(t)
+	sh(t, "ip", "-n", ns, "addr", "add", "10.78.0.254/24", "dev", srvIf) // the production server's address
 	dir, top := bootFolder(t)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "initrd.img"), []byte("initrd"), 0o644))
-	plainDHCP(t, ns, tap)
+	plainDHCP(t, ns, srvIf)
 	logs := &logSink{}
 	startIn(t, ns, Options{
-		Interface: tap, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
+		Interface: srvIf, ServerIP: net.IPv4(10, 78, 0, 1), Netmask: net.CIDRMask(24, 32),
 		DHCP: dhcp.ModeProxy, BootDir: dir, StatePath: filepath.Join(top, "m.json"), RA: true, Logf: logs.logf,
 		Key: testKey, MACs: []string{"52:54:00:aa:bb:05"},
 	})
