@@ -664,6 +664,14 @@ func (e *soakEnv) round(p plan) (r roundResult) {
 	for i, pr := range recvs {
 		select {
 		case <-pr.Done():
+			// Exited: checked first, since once the deadline has
+			// passed (a straggler before it used the grace up) a
+			// select with both ready would pick either.
+			continue
+		default:
+		}
+		select {
+		case <-pr.Done():
 		case <-time.After(time.Until(deadline)):
 			stragglers[i] = true
 			_ = nodes[i].Thaw()

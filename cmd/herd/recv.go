@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -102,6 +103,14 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	mem, err := harness.ParseSize(o.memory)
 	if err != nil || mem < 1<<20 {
 		return usagef("--memory %q: want a size of at least 1M (like 64M)", o.memory)
+	}
+	if o.stateDir != "" {
+		// The journal's folder is made here, before anything listens: a
+		// missing one would only show once a session started, as a
+		// journal that is not kept (and a restart receiving everything).
+		if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+			return usagef("--state %q: %v", o.stateDir, err)
+		}
 	}
 	writes := o.sink.writable()
 	if fr != nil {

@@ -104,6 +104,7 @@ func TestRecvBadFlagsExit2NamingTheFlag(t *testing.T) {
 		{[]string{"--root", filepath.Join(dir, "missing")}, "--root"},
 		{[]string{"--root", chainKey}, "--root"},
 		{[]string{"--key-file", filepath.Join(dir, "nokey"), "--allow", "/srv/**"}, "nokey"},
+		{[]string{"--allow", "/srv/**", "--state", filepath.Join(chainKey, "state")}, "--state"},
 	} {
 		args := c.args
 		if !strings.Contains(strings.Join(args, " "), "--key-file") {
@@ -113,6 +114,18 @@ func TestRecvBadFlagsExit2NamingTheFlag(t *testing.T) {
 		assert.Equal(t, ExitUsage, code, "%v: %s", c.args, stderr)
 		assert.Contains(t, stderr, c.want, "%v", c.args)
 	}
+}
+
+// herd recv makes the folder of its journal (--state) before it listens,
+// private to root: missing, the journal would not be kept, and a restart
+// would receive everything again.
+func TestRecvMakesItsStateDir(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "var", "lib", "herd")
+	allowNode(t, keyed("--root", t.TempDir(), "--state", state)...)
+	fi, err := os.Stat(state)
+	require.NoError(t, err)
+	assert.True(t, fi.IsDir())
+	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
 }
 
 // allowNode is a herd recv process on loopback started with exactly
