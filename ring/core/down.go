@@ -742,7 +742,7 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 	if a.Rejoin {
 		d.askRejoin(x)
 	}
-	if !d.cut && !a.Rejoin && d.othersFinal(x) {
+	if !d.cut && !a.Rejoin && d.target != x && d.othersFinal(x) {
 		// Every node after us has its final word, and a node that has
 		// finished takes nobody (its disk is closed): passed on, the
 		// word would find nobody, and x would wait for a feeder until

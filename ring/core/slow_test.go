@@ -313,6 +313,15 @@ func TestMovedNodeIsFedByTheLastNodeStillAtWork(t *testing.T) {
 	assert.Equal(t, 1, dial.Index)
 	assert.True(t, dial.Takeover, "its old upstream detached it")
 
+	// The mover asks again until it hears of node 1: the node we feed
+	// now is left alone.
+	d.onUp(1, time.Second)
+	out = nil
+	d.adopt(&wire.Adopt{Index: 1}, &out)
+	assert.Nil(t, find(out, ActCloseDown), "%+v", out)
+	assert.Nil(t, find(out, ActDial))
+	assert.True(t, d.up)
+
 	// While a node after us is at work, the word is passed on.
 	d = downlink{}
 	d.init(3, m, 0)
