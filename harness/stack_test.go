@@ -207,7 +207,7 @@ func TestClusterFromAMountNamespaceMadeOnAnyCPU(t *testing.T) {
 	if err := harness.Available(); err != nil {
 		t.Skipf("harness unavailable: %v", err)
 	}
-	if os.Getenv("HERD_TEST_PRIVATE_MOUNTS") == "1" {
+	if os.Getenv(testenv.PrivateMountsEnv) == "1" {
 		c := harness.NewT(t, harness.Config{Nodes: 4, DiskSize: 4 << 20})
 		for _, n := range c.Nodes() {
 			_, err := n.Run(t.Context(), "true")
@@ -230,7 +230,7 @@ func TestClusterFromAMountNamespaceMadeOnAnyCPU(t *testing.T) {
 			"unshare", "--mount", "--propagation", "private",
 			"taskset", "-c", strings.Join(all, ","),
 			os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.count", "1", "-test.v")
-		cmd.Env = append(os.Environ(), "HERD_TEST_PRIVATE_MOUNTS=1")
+		cmd.Env = append(os.Environ(), testenv.PrivateMountsEnv+"=1")
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "namespace made on CPU %s:\n%s", cpu, out)
 		require.Contains(t, string(out), "--- PASS: "+t.Name(), "namespace made on CPU %s", cpu)

@@ -8,8 +8,9 @@ import (
 	"testing"
 )
 
-// privateEnv marks a test binary re-run inside its own mount namespace.
-const privateEnv = "HERD_TEST_PRIVATE_MOUNTS"
+// PrivateMountsEnv is set to "1" in a test binary re-run inside a mount
+// namespace of its own.
+const PrivateMountsEnv = "HERD_TEST_PRIVATE_MOUNTS"
 
 // InPrivateMounts runs the calling top-level test again, alone, in a child
 // process with a mount namespace of its own (unshare --mount, propagation
@@ -32,7 +33,7 @@ const privateEnv = "HERD_TEST_PRIVATE_MOUNTS"
 // test (with the child's output) if the child failed.
 func InPrivateMounts(t *testing.T) bool {
 	t.Helper()
-	if os.Getenv(privateEnv) == "1" {
+	if os.Getenv(PrivateMountsEnv) == "1" {
 		return true
 	}
 	if _, err := exec.LookPath("unshare"); err != nil {
@@ -41,7 +42,7 @@ func InPrivateMounts(t *testing.T) bool {
 	args := []string{"--mount", "--propagation", "private", os.Args[0],
 		"-test.run", "^" + regexp.QuoteMeta(t.Name()) + "$", "-test.count", "1", "-test.v"}
 	cmd := exec.CommandContext(t.Context(), "unshare", args...)
-	cmd.Env = append(os.Environ(), privateEnv+"=1")
+	cmd.Env = append(os.Environ(), PrivateMountsEnv+"=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("in a private mount namespace:\n%s", out)
 	if err != nil {
