@@ -84,11 +84,11 @@ type slowState struct {
 	slowTail []bool
 }
 
-func (s *slowState) setSlowTail(j, n int, on bool) {
+func (s *slowState) setSlowTail(j, n int) {
 	if s.slowTail == nil {
 		s.slowTail = make([]bool, n)
 	}
-	s.slowTail[j] = on
+	s.slowTail[j] = true
 }
 
 func (s *slowState) atSlowTail(j int) bool { return j >= 0 && j < len(s.slowTail) && s.slowTail[j] }
@@ -364,7 +364,7 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 		// buffers (and the chain) back.
 		d.fromDisk = true
 		d.sl.setTail(x, len(d.view))
-		d.sl.setSlowTail(x, len(d.view), true)
+		d.sl.setSlowTail(x, len(d.view))
 		d.rpNext, d.rpEnd = d.sentTo, d.nextNum
 		d.dropLog()
 		d.pumpReplay(out)

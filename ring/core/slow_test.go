@@ -252,7 +252,7 @@ func TestMovedNodeIsFedBeforeASlowTail(t *testing.T) {
 	d.up, d.target = true, 5
 	d.view[5].State = StateReceiving
 	d.fromDisk = true
-	d.sl.setSlowTail(5, len(d.view), true) // found slow, with nothing after it
+	d.sl.setSlowTail(5, len(d.view)) // found slow, with nothing after it
 
 	var out []Action
 	d.adopt(&wire.Adopt{Index: 2}, &out)
