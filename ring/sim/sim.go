@@ -79,6 +79,8 @@ type Config struct {
 	// action it returns (except chunks and their writes): what to read
 	// when a schedule breaks an invariant.
 	Trace io.Writer
+	// TraceAcks adds acks to the trace.
+	TraceAcks bool
 }
 
 // Span is a stretch of virtual time: from At, for For.
@@ -385,7 +387,11 @@ func (s *sim) trace(h *host, ev core.Event, acts []core.Action) {
 	if h.idx >= 0 {
 		name = nodeName(h.idx + 1)
 	}
-	for _, l := range core.TraceLines(ev, acts) {
+	lines := core.TraceLines
+	if s.cfg.TraceAcks {
+		lines = core.TraceLinesWithAcks
+	}
+	for _, l := range lines(ev, acts) {
 		fmt.Fprintf(s.cfg.Trace, "%12v %-7s %s\n", s.now, name, l)
 	}
 }

@@ -8,7 +8,10 @@ import (
 	"github.com/herd-cluster/herd/ring/verdict"
 )
 
-var traceFile = flag.String("sim.trace", "", "scenario file TestTrace runs, printing what every host did")
+var (
+	traceFile = flag.String("sim.trace", "", "scenario file TestTrace runs, printing what every host did")
+	traceAcks = flag.Bool("sim.acks", false, "TestTrace prints acks too")
+)
 
 // TestTrace runs one scenario (-sim.trace=FILE, e.g. a failing seed that
 // TestRandomTimingFaults wrote) and prints every event and action of every
@@ -16,6 +19,8 @@ var traceFile = flag.String("sim.trace", "", "scenario file TestTrace runs, prin
 // broken invariants: what to read when a schedule breaks one.
 //
 //	go test ./ring/sim -run TestTrace -sim.trace=testdata/found/timing-SEED.scen -v
+//
+// -sim.acks prints acks too.
 func TestTrace(t *testing.T) {
 	if *traceFile == "" {
 		t.Skip("no -sim.trace=FILE given")
@@ -29,7 +34,7 @@ func TestTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc.Config.Trace = os.Stdout
+	sc.Config.Trace, sc.Config.TraceAcks = os.Stdout, *traceAcks
 	res, err := Run(sc.Config)
 	t.Logf("run: err=%v, elapsed %v", err, res.Elapsed)
 	for i, n := range res.Nodes {
