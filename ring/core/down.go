@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -91,6 +92,11 @@ type downlink struct {
 	// (the Adopt may be lost with a node that died on its way): it is
 	// sent again every adoptRetry until the node's progress comes back.
 	adopting []adoptWait
+	// relayed: nodes whose Adopt we passed on to our target and have not
+	// heard of since. The word may be lost with the link that carried it
+	// (we moved that target, or found it dead): it is passed on again to
+	// each new target.
+	relayed []int
 }
 
 type adoptWait struct {
@@ -170,6 +176,7 @@ func (d *downlink) start(out *[]Action) {
 
 func (d *downlink) dial(out *[]Action) {
 	d.up, d.awaiting = false, false
+	d.inheritMoves()
 	rejoin := d.fromDisk && d.rejoinAsk[d.target] != 0 && !d.rejoined[d.target]
 	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session, Bypass: d.bypassing, Tail: d.fromDisk, Takeover: d.takeover, Rejoin: rejoin})
 	d.takeover = false
@@ -195,6 +202,7 @@ func (d *downlink) send(m wire.Msg, ref Ref, out *[]Action) bool {
 	}
 	d.log = append(d.log, logEntry{num: d.nextNum, msg: m, ref: ref})
 	d.nextNum++
+	d.noteLag()
 	if d.up && !d.awaiting {
 		d.flush(out)
 	}
@@ -329,6 +337,13 @@ func (d *downlink) onResume(r *wire.Resume, out *[]Action) {
 		*out = append(*out, Action{Kind: ActSendDown, Msg: m})
 	}
 	d.ctl = nil
+	for _, x := range d.relayed {
+		// Passed on before, perhaps over a link now closed: again (an
+		// Adopt of a node already fed stops at it).
+		if x != d.target && !d.view[x].State.Terminal() {
+			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Adopt{Index: uint32(x)}})
+		}
+	}
 	if r.Frames > 0 {
 		d.resumes++
 	}
@@ -584,13 +599,8 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration, out *[]Action) {
 		}
 		d.flags[j] = an.Flags
 		d.noteSlowLink(j)
-		if an.Frames > 0 {
-			for k, w := range d.adopting {
-				if w.x == j { // fed again by the last node
-					d.adopting = append(d.adopting[:k], d.adopting[k+1:]...)
-					break
-				}
-			}
+		if an.Frames > 0 && an.Flags&wire.AckMoving == 0 {
+			d.fedAgain(j)
 		}
 		if an.Flags&wire.AckRejoined != 0 && d.view[j].State == StateFailed && (!d.rejoined[j] || an.State == wire.StDone) {
 			// The node came back (it was fed again at the tail): its
@@ -612,6 +622,7 @@ func (d *downlink) onAck(a *wire.Ack, now time.Duration, out *[]Action) {
 		fromAck(&d.view[j], an, d.man)
 		d.dirty[j] = true
 	}
+	d.noteLag()
 	d.trim()
 }
 
@@ -627,6 +638,7 @@ func (d *downlink) asleep(lag time.Duration) {
 	if d.slowOn {
 		d.slowFrom = min(d.slowFrom+lag, d.now)
 		d.sl.lastSeen = min(d.sl.lastSeen+lag, d.now)
+		d.sl.meter.skip(d.now, lag)
 	}
 	for i := range d.adopting {
 		d.adopting[i].at = min(d.adopting[i].at+lag, d.now)
@@ -662,6 +674,51 @@ func (d *downlink) tick(now time.Duration, ownBacklog bool, out *[]Action) {
 	}
 	d.retryAdopts(now, out)
 	d.checkSlow(now, ownBacklog, out)
+}
+
+// fedAgain notes that moved node j was heard of from its new place: its
+// Adopt has done its work.
+func (d *downlink) fedAgain(j int) {
+	for k, w := range d.adopting {
+		if w.x == j {
+			d.adopting = append(d.adopting[:k], d.adopting[k+1:]...)
+			d.dirty[j] = true // without AckMoving now
+			break
+		}
+	}
+	for k, x := range d.relayed {
+		if x == j {
+			d.relayed = append(d.relayed[:k], d.relayed[k+1:]...)
+			d.dirty[j] = true
+			break
+		}
+	}
+}
+
+// moving reports whether j waits for a feeder at the tail, as far as we
+// asked for one (wire.AckMoving on its status).
+func (d *downlink) moving(j int) bool {
+	for _, w := range d.adopting {
+		if w.x == j {
+			return true
+		}
+	}
+	return slices.Contains(d.relayed, j)
+}
+
+// inheritMoves takes over, when we dial a new target, the Adopts of the
+// nodes that the node we lost had moved or passed on and nobody has fed
+// since (wire.AckMoving on their status): that node took its word with
+// it. They are asked for at the next tick, through the new target.
+func (d *downlink) inheritMoves() {
+	for _, j := range d.order {
+		if d.flags[j]&wire.AckMoving == 0 || j == d.target || d.view[j].State.Terminal() || d.moving(j) {
+			continue
+		}
+		d.flags[j] &^= wire.AckMoving
+		d.adopting = append(d.adopting, adoptWait{j, d.now - adoptRetry})
+		d.dirty[j] = true
+	}
 }
 
 // retryAdopts repeats the Adopt of moved nodes not heard of since.
@@ -762,6 +819,9 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 			return
 		}
 		d.sendCtl(&wire.Adopt{Index: uint32(x), Rejoin: a.Rejoin}, out)
+		if !a.Rejoin && x != d.target && !d.moving(x) {
+			d.relayed = append(d.relayed, x)
+		}
 		return
 	}
 	d.cut = false
@@ -804,6 +864,7 @@ func (d *downlink) feedBefore(out *[]Action) {
 	d.target = x
 	d.sendCtl(&wire.Adopt{Index: uint32(t)}, out)
 	d.adopting = append(d.adopting, adoptWait{t, d.now})
+	d.dirty[t] = true // with AckMoving
 	d.takeover = true
 	d.dial(out)
 }
@@ -882,6 +943,9 @@ func (d *downlink) takeDirty(full bool) []wire.AckNode {
 		if d.dirty[j] || full {
 			a := ToAck(&d.view[j])
 			a.Frames, a.DownFrames, a.Flags = d.frames[j], d.downFr[j], d.flags[j]|d.sl.flagsOf(j)
+			if d.moving(j) {
+				a.Flags |= wire.AckMoving
+			}
 			out = append(out, a)
 			d.dirty[j] = false
 		}

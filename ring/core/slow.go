@@ -15,8 +15,8 @@ import (
 //     memory waits for its disk) while we and the node after it do not.
 //   - Slow link into the target: half of our own chunk memory waits to
 //     reach the target (frames we received that it has not: we are fed
-//     faster than we can send to it) while the target is not behind
-//     itself (no disk backlog, and what it received reaches its own
+//     faster than we can send to it), three quarters on average over the
+//     window (lagMeter), while the target is not behind itself (no disk backlog, and what it received reaches its own
 //     downstream). The bottleneck is between the last node that lags and
 //     the first one that is starved. A target that makes no progress at
 //     all over the whole window is stalled, not slow (a frozen one is
@@ -65,6 +65,8 @@ type slowState struct {
 	confirmFrom time.Duration
 	// fromLag is our lag for the target when the current window began.
 	fromLag uint64
+	// meter averages our lag for the target over the current window.
+	meter lagMeter
 	// The target the current lag is about, and when it was last seen.
 	onTarget int
 	lastSeen time.Duration
@@ -82,6 +84,54 @@ type slowState struct {
 	// marked: moves are guesses (a healthy node next to a slow link
 	// can be moved), and the order of the moved stays theirs.
 	slowTail []bool
+}
+
+// lagMeter averages a lag over time. Sampled only at ticks, the lag of a
+// chain in full flow (frames on the wire and acks on their way back, more
+// so with jitter or a busy host) reads as high as a slow link's when our
+// memory holds few frames; over time its mean stays below, while behind a
+// slow link our memory stays full.
+type lagMeter struct {
+	at   time.Duration // when the lag was last noted
+	lag  uint64        // the lag since then
+	area float64       // lag × time, summed since the window began
+	span time.Duration // time measured since the window began
+}
+
+// note records that the lag is lag from now on.
+func (m *lagMeter) note(now time.Duration, lag uint64) {
+	if now > m.at {
+		m.area += float64(m.lag) * float64(now-m.at)
+		m.span += now - m.at
+		m.at = now
+	}
+	m.lag = lag
+}
+
+// skip leaves out of the mean the time the owner was not run (slept, up to
+// now): nothing moved for it meanwhile.
+func (m *lagMeter) skip(now, slept time.Duration) {
+	m.note(now-slept, m.lag)
+	m.at = max(m.at, now)
+}
+
+// reset starts a window at now.
+func (m *lagMeter) reset(now time.Duration, lag uint64) { *m = lagMeter{at: now, lag: lag} }
+
+// mean is the lag averaged over the window, up to now.
+func (m *lagMeter) mean(now time.Duration) float64 {
+	m.note(now, m.lag)
+	if m.span <= 0 {
+		return float64(m.lag)
+	}
+	return m.area / float64(m.span)
+}
+
+// noteLag feeds the lag meter: our lag for the target changed.
+func (d *downlink) noteLag() {
+	if d.slowOn {
+		d.sl.meter.note(d.now, d.ownLag())
+	}
 }
 
 func (s *slowState) setSlowTail(j, n int) {
@@ -249,6 +299,20 @@ func (d *downlink) afterTarget() (int, bool) {
 	return -1, false
 }
 
+// inPlaceAfterTarget reports whether a node in its place follows the
+// target: one not failed and not fed at the tail (moved there by us or by
+// another, or taken on there: see fedElsewhere and wire.AckTail), whom
+// moving the target would let go at the chain's pace.
+func (d *downlink) inPlaceAfterTarget() bool {
+	for k := d.pos + 1; k < len(d.order); k++ {
+		j := d.order[k]
+		if d.view[j].State != StateFailed && (d.flags[j]|d.sl.flagsOf(j))&(wire.AckTail|wire.AckSlowLink) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // unsent is how many frames node j reported it received and its own
 // downstream did not.
 func (d *downlink) unsent(j int) uint64 {
@@ -289,6 +353,7 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	if !d.slowOn {
 		d.slowOn, d.slowFrom, d.sl.kind, d.sl.fromFrames, d.sl.onTarget = true, now, kind, d.frames[x], x
 		d.sl.fromLag = d.ownLag()
+		d.sl.meter.reset(now, d.sl.fromLag)
 		return
 	}
 	if now-d.slowFrom < d.slowAfter {
@@ -317,6 +382,13 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	case slowLink:
 		if d.frames[x] == d.sl.fromFrames {
 			return // no progress at all: stalled, not slow
+		}
+		if d.sl.meter.mean(now) < 1.5*float64(d.halfFrames()) {
+			// Over the window, our lag was under three quarters of our
+			// memory on average: the lag of a chain in full flow, read
+			// high at the ticks (frames on the wire, acks on their
+			// way), not a link that holds our memory full.
+			return
 		}
 		if lag := d.ownLag(); lag+max(2, d.halfFrames()/2) <= d.sl.fromLag {
 			// What we hold for it shrank over the window: it drains a
@@ -357,14 +429,19 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 		d.loseTarget(MovedToSource+reason, out)
 		return
 	}
-	if nxt, _ := d.afterTarget(); nxt < 0 {
+	if nxt, _ := d.afterTarget(); nxt < 0 || !d.inPlaceAfterTarget() {
 		// The last node we feed (those after it failed, bypassed by
-		// it): there is no tail to move it to, but it can be fed from
-		// our written output at its own pace, so it no longer holds our
-		// buffers (and the chain) back.
+		// it), or one that only moved nodes follow: moving it would
+		// help none in its place (and reshuffle a tail whose order
+		// only its feeders know), but it can be fed from our written
+		// output at its own pace, so it no longer holds our buffers
+		// (and the chain) back. The moved nodes after it go at its
+		// pace, as they would behind it at the tail.
 		d.fromDisk = true
 		d.sl.setTail(x, len(d.view))
-		d.sl.setSlowTail(x, len(d.view))
+		if nxt < 0 {
+			d.sl.setSlowTail(x, len(d.view))
+		}
 		d.rpNext, d.rpEnd = d.sentTo, d.nextNum
 		d.dropLog()
 		d.pumpReplay(out)

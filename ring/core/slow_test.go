@@ -334,3 +334,25 @@ func TestMovedNodeIsFedByTheLastNodeStillAtWork(t *testing.T) {
 	require.NotNil(t, fwd)
 	assert.IsType(t, &wire.Adopt{}, fwd.Msg)
 }
+
+// TestLagMeterAveragesOverTime: the mean weighs each lag by how long it
+// lasted, and leaves out time the owner was not run.
+func TestLagMeterAveragesOverTime(t *testing.T) {
+	var m lagMeter
+	ms := time.Millisecond
+	m.reset(0, 4)
+	m.note(10*ms, 0) // 4 for 10 ms
+	m.note(40*ms, 2) // 0 for 30 ms
+	if got, want := m.mean(50*ms), (4*10+0*30+2*10)/50.0; got != want {
+		t.Fatalf("mean = %v, want %v", got, want)
+	}
+	// Asleep for 100 ms up to 150 ms: those do not count, the 2 goes on.
+	m.skip(150*ms, 100*ms)
+	if got, want := m.mean(160*ms), (4*10+0*30+2*20)/60.0; got != want {
+		t.Fatalf("mean after a sleep = %v, want %v", got, want)
+	}
+	m.reset(200*ms, 3)
+	if got := m.mean(200 * ms); got != 3 {
+		t.Fatalf("mean of an empty window = %v, want the lag now (3)", got)
+	}
+}

@@ -905,6 +905,12 @@ const (
 	// it there: it would take it from the node that feeds it at the tail
 	// and feed it in a place where it forwards to nobody.
 	AckTail uint8 = 8
+	// AckMoving: the node was moved to the tail and no feeder has been
+	// heard of since: set on its status by the node that moved it (or
+	// passed the word on). A node that loses the one that moved it (moved
+	// or dropped it too, or found it dead) asks for it to be fed in its
+	// place: the word may have been lost with it.
+	AckMoving uint8 = 16
 )
 
 // Ack carries statuses of the sender and of nodes further down the chain.
