@@ -182,6 +182,11 @@ type host struct {
 	diskFree time.Duration // when the sink queue is idle
 	down     *link         // link to the node we feed
 	up       *link         // link feeding us
+	// upSeen is the upstream link whose hello the node has stepped: a
+	// node not scheduled when a new upstream connected still takes the
+	// old one for its upstream (as a receiver that has not accepted the
+	// connection yet).
+	upSeen *link
 	// onRelease runs when a buffer is freed (the source's reader).
 	onRelease  func()
 	rb         map[core.Ref]bool // read-back buffers (outside the stream's)
@@ -499,6 +504,9 @@ func (s *sim) stepFrom(h *host, l *link, ev core.Event) {
 	if _, ok := ev.Msg.(*wire.Data); ok && l != nil && ev.Kind == core.EvUp {
 		s.fed(h, l)
 	}
+	if ev.Kind == core.EvUpNew && l != nil {
+		h.upSeen = l
+	}
 	ev.Now = s.now
 	acts := h.m.Step(ev)
 	if s.cfg.Trace != nil {
@@ -627,8 +635,10 @@ func (s *sim) perform(h *host, acts []core.Action) {
 			}
 		case core.ActDone:
 			h.finished = true
-			if l := h.up; l != nil && !l.closed {
-				// Closing our side: the upstream reads EOF after our last ack.
+			if l := h.up; l != nil && !l.closed && l == h.upSeen {
+				// Closing our side: the upstream reads EOF after our last
+				// ack. (A connection whose hello we have not read yet
+				// stays: we answer it, finished, when we do.)
 				from, idx := l.from, h.idx
 				s.deliver(l, true, s.cfg.Latency, func() {
 					l.closed = true
@@ -757,7 +767,7 @@ func (s *sim) dial(h *host, idx int, tail, takeover, bypass bool) {
 		t.lastUp = s.now
 		h.down = l
 		s.step(h, core.Event{Kind: core.EvDownUp, Index: idx})
-		s.step(t, core.Event{Kind: core.EvUpNew, Msg: hello})
+		s.stepFrom(t, l, core.Event{Kind: core.EvUpNew, Msg: hello})
 	}
 	s.at(2*s.cfg.Latency, connect)
 }
@@ -782,7 +792,7 @@ func (s *sim) restart(h *host) {
 	h.restored = n.Restored()
 	h.m, h.node = n, n
 	h.alive, h.finished = true, false
-	h.up, h.down = nil, nil
+	h.up, h.down, h.upSeen = nil, nil, nil
 	h.bufs, h.rb, h.rbWait, h.doneAt = 0, nil, nil, 0
 	h.written = h.written[:h.restored]
 	h.seqWritten = 0
