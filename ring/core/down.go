@@ -635,6 +635,9 @@ func (d *downlink) asleep(lag time.Duration) {
 		return
 	}
 	d.lastHeard = min(d.lastHeard+lag, d.now)
+	// What piled up for the target while we were away drains no faster
+	// than the chain runs: no slow link until it has caught up.
+	d.sl.caught = false
 	if d.slowOn {
 		d.slowFrom = min(d.slowFrom+lag, d.now)
 		d.sl.lastSeen = min(d.sl.lastSeen+lag, d.now)
@@ -844,6 +847,31 @@ func (d *downlink) othersFinal(x int) bool {
 		}
 	}
 	return true
+}
+
+// callBack stops feeding our target (everyone after us has a final word)
+// and feeds node x, reported failed, at the tail, from what we wrote (the
+// source: what it reads again), until it answers or until: its word, if
+// it has one, replaces the failure (see Sender.maybeLastCall).
+func (d *downlink) callBack(x int, until time.Duration, out *[]Action) {
+	if d.up && !d.awaiting {
+		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Bye{}})
+	}
+	if d.up {
+		*out = append(*out, Action{Kind: ActCloseDown})
+	}
+	d.up, d.awaiting = false, false
+	d.stopReplay()
+	if k := slices.Index(d.order, x); k >= 0 {
+		d.order = append(d.order[:k], d.order[k+1:]...)
+	}
+	d.order = append(d.order, x)
+	d.sl.setTail(x, len(d.view))
+	d.cut, d.fromDisk = false, true
+	d.pos, d.target = len(d.order)-1, x
+	d.bypassing, d.takeover = true, true
+	d.rejoinAsk[x] = until
+	d.dial(out)
 }
 
 // feedBefore feeds the node just adopted (last in our order) in place of

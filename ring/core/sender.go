@@ -49,6 +49,10 @@ type Sender struct {
 	// source itself, aside the chain (see aside.go).
 	cooked bool
 	asides map[int]*downlink
+	// lastCalled: nodes given their last call; lastCallEnd: when the
+	// last calls end (see maybeLastCall).
+	lastCalled  []bool
+	lastCallEnd time.Duration
 	// refused: why the manifest cannot run (see CheckManifest); Start
 	// ends the session with it at once.
 	refused string
@@ -352,6 +356,38 @@ func (s *Sender) maybeRejoin(out *[]Action) {
 	}
 }
 
+// maybeLastCall calls back, once every node has a final word, each node
+// the chain reported lost (dead, silent, unreachable, cut off...), one at
+// a time, for one dead timeout in all. A node may have finished before its
+// final word could travel up (the node before it died with it), then not
+// been scheduled when the chain reached it again, and been taken for dead:
+// it answers now with its own word, which is the verdict (I1). One that
+// had not finished is fed the rest, read again from the source; one that
+// is gone keeps the reason it failed for.
+func (s *Sender) maybeLastCall(out *[]Action) {
+	d := &s.down
+	if s.err != "" || s.cooked || !s.ended || d.rejoinPending(d.target) || !d.settled() {
+		// Not while a node may still change (a rejoin request in
+		// flight): the chain is still the chain.
+		return
+	}
+	if s.lastCallEnd == 0 {
+		s.lastCallEnd = s.now + d.deadOr()
+		s.lastCalled = make([]bool, len(d.view))
+	}
+	if s.now >= s.lastCallEnd {
+		return
+	}
+	for _, j := range d.order {
+		if v := d.view[j]; v.State != StateFailed || d.rejoined[j] || !rejoinable(v.Err) || s.lastCalled[j] {
+			continue
+		}
+		s.lastCalled[j] = true
+		d.callBack(j, s.lastCallEnd, out)
+		return
+	}
+}
+
 // rejoinable reports whether a node failed in a way a restart can cure.
 func rejoinable(reason string) bool {
 	for _, p := range []string{"dead at", "silent for", "unreachable", "upstream lost", "cut off", "cannot resume", MovedToSource} {
@@ -386,6 +422,7 @@ func (s *Sender) maybeFinish(out *[]Action) {
 	if s.finished {
 		return
 	}
+	s.maybeLastCall(out)
 	// Before the end of the data, every node settled means every node
 	// failed: there is nobody left to stream to.
 	if s.err == "" && (!s.down.settled() || !s.asidesSettled()) {

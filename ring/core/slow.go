@@ -175,10 +175,20 @@ func (s *slowState) setMoved(j, n int) {
 	s.moved[j] = true
 }
 
+// movedForLink reports whether node j was moved to the tail for a slow
+// link, by us or by a node after us (AckSlowLink with AckTail: a node that
+// says its own link is slow sets AckSlowLink alone, and is still in its
+// place until its upstream moves it).
+func (d *downlink) movedForLink(j int) bool {
+	f := d.flags[j] | d.sl.flagsOf(j)
+	return f&wire.AckSlowLink != 0 && f&wire.AckTail != 0 || j < len(d.sl.moved) && d.sl.moved[j]
+}
+
 // noteSlowLink remembers that node j (not our target: for our target the
-// flag asks us to move it) was moved for a slow link, as its status said.
+// flag asks us to move it) was moved for a slow link, as its status said
+// (AckSlowLink with AckTail: see movedForLink).
 func (d *downlink) noteSlowLink(j int) {
-	if d.flags[j]&wire.AckSlowLink != 0 && !(j == d.target && !d.cut) {
+	if f := d.flags[j]; f&wire.AckSlowLink != 0 && f&wire.AckTail != 0 && !(j == d.target && !d.cut) {
 		d.sl.setMoved(j, len(d.view))
 	}
 }
@@ -306,7 +316,7 @@ func (d *downlink) afterTarget() (int, bool) {
 func (d *downlink) inPlaceAfterTarget() bool {
 	for k := d.pos + 1; k < len(d.order); k++ {
 		j := d.order[k]
-		if d.view[j].State != StateFailed && (d.flags[j]|d.sl.flagsOf(j))&(wire.AckTail|wire.AckSlowLink) == 0 {
+		if d.view[j].State != StateFailed && (d.flags[j]|d.sl.flagsOf(j))&wire.AckTail == 0 {
 			return true
 		}
 	}
@@ -476,7 +486,7 @@ func (d *downlink) skipMovedLinks(end int) {
 	rest := d.order[d.pos:end]
 	var keep, moved []int
 	for _, j := range rest {
-		if (d.flags[j]|d.sl.flagsOf(j))&wire.AckSlowLink != 0 || d.fedElsewhere(j) {
+		if d.movedForLink(j) || d.fedElsewhere(j) {
 			moved = append(moved, j)
 		} else {
 			keep = append(keep, j)

@@ -98,7 +98,7 @@ func starve(d *downlink, f uint64) {
 
 func TestCheckSlowMovesTargetBehindSlowLink(t *testing.T) {
 	d := slowLinkDown(wire.SlowMove)
-	d.flags[2] = wire.AckSlowLink // node 2 was moved to the tail by node 1
+	d.flags[2] = wire.AckSlowLink | wire.AckTail // node 2 was moved to the tail by node 1
 	var out []Action
 	starve(d, 10)
 	heardCheck(d, time.Second, false, &out)
@@ -181,11 +181,16 @@ func TestCheckSlowMovesTargetThatBlamesItself(t *testing.T) {
 	assert.Equal(t, 2, find(out, ActDial).Index)
 }
 
-// A status with AckSlowLink of a node that is not our target is
-// remembered: the node that moved it may be gone when we need to know.
+// A status with AckSlowLink and AckTail of a node that is not our target
+// is remembered: the node that moved it may be gone when we need to know.
+// AckSlowLink alone is a node that says its own link is slow: it is still
+// in its place (its upstream moves it), and a bypass must not skip it.
 func TestNoteSlowLinkSticks(t *testing.T) {
 	d := slowLinkDown(wire.SlowMove)
-	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 3, State: wire.StReceiving, Flags: wire.AckSlowLink}}}, time.Second, nil)
+	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 2, State: wire.StReceiving, Flags: wire.AckSlowLink}}}, time.Second, nil)
+	assert.Zero(t, d.sl.flagsOf(2), "a node that blames its own link is not moved")
+	assert.False(t, d.movedForLink(2))
+	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 3, State: wire.StReceiving, Flags: wire.AckSlowLink | wire.AckTail}}}, time.Second, nil)
 	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 3, State: wire.StReceiving}}}, 2*time.Second, nil)
 	assert.Equal(t, wire.AckSlowLink, d.sl.flagsOf(3))
 	assert.Equal(t, wire.AckSlowLink, d.takeDirty(true)[2].Flags&wire.AckSlowLink, "and passed on up")
@@ -355,4 +360,26 @@ func TestLagMeterAveragesOverTime(t *testing.T) {
 	if got := m.mean(200 * ms); got != 3 {
 		t.Fatalf("mean of an empty window = %v, want the lag now (3)", got)
 	}
+}
+
+// A bypass does not skip a node that says its own link is slow
+// (AckSlowLink alone): it is still in its place, feeding the rest, until
+// its upstream moves it. Skipped, it was left with no upstream (seed
+// 20264421: "upstream lost" for a healthy node).
+func TestBypassDialsNodeThatBlamesItsOwnLink(t *testing.T) {
+	d := slowLinkDown(wire.SlowMove)
+	d.target = 1
+	d.flags[2] = wire.AckSlowLink
+	var out []Action
+	d.onFailed(1, "connection reset", &out)
+	dial := find(out, ActDial)
+	require.NotNil(t, dial)
+	assert.Equal(t, 2, dial.Index)
+
+	d = slowLinkDown(wire.SlowMove)
+	d.target = 1
+	d.flags[2] = wire.AckSlowLink | wire.AckTail // moved to the tail by node 1
+	out = nil
+	d.onFailed(1, "connection reset", &out)
+	assert.Equal(t, 3, find(out, ActDial).Index, "a node moved to the tail is fed there")
 }
