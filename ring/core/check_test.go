@@ -521,3 +521,32 @@ func TestRefusesReplacement(t *testing.T) {
 	assert.False(t, RefusesReplacement(false, dead/2, dead), "silent for half the dead timeout")
 	assert.False(t, RefusesReplacement(true, 0, dead), "a takeover is always welcome")
 }
+
+// A relay that has the whole stream, written and checked, keeps its word
+// when an upstream sends more after the end (a stale one, not run for
+// long, reconnecting with an old view): the chunk is dropped, the node
+// stays done and keeps feeding the nodes after it (seed 20266871: the
+// node said "chunk 35 after the end of the session", the sender "done").
+func TestDoneRelayIgnoresChunksAfterTheEnd(t *testing.T) {
+	n := NewNode(NodeConfig{})
+	n.Step(Event{Kind: EvUp, Msg: &wire.Hello{Session: sess, Index: 0}})
+	n.Step(Event{Kind: EvUp, Msg: manifest(3, 8)})
+	n.Step(Event{Kind: EvDownUp, Index: 1})
+	n.Step(Event{Kind: EvDown, Index: 1, Msg: &wire.Resume{}})
+	data := []byte("abcdefgh")
+	n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Payload: data}, Ref: 1})
+	n.Step(Event{Kind: EvWritten, Ref: 1})
+	n.Step(Event{Kind: EvUp, Msg: end(0, data, 0)})
+	n.Step(Event{Kind: EvUp, Msg: &wire.End{Chunks: 1, Bytes: 8}})
+	n.Step(Event{Kind: EvSynced, Item: 0})
+	require.Equal(t, StateDone, n.State())
+	require.False(t, n.Finished(), "the nodes after it are not done yet")
+
+	acts := n.Step(Event{Kind: EvUp, Msg: &wire.Data{Session: sess, Seq: 0, Payload: data}, Ref: 2})
+	assert.Equal(t, Ref(2), find(acts, ActRelease).Ref)
+	assert.Nil(t, find(acts, ActWrite))
+	assert.Nil(t, find(acts, ActDone))
+	assert.Nil(t, find(acts, ActCloseDown), "the nodes after it are not cut off")
+	assert.Equal(t, StateDone, n.State())
+	assert.Empty(t, n.Status().Err)
+}

@@ -908,6 +908,12 @@ func (d *downlink) detach(out *[]Action) {
 	}
 	d.order, d.pos = nil, 0
 	d.up, d.awaiting, d.cut = false, false, true
+	// The moves we asked for are no longer ours to ask: whoever feeds
+	// the nodes after us now takes them over (AckMoving), and an Adopt
+	// passed on from the place we left could reach the end of the chain
+	// behind a node that feeds us now, which would then be dialed by a
+	// node it feeds (seed 20270913: a ring of three nodes, each waiting).
+	d.adopting, d.relayed = nil, nil
 	d.stopReplay()
 	d.dropLog()
 }

@@ -473,8 +473,17 @@ func (n *Node) fail(reason string, out *[]Action) {
 // describes a session the node cannot take part in. The node fails with
 // reason (unless it failed before), stops feeding the nodes after it, and
 // finishes at the end of this step; nothing more from the upstream is
-// taken (see the finished case of Step).
+// taken (see the finished case of Step). A node already done keeps its
+// word and ignores it.
 func (n *Node) refuse(reason string, out *[]Action) {
+	if n.st.State == StateDone && n.upDone {
+		// We have the whole stream, written and checked: what an
+		// upstream sends now (a stale one, not run for long, that
+		// reconnects with an old view of the chain) changes nothing
+		// here, and is neither written nor forwarded. Our word stands:
+		// the sender has it already (seed 20266871).
+		return
+	}
 	n.fail(reason, out)
 	n.broken = true
 	if n.man != nil {

@@ -309,6 +309,21 @@ func (d *downlink) afterTarget() (int, bool) {
 	return -1, false
 }
 
+// waitMove reports whether a move or drop must wait: one decision at a
+// time. A node we moved is not fed at the tail yet (its Adopt is on its
+// way, or lost); moving or dropping another now would change the chain
+// the Adopt travels. The window stays open: the verdict comes at the
+// first tick after the last move is heard of, if the target still looks
+// slow then.
+func (d *downlink) waitMove() bool {
+	if len(d.adopting) == 0 {
+		return false
+	}
+	d.slowOn = true
+	d.sl.confirmFrom = 0
+	return true
+}
+
 // inPlaceAfterTarget reports whether a node in its place follows the
 // target: one not failed and not fed at the tail (moved there by us or by
 // another, or taken on there: see fedElsewhere and wire.AckTail), whom
@@ -413,8 +428,14 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 			d.sl.self = true
 			return
 		}
+		if d.waitMove() {
+			return
+		}
 		d.sl.linkMoves++
 		reason = fmt.Sprintf("too slow: the link into it lagged behind the chain for %v at offset %d (%d frames sent to it were not received)", lag, d.view[x].Bytes, d.ownLag())
+	}
+	if d.waitMove() {
+		return
 	}
 	d.moved++
 	if kind != slowDisk {

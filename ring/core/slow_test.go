@@ -383,3 +383,29 @@ func TestBypassDialsNodeThatBlamesItsOwnLink(t *testing.T) {
 	d.onFailed(1, "connection reset", &out)
 	assert.Equal(t, 3, find(out, ActDial).Index, "a node moved to the tail is fed there")
 }
+
+// One move at a time: while a node we moved is not heard of at the tail,
+// a second slow target waits; once it is, the verdict comes.
+func TestCheckSlowWaitsForTheLastMove(t *testing.T) {
+	d := slowLinkDown(wire.SlowMove)
+	d.adopting = []adoptWait{{x: 5, at: 0}} // moved, not fed again yet
+	var out []Action
+	starve(d, 10)
+	heardCheck(d, time.Second, false, &out)
+	starve(d, 12)
+	heardCheck(d, 2*time.Second, false, &out)
+	starve(d, 14)
+	heardCheck(d, 3*time.Second, false, &out)
+	assert.Nil(t, find(out, ActSendDown), "no Detach while node 5's Adopt is unanswered")
+
+	// Node 5 is heard of from the tail: the target, still slow, is moved.
+	d.onAck(&wire.Ack{Nodes: []wire.AckNode{{Index: 5, State: wire.StReceiving, Frames: 3}}}, 3*time.Second, &out)
+	assert.Empty(t, d.adopting)
+	starve(d, 16)
+	heardCheck(d, 3100*time.Millisecond, false, &out)
+	starve(d, 18)
+	heardCheck(d, 3200*time.Millisecond, false, &out)
+	det := find(out, ActSendDown)
+	require.NotNil(t, det)
+	assert.IsType(t, &wire.Detach{}, det.Msg)
+}
