@@ -215,7 +215,10 @@ func openCookSink(ctx context.Context, srcName, dest string, size int64, opts Si
 			s.ended.Store(true)
 			pr.CloseWithError(errEnded)
 		} else {
-			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			if ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, io.ErrClosedPipe)) {
+				// Stopped: a read after the context's end closed the
+				// pipe may see the closed pipe rather than the context's
+				// error (the order is the scheduler's).
 				err = fmt.Errorf("stopped: %w", ctx.Err())
 			}
 			err = fmt.Errorf("cook %s into %s: %w", filepath.Base(srcName), dest, err)
