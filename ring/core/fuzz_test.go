@@ -500,7 +500,7 @@ func ackFrom(p *prog, target int, have uint64, items int) *wire.Ack {
 			an.Index = uint32(b>>1) % 8
 		}
 		an.State = ackStates[p.pick(len(ackStates))]
-		an.Flags = uint8(p.pick(8))
+		an.Flags = uint8(p.pick(32)) // every flag: AckBacklog ... AckMoving
 		an.Frames = resumeFrames(p, have)
 		an.DownFrames = resumeFrames(p, have)
 		switch p.pick(4) {
