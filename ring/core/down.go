@@ -807,14 +807,8 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 		// finished takes nobody (its disk is closed): passed on, the
 		// word would find nobody, and x would wait for a feeder until
 		// it gave up. We are the tail: we feed it.
-		if d.up && !d.awaiting {
-			*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Bye{}})
-		}
-		if d.up {
-			*out = append(*out, Action{Kind: ActCloseDown})
-		}
-		d.up, d.awaiting, d.cut = false, false, true
-		d.stopReplay()
+		d.hangUp(out)
+		d.cut = true
 	}
 	if !d.cut {
 		if fresh && !a.Rejoin && d.sl.atSlowTail(d.target) && d.pos == len(d.order)-2 {
@@ -827,14 +821,29 @@ func (d *downlink) adopt(a *wire.Adopt, out *[]Action) {
 		}
 		return
 	}
-	d.cut = false
-	d.fromDisk = true
-	d.pos = len(d.order) - 1
-	d.target = x
-	d.bypassing = true
-	// A moved node's upstream detached it (it may still be reading what
-	// it had been sent); a rejoining one has none.
-	d.takeover = true
+	d.feedAtTail(x, out)
+}
+
+// hangUp says Bye to our target and stops feeding it.
+func (d *downlink) hangUp(out *[]Action) {
+	if d.up && !d.awaiting {
+		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Bye{}})
+	}
+	if d.up {
+		*out = append(*out, Action{Kind: ActCloseDown})
+	}
+	d.up, d.awaiting = false, false
+	d.stopReplay()
+}
+
+// feedAtTail dials x, last in our order, to feed it from what we wrote as
+// the tail does. A moved node's upstream detached it (it may still be
+// reading what it had been sent); a rejoining one has none: a takeover
+// either way.
+func (d *downlink) feedAtTail(x int, out *[]Action) {
+	d.cut, d.fromDisk = false, true
+	d.pos, d.target = len(d.order)-1, x
+	d.bypassing, d.takeover = true, true
 	d.dial(out)
 }
 
@@ -854,24 +863,14 @@ func (d *downlink) othersFinal(x int) bool {
 // source: what it reads again), until it answers or until: its word, if
 // it has one, replaces the failure (see Sender.maybeLastCall).
 func (d *downlink) callBack(x int, until time.Duration, out *[]Action) {
-	if d.up && !d.awaiting {
-		*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Bye{}})
-	}
-	if d.up {
-		*out = append(*out, Action{Kind: ActCloseDown})
-	}
-	d.up, d.awaiting = false, false
-	d.stopReplay()
+	d.hangUp(out)
 	if k := slices.Index(d.order, x); k >= 0 {
 		d.order = append(d.order[:k], d.order[k+1:]...)
 	}
 	d.order = append(d.order, x)
 	d.sl.setTail(x, len(d.view))
-	d.cut, d.fromDisk = false, true
-	d.pos, d.target = len(d.order)-1, x
-	d.bypassing, d.takeover = true, true
 	d.rejoinAsk[x] = until
-	d.dial(out)
+	d.feedAtTail(x, out)
 }
 
 // feedBefore feeds the node just adopted (last in our order) in place of
