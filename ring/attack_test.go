@@ -393,7 +393,7 @@ func TestAttackOtherVersion(t *testing.T) {
 	assert.Contains(t, rj.Reason, "version 1")
 	assert.Contains(t, rj.Reason, fmt.Sprintf("version %d", wire.ProtocolVersion))
 
-	// A node answering with a version 3 Challenge.
+	// A node answering with a version 4 Challenge.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
@@ -406,13 +406,13 @@ func TestAttackOtherVersion(t *testing.T) {
 		var hb [wire.HeaderSize + wire.HelloSize]byte
 		io.ReadFull(cn, hb[:])
 		ch := wire.Encode(&wire.Challenge{})
-		ch[wire.HeaderSize+7] = '3'
+		ch[wire.HeaderSize+7] = '4'
 		cn.Write(ch)
 		io.Copy(io.Discard, cn)
 	}()
 	_, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, ln.Addr().String(), testKey, wire.Hello{Session: wire.SessionID{1}}, time.Second, time.Second, time.Second, 0)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "version 3")
+	assert.Contains(t, err.Error(), "version 4")
 	assert.Contains(t, err.Error(), fmt.Sprintf("version %d", wire.ProtocolVersion))
 }
 

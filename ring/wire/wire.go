@@ -102,8 +102,8 @@ func (t Type) String() string {
 // ProtocolVersion is the version of the hop protocol this build speaks. A
 // node refuses a peer of another version with a message naming both (see
 // VersionError). Version 1 was the unsealed protocol of herd before the
-// sealed chain.
-const ProtocolVersion = 2
+// sealed chain; version 2's Hello did not name its sender (Hello.From).
+const ProtocolVersion = 3
 
 // Sizes and limits.
 const (
@@ -119,13 +119,14 @@ const (
 	KeySize       = 32 // the session's data key in the manifest
 	MACSize       = 32 // the source's MAC on manifest, item ends and end
 	DigestSize    = 32
-	MaxString     = 4096    // longest name, path or address in a frame
-	MaxNodes      = 1 << 16 // longest chain
-	MaxItems      = 1024    // most items in a session
+	MaxString     = 4096     // longest name, path or address in a frame
+	MaxNodes      = 1 << 16  // longest chain
+	FromSource    = MaxNodes // Hello.From of the source
+	MaxItems      = 1024     // most items in a session
 	// HelloSize and ChallengeSize are the exact body sizes of those
 	// frames in this version: a receiver reads nothing more from an
 	// unauthenticated peer.
-	HelloSize     = len(helloPrefix) + 1 + 16 + 4 + 1 + HandshakeSize
+	HelloSize     = len(helloPrefix) + 1 + 16 + 4 + 4 + 1 + HandshakeSize
 	ChallengeSize = len(helloPrefix) + 1 + HandshakeSize
 )
 
@@ -390,7 +391,12 @@ type SessionID [16]byte
 type Hello struct {
 	Session SessionID
 	Index   uint32 // the receiver's index in the chain
-	Keyed   bool   // the sender has a key; the handshake proves it (else Noise is zero)
+	// From is the sender's index in the chain, FromSource for the
+	// source: a node taken on at the tail knows who feeds it now, and
+	// keeps a node it feeds at the tail only when that one is not
+	// among the nodes it feeds (so no ring forms).
+	From  uint32
+	Keyed bool // the sender has a key; the handshake proves it (else Noise is zero)
 	// Tail: the receiver is fed at the end of the chain (a node moved
 	// there, or one that rejoins): it forwards to nobody.
 	Tail bool
@@ -407,6 +413,7 @@ func (m *Hello) appendBody(b []byte) []byte {
 	b = appendVersion(b)
 	b = append(b, m.Session[:]...)
 	b = appendU32(b, m.Index)
+	b = appendU32(b, m.From)
 	k := byte(0)
 	if m.Keyed {
 		k = 1
@@ -427,6 +434,10 @@ func (m *Hello) decodeBody(b []byte) error {
 	}
 	r.fixed(m.Session[:])
 	m.Index = r.u32()
+	m.From = r.u32()
+	if m.From >= MaxNodes && m.From != FromSource {
+		return fmt.Errorf("%w: hello from node %d of a chain of at most %d", ErrBody, m.From, MaxNodes)
+	}
 	k := r.u8()
 	if k > 7 {
 		return ErrBody

@@ -15,7 +15,8 @@ func sampleMsgs() []Msg {
 	var n1, n2 [HandshakeSize]byte
 	n1[0], n2[31] = 7, 9
 	return []Msg{
-		&Hello{Session: testSession, Index: 3, Keyed: true, Noise: n1},
+		&Hello{Session: testSession, Index: 3, From: 2, Keyed: true, Noise: n1},
+		&Hello{Session: testSession, Index: 0, From: FromSource, Noise: n1},
 		&Hello{Session: testSession, Index: 4, Tail: true, Noise: n2},
 		&Hello{Session: testSession, Index: 5, Takeover: true, Noise: n2},
 		&Challenge{Noise: n2},
@@ -80,12 +81,17 @@ func TestVersions(t *testing.T) {
 	require.ErrorAs(t, err, &ve)
 	assert.Equal(t, 1, ve.Peer)
 	assert.Contains(t, ve.Error(), "version 1")
-	assert.Contains(t, ve.Error(), "version 2")
-	v3 := Encode(&Challenge{})
-	v3[HeaderSize+len(helloPrefix)] = '3'
-	_, _, err = Decode(v3)
+	assert.Contains(t, ve.Error(), "version 3")
+	v4 := Encode(&Challenge{})
+	v4[HeaderSize+len(helloPrefix)] = '4'
+	_, _, err = Decode(v4)
 	require.ErrorAs(t, err, &ve)
-	assert.Equal(t, 3, ve.Peer)
+	assert.Equal(t, 4, ve.Peer)
+	// Version 2's Hello (no From) is named as such.
+	v2 := append([]byte("HERDRNG2"), make([]byte, 16+4+1+HandshakeSize)...)
+	_, err = DecodeBody(THello, v2)
+	require.ErrorAs(t, err, &ve)
+	assert.Equal(t, 2, ve.Peer)
 	_, ok = PeekVersion([]byte("GET / HTTP"))
 	assert.False(t, ok)
 	// This version's sizes are the ones a receiver reads, exactly.
@@ -102,6 +108,7 @@ func TestPrologueBindsEveryHelloField(t *testing.T) {
 		{Session: testSession, Index: 1},
 		{Session: testSession, Index: 1, Keyed: true, Tail: true},
 		{Session: testSession, Index: 1, Keyed: true, Takeover: true},
+		{Session: testSession, Index: 1, Keyed: true, From: 7},
 	} {
 		assert.NotEqual(t, p, h.Prologue())
 	}
@@ -128,8 +135,13 @@ func TestDecodeErrors(t *testing.T) {
 	putHeader(short, TEnd, 3)
 	_, _, err = Decode(short)
 	assert.True(t, errors.Is(err, ErrBody), "%v", err)
+	// A Hello from a node no chain has.
+	bad := Encode(&Hello{From: MaxNodes + 1})
+	_, _, err = Decode(bad)
+	assert.ErrorIs(t, err, ErrBody)
+	assert.Contains(t, err.Error(), "hello from node 65537")
 	h := Encode(&Hello{})
-	copy(h[HeaderSize:], "NOTHERD2")
+	copy(h[HeaderSize:], "NOTHERD3")
 	_, _, err = Decode(h)
 	assert.ErrorIs(t, err, ErrMagic)
 }
