@@ -544,7 +544,7 @@ func (w *downWorker) run() {
 				// up the chain waits for our answer to end the session.
 				connect = min(hs, rejoinConnectTimeout)
 			}
-			hello := wire.Hello{Session: a.Session, Index: uint32(a.Index), Tail: a.Tail, Takeover: a.Takeover}
+			hello := wire.Hello{Session: a.Session, Index: uint32(a.Index), From: a.From, Tail: a.Tail, Takeover: a.Takeover}
 			h, err := dialHop(w.ctx, w.dial, a.Addr, w.key, hello, timeout, busy, hs, connect)
 			if err != nil {
 				w.l.logf("ring: node %d (%s): %v", a.Index, a.Addr, err)

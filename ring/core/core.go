@@ -105,8 +105,9 @@ type Action struct {
 	Index   int
 	Addr    string
 	Session wire.SessionID
-	Bypass  bool // ActDial: the node replaces a lost one; give up within about the dead timeout instead of waiting for it to start
-	Tail    bool // ActDial: the node is fed at the tail (moved or rejoining): say so in the Hello
+	From    uint32 // ActDial: the dialer's index for wire.Hello.From (wire.FromSource: the source)
+	Bypass  bool   // ActDial: the node replaces a lost one; give up within about the dead timeout instead of waiting for it to start
+	Tail    bool   // ActDial: the node is fed at the tail (moved or rejoining): say so in the Hello
 	// ActDial: we just detached the node's upstream (dropped or moved it):
 	// the node may accept us while that upstream still talks.
 	Takeover bool

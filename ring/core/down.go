@@ -178,7 +178,11 @@ func (d *downlink) dial(out *[]Action) {
 	d.up, d.awaiting = false, false
 	d.inheritMoves()
 	rejoin := d.fromDisk && d.rejoinAsk[d.target] != 0 && !d.rejoined[d.target]
-	*out = append(*out, Action{Kind: ActDial, Index: d.target, Addr: d.man.Nodes[d.target], Session: d.man.Session, Bypass: d.bypassing, Tail: d.fromDisk, Takeover: d.takeover, Rejoin: rejoin})
+	from := uint32(wire.FromSource)
+	if d.self >= 0 {
+		from = uint32(d.self)
+	}
+	*out = append(*out, Action{Kind: ActDial, Index: d.target, From: from, Addr: d.man.Nodes[d.target], Session: d.man.Session, Bypass: d.bypassing, Tail: d.fromDisk, Takeover: d.takeover, Rejoin: rejoin})
 	d.takeover = false
 }
 
@@ -637,7 +641,7 @@ func (d *downlink) asleep(lag time.Duration) {
 	d.lastHeard = min(d.lastHeard+lag, d.now)
 	// What piled up for the target while we were away drains no faster
 	// than the chain runs: no slow link until it has caught up.
-	d.sl.caught = false
+	d.sl.caught, d.sl.wokeAt = false, d.now
 	if d.slowOn {
 		d.slowFrom = min(d.slowFrom+lag, d.now)
 		d.sl.lastSeen = min(d.sl.lastSeen+lag, d.now)
@@ -676,6 +680,7 @@ func (d *downlink) tick(now time.Duration, ownBacklog bool, out *[]Action) {
 		return
 	}
 	d.retryAdopts(now, out)
+	d.checkInPlace(now, out)
 	d.checkSlow(now, ownBacklog, out)
 }
 
@@ -895,6 +900,14 @@ func (d *downlink) feedBefore(out *[]Action) {
 	d.takeover = true
 	d.dial(out)
 }
+
+// feedsAtTail reports whether we feed (or dial) a node at the tail from
+// our written output.
+func (d *downlink) feedsAtTail() bool { return !d.cut && d.fromDisk }
+
+// feeds reports whether node j is one we feed or pass words to (the
+// source, FromSource, never is).
+func (d *downlink) feeds(j int) bool { return j >= 0 && j < len(d.mine) && d.mine[j] }
 
 // detach stops feeding anyone without a word about them: our upstream
 // moved us (or dropped us) and feeds our downstream itself now.

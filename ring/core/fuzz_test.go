@@ -57,7 +57,7 @@ func (p *prog) pick(n int) int { return int(p.byte()) % n }
 // to opDownCtl) take, after who, a byte saying whether the event is of an
 // aside feed (odd) or of the chain.
 const (
-	opHello      = iota // EvUp Hello: index, flags (1 tail, 2 takeover, 4 other session)
+	opHello      = iota // EvUp Hello: index, flags (see helloOp)
 	opManifest          // EvUp Manifest: nodes, items, (size, cook) per item, slow, slow after, spoil (see manifestOp)
 	opData              // EvUp Data: kind, operand (see dataFrame)
 	opItemEnd           // EvUp ItemEnd: kind
@@ -586,17 +586,22 @@ func (h *nodeHarness) step(ev Event) {
 
 // helloOp builds a hello from the operands of opHello and opUpNew: an
 // index (flag 8: the node's own, once it has one) and flags (1 tail, 2
-// takeover, 4 another session).
+// takeover, 4 another session, 16 from the source; else the top three
+// bits are the dialer's index, in the chain or not).
 func helloOp(p *prog, own int) *wire.Hello {
 	idx, f := p.pick(8), p.byte()
+	from := uint32(f >> 5)
 	if f&8 != 0 && own >= 0 {
 		idx = own
+	}
+	if f&16 != 0 {
+		from = wire.FromSource
 	}
 	hs := sess
 	if f&4 != 0 {
 		hs[0] ^= 0xff
 	}
-	return &wire.Hello{Session: hs, Index: uint32(idx), Tail: f&1 != 0, Takeover: f&2 != 0}
+	return &wire.Hello{Session: hs, Index: uint32(idx), From: from, Tail: f&1 != 0, Takeover: f&2 != 0}
 }
 
 // itemSizes are the sizes an item of a fuzzed session may have.

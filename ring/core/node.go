@@ -117,8 +117,12 @@ type Node struct {
 	rejoined    bool          // came back after being reported failed
 	// downLost: the downstream failed while the upstream was lost; the
 	// bypass waits until an upstream reconnects (see EvDownFailed).
+	// downHeldAt: it failed as we woke up from a stop longer than the
+	// dead timeout; the bypass waits to see whether our upstream still
+	// feeds us (it is made at a tick, dead/2 later) or hung up on us.
 	downLost    bool
 	downLostWhy string
+	downHeldAt  time.Duration
 }
 
 // Timing defaults of a node.
@@ -383,7 +387,20 @@ func (n *Node) Step(ev Event) []Action {
 		}
 	case EvDownFailed:
 		if n.man != nil {
-			if !n.upDone && n.wokeAt > 0 && n.now-n.lastUpAt > n.down.dead {
+			if !n.upDone && n.wokeAt > 0 && n.now-n.wokeAt <= LagTolerance && !n.UpstreamLost() && ev.Index == n.down.target && !n.down.cut && !n.down.settled() {
+				// We were stopped for longer than the dead timeout and
+				// just woke up: this failure, and the frames from
+				// upstream that reached us with it, may all be from
+				// before our upstream bypassed us (its EOF may not have
+				// reached us yet). Dialing the next node now could take
+				// a healthy hop from whoever feeds it since (seed
+				// 20269592: a node cut off while stopped took the last
+				// node from its live upstream, then left it for the
+				// tail). Hold the bypass until our upstream either
+				// hangs up (we wait for a new one, as below) or keeps
+				// feeding us (onTick makes the bypass).
+				n.downLost, n.downLostWhy, n.downHeldAt = true, ev.Err, n.now
+			} else if !n.upDone && n.wokeAt > 0 && n.now-n.lastUpAt > n.down.dead {
 				// Cut off without knowing it yet, like a node that was
 				// frozen and wakes up: its upstream has surely bypassed
 				// it and feeds its downstream. Do not take over anyone's
@@ -515,21 +532,44 @@ func (n *Node) onUpNew(ev Event, out *[]Action) {
 	n.rejoined = true
 	if h.Tail && !n.tail && n.man != nil {
 		// Fed at the tail now: we were moved there, and the Detach
-		// that said so was lost. We forward to nobody (our old
-		// downstream has our old upstream), and never bypass it.
+		// that said so was lost. We forward to nobody in our old place
+		// (our old downstream has our old upstream), and never bypass
+		// it. A node we feed at the tail from our output, though, has
+		// nobody but us (seeds 20266063, 20269648: the last node in
+		// its place, feeding a moved node, was itself moved by a node
+		// that woke up late, and let the moved one go): we go on
+		// feeding it, unless our new feeder is one of the nodes we
+		// feed, which would close a ring.
 		n.tail = true
-		n.downLost = false
-		n.down.detach(out)
+		n.downLost, n.downHeldAt = false, 0
+		if !n.down.feedsAtTail() || n.down.feeds(int(h.From)) {
+			n.down.detach(out)
+		}
 	}
 	*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.Resume{Frames: n.framesIn, HasManifest: n.man != nil}})
 	if n.downLost {
 		// Someone feeds us again: now bypass the downstream we lost
 		// meanwhile.
-		n.downLost = false
+		n.downLost, n.downHeldAt = false, 0
 		if n.man != nil {
 			n.down.onFailed(n.down.target, n.downLostWhy, out)
 		}
 	}
+}
+
+// takePlace starts the node's downlink afresh in its own place in the
+// chain: it feeds the node after it, which says where to resume from
+// (what the log no longer holds is read back from our output).
+func (n *Node) takePlace(out *[]Action) {
+	idx, next := n.down.idx, n.down.nextNum
+	n.down = downlink{}
+	n.down.init(n.st.Index, n.man, n.cfg.Dead)
+	n.down.cooked = make([]bool, len(n.man.Items))
+	for i, it := range n.man.Items {
+		n.down.cooked[i] = it.Cook
+	}
+	n.down.idx, n.down.nextNum = idx, next
+	n.down.start(out)
 }
 
 func (n *Node) onUp(ev Event, out *[]Action) {
@@ -560,15 +600,7 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 			// Restored, and reached in the chain's own order (the source
 			// resumes the session): take our place again and feed the
 			// next node; what it lacks is read back from our output.
-			idx, next := n.down.idx, n.down.nextNum
-			n.down = downlink{}
-			n.down.init(n.st.Index, n.man, n.cfg.Dead)
-			n.down.cooked = make([]bool, len(n.man.Items))
-			for i, it := range n.man.Items {
-				n.down.cooked[i] = it.Cook
-			}
-			n.down.idx, n.down.nextNum = idx, next
-			n.down.start(out)
+			n.takePlace(out)
 		}
 		n.ackDirty = true
 		*out = append(*out, Action{Kind: ActSendUp, Msg: &wire.Resume{Frames: n.framesIn, HasManifest: n.man != nil}})
@@ -635,7 +667,11 @@ func (n *Node) onUp(ev Event, out *[]Action) {
 		if m.Drop {
 			n.fail("dropped: "+printable(m.Reason), out)
 		}
-		n.down.detach(out)
+		if m.Drop || !n.down.feedsAtTail() {
+			n.down.detach(out)
+		}
+		// Moved: a node we feed at the tail from our output has nobody
+		// but us, and goes on with us (see onUpNew).
 	case *wire.Adopt:
 		if n.man == nil {
 			return
@@ -862,6 +898,13 @@ func (n *Node) onTick(out *[]Action) {
 		// once someone feeds us again.
 		if why := n.down.silence(n.now); why != "" && !n.downLost {
 			n.downLost, n.downLostWhy = true, why
+		}
+	case n.downLost && n.downHeldAt > 0:
+		// A bypass held at our wake-up (EvDownFailed): our upstream
+		// still feeds us, so it kept us in its chain; bypass now.
+		if n.now-n.downHeldAt >= n.down.dead/2 {
+			n.downLost, n.downHeldAt = false, 0
+			n.down.onFailed(n.down.target, n.downLostWhy, out)
 		}
 	default:
 		n.down.sl.mem = n.cfg.Memory

@@ -60,6 +60,10 @@ type slowState struct {
 	// that lag is no slow link.
 	lagOf  int
 	caught bool
+	// wokeAt is when the owner was last run again after an absence
+	// (asleep): what piled up meanwhile reaches us over the next
+	// moments, so a lag under half read then is no catching up.
+	wokeAt time.Duration
 	// confirmFrom is when the current window ended: the verdict waits
 	// for an ack of the target from after it (0: not yet ended).
 	confirmFrom time.Duration
@@ -250,7 +254,11 @@ func (d *downlink) slowKindNow(ownBacklog bool) slowKind {
 	if d.sl.lagOf != x+1 {
 		d.sl.lagOf, d.sl.caught = x+1, true
 	}
-	if half > 0 && lag < half {
+	if half > 0 && lag < half && d.now-d.sl.wokeAt >= TickInterval {
+		// (Not at the tick we woke up at: the frames that piled up
+		// upstream while we were not run had not reached us yet, and
+		// the backlog they make drains at the chain's pace, seed
+		// 20268354.)
 		d.sl.caught = true
 	}
 	if half == 0 || d.sl.self || lag < half {
@@ -408,11 +416,16 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 		if d.frames[x] == d.sl.fromFrames {
 			return // no progress at all: stalled, not slow
 		}
-		if d.sl.meter.mean(now) < 1.5*float64(d.halfFrames()) {
+		if d.sl.meter.mean(now) < 1.5*float64(d.halfFrames()) || 2*d.ownLag() < 3*d.halfFrames() {
 			// Over the window, our lag was under three quarters of our
 			// memory on average: the lag of a chain in full flow, read
 			// high at the ticks (frames on the wire, acks on their
-			// way), not a link that holds our memory full.
+			// way), not a link that holds our memory full. Nor is a lag
+			// that is under that now: a link too slow for the chain
+			// keeps our memory full to the end; a hiccup further down
+			// that filled it for a moment raised the mean, and left a
+			// backlog of a frame or two that the target drains at the
+			// chain's pace (seed 20270008).
 			return
 		}
 		if lag := d.ownLag(); lag+max(2, d.halfFrames()/2) <= d.sl.fromLag {
@@ -478,8 +491,13 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 		d.pumpReplay(out)
 		return
 	}
-	// Move: the node goes to the end of our order; the node after it is
-	// fed by us, and the last node of the chain will feed it (Adopt).
+	d.moveToTail(reason, now, out)
+}
+
+// moveToTail moves our target to the end of our order: the node after it
+// is fed by us, and the last node of the chain will feed it (Adopt).
+func (d *downlink) moveToTail(reason string, now time.Duration, out *[]Action) {
+	x := d.target
 	*out = append(*out, Action{Kind: ActSendDown, Msg: &wire.Detach{Reason: reason}})
 	*out = append(*out, Action{Kind: ActCloseDown, Err: "moved to the tail: " + reason})
 	d.order = append(append(d.order[:d.pos:d.pos], d.order[d.pos+1:]...), x)
@@ -497,24 +515,49 @@ func (d *downlink) checkSlow(now time.Duration, ownBacklog bool, out *[]Action) 
 	d.dial(out)
 }
 
+// checkInPlace moves on from a target that turns out to be fed at the
+// tail (its own word says wire.AckTail) although we reached it in its
+// old place: we bypassed lost nodes with a view of the chain older than
+// its move (a node after them moved it). It forwards to nobody, so the
+// nodes in their place after it would wait for a feeder that never
+// comes (seed 20262233: the source fed such a node after losing the two
+// before it; the nodes after it were let go by an upstream taken back
+// at the tail). It took us as its feeder already, dropping the one it
+// had at the tail: we move it there again and feed the next node in
+// its place.
+func (d *downlink) checkInPlace(now time.Duration, out *[]Action) {
+	if !d.up || d.cut || d.fromDisk || d.awaiting || d.anyCooked() || !d.fedElsewhere(d.target) || !d.inPlaceAfterTarget() || d.waitMove() {
+		return
+	}
+	d.moved++
+	d.moveToTail(fmt.Sprintf("fed at the tail, reached in its old place at offset %d", d.view[d.target].Bytes), now, out)
+}
+
 // skipMovedLinks puts after the others the nodes of order[pos:end] that a
 // node after us moved to the tail for a slow link (their status said so),
 // or that are fed at the tail by another node (fedElsewhere): they are fed
 // there already, we must not dial them while a node in its place is left.
 // When every one is such a node, the order stays: the first is dialed (its
-// feeder may be gone with the node we lost).
+// feeder may be gone with the node we lost). Neither a node reported
+// failed nor one at our own tail (moved or adopted through us) is one in
+// its place: counted so, they were dialed before a node the lost one fed
+// in its place from its output, which was left to nobody (seed
+// 20266063).
 func (d *downlink) skipMovedLinks(end int) {
 	rest := d.order[d.pos:end]
-	var keep, moved []int
+	var keep, moved, failed []int
 	for _, j := range rest {
-		if d.movedForLink(j) || d.fedElsewhere(j) {
+		switch {
+		case d.view[j].State == StateFailed:
+			failed = append(failed, j)
+		case d.movedForLink(j) || d.fedElsewhere(j) || d.sl.atTail(j):
 			moved = append(moved, j)
-		} else {
+		default:
 			keep = append(keep, j)
 		}
 	}
 	if len(moved) == 0 || len(keep) == 0 {
 		return
 	}
-	copy(rest, append(keep, moved...))
+	copy(rest, append(append(keep, moved...), failed...))
 }

@@ -713,7 +713,11 @@ func (s *sim) dial(h *host, idx int, tail, takeover, bypass bool) {
 		return
 	}
 	l := &link{from: h, to: t}
-	hello := &wire.Hello{Session: s.session, Index: uint32(idx), Tail: tail, Takeover: takeover}
+	from := uint32(wire.FromSource)
+	if h.idx >= 0 {
+		from = uint32(h.idx)
+	}
+	hello := &wire.Hello{Session: s.session, Index: uint32(idx), From: from, Tail: tail, Takeover: takeover}
 	dead := s.cfg.Dead
 	if dead <= 0 {
 		dead = core.DefaultDead
