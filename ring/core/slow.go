@@ -526,7 +526,9 @@ func (d *downlink) moveToTail(reason string, now time.Duration, out *[]Action) {
 // had at the tail: we move it there again and feed the next node in
 // its place.
 func (d *downlink) checkInPlace(now time.Duration, out *[]Action) {
-	if !d.up || d.cut || d.fromDisk || d.awaiting || d.anyCooked() || !d.fedElsewhere(d.target) || !d.inPlaceAfterTarget() || d.waitMove() {
+	if !d.up || d.cut || d.fromDisk || d.awaiting || d.anyCooked() || len(d.adopting) > 0 || !d.fedElsewhere(d.target) || !d.inPlaceAfterTarget() {
+		// (One move at a time, as in checkSlow; not through waitMove,
+		// which keeps a slow window open.)
 		return
 	}
 	d.moved++
