@@ -62,6 +62,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/internal/units"
 	"github.com/herd-cluster/herd/ring"
 )
 
@@ -156,17 +157,17 @@ func parseFlags(args []string) (options, error) {
 	}
 	var err error
 	if *size != "auto" {
-		if o.size, err = harness.ParseSize(*size); err != nil || o.size <= 0 {
-			return o, fmt.Errorf("-size %q: want auto or a size like 256M", *size)
+		if o.size, err = units.ParseSize(*size); err != nil || o.size <= 0 {
+			return o, fmt.Errorf("-size %q: want auto or a size like 256M (%s)", *size, units.SizeForms)
 		}
 	}
 	if *rate != "auto" {
-		if o.rate, err = harness.ParseRate(*rate); err != nil || o.rate == 0 {
-			return o, fmt.Errorf("-rate %q: want auto or a rate like 500mbit", *rate)
+		if o.rate, err = units.ParseRate(*rate); err != nil || o.rate == 0 {
+			return o, fmt.Errorf("-rate %q: want auto or a rate like 500mbit (%s)", *rate, units.RateForms)
 		}
 	}
-	if o.extraRate, err = harness.ParseRate(*extra); err != nil {
-		return o, fmt.Errorf("-extra-rate %q: want a rate like 500mbit or 0", *extra)
+	if o.extraRate, err = units.ParseRate(*extra); err != nil {
+		return o, fmt.Errorf("-extra-rate %q: want 0 or a rate like 500mbit (%s)", *extra, units.RateForms)
 	}
 	if o.seconds <= 0 || o.budget <= 0 || o.budget > 1 {
 		return o, fmt.Errorf("-seconds must be > 0 and -cpu-budget in (0, 1]")

@@ -36,6 +36,7 @@ import (
 	"github.com/zeebo/blake3"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/internal/units"
 	"github.com/herd-cluster/herd/ring/core"
 	"github.com/herd-cluster/herd/ring/verdict"
 	"github.com/herd-cluster/herd/ring/wire"
@@ -65,7 +66,7 @@ func parseSoakFlags(args []string) (soakOptions, error) {
 	fs.IntVar(&o.nodes, "nodes", 8, "nodes of the lab")
 	size := fs.String("size", "96M", "size of the image")
 	rate := fs.String("rate", "200mbit", "link rate of every node (both ways)")
-	slow := fs.String("slow-disk", "8MB", "write rate of a slow disk (bytes/s)")
+	slow := fs.String("slow-disk", "8MB/s", "write rate of a slow disk")
 	fs.IntVar(&o.busy, "busy", runtime.NumCPU(), "busy-loop processes beside the soak (one per core: a loaded host)")
 	fs.StringVar(&o.herd, "herd", "", "herd binary (default: build ./cmd/herd)")
 	fs.StringVar(&o.results, "results", "results", "folder for the report (soak-SEED.txt) and the logs of failed rounds (soak-SEED/)")
@@ -76,15 +77,15 @@ func parseSoakFlags(args []string) (soakOptions, error) {
 		return o, err
 	}
 	var err error
-	if o.size, err = harness.ParseSize(*size); err != nil {
-		return o, fmt.Errorf("-size: %w", err)
+	if o.size, err = units.ParseSize(*size); err != nil || o.size <= 0 {
+		return o, fmt.Errorf("-size %q: want a size like 96M (%s)", *size, units.SizeForms)
 	}
-	if o.rate, err = harness.ParseRate(*rate); err != nil || o.rate == 0 {
-		return o, fmt.Errorf("-rate %q: want a rate like 200mbit", *rate)
+	if o.rate, err = units.ParseRate(*rate); err != nil || o.rate == 0 {
+		return o, fmt.Errorf("-rate %q: want a rate like 200mbit (%s)", *rate, units.RateForms)
 	}
-	r, err := harness.ParseRate(*slow)
+	r, err := units.ParseRate(*slow)
 	if err != nil || r < 8 {
-		return o, fmt.Errorf("-slow-disk %q: want a rate like 8MB", *slow)
+		return o, fmt.Errorf("-slow-disk %q: want a rate like 8MB/s (%s)", *slow, units.RateForms)
 	}
 	o.slowRate = r / 8
 	if o.rounds < 1 || o.nodes < 3 || o.nodes > 240 || o.busy < 0 {

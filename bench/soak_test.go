@@ -39,7 +39,7 @@ func TestDrawPlanIsSeededAndCoversEveryKind(t *testing.T) {
 }
 
 func TestParseSoakFlags(t *testing.T) {
-	o, err := parseSoakFlags([]string{"-rounds", "3", "-seed", "7", "-size", "64M", "-slow-disk", "8MB"})
+	o, err := parseSoakFlags([]string{"-rounds", "3", "-seed", "7", "-size", "64M", "-slow-disk", "8MB/s"})
 	require.NoError(t, err)
 	assert.Equal(t, 3, o.rounds)
 	assert.Equal(t, uint64(7), o.seed)

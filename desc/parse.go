@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf16"
+
+	"github.com/herd-cluster/herd/internal/units"
 )
 
 // maxGPTParts is the number of entries herd writes in a GPT.
@@ -245,24 +247,17 @@ func ParseSize(s string) (Size, error) {
 		}
 		return Size{Kind: SizePercent, Percent: v}, nil
 	}
-	i := 0
-	for i < len(ls) && ls[i] >= '0' && ls[i] <= '9' {
-		i++
-	}
-	if i == 0 {
+	v, unit, ok := units.SplitNumber(ls)
+	if !ok {
 		return Size{}, fmt.Errorf("bad size %q: want MB, a size with unit (512M, 20G), a percentage (25%%) or fill", s)
 	}
-	v, err := strconv.ParseInt(ls[:i], 10, 64)
-	if err != nil {
-		return Size{}, fmt.Errorf("bad size %q: %w", s, err)
+	mult, ok := units.SizeUnit(unit)
+	if unit == "" {
+		mult = MiB // KA's plain MB
 	}
-	mult := map[string]int64{
-		"": MiB, "b": 1,
-		"k": KiB, "kib": KiB, "m": MiB, "mib": MiB, "g": GiB, "gib": GiB, "t": TiB, "tib": TiB,
-		"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-	}[ls[i:]]
-	if mult == 0 {
-		return Size{}, fmt.Errorf("bad size unit %q in %q: want K, M, G, T (binary), KB, MB, GB, TB (decimal) or B", s[i:], s)
+	if !ok {
+		digits := len(ls) - len(unit) // ASCII: as many bytes in s
+		return Size{}, fmt.Errorf("bad size unit %q in %q: want K, M, G, T (binary), KB, MB, GB, TB (decimal) or B", s[digits:], s)
 	}
 	if v == 0 {
 		return Size{}, fmt.Errorf("size %q is zero", s)

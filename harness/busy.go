@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
-	"testing"
 )
 
 // Busy starts n busy loops (`sh -c 'while :; do :; done'`), each its own
@@ -35,17 +34,6 @@ func Busy(n int) (stop func(), err error) {
 	busySet[b] = struct{}{}
 	busyMu.Unlock()
 	return b.stop, nil
-}
-
-// BusyT runs n busy loops for the rest of a test: they are stopped in
-// t.Cleanup, also when the test fails.
-func BusyT(t testing.TB, n int) {
-	t.Helper()
-	stop, err := Busy(n)
-	if err != nil {
-		t.Fatalf("busy loops: %v", err)
-	}
-	t.Cleanup(stop)
 }
 
 // BusyPids lists the processes of the busy loops still running.

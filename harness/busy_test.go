@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/harness/harnesstest"
 )
 
 // cpuTicks returns utime+stime of pid in clock ticks, or -1 if it is gone
@@ -58,10 +59,10 @@ func TestBusyLoopsRunAndStop(t *testing.T) {
 	require.Empty(t, harness.BusyPids())
 }
 
-func TestBusyTStopsInCleanup(t *testing.T) {
+func TestBusyStopsInCleanup(t *testing.T) {
 	var pids []int
 	t.Run("inner", func(t *testing.T) {
-		harness.BusyT(t, 1)
+		harnesstest.Busy(t, 1)
 		pids = harness.BusyPids()
 		require.Len(t, pids, 1)
 	})
@@ -85,7 +86,7 @@ func TestStopBusy(t *testing.T) {
 // so on purpose); a loop forked from such a thread would get its
 // Pdeathsig then. Busy forks from a thread that never ends.
 func TestBusyOutlivesEndedThreads(t *testing.T) {
-	harness.BusyT(t, 1)
+	harnesstest.Busy(t, 1)
 	pids := harness.BusyPids()
 	require.Len(t, pids, 1)
 	var wg sync.WaitGroup

@@ -18,17 +18,17 @@
 // can be powered off (link cut, every process killed, disk cache dropped)
 // and on again; a node's disk can be slowed (blkio throttling).
 // Everything is released by Close, by the testing cleanup registered by
-// NewT, on SIGINT/SIGTERM once HandleInterrupts was called, and, after a
+// harnesstest.New, on SIGINT/SIGTERM once HandleInterrupts was called, and, after a
 // crash, by the next New (every object carries the prefix "herdlab-<name>"
 // and a state file under StateDir records what was made).
 //
 // Usage in a test:
 //
-//	c := harness.NewT(t, harness.Config{Nodes: 3, DiskSize: 64 << 20})
+//	c := harnesstest.New(t, harness.Config{Nodes: 3, DiskSize: 64 << 20})
 //	p, err := c.Nodes()[0].Start(ctx, "sh", "-c", "blockdev --getsize64 "+harness.NodeDisk)
 //	require.NoError(t, err)
 //	require.NoError(t, p.Wait())
 //	fmt.Print(string(p.Stdout()))
 //
-// Root is required; NewT skips the test with a message when it is missing.
+// Root is required; harnesstest.New skips the test with a message when it is missing.
 package harness

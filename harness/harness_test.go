@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/harness/harnesstest"
 )
 
 func TestMain(m *testing.M) {
@@ -63,7 +64,7 @@ func waitOK(t *testing.T, p *harness.Proc) string {
 
 func TestNodesHaveOwnDiskAtSamePath(t *testing.T) {
 	needTools(t, "blockdev", "dd")
-	c := harness.NewT(t, harness.Config{Nodes: 3, DiskSize: 8 << 20})
+	c := harnesstest.New(t, harness.Config{Nodes: 3, DiskSize: 8 << 20})
 	ctx := t.Context()
 	for _, n := range c.Nodes() {
 		out, err := n.Run(ctx, "sh", "-c", fmt.Sprintf(
@@ -100,7 +101,7 @@ func TestPerNodeDiskSizes(t *testing.T) {
 	needTools(t, "blockdev")
 	// node1 gets its own size, node2 has 0 (falls back), node3 is past
 	// the slice (falls back).
-	c := harness.NewT(t, harness.Config{Nodes: 3, DiskSize: 8 << 20, DiskSizes: []int64{12 << 20, 0}})
+	c := harnesstest.New(t, harness.Config{Nodes: 3, DiskSize: 8 << 20, DiskSizes: []int64{12 << 20, 0}})
 	want := []int64{12 << 20, 8 << 20, 8 << 20}
 	for i, n := range c.Nodes() {
 		assert.Equal(t, want[i], n.DiskSize(), n.Name())
@@ -132,7 +133,7 @@ func TestPerNodeDiskSizesSurviveOpen(t *testing.T) {
 
 func TestAddressesAndReachability(t *testing.T) {
 	needTools(t, "ip")
-	c := harness.NewT(t, harness.Config{Nodes: 2})
+	c := harnesstest.New(t, harness.Config{Nodes: 2})
 	ctx := t.Context()
 	assert.Equal(t, "10.99.0.1", c.Golden().Addr().String())
 	assert.Equal(t, "10.99.0.11", c.Nodes()[0].Addr().String())
@@ -175,7 +176,7 @@ func transfer(t *testing.T, from, to *harness.Node, port string, size int) float
 
 func TestRateLimit(t *testing.T) {
 	const rate = 80e6 // 10 MB/s
-	c := harness.NewT(t, harness.Config{Nodes: 2, Rate: rate})
+	c := harnesstest.New(t, harness.Config{Nodes: 2, Rate: rate})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	got := transfer(t, n1, n2, "7002", 6<<20)
 	t.Logf("shaped: %.1f Mbit/s (limit %.0f)", got/1e6, rate/1e6)
@@ -206,7 +207,7 @@ func udpLoss(t *testing.T, from, to *harness.Node, port string, n int) int {
 }
 
 func TestLoss(t *testing.T) {
-	c := harness.NewT(t, harness.Config{Nodes: 1})
+	c := harnesstest.New(t, harness.Config{Nodes: 1})
 	n1 := c.Nodes()[0]
 	require.NoError(t, n1.SetLoss(4))
 	got := udpLoss(t, c.Golden(), n1, "7010", 2000)
@@ -232,7 +233,7 @@ func dialOK(n *harness.Node, addr string) bool {
 
 func TestCutAndRestore(t *testing.T) {
 	needTools(t, "ping", "bash", "timeout")
-	c := harness.NewT(t, harness.Config{Nodes: 2})
+	c := harnesstest.New(t, harness.Config{Nodes: 2})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	addr := net.JoinHostPort(n1.Addr().String(), "7020")
 	p, err := n1.Start(t.Context(), "env", helperEnv+"=sink", os.Args[0], addr)
@@ -263,7 +264,7 @@ func procState(pid int) byte {
 }
 
 func TestFreezeThawKill(t *testing.T) {
-	c := harness.NewT(t, harness.Config{Nodes: 2})
+	c := harnesstest.New(t, harness.Config{Nodes: 2})
 	n1 := c.Nodes()[0]
 	p, err := n1.Start(t.Context(), "sleep", "1000")
 	require.NoError(t, err)
@@ -296,7 +297,7 @@ func TestFreezeThawKill(t *testing.T) {
 
 func TestSlowDisk(t *testing.T) {
 	needTools(t, "dd")
-	c := harness.NewT(t, harness.Config{Nodes: 1, DiskSize: 16 << 20})
+	c := harnesstest.New(t, harness.Config{Nodes: 1, DiskSize: 16 << 20})
 	n1 := c.Nodes()[0]
 	write := func() time.Duration {
 		start := time.Now()
@@ -319,7 +320,7 @@ func TestSlowDisk(t *testing.T) {
 
 func TestLimitDirtyMakesTheWriterSlow(t *testing.T) {
 	needTools(t, "dd")
-	c := harness.NewT(t, harness.Config{Nodes: 1, DiskSize: 16 << 20})
+	c := harnesstest.New(t, harness.Config{Nodes: 1, DiskSize: 16 << 20})
 	n1 := c.Nodes()[0]
 	// Buffered writes (no O_DIRECT, no sync): the page cache absorbs
 	// them unless the dirty limit holds the writer to the disk's pace.
@@ -495,7 +496,7 @@ func TestLeftoversOfCrashedRunAreSwept(t *testing.T) {
 	start := procStart(pid)
 
 	// The next start removes them.
-	c := harness.NewT(t, harness.Config{Nodes: 1})
+	c := harnesstest.New(t, harness.Config{Nodes: 1})
 	assert.Empty(t, leftovers(name, work))
 	// The pid may be reused once the killed process is reaped: only the
 	// process that started at the same time counts.
@@ -567,7 +568,7 @@ func TestAddTap(t *testing.T) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skipf("no /dev/net/tun: %v", err)
 	}
-	c := harness.NewT(t, harness.Config{Nodes: 1})
+	c := harnesstest.New(t, harness.Config{Nodes: 1})
 	tap := fmt.Sprintf("tap%d", os.Getpid()%100000)
 	require.NoError(t, c.AddTap(tap))
 	out, err := c.Golden().Run(t.Context(), "ip", "-o", "link", "show", "dev", tap)
@@ -623,7 +624,7 @@ func resident(t *testing.T, dev string, n int) int {
 
 func TestPowerOffAndOn(t *testing.T) {
 	needTools(t, "dd", "ping")
-	c := harness.NewT(t, harness.Config{Nodes: 2, DiskSize: 8 << 20})
+	c := harnesstest.New(t, harness.Config{Nodes: 2, DiskSize: 8 << 20})
 	n1, n2 := c.Nodes()[0], c.Nodes()[1]
 	// Held open, so that the writer's close is not the last one (the
 	// kernel writes and drops a block device's cache on its last close).

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/google/nftables"
@@ -365,56 +364,4 @@ func setTBF(h *netlink.Handle, name string, bits uint64) error {
 		return fmt.Errorf("rate limit %s to %d bit/s: %w", name, bits, err)
 	}
 	return nil
-}
-
-// ParseRate reads a rate like "1gbit", "500mbit", "100M" (bits), "125MB"
-// (bytes: "B" or "bps" means bytes per second) or a plain number of bits
-// per second. "0" and "" mean unshaped.
-func ParseRate(s string) (uint64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	if t == "" || t == "0" || t == "none" || t == "off" {
-		return 0, nil
-	}
-	mult := uint64(1)
-	units := []struct {
-		suf string
-		m   uint64
-	}{
-		{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"bit", 1},
-		{"gbps", 8e9}, {"mbps", 8e6}, {"kbps", 8e3}, {"bps", 8},
-		{"gb", 8e9}, {"mb", 8e6}, {"kb", 8e3},
-		{"g", 1e9}, {"m", 1e6}, {"k", 1e3},
-	}
-	for _, u := range units {
-		if strings.HasSuffix(t, u.suf) {
-			mult, t = u.m, strings.TrimSuffix(t, u.suf)
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
-	if err != nil || v < 0 || v*float64(mult) > 1e13 {
-		return 0, fmt.Errorf("rate %q (want e.g. 1gbit, 500mbit, 125MB): %w", s, ErrBadConfig)
-	}
-	return uint64(v * float64(mult)), nil
-}
-
-// ParseSize reads a size like "2G", "512M", "64MiB", "4096" (bytes, binary
-// multiples).
-func ParseSize(s string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suf string
-		m   int64
-	}{{"gib", 1 << 30}, {"mib", 1 << 20}, {"kib", 1 << 10}, {"g", 1 << 30}, {"m", 1 << 20}, {"k", 1 << 10}} {
-		if strings.HasSuffix(t, u.suf) {
-			mult, t = u.m, strings.TrimSuffix(t, u.suf)
-			break
-		}
-	}
-	v, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
-	if err != nil || v <= 0 || v > (1<<50)/mult {
-		return 0, fmt.Errorf("size %q (want e.g. 2G, 512M): %w", s, ErrBadConfig)
-	}
-	return v * mult, nil
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/harness/harnesstest"
 	"github.com/herd-cluster/herd/internal/testenv"
 )
 
@@ -133,7 +134,7 @@ func TestCloseRemovesPinsHiddenByStackedNetns(t *testing.T) {
 	}{{"ip-like shared binds", true}, {"private binds", false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := foreignNetns(t, "before")
-			c := harness.NewT(t, harness.Config{Nodes: 2, DiskSize: 4 << 20})
+			c := harnesstest.New(t, harness.Config{Nodes: 2, DiskSize: 4 << 20})
 			name := c.Name()
 			// Twice: the second bind hides the copies the first made.
 			stackNetns(t, tc.shared)
@@ -208,7 +209,7 @@ func TestClusterFromAMountNamespaceMadeOnAnyCPU(t *testing.T) {
 		t.Skipf("harness unavailable: %v", err)
 	}
 	if os.Getenv(testenv.PrivateMountsEnv) == "1" {
-		c := harness.NewT(t, harness.Config{Nodes: 4, DiskSize: 4 << 20})
+		c := harnesstest.New(t, harness.Config{Nodes: 4, DiskSize: 4 << 20})
 		for _, n := range c.Nodes() {
 			_, err := n.Run(t.Context(), "true")
 			require.NoError(t, err, n.Name())

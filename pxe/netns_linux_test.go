@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/harness/harnesstest"
 )
 
 // lab is a server namespace and a client namespace on one link, made by
@@ -54,7 +55,7 @@ func sh(t *testing.T, args ...string) string {
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	requireRootTools(t, "ip", "busybox")
-	c := harness.NewT(t, harness.Config{Nodes: 1, DiskSize: 1 << 20, Subnet: netip.MustParsePrefix("10.77.0.0/24")})
+	c := harnesstest.New(t, harness.Config{Nodes: 1, DiskSize: 1 << 20, Subnet: netip.MustParsePrefix("10.77.0.0/24")})
 	l := &lab{
 		Srv:    filepath.Base(c.Golden().NetNS()),
 		Client: filepath.Base(c.Nodes()[0].NetNS()),

@@ -19,6 +19,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/harness/harnesstest"
 	"github.com/herd-cluster/herd/pxe/dhcp"
 	"github.com/herd-cluster/herd/pxe/state"
 )
@@ -89,7 +90,7 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 // a virtual machine.
 func qemuNetns(t *testing.T) (ns, srvIf, tap string) {
 	t.Helper()
-	c := harness.NewT(t, harness.Config{Nodes: 1, DiskSize: 1 << 20, Subnet: netip.MustParsePrefix("10.78.0.0/24")})
+	c := harnesstest.New(t, harness.Config{Nodes: 1, DiskSize: 1 << 20, Subnet: netip.MustParsePrefix("10.78.0.0/24")})
 	tap = "tap0"
 	require.NoError(t, c.AddTap(tap))
 	return filepath.Base(c.Golden().NetNS()), "br0", tap

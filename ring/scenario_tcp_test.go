@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/harness/harnesstest"
 	"github.com/herd-cluster/herd/ring/core"
 	"github.com/herd-cluster/herd/ring/sim"
 	"github.com/herd-cluster/herd/ring/verdict"
@@ -59,7 +59,7 @@ func TestScenariosOverTCP(t *testing.T) {
 	if os.Getenv("HERD_TEST_LOAD") == "1" {
 		// One busy loop per core beside the chain (issue #13): the
 		// verdicts must not depend on being scheduled on time.
-		harness.BusyT(t, runtime.NumCPU())
+		harnesstest.Busy(t, runtime.NumCPU())
 	}
 	files, err := filepath.Glob("sim/testdata/*.scen")
 	require.NoError(t, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/internal/units"
 )
 
 // labOptions are the flags every `herd lab` subcommand shares.
@@ -64,13 +65,18 @@ func newLabUpCmd(o *labOptions) *cobra.Command {
 		Short: "Build the lab: N nodes with a disk each on one bridge",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			size, err := harness.ParseSize(disk)
+			size, err := units.ParseSize(disk)
 			if err != nil {
-				return usageError{err}
+				return usageError{units.FlagError("--disk", err)}
 			}
-			bits, err := harness.ParseRate(rate)
-			if err != nil {
-				return usageError{err}
+			if size <= 0 {
+				return usagef("--disk %q: want a size above zero (like 2G)", disk)
+			}
+			var bits uint64
+			if rate != "" {
+				if bits, err = units.ParseRate(rate); err != nil {
+					return usageError{units.FlagError("--rate", err)}
+				}
 			}
 			pfx, err := netip.ParsePrefix(subnet)
 			if err != nil {
@@ -213,7 +219,7 @@ error.`,
 
 func newLabFaultCmd(o *labOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:   "fault NODE kill|freeze|thaw|cut|restore|loss N|rate RATE|slow-disk BYTES/S",
+		Use:   "fault NODE kill|freeze|thaw|cut|restore|loss N|rate RATE|slow-disk RATE",
 		Short: "Inject a fault into a lab node (or undo it)",
 		Long: `Fault changes one node of the lab:
 
@@ -222,7 +228,10 @@ func newLabFaultCmd(o *labOptions) *cobra.Command {
   cut, restore    unplug and replug the node's cable (its bridge port goes down/up)
   loss N          drop one packet in N at random each way (0: no loss)
   rate RATE       shape the node's link, e.g. 100mbit (0: unshaped)
-  slow-disk B     throttle the node's disk to B bytes/s, e.g. 10M (0: full speed)`,
+  slow-disk RATE  throttle the node's disk, e.g. 10M/s or 10MB (bytes per second; 0: full speed)
+
+Rates are bits per second (1gbit, 500mbit) or bytes per second (125MB/s,
+10M/s, 8MB); sizes take K, M, G, T (binary) or KB, MB, GB, TB (decimal).`,
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := harness.Open(o.name)
@@ -260,18 +269,16 @@ func newLabFaultCmd(o *labOptions) *cobra.Command {
 				err = n.SetLoss(k)
 			case "rate":
 				var bits uint64
-				if bits, err = harness.ParseRate(val); err != nil {
-					return usageError{err}
+				if bits, err = units.ParseRate(val); err != nil {
+					return usageError{units.FlagError("rate", err)}
 				}
 				err = n.SetRate(bits)
 			case "slow-disk":
-				var bps int64
-				if val != "0" {
-					if bps, err = harness.ParseSize(val); err != nil {
-						return usageError{err}
-					}
+				var bits uint64
+				if bits, err = units.ParseRate(val); err != nil {
+					return usageError{units.FlagError("slow-disk", err)}
 				}
-				err = n.SlowDisk(uint64(bps), uint64(bps))
+				err = n.SlowDisk(bits/8, bits/8)
 			default:
 				return usagef("unknown fault %q (kill, freeze, thaw, cut, restore, loss, rate, slow-disk)", action)
 			}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/internal/units"
 	"github.com/herd-cluster/herd/ring"
 	"github.com/herd-cluster/herd/ring/dollycfg"
 )
@@ -100,9 +100,12 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	if _, _, err := net.SplitHostPort(o.listen); err != nil {
 		return usagef("--listen %q: %v (want ADDR:PORT or :PORT)", o.listen, err)
 	}
-	mem, err := harness.ParseSize(o.memory)
-	if err != nil || mem < 1<<20 {
-		return usagef("--memory %q: want a size of at least 1M (like 64M)", o.memory)
+	mem, err := units.ParseSize(o.memory)
+	if err != nil {
+		return usageError{units.FlagError("--memory", err)}
+	}
+	if mem < 1<<20 {
+		return usagef("--memory %q: want at least 1M (like 64M)", o.memory)
 	}
 	if o.stateDir != "" {
 		// The journal's folder is made here, before anything listens: a

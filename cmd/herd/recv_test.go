@@ -14,13 +14,36 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/herd-cluster/herd/internal/units"
 )
 
 func TestRecvMemoryFlag(t *testing.T) {
-	for _, bad := range []string{"0", "512K", "lots"} {
+	for _, bad := range []string{"0", "512K", "lots", "1.5G", "64Q"} {
 		code, _, stderr := runHerd(t, keyed("recv", "--listen", "127.0.0.1:0", "--allow", "/srv/**", "--memory", bad)...)
 		assert.Equal(t, ExitUsage, code, bad)
 		assert.Contains(t, stderr, "--memory", bad)
+	}
+	// A value that is no size says what a size is.
+	_, _, stderr := runHerd(t, keyed("recv", "--listen", "127.0.0.1:0", "--allow", "/srv/**", "--memory", "lots")...)
+	assert.Contains(t, stderr, units.SizeForms)
+}
+
+// The sizes and rates of every command follow one rule (internal/units):
+// a value that breaks it is a usage error naming the flag and the forms.
+func TestSizeAndRateFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{keyed("send", "--chunk-size", "1.5M", "--to", "127.0.0.1:1", "--in", "/dev/null", "--out", "/x"), "--chunk-size: bad size \"1.5M\""},
+		{keyed("send", "--chunk-size", "32K", "--to", "127.0.0.1:1", "--in", "/dev/null", "--out", "/x"), "want a size from 64K to 64M"},
+		{[]string{"lab", "up", "--disk", "2X"}, "--disk: bad size \"2X\": want " + units.SizeForms},
+		{[]string{"lab", "up", "--rate", "100M"}, "--rate: bad rate \"100M\": bits or bytes per second?"},
+	} {
+		code, _, stderr := runHerd(t, tc.args...)
+		assert.Equal(t, ExitUsage, code, "%v: %s", tc.args, stderr)
+		assert.Contains(t, stderr, tc.want, tc.args)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/internal/units"
 	"github.com/herd-cluster/herd/ring"
 	"github.com/herd-cluster/herd/ring/dollycfg"
 )
@@ -154,8 +154,11 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	if _, err := ring.ParseSlowPolicy(o.slow); err != nil {
 		return usageError{err}
 	}
-	chunk, err := harness.ParseSize(o.chunkSize)
-	if err != nil || chunk < 64<<10 || chunk > 64<<20 {
+	chunk, err := units.ParseSize(o.chunkSize)
+	if err != nil {
+		return usageError{units.FlagError("--chunk-size", err)}
+	}
+	if chunk < 64<<10 || chunk > 64<<20 {
 		return usagef("--chunk-size %q: want a size from 64K to 64M", o.chunkSize)
 	}
 	if _, err := ring.ParseCompressMode(o.compress); err != nil {

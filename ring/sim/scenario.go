@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herd-cluster/herd/internal/units"
 	"github.com/herd-cluster/herd/ring/core"
 	"github.com/herd-cluster/herd/ring/verdict"
 	"github.com/herd-cluster/herd/ring/wire"
@@ -634,40 +635,23 @@ func parseList(s string) ([]int, error) {
 	return out, nil
 }
 
-var sizeUnits = []struct {
-	suffix string
-	mult   float64
-}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-
-func parseSize(s string) (int64, error) {
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(s, u.suffix) {
-			v, err := strconv.ParseFloat(strings.TrimSuffix(s, u.suffix), 64)
-			if err != nil || v < 0 || v*u.mult > 1<<50 {
-				return 0, fmt.Errorf("bad size %q", s)
-			}
-			return int64(v * u.mult), nil
-		}
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return v, nil
-}
+// parseSize reads a size (units.ParseSize: 64KiB, 1MB, 4096).
+func parseSize(s string) (int64, error) { return units.ParseSize(s) }
 
 // parseDur reads a duration; "us" is taken for "µs".
 func parseDur(s string) (time.Duration, error) {
 	return time.ParseDuration(strings.Replace(s, "us", "µs", 1))
 }
 
+// parseRate reads a rate above zero in bytes per second (units.ParseRate:
+// 125MB/s, 1gbit).
 func parseRate(s string) (float64, error) {
-	if !strings.HasSuffix(s, "/s") {
-		return 0, fmt.Errorf("bad rate %q (want e.g. 125MB/s)", s)
+	bits, err := units.ParseRate(s)
+	if err != nil {
+		return 0, err
 	}
-	n, err := parseSize(strings.TrimSuffix(s, "/s"))
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("bad rate %q", s)
+	if bits == 0 {
+		return 0, fmt.Errorf("rate %q: want one above zero", s)
 	}
-	return float64(n), nil
+	return float64(bits) / 8, nil
 }
