@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -13,30 +11,11 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
-// herdEvent is the part of a `herd send --json` line the bench reads.
-type herdEvent struct {
-	Event   string  `json:"event"`
-	OK      *bool   `json:"ok"`
-	Seconds float64 `json:"seconds"`
-	Total   int64   `json:"total"`
-	Bytes   int64   `json:"bytes"`
-	Nodes   []struct {
-		Addr  string `json:"addr"`
-		State string `json:"state"`
-		Bytes int64  `json:"bytes"`
-		Error string `json:"error"`
-	} `json:"nodes"`
-	Compress  string `json:"compress"`   // wire compression (none, zstd)
-	WireBytes int64  `json:"wire_bytes"` // chunk payload on the wire, after compression
-	Stats     []struct {
-		DeviceBytes int64  `json:"device_bytes"`
-		UsedBytes   int64  `json:"used_bytes"`
-		WireBytes   int64  `json:"wire_bytes"`
-		Method      string `json:"method"`
-	} `json:"stats"`
-}
+// herdEvent is a `herd send --json` line (package report).
+type herdEvent = report.Event
 
 // herdRun is what one herd clone measured.
 type herdRun struct {
@@ -60,14 +39,10 @@ type herdRun struct {
 // are not JSON events are skipped.
 func parseHerdEvents(out []byte) []herdEvent {
 	var evs []herdEvent
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var ev herdEvent
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Event != "" {
-			evs = append(evs, ev)
-		}
-	}
+	_ = report.Scan(bytes.NewReader(out), func(ev *report.Event) error {
+		evs = append(evs, *ev)
+		return nil
+	})
 	return evs
 }
 

@@ -13,11 +13,9 @@ package main
 // a loaded machine differs from run to run).
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,6 +36,7 @@ import (
 	"github.com/herd-cluster/herd/harness"
 	"github.com/herd-cluster/herd/internal/units"
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/report"
 	"github.com/herd-cluster/herd/ring/verdict"
 	"github.com/herd-cluster/herd/ring/wire"
 )
@@ -168,57 +167,28 @@ func (p plan) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// soakEvent is a --json line of herd send or herd recv.
-type soakEvent struct {
-	Event   string     `json:"event"`
-	OK      *bool      `json:"ok"`
-	Seconds float64    `json:"seconds"`
-	Total   int64      `json:"total"`
-	Items   []soakItem `json:"items"`
-	Nodes   []soakNode `json:"nodes"`
-}
+// soakEvent is a --json line of herd send or herd recv (package report).
+type soakEvent = report.Event
 
-type soakItem struct {
-	Name     string `json:"name"`
-	Dest     string `json:"dest"`
-	Bytes    int64  `json:"bytes"`
-	Digest   string `json:"digest"`
-	Verified bool   `json:"verified"`
-}
-
-type soakNode struct {
-	Index int        `json:"index"`
-	Addr  string     `json:"addr"`
-	State string     `json:"state"`
-	Bytes int64      `json:"bytes"`
-	Error string     `json:"error"`
-	Items []soakItem `json:"items"`
-}
-
-func (n soakNode) status() core.NodeStatus {
+// nodeStatus is a node of a --json line, as the verdict checker takes it.
+func nodeStatus(n report.Node) core.NodeStatus {
 	st := core.NodeStatus{Index: n.Index, Addr: n.Addr, State: core.State(n.State), Bytes: n.Bytes, Err: n.Error}
 	for _, it := range n.Items {
-		st.Items = append(st.Items, it.status())
+		st.Items = append(st.Items, core.ItemStatus{Name: it.Name, Dest: it.Dest, Bytes: it.Bytes, Digest: it.Digest, Verified: it.Verified})
 	}
 	return st
-}
-
-func (it soakItem) status() core.ItemStatus {
-	return core.ItemStatus{Name: it.Name, Dest: it.Dest, Bytes: it.Bytes, Digest: it.Digest, Verified: it.Verified}
 }
 
 // lastEvent returns the last JSON line of out whose event is ev.
 func lastEvent(out []byte, ev string) (soakEvent, bool) {
 	var last soakEvent
 	found := false
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var e soakEvent
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Event == ev {
-			last, found = e, true
+	_ = report.Scan(bytes.NewReader(out), func(e *report.Event) error {
+		if e.Event == ev {
+			last, found = *e, true
 		}
-	}
+		return nil
+	})
 	return last, found
 }
 
@@ -691,7 +661,7 @@ func (e *soakEnv) round(p plan) (r roundResult) {
 	}
 	s := verdict.Session{Policy: policyCode(p.Policy), Ended: ended, Elapsed: elapsed}
 	for _, it := range sum.Items {
-		s.Source = append(s.Source, it.status())
+		s.Source = append(s.Source, core.ItemStatus{Name: it.Name, Dest: it.Dest, Bytes: it.Bytes, Digest: it.Digest, Verified: it.Verified})
 	}
 	srcOK := len(s.Source) == 1 && s.Source[0].Digest == e.goldenB3
 	if !srcOK {
@@ -713,7 +683,7 @@ func (e *soakEnv) round(p plan) (r roundResult) {
 	}
 	s.Bound = verdict.Bound(params)
 	for i, n := range nodes {
-		vn := verdict.Node{Name: n.Name(), Fault: faults[i], Sender: sum.Nodes[i].status()}
+		vn := verdict.Node{Name: n.Name(), Fault: faults[i], Sender: nodeStatus(sum.Nodes[i])}
 		line := soakNodeResult{Name: n.Name(), Fault: faultName[i], Sender: word(vn.Sender)}
 		if stragglers[i] {
 			line.Own = fmt.Sprintf("no word (still running %v after the session; killed)", o.grace)
@@ -725,7 +695,7 @@ func (e *soakEnv) round(p plan) (r roundResult) {
 				r.Other++
 			}
 		} else if own, ok := lastEvent(recvs[i].Stdout(), "summary"); ok && len(own.Nodes) == 1 {
-			st := own.Nodes[0].status()
+			st := nodeStatus(own.Nodes[0])
 			vn.Own = &st
 			line.Own = word(st)
 		} else {

@@ -59,7 +59,7 @@ herd: noise
 	assert.Equal(t, int64(5), ev.Nodes[0].Bytes)
 	sum, ok := lastEvent(out, "summary")
 	require.True(t, ok)
-	snd := sum.Nodes[0].status()
+	snd := nodeStatus(sum.Nodes[0])
 	assert.Equal(t, core.StateDone, snd.State)
 	assert.Equal(t, "done", word(snd))
 	own := snd

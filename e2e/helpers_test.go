@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -19,44 +18,31 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
-// summary is the last JSON line of `herd send --json`.
+// summary is the last JSON line of `herd send --json`, with its verdict.
 type summary struct {
-	Event   string  `json:"event"`
-	OK      bool    `json:"ok"`
-	Seconds float64 `json:"seconds"`
-	Bytes   int64   `json:"bytes"`
-	Items   []item  `json:"items"`
-	Nodes   []node  `json:"nodes"`
-	Stats   []stats `json:"stats"`
+	*report.Event
+	OK bool
 }
 
-// stats is what the source counted for one item (the summary's "stats").
-type stats struct {
-	Item        string `json:"item"`
-	DeviceBytes int64  `json:"device_bytes"`
-	UsedBytes   int64  `json:"used_bytes"`
-	WireBytes   int64  `json:"wire_bytes"`
-	Method      string `json:"method"`
-}
+type (
+	item  = report.Item
+	node  = report.Node
+	stats = report.Stats
+)
 
-type item struct {
-	Name     string `json:"name"`
-	Dest     string `json:"dest"`
-	Bytes    int64  `json:"bytes"`
-	Digest   string `json:"digest"`
-	Verified bool   `json:"verified"`
-}
-
-type node struct {
-	Index int     `json:"index"`
-	Addr  string  `json:"addr"`
-	State string  `json:"state"`
-	Bytes int64   `json:"bytes"`
-	Rate  float64 `json:"rate"`
-	Error string  `json:"error"`
-	Items []item  `json:"items"`
+// parseSummary reads a summary line of herd send --json.
+func parseSummary(line string) (summary, error) {
+	ev, err := report.Parse([]byte(line))
+	if err != nil {
+		return summary{}, err
+	}
+	if !ev.IsSummary() {
+		return summary{}, fmt.Errorf("not a summary: %s", line)
+	}
+	return summary{Event: ev, OK: *ev.OK}, nil
 }
 
 // newCluster builds a cluster closed at the end of the spec (also when it
@@ -164,11 +150,10 @@ func send(c *harness.Cluster, cfg string, timeout time.Duration, extra ...string
 	Expect(err).NotTo(HaveOccurred())
 	_ = p.Wait()
 	Expect(ctx.Err()).NotTo(HaveOccurred(), "herd send did not finish in %v; stderr: %s", timeout, p.Stderr())
-	var s summary
 	lines := strings.Split(strings.TrimSpace(string(p.Stdout())), "\n")
 	last := lines[len(lines)-1]
-	Expect(json.Unmarshal([]byte(last), &s)).To(Succeed(), "last line of herd send: %q; stderr: %s", last, p.Stderr())
-	Expect(s.Event).To(Equal("summary"))
+	s, err := parseSummary(last)
+	Expect(err).NotTo(HaveOccurred(), "last line of herd send: %q; stderr: %s", last, p.Stderr())
 	return p.ExitCode(), s, p
 }
 
@@ -200,13 +185,7 @@ func inNode(n *harness.Node, script string) string {
 const treeSums = `cd "$0" && find . -type f -print0 | sort -z | xargs -0 sha256sum`
 
 // progressEvent is one progress line of `herd send --json`.
-type progressEvent struct {
-	Event   string  `json:"event"`
-	Seconds float64 `json:"seconds"`
-	Total   int64   `json:"total"`
-	Bytes   int64   `json:"bytes"`
-	Nodes   []node  `json:"nodes"`
-}
+type progressEvent = report.Event
 
 // startSend starts `herd send -f cfg --json` with the suite's key in
 // golden and returns at once; finishSend waits for it. The process is
@@ -232,9 +211,8 @@ func finishSend(p *harness.Proc, timeout time.Duration) (int, summary) {
 	}
 	lines := strings.Split(strings.TrimSpace(string(p.Stdout())), "\n")
 	last := lines[len(lines)-1]
-	var s summary
-	Expect(json.Unmarshal([]byte(last), &s)).To(Succeed(), "last line of herd send: %q; stderr: %s", last, p.Stderr())
-	Expect(s.Event).To(Equal("summary"), "stderr: %s", p.Stderr())
+	s, err := parseSummary(last)
+	Expect(err).NotTo(HaveOccurred(), "last line of herd send: %q; stderr: %s", last, p.Stderr())
 	return p.ExitCode(), s
 }
 
@@ -247,9 +225,8 @@ func lastProgress(p *harness.Proc) (progressEvent, bool) {
 		i := bytes.LastIndexByte(out, '\n')
 		line := out[i+1:]
 		out = out[:max(i, 0)]
-		var ev progressEvent
-		if json.Unmarshal(line, &ev) == nil && ev.Event == "progress" {
-			return ev, true
+		if ev, err := report.Parse(line); err == nil && ev.Event == report.Progress {
+			return *ev, true
 		}
 		if i < 0 {
 			break

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/ring/report"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 
@@ -33,8 +33,8 @@ func stateTimes(p *harness.Proc, nodes int, state string) []float64 {
 		t[i] = -1
 	}
 	for _, l := range strings.Split(string(p.Stdout()), "\n") {
-		var ev progressEvent
-		if json.Unmarshal([]byte(l), &ev) != nil || len(ev.Nodes) != nodes {
+		ev, err := report.Parse([]byte(l))
+		if err != nil || ev.Event != report.Progress || len(ev.Nodes) != nodes {
 			continue
 		}
 		for i, n := range ev.Nodes {

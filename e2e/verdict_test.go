@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"os"
 	"runtime"
 	"strings"
@@ -56,8 +55,8 @@ func nodeStatus(n node) core.NodeStatus {
 func ownWord(stdout []byte) *core.NodeStatus {
 	var own *core.NodeStatus
 	for _, l := range strings.Split(string(stdout), "\n") {
-		var s summary
-		if json.Unmarshal([]byte(l), &s) != nil || s.Event != "summary" || len(s.Nodes) != 1 {
+		s, err := parseSummary(l)
+		if err != nil || len(s.Nodes) != 1 {
 			continue
 		}
 		st := nodeStatus(s.Nodes[0])

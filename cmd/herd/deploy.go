@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -26,6 +25,7 @@ import (
 	"github.com/herd-cluster/herd/pxe"
 	"github.com/herd-cluster/herd/pxe/agent"
 	"github.com/herd-cluster/herd/pxe/state"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 type deployOptions struct {
@@ -125,16 +125,11 @@ then raises the alarm. See docs/security.md.
 	return cmd
 }
 
-// sendSummary is the last JSON line of herd send --json.
+// sendSummary is the last summary line of herd send --json, with its
+// verdict.
 type sendSummary struct {
-	Event string `json:"event"`
-	OK    bool   `json:"ok"`
-	Nodes []struct {
-		Index int    `json:"index"`
-		Addr  string `json:"addr"`
-		State string `json:"state"`
-		Error string `json:"error"`
-	} `json:"nodes"`
+	*report.Event
+	OK bool
 }
 
 // deployResult is one machine's line of the ok/ko list.
@@ -798,34 +793,26 @@ func runChain(ctx context.Context, herdBin string, args []string, stderr io.Writ
 	}
 	var sum *sendSummary
 	var lastLog time.Time
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var ev struct {
-			sendSummary
-			Seconds float64 `json:"seconds"`
-			Total   int64   `json:"total"`
-			Bytes   int64   `json:"bytes"`
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) != nil {
-			continue
-		}
-		switch ev.Event {
-		case "summary":
-			s := ev.sendSummary
-			sum = &s
-		case "progress":
+	scanErr := report.Scan(stdout, func(ev *report.Event) error {
+		switch {
+		case ev.IsSummary():
+			sum = &sendSummary{Event: ev, OK: *ev.OK}
+		case ev.Event == report.Progress:
 			if time.Since(lastLog) >= 5*time.Second {
 				lastLog = time.Now()
 				logf("deploy: chain %s", progressText(ev.Bytes, ev.Total, ev.Seconds))
 			}
 		}
-	}
+		return nil
+	})
 	io.Copy(io.Discard, stdout)
 	runErr := cmd.Wait()
 	if sum == nil {
 		if runErr == nil {
 			runErr = errors.New("no summary line")
+			if scanErr != nil {
+				runErr = scanErr
+			}
 		}
 		if last := lastLine(errOut.String()); last != "" {
 			return nil, fmt.Errorf("herd send: %w: %s", runErr, last)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 // herdBin is the herd binary built once for the multi-process tests.
@@ -203,39 +204,20 @@ func exitOf(t testing.TB, r *receiver) int {
 	return -1
 }
 
-// summary is the last JSON line of herd send --json.
+// summary is the last JSON line of herd send --json, with its verdict.
 type summary struct {
-	Event string `json:"event"`
-	OK    bool   `json:"ok"`
-	Bytes int64  `json:"bytes"`
-	// Compress and WireBytes say what crossed the first link.
-	Compress  string `json:"compress"`
-	WireBytes int64  `json:"wire_bytes"`
-	Items     []struct {
-		Name, Dest, Digest string
-		Bytes              int64
-	} `json:"items"`
-	Nodes []struct {
-		Index int
-		Addr  string
-		State string
-		Error string
-		Items []struct {
-			Dest     string
-			Digest   string
-			Verified bool
-		}
-	} `json:"nodes"`
+	*report.Event
+	OK bool
 }
 
 func lastSummary(t testing.TB, out string) summary {
 	t.Helper()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.NotEmpty(t, lines)
-	var s summary
-	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &s), "last line: %s", lines[len(lines)-1])
-	require.Equal(t, "summary", s.Event)
-	return s
+	ev, err := report.Parse([]byte(lines[len(lines)-1]))
+	require.NoError(t, err, "last line: %s", lines[len(lines)-1])
+	require.True(t, ev.IsSummary(), "last line: %s", lines[len(lines)-1])
+	return summary{Event: ev, OK: *ev.OK}
 }
 
 func addrs(rs []*receiver) string {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/ring"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 // progressFunc receives session snapshots from ring.Send. The CLI picks one
@@ -22,7 +23,7 @@ func newProgress(w io.Writer, tty, asJSON, verbose bool) progressFunc {
 		// Every second, and at once when a node's state changes: a
 		// failure shows when the chain declares it, not a second later.
 		return throttleOrChange(time.Second, func(s ring.Snapshot) {
-			ev := jsonEvent{Event: "progress", Seconds: s.Elapsed.Seconds(), Total: s.Total, Bytes: s.Sent}
+			ev := report.Event{Event: report.Progress, Seconds: s.Elapsed.Seconds(), Total: s.Total, Bytes: s.Sent}
 			for _, n := range s.Nodes {
 				ev.Nodes = append(ev.Nodes, toJSONNode(n))
 			}

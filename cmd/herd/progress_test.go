@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herd-cluster/herd/ring"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 func snap(at time.Duration, states ...ring.State) ring.Snapshot {
@@ -39,8 +39,9 @@ func TestJSONProgressOnStateChange(t *testing.T) {
 	require.Len(t, lines, 3, out.String())
 	var secs []float64
 	for _, l := range lines {
-		var ev jsonEvent
-		require.NoError(t, json.Unmarshal([]byte(l), &ev))
+		ev, err := report.Parse([]byte(l))
+		require.NoError(t, err)
+		assert.Equal(t, report.Progress, ev.Event)
 		secs = append(secs, ev.Seconds)
 	}
 	assert.Equal(t, []float64{0, 0.4, 1.4}, secs)

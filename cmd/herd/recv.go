@@ -14,6 +14,7 @@ import (
 	"github.com/herd-cluster/herd/internal/units"
 	"github.com/herd-cluster/herd/ring"
 	"github.com/herd-cluster/herd/ring/dollycfg"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 type recvOptions struct {
@@ -163,7 +164,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	if st != nil {
 		if o.json {
 			ok := err == nil && st.State == ring.StateDone
-			writeJSON(stdout, jsonEvent{Event: "summary", OK: &ok, Bytes: st.Bytes, Nodes: []jsonNode{toJSONNode(*st)}, Insecure: o.insecure})
+			writeJSON(stdout, report.Event{Event: report.Summary, OK: &ok, Bytes: st.Bytes, Nodes: []report.Node{toJSONNode(*st)}, Insecure: o.insecure})
 		} else {
 			var parts []string
 			for _, it := range st.Items {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -9,64 +8,24 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/ring"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
-// jsonItem is an item's outcome in --json output.
-type jsonItem struct {
-	Name     string `json:"name"`
-	Dest     string `json:"dest"`
-	Bytes    int64  `json:"bytes"`
-	Digest   string `json:"digest,omitempty"`
-	Verified bool   `json:"verified"`
-}
-
-// jsonNode is a node's status in --json output.
-type jsonNode struct {
-	Index int        `json:"index"`
-	Addr  string     `json:"addr"`
-	State string     `json:"state"`
-	Bytes int64      `json:"bytes"`
-	Rate  float64    `json:"rate"`
-	Error string     `json:"error"`
-	Items []jsonItem `json:"items,omitempty"`
-}
-
-// jsonEvent is one line of --json output: "progress" while running and
-// one "summary" at the end. Field names are a stable interface.
-type jsonEvent struct {
-	Event   string     `json:"event"`
-	OK      *bool      `json:"ok,omitempty"`
-	Seconds float64    `json:"seconds"`
-	Total   int64      `json:"total,omitempty"`
-	Bytes   int64      `json:"bytes"`
-	Items   []jsonItem `json:"items,omitempty"`
-	Nodes   []jsonNode `json:"nodes"`
-	// Stats holds per-item source statistics (device, used and wire bytes).
-	Stats []sourceStats `json:"stats,omitempty"`
-	// Compress is the wire compression used (none, zstd); WireBytes the
-	// chunk payload the source put on the wire, after compression.
-	Compress  string `json:"compress,omitempty"`
-	WireBytes int64  `json:"wire_bytes,omitempty"`
-	// Insecure is set in the summary of a session run without a key
-	// (herd send or herd recv --insecure).
-	Insecure bool `json:"insecure,omitempty"`
-}
-
-func toJSONItems(its []ring.ItemStatus) []jsonItem {
-	out := make([]jsonItem, 0, len(its))
+func toJSONItems(its []ring.ItemStatus) []report.Item {
+	out := make([]report.Item, 0, len(its))
 	for _, it := range its {
-		out = append(out, jsonItem{Name: it.Name, Dest: it.Dest, Bytes: it.Bytes, Digest: it.Digest, Verified: it.Verified})
+		out = append(out, report.Item{Name: it.Name, Dest: it.Dest, Bytes: it.Bytes, Digest: it.Digest, Verified: it.Verified})
 	}
 	return out
 }
 
-func toJSONNode(n ring.NodeStatus) jsonNode {
-	return jsonNode{Index: n.Index, Addr: n.Addr, State: string(n.State), Bytes: n.Bytes, Rate: n.Rate, Error: n.Err, Items: toJSONItems(n.Items)}
+func toJSONNode(n ring.NodeStatus) report.Node {
+	return report.Node{Index: n.Index, Addr: n.Addr, State: string(n.State), Bytes: n.Bytes, Rate: n.Rate, Error: n.Err, Items: toJSONItems(n.Items)}
 }
 
-func writeJSON(w io.Writer, ev jsonEvent) {
-	b, _ := json.Marshal(ev)
-	fmt.Fprintf(w, "%s\n", b)
+// writeJSON writes one --json line (see package report and docs/json.md).
+func writeJSON(w io.Writer, ev report.Event) {
+	_ = report.Write(w, ev)
 }
 
 // outcome counts the nodes that completed and verified every item.

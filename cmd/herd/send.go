@@ -15,6 +15,7 @@ import (
 	"github.com/herd-cluster/herd/internal/units"
 	"github.com/herd-cluster/herd/ring"
 	"github.com/herd-cluster/herd/ring/dollycfg"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 type sendOptions struct {
@@ -257,7 +258,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	ok, failed := outcome(rep)
 	if o.json {
 		okAll := failed == 0 && ok > 0
-		ev := jsonEvent{Event: "summary", OK: &okAll, Seconds: rep.Elapsed.Seconds(), Bytes: rep.Bytes, Items: toJSONItems(rep.Items), Stats: stats, Compress: compressName(rep.Compress), WireBytes: rep.WireBytes, Insecure: o.insecure}
+		ev := report.Event{Event: report.Summary, OK: &okAll, Seconds: rep.Elapsed.Seconds(), Bytes: rep.Bytes, Items: toJSONItems(rep.Items), Stats: stats, Compress: compressName(rep.Compress), WireBytes: rep.WireBytes, Insecure: o.insecure}
 		for _, n := range rep.Nodes {
 			ev.Nodes = append(ev.Nodes, toJSONNode(n))
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/herd-cluster/herd/blockdev"
 	"github.com/herd-cluster/herd/ring"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 // sourceOptions selects how items are read at the golden node.
@@ -21,13 +22,7 @@ func addSourceFlags(f *pflag.FlagSet, o *sourceOptions) {
 }
 
 // sourceStats counts what one item's source yielded, for the summary.
-type sourceStats struct {
-	Item        string `json:"item"`
-	DeviceBytes int64  `json:"device_bytes"`
-	UsedBytes   int64  `json:"used_bytes"`
-	WireBytes   int64  `json:"wire_bytes"`
-	Method      string `json:"method"`
-}
+type sourceStats = report.Stats
 
 // itemSource is a ring.Source that knows its logical size and what it read.
 type itemSource interface {

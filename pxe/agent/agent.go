@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/ecdh"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/pxe/httpboot"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 // Errors the agent's Run returns; the machine reboots in every case.
@@ -499,25 +499,11 @@ func orDefault(s, d string) string {
 // ParseSummary reads one line of herd recv --json output and returns the
 // summary it holds, or false when the line is not a summary event.
 func ParseSummary(line []byte) (*Summary, bool) {
-	var ev struct {
-		Event string `json:"event"`
-		OK    *bool  `json:"ok"`
-		Bytes int64  `json:"bytes"`
-		Nodes []struct {
-			Error string `json:"error"`
-		} `json:"nodes"`
-	}
-	if json.Unmarshal(line, &ev) != nil || ev.Event != "summary" || ev.OK == nil {
+	ev, err := report.Parse(line)
+	if err != nil || !ev.IsSummary() {
 		return nil, false
 	}
-	s := &Summary{OK: *ev.OK, Bytes: ev.Bytes}
-	for _, n := range ev.Nodes {
-		if n.Error != "" {
-			s.Error = n.Error
-			break
-		}
-	}
-	return s, true
+	return &Summary{OK: *ev.OK, Bytes: ev.Bytes, Error: ev.Failed()}, true
 }
 
 func (a *Agent) defaults() {
