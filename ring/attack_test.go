@@ -410,7 +410,7 @@ func TestAttackOtherVersion(t *testing.T) {
 		cn.Write(ch)
 		io.Copy(io.Discard, cn)
 	}()
-	_, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, ln.Addr().String(), testKey, wire.Hello{Session: wire.SessionID{1}}, time.Second, time.Second, time.Second, 0)
+	_, err = dialHop(context.Background(), hopDial{dial: (&net.Dialer{}).DialContext, addr: ln.Addr().String(), key: testKey, hello: wire.Hello{Session: wire.SessionID{1}}, timeout: time.Second, busyFor: time.Second, handshake: time.Second})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "version 4")
 	assert.Contains(t, err.Error(), fmt.Sprintf("version %d", wire.ProtocolVersion))
@@ -436,7 +436,7 @@ type keyHolder struct {
 }
 
 func dialAsKeyHolder(t *testing.T, addr string, s wire.SessionID) *keyHolder {
-	h, err := dialHop(context.Background(), (&net.Dialer{}).DialContext, addr, testKey, wire.Hello{Session: s}, time.Second, time.Second, 5*time.Second, 0)
+	h, err := dialHop(context.Background(), hopDial{dial: (&net.Dialer{}).DialContext, addr: addr, key: testKey, hello: wire.Hello{Session: s}, timeout: time.Second, busyFor: time.Second, handshake: 5 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { h.conn.Close() })
 	return &keyHolder{h: h}

@@ -349,31 +349,49 @@ func downHandshake(conn net.Conn, key []byte, timeout time.Duration, accept func
 	return hello, h, nil
 }
 
-// dialHop connects to the node at addr, retrying until timeout, and runs
-// the upstream side of the handshake (each step bounded by hsTimeout). A
-// node that refuses because it still hears from its upstream is asked
-// again until busyFor has passed. On success the node has accepted us.
-func dialHop(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string,
-	key []byte, hello wire.Hello, timeout, busyFor, hsTimeout, connTimeout time.Duration) (*hopConn, error) {
+// hopDial is how to reach a node (dialHop): where, with what, and for how
+// long.
+type hopDial struct {
+	dial  func(context.Context, string, string) (net.Conn, error)
+	addr  string
+	key   []byte
+	hello wire.Hello
+	// timeout: connect attempts go on until then (0: one attempt).
+	timeout time.Duration
+	// busyFor: a node that refuses because it still hears from its
+	// upstream is asked again until then.
+	busyFor time.Duration
+	// handshake bounds each step of the handshake; connect one connect
+	// (0: as handshake).
+	handshake time.Duration
+	connect   time.Duration
+}
+
+// dialHop connects to the node at d.addr, retrying until d.timeout, and
+// runs the upstream side of the handshake. A node that refuses because it
+// still hears from its upstream is asked again until d.busyFor has
+// passed. On success the node has accepted us.
+func dialHop(ctx context.Context, d hopDial) (*hopConn, error) {
 	start := time.Now()
-	deadline := start.Add(timeout)
-	if connTimeout <= 0 {
-		connTimeout = hsTimeout
+	deadline := start.Add(d.timeout)
+	connect := d.connect
+	if connect <= 0 {
+		connect = d.handshake
 	}
 	for {
-		conn, err := dialOnce(ctx, dial, addr, deadline, connTimeout)
+		conn, err := dialOnce(ctx, d.dial, d.addr, deadline, connect)
 		if err != nil {
 			return nil, err
 		}
-		h, err := upHandshake(conn, key, hello, hsTimeout)
+		h, err := upHandshake(conn, d.key, d.hello, d.handshake)
 		if err == nil {
 			return h, nil
 		}
 		conn.Close()
-		retry := (errors.Is(err, errBusyHop) && time.Since(start) <= busyFor) ||
+		retry := (errors.Is(err, errBusyHop) && time.Since(start) <= d.busyFor) ||
 			(errors.Is(err, errBusySession) && time.Now().Before(deadline))
 		if !retry {
-			return nil, fmt.Errorf("handshake with %s: %w", addr, err)
+			return nil, fmt.Errorf("handshake with %s: %w", d.addr, err)
 		}
 		// The node still hears from its current upstream: it may be us
 		// who are cut off, or it is about to notice. Ask again.

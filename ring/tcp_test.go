@@ -378,7 +378,7 @@ func TestTCPStrayConnectionsIgnored(t *testing.T) {
 	silent, err := net.Dial("tcp", c.addrs[0])
 	require.NoError(t, err)
 	t.Cleanup(func() { silent.Close() })
-	_, err = dialHop(context.Background(), (&net.Dialer{}).DialContext, c.addrs[0], []byte("a guess of the key, wrong"), wire.Hello{Session: [16]byte{1}}, time.Second, time.Second, handshakeTimeout, 0)
+	_, err = dialHop(context.Background(), hopDial{dial: (&net.Dialer{}).DialContext, addr: c.addrs[0], key: []byte("a guess of the key, wrong"), hello: wire.Hello{Session: [16]byte{1}}, timeout: time.Second, busyFor: time.Second, handshake: handshakeTimeout})
 	require.Error(t, err, "an impostor with the wrong key must not be accepted")
 	a := randomData(7, 1<<20)
 	rep, err := Send(context.Background(), SenderConfig{Nodes: c.addrs, DeadTimeout: testDead, Key: key, ChunkSize: 128 << 10, Items: []SendItem{bytesItem("a", a)}, Logf: t.Logf})
