@@ -82,310 +82,469 @@ var ErrScenario = errors.New("sim: bad scenario")
 
 func (e *ParseError) Unwrap() error { return ErrScenario }
 
+// scenarioParser holds what ParseScenario has read so far. Faults given
+// at a percentage of the stream, and slowness given as a factor, are
+// placed once the whole scenario (its items, its link) is known.
+type scenarioParser struct {
+	sc          *Scenario
+	c           *Config
+	line        int
+	text        string
+	f           []string // the line's words
+	kills       []pendingKill
+	spans       []pendingSpan
+	slowFactors [][2]float64
+}
+
+// pendingKill is a crash, freeze or restart line.
+type pendingKill struct {
+	line  int
+	node  int
+	pct   float64
+	at    time.Duration
+	crash bool
+	kind  string
+}
+
+// pendingSpan is a pause or stall line.
+type pendingSpan struct {
+	line, node int
+	pct        float64
+	at, dur    time.Duration
+	disk       bool
+}
+
+// directives reads each command of a scenario, one handler per command.
+var directives = map[string]func(p *scenarioParser) error{
+	"chain":    (*scenarioParser).chain,
+	"link":     (*scenarioParser).link,
+	"chunk":    (*scenarioParser).chunk,
+	"buffers":  (*scenarioParser).buffers,
+	"send":     (*scenarioParser).send,
+	"crash":    (*scenarioParser).kill,
+	"kill":     (*scenarioParser).kill,
+	"freeze":   (*scenarioParser).kill,
+	"restart":  (*scenarioParser).kill,
+	"slowdisk": (*scenarioParser).slowDisk,
+	"slowlink": (*scenarioParser).slowLink,
+	"slownic":  (*scenarioParser).slowNIC,
+	"corrupt":  (*scenarioParser).chunkFault,
+	"drop":     (*scenarioParser).chunkFault,
+	"sync":     (*scenarioParser).sync,
+	"slow":     (*scenarioParser).slow,
+	"policy":   (*scenarioParser).policy,
+	"pause":    (*scenarioParser).span,
+	"stall":    (*scenarioParser).span,
+	"jitter":   (*scenarioParser).duration,
+	"dead":     (*scenarioParser).duration,
+	"rejoin":   (*scenarioParser).duration,
+	"limit":    (*scenarioParser).duration,
+	"seed":     (*scenarioParser).seed,
+	"openfail": (*scenarioParser).openFail,
+	"expect":   func(p *scenarioParser) error { return p.sc.parseExpect(p.line, p.text, p.f, p.bad) },
+}
+
 // ParseScenario reads a scenario.
 func ParseScenario(r io.Reader) (*Scenario, error) {
-	sc := &Scenario{}
-	c := &sc.Config
-	type pending struct {
-		line  int
-		node  int
-		pct   float64
-		at    time.Duration
-		crash bool
-		kind  string
-	}
-	var kills []pending
-	type pendingSpan struct {
-		line, node int
-		pct        float64
-		at, dur    time.Duration
-		disk       bool
-	}
-	var spans []pendingSpan
-	var slowFactors [][2]float64
+	p := &scenarioParser{sc: &Scenario{}}
+	p.c = &p.sc.Config
 	bs := bufio.NewScanner(r)
-	line := 0
 	for bs.Scan() {
-		line++
+		p.line++
 		text := bs.Text()
 		if i := strings.IndexByte(text, '#'); i >= 0 && !strings.Contains(text[:i], "\"") {
 			text = text[:i]
 		}
-		f := strings.Fields(text)
-		if len(f) == 0 {
+		p.text, p.f = text, strings.Fields(text)
+		if len(p.f) == 0 {
 			continue
 		}
-		bad := func(format string, args ...any) error {
-			return &ParseError{Line: line, Msg: fmt.Sprintf(format, args...)}
+		handle, ok := directives[p.f[0]]
+		if !ok {
+			return nil, p.bad("unknown command %q", p.f[0])
 		}
-		need := func(n int) error {
-			if len(f) != n {
-				return bad("%s takes %d arguments, got %d", f[0], n-1, len(f)-1)
-			}
-			return nil
-		}
-		node := func(s string) (int, error) {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > 1<<20 {
-				return 0, bad("bad node number %q", s)
-			}
-			return n - 1, nil
-		}
-		var err error
-		switch f[0] {
-		case "chain":
-			if err = need(2); err == nil {
-				c.Nodes, err = strconv.Atoi(f[1])
-				if err != nil || c.Nodes < 1 || c.Nodes > 100000 {
-					err = bad("bad chain length %q", f[1])
-				}
-			}
-		case "link":
-			if err = need(3); err == nil {
-				if c.Bandwidth, err = parseRate(f[1]); err != nil {
-					err = bad("%v", err)
-				} else if c.Latency, err = time.ParseDuration(strings.Replace(f[2], "us", "µs", 1)); err != nil || c.Latency < 0 {
-					err = bad("bad latency %q", f[2])
-				}
-			}
-		case "chunk":
-			if err = need(2); err == nil {
-				var n int64
-				if n, err = parseSize(f[1]); err != nil || n < 1 || n > 64<<20 {
-					err = bad("bad chunk size %q", f[1])
-				}
-				c.ChunkSize = int(n)
-			}
-		case "buffers":
-			if err = need(2); err == nil {
-				if c.Buffers, err = strconv.Atoi(f[1]); err != nil || c.Buffers < 1 || c.Buffers > 1<<16 {
-					err = bad("bad buffer count %q", f[1])
-				}
-			}
-		case "send":
-			if err = need(2); err == nil {
-				var n int64
-				if n, err = parseSize(f[1]); err != nil || n < 0 || n > 1<<40 {
-					err = bad("bad size %q", f[1])
-				}
-				c.Items = append(c.Items, n)
-			}
-		case "crash", "kill", "freeze", "restart":
-			if err = need(4); err == nil && f[2] != "at" {
-				err = bad("want %s N at TIME|PCT%%", f[0])
-			}
-			if err == nil {
-				if f[0] == "kill" {
-					f[0] = "crash" // the same: its process is gone, its connections reset
-				}
-				p := pending{line: line, crash: f[0] == "crash", kind: f[0]}
-				if p.node, err = node(f[1]); err == nil {
-					if strings.HasSuffix(f[3], "%") {
-						p.pct, err = strconv.ParseFloat(strings.TrimSuffix(f[3], "%"), 64)
-						if err != nil || p.pct < 0 || p.pct > 100 {
-							err = bad("bad percentage %q", f[3])
-						}
-					} else if p.at, err = time.ParseDuration(strings.Replace(f[3], "us", "µs", 1)); err != nil || p.at < 0 {
-						err = bad("bad time %q", f[3])
-					}
-				}
-				kills = append(kills, p)
-			}
-		case "slowdisk":
-			if err = need(3); err == nil {
-				var n int
-				var r float64
-				if n, err = node(f[1]); err == nil {
-					if r, err = parseRate(f[2]); err != nil {
-						err = bad("%v", err)
-					} else {
-						if c.SlowDisk == nil {
-							c.SlowDisk = map[int]float64{}
-						}
-						c.SlowDisk[n] = r
-					}
-				}
-			}
-		case "slowlink":
-			if err = need(4); err == nil {
-				var n int
-				var l Link
-				if n, err = node(f[1]); err == nil {
-					if l.Bandwidth, err = parseRate(f[2]); err != nil {
-						err = bad("%v", err)
-					} else if l.Latency, err = time.ParseDuration(strings.Replace(f[3], "us", "µs", 1)); err != nil || l.Latency < 0 {
-						err = bad("bad latency %q", f[3])
-					} else {
-						if c.Links == nil {
-							c.Links = map[int]Link{}
-						}
-						c.Links[n] = l
-					}
-				}
-			}
-		case "slownic":
-			if len(f) != 3 && len(f) != 4 {
-				err = bad("want slownic N RATE [OUTRATE]")
-				break
-			}
-			var n int
-			var nic NIC
-			if n, err = node(f[1]); err == nil {
-				if nic.In, err = parseRate(f[2]); err != nil {
-					err = bad("%v", err)
-					break
-				}
-				nic.Out = nic.In
-				if len(f) == 4 {
-					if nic.Out, err = parseRate(f[3]); err != nil {
-						err = bad("%v", err)
-						break
-					}
-				}
-				if c.NIC == nil {
-					c.NIC = map[int]NIC{}
-				}
-				c.NIC[n] = nic
-			}
-		case "corrupt", "drop":
-			if err = need(4); err == nil && f[2] != "chunk" {
-				err = bad("want %s N chunk SEQ", f[0])
-			}
-			if err == nil {
-				var n int
-				var seq uint64
-				if n, err = node(f[1]); err == nil {
-					if seq, err = strconv.ParseUint(f[3], 10, 64); err != nil {
-						err = bad("bad chunk number %q", f[3])
-					} else if f[0] == "corrupt" {
-						if c.Corrupt == nil {
-							c.Corrupt = map[int]uint64{}
-						}
-						c.Corrupt[n] = seq
-					} else {
-						if c.Drop == nil {
-							c.Drop = map[int]uint64{}
-						}
-						c.Drop[n] = seq
-					}
-				}
-			}
-		case "sync":
-			if err = need(2); err == nil {
-				if c.SyncTime, err = time.ParseDuration(strings.Replace(f[1], "us", "µs", 1)); err != nil || c.SyncTime < 0 {
-					err = bad("bad sync time %q", f[1])
-				}
-			}
-		case "slow":
-			if err = need(3); err == nil {
-				var n int
-				var x float64
-				if n, err = node(f[1]); err == nil {
-					if !strings.HasPrefix(f[2], "x") {
-						err = bad("want slow N xFACTOR")
-					} else if x, err = strconv.ParseFloat(f[2][1:], 64); err != nil || x < 1 || x > 1e6 {
-						err = bad("bad slowness %q", f[2])
-					} else {
-						slowFactors = append(slowFactors, [2]float64{float64(n), x})
-					}
-				}
-			}
-		case "policy":
-			if len(f) != 2 && !(len(f) == 4 && f[2] == "after") {
-				err = bad("want policy wait|move|drop [after DURATION]")
-				break
-			}
-			switch f[1] {
-			case "wait":
-				c.Slow = wire.SlowWait
-			case "move":
-				c.Slow = wire.SlowMove
-			case "drop":
-				c.Slow = wire.SlowDrop
-			default:
-				err = bad("unknown policy %q (want wait, move or drop)", f[1])
-			}
-			c.SlowAfter = 3 * time.Second
-			if err == nil && len(f) == 4 {
-				if c.SlowAfter, err = time.ParseDuration(f[3]); err != nil || c.SlowAfter <= 0 {
-					err = bad("bad duration %q", f[3])
-				}
-			}
-		case "pause", "stall":
-			// pause N|source at TIME|PCT% for DURATION
-			if err = need(6); err == nil && (f[2] != "at" || f[4] != "for") {
-				err = bad("want %s N at TIME|PCT%% for DURATION", f[0])
-			}
-			if err == nil {
-				p := pendingSpan{line: line, node: -1, disk: f[0] == "stall"}
-				if f[1] != "source" || p.disk {
-					p.node, err = node(f[1])
-				}
-				if err == nil {
-					if strings.HasSuffix(f[3], "%") {
-						p.pct, err = strconv.ParseFloat(strings.TrimSuffix(f[3], "%"), 64)
-						if err != nil || p.pct < 0 || p.pct > 100 {
-							err = bad("bad percentage %q", f[3])
-						}
-					} else if p.at, err = parseDur(f[3]); err != nil || p.at < 0 {
-						err = bad("bad time %q", f[3])
-					}
-				}
-				if err == nil {
-					if p.dur, err = parseDur(f[5]); err != nil || p.dur <= 0 || p.dur > 24*time.Hour {
-						err = bad("bad duration %q", f[5])
-					}
-				}
-				spans = append(spans, p)
-			}
-		case "jitter", "dead", "rejoin", "limit":
-			if err = need(2); err == nil {
-				var d time.Duration
-				if d, err = parseDur(f[1]); err != nil || d < 0 || d > 24*time.Hour || d == 0 && f[0] != "jitter" {
-					err = bad("bad %s %q", f[0], f[1])
-					break
-				}
-				switch f[0] {
-				case "jitter":
-					c.Jitter = d
-				case "dead":
-					c.Dead = d
-				case "rejoin":
-					c.Rejoin = d
-				case "limit":
-					c.Limit = d
-				}
-			}
-		case "seed":
-			if err = need(2); err == nil {
-				if c.Seed, err = strconv.ParseInt(f[1], 10, 64); err != nil {
-					err = bad("bad seed %q", f[1])
-				}
-			}
-		case "openfail":
-			if err = need(2); err == nil {
-				var n int
-				if n, err = node(f[1]); err == nil {
-					if c.OpenFail == nil {
-						c.OpenFail = map[int]bool{}
-					}
-					c.OpenFail[n] = true
-				}
-			}
-		case "expect":
-			err = sc.parseExpect(line, text, f, bad)
-		default:
-			err = bad("unknown command %q", f[0])
-		}
-		if err != nil {
+		if err := handle(p); err != nil {
 			return nil, err
 		}
 	}
 	if err := bs.Err(); err != nil {
 		return nil, fmt.Errorf("read scenario: %w", err)
 	}
+	return p.finish()
+}
+
+func (p *scenarioParser) bad(format string, args ...any) error {
+	return &ParseError{Line: p.line, Msg: fmt.Sprintf(format, args...)}
+}
+
+// need checks that the line has n words, the command included.
+func (p *scenarioParser) need(n int) error {
+	if len(p.f) != n {
+		return p.bad("%s takes %d arguments, got %d", p.f[0], n-1, len(p.f)-1)
+	}
+	return nil
+}
+
+// node reads a 1-based node number and returns it 0-based.
+func (p *scenarioParser) node(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 1<<20 {
+		return 0, p.bad("bad node number %q", s)
+	}
+	return n - 1, nil
+}
+
+// rate reads a rate above zero, in bytes per second.
+func (p *scenarioParser) rate(s string) (float64, error) {
+	r, err := parseRate(s)
+	if err != nil {
+		return 0, p.bad("%v", err)
+	}
+	return r, nil
+}
+
+// latency reads a latency (a duration, "us" for µs).
+func (p *scenarioParser) latency(s string) (time.Duration, error) {
+	d, err := parseDur(s)
+	if err != nil || d < 0 {
+		return 0, p.bad("bad latency %q", s)
+	}
+	return d, nil
+}
+
+// when reads TIME or PCT% (of the stream).
+func (p *scenarioParser) when(s string) (at time.Duration, pct float64, err error) {
+	if strings.HasSuffix(s, "%") {
+		pct, err = strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+		if err != nil || pct < 0 || pct > 100 {
+			return 0, 0, p.bad("bad percentage %q", s)
+		}
+		return 0, pct, nil
+	}
+	if at, err = parseDur(s); err != nil || at < 0 {
+		return 0, 0, p.bad("bad time %q", s)
+	}
+	return at, 0, nil
+}
+
+func (p *scenarioParser) chain() error {
+	if err := p.need(2); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(p.f[1])
+	if err != nil || n < 1 || n > 100000 {
+		return p.bad("bad chain length %q", p.f[1])
+	}
+	p.c.Nodes = n
+	return nil
+}
+
+func (p *scenarioParser) link() error {
+	if err := p.need(3); err != nil {
+		return err
+	}
+	var err error
+	if p.c.Bandwidth, err = p.rate(p.f[1]); err != nil {
+		return err
+	}
+	p.c.Latency, err = p.latency(p.f[2])
+	return err
+}
+
+func (p *scenarioParser) chunk() error {
+	if err := p.need(2); err != nil {
+		return err
+	}
+	n, err := parseSize(p.f[1])
+	if err != nil || n < 1 || n > 64<<20 {
+		return p.bad("bad chunk size %q", p.f[1])
+	}
+	p.c.ChunkSize = int(n)
+	return nil
+}
+
+func (p *scenarioParser) buffers() error {
+	if err := p.need(2); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(p.f[1])
+	if err != nil || n < 1 || n > 1<<16 {
+		return p.bad("bad buffer count %q", p.f[1])
+	}
+	p.c.Buffers = n
+	return nil
+}
+
+func (p *scenarioParser) send() error {
+	if err := p.need(2); err != nil {
+		return err
+	}
+	n, err := parseSize(p.f[1])
+	if err != nil || n < 0 || n > 1<<40 {
+		return p.bad("bad size %q", p.f[1])
+	}
+	p.c.Items = append(p.c.Items, n)
+	return nil
+}
+
+// kill reads crash, kill (the same: its process is gone, its connections
+// reset), freeze and restart: CMD N at TIME|PCT%.
+func (p *scenarioParser) kill() error {
+	if err := p.need(4); err != nil {
+		return err
+	}
+	if p.f[2] != "at" {
+		return p.bad("want %s N at TIME|PCT%%", p.f[0])
+	}
+	kind := p.f[0]
+	if kind == "kill" {
+		kind = "crash"
+	}
+	k := pendingKill{line: p.line, crash: kind == "crash", kind: kind}
+	var err error
+	if k.node, err = p.node(p.f[1]); err != nil {
+		return err
+	}
+	if k.at, k.pct, err = p.when(p.f[3]); err != nil {
+		return err
+	}
+	p.kills = append(p.kills, k)
+	return nil
+}
+
+func (p *scenarioParser) slowDisk() error {
+	if err := p.need(3); err != nil {
+		return err
+	}
+	n, err := p.node(p.f[1])
+	if err != nil {
+		return err
+	}
+	r, err := p.rate(p.f[2])
+	if err != nil {
+		return err
+	}
+	if p.c.SlowDisk == nil {
+		p.c.SlowDisk = map[int]float64{}
+	}
+	p.c.SlowDisk[n] = r
+	return nil
+}
+
+func (p *scenarioParser) slowLink() error {
+	if err := p.need(4); err != nil {
+		return err
+	}
+	n, err := p.node(p.f[1])
+	if err != nil {
+		return err
+	}
+	var l Link
+	if l.Bandwidth, err = p.rate(p.f[2]); err != nil {
+		return err
+	}
+	if l.Latency, err = p.latency(p.f[3]); err != nil {
+		return err
+	}
+	if p.c.Links == nil {
+		p.c.Links = map[int]Link{}
+	}
+	p.c.Links[n] = l
+	return nil
+}
+
+// slowNIC reads slownic N RATE [OUTRATE].
+func (p *scenarioParser) slowNIC() error {
+	if len(p.f) != 3 && len(p.f) != 4 {
+		return p.bad("want slownic N RATE [OUTRATE]")
+	}
+	n, err := p.node(p.f[1])
+	if err != nil {
+		return err
+	}
+	var nic NIC
+	if nic.In, err = p.rate(p.f[2]); err != nil {
+		return err
+	}
+	nic.Out = nic.In
+	if len(p.f) == 4 {
+		if nic.Out, err = p.rate(p.f[3]); err != nil {
+			return err
+		}
+	}
+	if p.c.NIC == nil {
+		p.c.NIC = map[int]NIC{}
+	}
+	p.c.NIC[n] = nic
+	return nil
+}
+
+// chunkFault reads corrupt|drop N chunk SEQ.
+func (p *scenarioParser) chunkFault() error {
+	if err := p.need(4); err != nil {
+		return err
+	}
+	if p.f[2] != "chunk" {
+		return p.bad("want %s N chunk SEQ", p.f[0])
+	}
+	n, err := p.node(p.f[1])
+	if err != nil {
+		return err
+	}
+	seq, err := strconv.ParseUint(p.f[3], 10, 64)
+	if err != nil {
+		return p.bad("bad chunk number %q", p.f[3])
+	}
+	m := &p.c.Drop
+	if p.f[0] == "corrupt" {
+		m = &p.c.Corrupt
+	}
+	if *m == nil {
+		*m = map[int]uint64{}
+	}
+	(*m)[n] = seq
+	return nil
+}
+
+func (p *scenarioParser) sync() error {
+	if err := p.need(2); err != nil {
+		return err
+	}
+	d, err := parseDur(p.f[1])
+	if err != nil || d < 0 {
+		return p.bad("bad sync time %q", p.f[1])
+	}
+	p.c.SyncTime = d
+	return nil
+}
+
+// slow reads slow N xFACTOR: node N's disk takes the link's rate / FACTOR.
+func (p *scenarioParser) slow() error {
+	if err := p.need(3); err != nil {
+		return err
+	}
+	n, err := p.node(p.f[1])
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(p.f[2], "x") {
+		return p.bad("want slow N xFACTOR")
+	}
+	x, err := strconv.ParseFloat(p.f[2][1:], 64)
+	if err != nil || x < 1 || x > 1e6 {
+		return p.bad("bad slowness %q", p.f[2])
+	}
+	p.slowFactors = append(p.slowFactors, [2]float64{float64(n), x})
+	return nil
+}
+
+// policy reads policy wait|move|drop [after DURATION].
+func (p *scenarioParser) policy() error {
+	if len(p.f) != 2 && !(len(p.f) == 4 && p.f[2] == "after") {
+		return p.bad("want policy wait|move|drop [after DURATION]")
+	}
+	switch p.f[1] {
+	case "wait":
+		p.c.Slow = wire.SlowWait
+	case "move":
+		p.c.Slow = wire.SlowMove
+	case "drop":
+		p.c.Slow = wire.SlowDrop
+	default:
+		return p.bad("unknown policy %q (want wait, move or drop)", p.f[1])
+	}
+	p.c.SlowAfter = 3 * time.Second
+	if len(p.f) == 4 {
+		d, err := time.ParseDuration(p.f[3])
+		if err != nil || d <= 0 {
+			return p.bad("bad duration %q", p.f[3])
+		}
+		p.c.SlowAfter = d
+	}
+	return nil
+}
+
+// span reads pause N|source at TIME|PCT% for DURATION, and stall N … (a
+// disk that completes nothing meanwhile).
+func (p *scenarioParser) span() error {
+	if err := p.need(6); err != nil {
+		return err
+	}
+	if p.f[2] != "at" || p.f[4] != "for" {
+		return p.bad("want %s N at TIME|PCT%% for DURATION", p.f[0])
+	}
+	sp := pendingSpan{line: p.line, node: -1, disk: p.f[0] == "stall"}
+	var err error
+	if p.f[1] != "source" || sp.disk {
+		if sp.node, err = p.node(p.f[1]); err != nil {
+			return err
+		}
+	}
+	if sp.at, sp.pct, err = p.when(p.f[3]); err != nil {
+		return err
+	}
+	if sp.dur, err = parseDur(p.f[5]); err != nil || sp.dur <= 0 || sp.dur > 24*time.Hour {
+		return p.bad("bad duration %q", p.f[5])
+	}
+	p.spans = append(p.spans, sp)
+	return nil
+}
+
+// duration reads jitter, dead, rejoin and limit (only jitter may be 0).
+func (p *scenarioParser) duration() error {
+	if err := p.need(2); err != nil {
+		return err
+	}
+	d, err := parseDur(p.f[1])
+	if err != nil || d < 0 || d > 24*time.Hour || d == 0 && p.f[0] != "jitter" {
+		return p.bad("bad %s %q", p.f[0], p.f[1])
+	}
+	switch p.f[0] {
+	case "jitter":
+		p.c.Jitter = d
+	case "dead":
+		p.c.Dead = d
+	case "rejoin":
+		p.c.Rejoin = d
+	case "limit":
+		p.c.Limit = d
+	}
+	return nil
+}
+
+func (p *scenarioParser) seed() error {
+	if err := p.need(2); err != nil {
+		return err
+	}
+	v, err := strconv.ParseInt(p.f[1], 10, 64)
+	if err != nil {
+		return p.bad("bad seed %q", p.f[1])
+	}
+	p.c.Seed = v
+	return nil
+}
+
+func (p *scenarioParser) openFail() error {
+	if err := p.need(2); err != nil {
+		return err
+	}
+	n, err := p.node(p.f[1])
+	if err != nil {
+		return err
+	}
+	if p.c.OpenFail == nil {
+		p.c.OpenFail = map[int]bool{}
+	}
+	p.c.OpenFail[n] = true
+	return nil
+}
+
+// finish checks what spans lines and places the faults given at a
+// percentage of the stream.
+func (p *scenarioParser) finish() (*Scenario, error) {
+	sc, c := p.sc, p.c
 	if c.Nodes == 0 {
-		return nil, &ParseError{Line: line, Msg: "no chain line"}
+		return nil, &ParseError{Line: p.line, Msg: "no chain line"}
 	}
 	if c.Bandwidth <= 0 {
 		c.Bandwidth = 125e6
@@ -394,13 +553,13 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 	for _, s := range c.Items {
 		total += s
 	}
-	for _, sf := range slowFactors {
+	for _, sf := range p.slowFactors {
 		if c.SlowDisk == nil {
 			c.SlowDisk = map[int]float64{}
 		}
 		c.SlowDisk[int(sf[0])] = c.Bandwidth / sf[1]
 	}
-	for _, k := range kills {
+	for _, k := range p.kills {
 		if k.node >= c.Nodes {
 			return nil, &ParseError{Line: k.line, Msg: fmt.Sprintf("node %d outside a chain of %d", k.node+1, c.Nodes)}
 		}
@@ -420,22 +579,22 @@ func ParseScenario(r io.Reader) (*Scenario, error) {
 		}
 		(*m)[k.node] = at
 	}
-	for _, p := range spans {
-		if p.node >= c.Nodes {
-			return nil, &ParseError{Line: p.line, Msg: fmt.Sprintf("node %d outside a chain of %d", p.node+1, c.Nodes)}
+	for _, sp := range p.spans {
+		if sp.node >= c.Nodes {
+			return nil, &ParseError{Line: sp.line, Msg: fmt.Sprintf("node %d outside a chain of %d", sp.node+1, c.Nodes)}
 		}
-		at := p.at
-		if p.pct > 0 {
-			at = time.Duration(p.pct / 100 * float64(total) / c.Bandwidth * float64(time.Second))
+		at := sp.at
+		if sp.pct > 0 {
+			at = time.Duration(sp.pct / 100 * float64(total) / c.Bandwidth * float64(time.Second))
 		}
 		m := &c.Pause
-		if p.disk {
+		if sp.disk {
 			m = &c.Stall
 		}
 		if *m == nil {
 			*m = map[int][]Span{}
 		}
-		(*m)[p.node] = append((*m)[p.node], Span{At: at, For: p.dur})
+		(*m)[sp.node] = append((*m)[sp.node], Span{At: at, For: sp.dur})
 	}
 	for _, e := range sc.Expect {
 		for _, n := range e.Nodes {
