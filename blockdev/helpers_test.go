@@ -12,6 +12,8 @@ import (
 
 	"github.com/herd-cluster/herd/blockdev"
 	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/internal/testenv"
 )
 
 // needTool skips t when a program is missing.
@@ -24,9 +26,7 @@ func needTool(t testing.TB, name, pkg string) {
 
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (loop devices, mounts, device nodes)")
-	}
+	testenv.NeedRoot(t, "loop devices, mounts, device nodes")
 }
 
 func run(t testing.TB, name string, args ...string) string {

@@ -14,15 +14,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/internal/testenv"
 )
 
 // needRoot skips tests that attach loop devices unless running as root
 // with the tools installed.
 func needRoot(t *testing.T, tools ...string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for loop devices: skipping")
-	}
+	testenv.NeedRoot(t, "loop devices")
 	for _, tool := range tools {
 		needTool(t, tool)
 	}

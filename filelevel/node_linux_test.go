@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/herd-cluster/herd/desc"
+	"github.com/herd-cluster/herd/internal/testenv"
 	"github.com/herd-cluster/herd/ring"
 )
 
@@ -30,14 +31,7 @@ var testKey = bytes.Repeat([]byte("filelevel test key "), 2)
 
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (loop devices, mkfs, mount): skipping")
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps installs it): skipping", tool)
-		}
-	}
+	testenv.NeedRoot(t, "loop devices, mkfs, mount", tools...)
 }
 
 // sparseFile creates a sparse file of size bytes, removed at the end.

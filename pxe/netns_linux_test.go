@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/herd-cluster/herd/harness"
 	"github.com/herd-cluster/herd/harness/harnesstest"
+	"github.com/herd-cluster/herd/internal/testenv"
 )
 
 // lab is a server namespace and a client namespace on one link, made by
@@ -32,14 +32,7 @@ type lab struct {
 
 func requireRootTools(t *testing.T, tools ...string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (Debian: iproute2, busybox-static)", tool)
-		}
-	}
+	testenv.NeedRoot(t, "network namespaces", tools...)
 }
 
 func sh(t *testing.T, args ...string) string {

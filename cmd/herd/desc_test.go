@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/internal/testenv"
 )
 
 const descSeedKA = "linux 3500\nextended fill\nlogical swap 500\nlogical linux fill\n"
@@ -153,14 +155,7 @@ func TestDescCmdApplyImageAndFromDisk(t *testing.T) {
 }
 
 func TestDescCmdApplyLoopDevice(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for loop devices: skipping")
-	}
-	for _, tool := range []string{"losetup", "mkfs.ext4", "mkswap"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed: skipping", tool)
-		}
-	}
+	testenv.NeedRoot(t, "loop devices", "losetup", "mkfs.ext4", "mkswap")
 	img := zeroImage(t, 512<<20)
 	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
 	require.NoError(t, err, "%s", out)
@@ -215,14 +210,7 @@ func TestDescCmdApplyLoopDevice(t *testing.T) {
 // directory (reached through loop devices here), so the printed desc is
 // ready for herd send --files.
 func TestDescCmdFromDiskMountedAt(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (loop devices, mount): skipping")
-	}
-	for _, tool := range []string{"losetup", "mkfs.ext4", "mkfs.xfs", "mkswap"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps installs it): skipping", tool)
-		}
-	}
+	testenv.NeedRoot(t, "loop devices, mount", "losetup", "mkfs.ext4", "mkfs.xfs", "mkswap")
 	img := zeroImage(t, 600<<20)
 	code, _, errOut := runDesc(t, "", "desc", "apply", descFile(t, "linux 200 fs=ext4\nswap 16\nlinux fill fs=xfs\n"), img)
 	require.Equal(t, 0, code, errOut)

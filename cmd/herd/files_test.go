@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herd-cluster/herd/desc"
+	"github.com/herd-cluster/herd/internal/testenv"
 )
 
 func TestFilesUsageErrorsExit2(t *testing.T) {
@@ -46,14 +47,7 @@ func TestFilesUsageErrorsExit2(t *testing.T) {
 // TestFilesSendRecvProcesses runs herd send --files and two herd recv
 // --files processes on loopback, with image files of two sizes as disks.
 func TestFilesSendRecvProcesses(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (loop devices, mkfs, mount): skipping")
-	}
-	for _, tool := range []string{"losetup", "mkfs.ext4", "mkfs.xfs", "mkswap", "blkid", "ss"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps installs it): skipping", tool)
-		}
-	}
+	testenv.NeedRoot(t, "loop devices, mkfs, mount", "losetup", "mkfs.ext4", "mkfs.xfs", "mkswap", "blkid", "ss")
 	dir := t.TempDir()
 	golden := filepath.Join(dir, "golden")
 	require.NoError(t, os.MkdirAll(filepath.Join(golden, "etc"), 0o755))

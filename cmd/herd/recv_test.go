@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/herd-cluster/herd/internal/testenv"
 	"github.com/herd-cluster/herd/internal/units"
 )
 
@@ -330,12 +331,7 @@ func TestRecvAllowListWritesWhatItAllows(t *testing.T) {
 // device standing for a node's disk); one the list does not name keeps
 // every byte.
 func TestRecvAllowListAndDevices(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (loop devices)")
-	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup not installed")
-	}
+	testenv.NeedRoot(t, "loop devices", "losetup")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
 	writeRandom(t, img, 4<<20, 5)
