@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -257,15 +258,7 @@ func word(st core.NodeStatus) string {
 }
 
 func sameDigests(a, b []core.ItemStatus) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Digest != b[i].Digest {
-			return false
-		}
-	}
-	return true
+	return slices.EqualFunc(a, b, func(x, y core.ItemStatus) bool { return x.Digest == y.Digest })
 }
 
 // agreement says whether the node's own word matches the sender's.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -189,7 +190,7 @@ func (r *Receiver) prepare(b []byte) error {
 	if err != nil {
 		return err
 	}
-	if !equal(r.dests, h.Dests()) {
+	if !slices.Equal(r.dests, h.Dests()) {
 		return fmt.Errorf("%w: the items go to %v but the header lists %v", ErrHeader, r.dests, h.Dests())
 	}
 	size, ss, err := desc.DeviceSize(r.o.Disk)
@@ -803,16 +804,4 @@ func newUUID(fs string) (string, error) {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/herd-cluster/herd/ring/wire"
 )
@@ -60,7 +61,7 @@ func ResumeFile(path string, nodes []string, items []Item) (Resumable, error) {
 		if err != nil {
 			return r, fmt.Errorf("%s: %w", path, err)
 		}
-		if !sameStrings(st.Nodes, nodes) || !sameItems(st.Items, items) {
+		if !slices.Equal(st.Nodes, nodes) || !slices.Equal(st.Items, items) {
 			return r, fmt.Errorf("%w: %s is for another chain or other items", ErrResume, path)
 		}
 		hex.Decode(r.Session[:], []byte(st.Session))
@@ -100,27 +101,4 @@ func parseResume(b []byte) (*resumeState, error) {
 		return nil, fmt.Errorf("%w: no nodes", ErrResume)
 	}
 	return &st, nil
-}
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func sameItems(a, b []Item) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -160,7 +160,7 @@ func Check(s Session) []Violation {
 			if st == nil || !Done(*st) {
 				continue
 			}
-			if d := digests(st.Items); !equal(d, digests(s.Source)) {
+			if d := digests(st.Items); !slices.Equal(d, digests(s.Source)) {
 				who := "the sender"
 				if st == own {
 					who = name
@@ -172,7 +172,7 @@ func Check(s Session) []Violation {
 		if want == nil {
 			want = digests(s.Source)
 		}
-		if n.Held != nil && (Done(snd) || own != nil && Done(*own)) && !equal(n.Held, want) {
+		if n.Held != nil && (Done(snd) || own != nil && Done(*own)) && !slices.Equal(n.Held, want) {
 			bad("I3", i, "done, but its destinations hold %v, the source's bytes are %v", n.Held, want)
 		}
 		// I5: one upstream at a time, one session.
@@ -282,9 +282,7 @@ func digests(its []core.ItemStatus) []string {
 	return d
 }
 
-func sameDigests(a, b []core.ItemStatus) bool { return equal(digests(a), digests(b)) }
-
-func equal(a, b []string) bool { return slices.Equal(a, b) }
+func sameDigests(a, b []core.ItemStatus) bool { return slices.Equal(digests(a), digests(b)) }
 
 // overlap describes two feeds whose times overlap, or returns "".
 func overlap(fs []Feed) string {
