@@ -18,86 +18,11 @@ import (
 // Report. When a node is unreachable the session goes on with the next one
 // and the report names it failed.
 func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
-	if len(cfg.Nodes) == 0 {
-		return nil, fmt.Errorf("%w: no nodes", ErrConfig)
-	}
-	if len(cfg.Items) == 0 {
-		return nil, fmt.Errorf("%w: no items", ErrConfig)
-	}
-	keyed, err := checkKey(cfg.Key, cfg.Insecure)
+	st, err := cfg.settings()
 	if err != nil {
 		return nil, err
 	}
-	if len(cfg.Nodes) > wire.MaxNodes || len(cfg.Items) > wire.MaxItems {
-		return nil, fmt.Errorf("%w: %d nodes and %d items (at most %d and %d)", ErrConfig, len(cfg.Nodes), len(cfg.Items), wire.MaxNodes, wire.MaxItems)
-	}
-	for _, n := range cfg.Nodes {
-		if n == "" || len(n) > wire.MaxString {
-			return nil, fmt.Errorf("%w: bad node address %q", ErrConfig, n)
-		}
-	}
-	chunk := cfg.ChunkSize
-	if chunk == 0 {
-		chunk = DefaultChunkSize
-	}
-	if chunk < 0 || chunk > wire.MaxChunk {
-		return nil, fmt.Errorf("%w: chunk size %d outside 1..%d", ErrConfig, chunk, wire.MaxChunk)
-	}
-	logf := cfg.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	limit := cfg.MemoryLimit
-	if limit <= 0 {
-		limit = DefaultMemoryLimit
-	}
-	slow, err := cfg.Slow.wire()
-	if err != nil {
-		return nil, err
-	}
-	slowAfter := cfg.SlowAfter
-	if slowAfter <= 0 {
-		slowAfter = DefaultSlowAfter
-	}
-	man := &wire.Manifest{ChunkSize: uint32(chunk), Nodes: append([]string(nil), cfg.Nodes...), Slow: slow, SlowAfterMs: uint32(min(slowAfter, time.Hour) / time.Millisecond)}
-	man.Session = cfg.Session
-	if man.Session == (SessionID{}) {
-		randomBytes(man.Session[:])
-	}
-	if keyed {
-		// The key chunks are sealed with: new for every session (so
-		// recorded traffic stays sealed when the session key leaks later),
-		// kept only by a source that may resume it (ResumeFile).
-		switch {
-		case len(cfg.DataKey) == wire.KeySize:
-			copy(man.DataKey[:], cfg.DataKey)
-		case len(cfg.DataKey) == 0:
-			randomBytes(man.DataKey[:])
-		default:
-			return nil, fmt.Errorf("%w: data key of %d bytes (want %d)", ErrConfig, len(cfg.DataKey), wire.KeySize)
-		}
-	}
-	var total int64
-	for i, it := range cfg.Items {
-		if it.Open == nil {
-			return nil, fmt.Errorf("%w: item %d (%s) has no Open", ErrConfig, i, it.Name)
-		}
-		if len(it.Name) > wire.MaxString || len(it.Dest) > wire.MaxString {
-			return nil, fmt.Errorf("%w: item %d: name or destination longer than %d bytes", ErrConfig, i, wire.MaxString)
-		}
-		if it.Size < -1 {
-			return nil, fmt.Errorf("%w: item %d (%s) has size %d", ErrConfig, i, it.Name, it.Size)
-		}
-		man.Items = append(man.Items, wire.ManifestItem{Name: it.Name, Dest: it.Dest, Cook: it.Cook, Size: it.Size})
-		if it.Size < 0 || total < 0 {
-			total = -1
-		} else {
-			total += it.Size
-		}
-	}
-	if err := core.CheckManifest(man); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
-	}
+	man, keyed, chunk, total, logf := st.man, st.keyed, st.chunk, st.total, st.logf
 	// Open every source first: an unreadable source stops the session
 	// before any node is touched.
 	srcs := make([]Source, len(cfg.Items))
@@ -121,20 +46,9 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rejoin := cfg.Rejoin
-	if rejoin == 0 {
-		rejoin = DefaultRejoin
-	}
-	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.DeadTimeout, Rejoin: max(rejoin, 0)})
+	sender := core.NewSender(core.SenderConfig{Manifest: man, Dead: cfg.DeadTimeout, Rejoin: st.rejoin})
 	lp := newLoop(logf)
-	mode := cfg.Compress
-	if mode == "" {
-		mode = CompressNone
-	}
-	if _, err := ParseCompressMode(string(mode)); err != nil {
-		return nil, err
-	}
-	comp, err := newCompressor(mode, chunk)
+	comp, err := newCompressor(st.mode, chunk)
 	if err != nil {
 		return nil, fmt.Errorf("compression: %w", err)
 	}
@@ -148,7 +62,7 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 		return nil, err
 	}
 	lay := frameLayout(chunk, comp.codec != nil, keyed)
-	pl := newPool(limit, lay)
+	pl := newPool(st.limit, lay)
 	lp.pool.Store(pl)
 	lp.step = func(ev core.Event) []core.Action {
 		acts := lp.traced(ev, sender.Step(ev))
@@ -207,37 +121,7 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 	go func() {
 		defer close(rpDone)
 		defer rp.close()
-		for {
-			a, ok := rpq.pop()
-			if !ok {
-				return
-			}
-			ev := core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq, Aside: a.Aside, Index: a.Index}
-			rbp := lp.rb(frameLayout(chunk, false, keyed))
-			ref, buf, err := rbp.get(ctx)
-			if err != nil {
-				return
-			}
-			p, err := rp.read(a.Item, a.Off, a.Len, rbp.raw(buf))
-			if err != nil {
-				rbp.put(ref)
-				ev.Err = err.Error()
-			} else {
-				d := &wire.Data{Session: man.Session, Item: uint32(a.Item), Seq: a.Seq, Off: a.Off}
-				d.Payload = p
-				putSealed(buf, d, chunks, p)
-				ev.Ref, ev.Msg = ref+rbBase, d
-				if readBackHook != nil {
-					readBackHook(true)
-				}
-			}
-			if !lp.emit(ev) {
-				if ev.Ref != 0 {
-					rbp.put(ref)
-				}
-				return
-			}
-		}
+		serveReadBacks(ctx, lp, rp, rpq, man, chunks, frameLayout(chunk, false, keyed))
 	}()
 	lp.readBack = rpq.push
 	readDone := make(chan struct{})
@@ -279,6 +163,156 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 		return rep, fmt.Errorf("%w: %s", ErrUnreachable, rep.Nodes[0].Err)
 	}
 	return rep, nil
+}
+
+// sendSettings is a SenderConfig checked, with its defaults filled in,
+// and the manifest it makes.
+type sendSettings struct {
+	man    *wire.Manifest
+	keyed  bool
+	chunk  int
+	total  int64 // bytes of every item, -1 when one's size is unknown
+	limit  int64
+	rejoin time.Duration
+	mode   CompressMode
+	logf   func(string, ...any)
+}
+
+// settings checks cfg and builds the session's manifest: nothing is
+// opened or dialed before it says yes.
+func (cfg SenderConfig) settings() (sendSettings, error) {
+	var st sendSettings
+	if len(cfg.Nodes) == 0 {
+		return st, fmt.Errorf("%w: no nodes", ErrConfig)
+	}
+	if len(cfg.Items) == 0 {
+		return st, fmt.Errorf("%w: no items", ErrConfig)
+	}
+	keyed, err := checkKey(cfg.Key, cfg.Insecure)
+	if err != nil {
+		return st, err
+	}
+	st.keyed = keyed
+	if len(cfg.Nodes) > wire.MaxNodes || len(cfg.Items) > wire.MaxItems {
+		return st, fmt.Errorf("%w: %d nodes and %d items (at most %d and %d)", ErrConfig, len(cfg.Nodes), len(cfg.Items), wire.MaxNodes, wire.MaxItems)
+	}
+	for _, n := range cfg.Nodes {
+		if n == "" || len(n) > wire.MaxString {
+			return st, fmt.Errorf("%w: bad node address %q", ErrConfig, n)
+		}
+	}
+	st.chunk = cfg.ChunkSize
+	if st.chunk == 0 {
+		st.chunk = DefaultChunkSize
+	}
+	if st.chunk < 0 || st.chunk > wire.MaxChunk {
+		return st, fmt.Errorf("%w: chunk size %d outside 1..%d", ErrConfig, st.chunk, wire.MaxChunk)
+	}
+	st.logf = cfg.Logf
+	if st.logf == nil {
+		st.logf = func(string, ...any) {}
+	}
+	st.limit = cfg.MemoryLimit
+	if st.limit <= 0 {
+		st.limit = DefaultMemoryLimit
+	}
+	slow, err := cfg.Slow.wire()
+	if err != nil {
+		return st, err
+	}
+	slowAfter := cfg.SlowAfter
+	if slowAfter <= 0 {
+		slowAfter = DefaultSlowAfter
+	}
+	st.rejoin = cfg.Rejoin
+	if st.rejoin == 0 {
+		st.rejoin = DefaultRejoin
+	}
+	st.rejoin = max(st.rejoin, 0)
+	st.mode = cfg.Compress
+	if st.mode == "" {
+		st.mode = CompressNone
+	}
+	if _, err := ParseCompressMode(string(st.mode)); err != nil {
+		return st, err
+	}
+	man := &wire.Manifest{ChunkSize: uint32(st.chunk), Nodes: append([]string(nil), cfg.Nodes...), Slow: slow, SlowAfterMs: uint32(min(slowAfter, time.Hour) / time.Millisecond)}
+	man.Session = cfg.Session
+	if man.Session == (SessionID{}) {
+		randomBytes(man.Session[:])
+	}
+	if keyed {
+		// The key chunks are sealed with: new for every session (so
+		// recorded traffic stays sealed when the session key leaks later),
+		// kept only by a source that may resume it (ResumeFile).
+		switch {
+		case len(cfg.DataKey) == wire.KeySize:
+			copy(man.DataKey[:], cfg.DataKey)
+		case len(cfg.DataKey) == 0:
+			randomBytes(man.DataKey[:])
+		default:
+			return st, fmt.Errorf("%w: data key of %d bytes (want %d)", ErrConfig, len(cfg.DataKey), wire.KeySize)
+		}
+	}
+	for i, it := range cfg.Items {
+		if it.Open == nil {
+			return st, fmt.Errorf("%w: item %d (%s) has no Open", ErrConfig, i, it.Name)
+		}
+		if len(it.Name) > wire.MaxString || len(it.Dest) > wire.MaxString {
+			return st, fmt.Errorf("%w: item %d: name or destination longer than %d bytes", ErrConfig, i, wire.MaxString)
+		}
+		if it.Size < -1 {
+			return st, fmt.Errorf("%w: item %d (%s) has size %d", ErrConfig, i, it.Name, it.Size)
+		}
+		man.Items = append(man.Items, wire.ManifestItem{Name: it.Name, Dest: it.Dest, Cook: it.Cook, Size: it.Size})
+		if it.Size < 0 || st.total < 0 {
+			st.total = -1
+		} else {
+			st.total += it.Size
+		}
+	}
+	if err := core.CheckManifest(man); err != nil {
+		return st, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	st.man = man
+	return st, nil
+}
+
+// serveReadBacks reads the chunks the chain asks again (q, closed at the
+// end) from the sources (rp) into read-back buffers of layout lay, seals
+// them and hands them to the loop, until q closes or the loop ends.
+func serveReadBacks(ctx context.Context, lp *loop, rp *replayer, q *queue[core.Action], man *wire.Manifest, chunks *seal.Chunks, lay layout) {
+	for {
+		a, ok := q.pop()
+		if !ok {
+			return
+		}
+		ev := core.Event{Kind: core.EvReadBack, Item: a.Item, Seq: a.Seq, Aside: a.Aside, Index: a.Index}
+		rbp := lp.rb(lay)
+		ref, buf, err := rbp.get(ctx)
+		if err != nil {
+			return
+		}
+		p, err := rp.read(a.Item, a.Off, a.Len, rbp.raw(buf))
+		if err != nil {
+			rbp.put(ref)
+			ev.Err = err.Error()
+		} else {
+			d := &wire.Data{Session: man.Session, Item: uint32(a.Item), Seq: a.Seq, Off: a.Off}
+			d.Payload = p
+			putSealed(buf, d, chunks, p)
+			ev.Ref, ev.Msg = ref+rbBase, d
+			if readBackHook != nil {
+				readBackHook(true)
+			}
+		}
+		if !lp.emit(ev) {
+			if ev.Ref != 0 {
+				rbp.put(ref)
+			}
+			return
+		}
+	}
 }
 
 // readSources reads every item in order into pool buffers, seals each
