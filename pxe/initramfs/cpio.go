@@ -1,7 +1,6 @@
 package initramfs
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -9,8 +8,9 @@ import (
 	"io/fs"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
+
+	"github.com/herd-cluster/herd/blockdev/cpio"
 )
 
 // Errors returned by the cpio reader and the archive builder.
@@ -38,7 +38,6 @@ type Entry struct {
 
 const (
 	newcMagic   = "070701"
-	newcHdrLen  = 110
 	trailerName = "TRAILER!!!"
 
 	sIFMT  = 0o170000
@@ -162,109 +161,55 @@ func pad(b *bytes.Buffer) {
 }
 
 // ReadNewc parses a newc cpio archive up to its trailer and returns its
-// entries in archive order. It accepts only what WriteNewc can produce
-// (no hard-link sharing of data, no checksummed "070702" headers); an
-// error names the entry index and byte offset where parsing stopped.
+// entries in archive order, with blockdev/cpio's reader (the one cpio
+// reader of herd). It accepts only what WriteNewc can produce (newc "070701"
+// headers, data only on regular files and symlinks); an error names the
+// entry index and, from the reader, the byte offset where parsing stopped.
 func ReadNewc(r io.Reader) ([]Entry, error) {
-	br := bufio.NewReader(r)
+	cr := cpio.NewReader(r)
 	var out []Entry
-	var off int64
-	readN := func(n int64) ([]byte, error) {
-		if n < 0 || n > 1<<31 {
-			return nil, fmt.Errorf("size %d out of range", n)
-		}
-		p := make([]byte, 0, min(n, 1<<20))
-		lr := io.LimitReader(br, n)
-		p, err := readAllInto(p, lr)
-		if err != nil {
-			return nil, err
-		}
-		if int64(len(p)) != n {
-			return nil, io.ErrUnexpectedEOF
-		}
-		off += n
-		return p, nil
-	}
-	skipPad := func() error {
-		if n := (4 - off%4) % 4; n > 0 {
-			_, err := readN(n)
-			return err
-		}
-		return nil
-	}
 	for i := 0; ; i++ {
-		at := off
 		fail := func(err error) ([]Entry, error) {
-			return nil, fmt.Errorf("%w: entry %d at byte %d: %v", ErrBadCpio, i, at, err)
+			return nil, fmt.Errorf("%w: entry %d: %v", ErrBadCpio, i, err)
 		}
-		hdr, err := readN(newcHdrLen)
-		if err != nil {
-			return fail(err)
-		}
-		if string(hdr[:6]) != newcMagic {
-			return fail(fmt.Errorf("magic %q", hdr[:6]))
-		}
-		var f [13]uint32
-		for k := range f {
-			v, err := strconv.ParseUint(string(hdr[6+8*k:14+8*k]), 16, 32)
-			if err != nil {
-				return fail(fmt.Errorf("field %d: %v", k, err))
-			}
-			f[k] = uint32(v)
-		}
-		mode, size, rmaj, rmin, nameLen := f[1], f[6], f[9], f[10], f[11]
-		if nameLen == 0 || nameLen > 4096 {
-			return fail(fmt.Errorf("name length %d", nameLen))
-		}
-		nb, err := readN(int64(nameLen))
-		if err != nil {
-			return fail(err)
-		}
-		if nb[len(nb)-1] != 0 {
-			return fail(errors.New("name not NUL-terminated"))
-		}
-		name := string(nb[:len(nb)-1])
-		if err := skipPad(); err != nil {
-			return fail(err)
-		}
-		if name == trailerName {
+		h, err := cr.Next()
+		if err == io.EOF {
 			return out, nil
 		}
-		data, err := readN(int64(size))
 		if err != nil {
 			return fail(err)
 		}
-		if err := skipPad(); err != nil {
-			return fail(err)
+		if h.Format != cpio.FormatNewc {
+			return fail(fmt.Errorf("at byte %d: a %v header, not newc", h.Offset, h.Format))
 		}
-		fm, err := fileMode(mode)
+		fm, err := fileMode(h.Mode)
 		if err != nil {
-			return fail(err)
+			return fail(fmt.Errorf("at byte %d: %v", h.Offset, err))
 		}
-		if len(data) > 0 && !fm.IsRegular() && fm&fs.ModeSymlink == 0 {
-			return fail(fmt.Errorf("%s: data on a %v", name, fm.Type()))
+		var data []byte
+		switch {
+		case fm&fs.ModeSymlink != 0:
+			data = []byte(h.Linkname)
+		case h.Size > 0 && !fm.IsRegular():
+			return fail(fmt.Errorf("at byte %d: %s: data on a %v", h.Offset, h.Name, fm.Type()))
+		case h.Size > 1<<31:
+			return fail(fmt.Errorf("at byte %d: %s: size %d out of range", h.Offset, h.Name, h.Size))
+		case h.Size > 0:
+			// Read as it comes: a declared size is no reason to
+			// allocate it before the bytes are there.
+			data, err = io.ReadAll(io.LimitReader(cr, h.Size))
+			if err == nil && int64(len(data)) != h.Size {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil {
+				return fail(fmt.Errorf("at byte %d: %s: %v", h.Offset, h.Name, err))
+			}
 		}
-		e := Entry{Name: name, Mode: fm, Data: data}
+		e := Entry{Name: h.Name, Mode: fm, Data: data}
 		if fm&fs.ModeDevice != 0 {
-			e.Major, e.Minor = rmaj, rmin
+			e.Major, e.Minor = h.DevMajor, h.DevMinor
 		}
 		out = append(out, e)
-	}
-}
-
-func readAllInto(p []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(p) == cap(p) {
-			p = append(p, 0)[:len(p)]
-		}
-		n, err := r.Read(p[len(p):cap(p)])
-		p = p[:len(p)+n]
-		if err == io.EOF {
-			return p, nil
-		}
-		if err != nil {
-			return p, err
-		}
 	}
 }
 
