@@ -139,7 +139,12 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 	}
 	var heldMu sync.Mutex
 	held := map[[2]string]*memSink{} // node index, dest -> where its bytes are
-	c = startCluster(t, cfg.Nodes, func(i int, rc *ReceiverConfig) {
+	// A scenario streams up to 64 MiB through up to a dozen nodes, every
+	// chunk sealed and hashed at each: with the race detector on a loaded
+	// host that took 126 s once (issue #13). The receivers get 5 minutes
+	// (make test's go test -timeout bounds the whole), and a session that
+	// outlives even that says so instead of reporting the nodes it stopped.
+	c = startClusterFor(t, cfg.Nodes, 5*time.Minute, func(i int, rc *ReceiverConfig) {
 		rc.MemoryLimit = limit
 		rc.Dial = dialFrom(i)
 		ns := &nodeSinks{}
@@ -170,7 +175,7 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 			heldMu.Unlock()
 			return out, nil
 		}
-	})
+	}, nil)
 	var items []SendItem
 	var want []string
 	for k, size := range cfg.Items {
@@ -191,6 +196,7 @@ func runTCPScenario(t *testing.T, sc *sim.Scenario) {
 	}
 	rep, err := Send(context.Background(), SenderConfig{Key: testKey, Nodes: c.addrs, DeadTimeout: testDead, ChunkSize: chunk, MemoryLimit: limit, Items: items, Dial: dialFrom(-1),
 		Slow: policy, SlowAfter: cfg.SlowAfter, Rejoin: rejoin})
+	c.checkDeadline()
 	require.NoError(t, err)
 	// The invariants (ring/verdict): each node's own word, what its
 	// sinks hold, the sender's verdicts.

@@ -132,7 +132,10 @@ type recvResult struct {
 }
 
 type cluster struct {
-	t       *testing.T
+	t *testing.T
+	// ctx bounds every receiver (clusterDeadline unless the test says
+	// otherwise): one that outlives it is stopped, as if killed.
+	ctx     context.Context
 	addrs   []string
 	sinks   []*nodeSinks
 	results []chan recvResult
@@ -153,11 +156,20 @@ func startCluster(t *testing.T, n int, cfgf func(i int, c *ReceiverConfig)) *clu
 	return startClusterWrapped(t, n, cfgf, nil)
 }
 
+// clusterDeadline bounds the receivers of a test cluster.
+const clusterDeadline = 60 * time.Second
+
 // startClusterWrapped is startCluster with some listeners wrapped.
 func startClusterWrapped(t *testing.T, n int, cfgf func(i int, c *ReceiverConfig), listenerWraps map[int]func(net.Listener) net.Listener) *cluster {
+	return startClusterFor(t, n, clusterDeadline, cfgf, listenerWraps)
+}
+
+// startClusterFor is startClusterWrapped with the receivers bounded by
+// deadline instead of clusterDeadline.
+func startClusterFor(t *testing.T, n int, deadline time.Duration, cfgf func(i int, c *ReceiverConfig), listenerWraps map[int]func(net.Listener) net.Listener) *cluster {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	c := &cluster{t: t, cancel: cancel}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	c := &cluster{t: t, ctx: ctx, cancel: cancel}
 	t.Cleanup(cancel)
 	for i := 0; i < n; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -192,12 +204,28 @@ func startClusterWrapped(t *testing.T, n int, cfgf func(i int, c *ReceiverConfig
 }
 
 func (c *cluster) wait(i int) recvResult {
+	limit := 60 * time.Second
+	if d, ok := c.ctx.Deadline(); ok {
+		// A receiver ends at the cluster's deadline at the latest.
+		limit = max(limit, time.Until(d)+10*time.Second)
+	}
 	select {
 	case r := <-c.results[i]:
 		return r
-	case <-time.After(60 * time.Second):
+	case <-time.After(limit):
 		c.t.Fatalf("receiver %d did not return", i)
 		return recvResult{}
+	}
+}
+
+// checkDeadline fails the test when the cluster's deadline stopped the
+// receivers: what the session then reports is the test's doing, not a
+// verdict of the chain.
+func (c *cluster) checkDeadline() {
+	c.t.Helper()
+	if c.ctx.Err() == context.DeadlineExceeded {
+		d, _ := c.ctx.Deadline()
+		c.t.Fatalf("the test's deadline (%v) stopped every receiver before the session ended: a host too busy for this test, not a verdict of the chain", time.Until(d).Round(time.Second))
 	}
 }
 
