@@ -741,11 +741,8 @@ func (e *soakEnv) round(p plan) (r roundResult) {
 }
 
 func policyCode(p string) uint8 {
-	switch p {
-	case "wait":
-		return wire.SlowWait
-	case "drop":
-		return wire.SlowDrop
+	if code, ok := wire.ParseSlow(p); ok {
+		return code
 	}
 	return wire.SlowMove
 }

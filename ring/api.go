@@ -105,6 +105,11 @@
 //			Open: func() (ring.Source, error) { f, err := os.Open("img"); return ring.ReaderSource(f), err }}},
 //	})
 //	if err == nil && !rep.OK() { ... }
+//
+// Public: Send and Receive are the API other programs embed the chain with;
+// the protocol core (ring/core), frames (ring/wire) and sealing (ring/seal)
+// are public so that they can be read, reviewed and fuzzed on their own;
+// the wire compression is internal (ring/internal/wirez).
 package ring
 
 import (
@@ -226,21 +231,18 @@ const (
 
 // ParseSlowPolicy reads "move", "wait" or "drop".
 func ParseSlowPolicy(s string) (SlowPolicy, error) {
-	switch p := SlowPolicy(s); p {
-	case SlowMove, SlowWait, SlowDrop:
-		return p, nil
+	if _, ok := wire.ParseSlow(s); !ok {
+		return "", fmt.Errorf("%w: slow-node policy %q (want move, wait or drop)", ErrConfig, s)
 	}
-	return "", fmt.Errorf("%w: slow-node policy %q (want move, wait or drop)", ErrConfig, s)
+	return SlowPolicy(s), nil
 }
 
 func (p SlowPolicy) wire() (uint8, error) {
-	switch p {
-	case "", SlowMove:
+	if p == "" {
 		return wire.SlowMove, nil
-	case SlowWait:
-		return wire.SlowWait, nil
-	case SlowDrop:
-		return wire.SlowDrop, nil
+	}
+	if code, ok := wire.ParseSlow(string(p)); ok {
+		return code, nil
 	}
 	return 0, fmt.Errorf("%w: slow-node policy %q (want move, wait or drop)", ErrConfig, string(p))
 }
@@ -351,16 +353,22 @@ func (r *Report) OK() bool {
 		return false
 	}
 	for _, n := range r.Nodes {
-		if n.State != StateDone {
+		if !r.Verified(n) {
 			return false
 		}
-		if len(n.Items) != len(r.Items) {
+	}
+	return true
+}
+
+// Verified reports whether node n of the report is done and verified
+// every item of the session.
+func (r *Report) Verified(n NodeStatus) bool {
+	if n.State != StateDone || len(n.Items) != len(r.Items) {
+		return false
+	}
+	for _, it := range n.Items {
+		if !it.Verified {
 			return false
-		}
-		for _, it := range n.Items {
-			if !it.Verified {
-				return false
-			}
 		}
 	}
 	return true

@@ -31,7 +31,7 @@ func writeJSON(w io.Writer, ev report.Event) {
 // outcome counts the nodes that completed and verified every item.
 func outcome(rep *ring.Report) (ok, failed int) {
 	for _, n := range rep.Nodes {
-		if nodeOK(n, len(rep.Items)) {
+		if rep.Verified(n) {
 			ok++
 		} else {
 			failed++
@@ -40,21 +40,9 @@ func outcome(rep *ring.Report) (ok, failed int) {
 	return ok, failed
 }
 
-func nodeOK(n ring.NodeStatus, items int) bool {
-	if n.State != ring.StateDone || len(n.Items) != items {
-		return false
-	}
-	for _, it := range n.Items {
-		if !it.Verified {
-			return false
-		}
-	}
-	return true
-}
-
 // nodeResult is the one-word-or-reason result column of the summary.
-func nodeResult(n ring.NodeStatus, items int) string {
-	if nodeOK(n, items) {
+func nodeResult(rep *ring.Report, n ring.NodeStatus) string {
+	if rep.Verified(n) {
 		return "ok"
 	}
 	if n.Err != "" {
@@ -80,7 +68,7 @@ func printSummary(w io.Writer, rep *ring.Report, stats []sourceStats) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  #\tnode\tstate\tbytes\trate\tresult")
 	for _, n := range rep.Nodes {
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\n", n.Index+1, n.Addr, n.State, humanBytes(n.Bytes), humanRate(n.Rate), nodeResult(n, len(rep.Items)))
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\n", n.Index+1, n.Addr, n.State, humanBytes(n.Bytes), humanRate(n.Rate), nodeResult(rep, n))
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "items:")

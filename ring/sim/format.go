@@ -63,7 +63,7 @@ func Format(cfg Config, comment string) string {
 		line("jitter %v", cfg.Jitter)
 	}
 	if cfg.SlowAfter > 0 {
-		policy := map[uint8]string{wire.SlowWait: "wait", wire.SlowMove: "move", wire.SlowDrop: "drop"}[cfg.Slow]
+		policy := wire.SlowName(cfg.Slow)
 		line("policy %s after %v", policy, cfg.SlowAfter)
 	}
 	for _, i := range sortedKeys(cfg.SlowDisk) {

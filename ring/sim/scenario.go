@@ -443,16 +443,11 @@ func (p *scenarioParser) policy() error {
 	if len(p.f) != 2 && !(len(p.f) == 4 && p.f[2] == "after") {
 		return p.bad("want policy wait|move|drop [after DURATION]")
 	}
-	switch p.f[1] {
-	case "wait":
-		p.c.Slow = wire.SlowWait
-	case "move":
-		p.c.Slow = wire.SlowMove
-	case "drop":
-		p.c.Slow = wire.SlowDrop
-	default:
+	code, ok := wire.ParseSlow(p.f[1])
+	if !ok {
 		return p.bad("unknown policy %q (want wait, move or drop)", p.f[1])
 	}
+	p.c.Slow = code
 	p.c.SlowAfter = 3 * time.Second
 	if len(p.f) == 4 {
 		d, err := time.ParseDuration(p.f[3])

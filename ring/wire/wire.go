@@ -32,6 +32,8 @@
 //
 // Payload is what travels (sealed, maybe compressed); the node's plaintext
 // is its business (ring/seal opens it).
+//
+// Public: the frame format, to be read, reviewed and fuzzed on its own.
 package wire
 
 import (
@@ -642,6 +644,28 @@ const (
 	SlowDrop              // a slow node is dropped (reported failed)
 	slowMax
 )
+
+// slowNames are the policies' names on the command line, in scenario
+// files and in reports: the one mapping between names and codes.
+var slowNames = [slowMax]string{SlowWait: "wait", SlowMove: "move", SlowDrop: "drop"}
+
+// SlowName returns the name of a slow-node policy ("" for an unknown code).
+func SlowName(p uint8) string {
+	if p >= slowMax {
+		return ""
+	}
+	return slowNames[p]
+}
+
+// ParseSlow returns the code of a slow-node policy named move, wait or drop.
+func ParseSlow(name string) (uint8, bool) {
+	for p, n := range slowNames {
+		if n == name {
+			return uint8(p), true
+		}
+	}
+	return 0, false
+}
 
 // Manifest describes a session: the chain, the items, and what to do with
 // a node far slower than the rest (Slow, after SlowAfterMs of lag; 0: never).

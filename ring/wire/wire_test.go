@@ -165,3 +165,18 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// The slow-node policies' names and codes map one to one.
+func TestSlowNames(t *testing.T) {
+	for _, name := range []string{"wait", "move", "drop"} {
+		code, ok := ParseSlow(name)
+		require.True(t, ok, name)
+		assert.Equal(t, name, SlowName(code))
+	}
+	for _, bad := range []string{"", "Move", "tail"} {
+		_, ok := ParseSlow(bad)
+		assert.False(t, ok, bad)
+	}
+	assert.Equal(t, "", SlowName(slowMax))
+	assert.Equal(t, uint8(SlowMove), func() uint8 { c, _ := ParseSlow("move"); return c }())
+}
