@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herd-cluster/herd/blockdev"
+	"github.com/herd-cluster/herd/internal/testenv"
 )
 
 func TestParseAllowListRefusesBadPatterns(t *testing.T) {
@@ -217,7 +218,7 @@ func TestDeviceAllowedByRealPathOnly(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "d.img")
 	require.NoError(t, os.WriteFile(img, make([]byte, 1<<20), 0o600))
-	dev := loopDevice(t, img)
+	dev := testenv.AttachLoop(t, img)
 	link := filepath.Join(dir, "disk")
 	require.NoError(t, os.Symlink(dev, link))
 	_, err := blockdev.OpenFileSink(link, 1024, blockdev.SinkOptions{AllowDevices: []string{dir + "/*"}})

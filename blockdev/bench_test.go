@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/herd-cluster/herd/blockdev"
-	"github.com/herd-cluster/herd/blockdev/unixz"
+	"github.com/herd-cluster/herd/blockdev/internal/unixz"
 )
 
 func benchSource(b *testing.B, p string, opts blockdev.SourceOptions, size int64) {

@@ -18,7 +18,7 @@ import (
 
 	"github.com/herd-cluster/herd/blockdev"
 	"github.com/herd-cluster/herd/blockdev/tarstream"
-	"github.com/herd-cluster/herd/blockdev/tarstream/tartest"
+	"github.com/herd-cluster/herd/internal/tartest"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )

@@ -18,7 +18,8 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/blockdev"
-	"github.com/herd-cluster/herd/blockdev/blocktest"
+	"github.com/herd-cluster/herd/blockdev/internal/blocktest"
+	"github.com/herd-cluster/herd/internal/testenv"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -87,7 +88,7 @@ func TestCookDecompressToDevice(t *testing.T) {
 	needRoot(t)
 	img := filepath.Join(t.TempDir(), "disk.img")
 	require.NoError(t, os.WriteFile(img, patterned(4<<20, 8), 0o600))
-	dev := loopDevice(t, img)
+	dev := testenv.AttachLoop(t, img)
 	data := make([]byte, 3<<20)
 	copy(data[1<<20:], patterned(1<<20, 22)) // zeros, data, zeros
 	z := compressFile(t, "gzip", data)

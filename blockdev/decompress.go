@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/herd-cluster/herd/blockdev/unixz"
+	"github.com/herd-cluster/herd/blockdev/internal/unixz"
 	"github.com/klauspost/compress/zstd"
 )
 

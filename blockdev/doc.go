@@ -30,6 +30,10 @@
 //	err = dst.Sync()
 //	dst.Close()
 //	st := src.Stats() // device bytes, used bytes, bytes yielded
+//
+// Public: the sources and sinks are the API other programs copy with; their
+// parsers are in subpackages (cpio, fsmap, tarstream, public because they
+// read formats anyone may need) and internal/ (unixz, blocktest).
 package blockdev
 
 import (

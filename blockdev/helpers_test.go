@@ -81,21 +81,6 @@ func sparseFile(t testing.TB, data []byte) string {
 	return p
 }
 
-// loopDevice attaches file to a new loop device and detaches it at cleanup.
-func loopDevice(t testing.TB, file string) string {
-	t.Helper()
-	needRoot(t)
-	needTool(t, "losetup", "util-linux")
-	out, err := exec.Command("losetup", "-f", "--show", file).Output()
-	dev := strings.TrimSpace(string(out))
-	if strings.HasPrefix(dev, "/dev/loop") {
-		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	}
-	require.NoError(t, err, "losetup -f --show %s", file)
-	require.True(t, strings.HasPrefix(dev, "/dev/loop") && !strings.ContainsAny(dev, " \n"), "losetup printed %q", dev)
-	return dev
-}
-
 // compressFile runs a compressor (gzip, zstd, compress) on data.
 func compressFile(t testing.TB, tool string, data []byte) string {
 	t.Helper()

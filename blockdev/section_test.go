@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/herd-cluster/herd/blockdev"
+	"github.com/herd-cluster/herd/internal/testenv"
 	"github.com/stretchr/testify/require"
 )
 
@@ -64,7 +65,7 @@ func TestSectionDeviceSinkTooSmall(t *testing.T) {
 	needRoot(t)
 	img := filepath.Join(t.TempDir(), "d.img")
 	require.NoError(t, os.WriteFile(img, make([]byte, 2<<20), 0o600))
-	dev := loopDevice(t, img)
+	dev := testenv.AttachLoop(t, img)
 	_, err := blockdev.OpenSink(dev, 1<<20+512, blockdev.SinkOptions{AllowDevices: []string{dev}, Offset: 1 << 20})
 	require.ErrorIs(t, err, blockdev.ErrTooSmall)
 	require.Contains(t, err.Error(), "1048576 bytes after offset 1048576")

@@ -10,7 +10,8 @@ import (
 	"testing"
 
 	"github.com/herd-cluster/herd/blockdev"
-	"github.com/herd-cluster/herd/blockdev/blocktest"
+	"github.com/herd-cluster/herd/blockdev/internal/blocktest"
+	"github.com/herd-cluster/herd/internal/testenv"
 	"github.com/stretchr/testify/require"
 )
 
@@ -58,7 +59,7 @@ func TestDeviceSinkConformance(t *testing.T) {
 			// Garbage everywhere, so holes must be zeroed by ZeroUnused or by the
 			// suite writing a fresh image each time.
 			require.NoError(t, os.WriteFile(img, make([]byte, 4<<20), 0o600))
-			dev := loopDevice(t, img)
+			dev := testenv.AttachLoop(t, img)
 			blocktest.TestSink(t, blocktest.SinkCase{
 				Open: func(t *testing.T, size int64) blocktest.Sink {
 					if !zero {
@@ -90,7 +91,7 @@ func TestZeroUnusedWholeDevice(t *testing.T) {
 	needRoot(t)
 	img := filepath.Join(t.TempDir(), "disk.img")
 	require.NoError(t, os.WriteFile(img, patterned(2<<20, 5), 0o600))
-	dev := loopDevice(t, img)
+	dev := testenv.AttachLoop(t, img)
 	s, err := blockdev.OpenFileSink(dev, 1<<20, blockdev.SinkOptions{AllowDevices: []string{dev}, ZeroUnused: true})
 	require.NoError(t, err)
 	_, err = s.WriteAt([]byte("hello"), 4096)
@@ -113,7 +114,7 @@ func TestSinkRefusesSmallDevice(t *testing.T) {
 	needRoot(t)
 	img := filepath.Join(t.TempDir(), "small.img")
 	require.NoError(t, os.WriteFile(img, make([]byte, 1<<20), 0o600))
-	dev := loopDevice(t, img)
+	dev := testenv.AttachLoop(t, img)
 	_, err := blockdev.OpenSink(dev, 2<<20, blockdev.SinkOptions{AllowDevices: []string{dev}})
 	require.ErrorIs(t, err, blockdev.ErrTooSmall)
 	require.Contains(t, err.Error(), "1048576")
@@ -124,7 +125,7 @@ func TestSinkRefusesUnlistedDevice(t *testing.T) {
 	needRoot(t)
 	img := filepath.Join(t.TempDir(), "d.img")
 	require.NoError(t, os.WriteFile(img, make([]byte, 1<<20), 0o600))
-	dev := loopDevice(t, img)
+	dev := testenv.AttachLoop(t, img)
 	_, err := blockdev.OpenSink(dev, 1024, blockdev.SinkOptions{})
 	require.ErrorIs(t, err, blockdev.ErrNotAllowed)
 	_, err = blockdev.OpenSink(dev, 1024, blockdev.SinkOptions{AllowDevices: []string{"/dev/sda"}})
@@ -138,7 +139,7 @@ func TestSinkRefusesMountedDevice(t *testing.T) {
 	require.NoError(t, os.WriteFile(img, nil, 0o600))
 	require.NoError(t, os.Truncate(img, 8<<20))
 	run(t, "mkfs.ext4", "-q", "-F", img)
-	dev := loopDevice(t, img)
+	dev := testenv.AttachLoop(t, img)
 	mnt := t.TempDir()
 	out, err := exec.Command("mount", dev, mnt).CombinedOutput()
 	if err != nil {

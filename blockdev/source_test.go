@@ -6,7 +6,8 @@ import (
 	"testing"
 
 	"github.com/herd-cluster/herd/blockdev"
-	"github.com/herd-cluster/herd/blockdev/blocktest"
+	"github.com/herd-cluster/herd/blockdev/internal/blocktest"
+	"github.com/herd-cluster/herd/internal/testenv"
 	"github.com/stretchr/testify/require"
 )
 
@@ -28,7 +29,7 @@ func TestSourceConformance(t *testing.T) {
 		"gzip":   func(t *testing.T) string { return compressFile(t, "gzip", data) },
 		"zstd":   func(t *testing.T) string { return compressFile(t, "zstd", data) },
 		"Z":      func(t *testing.T) string { return compressFile(t, "compress", data) },
-		"device": func(t *testing.T) string { return loopDevice(t, plain) },
+		"device": func(t *testing.T) string { return testenv.AttachLoop(t, plain) },
 	}
 	for name, mk := range cases {
 		for _, zero := range []bool{false, true} {
@@ -86,7 +87,7 @@ func TestSourceStats(t *testing.T) {
 
 func TestDeviceSizeFromIoctl(t *testing.T) {
 	p := writeFile(t, "dev.img", patterned(3<<20+4096, 3))
-	dev := loopDevice(t, p)
+	dev := testenv.AttachLoop(t, p)
 	s := openSrc(t, dev, blockdev.SourceOptions{})
 	require.Equal(t, int64(3<<20+4096), s.Size())
 	require.Equal(t, "raw", s.Stats().Method)

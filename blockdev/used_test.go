@@ -13,8 +13,9 @@ import (
 	"testing"
 
 	"github.com/herd-cluster/herd/blockdev"
-	"github.com/herd-cluster/herd/blockdev/blocktest"
 	"github.com/herd-cluster/herd/blockdev/fsmap"
+	"github.com/herd-cluster/herd/blockdev/internal/blocktest"
+	"github.com/herd-cluster/herd/internal/testenv"
 	"github.com/stretchr/testify/require"
 )
 
@@ -79,7 +80,7 @@ func usedExtents(t *testing.T, p string) []blockdev.Extent {
 
 func TestUsedOnlyExt4OnLoopDevice(t *testing.T) {
 	img := ext4Image(t)
-	dev := loopDevice(t, img)
+	dev := testenv.AttachLoop(t, img)
 	src := openSrc(t, dev, blockdev.SourceOptions{UsedOnly: true})
 	require.Equal(t, "ext4", src.Stats().Method)
 	f, err := os.Open(img)
@@ -147,7 +148,7 @@ func TestUsedOnlyUnknownFallsBackToZeroSkip(t *testing.T) {
 
 func TestSourceRefusesMountedRW(t *testing.T) {
 	img := ext4Image(t)
-	dev := loopDevice(t, img)
+	dev := testenv.AttachLoop(t, img)
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount here: %s", out)

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herd-cluster/herd/blockdev"
-	"github.com/herd-cluster/herd/blockdev/blocktest"
+	"github.com/herd-cluster/herd/blockdev/internal/blocktest"
 )
 
 func TestVerifySinkConformance(t *testing.T) {

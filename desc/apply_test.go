@@ -28,22 +28,6 @@ func needRoot(t *testing.T, tools ...string) {
 	}
 }
 
-// attachLoop attaches a loop device to path (with optional offset and
-// size) and detaches it at cleanup.
-func attachLoop(t *testing.T, path string, extra ...string) string {
-	t.Helper()
-	args := append([]string{"--find", "--show"}, extra...)
-	out, err := exec.Command("losetup", append(args, path)...).CombinedOutput()
-	require.NoError(t, err, "losetup: %s", out)
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
-			t.Errorf("detach %s: %v: %s", loop, err, out)
-		}
-	})
-	return loop
-}
-
 // blkidAt probes the filesystem at a byte range of dev.
 func blkidAt(t *testing.T, dev string, off, size int64) map[string]string {
 	t.Helper()
@@ -67,7 +51,7 @@ func TestDescApplyLoopDevice(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			const size = 1 * GiB
 			img := sparseImage(t, size)
-			dev := attachLoop(t, img)
+			dev := testenv.AttachLoop(t, img)
 			p, err := mustParse(t, text).Layout(size, 512)
 			require.NoError(t, err)
 
@@ -109,7 +93,7 @@ func TestDescApplyLoopDevice(t *testing.T) {
 				if pp.UUID != "" {
 					assert.Equal(t, strings.ToLower(pp.UUID), strings.ToLower(info["UUID"]), "uuid of partition %d", pp.Index)
 				}
-				part := attachLoop(t, dev, "--offset", strconv.FormatInt(off, 10), "--sizelimit", strconv.FormatInt(n, 10))
+				part := testenv.AttachLoop(t, dev, "--offset", strconv.FormatInt(off, 10), "--sizelimit", strconv.FormatInt(n, 10))
 				var fsck *exec.Cmd
 				switch pp.FS {
 				case "ext2", "ext3", "ext4":
@@ -153,7 +137,7 @@ func TestDescApplyRefusesInUse(t *testing.T) {
 	needRoot(t, "losetup")
 	const size = 64 * MiB
 	img := sparseImage(t, size)
-	dev := attachLoop(t, img)
+	dev := testenv.AttachLoop(t, img)
 	p, err := mustParse(t, "linux fill\n").Layout(size, 512)
 	require.NoError(t, err)
 
@@ -162,7 +146,7 @@ func TestDescApplyRefusesInUse(t *testing.T) {
 	require.ErrorIs(t, err, ErrInUse)
 
 	// The loop device is in use by a partition loop device on top of it.
-	attachLoop(t, dev, "--offset", "1048576")
+	testenv.AttachLoop(t, dev, "--offset", "1048576")
 	err = Apply(context.Background(), p, dev)
 	require.ErrorIs(t, err, ErrInUse)
 	head := make([]byte, 512)
@@ -232,7 +216,7 @@ func TestDescApply4KSectors(t *testing.T) {
 	needRoot(t, "losetup", "sfdisk", "mkfs.ext4", "blkid")
 	const size = 256 * MiB
 	img := sparseImage(t, size)
-	dev := attachLoop(t, img, "--sector-size", "4096")
+	dev := testenv.AttachLoop(t, img, "--sector-size", "4096")
 	gotSize, ss, err := DeviceSize(dev)
 	require.NoError(t, err)
 	require.Equal(t, int64(size), gotSize)
@@ -265,7 +249,7 @@ func TestDescApplyRefusesMounted(t *testing.T) {
 	needRoot(t, "losetup", "mkfs.ext4", "mount", "umount")
 	const size = 64 * MiB
 	img := sparseImage(t, size)
-	dev := attachLoop(t, img)
+	dev := testenv.AttachLoop(t, img)
 	out, err := exec.Command("mkfs.ext4", "-q", "-F", dev).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	mnt := t.TempDir()
@@ -290,14 +274,14 @@ func TestDescCheckNotInUseByDeviceNumber(t *testing.T) {
 	needRoot(t, "losetup")
 	const size = 16 * MiB
 	img := sparseImage(t, size)
-	dev := attachLoop(t, img)
+	dev := testenv.AttachLoop(t, img)
 	st, err := os.Stat(dev)
 	require.NoError(t, err)
 	alias := filepath.Join(t.TempDir(), "disk")
 	sys := st.Sys().(*syscall.Stat_t)
 	require.NoError(t, syscall.Mknod(alias, syscall.S_IFBLK|0o600, int(sys.Rdev)))
 	require.NoError(t, CheckNotInUse(alias), "nothing sits on the disk yet")
-	attachLoop(t, alias, "--offset", "1048576")
+	testenv.AttachLoop(t, alias, "--offset", "1048576")
 	require.ErrorIs(t, CheckNotInUse(alias), ErrInUse)
 	require.ErrorIs(t, CheckNotInUse(dev), ErrInUse)
 

@@ -20,4 +20,7 @@
 // Parse, Layout, Encode, ReadTable and ToDesc are pure and safe for
 // concurrent use on distinct values. Apply runs external tools
 // (losetup, mkfs.*, mkswap) and must be given a device nobody uses.
+//
+// Public: descs are a file format admins write, and other tools may lay
+// them out or apply them.
 package desc

@@ -32,4 +32,6 @@
 // Header, ParseFstab, RewriteFstab, RewriteBootConfig and ParseFileSum
 // are pure. The
 // Receiver runs mkfs tools, mount, extlinux and chroot, and needs root.
+//
+// Public: the file-level method as herd send and herd recv run it.
 package filelevel

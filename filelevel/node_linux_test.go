@@ -45,21 +45,6 @@ func sparseFile(t *testing.T, size int64) string {
 	return p
 }
 
-// attachRO attaches a read-only loop device to a section of img,
-// detached at the end of the test.
-func attachRO(t *testing.T, img string, off, size int64) string {
-	t.Helper()
-	out, err := exec.Command("losetup", "--find", "--show", "--read-only", "--offset", itoa(off), "--sizelimit", itoa(size), img).CombinedOutput()
-	require.NoError(t, err, "losetup: %s", out)
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("detach %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // isStatic reports whether the ELF binary at p has no interpreter.
@@ -226,7 +211,7 @@ func checkNode(t *testing.T, img string, size int64, res Result, golden string, 
 	uuids := map[string]string{}
 	for i, pp := range got.Parts {
 		fs := res.FS[i]
-		dev := attachRO(t, img, pp.Offset(512), pp.Bytes(512))
+		dev := testenv.AttachLoop(t, img, "--read-only", "--offset", itoa(pp.Offset(512)), "--sizelimit", itoa(pp.Bytes(512)))
 		out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", dev).Output()
 		require.NoError(t, err)
 		assert.Equal(t, fs.UUID, strings.TrimSpace(string(out)), "UUID of partition %d", i+1)
@@ -367,7 +352,7 @@ func TestKeepUUIDsOverTCP(t *testing.T) {
 	assert.Empty(t, res.Changes, "fstab already names the filesystems")
 	want := []string{"11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222", "33333333-3333-4333-8333-333333333333"}
 	for i, pp := range res.Plan.Parts {
-		dev := attachRO(t, img, pp.Offset(512), pp.Bytes(512))
+		dev := testenv.AttachLoop(t, img, "--read-only", "--offset", itoa(pp.Offset(512)), "--sizelimit", itoa(pp.Bytes(512)))
 		out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", dev).Output()
 		require.NoError(t, err)
 		assert.Equal(t, want[i], strings.TrimSpace(string(out)), "partition %d", i+1)
@@ -426,7 +411,7 @@ func TestGPTWithESPOverTCP(t *testing.T) {
 	require.Equal(t, "vfat", esp.FS)
 	assert.Regexp(t, `^[0-9A-F]{4}-[0-9A-F]{4}$`, esp.UUID)
 
-	dev := attachRO(t, img, res.Plan.Parts[0].Offset(512), res.Plan.Parts[0].Bytes(512))
+	dev := testenv.AttachLoop(t, img, "--read-only", "--offset", itoa(res.Plan.Parts[0].Offset(512)), "--sizelimit", itoa(res.Plan.Parts[0].Bytes(512)))
 	out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", dev).Output()
 	require.NoError(t, err)
 	assert.Equal(t, esp.UUID, strings.TrimSpace(string(out)))
@@ -525,7 +510,7 @@ func TestGPTSeparateBootOverTCP(t *testing.T) {
 
 	boot := res.Plan.Parts[0]
 	mnt := t.TempDir()
-	require.NoError(t, unix.Mount(attachRO(t, img, boot.Offset(512), boot.Bytes(512)), mnt, "ext4", unix.MS_RDONLY, ""))
+	require.NoError(t, unix.Mount(testenv.AttachLoop(t, img, "--read-only", "--offset", itoa(boot.Offset(512)), "--sizelimit", itoa(boot.Bytes(512))), mnt, "ext4", unix.MS_RDONLY, ""))
 	defer unix.Unmount(mnt, 0)
 	assert.FileExists(t, filepath.Join(mnt, "extlinux/ldlinux.sys"))
 	conf, err := os.ReadFile(filepath.Join(mnt, "extlinux/extlinux.conf"))

@@ -31,4 +31,7 @@
 //	fmt.Print(string(p.Stdout()))
 //
 // Root is required; harnesstest.New skips the test with a message when it is missing.
+//
+// Public: herd lab, the benches and the end-to-end suites build clusters
+// with it; its test helpers are in harness/harnesstest.
 package harness

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,9 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/herd-cluster/herd/internal/syncio"
 )
 
 // Command prepares name with args to run inside the node: in its network
@@ -54,8 +54,8 @@ func nsenterPath() string {
 type Proc struct {
 	node   *Node
 	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
+	stdout syncio.Buffer
+	stderr syncio.Buffer
 	done   chan struct{}
 	err    error
 }
@@ -82,7 +82,7 @@ func (n *Node) StartWith(ctx context.Context, stdin io.Reader, name string, args
 	cmd := n.Command(ctx, name, args...)
 	cmd.Stdin = stdin
 	if log != nil {
-		lw := &lockedWriter{w: log}
+		lw := syncio.NewWriter(log)
 		fmt.Fprintf(lw, "=== %s %s: %s %s\n", time.Now().Format(time.RFC3339Nano), n.name, name, strings.Join(args, " "))
 		cmd.Stdout = io.MultiWriter(&p.stdout, lw)
 		cmd.Stderr = io.MultiWriter(&p.stderr, lw)
@@ -207,32 +207,4 @@ func (p *Proc) signalGroup(sig syscall.Signal) error {
 		return fmt.Errorf("signal %d to %s pid %d: %w", sig, p.node.name, p.cmd.Process.Pid, err)
 	}
 	return nil
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

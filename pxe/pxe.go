@@ -25,6 +25,9 @@
 //	})
 //	if err != nil { ... }
 //	err = srv.Run(ctx) // until ctx is cancelled
+//
+// Public: herd pxe serve and herd deploy run it; so may a site's own
+// tooling.
 package pxe
 
 import (

@@ -12,4 +12,6 @@
 //	t.Cleanup(vm.Kill)
 //	if _, err := vm.ExpectString("login:", time.Minute); err != nil { ... }
 //	err = vm.Reset()
+//
+// Public for herd's suites and benches; not part of herd's runtime.
 package qemu

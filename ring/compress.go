@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"github.com/herd-cluster/herd/blockdev/wirez"
+	"github.com/herd-cluster/herd/ring/internal/wirez"
 	"github.com/herd-cluster/herd/ring/wire"
 )
 

@@ -15,8 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/herd-cluster/herd/blockdev/wirez"
 	"github.com/herd-cluster/herd/ring/core"
+	"github.com/herd-cluster/herd/ring/internal/wirez"
 	"github.com/herd-cluster/herd/ring/seal"
 	"github.com/herd-cluster/herd/ring/wire"
 )

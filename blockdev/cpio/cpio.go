@@ -13,6 +13,8 @@
 //		if err != nil { return err }
 //		io.Copy(dst, cr) // the entry's data (empty for symlinks: see Linkname)
 //	}
+//
+// Public: herd's one cpio reader (cooking and the initramfs tools use it).
 package cpio
 
 import (

@@ -13,6 +13,9 @@
 //
 // The readers only read; they never write to the device. They are pure
 // parsers over an io.ReaderAt and are fuzzed.
+//
+// Public: used-block maps are useful beside herd (and partclone's maps are
+// read here).
 package fsmap
 
 import (

@@ -25,6 +25,9 @@
 //		}
 //		out.Truncate(h.Size)
 //	}
+//
+// Public: a streaming tar reader that keeps sparse maps, used by cooking
+// and the file-level method.
 package tarstream
 
 import (

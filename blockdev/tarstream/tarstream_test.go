@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/blockdev/tarstream"
-	"github.com/herd-cluster/herd/blockdev/tarstream/tartest"
+	"github.com/herd-cluster/herd/internal/tartest"
 	"github.com/stretchr/testify/require"
 )
 

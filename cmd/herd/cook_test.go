@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herd-cluster/herd/blockdev/tarstream"
-	"github.com/herd-cluster/herd/blockdev/tarstream/tartest"
+	"github.com/herd-cluster/herd/internal/tartest"
 )
 
 // startSend runs herd send of one cooked item in the background; it is

@@ -12,13 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herd-cluster/herd/internal/syncio"
 	"github.com/herd-cluster/herd/pxe/agent"
 	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/pxe/state"
@@ -246,14 +246,14 @@ func (e *serverEnv) args() []string {
 // inProcess is herd running in this test process until ctx ends.
 type inProcess struct {
 	done           chan int
-	stdout, stderr *lockedBuffer
+	stdout, stderr *syncio.Buffer
 }
 
 // startHerd runs herd with args in-process and waits until its HTTP
 // server at e.base answers.
 func (e *serverEnv) startHerd(t *testing.T, ctx context.Context, args ...string) *inProcess {
 	t.Helper()
-	p := &inProcess{done: make(chan int, 1), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
+	p := &inProcess{done: make(chan int, 1), stdout: &syncio.Buffer{}, stderr: &syncio.Buffer{}}
 	go func() { p.done <- run(ctx, args, strings.NewReader(""), p.stdout, p.stderr) }()
 	waitHTTP(t, e.base)
 	return p
@@ -270,26 +270,6 @@ func (p *inProcess) wait(t *testing.T, ctx context.Context) int {
 		return -1
 	}
 }
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Bytes() []byte { return []byte(l.String()) }
 
 // postSigned posts body to url, signed with c unless it is nil, and
 // returns the status.

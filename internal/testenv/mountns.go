@@ -1,4 +1,7 @@
-// Package testenv holds helpers shared by herd's tests.
+// Package testenv holds what herd's tests share: preconditions (NeedRoot,
+// NeedTools), a private mount namespace (InPrivateMounts), loop devices
+// (AttachLoop). It is
+// internal: test support, no API; the herd binary never links it.
 package testenv
 
 import (

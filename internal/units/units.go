@@ -12,6 +12,8 @@
 //
 // A desc file's sizes follow the same units, but a plain number there is
 // MiB (KA's grammar; see desc.ParseSize).
+//
+// Internal: the CLI's one rule for sizes and rates, not an API.
 package units
 
 import (

@@ -12,10 +12,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/herd-cluster/herd/internal/syncio"
 	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/ring/report"
 )
@@ -510,7 +510,7 @@ func (a *Agent) defaults() {
 	if a.Console == nil {
 		a.Console = io.Discard
 	}
-	a.Console = &lockedWriter{w: a.Console}
+	a.Console = syncio.NewWriter(a.Console)
 	if a.NetUp == nil {
 		a.NetUp = func(ctx context.Context) (Lease, error) { return DHCP(ctx, "eth0", a.Console) }
 	}
@@ -567,16 +567,4 @@ func (a *Agent) defaults() {
 	if a.Stage2Credentials == "" {
 		a.Stage2Credentials = Stage2CredentialsFile
 	}
-}
-
-// lockedWriter serialises writes from the agent and its subprocess.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

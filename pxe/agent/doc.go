@@ -30,4 +30,7 @@
 //	if err != nil { ... }
 //	a := &agent.Agent{Config: cfg, Console: os.Stdout}
 //	err = a.Run(ctx) // reboots at the end (or runs the stage 2)
+//
+// Public: what herd agent runs in the initramfs; its cmdline and client are
+// the agent side of the API in docs/security.md.
 package agent

@@ -8,6 +8,9 @@
 //	cfg := bootcfg.PXELinuxInstall("vmlinuz", "initrd.img", p.KernelArgs())
 //	local := bootcfg.PXELinuxLocal()
 //	name := bootcfg.PXELinuxFileName("52:54:00:12:34:56") // pxelinux.cfg/01-52-54-00-12-34-56
+//
+// Public: the boot configuration herd generates, for tools that write their
+// own.
 package bootcfg
 
 import (

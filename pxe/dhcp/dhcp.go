@@ -15,6 +15,9 @@
 //	pool := dhcp.NewPool(cfg.Start, cfg.End)
 //	reply, err := dhcp.Handle(cfg, pool, req, 67)
 //	if errors.Is(err, dhcp.ErrIgnore) { /* stay silent */ }
+//
+// Public: the DHCP decisions, for tests and tools that want them without
+// sockets.
 package dhcp
 
 import (

@@ -27,6 +27,9 @@
 //	st, _ := state.Open("machines.json")
 //	srv := &httpboot.Server{Dir: "/srv/herd/boot", Store: st, Key: sessionKey, Script: myScript}
 //	go srv.ListenAndServe(":8080")
+//
+// Public: the HTTP server and its signed API (an OperatorClient for the
+// operator's side).
 package httpboot
 
 import (

@@ -14,4 +14,6 @@
 //	err = initramfs.ExtractDeb(ctx, deb, work)
 //	res, err := initramfs.Build(initramfs.Options{KernelRoot: work, Herd: "/usr/local/bin/herd"})
 //	err = res.WriteFiles("/srv/herd", "vmlinuz", "initrd.img")
+//
+// Public: herd initramfs build and stage2 are thin commands over it.
 package initramfs

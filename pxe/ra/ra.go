@@ -9,6 +9,8 @@
 //	adv, err := ra.Listen("br0", netip.MustParsePrefix("fd68:6572:6400::/64"))
 //	if err != nil { ... }
 //	go adv.Serve(ctx) // every 2 s and in answer to router solicitations
+//
+// Public but small: only the PXE server uses it.
 package ra
 
 import (

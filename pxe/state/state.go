@@ -23,6 +23,9 @@
 //	st.Register("52:54:00:12:34:56", "10.0.0.101", 9998, "lab")
 //	st.Report("52:54:00:12:34:56", true, "", 1<<30)
 //	st.MarkLocal("52:54:00:12:34:56")
+//
+// Public: the machine state file is an interface (herd pxe list reads it,
+// admins may too).
 package state
 
 import (

@@ -13,6 +13,8 @@
 //	srv := &tftp.Server{Dir: "/srv/herd/boot"}
 //	go srv.ListenAndServe(":69")
 //	defer srv.Shutdown()
+//
+// Public but small: only the PXE server uses it.
 package tftp
 
 import (

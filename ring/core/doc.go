@@ -30,4 +30,7 @@
 //		// ...
 //		}
 //	}
+//
+// Public so that other drivers (the simulator, a future transport) can run
+// the same state machines.
 package core

@@ -30,6 +30,8 @@
 //	for _, c := range cfg.Clients { addr := c.Addr() ... }
 //
 // Parse is pure: it never touches the network or the files named.
+//
+// Public: Dolly and Dolly+ configs are a file format admins keep.
 package dollycfg
 
 import (

@@ -4,6 +4,8 @@
 // script against (docs/json.md): fields are added, never renamed, and
 // every line says its Version, so that a reader refuses what it does not
 // understand instead of misreading it.
+//
+// Public: the JSON lines are an interface (docs/json.md).
 package report
 
 import (
@@ -23,7 +25,37 @@ const Version = 1
 const (
 	Progress = "progress" // while a session runs (herd send, every second)
 	Summary  = "summary"  // once, at the end (herd send, herd recv)
+	Deploy   = "deploy"   // once, at the end of herd deploy --json
 )
+
+// Machine is one machine of a deploy's ok/ko list: OK when it verified
+// its copy and was switched to local boot; else Reason says why not.
+// State is its boot state (new, cloning, done, local, failed, ...).
+type Machine struct {
+	MAC    string `json:"mac"`
+	Name   string `json:"name,omitempty"`
+	IP     string `json:"ip,omitempty"`
+	OK     bool   `json:"ok"`
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Chain is one chain a deploy ran (stage2, then image or files): its
+// machines in chain order and how each ended, as the sender saw it.
+type Chain struct {
+	Name  string      `json:"name"`
+	OK    bool        `json:"ok"`
+	Error string      `json:"error,omitempty"`
+	Nodes []ChainNode `json:"nodes"`
+}
+
+// ChainNode is one node of a deploy's chain.
+type ChainNode struct {
+	MAC   string `json:"mac"`
+	Addr  string `json:"addr"`
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}
 
 // Item is an item's outcome: on a node, or at the source in a summary.
 type Item struct {
@@ -58,13 +90,13 @@ type Stats struct {
 // Event is one line.
 type Event struct {
 	Version int     `json:"version"`
-	Event   string  `json:"event"`        // Progress or Summary
-	OK      *bool   `json:"ok,omitempty"` // summaries: every node verified every item
+	Event   string  `json:"event"`        // Progress, Summary or Deploy
+	OK      *bool   `json:"ok,omitempty"` // summaries: every node verified every item; deploy: every machine deployed
 	Seconds float64 `json:"seconds"`
 	Total   int64   `json:"total,omitempty"` // progress: bytes to send
 	Bytes   int64   `json:"bytes"`
 	Items   []Item  `json:"items,omitempty"`
-	Nodes   []Node  `json:"nodes"`
+	Nodes   []Node  `json:"nodes,omitempty"`
 	Stats   []Stats `json:"stats,omitempty"`
 	// Compress is the wire compression used (none, zstd); WireBytes the
 	// chunk payload the source put on the wire, after compression.
@@ -72,9 +104,14 @@ type Event struct {
 	WireBytes int64  `json:"wire_bytes,omitempty"`
 	// Insecure is set in the summary of a session run without a key.
 	Insecure bool `json:"insecure,omitempty"`
+	// Machines and Chains are a deploy's result, sorted by MAC and in
+	// the order the chains ran.
+	Machines []Machine `json:"machines,omitempty"`
+	Chains   []Chain   `json:"chains,omitempty"`
 }
 
-// IsSummary reports whether ev is a summary with its verdict.
+// IsSummary reports whether ev is a summary (of herd send or herd recv)
+// with its verdict.
 func (ev *Event) IsSummary() bool { return ev.Event == Summary && ev.OK != nil }
 
 // Failed returns the first node error of the event ("" if none).

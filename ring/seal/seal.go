@@ -34,6 +34,9 @@
 // Without a session key (herd's --insecure mode) Plain channels pass frames
 // as they are, and chunks carry an xxh3-128 checksum against accidents, not
 // attackers.
+//
+// Public so that the construction can be reviewed and tested on its own;
+// only ring uses it.
 package seal
 
 import (

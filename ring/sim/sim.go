@@ -9,6 +9,9 @@
 //	res, err := sim.Run(sim.Config{Nodes: 100, Size: 64 << 20, ChunkSize: 1 << 20,
 //		Bandwidth: 125e6, Latency: 100 * time.Microsecond})
 //	// res.Elapsed ≈ Size/Bandwidth + Nodes*(ChunkSize/Bandwidth + Latency)
+//
+// Public on purpose: the simulator and its scenario files are how a change
+// to the protocol is checked, by anyone.
 package sim
 
 import (

@@ -14,6 +14,10 @@
 // the lab specs (e2e): each fills a Session with what it observed and
 // what it injected, and Check says which invariant broke, for which node
 // and why. The package does no I/O.
+//
+// Public: the invariants are the chain's promise; the simulator, the TCP
+// tests, the lab suites and the soak bench check them with this one
+// checker.
 package verdict
 
 import (

@@ -7,6 +7,8 @@
 //	var b bytes.Buffer
 //	b.Write(tartest.SparsePAX10("big", 1<<50, []tarstream.Fragment{{Off: 1 << 40, Len: 3}}))
 //	b.Write(tartest.End())
+//
+// Internal: test support.
 package tartest
 
 import (

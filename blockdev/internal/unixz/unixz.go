@@ -11,6 +11,8 @@
 //	zr, err := unixz.NewReader(f)
 //	if err != nil { ... }
 //	io.Copy(dst, zr)
+//
+// Internal to blockdev (its decompressor for .Z); not an API.
 package unixz
 
 import (

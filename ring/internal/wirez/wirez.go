@@ -13,6 +13,8 @@
 // and at each receiver:
 //
 //	raw, err := c.Decompress(nil, out, len(chunk))
+//
+// Internal to ring: the chain's wire compression, not an API.
 package wirez
 
 import (
