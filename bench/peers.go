@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 // waitAll waits for every process and returns the failures.
@@ -48,14 +48,8 @@ func waitGrace(ps []*harness.Proc, grace time.Duration) error {
 
 // nodeErrors lists the per-node errors of herd's JSON summary.
 func nodeErrors(stdout []byte) string {
-	var s struct {
-		Nodes []struct {
-			Addr  string `json:"addr"`
-			State string `json:"state"`
-			Error string `json:"error"`
-		} `json:"nodes"`
-	}
-	if json.Unmarshal([]byte(lastLine(stdout)), &s) != nil {
+	s, err := report.Parse([]byte(lastLine(stdout)))
+	if err != nil {
 		return ""
 	}
 	var b strings.Builder

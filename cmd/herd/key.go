@@ -218,3 +218,25 @@ func chooseKey(keyFile string, insecure bool, missing string) ([]byte, error) {
 	}
 	return readKey(keyFile)
 }
+
+// freshKeyFile writes a new random session key (64 hex characters) to a
+// private temporary file and returns its path.
+func freshKeyFile() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("session key: %w", err)
+	}
+	f, err := os.CreateTemp("", "herd-deploy-key-")
+	if err != nil {
+		return "", fmt.Errorf("session key file: %w", err)
+	}
+	_, werr := f.WriteString(hex.EncodeToString(b[:]))
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("session key file: %w", werr)
+	}
+	return f.Name(), nil
+}

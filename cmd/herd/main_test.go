@@ -137,6 +137,35 @@ func startReceivers(t testing.TB, n int, extra ...string) []*receiver {
 	return startReceiversIn(t, n, "", extra...)
 }
 
+// startReceiverAt starts one herd recv on addr with --root root (made;
+// none if "") and chainKey (unless extra has --key-file or --insecure);
+// it is killed at the end of the test if still running.
+func startReceiverAt(t testing.TB, addr, root string, extra ...string) *receiver {
+	t.Helper()
+	r := &receiver{addr: addr, root: root, exited: make(chan struct{})}
+	args := []string{"recv", "--listen", r.addr, "--json"}
+	if root != "" {
+		require.NoError(t, os.MkdirAll(r.root, 0o755))
+		args = append(args, "--root", r.root)
+	}
+	args = append(args, extra...)
+	if !slices.Contains(extra, "--key-file") && !slices.Contains(extra, "--insecure") {
+		args = append(args, "--key-file", chainKey)
+	}
+	r.cmd = exec.Command(herdBin, args...)
+	r.cmd.Stdout, r.cmd.Stderr = &r.stdout, &r.stderr
+	require.NoError(t, r.cmd.Start())
+	go func() { r.err = r.cmd.Wait(); close(r.exited) }()
+	t.Cleanup(func() {
+		r.cmd.Process.Kill()
+		<-r.exited
+		if t.Failed() {
+			t.Logf("recv %s stderr:\n%s", r.addr, r.stderr.String())
+		}
+	})
+	return r
+}
+
 // startReceiversIn is startReceivers with every --root under dir ("": a
 // temporary folder of the test).
 func startReceiversIn(t testing.TB, n int, dir string, extra ...string) []*receiver {
@@ -146,24 +175,8 @@ func startReceiversIn(t testing.TB, n int, dir string, extra ...string) []*recei
 	}
 	var rs []*receiver
 	for i, port := range freePorts(t, n) {
-		r := &receiver{addr: fmt.Sprintf("127.0.0.1:%d", port), root: filepath.Join(dir, fmt.Sprintf("node%d-%d", i+1, port)), exited: make(chan struct{})}
-		require.NoError(t, os.MkdirAll(r.root, 0o755))
-		args := append([]string{"recv", "--listen", r.addr, "--root", r.root, "--json"}, extra...)
-		if !slices.Contains(extra, "--key-file") && !slices.Contains(extra, "--insecure") {
-			args = append(args, "--key-file", chainKey)
-		}
-		r.cmd = exec.Command(herdBin, args...)
-		r.cmd.Stdout, r.cmd.Stderr = &r.stdout, &r.stderr
-		require.NoError(t, r.cmd.Start())
-		go func() { r.err = r.cmd.Wait(); close(r.exited) }()
-		t.Cleanup(func() {
-			r.cmd.Process.Kill()
-			<-r.exited
-			if t.Failed() {
-				t.Logf("recv %s stderr:\n%s", r.addr, r.stderr.String())
-			}
-		})
-		rs = append(rs, r)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		rs = append(rs, startReceiverAt(t, addr, filepath.Join(dir, fmt.Sprintf("node%d-%d", i+1, port)), extra...))
 	}
 	for _, r := range rs {
 		waitListening(t, r.addr)

@@ -153,21 +153,10 @@ func TestRecvMakesItsStateDir(t *testing.T) {
 }
 
 // allowNode is a herd recv process on loopback started with exactly
-// args (plus --listen and --json).
+// args (plus --listen and --json), listening when it returns.
 func allowNode(t *testing.T, args ...string) *receiver {
 	t.Helper()
-	r := &receiver{addr: fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0]), exited: make(chan struct{})}
-	r.cmd = exec.Command(herdBin, append([]string{"recv", "--listen", r.addr, "--json"}, args...)...)
-	r.cmd.Stdout, r.cmd.Stderr = &r.stdout, &r.stderr
-	require.NoError(t, r.cmd.Start())
-	go func() { r.err = r.cmd.Wait(); close(r.exited) }()
-	t.Cleanup(func() {
-		r.cmd.Process.Kill()
-		<-r.exited
-		if t.Failed() {
-			t.Logf("recv %s %v stderr:\n%s", r.addr, args, r.stderr.String())
-		}
-	})
+	r := startReceiverAt(t, fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0]), "", args...)
 	waitListening(t, r.addr)
 	return r
 }

@@ -1,24 +1,23 @@
 package pxee2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/herd-cluster/herd/internal/syncio"
 	"github.com/herd-cluster/herd/pxe/initramfs"
 	"github.com/herd-cluster/herd/qemu"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 // bootableGolden makes a disk image with one active ext2 partition
@@ -96,7 +95,7 @@ func goldenTree(dir, marker string) {
 // deployRun is herd deploy running in the LAN's namespace.
 type deployRun struct {
 	cmd       *exec.Cmd
-	out, errb syncBuffer
+	out, errb syncio.Buffer
 	done      chan struct{}
 	err       error
 }
@@ -127,7 +126,7 @@ func startDeploy(l *lan, dir string, nodes int, extra ...string) *deployRun {
 		"--wait", "4m", "--linger", "30s", "--json"}, extra...)
 	d := &deployRun{cmd: exec.Command("ip", args...), done: make(chan struct{})}
 	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.errb
-	// Its own process group, so cleanup also ends the herd send it runs.
+	// Its own process group, so cleanup also ends what it runs.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	Expect(d.cmd.Start()).To(Succeed())
 	go func() { d.err = d.cmd.Wait(); close(d.done) }()
@@ -141,36 +140,17 @@ func startDeploy(l *lan, dir string, nodes int, extra ...string) *deployRun {
 	return d
 }
 
-// deployResult is herd deploy's JSON line.
-type deployResult struct {
-	Event    string `json:"event"`
-	OK       bool   `json:"ok"`
-	Machines []struct {
-		MAC   string `json:"mac"`
-		OK    bool   `json:"ok"`
-		State string `json:"state"`
-	} `json:"machines"`
-	Chains []struct {
-		Name  string `json:"name"`
-		OK    bool   `json:"ok"`
-		Nodes []struct {
-			MAC   string `json:"mac"`
-			State string `json:"state"`
-		} `json:"nodes"`
-	} `json:"chains"`
-}
-
 // result waits for herd deploy to end successfully and returns its
 // result, in which every machine went local.
-func (d *deployRun) result(machines int) deployResult {
+func (d *deployRun) result(machines int) *report.Event {
 	GinkgoHelper()
 	Eventually(d.done, 3*time.Minute).Should(BeClosed(), func() string { return "herd deploy did not end: " + d.errb.String() })
 	Expect(d.err).NotTo(HaveOccurred(), "herd deploy failed: %s\n%s", d.out.String(), d.errb.String())
-	var result deployResult
 	lines := strings.Split(strings.TrimSpace(d.out.String()), "\n")
-	Expect(json.Unmarshal([]byte(lines[len(lines)-1]), &result)).To(Succeed(), "deploy JSON: %s", d.out.String())
-	Expect(result.Event).To(Equal("deploy"))
-	Expect(result.OK).To(BeTrue(), "deploy: %s", d.out.String())
+	result, err := report.Parse([]byte(lines[len(lines)-1]))
+	Expect(err).NotTo(HaveOccurred(), "deploy JSON: %s", d.out.String())
+	Expect(result.Event).To(Equal(report.Deploy))
+	Expect(*result.OK).To(BeTrue(), "deploy: %s", d.out.String())
 	Expect(result.Machines).To(HaveLen(machines))
 	for _, m := range result.Machines {
 		Expect(m.OK).To(BeTrue(), "%+v", m)
@@ -328,21 +308,3 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		}
 	})
 })
-
-// syncBuffer is a bytes.Buffer safe to read while a process writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

@@ -24,6 +24,15 @@ func TestRoundTrip(t *testing.T) {
 			},
 			Stats:    []Stats{{Item: "disk.img", DeviceBytes: 4 << 20, UsedBytes: 2 << 20, WireBytes: 1 << 20, Method: "ext4"}},
 			Compress: "zstd", WireBytes: 1 << 20, Insecure: true},
+		{Event: Deploy, OK: ok(false), Seconds: 90,
+			Machines: []Machine{
+				{MAC: "52:54:00:00:00:01", Name: "n1", IP: "10.0.0.1", OK: true, State: "local"},
+				{MAC: "52:54:00:00:00:02", IP: "10.0.0.2", State: "failed", Reason: "agent: read-back mismatch"},
+			},
+			Chains: []Chain{{Name: "image", Error: "1 of 2 nodes failed", Nodes: []ChainNode{
+				{MAC: "52:54:00:00:00:01", Addr: "10.0.0.1:9998", State: "done"},
+				{MAC: "52:54:00:00:00:02", Addr: "10.0.0.2:9998", State: "failed", Error: "dead at offset 0: EOF"},
+			}}}},
 	} {
 		var b bytes.Buffer
 		require.NoError(t, Write(&b, ev))
@@ -84,6 +93,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"version":1,"event":"summary","ok":true,"nodes":[{"index":0}]}`))
 	f.Add([]byte(`{"event":"progress","total":5}`))
 	f.Add([]byte(`not json`))
+	f.Add([]byte(`{"version":1,"event":"deploy","ok":false,"machines":[{"mac":"52:54:00:00:00:01","ok":true,"state":"local"}],"chains":[{"name":"image","ok":true,"nodes":[{"mac":"52:54:00:00:00:01","addr":"a:1","state":"done"}]}]}`))
+	f.Add([]byte(`{"event":"deploy","machines":null,"chains":[{"nodes":[null]}]}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		ev, err := Parse(line)
 		if err != nil {
