@@ -2,7 +2,10 @@
 // cluster over a pipelined TCP chain, and hands every node back booting
 // from its own disk.
 //
-// Every subcommand lives in its own file as newXCmd; main only wires them
+// Every subcommand lives in its own file as newXCmd and holds flags,
+// printing and wiring only: the work is done by the packages (ring for
+// herd send and recv, pxe and pxe/deploy for herd pxe and herd deploy,
+// desc, filelevel, harness for herd lab); main wires the commands
 // together and maps errors to exit codes (see exit.go).
 package main
 
