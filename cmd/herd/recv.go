@@ -95,7 +95,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	if fr != nil {
 		defer fr.Close()
 	}
-	if o.sink.allow == nil && o.sink.root == "" && !o.files.enabled {
+	if o.sink.conf.AllowsNothing() && !o.files.enabled {
 		return usagef("herd recv would write nothing: say what this node may write with --allow PATTERN (like --allow /dev/sda or --allow '/srv/images/**'), --root DIR, or --files --disk DEV")
 	}
 	if _, _, err := net.SplitHostPort(o.listen); err != nil {
@@ -116,7 +116,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 			return usagef("--state %q: %v", o.stateDir, err)
 		}
 	}
-	writes := o.sink.writable()
+	writes := o.sink.conf.String()
 	if fr != nil {
 		writes = "disk " + o.files.disk + " (--files)"
 	}

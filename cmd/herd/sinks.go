@@ -2,11 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -16,12 +11,11 @@ import (
 
 // sinkOptions selects where and how a node writes items. Where is the
 // receiver's own choice (--allow, --root), never the sender's: see
-// target.
+// blockdev.Confinement.
 type sinkOptions struct {
-	root         string              // --root, absolute with its links resolved (prepare); "" without
-	allowFlags   []string            // --allow
-	allowDevices []string            // --allow-device: the deprecated name of --allow
-	allow        *blockdev.AllowList // both parsed (prepare); nil when neither was given
+	allowFlags   []string             // --allow
+	allowDevices []string             // --allow-device: the deprecated name of --allow
+	conf         blockdev.Confinement // --root and both allow flags (prepare)
 	zeroUnused   bool
 	verify       bool
 	// unpackSpecial lets cooked archives create device nodes and FIFOs
@@ -75,93 +69,28 @@ func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
 	_ = f.MarkDeprecated("allow-device", "use --allow (same patterns)")
 }
 
-// prepare checks --root (an existing directory; stored absolute with its
-// links resolved) and parses --allow. Its errors are usage errors naming
-// the flag.
+// prepare checks --root (an existing directory) and parses --allow.
+// Its errors are usage errors naming the flag.
 func (o *sinkOptions) prepare(root string) error {
-	if root != "" {
-		abs, err := filepath.Abs(root)
-		if err == nil {
-			abs, err = filepath.EvalSymlinks(abs)
-		}
-		if err != nil {
-			return usagef("--root %s: %v", root, err)
-		}
-		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
-			return usagef("--root %s is not a directory", root)
-		}
-		o.root = abs
-	}
 	pats := append(append([]string(nil), o.allowFlags...), o.allowDevices...)
-	if len(pats) == 0 {
-		return nil
-	}
-	l, err := blockdev.ParseAllowList(pats)
+	c, err := blockdev.NewConfinement(root, pats)
 	if err != nil {
-		return usagef("--allow: %v", err)
+		return usagef("--%v", err)
 	}
-	o.allow = l
+	o.conf = c
 	return nil
-}
-
-// writable says where this node may write, for messages.
-func (o sinkOptions) writable() string {
-	var s []string
-	if o.root != "" {
-		s = append(s, "under --root "+o.root)
-	}
-	if o.allow != nil {
-		s = append(s, "--allow "+o.allow.String())
-	}
-	if len(s) == 0 {
-		return "nothing"
-	}
-	return strings.Join(s, " and ")
-}
-
-// target returns the real path on this node where an item whose
-// destination is dest is written, and whether it may be a block device
-// (a pattern of --allow names it, not a directory pattern):
-// dest is taken inside --root when set, its symbolic links are resolved,
-// and the result must lie under --root and match --allow (each when
-// set). The error names dest and the rule that refused it; nothing has
-// been created then. Callers open the returned path, never dest.
-func (o sinkOptions) target(dest string) (real string, device bool, err error) {
-	p := dest
-	if o.root != "" {
-		p = filepath.Join(o.root, filepath.Clean("/"+dest))
-	} else if !filepath.IsAbs(dest) {
-		return "", false, fmt.Errorf("refused: destination %q is not an absolute path (this node has no --root): %w", dest, blockdev.ErrNotAllowed)
-	}
-	if o.allow != nil {
-		real, err = o.allow.Check(p)
-	} else {
-		real, err = blockdev.ResolvePath(p)
-	}
-	switch {
-	case errors.Is(err, blockdev.ErrNotAllowed):
-		return "", false, fmt.Errorf("refused by this node's --allow: destination %w", err)
-	case err != nil:
-		return "", false, fmt.Errorf("refused: destination %s: %w", dest, err)
-	case o.root != "" && real != o.root && !strings.HasPrefix(real, o.root+string(filepath.Separator)):
-		return "", false, fmt.Errorf("refused: destination %s resolves to %s, outside --root %s: %w", dest, real, o.root, blockdev.ErrNotAllowed)
-	case o.allow == nil && o.root == "":
-		// runRecv refuses to start like this; never write anyway.
-		return "", false, fmt.Errorf("refused: destination %s: this node allows nothing (no --allow, no --root): %w", dest, blockdev.ErrNotAllowed)
-	}
-	return real, o.allow.AllowsDevice(real), nil
 }
 
 // openSink opens the destination of one item on this node: a file or
 // device for a raw item, a decompressing or unpacking sink for a cooked
 // one. Every check (allowed, size, in use) happens here, before a byte
-// is written. It also returns the path it opened (target's).
+// is written. It also returns the path it opened (Target's).
 func openSink(it ring.Item, o sinkOptions) (ring.Sink, string, error) {
-	dest, device, err := o.target(it.Dest)
+	dest, device, err := o.conf.Target(it.Dest)
 	if err != nil {
 		return nil, "", err
 	}
-	opts := blockdev.SinkOptions{Root: o.root, ZeroUnused: o.zeroUnused, Keep: it.Keep}
+	opts := blockdev.SinkOptions{Root: o.conf.Root, ZeroUnused: o.zeroUnused, Keep: it.Keep}
 	if device {
 		// --allow names it (not just a directory above it): it may be
 		// a block device. Under --root alone, or below an allowed
