@@ -77,7 +77,7 @@ type Payload struct {
 	KeepUUIDs bool
 }
 
-// Deployer runs a Plan. Store, Runner and Plan are required.
+// Deployer runs a Plan, once. Store, Runner and Plan are required.
 type Deployer struct {
 	Plan   Plan
 	Store  *state.Store
