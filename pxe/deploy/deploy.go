@@ -209,14 +209,14 @@ func (d *Deployer) Run(ctx context.Context) (*Result, error) {
 		r.results[m.MAC] = &report.Machine{MAC: m.MAC, Name: m.Name, IP: m.IP, State: string(state.Cloning)}
 	}
 	if len(nodes) > 0 {
-		d.Logf("deploy: %d machine(s) registered: %s", len(nodes), addrList(chainAddrs(nodes, p.AgentPort)))
+		d.Logf("deploy: %d machine(s) registered: %s", len(nodes), addrList(nodes, p.AgentPort))
 	}
 	if p.Stage2 != "" && len(nodes) > 0 {
 		var c report.Chain
-		nodes, c = r.runPhase(ctx, stage2Phase(p), nodes)
+		nodes, c = r.runPhase(ctx, stage2Phase(r, p), nodes)
 		res.Chains = append(res.Chains, c)
 		if len(nodes) > 0 {
-			d.Logf("deploy: %d machine(s) run their stage 2 and wait for the system: %s", len(nodes), addrList(chainAddrs(nodes, p.AgentPort)))
+			d.Logf("deploy: %d machine(s) run their stage 2 and wait for the system: %s", len(nodes), addrList(nodes, p.AgentPort))
 		}
 	}
 	if len(nodes) > 0 {

@@ -34,7 +34,9 @@ type phase struct {
 	// judge reads a machine's record: finished, failed (with the reason
 	// shown in the result and the one to store), or pending.
 	judge func(m state.Machine) (v verdict, shown, stored string)
-	// finish is run once for a machine that finished, m its record.
+	// finish is run once for a machine that finished, m its record:
+	// the stage 2 records it as waiting for the system, the system
+	// switches it to local boot.
 	finish func(m state.Machine)
 	// late is the reason of a machine still pending ReportTimeout after
 	// the chain ended.
@@ -44,7 +46,7 @@ type phase struct {
 // stage2Phase sends the stage 2 into every machine's RAM (cooked, to the
 // folder its agent unpacks it in); a machine finished it when its stage
 // 2's agent registered again.
-func stage2Phase(p *Plan) phase {
+func stage2Phase(r *run, p *Plan) phase {
 	return phase{
 		job:    Job{Name: "stage2", Payload: Payload{Method: MethodRaw, Image: p.Stage2, Dest: agent.Stage2Out, Cook: true}},
 		prefix: "stage 2: ",
@@ -61,6 +63,10 @@ func stage2Phase(p *Plan) phase {
 				return failed, r, r
 			}
 			return pending, "", ""
+		},
+		finish: func(m state.Machine) {
+			r.setResult(m.MAC, false, string(m.State), "")
+			r.Logf("deploy: %s runs its stage 2 and waits for the system", m.MAC)
 		},
 		late: fmt.Sprintf("agent did not come back from its stage 2 within %v", p.ReportTimeout),
 	}
@@ -168,12 +174,7 @@ func (r *run) runPhase(ctx context.Context, p phase, nodes []state.Machine) ([]s
 				r.mu.Lock()
 				r.results[n.MAC].IP = firstNonEmpty(m.IP, r.results[n.MAC].IP)
 				r.mu.Unlock()
-				if p.finish != nil {
-					p.finish(m)
-				} else {
-					r.setResult(n.MAC, false, string(m.State), "")
-					r.Logf("deploy: %s finished its %s", n.MAC, p.job.Name)
-				}
+				p.finish(m)
 			case failed:
 				fail(n.MAC, shown, stored)
 			}
@@ -303,7 +304,11 @@ func chainAddrs(nodes []state.Machine, defaultPort int) ([]string, map[string]st
 	return addrs, byAddr
 }
 
-func addrList(addrs []string, _ map[string]string) string { return strings.Join(addrs, ",") }
+// addrList is the chain of nodes as a log shows it.
+func addrList(nodes []state.Machine, defaultPort int) string {
+	addrs, _ := chainAddrs(nodes, defaultPort)
+	return strings.Join(addrs, ",")
+}
 
 func firstNonEmpty(a ...string) string {
 	for _, s := range a {
