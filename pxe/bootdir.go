@@ -17,6 +17,41 @@ var DebianBootFiles = map[string]string{
 	"pxelinux.0":    "/usr/lib/PXELINUX/pxelinux.0",
 	"lpxelinux.0":   "/usr/lib/PXELINUX/lpxelinux.0",
 	"ldlinux.c32":   "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+	ShimFile:        "/usr/lib/shim/shimx64.efi.signed",
+	GrubFile:        "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+}
+
+// The Secure Boot chain's first stages, by their names in the boot
+// folder: Debian's shim signed by Microsoft's UEFI CA (package
+// shim-signed) and Debian's GRUB netboot image signed by Debian (package
+// grub-efi-amd64-signed). Shim loads "grubx64.efi" from the folder it
+// came from; GRUB then reads grub/grub.cfg over TFTP, which herd
+// generates per machine.
+const (
+	ShimFile = "shimx64.efi"
+	GrubFile = "grubx64.efi"
+)
+
+// SecureBootFiles copies the signed shim and GRUB into dir (replacing
+// older copies) and returns their names; it fails naming the Debian
+// package of a file this machine does not have.
+func SecureBootFiles(dir string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("pxe: create boot folder %s: %w", dir, err)
+	}
+	pkgs := map[string]string{ShimFile: "shim-signed", GrubFile: "grub-efi-amd64-signed"}
+	var out []string
+	for _, name := range []string{ShimFile, GrubFile} {
+		src := DebianBootFiles[name]
+		if err := copyFile(src, filepath.Join(dir, name)); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return out, fmt.Errorf("pxe: %s is missing: install Debian's %s", src, pkgs[name])
+			}
+			return out, err
+		}
+		out = append(out, name)
+	}
+	return out, nil
 }
 
 // PrepareBootDir creates dir and copies into it every first-stage file of

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/pxe/initramfs"
 )
 
 func TestInitramfsBuildUsageErrors(t *testing.T) {
@@ -20,23 +22,30 @@ func TestInitramfsBuildUsageErrors(t *testing.T) {
 	assert.Contains(t, stderr, "plain file name")
 }
 
-func TestInitramfsBuildRefusesADynamicHerd(t *testing.T) {
-	debs, _ := filepath.Glob("/var/cache/herd/linux-image-*-cloud-amd64_*_amd64.deb")
-	if len(debs) == 0 {
-		t.Skip("no Debian cloud kernel package in /var/cache/herd (herd initramfs build downloads it)")
+// kernelDeb returns Debian's generic kernel package, from the cache or
+// downloaded into it as herd initramfs build does (apt-get download).
+func kernelDeb(t *testing.T) string {
+	t.Helper()
+	deb, err := initramfs.FetchKernelDeb(t.Context(), "/var/cache/herd", "")
+	if err != nil {
+		t.Skipf("no Debian kernel package: %v", err)
 	}
-	code, _, stderr := runHerd(t, "initramfs", "build", "--kernel-deb", debs[0], "--herd", "/bin/ls", "--out", t.TempDir())
+	return deb
+}
+
+func TestInitramfsBuildRefusesADynamicHerd(t *testing.T) {
+	deb := kernelDeb(t)
+	code, _, stderr := runHerd(t, "initramfs", "build", "--kernel-deb", deb, "--herd", "/bin/ls", "--out", t.TempDir())
 	assert.Equal(t, ExitFailed, code)
 	assert.Contains(t, stderr, "not statically linked")
 }
 
-// TestInitramfsBuildFromCachedDeb builds twice from the cached kernel
-// package and gets the same bytes, with the kernel copied unchanged.
+// TestInitramfsBuildFromCachedDeb builds the server image twice from
+// the generic kernel package and gets the same bytes, with the kernel
+// copied unchanged, the drivers and the fetch arithmetic printed, the
+// signed Secure Boot chain beside it and a firmware folder inside.
 func TestInitramfsBuildFromCachedDeb(t *testing.T) {
-	debs, _ := filepath.Glob("/var/cache/herd/linux-image-*-cloud-amd64_*_amd64.deb")
-	if len(debs) == 0 {
-		t.Skip("no Debian cloud kernel package in /var/cache/herd (herd initramfs build downloads it)")
-	}
+	deb := kernelDeb(t)
 	if _, err := exec.LookPath("dpkg"); err != nil {
 		t.Skip("dpkg missing")
 	}
@@ -45,9 +54,12 @@ func TestInitramfsBuildFromCachedDeb(t *testing.T) {
 	}
 	a, b := t.TempDir(), t.TempDir()
 	for _, out := range []string{a, b} {
-		code, stdout, stderr := runHerd(t, "initramfs", "build", "--kernel-deb", debs[0], "--herd", "/bin/busybox", "--out", out)
+		code, stdout, stderr := runHerd(t, "initramfs", "build", "--kernel-deb", deb, "--herd", "/bin/busybox", "--out", out)
 		require.Equal(t, ExitOK, code, stderr)
-		assert.Contains(t, stdout, "modules: virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio_blk loop")
+		assert.Contains(t, stdout, "drivers (30, loaded at boot by the devices that need them): nvme ahci ata_piix megaraid_sas mpt3sas")
+		assert.Contains(t, stdout, "firmware the drivers may ask for and the image lacks:")
+		assert.Contains(t, stdout, "1000 machines fetching kernel and initramfs:")
+		assert.NotContains(t, stdout, "not modules of this kernel")
 	}
 	ia, err := os.ReadFile(filepath.Join(a, "initrd.img"))
 	require.NoError(t, err)
@@ -57,6 +69,32 @@ func TestInitramfsBuildFromCachedDeb(t *testing.T) {
 	k, err := os.ReadFile(filepath.Join(a, "vmlinuz"))
 	require.NoError(t, err)
 	assert.Equal(t, "MZ", string(k[:2]), "a bzImage starts like a PE file")
+
+	fw := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(fw, "intel/ice/ddp"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(fw, "intel/ice/ddp/ice.pkg"), []byte("site firmware"), 0o644))
+	c := t.TempDir()
+	args := []string{"initramfs", "build", "--kernel-deb", deb, "--herd", "/bin/busybox", "--out", c, "--firmware", fw}
+	_, errShim := os.Stat("/usr/lib/shim/shimx64.efi.signed")
+	_, errGrub := os.Stat("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
+	secure := errShim == nil && errGrub == nil
+	if secure {
+		args = append(args, "--secure-boot")
+	}
+	code, stdout, stderr := runHerd(t, args...)
+	require.Equal(t, ExitOK, code, stderr)
+	assert.Contains(t, stdout, "firmware files added: 1")
+	assert.NotContains(t, stdout, "ice: intel/ice/ddp/ice.pkg", "the firmware given is not asked for again")
+	if secure {
+		assert.Contains(t, stdout, "secure boot: shimx64.efi, grubx64.efi in "+c)
+		shim, err := os.ReadFile(filepath.Join(c, "shimx64.efi"))
+		require.NoError(t, err)
+		orig, _ := os.ReadFile("/usr/lib/shim/shimx64.efi.signed")
+		assert.True(t, bytes.Equal(orig, shim), "the signed shim, byte for byte")
+	}
+	code, _, stderr = runHerd(t, "initramfs", "build", "--kernel-deb", deb, "--herd", "/bin/busybox", "--out", t.TempDir(), "--firmware", filepath.Join(fw, "nope"))
+	assert.Equal(t, ExitUsage, code)
+	assert.Contains(t, stderr, "--firmware")
 }
 
 // TestInitramfsStage2 makes a stage 2 and unpacks it with herd's own

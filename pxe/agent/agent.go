@@ -61,6 +61,9 @@ type Agent struct {
 	// Console receives every message for the operator (the serial
 	// console in the initramfs).
 	Console io.Writer
+	// Drivers loads the kernel modules the machine needs before the
+	// network is brought up; default LoadDrivers from ModuleIndex.
+	Drivers func(ctx context.Context) error
 	// NetUp brings the network up; default DHCP on eth0 with udhcpc.
 	NetUp func(ctx context.Context) (Lease, error)
 	// RecvCommand returns the command that receives the image, given
@@ -135,6 +138,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	c := a.Config
 	a.say("agent starting: server %s session %s method %s disk %s port %d, %d attempts of %s",
 		c.Server, c.Session, c.Method, c.Disk, c.Port, c.Retries, c.Timeout)
+	if err := a.Drivers(ctx); err != nil {
+		// Not fatal: the drivers needed may be built in; what is
+		// missing shows up as no network or no disk.
+		a.say("loading drivers: %v", err)
+	}
 	err := a.clone(ctx)
 	if errors.Is(err, errSwitched) {
 		return nil
@@ -511,6 +519,9 @@ func (a *Agent) defaults() {
 		a.Console = io.Discard
 	}
 	a.Console = syncio.NewWriter(a.Console)
+	if a.Drivers == nil {
+		a.Drivers = func(ctx context.Context) error { return LoadDrivers(ctx, ModuleIndex, a.Console) }
+	}
 	if a.NetUp == nil {
 		a.NetUp = func(ctx context.Context) (Lease, error) { return DHCP(ctx, "eth0", a.Console) }
 	}

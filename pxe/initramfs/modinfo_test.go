@@ -14,37 +14,48 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/herd-cluster/herd/pxe/kmod"
 )
 
 func TestParseModinfo(t *testing.T) {
-	sec := []byte("license=GPL\x00depends=virtio,virtio_ring\x00retpoline=Y\x00intree=Y\x00name=virtio_net\x00vermagic=6.1.0 SMP mod_unload\x00\x00")
-	name, deps, err := ParseModinfo(sec)
+	sec := []byte("license=GPL\x00depends=virtio,virtio_ring\x00retpoline=Y\x00alias=virtio:d00000001v*\x00softdep=pre: crc32c post: x\x00" +
+		"firmware=e1000e/fw.bin\x00intree=Y\x00name=virtio_net\x00vermagic=6.1.0 SMP mod_unload\x00\x00")
+	mi, err := ParseModinfo(sec)
 	require.NoError(t, err)
-	assert.Equal(t, "virtio_net", name)
-	assert.Equal(t, []string{"virtio", "virtio_ring"}, deps)
+	assert.Equal(t, "virtio_net", mi.Name)
+	assert.Equal(t, []string{"virtio", "virtio_ring"}, mi.Depends)
+	assert.Equal(t, []string{"virtio:d00000001v*"}, mi.Aliases)
+	assert.Equal(t, []string{"crc32c"}, mi.SoftPre)
+	assert.Equal(t, []string{"e1000e/fw.bin"}, mi.Firmware)
 
-	name, deps, err = ParseModinfo([]byte("depends=\x00name=virtio_ring\x00"))
+	mi, err = ParseModinfo([]byte("depends=\x00name=virtio_ring\x00"))
 	require.NoError(t, err)
-	assert.Equal(t, "virtio_ring", name)
-	assert.Empty(t, deps)
+	assert.Equal(t, "virtio_ring", mi.Name)
+	assert.Empty(t, mi.Depends)
 
-	_, _, err = ParseModinfo([]byte("name=x\x00garbage\x00"))
+	_, err = ParseModinfo([]byte("name=x\x00garbage\x00"))
 	assert.ErrorIs(t, err, ErrModule)
 	assert.Contains(t, err.Error(), "string 1")
 }
 
 func FuzzParseModinfo(f *testing.F) {
-	f.Add([]byte("license=GPL\x00depends=virtio,virtio_ring\x00name=virtio_net\x00"))
+	f.Add([]byte("license=GPL\x00depends=virtio,virtio_ring\x00name=virtio_net\x00alias=pci:v*\x00softdep=pre: a b\x00"))
 	f.Add([]byte("depends=\x00name=virtio\x00"))
 	f.Add([]byte("\x00\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, deps, err := ParseModinfo(b)
+		mi, err := ParseModinfo(b)
 		if err != nil {
 			return
 		}
-		for _, d := range deps {
-			if d == "" || strings.ContainsAny(d, ",\x00") {
+		for _, d := range append(mi.Depends, mi.SoftPre...) {
+			if d == "" || strings.ContainsAny(d, ",\x00 ") {
 				t.Fatalf("bad dependency name %q", d)
+			}
+		}
+		for _, a := range mi.Aliases {
+			if a == "" || strings.ContainsAny(a, " \t\n\x00") {
+				t.Fatalf("bad alias %q", a)
 			}
 		}
 	})
@@ -140,11 +151,20 @@ func TestBuild(t *testing.T) {
 	assert.Equal(t, [2]uint32{5, 1}, [2]uint32{con.Major, con.Minor})
 	assert.Equal(t, DefaultInit, string(m["init"].Data))
 	assert.Equal(t, fs.FileMode(0o755), m["init"].Mode.Perm())
-	assert.Equal(t, "kernel/base/a.ko\nkernel/mid/b.ko\nkernel/top/c-dev.ko\n", string(m["etc/herd/modules"].Data))
-	for _, p := range []string{"lib/modules/kernel/base/a.ko", "lib/modules/kernel/top/c-dev.ko", "bin/herd", "bin/busybox", "etc/herd/udhcpc.sh", "etc/extra"} {
+	x, err := kmod.Parse(m["etc/herd/modules.idx"].Data)
+	require.NoError(t, err)
+	order, err := x.Order([]string{"c_dev"})
+	require.NoError(t, err)
+	var paths []string
+	for _, o := range order {
+		paths = append(paths, o.Path)
+	}
+	assert.Equal(t, []string{"kernel/base/a.ko", "kernel/mid/b.ko", "kernel/top/c-dev.ko"}, paths)
+	assert.Equal(t, []string{"loop"}, res.Missing, "the fake kernel has no loop.ko: listed, not refused")
+	for _, p := range []string{"lib/modules/6.1.0-99-test/kernel/base/a.ko", "lib/modules/6.1.0-99-test/kernel/top/c-dev.ko", "bin/herd", "bin/busybox", "etc/herd/udhcpc.sh", "etc/extra"} {
 		assert.Contains(t, m, p)
 	}
-	assert.NotContains(t, m, "lib/modules/kernel/top/d.ko", "only what was asked for")
+	assert.NotContains(t, m, "lib/modules/6.1.0-99-test/kernel/top/d.ko", "only what was asked for")
 	for _, a := range Applets {
 		assert.Equal(t, "busybox", string(m["bin/"+a].Data), a)
 	}
@@ -176,13 +196,14 @@ func TestParseDepends(t *testing.T) {
 	assert.Error(t, err)
 }
 
-// TestBuildWithDebianKernel uses the real cloud kernel package when it
-// is in the cache (the e2e suite downloads it): the default modules and
-// their dependencies resolve in the documented order.
+// TestBuildWithDebianKernel uses the real generic kernel package when it
+// is in the cache (the e2e suite downloads it): the default drivers and
+// their dependencies resolve, dependencies first, the index the agent
+// reads parses, and the image stays small.
 func TestBuildWithDebianKernel(t *testing.T) {
-	debs, _ := filepath.Glob("/var/cache/herd/linux-image-*-cloud-amd64_*_amd64.deb")
+	debs, _ := filepath.Glob("/var/cache/herd/linux-image-*[0-9]-amd64_*_amd64.deb")
 	if len(debs) == 0 {
-		t.Skip("no Debian cloud kernel package in /var/cache/herd (run herd initramfs build once)")
+		t.Skip("no Debian generic kernel package in /var/cache/herd (run herd initramfs build once)")
 	}
 	if _, err := exec.LookPath("dpkg"); err != nil {
 		t.Skip("dpkg missing")
@@ -191,10 +212,23 @@ func TestBuildWithDebianKernel(t *testing.T) {
 	require.NoError(t, ExtractDeb(t.Context(), debs[len(debs)-1], root))
 	res, err := Build(Options{KernelRoot: root, Herd: "/bin/busybox"})
 	require.NoError(t, err)
-	var names []string
-	for _, m := range res.Modules {
-		names = append(names, m.Name)
+	assert.Empty(t, res.Missing, "the generic kernel has every default driver")
+	pos := map[string]int{}
+	for i, m := range res.Modules {
+		pos[m.Name] = i
 	}
-	assert.Equal(t, DefaultModules, names)
-	assert.Less(t, len(res.Initrd), 4<<20, "only the needed modules go in")
+	for _, want := range append(DefaultModules, AlwaysModules...) {
+		assert.Contains(t, pos, want)
+	}
+	for _, m := range res.Modules {
+		for _, d := range m.Deps {
+			assert.Less(t, pos[d], pos[m.Name], "%s needs %s first", m.Name, d)
+		}
+	}
+	x, err := kmod.Parse(unpack(t, res.Initrd)[strings.TrimPrefix(ModuleIndex, "/")].Data)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"loop"}, x.Always())
+	assert.Equal(t, []string{"e1000e"}, x.Match("pci:v00008086d000010D3sv00008086sd00000000bc02sc00i00"), "QEMU's e1000e")
+	assert.Equal(t, []string{"megaraid_sas"}, x.Match("pci:v00001000d00000060sv00001000sd00001013bc01sc04i00"), "QEMU's megasas")
+	assert.Less(t, len(res.Initrd), 48<<20, "the server image stays small enough for a thousand machines")
 }
