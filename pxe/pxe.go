@@ -254,7 +254,7 @@ func New(opts Options) (*Server, error) {
 	if opts.KnownOnly {
 		s.http.Allow = s.allowed
 	}
-	s.tftp = &tftp.Server{Dir: opts.BootDir, Dynamic: s.pxelinuxConfig, Logf: opts.Logf}
+	s.tftp = &tftp.Server{Dir: opts.BootDir, Dynamic: s.bootConfig, Logf: opts.Logf}
 	return s, nil
 }
 
@@ -359,17 +359,38 @@ func (s *Server) PXELinuxConfig(mac string) string {
 	return bootcfg.PXELinuxInstall(s.opts.Kernel, s.opts.Initrd, args)
 }
 
-// pxelinuxConfig answers pxelinux.cfg/* over TFTP: the per-MAC name
-// from the machine's state, anything else (by IP, default) boots local
-// so an unidentified machine never gets its disk overwritten.
-func (s *Server) pxelinuxConfig(name string, _ net.IP) ([]byte, bool) {
-	if !strings.HasPrefix(name, "pxelinux.cfg/") {
-		return nil, false
+// GrubConfig returns the GRUB script for mac: the agent with that
+// machine's agent key, or its disk.
+func (s *Server) GrubConfig(mac string) string {
+	args, ok := s.agentArgs(mac)
+	if !ok {
+		return bootcfg.GrubLocal()
 	}
-	if mac, ok := bootcfg.MACFromPXELinuxFileName(name); ok {
-		return []byte(s.PXELinuxConfig(mac)), true
+	return bootcfg.GrubInstall(s.opts.Kernel, s.opts.Initrd, args)
+}
+
+// bootConfig answers the generated files over TFTP. pxelinux.cfg/*:
+// the per-MAC name from the machine's state, anything else (by IP,
+// default) boots local so an unidentified machine never gets its disk
+// overwritten. grub/grub.cfg: the same for all, it reads
+// grub/herd/MAC.cfg, the machine's own; any other grub/ name is not
+// found (GRUB asks for grub/x86_64-efi/grub.cfg first).
+func (s *Server) bootConfig(name string, _ net.IP) ([]byte, bool) {
+	switch {
+	case strings.HasPrefix(name, "pxelinux.cfg/"):
+		if mac, ok := bootcfg.MACFromPXELinuxFileName(name); ok {
+			return []byte(s.PXELinuxConfig(mac)), true
+		}
+		return []byte(bootcfg.PXELinuxLocal()), true
+	case name == bootcfg.GrubConfigPath:
+		return []byte(bootcfg.GrubMain()), true
+	case strings.HasPrefix(name, "grub/herd/"):
+		if mac, ok := bootcfg.MACFromGrubFileName(name); ok {
+			return []byte(s.GrubConfig(mac)), true
+		}
+		return []byte(bootcfg.GrubLocal()), true
 	}
-	return []byte(bootcfg.PXELinuxLocal()), true
+	return nil, false
 }
 
 // ipxeScript is the per-MAC iPXE script.

@@ -79,17 +79,29 @@ func TestBootAnswersFollowState(t *testing.T) {
 	require.NoError(t, err)
 	known, unknown := "52:54:00:00:00:01", "52:54:00:00:00:02"
 
-	cfg, ok := s.pxelinuxConfig(bootcfg.PXELinuxFileName(known), nil)
+	cfg, ok := s.bootConfig(bootcfg.PXELinuxFileName(known), nil)
 	require.True(t, ok)
 	assert.Contains(t, string(cfg), "herd.session=lab")
 	m, _ := s.Store().Get(known)
 	assert.Contains(t, string(cfg), "herd.agentkey="+hex.EncodeToString(httpboot.AgentKey(testKey, known, m.KeyID)))
-	cfg, _ = s.pxelinuxConfig(bootcfg.PXELinuxFileName(unknown), nil)
+	cfg, _ = s.bootConfig(bootcfg.PXELinuxFileName(unknown), nil)
 	assert.Equal(t, bootcfg.PXELinuxLocal(), string(cfg), "unknown machines boot locally in known-only mode")
-	cfg, _ = s.pxelinuxConfig("pxelinux.cfg/0A000001", nil)
+	cfg, _ = s.bootConfig("pxelinux.cfg/0A000001", nil)
 	assert.Equal(t, bootcfg.PXELinuxLocal(), string(cfg))
-	_, ok = s.pxelinuxConfig("undionly.kpxe", nil)
+	_, ok = s.bootConfig("undionly.kpxe", nil)
 	assert.False(t, ok, "other names come from the boot folder")
+	_, ok = s.bootConfig("grub/x86_64-efi/grub.cfg", nil)
+	assert.False(t, ok, "GRUB's first question is not found, so it reads grub/grub.cfg")
+	cfg, ok = s.bootConfig(bootcfg.GrubConfigPath, nil)
+	require.True(t, ok)
+	assert.Equal(t, bootcfg.GrubMain(), string(cfg))
+	cfg, _ = s.bootConfig(bootcfg.GrubFileName(known), nil)
+	assert.Contains(t, string(cfg), "linux '/vmlinuz' 'herd.server=")
+	assert.Contains(t, string(cfg), "'herd.agentkey="+hex.EncodeToString(httpboot.AgentKey(testKey, known, m.KeyID))+"'")
+	cfg, _ = s.bootConfig(bootcfg.GrubFileName(unknown), nil)
+	assert.Equal(t, bootcfg.GrubLocal(), string(cfg), "unknown machines boot locally under UEFI too")
+	cfg, _ = s.bootConfig("grub/herd/garbage.cfg", nil)
+	assert.Equal(t, bootcfg.GrubLocal(), string(cfg))
 
 	assert.Contains(t, s.ipxeScript(known, "http://x"), "kernel http://x/vmlinuz")
 	assert.Equal(t, bootcfg.IPXELocal(), s.ipxeScript(unknown, "http://x"))
@@ -108,8 +120,10 @@ func TestBootAnswersFollowState(t *testing.T) {
 	_, err = st.MarkLocal(known)
 	require.NoError(t, err)
 	assert.Equal(t, bootcfg.IPXELocal(), s.ipxeScript(known, "http://x"))
-	cfg, _ = s.pxelinuxConfig(bootcfg.PXELinuxFileName(known), nil)
+	cfg, _ = s.bootConfig(bootcfg.PXELinuxFileName(known), nil)
 	assert.Equal(t, bootcfg.PXELinuxLocal(), string(cfg))
+	cfg, _ = s.bootConfig(bootcfg.GrubFileName(known), nil)
+	assert.Equal(t, bootcfg.GrubLocal(), string(cfg), "a machine marked local leaves GRUB for its disk")
 	_, ok = st.Get(unknown)
 	assert.False(t, ok, "known-only mode does not even record others")
 }
@@ -119,14 +133,16 @@ func TestBootAnswersFollowState(t *testing.T) {
 // handlers.
 func bootFiles(t *testing.T, s *Server, mac string) map[string]string {
 	t.Helper()
-	cfg, ok := s.pxelinuxConfig(bootcfg.PXELinuxFileName(mac), nil)
+	cfg, ok := s.bootConfig(bootcfg.PXELinuxFileName(mac), nil)
 	require.True(t, ok)
 	rec := httptest.NewRecorder()
 	s.http.Handler().ServeHTTP(rec, httptest.NewRequest("GET", httpboot.PathIPXE+mac, nil))
 	require.Equal(t, 200, rec.Code)
 	rec2 := httptest.NewRecorder()
 	s.http.Handler().ServeHTTP(rec2, httptest.NewRequest("GET", httpboot.PathChain, nil))
-	return map[string]string{"pxelinux.cfg": string(cfg), "ipxe": rec.Body.String(), "boot.ipxe": rec2.Body.String()}
+	grub, ok := s.bootConfig(bootcfg.GrubFileName(mac), nil)
+	require.True(t, ok)
+	return map[string]string{"pxelinux.cfg": string(cfg), "ipxe": rec.Body.String(), "boot.ipxe": rec2.Body.String(), "grub": string(grub)}
 }
 
 func assertNoSessionKey(t *testing.T, where, text string) {

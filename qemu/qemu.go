@@ -38,12 +38,24 @@ type Config struct {
 	// Netns, when set, runs QEMU inside that named network namespace
 	// (ip netns exec), where Tap must exist.
 	Netns string
-	// Tap is the tap device of the VM's virtio NIC; empty means no NIC.
+	// Tap is the tap device of the VM's NIC; empty means no NIC.
 	Tap string
+	// NIC is the NIC's QEMU model (default "virtio-net-pci"; "e1000e",
+	// "vmxnet3", "rtl8139").
+	NIC string
 	// MAC is the NIC's address (default derived from Name).
 	MAC string
-	// Disk is an image file attached as a virtio disk (raw format).
+	// Disk is an image file attached as a disk (raw format).
 	Disk string
+	// DiskBus is how the disk is attached: "virtio" (default), "nvme",
+	// "ahci" (SATA on an ICH9 AHCI controller) or "megasas" (a SCSI
+	// disk behind an LSI MegaRAID SAS controller).
+	DiskBus string
+	// Firmware is "bios" (SeaBIOS, the default), "uefi" (q35 with
+	// OVMF) or "secureboot" (q35 with SMM and OVMF with Microsoft's
+	// keys enrolled, Secure Boot enforced). UEFI variables live in a
+	// copy per VM, in SocketDir.
+	Firmware string
 	// Kernel, Initrd and Append boot a kernel directly (-kernel).
 	Kernel, Initrd, Append string
 	// NetBoot boots from the NIC (QEMU's iPXE ROM) when Kernel is
@@ -80,6 +92,17 @@ func Args(c Config) (args []string, qmpPath string, err error) {
 	if mem == 0 {
 		mem = 300
 	}
+	fw, ok := firmwares[c.Firmware]
+	if !ok {
+		return nil, "", fmt.Errorf("%w: %s: firmware %q (want bios, uefi or secureboot)", ErrConfig, c.Name, c.Firmware)
+	}
+	nic := c.NIC
+	if nic == "" {
+		nic = "virtio-net-pci"
+	}
+	if !nicModels[nic] {
+		return nil, "", fmt.Errorf("%w: %s: NIC model %q", ErrConfig, c.Name, nic)
+	}
 	dir := c.SocketDir
 	if dir == "" {
 		dir = os.TempDir()
@@ -93,6 +116,24 @@ func Args(c Config) (args []string, qmpPath string, err error) {
 	if c.NoReboot {
 		args = append(args, "-no-reboot")
 	}
+	if fw.code != "" {
+		machine := "q35"
+		if fw.secure {
+			machine += ",smm=on"
+			args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
+		}
+		args = append(args, "-machine", machine,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+fw.code,
+			"-drive", "if=pflash,format=raw,unit=1,file="+VarsPath(c))
+	}
+	// Under UEFI the order is by bootindex; SeaBIOS follows -boot.
+	netIndex, diskIndex := "", ""
+	if fw.code != "" {
+		netIndex, diskIndex = ",bootindex=2", ",bootindex=1"
+		if c.NetBoot {
+			netIndex, diskIndex = ",bootindex=1", ",bootindex=2"
+		}
+	}
 	if c.Tap != "" {
 		mac := c.MAC
 		if mac == "" {
@@ -101,13 +142,32 @@ func Args(c Config) (args []string, qmpPath string, err error) {
 		if _, err := net.ParseMAC(mac); err != nil {
 			return nil, "", fmt.Errorf("%w: %s: mac %q: %v", ErrConfig, c.Name, mac, err)
 		}
+		rom := ""
+		if fw.code != "" && nic == "virtio-net-pci" {
+			// OVMF drives virtio NICs itself, with a PXE client
+			// that gives shim the file sizes it needs; QEMU's
+			// iPXE ROM would take over and does not.
+			rom = ",romfile="
+		}
 		args = append(args, "-netdev", "tap,id=n0,ifname="+c.Tap+",script=no,downscript=no",
-			"-device", "virtio-net-pci,netdev=n0,mac="+mac)
+			"-device", nic+",netdev=n0,mac="+mac+rom+netIndex)
 	} else {
 		args = append(args, "-nic", "none")
 	}
 	if c.Disk != "" {
-		args = append(args, "-drive", "file="+c.Disk+",format=raw,if=virtio,cache=unsafe")
+		drive := "file=" + c.Disk + ",format=raw,if=none,id=d0,cache=unsafe"
+		switch c.DiskBus {
+		case "", "virtio":
+			args = append(args, "-drive", drive, "-device", "virtio-blk-pci,drive=d0"+diskIndex)
+		case "nvme":
+			args = append(args, "-drive", drive, "-device", "nvme,drive=d0,serial=herd-"+c.Name+diskIndex)
+		case "ahci":
+			args = append(args, "-drive", drive, "-device", "ich9-ahci,id=sata", "-device", "ide-hd,drive=d0,bus=sata.0"+diskIndex)
+		case "megasas":
+			args = append(args, "-drive", drive, "-device", "megasas,id=raid", "-device", "scsi-hd,drive=d0,bus=raid.0"+diskIndex)
+		default:
+			return nil, "", fmt.Errorf("%w: %s: disk bus %q (want virtio, nvme, ahci or megasas)", ErrConfig, c.Name, c.DiskBus)
+		}
 	}
 	switch {
 	case c.Kernel != "":
@@ -118,12 +178,48 @@ func Args(c Config) (args []string, qmpPath string, err error) {
 		if c.Append != "" {
 			args = append(args, "-append", c.Append)
 		}
+	case fw.code != "":
+		// bootindex decides
 	case c.NetBoot:
 		args = append(args, "-boot", "order=nc")
 	default:
 		args = append(args, "-boot", "c")
 	}
 	return append(args, c.Extra...), qmpPath, nil
+}
+
+// firmware is where a firmware's files are (Debian's ovmf package).
+type firmware struct {
+	code, vars string
+	secure     bool
+}
+
+var firmwares = map[string]firmware{
+	"":           {},
+	"bios":       {},
+	"uefi":       {code: "/usr/share/OVMF/OVMF_CODE_4M.fd", vars: "/usr/share/OVMF/OVMF_VARS_4M.fd"},
+	"secureboot": {code: "/usr/share/OVMF/OVMF_CODE_4M.ms.fd", vars: "/usr/share/OVMF/OVMF_VARS_4M.ms.fd", secure: true},
+}
+
+var nicModels = map[string]bool{"virtio-net-pci": true, "e1000e": true, "e1000": true, "vmxnet3": true, "rtl8139": true}
+
+// VarsPath is the VM's own copy of the UEFI variables.
+func VarsPath(c Config) string {
+	dir := c.SocketDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "herd-vars-"+c.Name+".fd")
+}
+
+// FirmwareFiles returns the files firmware needs on this machine
+// (none for BIOS); a test skips when one is missing.
+func FirmwareFiles(fw string) []string {
+	f := firmwares[fw]
+	if f.code == "" {
+		return nil
+	}
+	return []string{f.code, f.vars}
 }
 
 // MACFor derives a stable locally administered MAC (52:54:00:…) from a
@@ -160,6 +256,16 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 		return nil, err
 	}
 	os.Remove(qmpPath)
+	if fw := firmwares[c.Firmware]; fw.vars != "" {
+		// Every VM starts from the firmware's pristine variables.
+		vars, err := os.ReadFile(fw.vars)
+		if err != nil {
+			return nil, fmt.Errorf("qemu: %s: UEFI variables: %w (Debian ovmf)", c.Name, err)
+		}
+		if err := os.WriteFile(VarsPath(c), vars, 0o600); err != nil {
+			return nil, fmt.Errorf("qemu: %s: %w", c.Name, err)
+		}
+	}
 	name, argv := Binary, args
 	if c.Netns != "" {
 		name, argv = "ip", append([]string{"netns", "exec", c.Netns, Binary}, args...)
@@ -198,6 +304,9 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 		v.mu.Unlock()
 		close(v.done)
 		os.Remove(qmpPath)
+		if firmwares[c.Firmware].vars != "" {
+			os.Remove(VarsPath(c))
+		}
 	}()
 	return v, nil
 }

@@ -24,7 +24,7 @@ func TestArgsDirectKernel(t *testing.T) {
 	assert.Contains(t, line, "-m 300")
 	assert.Contains(t, line, "-qmp unix:/run/x/herd-qmp-n1.sock,server=on,wait=off")
 	assert.Contains(t, line, "-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01")
-	assert.Contains(t, line, "-drive file=/tmp/d.img,format=raw,if=virtio")
+	assert.Contains(t, line, "-drive file=/tmp/d.img,format=raw,if=none,id=d0,cache=unsafe -device virtio-blk-pci,drive=d0")
 	assert.Contains(t, line, "-kernel /k -initrd /i")
 	assert.Equal(t, "console=ttyS0 herd.server=1.2.3.4:80", args[len(args)-1], "append stays one argument")
 	assert.NotContains(t, line, "-no-reboot")
@@ -46,6 +46,35 @@ func TestArgsBootChoice(t *testing.T) {
 	assert.Contains(t, strings.Join(args, " "), "-boot c")
 }
 
+// TestArgsMachines checks the machines of the hardware matrix: the
+// firmware's flash and per-VM variables, Secure Boot's SMM, the disk
+// behind its controller, and the boot order by bootindex under UEFI.
+func TestArgsMachines(t *testing.T) {
+	args, _, err := Args(Config{Name: "sb", Tap: "t", NetBoot: true, Disk: "/d", DiskBus: "nvme", Firmware: "secureboot", SocketDir: "/run/x"})
+	require.NoError(t, err)
+	line := strings.Join(args, " ")
+	assert.Contains(t, line, "-global driver=cfi.pflash01,property=secure,value=on -machine q35,smm=on")
+	assert.Contains(t, line, "-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
+	assert.Contains(t, line, "-drive if=pflash,format=raw,unit=1,file=/run/x/herd-vars-sb.fd")
+	assert.Contains(t, line, "-device virtio-net-pci,netdev=n0,mac="+MACFor("sb")+",romfile=,bootindex=1")
+	assert.Contains(t, line, "-device nvme,drive=d0,serial=herd-sb,bootindex=2")
+	assert.NotContains(t, line, "-boot")
+
+	args, _, err = Args(Config{Name: "u", Tap: "t", NIC: "e1000e", Disk: "/d", DiskBus: "megasas", Firmware: "uefi"})
+	require.NoError(t, err)
+	line = strings.Join(args, " ")
+	assert.Contains(t, line, "-machine q35 ")
+	assert.NotContains(t, line, "smm")
+	assert.Contains(t, line, "-device e1000e,netdev=n0,mac="+MACFor("u")+",bootindex=2", "iPXE's ROM drives the e1000e")
+	assert.Contains(t, line, "-device megasas,id=raid -device scsi-hd,drive=d0,bus=raid.0,bootindex=1", "not net-booting: the disk first")
+
+	args, _, err = Args(Config{Name: "b", Disk: "/d", DiskBus: "ahci"})
+	require.NoError(t, err)
+	line = strings.Join(args, " ")
+	assert.Contains(t, line, "-device ich9-ahci,id=sata -device ide-hd,drive=d0,bus=sata.0 ")
+	assert.NotContains(t, line, "pflash")
+}
+
 func TestArgsRefusesBadConfigs(t *testing.T) {
 	for name, c := range map[string]Config{
 		"no name":          {},
@@ -54,6 +83,9 @@ func TestArgsRefusesBadConfigs(t *testing.T) {
 		"netboot no tap":   {Name: "a", NetBoot: true},
 		"comma in disk":    {Name: "a", Disk: "/x,format=qcow2"},
 		"bad mac":          {Name: "a", Tap: "t", MAC: "zz"},
+		"bad firmware":     {Name: "a", Firmware: "coreboot"},
+		"bad NIC model":    {Name: "a", Tap: "t", NIC: "ne2k,x=1"},
+		"bad disk bus":     {Name: "a", Disk: "d", DiskBus: "floppy"},
 	} {
 		_, _, err := Args(c)
 		assert.ErrorIs(t, err, ErrConfig, name)

@@ -110,6 +110,13 @@ func bootFolder(dir string) string {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(os.WriteFile(filepath.Join(bootDir, dst), b, 0o644)).To(Succeed())
 	}
+	// The Secure Boot chain, when herd initramfs build --secure-boot
+	// could write it.
+	for _, name := range []string{"shimx64.efi", "grubx64.efi"} {
+		if b, err := os.ReadFile(filepath.Join(suiteBoot, name)); err == nil {
+			Expect(os.WriteFile(filepath.Join(bootDir, name), b, 0o644)).To(Succeed())
+		}
+	}
 	return bootDir
 }
 
@@ -163,6 +170,13 @@ func (d *deployRun) result(machines int) *report.Event {
 // from the network (iPXE ROM, falling back to the disk).
 func netbootVMs(l *lan, dir string, macs []string) []*qemu.VM {
 	GinkgoHelper()
+	return netbootMachines(l, dir, macs, qemu.Config{})
+}
+
+// netbootMachines is netbootVMs for machines like hw (its firmware,
+// NIC model and disk bus).
+func netbootMachines(l *lan, dir string, macs []string, hw qemu.Config) []*qemu.VM {
+	GinkgoHelper()
 	var vms []*qemu.VM
 	for i, mac := range macs {
 		disk := filepath.Join(dir, fmt.Sprintf("node%d.img", i))
@@ -171,6 +185,7 @@ func netbootVMs(l *lan, dir string, macs []string) []*qemu.VM {
 		vm, err := qemu.Start(context.Background(), qemu.Config{
 			Name: fmt.Sprintf("pxe%d-%d-%d", i, os.Getpid(), rand.IntN(1e6)), Netns: l.ns, Tap: l.addTap(), MAC: mac,
 			Disk: disk, NetBoot: true, SocketDir: GinkgoT().TempDir(),
+			Firmware: hw.Firmware, NIC: hw.NIC, DiskBus: hw.DiskBus, MemoryMB: hw.MemoryMB,
 		})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() {

@@ -68,14 +68,41 @@ var _ = BeforeSuite(func() {
 
 	boot := filepath.Join(dir, "boot")
 	start := time.Now()
-	out, err = exec.Command(herdBin, "initramfs", "build", "--out", boot, "--herd", herdBin, "--cache", "/var/cache/herd").CombinedOutput()
+	buildArgs := []string{"initramfs", "build", "--out", boot, "--herd", herdBin, "--cache", "/var/cache/herd"}
+	if secureBootAvailable() == nil {
+		buildArgs = append(buildArgs, "--secure-boot")
+	}
+	out, err = exec.Command(herdBin, buildArgs...).CombinedOutput()
 	if err != nil && (strings.Contains(string(out), "apt-get download") || strings.Contains(string(out), "apt-cache depends")) {
 		Skip("no kernel package in /var/cache/herd and apt cannot download one: " + string(out))
 	}
 	Expect(err).NotTo(HaveOccurred(), "herd initramfs build: %s", out)
 	GinkgoWriter.Printf("herd initramfs build (%.1fs):\n%s", time.Since(start).Seconds(), out)
 	kernel, initrd = filepath.Join(boot, "vmlinuz"), filepath.Join(boot, "initrd.img")
+	suiteBoot = boot
 })
+
+// suiteBoot is where herd initramfs build wrote the boot files (with
+// --secure-boot, also shimx64.efi and grubx64.efi).
+var suiteBoot string
+
+// secureBootAvailable says why this machine cannot run the UEFI and
+// Secure Boot specs, or nil when it can.
+func secureBootAvailable() error {
+	for _, f := range append(qemu.FirmwareFiles("secureboot"), qemu.FirmwareFiles("uefi")...) {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("%s is missing (Debian ovmf)", f)
+		}
+	}
+	for f, pkg := range map[string]string{"/usr/lib/shim/shimx64.efi.signed": "shim-signed",
+		"/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed": "grub-efi-amd64-signed",
+		"/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed":    "grub-efi-amd64-signed"} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("%s is missing (Debian %s)", f, pkg)
+		}
+	}
+	return nil
+}
 
 // lan is a network namespace with a bridge holding the host side's
 // address; VMs get taps on the bridge. It is a harness cluster's golden

@@ -75,6 +75,40 @@ func TestGolden(t *testing.T) {
 	golden(t, "chain.ipxe", IPXEChain("http://10.0.0.1:8080/"))
 	golden(t, "install.ipxe", IPXEInstall("http://10.0.0.1:8080/vmlinuz", "http://10.0.0.1:8080/initrd.img", args))
 	golden(t, "local.ipxe", IPXELocal())
+	golden(t, "main.grub", GrubMain())
+	golden(t, "install.grub", GrubInstall("vmlinuz", "initrd.img", args))
+	golden(t, "local.grub", GrubLocal())
+}
+
+func TestGrubFileNameAndQuoting(t *testing.T) {
+	assert.Equal(t, "grub/herd/52:54:00:ab:cd:ef.cfg", GrubFileName("52-54-00-AB-CD-EF"))
+	assert.Equal(t, "", GrubFileName("nope"))
+	mac, ok := MACFromGrubFileName("/grub/herd/52:54:00:AB:cd:ef.cfg")
+	require.True(t, ok)
+	assert.Equal(t, "52:54:00:ab:cd:ef", mac)
+	for _, bad := range []string{"grub/grub.cfg", "grub/herd/52:54:00:ab:cd:ef", "grub/herd/../52:54:00:ab:cd:ef.cfg", "grub/herd/52:54:00:ab:cd:ef:01:02.cfg"} {
+		_, ok := MACFromGrubFileName(bad)
+		assert.False(t, ok, bad)
+	}
+	// GRUB expands $ and splits on ; outside single quotes: an extra
+	// parameter reaches the kernel as written.
+	got := GrubInstall("vmlinuz", "initrd.img", "a=$x b=it's;reboot")
+	assert.Contains(t, got, `linux '/vmlinuz' 'a=$x' 'b=it'\''s;reboot'`+"\n")
+}
+
+func FuzzMACFromGrubFileName(f *testing.F) {
+	for _, s := range []string{"grub/herd/52:54:00:ab:cd:ef.cfg", "grub/grub.cfg", "grub/herd/.cfg"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		mac, ok := MACFromGrubFileName(name)
+		if !ok {
+			return
+		}
+		if again, ok := MACFromGrubFileName(GrubFileName(mac)); !ok || again != mac {
+			t.Fatalf("round trip %q -> %q", mac, again)
+		}
+	})
 }
 
 func FuzzMACFromPXELinuxFileName(f *testing.F) {

@@ -275,6 +275,14 @@ func serverReply(cfg *Config, req *dhcpv4.DHCPv4, cl Client, mt dhcpv4.MessageTy
 	if cl.PXE || cl.IPXE {
 		if file := cfg.BootFile(cl); file != "" {
 			addBoot(cfg, reply, cl, file)
+			if cl.Arch == iana.EFI_X86_64 || cl.Arch == iana.EFI_BC {
+				// UEFI's PXE client (EDK2) takes an offer that says
+				// "PXEClient" without a boot menu for a BINL offer and
+				// asks port 4011 for the file again; without the
+				// class it boots the file named here, as from any
+				// DHCP server that only sets a boot file.
+				reply.Options.Del(dhcpv4.OptionClassIdentifier)
+			}
 		}
 	}
 	return reply, nil

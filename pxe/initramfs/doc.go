@@ -1,7 +1,10 @@
 // Package initramfs builds the kernel and initramfs that PXE-booted
-// machines run: a Debian cloud kernel (taken from its .deb, not
-// installed), only the virtio modules the agent needs, a static busybox
-// and the herd binary, whose "herd agent" /init starts.
+// machines run: Debian's generic kernel (taken from its .deb, not
+// installed; signed, so it boots under Secure Boot), the storage and
+// network drivers servers use with their dependencies and an index of
+// their device aliases (package kmod: the agent loads what the machine's
+// devices ask for), a static busybox and the herd binary, whose
+// "herd agent" /init starts.
 //
 // The archive is reproducible: the package's own newc cpio writer sorts
 // entries and zeroes times, owners and inode noise, and gzip gets no

@@ -1,0 +1,119 @@
+package pxee2e
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/herd-cluster/herd/qemu"
+)
+
+// The EFI system partition's type GUID.
+const espType = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+
+// uefiGolden makes a GPT disk image with one EFI system partition that
+// boots under Secure Boot as a Debian system does: Debian's signed shim
+// as the fallback loader EFI/BOOT/BOOTX64.EFI, Debian's signed GRUB
+// beside it, EFI/debian/grub.cfg booting the signed Debian kernel and an
+// initramfs whose /init prints marker and the kernel line.
+//
+// The host's kernel may lack vfat, so the file system is made in a file
+// and filled with mtools, then written into the partition.
+func uefiGolden(path string, sizeMiB int, marker string) {
+	GinkgoHelper()
+	for _, tool := range []string{"sfdisk", "mkfs.vfat", "mmd", "mcopy", "dd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			Skip("a UEFI golden image needs " + tool + " (Debian fdisk, dosfstools, mtools)")
+		}
+	}
+	Expect(os.WriteFile(path, nil, 0o644)).To(Succeed())
+	Expect(os.Truncate(path, int64(sizeMiB)<<20)).To(Succeed())
+	partMiB := sizeMiB - 2 // 1 MiB before, the backup GPT after
+	sf := exec.Command("sfdisk", "--quiet", path)
+	sf.Stdin = strings.NewReader(fmt.Sprintf("label: gpt\nstart=2048, size=%d, type=%s, name=esp\n", partMiB<<11, espType))
+	out, err := sf.CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "sfdisk: %s", out)
+
+	tree := GinkgoT().TempDir()
+	goldenTree(tree, marker)
+	for dst, src := range map[string]string{
+		"EFI/BOOT/BOOTX64.EFI": "/usr/lib/shim/shimx64.efi.signed",
+		"EFI/BOOT/grubx64.efi": "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+	} {
+		b, err := os.ReadFile(src)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.MkdirAll(filepath.Dir(filepath.Join(tree, dst)), 0o755)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(tree, dst), b, 0o644)).To(Succeed())
+	}
+	Expect(os.MkdirAll(filepath.Join(tree, "EFI/debian"), 0o755)).To(Succeed())
+	Expect(os.WriteFile(filepath.Join(tree, "EFI/debian/grub.cfg"), []byte(
+		"set timeout=0\nlinux /vmlinuz console=ttyS0 herd.golden=1\ninitrd /initrd.img\nboot\n"), 0o644)).To(Succeed())
+
+	fat := filepath.Join(GinkgoT().TempDir(), "esp.img")
+	run("mkfs.vfat", "-n", "HERDESP", "-C", fat, fmt.Sprint(partMiB<<10))
+	run("mmd", "-i", fat, "::/EFI", "::/EFI/BOOT", "::/EFI/debian")
+	for _, f := range []string{"vmlinuz", "initrd.img", "EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grubx64.efi", "EFI/debian/grub.cfg"} {
+		run("mcopy", "-i", fat, filepath.Join(tree, f), "::/"+f)
+	}
+	run("dd", "if="+fat, "of="+path, "bs=1M", "seek=1", "conv=notrunc", "status=none")
+}
+
+func needSecureBoot() {
+	if err := secureBootAvailable(); err != nil {
+		Skip("the UEFI specs need " + err.Error())
+	}
+	if _, err := os.Stat(filepath.Join(suiteBoot, "shimx64.efi")); err != nil {
+		Skip("herd initramfs build --secure-boot wrote no shimx64.efi")
+	}
+}
+
+var _ = Describe("herd deploy to UEFI machines", func() {
+	It("clones a Secure Boot system to a machine with Secure Boot enforced, an NVMe disk and a virtio NIC: shim, GRUB and the agent's kernel verified, then the clone boots signed from its own disk", func() {
+		needSecureBoot()
+		dir := GinkgoT().TempDir()
+		marker := fmt.Sprintf("HERD-UEFI-MARKER-%d", rand.IntN(1e9))
+		golden := filepath.Join(dir, "golden.img")
+		uefiGolden(golden, 64, marker)
+
+		l := newLAN()
+		mac := randomMAC()
+		d := startDeploy(l, dir, 1, "--macs", mac, "--image", golden,
+			"--tftp-port", "69", "--efi-file", "shimx64.efi", "--disk", "/dev/nvme0n1")
+		vm := netbootMachines(l, dir, []string{mac}, qemu.Config{Firmware: "secureboot", DiskBus: "nvme", MemoryMB: 512})[0]
+		start := time.Now()
+		// Firmware → shim (signed by Microsoft's UEFI CA) → GRUB (signed
+		// by Debian) → the machine's own GRUB file → the agent's kernel,
+		// which the chain verified before it ran.
+		expectLine(vm, "NBP filename is shimx64.efi", 3*time.Minute)
+		expectLine(vm, "herd: loading the agent", 2*time.Minute)
+		expectLine(vm, "EFI stub: UEFI Secure Boot is enabled.", 3*time.Minute)
+		expectLine(vm, "Kernel is locked down from EFI Secure Boot", 30*time.Second)
+		expectLine(vm, "herd: agent starting", 2*time.Minute)
+		// Loaded by the devices' modalias, under lockdown: Debian's
+		// signed modules, unchanged.
+		expectLine(vm, "herd: drivers loaded for this machine", time.Minute)
+		expectLine(vm, " nvme ", time.Second)
+		GinkgoWriter.Printf("agent started under Secure Boot %.1fs after power on\n", time.Since(start).Seconds())
+		expectLine(vm, "herd: clone verified (", 4*time.Minute)
+		expectLine(vm, "reboot: Restarting system", time.Minute)
+		// Back through the firmware: the server's GRUB file now sends it
+		// to its disk, whose shim, GRUB and kernel Secure Boot checks.
+		expectLine(vm, "herd: booting from the disk", 3*time.Minute)
+		expectLine(vm, "EFI stub: UEFI Secure Boot is enabled.", 3*time.Minute)
+		expectLine(vm, marker+" ", 3*time.Minute)
+		expectLine(vm, "herd.golden=1", 10*time.Second)
+		Expect(vm.Count("herd: agent starting")).To(Equal(1), "the agent ran once")
+		Expect(vm.Count("Kernel is locked down from EFI Secure Boot")).To(Equal(2), "both kernels ran under Secure Boot")
+		Expect(vm.Count("Verification failed")).To(BeZero())
+		GinkgoWriter.Printf("the clone booted under Secure Boot %.1fs after power on\n", time.Since(start).Seconds())
+		res := d.result(1)
+		Expect(res.Machines[0].MAC).To(Equal(mac))
+	})
+})
