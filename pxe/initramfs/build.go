@@ -38,9 +38,10 @@ var DefaultModules = []string{
 	"virtio_pci",
 }
 
-// AlwaysModules are loaded whatever the hardware: loop is for the
-// file-level method, which makes file systems through loop devices.
-var AlwaysModules = []string{"loop"}
+// AlwaysModules are loaded whatever the hardware: loop and the file
+// systems the file-level method makes, mounts and fills (through loop
+// devices); the generic kernel has them as modules.
+var AlwaysModules = []string{"loop", "ext4", "xfs", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1"}
 
 // Applets are the busybox applets linked into /bin of the initramfs.
 var Applets = []string{
