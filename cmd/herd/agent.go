@@ -25,12 +25,16 @@ func newAgentCmd() *cobra.Command {
 		Short: "Run the PXE agent: join the session named on the kernel command line, write the disk, reboot",
 		Long: `Agent is what the herd initramfs runs as its init. It reads its orders from the
 kernel command line (herd.server=IP:PORT herd.session=NAME herd.port=9998
-herd.method=raw herd.disk=/dev/vda herd.agentkey=HEX herd.timeout=SECONDS
-herd.retries=N herd.stage2=1), brings eth0 up with DHCP, registers with the
+herd.method=raw herd.disk=RULE herd.agentkey=HEX herd.timeout=SECONDS
+herd.retries=N herd.stage2=1), loads the drivers its devices ask for, brings
+eth0 up with DHCP, registers with the
 server (signed with herd.agentkey, this machine's key for one registration),
-gets the chain key in the server's sealed answer, receives the image with
-herd recv (--key-file in RAM, --allow herd.disk: nothing else is written),
-reports and reboots. A server that refuses the machine (unknown, its key
+gets the chain key in the server's sealed answer, finds the disk herd.disk
+names (a /dev path, or a rule such as auto, model=PERC*,largest or size>=100G:
+see docs/secure-boot.md; a rule that fits no disk or several is reported to
+the server with the disks the machine has, and nothing is written), receives
+the image with herd recv (--key-file in RAM, --allow DISK: nothing else is
+written), reports and reboots. A server that refuses the machine (unknown, its key
 already used) is not asked again: the agent says so and reboots after
 herd.timeout x herd.retries. With herd.stage2=1 it first receives a stage 2 into RAM
 and switches to it; the stage 2's herd agent then receives the image. If the server cannot be reached

@@ -15,6 +15,7 @@ import (
 	"github.com/herd-cluster/herd/blockdev"
 	"github.com/herd-cluster/herd/internal/syncio"
 	"github.com/herd-cluster/herd/pxe"
+	"github.com/herd-cluster/herd/pxe/agent"
 	"github.com/herd-cluster/herd/pxe/deploy"
 )
 
@@ -216,7 +217,7 @@ func deployPlan(o *deployOptions, logf func(string, ...any)) (deploy.Plan, error
 		if o.desc != "" || o.from != "" || o.keepUUIDs {
 			return p, usagef("--desc, --from and --keep-uuids go with --method files")
 		}
-		p.System = deploy.Payload{Method: deploy.MethodRaw, Image: o.image, Dest: o.pxe.disk, UsedOnly: o.usedOnly}
+		p.System = deploy.Payload{Method: deploy.MethodRaw, Image: o.image, Dest: agent.DiskDest, UsedOnly: o.usedOnly}
 	case deploy.MethodFiles:
 		if o.image != "" || o.usedOnly {
 			return p, usagef("--method files sends the files of --from laid out by --desc: --image and --used-only go with --method raw")

@@ -37,7 +37,7 @@ func TestDeployWithRealChain(t *testing.T) {
 	powerLog := filepath.Join(e.top, "power.log")
 	macs := []string{"52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"}
 
-	rs := startReceivers(t, 2, "--key-file", e.keyFile)
+	rs := startReceivers(t, 2, "--key-file", e.keyFile, "--disk-dest", "/dev/vda.img") // as an agent maps herd:disk
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	d := e.startDeploy(t, ctx, "--macs", strings.Join(macs, ","), "--nodes", "2",
@@ -100,7 +100,7 @@ func TestDeployChainFailureKeepsPXE(t *testing.T) {
 	noReceiver := freePorts(t, 1)[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d := e.startDeploy(t, ctx, "--macs", "52:54:00:00:00:09", "--image", image, "--disk", "/disk.img",
+	d := e.startDeploy(t, ctx, "--macs", "52:54:00:00:00:09", "--image", image, "--disk", "/dev/vdz",
 		"--wait", "30s", "--report-timeout", "1s", "--connect-timeout", "2s", "--power-cmd", "false")
 	stdout, stderr := d.stdout, d.stderr
 	registerAgent(t, base, "52:54:00:00:00:09", "127.0.0.1", noReceiver, "")
@@ -148,7 +148,7 @@ func TestDeployWithoutKeyUsesAFreshOne(t *testing.T) {
 	// the chain keeps trying to reach it.
 	keyFile := filepath.Join(e.top, "agent.key")
 	require.NoError(t, os.WriteFile(keyFile, a.creds.ChainKey, 0o600))
-	r := startReceiverAt(t, "127.0.0.1:"+strconv.Itoa(port), t.TempDir(), "--key-file", keyFile)
+	r := startReceiverAt(t, "127.0.0.1:"+strconv.Itoa(port), t.TempDir(), "--key-file", keyFile, "--disk-dest", "/dev/vda.img")
 	require.Equal(t, 0, exitOf(t, r), "the receiver keyed with the agent's key took the chain: %s", r.stderr.String())
 	assert.Equal(t, sha256File(t, image), sha256File(t, filepath.Join(r.root, "dev/vda.img")))
 	a.report(t, true, "", 1<<20, "")
@@ -232,7 +232,7 @@ func TestDeployPlan(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, deploy.Plan{MACs: []string{"52:54:00:00:00:01", "52:54:00:00:00:02"}, Nodes: 2, Wait: time.Minute, Settle: time.Second,
 		ReportTimeout: 2 * time.Minute, Linger: 3 * time.Second, AgentPort: 9000, Stage2: stage2,
-		System: deploy.Payload{Method: "raw", Image: image, Dest: "/dev/sdb", UsedOnly: true}}, p)
+		System: deploy.Payload{Method: "raw", Image: image, Dest: agent.DiskDest, UsedOnly: true}}, p)
 	assert.True(t, o.pxe.stage2, "the kernel line asks for the stage 2")
 
 	o = &deployOptions{desc: image, from: dir, keepUUIDs: true, nodes: 3}
@@ -253,6 +253,9 @@ func TestDeployMethodAndStage2Usage(t *testing.T) {
 		"unknown method":  {"--method", "dd"},
 		"stage2 missing":  {"--stage2", filepath.Join(e.top, "nope.cpio.gz")},
 		"stage2 not cook": {"--stage2", e.keyFile},
+		"disk rule":       {"--disk", "biggest"},
+		"disk size":       {"--disk", "size>=lots"},
+		"disk not in dev": {"--disk", "/etc/shadow"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			all := append(append([]string{"deploy"}, e.args()...), "--nodes", "1", "--image", e.keyFile)

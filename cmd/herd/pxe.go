@@ -197,7 +197,7 @@ each machine with its own generated configuration.`,
 	f := cmd.Flags()
 	f.StringVar(&a.Server, "server", "", "herd HTTP server the agents call, IP:PORT")
 	f.StringVar(&a.Session, "session", "herd", "session name")
-	f.StringVar(&a.Disk, "disk", "/dev/vda", "target disk on the nodes")
+	f.StringVar(&a.Disk, "disk", "auto", "disk the nodes write: a /dev path or a rule (auto: the one disk that may be written; model=PAT, serial=PAT, size>=100G, size<=2T, largest, smallest, joined by commas)")
 	f.StringVar(&m.Default, "default", "local", "label booted when nobody chooses")
 	f.StringVar(&m.Kernel, "kernel", "vmlinuz", "kernel path on the TFTP server")
 	f.StringVar(&m.Initrd, "initrd", "initrd.img", "initramfs path on the TFTP server")

@@ -56,7 +56,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.StringVar(&p.session, "session", "herd", "session name the agents join")
 	f.IntVar(&p.agentPort, "agent-port", 9998, "port the agents listen on for the chain")
 	f.StringVar(&p.method, "method", "raw", "duplication method the agents run")
-	f.StringVar(&p.disk, "disk", "/dev/vda", "target disk on the nodes")
+	f.StringVar(&p.disk, "disk", "auto", "disk the nodes write: a /dev path or a rule (auto: the one disk that may be written; model=PAT, serial=PAT, size>=100G, size<=2T, largest, smallest, joined by commas)")
 	f.IntVar(&p.agentTimeout, "agent-timeout", 300, "seconds an agent waits for the server")
 	f.IntVar(&p.agentRetries, "agent-retries", 3, "attempts before an agent reboots")
 	f.StringVar(&p.console, "console", "ttyS0", "kernel console of the nodes (- for none)")

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spf13/pflag"
 
 	"github.com/herd-cluster/herd/blockdev"
+	"github.com/herd-cluster/herd/pxe/agent"
 	"github.com/herd-cluster/herd/ring"
 )
 
@@ -18,6 +20,9 @@ type sinkOptions struct {
 	conf         blockdev.Confinement // --root and both allow flags (prepare)
 	zeroUnused   bool
 	verify       bool
+	// diskDest is the device the destination agent.DiskDest stands
+	// for on this node (--disk-dest).
+	diskDest string
 	// unpackSpecial lets cooked archives create device nodes and FIFOs
 	// and keep setuid/setgid bits, owners and capabilities.
 	unpackSpecial bool
@@ -66,6 +71,7 @@ func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
 	f.BoolVar(&o.unpackSpecial, "unpack-special", false, "let cooked archives ('>>') create device nodes and FIFOs and keep setuid/setgid bits, owners and file capabilities, as an OS tree on a filesystem made for it needs (PXE stage 2); without it they are skipped or stripped, and the log says which")
 	f.StringSliceVar(&o.allowFlags, "allow", nil, "a device or path this node may write: /dev/sda, /dev/sd?, /srv/images/*.img, /srv/images/** (and everything below); repeatable or comma-separated; see above")
 	f.StringSliceVar(&o.allowDevices, "allow-device", nil, "deprecated name of --allow")
+	f.StringVar(&o.diskDest, "disk-dest", "", "the device a destination named "+agent.DiskDest+" (what herd deploy sends: each node's own disk) is written to on this node; --allow must permit it too")
 	_ = f.MarkDeprecated("allow-device", "use --allow (same patterns)")
 }
 
@@ -86,7 +92,14 @@ func (o *sinkOptions) prepare(root string) error {
 // one. Every check (allowed, size, in use) happens here, before a byte
 // is written. It also returns the path it opened (Target's).
 func openSink(it ring.Item, o sinkOptions) (ring.Sink, string, error) {
-	dest, device, err := o.conf.Target(it.Dest)
+	want := it.Dest
+	if want == agent.DiskDest {
+		if o.diskDest == "" {
+			return nil, "", fmt.Errorf("%w: the sender names this node's disk (%s) and this node was given no --disk-dest", blockdev.ErrNotAllowed, agent.DiskDest)
+		}
+		want = o.diskDest
+	}
+	dest, device, err := o.conf.Target(want)
 	if err != nil {
 		return nil, "", err
 	}

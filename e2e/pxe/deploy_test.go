@@ -1,6 +1,7 @@
 package pxee2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -173,19 +174,24 @@ func netbootVMs(l *lan, dir string, macs []string) []*qemu.VM {
 	return netbootMachines(l, dir, macs, qemu.Config{})
 }
 
-// netbootMachines is netbootVMs for machines like hw (its firmware,
-// NIC model and disk bus).
-func netbootMachines(l *lan, dir string, macs []string, hw qemu.Config) []*qemu.VM {
+// netbootMachines is netbootVMs for machines with the hardware of hw
+// (firmware, NIC model, disk bus, memory): hw[i] for machine i, or
+// hw[0] for all.
+func netbootMachines(l *lan, dir string, macs []string, hw ...qemu.Config) []*qemu.VM {
 	GinkgoHelper()
 	var vms []*qemu.VM
 	for i, mac := range macs {
+		h := hw[0]
+		if len(hw) == len(macs) {
+			h = hw[i]
+		}
 		disk := filepath.Join(dir, fmt.Sprintf("node%d.img", i))
 		Expect(os.WriteFile(disk, nil, 0o644)).To(Succeed())
 		Expect(os.Truncate(disk, 80<<20)).To(Succeed())
 		vm, err := qemu.Start(context.Background(), qemu.Config{
 			Name: fmt.Sprintf("pxe%d-%d-%d", i, os.Getpid(), rand.IntN(1e6)), Netns: l.ns, Tap: l.addTap(), MAC: mac,
 			Disk: disk, NetBoot: true, SocketDir: GinkgoT().TempDir(),
-			Firmware: hw.Firmware, NIC: hw.NIC, DiskBus: hw.DiskBus, MemoryMB: hw.MemoryMB,
+			Firmware: h.Firmware, NIC: h.NIC, DiskBus: h.DiskBus, MemoryMB: h.MemoryMB,
 		})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() {
@@ -206,7 +212,7 @@ func needIPXEROM() {
 }
 
 var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
-	It("clones a bootable golden disk (used blocks only) to three machines that then boot it from their own disks", func() {
+	It("clones a bootable golden disk (used blocks only) to three BIOS machines of different hardware (e1000e NICs, AHCI and MegaRAID SAS disks, virtio), each finding its own disk, that then boot it from their own disks", func() {
 		needIPXEROM()
 		dir := GinkgoT().TempDir()
 		marker := fmt.Sprintf("HERD-GOLDEN-MARKER-%d", rand.IntN(1e9))
@@ -215,18 +221,26 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 
 		l := newLAN()
 		// The machines to clone are named: only they get an agent key.
+		// No --disk: each agent writes the one disk its machine has,
+		// whatever its controller calls it.
 		macs := []string{randomMAC(), randomMAC(), randomMAC()}
-		d := startDeploy(l, dir, 3, "--macs", strings.Join(macs, ","), "--image", golden, "--used-only")
-		vms := netbootVMs(l, dir, macs)
+		d := startDeploy(l, dir, 3, "--macs", strings.Join(macs, ","), "--image", golden, "--used-only", "--disk", "auto")
+		vms := netbootMachines(l, dir, macs, qemu.Config{NIC: "e1000e", DiskBus: "ahci"}, qemu.Config{NIC: "e1000e", DiskBus: "megasas"}, qemu.Config{})
 		start := time.Now()
 		for _, vm := range vms {
 			expectLine(vm, "herd: agent starting", 3*time.Minute)
 		}
 		GinkgoWriter.Printf("all agents started %.1fs after power on\n", time.Since(start).Seconds())
-		for _, vm := range vms {
+		for i, vm := range vms {
+			// The driver its hardware asked for, and the disk it found.
+			expectLine(vm, "herd: drivers loaded for this machine", time.Minute)
+			expectLine(vm, []string{" e1000e", " e1000e", " virtio_net"}[i], time.Second)
+			expectLine(vm, "herd: disk auto: "+[]string{"/dev/sda", "/dev/sda", "/dev/vda"}[i], 2*time.Minute)
 			expectLine(vm, "herd: clone verified (", 4*time.Minute)
 			expectLine(vm, "reboot: Restarting system", time.Minute)
 		}
+		Expect(vms[1].Console()).To(ContainSubstring(" megaraid_sas"), "the MegaRAID machine loaded its driver")
+		Expect(vms[0].Console()).To(ContainSubstring(" ahci"), "the AHCI machine loaded its driver")
 		GinkgoWriter.Printf("all clones verified %.1fs after power on\n", time.Since(start).Seconds())
 		for _, vm := range vms {
 			// Back in the firmware: iPXE asks again, the server sends the
@@ -243,6 +257,30 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		}
 		Expect(res.Chains).To(HaveLen(1))
 		Expect(res.Chains[0].Name).To(Equal("image"))
+	})
+
+	It("fails a machine whose disk rule fits none of its disks, with the disks it has as the reason, and writes nothing", func() {
+		needIPXEROM()
+		dir := GinkgoT().TempDir()
+		golden := filepath.Join(dir, "golden.img")
+		Expect(os.WriteFile(golden, bytes.Repeat([]byte("herd"), 1<<18), 0o644)).To(Succeed())
+		l := newLAN()
+		mac := randomMAC()
+		d := startDeploy(l, dir, 1, "--macs", mac, "--image", golden, "--disk", "size>=1T", "--connect-timeout", "10s")
+		vm := netbootVMs(l, dir, []string{mac})[0]
+		expectLine(vm, "herd: agent starting", 3*time.Minute)
+		expectLine(vm, "herd: agent: no disk to write: disksel: no disk fits rule size>=1T; disks: /dev/vda 80.0MiB", 2*time.Minute)
+		expectLine(vm, "nothing was written", 10*time.Second)
+		Eventually(d.done, 3*time.Minute).Should(BeClosed(), func() string { return "herd deploy did not end: " + d.errb.String() })
+		Expect(d.err).To(HaveOccurred(), "a deploy with a failed machine fails")
+		lines := strings.Split(strings.TrimSpace(d.out.String()), "\n")
+		res, err := report.Parse([]byte(lines[len(lines)-1]))
+		Expect(err).NotTo(HaveOccurred(), "deploy JSON: %s", d.out.String())
+		Expect(*res.OK).To(BeFalse())
+		Expect(res.Machines).To(HaveLen(1))
+		Expect(res.Machines[0].OK).To(BeFalse())
+		Expect(res.Machines[0].Reason).To(ContainSubstring("no disk fits rule size>=1T; disks: /dev/vda 80.0MiB"), "%+v", res.Machines[0])
+		Expect(vm.Console()).NotTo(ContainSubstring("herd recv"), "herd recv never ran")
 	})
 
 	It("sends a stage 2 with mkfs tools through the chain into two machines' RAM, whose own agent then clones the golden system file by file", func() {

@@ -64,6 +64,10 @@ type Agent struct {
 	// Drivers loads the kernel modules the machine needs before the
 	// network is brought up; default LoadDrivers from ModuleIndex.
 	Drivers func(ctx context.Context) error
+	// FindDisk turns the disk rule (Config.Disk: a path or a
+	// disksel rule) into the device to write; default FindDisk on this
+	// machine, waiting up to 20 s for disks to appear.
+	FindDisk func(ctx context.Context, rule string) (string, error)
 	// NetUp brings the network up; default DHCP on eth0 with udhcpc.
 	NetUp func(ctx context.Context) (Lease, error)
 	// RecvCommand returns the command that receives the image, given
@@ -172,17 +176,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func (a *Agent) clone(ctx context.Context) error {
 	c := a.Config
-	var methodArgs []string
-	switch c.Method {
-	case "raw":
-		// herd recv writes this machine's disk and nothing else,
-		// whatever the sender's manifest names.
-		methodArgs = []string{"--allow", c.Disk}
-	case "files":
-		// KA's file-level method: herd recv partitions the disk from the
-		// sender's desc, makes the file systems and unpacks the files.
-		methodArgs = []string{"--allow", c.Disk, "--files", "--disk", c.Disk}
-	default:
+	if c.Method != "raw" && c.Method != "files" {
 		return fmt.Errorf("agent: method %q is not supported by this agent (raw or files)", c.Method)
 	}
 	if c.Stage2 {
@@ -191,9 +185,41 @@ func (a *Agent) clone(ctx context.Context) error {
 		}
 		a.say("running in the stage 2")
 	}
+	// The disk first: a machine without one must not join the chain.
+	// It registers all the same, to tell the server why.
+	disk, derr := a.FindDisk(ctx, c.Disk)
 	lease, err := a.join(ctx, "")
 	if err != nil {
 		return err
+	}
+	if err := derr; err != nil {
+		// Tell the server why, so the operator sees it in herd pxe
+		// list and in the deploy's result, then stay on the console
+		// a while rather than reboot into the same question.
+		a.say("%v", err)
+		if rerr := a.report(ctx, httpboot.ReportRequest{MAC: lease.MAC, OK: false, Error: err.Error()}); rerr != nil {
+			a.say("cannot report to herd server %s: %v", c.Server, rerr)
+		}
+		a.say("nothing was written; rebooting in %v", a.RefusedWait.Round(time.Second))
+		select {
+		case <-ctx.Done():
+		case <-time.After(a.RefusedWait):
+		}
+		return err
+	}
+	if disk != c.Disk {
+		a.say("disk %s: %s", c.Disk, disk)
+	}
+	var methodArgs []string
+	switch c.Method {
+	case "raw":
+		// herd recv writes this machine's disk and nothing else,
+		// whatever the sender's manifest names.
+		methodArgs = []string{"--allow", disk, "--disk-dest", disk}
+	case "files":
+		// KA's file-level method: herd recv partitions the disk from the
+		// sender's desc, makes the file systems and unpacks the files.
+		methodArgs = []string{"--allow", disk, "--files", "--disk", disk}
 	}
 	sum, err := a.receive(ctx, lease, methodArgs...)
 	if errors.Is(err, ErrServerLost) {
@@ -521,6 +547,9 @@ func (a *Agent) defaults() {
 	a.Console = syncio.NewWriter(a.Console)
 	if a.Drivers == nil {
 		a.Drivers = func(ctx context.Context) error { return LoadDrivers(ctx, ModuleIndex, a.Console) }
+	}
+	if a.FindDisk == nil {
+		a.FindDisk = func(ctx context.Context, rule string) (string, error) { return FindDisk(ctx, rule, 20*time.Second) }
 	}
 	if a.NetUp == nil {
 		a.NetUp = func(ctx context.Context) (Lease, error) { return DHCP(ctx, "eth0", a.Console) }

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -108,6 +110,11 @@ func newTestServer(t *testing.T, fs *fakeServer) string {
 }
 
 type harness struct {
+	// disk is what FindDisk answers for the rule (default the rule
+	// itself); noDisk makes it fail.
+	disk    string
+	noDisk  error
+	rules   []string
 	console bytes.Buffer
 	reboots int
 	recv    []string
@@ -122,6 +129,14 @@ func (h *harness) agentFor(t *testing.T, server string, line string, code int) *
 	return &Agent{
 		Config:  Config{Server: server, Session: "s1", Port: 9998, Method: "raw", Disk: "/dev/vda", Timeout: 300 * time.Millisecond, Retries: 3, AgentKey: testAgentKey},
 		Console: &h.console,
+		Drivers: func(context.Context) error { return nil },
+		FindDisk: func(_ context.Context, rule string) (string, error) {
+			h.rules = append(h.rules, rule)
+			if h.noDisk != nil {
+				return "", h.noDisk
+			}
+			return cmp.Or(h.disk, rule), nil
+		},
 		NetUp: func(ctx context.Context) (Lease, error) {
 			return Lease{Interface: "eth0", MAC: "52:54:00:00:00:01", IP: "10.0.0.5"}, nil
 		},
@@ -161,7 +176,7 @@ func TestAgentClonesReportsAndReboots(t *testing.T) {
 	require.NoError(t, a.Run(context.Background()))
 
 	assert.Equal(t, 1, h.reboots)
-	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file", filepath.Join(a.TempDir, ChainKeyFile), "--allow", "/dev/vda"}, h.recv,
+	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file", filepath.Join(a.TempDir, ChainKeyFile), "--allow", "/dev/vda", "--disk-dest", "/dev/vda"}, h.recv,
 		"herd recv gets the chain key from the answer and may write this machine's disk only")
 	assert.Equal(t, string(testChainKey), h.keyFile, "the key file holds the chain key of the sealed answer")
 	assert.Equal(t, os.FileMode(0o600), h.keyMode.Perm())
@@ -194,6 +209,44 @@ func TestAgentReportsAFailedClone(t *testing.T) {
 	assert.Contains(t, fs.reports[0].Error, "digest mismatch")
 	assert.Contains(t, h.console.String(), "clone failed, rebooting")
 	assert.NotContains(t, h.console.String(), "clone verified")
+}
+
+// TestAgentDiskRule checks that the rule on the kernel line is turned
+// into a device before herd recv runs, which may then write that device
+// only.
+func TestAgentDiskRule(t *testing.T) {
+	fs := &fakeServer{}
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	h := &harness{disk: "/dev/sdb"}
+	a := h.agentFor(t, strings.TrimPrefix(srv.URL, "http://"), `{"event":"summary","ok":true,"bytes":1,"nodes":[]}`, 0)
+	a.Config.Disk = "model=PERC*,largest"
+	require.NoError(t, a.Run(context.Background()))
+	assert.Equal(t, []string{"model=PERC*,largest"}, h.rules)
+	assert.Equal(t, "/dev/sdb", h.recv[len(h.recv)-1], "herd recv --allow gets the disk the rule picked")
+	assert.Contains(t, h.console.String(), "herd: disk model=PERC*,largest: /dev/sdb")
+}
+
+// TestAgentWithoutADiskReportsWhy checks that a machine whose rule picks
+// no disk writes nothing, tells the server which disks it saw, and
+// waits before it reboots.
+func TestAgentWithoutADiskReportsWhy(t *testing.T) {
+	fs := &fakeServer{}
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	h := &harness{noDisk: fmt.Errorf("%w: disksel: no disk fits rule size>=10T; disks: /dev/sda 80.0MiB model=\"QEMU HARDDISK\"", ErrNoDisk)}
+	a := h.agentFor(t, strings.TrimPrefix(srv.URL, "http://"), "", 0)
+	a.RefusedWait = 50 * time.Millisecond
+	start := time.Now()
+	err := a.Run(context.Background())
+	assert.ErrorIs(t, err, ErrNoDisk)
+	assert.GreaterOrEqual(t, time.Since(start), 50*time.Millisecond, "it waits before rebooting")
+	assert.Nil(t, h.recv, "herd recv never ran")
+	assert.Equal(t, 1, h.reboots)
+	require.Len(t, fs.reports, 1)
+	assert.False(t, fs.reports[0].OK)
+	assert.Contains(t, fs.reports[0].Error, `disks: /dev/sda 80.0MiB model="QEMU HARDDISK"`, "the server learns which disks the machine has")
+	assert.Contains(t, h.console.String(), "nothing was written")
 }
 
 func TestAgentRecvWithoutSummaryFails(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/herd-cluster/herd/blockdev/disksel"
 )
 
 // ErrCmdline means the kernel command line does not hold valid orders.
@@ -18,7 +20,7 @@ var ErrCmdline = errors.New("agent: bad kernel command line")
 const (
 	DefaultPort    = 9998
 	DefaultMethod  = "raw"
-	DefaultDisk    = "/dev/vda"
+	DefaultDisk    = disksel.Auto
 	DefaultTimeout = 300 * time.Second
 	DefaultRetries = 3
 	DefaultSession = "herd"
@@ -38,7 +40,8 @@ type Config struct {
 	// writes the image to Disk) or "files" (herd recv --files partitions
 	// Disk and unpacks the golden files; needs mkfs tools, so a stage 2).
 	Method string
-	// Disk is the device the image is written to (herd.disk).
+	// Disk is the device the image is written to, or a rule that picks
+	// it among the machine's disks (herd.disk; see blockdev/disksel).
 	Disk string
 	// AgentKey is this machine's agent key (herd.agentkey, 32 bytes in
 	// hex), valid for one registration; nil when absent (the server
@@ -106,8 +109,8 @@ func ParseCmdline(s string) (Config, error) {
 			}
 			c.Method = v
 		case "herd.disk":
-			if !strings.HasPrefix(v, "/dev/") || len(v) <= len("/dev/") || !printable(v) || strings.Contains(v, "..") {
-				return bad(k, v, "want a device path under /dev/")
+			if _, err := disksel.Parse(v); err != nil || v == "" {
+				return bad(k, v, "want a device path under /dev/ or a disk rule (auto, model=…, serial=…, size>=…, largest)")
 			}
 			c.Disk = v
 		case "herd.agentkey":

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"github.com/herd-cluster/herd/blockdev/disksel"
 	"strings"
 	"testing"
 	"time"
@@ -86,7 +87,7 @@ func FuzzParseCmdline(f *testing.F) {
 		if c.Server == "" || c.Retries < 1 || c.Timeout <= 0 || c.Port < 1 || c.Port > 65535 {
 			t.Fatalf("accepted invalid config %+v from %q", c, s)
 		}
-		if !strings.HasPrefix(c.Disk, "/dev/") || strings.ContainsAny(c.Session, " \t\n") {
+		if _, err := disksel.Parse(c.Disk); err != nil || strings.ContainsAny(c.Session, " \t\n") {
 			t.Fatalf("unsafe value in %+v", c)
 		}
 		if c.AgentKey != nil && len(c.AgentKey) != AgentKeySize {

@@ -135,7 +135,7 @@ func TestAgentInsideStage2ClonesTheDisk(t *testing.T) {
 	require.Len(t, fs.registers, 1)
 	assert.Equal(t, "", fs.registers[0].Step, "registered for the image")
 	assert.Equal(t, []httpboot.Role{httpboot.RoleMachine, httpboot.RoleMachine}, fs.roles, "with the machine key the first agent left")
-	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file", filepath.Join(a.TempDir, ChainKeyFile), "--allow", "/dev/vda"}, h.recv)
+	assert.Equal(t, []string{"recv", "--listen", ":9998", "--json", "--key-file", filepath.Join(a.TempDir, ChainKeyFile), "--allow", "/dev/vda", "--disk-dest", "/dev/vda"}, h.recv)
 	assert.NotContains(t, strings.Join(h.recv, " "), "--root")
 	assert.Contains(t, h.console.String(), "running in the stage 2")
 	assert.Contains(t, h.console.String(), "clone verified (4096 bytes)")

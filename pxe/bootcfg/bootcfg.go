@@ -20,6 +20,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/herd-cluster/herd/blockdev/disksel"
 )
 
 // ErrBadParam reports a kernel parameter value that would break the
@@ -36,7 +38,7 @@ type Agent struct {
 	Session string // session name (default "herd")
 	Port    int    // port the agent listens on for the chain (default 9998)
 	Method  string // duplication method (default "raw")
-	Disk    string // target disk (default "/dev/vda")
+	Disk    string // target disk: a path or a disksel rule (default "auto", the one obvious disk)
 	// AgentKey is this machine's agent key in hex (httpboot.AgentKey:
 	// 32 bytes, valid for one registration). A boot configuration never
 	// carries any other key: the agent gets the chain key in the sealed
@@ -61,7 +63,7 @@ func (a Agent) WithDefaults() Agent {
 		a.Method = "raw"
 	}
 	if a.Disk == "" {
-		a.Disk = "/dev/vda"
+		a.Disk = disksel.Auto
 	}
 	if a.Timeout == 0 {
 		a.Timeout = 300
@@ -85,6 +87,9 @@ func (a Agent) Validate() error {
 		if strings.ContainsFunc(v, func(r rune) bool { return r <= ' ' || r == '"' || r == '\'' || r == '\\' || r > '~' }) {
 			return fmt.Errorf("%w: %s=%q", ErrBadParam, k, v)
 		}
+	}
+	if _, err := disksel.Parse(a.Disk); err != nil {
+		return fmt.Errorf("%w: herd.disk: %v", ErrBadParam, err)
 	}
 	if strings.ContainsAny(a.Extra, "\n\r") {
 		return fmt.Errorf("%w: extra parameters contain a line break", ErrBadParam)

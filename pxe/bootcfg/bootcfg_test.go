@@ -27,14 +27,14 @@ func golden(t *testing.T, name, got string) {
 func TestKernelArgs(t *testing.T) {
 	a := Agent{Server: "10.0.0.1:8080"}
 	require.NoError(t, a.Validate())
-	assert.Equal(t, "herd.server=10.0.0.1:8080 herd.session=herd herd.port=9998 herd.method=raw herd.disk=/dev/vda herd.timeout=300 herd.retries=3 console=ttyS0", a.KernelArgs())
+	assert.Equal(t, "herd.server=10.0.0.1:8080 herd.session=herd herd.port=9998 herd.method=raw herd.disk=auto herd.timeout=300 herd.retries=3 console=ttyS0", a.KernelArgs())
 
 	key := strings.Repeat("0f", 32)
 	a = Agent{Server: "10.0.0.1:80", Session: "lab", Port: 7000, Disk: "/dev/sda", AgentKey: key, Timeout: 10, Retries: 1, Console: "-", Extra: "quiet"}
 	require.NoError(t, a.Validate())
 	assert.Equal(t, "herd.server=10.0.0.1:80 herd.session=lab herd.port=7000 herd.method=raw herd.disk=/dev/sda herd.agentkey="+key+" herd.timeout=10 herd.retries=1 quiet", a.KernelArgs())
 	a = Agent{Server: "10.0.0.1:80", Stage2: true, Console: "-"}
-	assert.Equal(t, "herd.server=10.0.0.1:80 herd.session=herd herd.port=9998 herd.method=raw herd.disk=/dev/vda herd.timeout=300 herd.retries=3 herd.stage2=1", a.KernelArgs())
+	assert.Equal(t, "herd.server=10.0.0.1:80 herd.session=herd herd.port=9998 herd.method=raw herd.disk=auto herd.timeout=300 herd.retries=3 herd.stage2=1", a.KernelArgs())
 }
 
 func TestValidateRefuses(t *testing.T) {
@@ -50,6 +50,8 @@ func TestValidateRefuses(t *testing.T) {
 		"agent key in extra": {Server: "10.0.0.1:80", Extra: "herd.agentkey=00ff"},
 		"extra break":        {Server: "10.0.0.1:80", Extra: "a\nLABEL x"},
 		"port too big":       {Server: "10.0.0.1:80", Port: 70000},
+		"bad disk rule":      {Server: "10.0.0.1:80", Disk: "biggest"},
+		"disk outside /dev":  {Server: "10.0.0.1:80", Disk: "/etc/shadow"},
 	} {
 		t.Run(name, func(t *testing.T) { require.ErrorIs(t, a.Validate(), ErrBadParam) })
 	}
