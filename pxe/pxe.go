@@ -343,6 +343,7 @@ func (s *Server) agentArgs(mac string) (string, bool) {
 	}
 	a := s.opts.Agent
 	a.AgentKey = hex.EncodeToString(httpboot.AgentKey(s.opts.Key, m.MAC, m.KeyID))
+	a.BootMAC = m.MAC
 	return a.KernelArgs(), true
 }
 

@@ -45,6 +45,10 @@ type Config struct {
 	NIC string
 	// MAC is the NIC's address (default derived from Name).
 	MAC string
+	// Before are NICs placed before the main one on the PCI bus (the
+	// guest kernel names them first: eth0, …), each on its own tap,
+	// none of them bootable: a machine that boots from its second NIC.
+	Before []NIC
 	// Disk is an image file attached as a disk (raw format).
 	Disk string
 	// DiskBus is how the disk is attached: "virtio" (default), "nvme",
@@ -69,6 +73,14 @@ type Config struct {
 	SocketDir string
 	// Extra arguments appended to QEMU's command line.
 	Extra []string
+}
+
+// NIC is one more network card.
+type NIC struct {
+	// Tap is its tap device (required), MAC its address (required).
+	Tap, MAC string
+	// Model is its QEMU model (default "virtio-net-pci").
+	Model string
 }
 
 // Args returns QEMU's arguments for c (without the binary) and the QMP
@@ -133,6 +145,18 @@ func Args(c Config) (args []string, qmpPath string, err error) {
 		if c.NetBoot {
 			netIndex, diskIndex = ",bootindex=1", ",bootindex=2"
 		}
+	}
+	for i, n := range c.Before {
+		model := n.Model
+		if model == "" {
+			model = "virtio-net-pci"
+		}
+		if _, err := net.ParseMAC(n.MAC); err != nil || n.Tap == "" || !nicModels[model] || strings.ContainsAny(n.Tap, ",\n") {
+			return nil, "", fmt.Errorf("%w: %s: extra NIC %d: tap %q, mac %q, model %q", ErrConfig, c.Name, i, n.Tap, n.MAC, model)
+		}
+		id := "b" + strconv.Itoa(i)
+		args = append(args, "-netdev", "tap,id="+id+",ifname="+n.Tap+",script=no,downscript=no",
+			"-device", model+",netdev="+id+",mac="+n.MAC+",romfile=")
 	}
 	if c.Tap != "" {
 		mac := c.MAC

@@ -68,6 +68,13 @@ func TestArgsMachines(t *testing.T) {
 	assert.Contains(t, line, "-device e1000e,netdev=n0,mac="+MACFor("u")+",bootindex=2", "iPXE's ROM drives the e1000e")
 	assert.Contains(t, line, "-device megasas,id=raid -device scsi-hd,drive=d0,bus=raid.0,bootindex=1", "not net-booting: the disk first")
 
+	args, _, err = Args(Config{Name: "two", Tap: "t2", NetBoot: true, Firmware: "uefi", Before: []NIC{{Tap: "t1", MAC: "52:54:00:00:00:01"}}})
+	require.NoError(t, err)
+	line = strings.Join(args, " ")
+	assert.Contains(t, line, "-netdev tap,id=b0,ifname=t1,script=no,downscript=no -device virtio-net-pci,netdev=b0,mac=52:54:00:00:00:01,romfile= -netdev tap,id=n0,ifname=t2", "the extra NIC comes first and cannot boot")
+	_, _, err = Args(Config{Name: "two", Before: []NIC{{Tap: "t1", MAC: "zz"}}})
+	assert.ErrorIs(t, err, ErrConfig)
+
 	args, _, err = Args(Config{Name: "b", Disk: "/d", DiskBus: "ahci"})
 	require.NoError(t, err)
 	line = strings.Join(args, " ")

@@ -60,7 +60,12 @@ var _ = Describe("the agent's initramfs booted by QEMU, its server gone after it
 		l.startDHCP()
 		mac := randomMAC()
 		api := l.startAPI(8080, mac)
-		vm := l.startVM("lost", mac, "", "console=ttyS0 quiet herd.server=10.79.0.1:8080 herd.session=e2e herd.timeout=5 herd.retries=2 herd.agentkey="+api.agentKey)
+		// A disk, so the agent (which finds its disk first) registers
+		// and waits for its session.
+		disk := filepath.Join(GinkgoT().TempDir(), "disk.img")
+		Expect(os.WriteFile(disk, nil, 0o644)).To(Succeed())
+		Expect(os.Truncate(disk, 16<<20)).To(Succeed())
+		vm := l.startVM("lost", mac, disk, "console=ttyS0 quiet herd.server=10.79.0.1:8080 herd.session=e2e herd.timeout=5 herd.retries=2 herd.agentkey="+api.agentKey)
 		Eventually(api.reg, 90*time.Second).Should(Receive(), "no registration; console:\n%s", vm.Console())
 		expectLine(vm, "herd: registered with 10.79.0.1:8080", 10*time.Second)
 		api.stop() // the server dies; no session will ever come

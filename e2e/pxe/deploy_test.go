@@ -191,7 +191,7 @@ func netbootMachines(l *lan, dir string, macs []string, hw ...qemu.Config) []*qe
 		vm, err := qemu.Start(context.Background(), qemu.Config{
 			Name: fmt.Sprintf("pxe%d-%d-%d", i, os.Getpid(), rand.IntN(1e6)), Netns: l.ns, Tap: l.addTap(), MAC: mac,
 			Disk: disk, NetBoot: true, SocketDir: GinkgoT().TempDir(),
-			Firmware: h.Firmware, NIC: h.NIC, DiskBus: h.DiskBus, MemoryMB: h.MemoryMB,
+			Firmware: h.Firmware, NIC: h.NIC, DiskBus: h.DiskBus, MemoryMB: h.MemoryMB, Before: h.Before,
 		})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() {

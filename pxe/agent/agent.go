@@ -68,7 +68,8 @@ type Agent struct {
 	// disksel rule) into the device to write; default FindDisk on this
 	// machine, waiting up to 20 s for disks to appear.
 	FindDisk func(ctx context.Context, rule string) (string, error)
-	// NetUp brings the network up; default DHCP on eth0 with udhcpc.
+	// NetUp brings the network up; default NetUp: the NIC it booted
+	// from (Config.BootMAC) first, herd's own DHCP client.
 	NetUp func(ctx context.Context) (Lease, error)
 	// RecvCommand returns the command that receives the image, given
 	// herd recv's arguments; default: this executable with those args.
@@ -552,7 +553,7 @@ func (a *Agent) defaults() {
 		a.FindDisk = func(ctx context.Context, rule string) (string, error) { return FindDisk(ctx, rule, 20*time.Second) }
 	}
 	if a.NetUp == nil {
-		a.NetUp = func(ctx context.Context) (Lease, error) { return DHCP(ctx, "eth0", a.Console) }
+		a.NetUp = func(ctx context.Context) (Lease, error) { return NetUp(ctx, a.Config.BootMAC, a.Console) }
 	}
 	if a.RecvCommand == nil {
 		a.RecvCommand = func(ctx context.Context, args []string) *exec.Cmd {

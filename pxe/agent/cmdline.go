@@ -40,6 +40,10 @@ type Config struct {
 	// writes the image to Disk) or "files" (herd recv --files partitions
 	// Disk and unpacks the golden files; needs mkfs tools, so a stage 2).
 	Method string
+	// BootMAC is the MAC of the NIC the machine PXE-booted from
+	// (BOOTIF=01-aa-bb-cc-dd-ee-ff, as pxelinux writes it; herd's boot
+	// files always set it), lower-case with colons; "" when not given.
+	BootMAC string
 	// Disk is the device the image is written to, or a rule that picks
 	// it among the machine's disks (herd.disk; see blockdev/disksel).
 	Disk string
@@ -79,6 +83,14 @@ func ParseCmdline(s string) (Config, error) {
 	}
 	for _, f := range strings.Fields(s) {
 		k, v, _ := strings.Cut(f, "=")
+		if k == "BOOTIF" {
+			mac, err := net.ParseMAC(strings.ReplaceAll(strings.TrimPrefix(v, "01-"), "-", ":"))
+			if err != nil || len(mac) != 6 || !strings.HasPrefix(v, "01-") {
+				return bad(k, v, "want 01-aa-bb-cc-dd-ee-ff (an Ethernet MAC)")
+			}
+			c.BootMAC = mac.String()
+			continue
+		}
 		if !strings.HasPrefix(k, "herd.") {
 			continue
 		}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"github.com/herd-cluster/herd/blockdev/disksel"
 	"strings"
 	"testing"
@@ -71,6 +72,18 @@ func TestParseCmdlineErrors(t *testing.T) {
 	c, err := ParseCmdline("herd.server=1.2.3.4:80 herd.agentkey=" + sampleKeyHex + " herd.agentkey=")
 	require.NoError(t, err)
 	assert.Nil(t, c.AgentKey, "the last value wins")
+}
+
+func TestParseCmdlineBootIf(t *testing.T) {
+	c, err := ParseCmdline("herd.server=10.0.0.1:8080 BOOTIF=01-52-54-00-AB-cd-EF")
+	if err != nil || c.BootMAC != "52:54:00:ab:cd:ef" {
+		t.Fatalf("BOOTIF: %+v, %v", c, err)
+	}
+	for _, bad := range []string{"BOOTIF=52-54-00-ab-cd-ef", "BOOTIF=01-52-54-00-ab-cd", "BOOTIF=01-zz-54-00-ab-cd-ef", "BOOTIF=01-00-11-22-33-44-55-66-77"} {
+		if _, err := ParseCmdline("herd.server=10.0.0.1:8080 " + bad); !errors.Is(err, ErrCmdline) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
 }
 
 func FuzzParseCmdline(f *testing.F) {

@@ -8,13 +8,10 @@ import (
 	"io"
 )
 
-// UDHCPCScript is the udhcpc script the initramfs holds.
-const UDHCPCScript = "/etc/herd/udhcpc.sh"
-
 var errNotLinux = errors.New("agent: only runs on Linux")
 
-// DHCP is only implemented on Linux.
-func DHCP(ctx context.Context, iface string, console io.Writer) (Lease, error) {
+// NetUp is only implemented on Linux.
+func NetUp(ctx context.Context, bootMAC string, console io.Writer) (Lease, error) {
 	return Lease{}, errNotLinux
 }
 

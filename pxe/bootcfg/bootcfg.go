@@ -48,7 +48,10 @@ type Agent struct {
 	Retries  int    // attempts before the agent reboots (default 3)
 	Stage2   bool   // the agent first receives a stage 2 through the chain and continues from it
 	Console  string // kernel console (default "ttyS0"; "-" for none)
-	Extra    string // appended as is
+	// BootMAC is the MAC the machine boots from, passed as BOOTIF (the
+	// agent brings that NIC up first); empty leaves BOOTIF out.
+	BootMAC string
+	Extra   string // appended as is
 }
 
 // WithDefaults returns a copy of a with the defaults filled in.
@@ -100,6 +103,9 @@ func (a Agent) Validate() error {
 	if strings.Contains(a.Extra, "herd.key=") || strings.Contains(a.Extra, "herd.agentkey=") {
 		return fmt.Errorf("%w: extra parameters must not carry a key (the agent gets its keys from the server)", ErrBadParam)
 	}
+	if hw, err := net.ParseMAC(a.BootMAC); a.BootMAC != "" && (err != nil || len(hw) != 6) {
+		return fmt.Errorf("%w: boot MAC %q", ErrBadParam, a.BootMAC)
+	}
 	if a.Port < 1 || a.Port > 65535 || a.Timeout < 0 || a.Retries < 0 {
 		return fmt.Errorf("%w: port %d, timeout %d, retries %d", ErrBadParam, a.Port, a.Timeout, a.Retries)
 	}
@@ -121,6 +127,9 @@ func (a Agent) KernelArgs() string {
 		parts = append(parts, "herd.agentkey="+a.AgentKey)
 	}
 	parts = append(parts, "herd.timeout="+strconv.Itoa(a.Timeout), "herd.retries="+strconv.Itoa(a.Retries))
+	if hw, err := net.ParseMAC(a.BootMAC); err == nil && len(hw) == 6 {
+		parts = append(parts, "BOOTIF=01-"+strings.ReplaceAll(hw.String(), ":", "-"))
+	}
 	if a.Stage2 {
 		parts = append(parts, "herd.stage2=1")
 	}

@@ -37,6 +37,13 @@ func TestKernelArgs(t *testing.T) {
 	assert.Equal(t, "herd.server=10.0.0.1:80 herd.session=herd herd.port=9998 herd.method=raw herd.disk=auto herd.timeout=300 herd.retries=3 herd.stage2=1", a.KernelArgs())
 }
 
+func TestKernelArgsBootIf(t *testing.T) {
+	a := Agent{Server: "10.0.0.1:8080", BootMAC: "52:54:00:AB:cd:ef"}
+	require.NoError(t, a.Validate())
+	assert.Contains(t, a.KernelArgs(), " BOOTIF=01-52-54-00-ab-cd-ef ")
+	assert.ErrorIs(t, Agent{Server: "10.0.0.1:8080", BootMAC: "nope"}.Validate(), ErrBadParam)
+}
+
 func TestValidateRefuses(t *testing.T) {
 	for name, a := range map[string]Agent{
 		"no server":          {},

@@ -40,8 +40,11 @@ var DefaultModules = []string{
 
 // AlwaysModules are loaded whatever the hardware: loop and the file
 // systems the file-level method makes, mounts and fills (through loop
-// devices); the generic kernel has them as modules.
-var AlwaysModules = []string{"loop", "ext4", "xfs", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1"}
+// devices); the generic kernel has them as modules. crc32c_generic
+// provides the crc32c that ext4 asks the crypto API for at mount time,
+// and libcrc32c (xfs, bnx2x) at load time: modprobe would load it for
+// their "softdep pre: crc32c", which names an alias, not a module.
+var AlwaysModules = []string{"loop", "crc32c_generic", "ext4", "xfs", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1"}
 
 // Applets are the busybox applets linked into /bin of the initramfs.
 var Applets = []string{

@@ -46,9 +46,13 @@ func ParseModinfo(sec []byte) (Modinfo, error) {
 			mi.Name = v
 		case "depends":
 			for d := range strings.SplitSeq(v, ",") {
-				if d = strings.TrimSpace(d); d != "" {
-					mi.Depends = append(mi.Depends, d)
+				if d = strings.TrimSpace(d); d == "" {
+					continue
 				}
+				if !moduleName(d) {
+					return Modinfo{}, fmt.Errorf("%w: modinfo string %d: dependency %q is not a module name", ErrModule, i, d)
+				}
+				mi.Depends = append(mi.Depends, d)
 			}
 		case "softdep":
 			// "pre: a b post: c"
@@ -60,7 +64,7 @@ func ParseModinfo(sec []byte) (Modinfo, error) {
 				case "post:":
 					pre = false
 				default:
-					if pre && !strings.ContainsAny(w, ":,") {
+					if pre && moduleName(w) {
 						mi.SoftPre = append(mi.SoftPre, w)
 					}
 				}
@@ -76,6 +80,11 @@ func ParseModinfo(sec []byte) (Modinfo, error) {
 		}
 	}
 	return mi, nil
+}
+
+// moduleName reports whether s can be a module's name.
+func moduleName(s string) bool {
+	return len(s) <= 64 && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == ""
 }
 
 // readModinfo reads the .modinfo section of the module file at p.

@@ -227,7 +227,7 @@ func TestBuildWithDebianKernel(t *testing.T) {
 	}
 	x, err := kmod.Parse(unpack(t, res.Initrd)[strings.TrimPrefix(ModuleIndex, "/")].Data)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"ext4", "loop", "nls_ascii", "nls_cp437", "nls_iso8859_1", "vfat", "xfs"}, x.Always())
+	assert.Equal(t, []string{"crc32c_generic", "ext4", "loop", "nls_ascii", "nls_cp437", "nls_iso8859_1", "vfat", "xfs"}, x.Always())
 	assert.Equal(t, []string{"e1000e"}, x.Match("pci:v00008086d000010D3sv00008086sd00000000bc02sc00i00"), "QEMU's e1000e")
 	assert.Equal(t, []string{"megaraid_sas"}, x.Match("pci:v00001000d00000060sv00001000sd00001013bc01sc04i00"), "QEMU's megasas")
 	assert.Less(t, len(res.Initrd), 48<<20, "the server image stays small enough for a thousand machines")

@@ -16,8 +16,15 @@ func insertModule(p string) error {
 		return err
 	}
 	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("finit_module %s: %w", p, err)
+	err = unix.FinitModule(int(f.Fd()), "", 0)
+	switch {
+	case err == nil, errors.Is(err, unix.EEXIST):
+		return nil
+	case errors.Is(err, unix.ENOENT):
+		// The file is open: ENOENT comes from the module's init,
+		// which did not find something it needs (a crypto
+		// algorithm, firmware, a device).
+		return fmt.Errorf("finit_module %s: its init found something missing (%w)", p, err)
 	}
-	return nil
+	return fmt.Errorf("finit_module %s: %w", p, err)
 }
