@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/herd-cluster/herd/internal/sysfs"
 )
 
 // Scan lists the disks under sys/block (sysfs mounted at sys) that sit
@@ -54,17 +56,8 @@ func Scan(sys string, mounts []byte) ([]Disk, error) {
 	return out, nil
 }
 
-// attr reads a small sysfs attribute, trimmed; "" when absent.
-func attr(dir, name string) string {
-	f, err := os.Open(filepath.Join(dir, name))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	b := make([]byte, 512)
-	n, _ := f.Read(b)
-	return strings.TrimSpace(string(b[:n]))
-}
+// attr reads the sysfs attribute name of the device folder dir.
+func attr(dir, name string) string { return sysfs.Attr(filepath.Join(dir, name)) }
 
 // vpdSerial reads the unit serial number page (0x80) of a SCSI device:
 // a 4-byte header, then the serial.

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/herd-cluster/herd/internal/sysfs"
 )
 
 // Loader loads the modules a machine's devices ask for.
@@ -179,7 +181,7 @@ func Devices(sys string) ([]Device, error) {
 		}
 		for _, e := range ents {
 			p := filepath.Join(dir, e.Name())
-			alias := readSmall(filepath.Join(p, "modalias"))
+			alias := sysfs.Attr(filepath.Join(p, "modalias"))
 			if alias == "" {
 				continue
 			}
@@ -188,9 +190,9 @@ func Devices(sys string) ([]Device, error) {
 				d.Bound = true
 			}
 			if d.Bus == "pci" {
-				d.Vendor = readSmall(filepath.Join(p, "vendor"))
-				d.DeviceID = readSmall(filepath.Join(p, "device"))
-				d.Class = readSmall(filepath.Join(p, "class"))
+				d.Vendor = sysfs.Attr(filepath.Join(p, "vendor"))
+				d.DeviceID = sysfs.Attr(filepath.Join(p, "device"))
+				d.Class = sysfs.Attr(filepath.Join(p, "class"))
 			}
 			out = append(out, d)
 		}
@@ -202,17 +204,4 @@ func Devices(sys string) ([]Device, error) {
 		return out[i].Name < out[j].Name
 	})
 	return out, nil
-}
-
-// readSmall reads a sysfs attribute (at most 4 KiB), trimmed; "" when
-// it cannot be read.
-func readSmall(p string) string {
-	f, err := os.Open(p)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	b := make([]byte, 4096)
-	n, _ := f.Read(b)
-	return strings.TrimSpace(string(b[:n]))
 }
