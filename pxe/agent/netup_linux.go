@@ -136,16 +136,11 @@ func dhcpOn(ctx context.Context, ifc net.Interface, console io.Writer) (Lease, e
 	if err != nil {
 		return Lease{}, fmt.Errorf("DHCP: %w", err)
 	}
+	ipn, bcast, err := leaseAddr(lease.ACK.YourIPAddr, lease.ACK.SubnetMask())
+	if err != nil {
+		return Lease{}, fmt.Errorf("DHCP: %w", err)
+	}
 	ack := lease.ACK
-	mask := ack.SubnetMask()
-	if mask == nil {
-		mask = ack.YourIPAddr.DefaultMask()
-	}
-	ipn := &net.IPNet{IP: ack.YourIPAddr.To4(), Mask: mask}
-	bcast := make(net.IP, 4)
-	for i := range bcast {
-		bcast[i] = ipn.IP[i] | ^mask[len(mask)-4+i]
-	}
 	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: ipn, Broadcast: bcast}); err != nil {
 		return Lease{}, fmt.Errorf("add address %s: %w", ipn, err)
 	}
