@@ -12,6 +12,7 @@ import (
 
 	"github.com/herd-cluster/herd/pxe"
 	"github.com/herd-cluster/herd/pxe/initramfs"
+	"github.com/herd-cluster/herd/pxe/kmod"
 )
 
 type initramfsOptions struct {
@@ -241,7 +242,7 @@ func printDrivers(w io.Writer, res *initramfs.Result, asked []string) {
 	}
 	var drivers []string
 	for _, n := range asked {
-		if n = strings.ReplaceAll(n, "-", "_"); in[n] {
+		if n = kmod.Name(n); in[n] {
 			drivers = append(drivers, n)
 		}
 	}

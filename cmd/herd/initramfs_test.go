@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herd-cluster/herd/pxe"
 	"github.com/herd-cluster/herd/pxe/initramfs"
 )
 
@@ -75,8 +76,8 @@ func TestInitramfsBuildFromCachedDeb(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(fw, "intel/ice/ddp/ice.pkg"), []byte("site firmware"), 0o644))
 	c := t.TempDir()
 	args := []string{"initramfs", "build", "--kernel-deb", deb, "--herd", "/bin/busybox", "--out", c, "--firmware", fw}
-	_, errShim := os.Stat("/usr/lib/shim/shimx64.efi.signed")
-	_, errGrub := os.Stat("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
+	_, errShim := os.Stat(pxe.DebianBootFiles[pxe.ShimFile])
+	_, errGrub := os.Stat(pxe.DebianBootFiles[pxe.GrubFile])
 	secure := errShim == nil && errGrub == nil
 	if secure {
 		args = append(args, "--secure-boot")
@@ -89,7 +90,7 @@ func TestInitramfsBuildFromCachedDeb(t *testing.T) {
 		assert.Contains(t, stdout, "secure boot: shimx64.efi, grubx64.efi in "+c)
 		shim, err := os.ReadFile(filepath.Join(c, "shimx64.efi"))
 		require.NoError(t, err)
-		orig, _ := os.ReadFile("/usr/lib/shim/shimx64.efi.signed")
+		orig, _ := os.ReadFile(pxe.DebianBootFiles[pxe.ShimFile])
 		assert.True(t, bytes.Equal(orig, shim), "the signed shim, byte for byte")
 	}
 	code, _, stderr = runHerd(t, "initramfs", "build", "--kernel-deb", deb, "--herd", "/bin/busybox", "--out", t.TempDir(), "--firmware", filepath.Join(fw, "nope"))

@@ -221,7 +221,7 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 
 		l := newLAN()
 		// The machines to clone are named: only they get an agent key.
-		// No --disk: each agent writes the one disk its machine has,
+		// --disk auto: each agent writes the one disk its machine has,
 		// whatever its controller calls it.
 		macs := []string{randomMAC(), randomMAC(), randomMAC()}
 		d := startDeploy(l, dir, 3, "--macs", strings.Join(macs, ","), "--image", golden, "--used-only", "--disk", "auto")

@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/pxe"
 	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/pxe/state"
 	"github.com/herd-cluster/herd/qemu"
@@ -94,9 +95,9 @@ func secureBootAvailable() error {
 			return fmt.Errorf("%s is missing (Debian ovmf)", f)
 		}
 	}
-	for f, pkg := range map[string]string{"/usr/lib/shim/shimx64.efi.signed": "shim-signed",
-		"/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed": "grub-efi-amd64-signed",
-		"/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed":    "grub-efi-amd64-signed"} {
+	for f, pkg := range map[string]string{pxe.DebianBootFiles[pxe.ShimFile]: "shim-signed",
+		pxe.DebianBootFiles[pxe.GrubFile]:                    "grub-efi-amd64-signed",
+		"/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed": "grub-efi-amd64-signed"} {
 		if _, err := os.Stat(f); err != nil {
 			return fmt.Errorf("%s is missing (Debian %s)", f, pkg)
 		}
