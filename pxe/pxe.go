@@ -108,6 +108,9 @@ type Options struct {
 	// MACs are added to the state as new machines at start (a
 	// discovered one is approved).
 	MACs []string
+	// Disks are the machines' own disk rules by MAC (an inventory's),
+	// in place of Agent.Disk.
+	Disks map[string]string
 	// KnownOnly answers only machines in MACs or already in the state
 	// (and not discovered): DHCP ignores the others.
 	KnownOnly bool
@@ -207,6 +210,20 @@ func New(opts Options) (*Server, error) {
 	if opts.Agent.AgentKey != "" {
 		return nil, fmt.Errorf("%w: Agent.AgentKey is per machine, leave it empty", ErrConfig)
 	}
+	disks := map[string]string{}
+	for m, rule := range opts.Disks {
+		mac, err := state.NormalizeMAC(m)
+		if err != nil {
+			return nil, fmt.Errorf("%w: disk of %s: %v", ErrConfig, m, err)
+		}
+		a := opts.Agent
+		a.Disk = rule
+		if err := a.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: disk of %s: %v", ErrConfig, mac, err)
+		}
+		disks[mac] = rule
+	}
+	opts.Disks = disks
 	if len(opts.Key) < 16 {
 		return nil, fmt.Errorf("%w: a session key of at least 16 bytes is required (%d given)", ErrConfig, len(opts.Key))
 	}
@@ -344,6 +361,9 @@ func (s *Server) agentArgs(mac string) (string, bool) {
 	a := s.opts.Agent
 	a.AgentKey = hex.EncodeToString(httpboot.AgentKey(s.opts.Key, m.MAC, m.KeyID))
 	a.BootMAC = m.MAC
+	if d := s.opts.Disks[m.MAC]; d != "" {
+		a.Disk = d
+	}
 	return a.KernelArgs(), true
 }
 

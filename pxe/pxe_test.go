@@ -54,6 +54,8 @@ func TestNewDefaultsAndErrors(t *testing.T) {
 		"short key":                    func(o *Options) { o.Key = []byte("0123456789") },
 		"agent key set":                func(o *Options) { o.Agent.AgentKey = strings.Repeat("00", 32) },
 		"known-only and allow-unknown": func(o *Options) { o.KnownOnly, o.AllowUnknown = true, true },
+		"bad machine disk":             func(o *Options) { o.Disks = map[string]string{"52:54:00:00:00:01": "size>=lots"} },
+		"bad machine disk mac":         func(o *Options) { o.Disks = map[string]string{"nope": "auto"} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := baseOpts(t)
@@ -67,6 +69,23 @@ func TestNewDefaultsAndErrors(t *testing.T) {
 	o.ServerIP, o.Netmask = net.IPv4(10, 0, 0, 1), net.CIDRMask(24, 32)
 	_, err = New(o) // no range
 	require.ErrorIs(t, err, dhcp.ErrConfig)
+}
+
+// A machine's own disk rule (an inventory's) replaces the default on its
+// kernel line only.
+func TestMachineDisk(t *testing.T) {
+	o := baseOpts(t)
+	o.StatePath = filepath.Join(t.TempDir(), "m.json")
+	o.MACs = []string{"52:54:00:00:00:01", "52:54:00:00:00:02"}
+	o.Agent = bootcfg.Agent{Disk: "largest"}
+	o.Disks = map[string]string{"52-54-00-00-00-02": "serial=S3X*,size>=100G"}
+	s, err := New(o)
+	require.NoError(t, err)
+	cfg, _ := s.bootConfig(bootcfg.PXELinuxFileName("52:54:00:00:00:01"), nil)
+	assert.Contains(t, string(cfg), "herd.disk=largest ")
+	cfg, _ = s.bootConfig(bootcfg.PXELinuxFileName("52:54:00:00:00:02"), nil)
+	assert.Contains(t, string(cfg), "herd.disk=serial=S3X*,size>=100G ")
+	assert.NotContains(t, string(cfg), "largest")
 }
 
 func TestBootAnswersFollowState(t *testing.T) {

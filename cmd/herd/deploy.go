@@ -28,6 +28,7 @@ type deployOptions struct {
 	reportTimeout time.Duration
 	linger        time.Duration
 	powerCmd      string
+	bmc           bool
 	connTimeout   time.Duration
 	json          bool
 	stage2        string
@@ -40,7 +41,7 @@ type deployOptions struct {
 func newDeployCmd() *cobra.Command {
 	var o deployOptions
 	cmd := &cobra.Command{
-		Use:   "deploy --boot-dir DIR (--nodes N | --macs A,B,...) (--image FILE | --method files --desc DESC --from DIR) --disk DEV [pxe flags]",
+		Use:   "deploy --boot-dir DIR (--nodes N | --macs A,B,... | --inventory FILE [--bmc]) (--image FILE | --method files --desc DESC --from DIR) --disk DEV [pxe flags]",
 		Short: "Do the whole job: PXE-boot the nodes, clone the image down the chain, switch them to local boot",
 		Long: `Deploy serves PXE (as herd pxe serve), waits until the agents of --nodes N
 machines (or of every --macs machine) have registered, runs the chain to them
@@ -56,6 +57,13 @@ local boot at once (the agent reboots by itself right after reporting), then
   --power-cmd 'ipmitool -I lanplus -H {name}-bmc -U admin -P secret power reset'
   --power-cmd 'echo system_reset | socat - UNIX-CONNECT:/run/vm/{name}.mon'
 Without it the machines are switched to local boot and reboot on their own.
+
+--inventory FILE names the machines (all of it, or --machines NAME,...) with
+their own disk rules; with --bmc herd powers them through their BMCs (IPMI or
+Redfish, see docs/bmc.md and herd power): at the start each is set to PXE boot
+once and power cycled (powered on if off), so a machine that would boot its
+disk registers; once verified, each is set to boot its disk and power cycled.
+A machine whose BMC fails is ko with the BMC's error and is not waited for.
 
 --method selects how the system travels: raw (the default: --image block for
 block; --used-only skips blocks no file system uses) or files (KA's: every
@@ -88,7 +96,8 @@ register in its place and get the chain key; the real machine's registration
 then raises the alarm. See docs/security.md.
 ` + exitHelp,
 		Example: `  herd deploy -i eth1 -n 10.0.1 --boot-dir /srv/herd/boot --nodes 8 --image golden.img.zst --disk /dev/sda
-  herd deploy -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --macs 52:54:00:00:00:01,52:54:00:00:00:02 --image golden.img --disk /dev/vda --power-cmd 'virsh reset {name}'`,
+  herd deploy -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --macs 52:54:00:00:00:01,52:54:00:00:00:02 --image golden.img --disk /dev/vda --power-cmd 'virsh reset {name}'
+  herd deploy -i eth1 --boot-dir /srv/herd/boot --inventory /etc/herd/inventory.yaml --bmc --image golden.img.zst`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDeploy(cmd.Context(), &o, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -104,6 +113,7 @@ then raises the alarm. See docs/security.md.
 	f.DurationVar(&o.reportTimeout, "report-timeout", 2*time.Minute, "how long to wait for the agents' reports after the chain ends")
 	f.DurationVar(&o.linger, "linger", time.Minute, "keep serving this long after the reboots so machines get their local-boot answer")
 	f.StringVar(&o.powerCmd, "power-cmd", "", "command that reboots one machine; {mac} {ip} {name} are replaced")
+	f.BoolVar(&o.bmc, "bmc", false, "with --inventory: power the machines through their BMCs (PXE once and a power cycle at the start; disk boot and a power cycle once verified)")
 	f.DurationVar(&o.connTimeout, "connect-timeout", 0, "how long the chain keeps trying to reach the first node (0: herd send's default)")
 	f.BoolVar(&o.json, "json", false, "print the result as one JSON line")
 	f.StringVar(&o.stage2, "stage2", "", "stage 2 (a root file system as .cpio[.gz|.zst] or .tar[.gz|.zst], see herd initramfs stage2) sent through the chain into every node's RAM first; its herd agent then receives the image")
@@ -175,6 +185,13 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if o.powerCmd != "" {
 		d.Power = deploy.ShellPower(o.powerCmd)
 	}
+	if o.bmc {
+		bp, err := deploy.NewBMCPower(o.pxe.selected)
+		if err != nil {
+			return usageError{err}
+		}
+		d.Start, d.Power = bp.Start, bp.Local
+	}
 	res, err := d.Run(ctx)
 	if err != nil {
 		if errors.Is(err, deploy.ErrPlan) {
@@ -185,6 +202,8 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	printDeploy(stdout, res, o.json)
 	ok, ko := res.Counts()
 	switch {
+	case res.Registered == 0 && o.bmc && res.Started == 0:
+		return exitError{ExitFailed, errors.New("no machine could be powered through its BMC")}
 	case res.Registered == 0:
 		return exitError{ExitFailed, fmt.Errorf("no machine registered within %v", o.wait)}
 	case ko == 0:
@@ -246,13 +265,39 @@ func deployPlan(o *deployOptions, logf func(string, ...any)) (deploy.Plan, error
 		}
 		o.pxe.stage2 = true
 	}
-	p.MACs = splitList(o.pxe.macs)
+	var err error
+	if p.MACs, err = o.pxe.macList(); err != nil {
+		return p, err
+	}
+	for _, m := range o.pxe.selected {
+		if p.Names == nil {
+			p.Names = map[string]string{}
+		}
+		p.Names[m.MAC] = m.Name
+	}
+	if o.bmc {
+		switch {
+		case o.pxe.inventory == "":
+			return p, usagef("--bmc powers the machines of an --inventory through their BMCs")
+		case o.powerCmd != "":
+			return p, usagef("--bmc and --power-cmd exclude each other")
+		}
+		var none []string
+		for _, m := range o.pxe.selected {
+			if !m.HasBMC() {
+				none = append(none, m.Name)
+			}
+		}
+		if len(none) > 0 {
+			return p, usagef("--bmc: no bmc in the inventory for %s", strings.Join(none, ", "))
+		}
+	}
 	if p.Nodes == 0 {
 		p.Nodes = len(p.MACs)
 	}
 	switch {
 	case p.Nodes <= 0:
-		return p, usagef("give --nodes N or --macs A,B,...")
+		return p, usagef("give --nodes N, --macs A,B,... or --inventory FILE")
 	case len(p.MACs) == 0 && !o.pxe.allowUnknown:
 		return p, usagef("give --macs A,B,... (the machines to clone: only they get an agent key), or --allow-unknown to let any machine that PXE-boots here join (anyone on the provisioning network could then get the chain key)")
 	case len(p.MACs) > 0 && p.Nodes > len(p.MACs):

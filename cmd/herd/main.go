@@ -53,6 +53,7 @@ func newRootCmd() *cobra.Command {
 		newLabCmd(),
 		newDescCmd(),
 		newInitramfsCmd(), newAgentCmd(),
+		newPowerCmd(),
 	)
 	return root
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/herd-cluster/herd/inventory"
 	"github.com/herd-cluster/herd/pxe"
 	"github.com/herd-cluster/herd/pxe/bootcfg"
 	"github.com/herd-cluster/herd/pxe/dhcp"
@@ -29,7 +30,9 @@ type pxeFlags struct {
 	agentPort, agentTimeout, agentRetries                            int
 	menu, knownOnly, allowUnknown, noIPXEScript                      bool
 	stage2                                                           bool // set by herd deploy --stage2: herd.stage2=1
-	macs                                                             string
+	macs, inventory, machines                                        string
+	inv                                                              *inventory.Inventory
+	selected                                                         []inventory.Machine // of inv, by --machines
 	quiet                                                            bool
 	ra, raPrefix, tftpServer                                         string
 }
@@ -64,11 +67,43 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.BoolVar(&p.noIPXEScript, "no-ipxe-script", false, "give iPXE clients --bios-file/--efi-file too (e.g. pxelinux.0) instead of the HTTP script")
 	f.BoolVar(&p.menu, "menu", false, "pxelinux shows the seed's menu (local, herd, kamethod, dolly) instead of booting the agent at once")
 	f.StringVar(&p.macs, "macs", "", "comma-separated MACs of the machines to provision")
+	f.StringVar(&p.inventory, "inventory", "", "inventory file (YAML: name, mac, bmc, credentials, disk… per machine; see docs/bmc.md): its machines are the ones to provision, each with its own disk rule")
+	f.StringVar(&p.machines, "machines", "", "with --inventory: comma-separated names (or MACs) of the machines to provision (default: all of the inventory)")
 	f.BoolVar(&p.knownOnly, "known-only", false, "answer only the --macs machines and those approved in the state file (DHCP ignores the others)")
 	f.BoolVar(&p.allowUnknown, "allow-unknown", false, "give every machine that PXE-boots here an agent key (without it, machines not in --macs nor approved are listed as discovered and boot their disk); anyone on the provisioning network can then get the chain key")
 	f.BoolVarP(&p.quiet, "quiet", "q", false, "do not log every DHCP, TFTP and HTTP event")
 	f.StringVar(&p.ra, "ra", "auto", "IPv6 router advertisements on --iface so iPXE starts without a 16 s wait: on, off, or auto (on with --dhcp server)")
 	f.StringVar(&p.raPrefix, "ra-prefix", "", "IPv6 /64 to advertise (default fd68:6572:6400::/64)")
+}
+
+// macList returns the machines to provision: --macs, or those of the
+// --inventory (all, or --machines). It loads the inventory once.
+func (p *pxeFlags) macList() ([]string, error) {
+	if p.inventory == "" {
+		if p.machines != "" {
+			return nil, usagef("--machines picks machines of an --inventory")
+		}
+		return splitList(p.macs), nil
+	}
+	if p.macs != "" {
+		return nil, usagef("--macs and --inventory: name the inventory's machines with --machines")
+	}
+	if p.inv == nil {
+		inv, err := inventory.Load(p.inventory)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		sel, err := inv.Select(splitList(p.machines))
+		if err != nil {
+			return nil, usageError{err}
+		}
+		p.inv, p.selected = inv, sel
+	}
+	macs := make([]string, len(p.selected))
+	for i, m := range p.selected {
+		macs[i] = m.MAC
+	}
+	return macs, nil
 }
 
 func splitList(s string) []string {
@@ -118,9 +153,20 @@ func (p *pxeFlags) options(logf, alarmf func(string, ...any)) (pxe.Options, erro
 		Interface: p.iface, DHCP: mode, LeaseTime: p.lease,
 		BootDir: p.bootDir, StatePath: p.statePath, HTTPPort: p.httpPort, TFTPPort: p.tftpPort,
 		BIOSFile: p.biosFile, EFIFile: p.efiFile, Kernel: p.kernel, Initrd: p.initrd, Menu: p.menu, NoIPXEScript: p.noIPXEScript,
-		KnownOnly: p.knownOnly, AllowUnknown: p.allowUnknown, MACs: splitList(p.macs), Logf: logf, Alarmf: alarmf, Key: key,
+		KnownOnly: p.knownOnly, AllowUnknown: p.allowUnknown, Logf: logf, Alarmf: alarmf, Key: key,
 		Agent: bootcfg.Agent{Session: p.session, Port: p.agentPort, Method: p.method, Disk: p.disk,
 			Timeout: p.agentTimeout, Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs, Stage2: p.stage2},
+	}
+	if o.MACs, err = p.macList(); err != nil {
+		return o, err
+	}
+	for _, m := range p.selected {
+		if m.Disk != "" {
+			if o.Disks == nil {
+				o.Disks = map[string]string{}
+			}
+			o.Disks[m.MAC] = m.Disk
+		}
 	}
 	if o.StatePath == "" {
 		o.StatePath = filepath.Join(filepath.Dir(filepath.Clean(p.bootDir)), "herd-machines.json")

@@ -56,6 +56,9 @@ type Plan struct {
 	Linger time.Duration
 	// AgentPort is the chain port of an agent that registered none.
 	AgentPort int
+	// Names are the machines' names by MAC, for the result (an
+	// inventory's; else the name a machine registered with).
+	Names map[string]string
 	// Stage2, if set, is a root file system archive sent (cooked) into
 	// every machine's RAM first; its own agent then registers again.
 	Stage2 string
@@ -82,8 +85,13 @@ type Deployer struct {
 	Plan   Plan
 	Store  *state.Store
 	Runner ChainRunner
+	// Start, if set, makes each machine of Plan.MACs PXE boot now, at
+	// the start of the deploy (see BMCPower); one it fails for is ko
+	// with the reason and not waited for. Nil: the machines are powered
+	// by someone else.
+	Start func(ctx context.Context, mac string) error
 	// Power reboots one machine once it went local (nil: the machines
-	// reboot by themselves). See ShellPower.
+	// reboot by themselves). See ShellPower and BMCPower.
 	Power func(ctx context.Context, m state.Machine) error
 	// Logf gets the deploy's log lines (nil: none).
 	Logf func(format string, args ...any)
@@ -100,10 +108,10 @@ type Result struct {
 	// Chains are the chains that ran, in order: stage2, then image or
 	// files.
 	Chains []report.Chain
-	// Registered counts the machines taken into the first chain;
-	// Rebooted those power cycled by Power.
-	Registered, Rebooted int
-	Elapsed              time.Duration
+	// Started counts the machines Start powered; Registered those
+	// taken into the first chain; Rebooted those power cycled by Power.
+	Started, Registered, Rebooted int
+	Elapsed                       time.Duration
 }
 
 // Counts returns how many machines were deployed and how many not.
@@ -164,6 +172,8 @@ type run struct {
 	results  map[string]*report.Machine
 	rebooted int
 	power    sync.WaitGroup
+	// skip are machines not waited for: Start failed for them.
+	skip map[string]bool
 }
 
 // Run does the deploy. Its error says why it could not run at all (a
@@ -179,7 +189,7 @@ func (d *Deployer) Run(ctx context.Context) (*Result, error) {
 	if d.Logf == nil {
 		d.Logf = func(string, ...any) {}
 	}
-	r := &run{Deployer: d, ctx: ctx, results: map[string]*report.Machine{}}
+	r := &run{Deployer: d, ctx: ctx, results: map[string]*report.Machine{}, skip: map[string]bool{}}
 	p := &d.Plan
 	start := time.Now()
 	// Machines named are to be cloned now, whatever an earlier run left:
@@ -193,20 +203,24 @@ func (d *Deployer) Run(ctx context.Context) (*Result, error) {
 		if cur.State != state.New {
 			d.Logf("deploy: %s was %s, set to new to be cloned again", mac, cur.State)
 		}
-		r.results[mac] = &report.Machine{MAC: mac, State: string(state.New), Reason: "did not register"}
+		r.results[mac] = &report.Machine{MAC: mac, Name: p.Names[mac], State: string(state.New), Reason: "did not register"}
 	}
+	started := r.start(ctx)
 
 	step := ""
 	if p.Stage2 != "" {
 		step = state.StepStage2
 	}
-	nodes, err := r.waitRegistered(ctx, start, step)
-	if err != nil {
-		return nil, err
+	var nodes []state.Machine
+	if p.Nodes > 0 {
+		var err error
+		if nodes, err = r.waitRegistered(ctx, start, step); err != nil {
+			return nil, err
+		}
 	}
-	res := &Result{Registered: len(nodes)}
+	res := &Result{Started: started, Registered: len(nodes)}
 	for _, m := range nodes {
-		r.results[m.MAC] = &report.Machine{MAC: m.MAC, Name: m.Name, IP: m.IP, State: string(state.Cloning)}
+		r.results[m.MAC] = &report.Machine{MAC: m.MAC, Name: firstNonEmpty(p.Names[m.MAC], m.Name), IP: m.IP, State: string(state.Cloning)}
 	}
 	if len(nodes) > 0 {
 		d.Logf("deploy: %d machine(s) registered: %s", len(nodes), addrList(nodes, p.AgentPort))

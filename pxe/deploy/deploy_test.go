@@ -425,3 +425,50 @@ func TestProgressText(t *testing.T) {
 	assert.Equal(t, "3 MiB (0 MiB/s)", Progress{Sent: 3 << 20, Total: -1}.String())
 	assert.Equal(t, "all 1024 MiB sent in 9 s, nodes finishing", Progress{Sent: 1 << 30, Total: 1 << 30, Elapsed: 9 * time.Second}.String())
 }
+
+// Start powers every machine at the start; one it fails for is ko with
+// the power error and is not waited for (Wait is a minute here: the
+// deploy ends at once), and names from the plan label the result.
+func TestStartPowersEachMachine(t *testing.T) {
+	const mac9 = "52:54:00:00:00:09"
+	e := newEnv(t, Plan{MACs: []string{mac1, mac2, mac9}, Wait: time.Minute,
+		Names: map[string]string{mac1: "node01", mac2: "node02", mac9: "node09"}})
+	var started []string
+	e.d.Start = func(_ context.Context, mac string) error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		started = append(started, mac)
+		if mac == mac9 {
+			return errors.New("bmc: ipmi://10.0.1.109:623: no answer")
+		}
+		return nil
+	}
+	e.start(context.Background())
+	require.Eventually(t, func() bool { e.mu.Lock(); defer e.mu.Unlock(); return len(started) == 3 }, 5*time.Second, 5*time.Millisecond)
+	e.register(t, mac2, 7002, "")
+	e.register(t, mac1, 7001, "")
+	j := e.runner.job(t)
+	assert.Equal(t, []string{"127.0.0.1:7002", "127.0.0.1:7001"}, j.Addrs)
+	for _, mac := range []string{mac1, mac2} {
+		_, err := e.st.Report(mac, true, "", 5)
+		require.NoError(t, err)
+	}
+	e.runner.end(j.Addrs)
+	res := e.wait(t)
+	assert.Equal(t, report.Machine{MAC: mac1, Name: "node01", IP: "127.0.0.1", OK: true, State: "local"}, machine(t, res, mac1))
+	assert.Equal(t, report.Machine{MAC: mac9, Name: "node09", State: "failed", Reason: "power: bmc: ipmi://10.0.1.109:623: no answer"}, machine(t, res, mac9))
+	assert.Equal(t, state.Failed, stateOf(t, e.st, mac9).State)
+	assert.Equal(t, [3]int{2, 2, 2}, [3]int{res.Started, res.Registered, res.Rebooted})
+}
+
+// When no machine could be powered, nothing is waited for.
+func TestStartFailsForAll(t *testing.T) {
+	e := newEnv(t, Plan{MACs: []string{mac1, mac2}, Wait: time.Minute})
+	e.d.Start = func(context.Context, string) error { return errors.New("refused") }
+	e.start(context.Background())
+	res := e.wait(t)
+	ok, ko := res.Counts()
+	assert.Equal(t, [2]int{0, 2}, [2]int{ok, ko})
+	assert.Equal(t, "power: refused", machine(t, res, mac2).Reason)
+	assert.Empty(t, res.Chains)
+}

@@ -18,7 +18,7 @@ func (r *run) waitRegistered(ctx context.Context, start time.Time, step string) 
 	r.Logf("deploy: waiting up to %v for %d machine(s) to register", p.Wait, p.Nodes)
 	allowed := map[string]bool{}
 	for _, mac := range p.MACs {
-		allowed[mac] = true
+		allowed[mac] = !r.skip[mac]
 	}
 	deadline := time.NewTimer(p.Wait)
 	defer deadline.Stop()
