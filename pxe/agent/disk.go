@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/herd-cluster/herd/blockdev/disksel"
+	"github.com/herd-cluster/herd/pxe/kmod"
 )
 
 // DiskDest is the destination herd deploy names for a raw image: "this
@@ -25,14 +27,18 @@ var ErrNoDisk = errors.New("agent: no disk to write")
 // driver loads, so while none fits it looks again every second for up
 // to wait; several that fit is an error at once.
 func FindDisk(ctx context.Context, rule string, wait time.Duration) (string, error) {
+	return findDisk(ctx, "/sys", "/proc/mounts", rule, wait)
+}
+
+func findDisk(ctx context.Context, sys, mountsFile, rule string, wait time.Duration) (string, error) {
 	r, err := disksel.Parse(rule)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNoDisk, err)
 	}
 	deadline := time.Now().Add(wait)
 	for {
-		mounts, _ := os.ReadFile("/proc/mounts")
-		disks, err := disksel.Scan("/sys", mounts)
+		mounts, _ := os.ReadFile(mountsFile)
+		disks, err := disksel.Scan(sys, mounts)
 		if err != nil {
 			return "", fmt.Errorf("%w: %v", ErrNoDisk, err)
 		}
@@ -41,7 +47,7 @@ func FindDisk(ctx context.Context, rule string, wait time.Duration) (string, err
 			return d.Path, nil
 		}
 		if !errors.Is(err, disksel.ErrNoDisk) || time.Now().After(deadline) {
-			return "", fmt.Errorf("%w: %v", ErrNoDisk, err)
+			return "", fmt.Errorf("%w: %v; %s", ErrNoDisk, err, storageControllers(sys))
 		}
 		select {
 		case <-ctx.Done():
@@ -49,4 +55,26 @@ func FindDisk(ctx context.Context, rule string, wait time.Duration) (string, err
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// storageControllers describes the machine's PCI storage controllers
+// (class 01xxxx) and the driver of each, for the reason of a machine
+// without a disk: a controller with no driver is the usual cause.
+func storageControllers(sys string) string {
+	devs, _ := kmod.Devices(sys)
+	var parts []string
+	for _, d := range devs {
+		if d.Bus != "pci" || !strings.HasPrefix(strings.TrimPrefix(d.Class, "0x"), "01") {
+			continue
+		}
+		drv := d.Driver
+		if drv == "" {
+			drv = "NO DRIVER in this image"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s:%s %s", d.Name, strings.TrimPrefix(d.Vendor, "0x"), strings.TrimPrefix(d.DeviceID, "0x"), drv))
+	}
+	if len(parts) == 0 {
+		return "storage controllers: none found"
+	}
+	return "storage controllers: " + strings.Join(parts, ", ")
 }

@@ -151,8 +151,9 @@ type Device struct {
 	Name string
 	// Alias is its modalias.
 	Alias string
-	// Bound says a driver is bound to it.
-	Bound bool
+	// Bound says a driver is bound to it, Driver which.
+	Bound  bool
+	Driver string
 	// Vendor, DeviceID and Class are read for PCI devices ("0x8086").
 	Vendor, DeviceID, Class string
 }
@@ -188,6 +189,9 @@ func Devices(sys string) ([]Device, error) {
 			d := Device{Bus: b.Name(), Name: e.Name(), Alias: alias}
 			if _, err := os.Stat(filepath.Join(p, "driver")); err == nil {
 				d.Bound = true
+				if l, err := os.Readlink(filepath.Join(p, "driver")); err == nil {
+					d.Driver = filepath.Base(l)
+				}
 			}
 			if d.Bus == "pci" {
 				d.Vendor = sysfs.Attr(filepath.Join(p, "vendor"))
