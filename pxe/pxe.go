@@ -84,7 +84,8 @@ type Options struct {
 	HTTPPort, TFTPPort int
 
 	// BIOSFile (default "undionly.kpxe"), EFIFile (default "ipxe.efi"):
-	// first stages by client architecture, relative to BootDir.
+	// first stages by client architecture, relative to BootDir. UEFI
+	// HTTP boot clients get EFIFile too, as an http:// URL.
 	BIOSFile, EFIFile string
 	// NoIPXEScript hands iPXE clients the same first stage as other PXE
 	// clients (for example pxelinux.0, to run the seed's pxelinux flow
@@ -253,6 +254,7 @@ func New(opts Options) (*Server, error) {
 		Start: opts.RangeStart.To4(), End: opts.RangeEnd.To4(), Netmask: opts.Netmask,
 		Router: opts.Router, DNS: opts.DNS, LeaseTime: opts.LeaseTime,
 		BIOSFile: opts.BIOSFile, EFIFile: opts.EFIFile, IPXEScript: base + httpboot.PathChain,
+		HTTPBoot:   base + "/" + opts.EFIFile,
 		TFTPServer: opts.TFTPServer.To4(),
 	}
 	if opts.NoIPXEScript {

@@ -102,6 +102,10 @@ type Config struct {
 	BIOSFile   string // first stage for BIOS clients (arch 0), e.g. "undionly.kpxe" or "pxelinux.0"
 	EFIFile    string // first stage for x86-64 UEFI clients (arch 7, 9), e.g. "ipxe.efi"
 	IPXEScript string // URL handed to clients that already run iPXE
+	// HTTPBoot is the URL handed to x86-64 UEFI HTTP boot clients
+	// (option 60 "HTTPClient", arch 16), e.g.
+	// "http://10.0.0.1:8080/ipxe.efi"; empty: they get no answer.
+	HTTPBoot string
 	// TFTPServer is the next server (siaddr, option 66) for the first
 	// stage; default ServerIP (clone_script -t).
 	TFTPServer net.IP
@@ -146,6 +150,7 @@ func (c *Config) Validate() error {
 type Client struct {
 	MAC     net.HardwareAddr
 	PXE     bool      // option 60 starts with "PXEClient"
+	HTTP    bool      // option 60 starts with "HTTPClient" (UEFI HTTP boot)
 	IPXE    bool      // option 77 user class "iPXE" or option 175 present
 	Arch    iana.Arch // option 93 (first value); INTEL_X86PC when absent
 	HasArch bool
@@ -155,6 +160,7 @@ type Client struct {
 func Classify(req *dhcpv4.DHCPv4) Client {
 	c := Client{MAC: req.ClientHWAddr}
 	c.PXE = strings.HasPrefix(req.ClassIdentifier(), "PXEClient")
+	c.HTTP = strings.HasPrefix(req.ClassIdentifier(), "HTTPClient")
 	if archs := req.ClientArch(); len(archs) > 0 {
 		c.Arch, c.HasArch = archs[0], true
 	}
@@ -172,6 +178,12 @@ func Classify(req *dhcpv4.DHCPv4) Client {
 func (c *Config) BootFile(cl Client) string {
 	if cl.IPXE && c.IPXEScript != "" {
 		return c.IPXEScript
+	}
+	if cl.HTTP {
+		if cl.Arch == iana.EFI_X86_64_HTTP {
+			return c.HTTPBoot
+		}
+		return ""
 	}
 	switch cl.Arch {
 	case iana.INTEL_X86PC:
@@ -272,7 +284,7 @@ func serverReply(cfg *Config, req *dhcpv4.DHCPv4, cl Client, mt dhcpv4.MessageTy
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: build %v for %s: %w", mt, req.ClientHWAddr, err)
 	}
-	if cl.PXE || cl.IPXE {
+	if cl.PXE || cl.IPXE || cl.HTTP {
 		if file := cfg.BootFile(cl); file != "" {
 			addBoot(cfg, reply, cl, file)
 			if cl.Arch == iana.EFI_X86_64 || cl.Arch == iana.EFI_BC {
@@ -297,7 +309,11 @@ func addBoot(cfg *Config, reply *dhcpv4.DHCPv4, cl Client, file string) {
 	reply.ServerIPAddr = next
 	reply.UpdateOption(dhcpv4.OptBootFileName(file))
 	reply.UpdateOption(dhcpv4.OptTFTPServerName(next.String()))
-	if cl.PXE {
+	switch {
+	case cl.HTTP:
+		// UEFI's HTTP boot takes only offers that say so.
+		reply.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))
+	case cl.PXE:
 		reply.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
 	}
 }
@@ -316,7 +332,7 @@ func nak(cfg *Config, req *dhcpv4.DHCPv4, msg string) (*dhcpv4.DHCPv4, error) {
 }
 
 func handleProxy(cfg *Config, req *dhcpv4.DHCPv4, cl Client, port int) (*dhcpv4.DHCPv4, error) {
-	if !cl.PXE {
+	if !cl.PXE && !cl.HTTP {
 		return nil, fmt.Errorf("%w: %s class %q", ErrNotPXE, req.ClientHWAddr, req.ClassIdentifier())
 	}
 	mt := req.MessageType()
@@ -333,14 +349,17 @@ func handleProxy(cfg *Config, req *dhcpv4.DHCPv4, cl Client, port int) (*dhcpv4.
 	if file == "" {
 		return nil, fmt.Errorf("%w: %s arch %v", ErrNoBootFile, req.ClientHWAddr, cl.Arch)
 	}
-	reply, err := dhcpv4.NewReplyFromRequest(req,
+	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(out),
 		dhcpv4.WithServerIP(cfg.ServerIP),
 		dhcpv4.WithYourIP(net.IPv4zero),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(cfg.ServerIP)),
-		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, pxeVendorOptions)),
 		dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientMachineIdentifier),
-	)
+	}
+	if cl.PXE {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, pxeVendorOptions)))
+	}
+	reply, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: build proxy %v for %s: %w", out, req.ClientHWAddr, err)
 	}

@@ -39,6 +39,7 @@ func serverCfg() *Config {
 		BIOSFile:   "undionly.kpxe",
 		EFIFile:    "ipxe.efi",
 		IPXEScript: "http://10.0.1.21:8080/boot.ipxe",
+		HTTPBoot:   "http://10.0.1.21:8080/ipxe.efi",
 	}
 }
 
@@ -58,6 +59,15 @@ func request(t testing.TB, mac net.HardwareAddr, mt dhcpv4.MessageType, mods ...
 	req.OpCode = dhcpv4.OpcodeBootRequest
 	req.HWType = iana.HWTypeEthernet
 	return req
+}
+
+// httpMods are the options of a UEFI HTTP boot client (EDK2's).
+func httpMods(arch iana.Arch) []dhcpv4.Modifier {
+	return []dhcpv4.Modifier{
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(fmt.Sprintf("HTTPClient:Arch:%05d:UNDI:003001", arch))),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(arch)),
+		dhcpv4.WithGeneric(dhcpv4.OptionClientMachineIdentifier, append([]byte{0}, make([]byte, 16)...)),
+	}
 }
 
 func pxeMods(arch iana.Arch) []dhcpv4.Modifier {
@@ -114,6 +124,9 @@ func TestGolden(t *testing.T) {
 		{"proxy-ipxe-discover", p, request(t, mac1, dhcpv4.MessageTypeDiscover, append(pxeMods(iana.INTEL_X86PC), dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), []byte{0x13, 1, 1}))...), ServerPort},
 		{"proxy-not-pxe", p, request(t, mac2, dhcpv4.MessageTypeDiscover, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("MSFT 5.0"))), ServerPort},
 		{"proxy-request-67", p, request(t, mac1, dhcpv4.MessageTypeRequest, pxeMods(iana.INTEL_X86PC)...), ServerPort},
+		{"server-http-discover", s, request(t, mac2, dhcpv4.MessageTypeDiscover, httpMods(iana.EFI_X86_64_HTTP)...), ServerPort},
+		{"server-http-arm64", s, request(t, mac2, dhcpv4.MessageTypeDiscover, httpMods(iana.EFI_ARM64_HTTP)...), ServerPort},
+		{"proxy-http-discover", p, request(t, mac1, dhcpv4.MessageTypeDiscover, httpMods(iana.EFI_X86_64_HTTP)...), ServerPort},
 		{"proxy-arm64", p, request(t, mac1, dhcpv4.MessageTypeDiscover, pxeMods(iana.EFI_ARM64)...), ServerPort},
 	}
 	pools := map[*Config]*Pool{}
