@@ -10,7 +10,7 @@ DEBS := fdisk e2fsprogs xfsprogs dosfstools zstd ncompress cpio tar gzip \
 	openipmi ipmitool
 
 # Packages whose tests also run under the race detector (concurrent code).
-RACE_PKGS := ./ring/... ./blockdev/...
+RACE_PKGS := ./ring/... ./blockdev/... ./pxe/deploy/... ./bmc/...
 
 .PHONY: all deps build test e2e bench demo fmt vet fuzz clean
 all: build

@@ -155,6 +155,12 @@ func (r *run) runPhase(ctx context.Context, p phase, nodes []state.Machine) ([]s
 				continue
 			}
 			if end != nil {
+				if end.out == nil && ctx.Err() != nil {
+					// The chain stopped because the deploy was
+					// interrupted, whichever of the two came first.
+					fail(n.MAC, "interrupted", "deploy interrupted")
+					continue
+				}
 				if end.out == nil {
 					reason := fmt.Sprintf("%schain did not run: %v", p.prefix, end.err)
 					fail(n.MAC, reason, reason)
