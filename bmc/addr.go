@@ -35,14 +35,22 @@ type Addr struct {
 	// System is a Redfish system's path (/redfish/v1/Systems/ID);
 	// empty: the one system the BMC has.
 	System string
+	// Cipher is the IPMI cipher suite (ipmi://HOST?cipher=3); 0:
+	// ipmitool's choice (17 where the BMC offers it). Suite 0, no
+	// authentication at all, is refused.
+	Cipher int
 }
 
 // String returns the address as ParseAddr reads it.
 func (a Addr) String() string {
-	return a.Protocol + "://" + net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) + a.System
+	s := a.Protocol + "://" + net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) + a.System
+	if a.Cipher != 0 {
+		s += "?cipher=" + strconv.Itoa(a.Cipher)
+	}
+	return s
 }
 
-// ParseAddr reads a BMC address: ipmi://HOST[:PORT] or
+// ParseAddr reads a BMC address: ipmi://HOST[:PORT][?cipher=N] or
 // redfish://HOST[:PORT][/redfish/v1/Systems/ID]. https://… is read as
 // redfish://….
 func ParseAddr(s string) (Addr, error) {
@@ -69,8 +77,19 @@ func ParseAddr(s string) (Addr, error) {
 	if u.User != nil {
 		return bad("credentials belong in the credentials file, not in the address")
 	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return bad("no query or fragment allowed")
+	if u.Fragment != "" || strings.Contains(s, "#") {
+		return bad("no fragment allowed")
+	}
+	if u.RawQuery != "" {
+		k, v, _ := strings.Cut(u.RawQuery, "=")
+		n, err := strconv.Atoi(v)
+		switch {
+		case u.Scheme != "ipmi" || k != "cipher":
+			return bad("the only setting is ?cipher=N, of an IPMI address")
+		case err != nil || n < 1 || n > 17 || strconv.Itoa(n) != v:
+			return bad("cipher suite " + v + ": want 1 to 17 (0 would take any password)")
+		}
+		a.Cipher = n
 	}
 	a.Host = u.Hostname()
 	if a.Host == "" || strings.HasPrefix(a.Host, "-") || strings.ContainsAny(a.Host, " \t\n/\\'\"") {

@@ -3,6 +3,7 @@ package bmc
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,14 +25,24 @@ type ipmiBMC struct {
 func (b *ipmiBMC) run(ctx context.Context, args ...string) (string, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	argv := append([]string{"-I", "lanplus", "-H", b.addr.Host, "-p", strconv.Itoa(b.addr.Port),
-		"-U", b.creds.User, "-E", "-N", "3", "-R", "3"}, args...)
+	argv := []string{"-I", "lanplus", "-H", b.addr.Host, "-p", strconv.Itoa(b.addr.Port),
+		"-U", b.creds.User, "-E", "-N", "3", "-R", "3"}
+	if b.addr.Cipher != 0 {
+		argv = append(argv, "-C", strconv.Itoa(b.addr.Cipher))
+	}
+	argv = append(argv, args...)
 	cmd := exec.CommandContext(ctx, b.tool, argv...)
 	cmd.Env = append(os.Environ(), "IPMI_PASSWORD="+b.creds.Password)
 	var out, errb bytes.Buffer
 	cmd.Stdout = &limitedWriter{w: &out, n: MaxResponse}
 	cmd.Stderr = &limitedWriter{w: &errb, n: 4096}
-	if err := cmd.Run(); err != nil {
+	err := cmd.Run()
+	if err == nil && ipmitoolFailed(errb.String()) {
+		// ipmitool exits 0 after some refused requests (a boot
+		// device the BMC does not take, among them).
+		err = errors.New("failure reported")
+	}
+	if err != nil {
 		msg := strings.TrimSpace(errb.String())
 		if msg == "" {
 			msg = strings.TrimSpace(out.String())
@@ -95,6 +106,19 @@ func (b *ipmiBMC) SetBoot(ctx context.Context, bt Boot) error {
 	}
 	_, err := b.run(ctx, args...)
 	return err
+}
+
+// ipmitoolFailed reports whether ipmitool's standard error tells of a
+// failure: a line with "failed", or one that starts with "error" or
+// "unable". Other messages there are no failure.
+func ipmitoolFailed(stderr string) bool {
+	for _, line := range strings.Split(stderr, "\n") {
+		l := strings.ToLower(strings.TrimSpace(line))
+		if strings.Contains(l, "failed") || strings.HasPrefix(l, "error") || strings.HasPrefix(l, "unable") {
+			return true
+		}
+	}
+	return false
 }
 
 // parseIPMIPower reads ipmitool's "Chassis Power is on|off".

@@ -15,6 +15,7 @@ func TestParseAddr(t *testing.T) {
 		"redfish://10.0.0.5":                       "redfish://10.0.0.5:443",
 		"https://bmc.example:8443/":                "redfish://bmc.example:8443",
 		"redfish://[fd00::5]/redfish/v1/Systems/1": "redfish://[fd00::5]:443/redfish/v1/Systems/1",
+		"ipmi://10.0.0.5?cipher=3":                 "ipmi://10.0.0.5:623?cipher=3",
 	} {
 		a, err := ParseAddr(in)
 		if err != nil || a.String() != want {
@@ -24,7 +25,8 @@ func TestParseAddr(t *testing.T) {
 	for _, in := range []string{
 		"", "10.0.0.5", "http://10.0.0.5", "ipmi://", "ipmi://admin:pw@10.0.0.5", "ipmi://h:0", "ipmi://h:70000",
 		"ipmi://h/x", "redfish://h/redfish/v1/Managers/1", "redfish://h/redfish/v1/Systems/1/../x", "ipmi://-oProxy=x",
-		"ipmi://h?cipher=3", "redfish://h/redfish/v1/Systems/1/Bios",
+		"ipmi://h?cipher=0", "ipmi://h?cipher=18", "ipmi://h?cipher=03", "ipmi://h?suite=3", "redfish://h?cipher=3",
+		"ipmi://h#x", "redfish://h/redfish/v1/Systems/1/Bios",
 	} {
 		if _, err := ParseAddr(in); !errors.Is(err, ErrAddr) {
 			t.Errorf("ParseAddr(%q) = %v, want ErrAddr", in, err)

@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -262,12 +261,10 @@ type VM struct {
 	cfg     Config
 	cmd     *exec.Cmd
 	qmpPath string
+	con     *console
+	done    chan struct{}
 
 	mu      sync.Mutex
-	console []byte
-	cursor  int
-	changed chan struct{} // closed and replaced on every console write
-	done    chan struct{}
 	waitErr error
 }
 
@@ -275,12 +272,20 @@ type VM struct {
 // test registers it with t.Cleanup right away); ctx cancellation kills
 // the VM as well. QEMU is also killed if the calling process dies.
 func Start(ctx context.Context, c Config) (*VM, error) {
+	return start(ctx, c, newConsole(nil), false)
+}
+
+// start is Start with QEMU's output written to con (a BMC's VM shares
+// one console across its power-ons). With keepVars the UEFI variables
+// outlive the process, as a machine's NVRAM its power cycles: they are
+// copied from the firmware's only when missing, and left at exit.
+func start(ctx context.Context, c Config, con *console, keepVars bool) (*VM, error) {
 	args, qmpPath, err := Args(c)
 	if err != nil {
 		return nil, err
 	}
 	os.Remove(qmpPath)
-	if fw := firmwares[c.Firmware]; fw.vars != "" {
+	if fw := firmwares[c.Firmware]; fw.vars != "" && !(keepVars && exists(VarsPath(c))) {
 		// Every VM starts from the firmware's pristine variables.
 		vars, err := os.ReadFile(fw.vars)
 		if err != nil {
@@ -296,41 +301,26 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	}
 	cmd := exec.CommandContext(ctx, name, argv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	v := &VM{cfg: c, cmd: cmd, qmpPath: qmpPath, changed: make(chan struct{}), done: make(chan struct{})}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
+	v := &VM{cfg: c, cmd: cmd, qmpPath: qmpPath, con: con, done: make(chan struct{})}
+	// One pipe for both (the same Writer): exec copies it into the
+	// console, and Wait returns after the last byte is in.
+	cmd.Stdout, cmd.Stderr = con, con
 	cmd.Stdin = nil
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s for %s: %w", Binary, c.Name, err)
 	}
 	go func() {
-		br := bufio.NewReader(pr)
-		buf := make([]byte, 4096)
-		for {
-			n, err := br.Read(buf)
-			if n > 0 {
-				v.mu.Lock()
-				v.console = append(v.console, buf[:n]...)
-				close(v.changed)
-				v.changed = make(chan struct{})
-				v.mu.Unlock()
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	go func() {
 		err := cmd.Wait()
-		pw.Close()
 		v.mu.Lock()
 		v.waitErr = err
 		v.mu.Unlock()
-		close(v.done)
+		// Files first: a caller that saw done may start the next
+		// QEMU of this name (a BMC's power cycle).
 		os.Remove(qmpPath)
-		if firmwares[c.Firmware].vars != "" {
+		if firmwares[c.Firmware].vars != "" && !keepVars {
 			os.Remove(VarsPath(c))
 		}
+		close(v.done)
 	}()
 	return v, nil
 }
@@ -340,51 +330,18 @@ func (v *VM) Name() string { return v.cfg.Name }
 
 // Console returns everything the VM printed on its serial console (and
 // QEMU's own messages) so far.
-func (v *VM) Console() string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return string(v.console)
-}
+func (v *VM) Console() string { return v.con.String() }
 
 // ExpectString waits until s appears on the console after the end of
 // the previous match (so consecutive calls follow the boot in order)
 // and returns the console text from the previous match to the end of
 // this one. It fails with ErrTimeout, or ErrExited if QEMU stops first.
 func (v *VM) ExpectString(s string, timeout time.Duration) (string, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		v.mu.Lock()
-		i := strings.Index(string(v.console[v.cursor:]), s)
-		if i >= 0 {
-			from := v.cursor
-			v.cursor += i + len(s)
-			out := string(v.console[from:v.cursor])
-			v.mu.Unlock()
-			return out, nil
-		}
-		changed := v.changed
-		v.mu.Unlock()
-		select {
-		case <-changed:
-		case <-v.done:
-			v.mu.Lock()
-			found := strings.Contains(string(v.console[v.cursor:]), s)
-			v.mu.Unlock()
-			if found {
-				continue
-			}
-			return "", fmt.Errorf("%w: %s while waiting for %q", ErrExited, v.cfg.Name, s)
-		case <-deadline.C:
-			return "", fmt.Errorf("%w: %s: %q not seen in %s", ErrTimeout, v.cfg.Name, s, timeout)
-		}
-	}
+	return v.con.expect(s, timeout, v.done, v.cfg.Name)
 }
 
 // Count returns how many times s appears on the console so far.
-func (v *VM) Count(s string) int {
-	return strings.Count(v.Console(), s)
-}
+func (v *VM) Count(s string) int { return v.con.count(s) }
 
 // Done is closed when QEMU has exited.
 func (v *VM) Done() <-chan struct{} { return v.done }
@@ -460,4 +417,9 @@ func (v *VM) Quit() error {
 	}
 	v.Wait(10 * time.Second)
 	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
