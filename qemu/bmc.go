@@ -562,7 +562,14 @@ func (v *BMCVM) powerOn() error {
 			return nil
 		}
 	}
-	vm, err := start(v.ctx, bootConfig(v.cfg, v.boot), v.con, true)
+	c := bootConfig(v.cfg, v.boot)
+	// A line of the harness's own, so a test can tell the boots apart.
+	from := "disk"
+	if c.NetBoot {
+		from = "network"
+	}
+	fmt.Fprintf(v.con, "\nherd-bmc: power on %d, boot from %s\n", v.starts+1, from)
+	vm, err := start(v.ctx, c, v.con, true)
 	if err != nil {
 		return err
 	}
@@ -585,7 +592,8 @@ func (v *BMCVM) Name() string { return v.cfg.Name }
 func (v *BMCVM) Addr() string { return v.bmc.Addr }
 
 // Console returns the serial console of every power-on so far,
-// appended, as console.log in BMCConfig.Dir has it.
+// appended, as console.log in BMCConfig.Dir has it; each power-on
+// starts with a line "herd-bmc: power on N, boot from network|disk".
 func (v *BMCVM) Console() string { return v.con.String() }
 
 // ExpectString waits until s appears on the console after the end of
