@@ -64,6 +64,9 @@ type Config struct {
 	// NetBoot boots from the NIC (QEMU's iPXE ROM) when Kernel is
 	// empty; otherwise the disk is booted.
 	NetBoot bool
+	// HTTPBoot, under UEFI, turns OVMF's PXE off (fw_cfg), so that its
+	// network boot is UEFI HTTP boot alone.
+	HTTPBoot bool
 	// MemoryMB is the guest memory (default 300).
 	MemoryMB int
 	// NoReboot makes QEMU exit instead of rebooting the guest.
@@ -126,6 +129,13 @@ func Args(c Config) (args []string, qmpPath string, err error) {
 	}
 	if c.NoReboot {
 		args = append(args, "-no-reboot")
+	}
+	if c.HTTPBoot {
+		if fw.code == "" {
+			return nil, "", fmt.Errorf("%w: %s: HTTP boot needs UEFI firmware", ErrConfig, c.Name)
+		}
+		args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
 	}
 	if fw.code != "" {
 		machine := "q35"

@@ -75,6 +75,11 @@ func TestArgsMachines(t *testing.T) {
 	_, _, err = Args(Config{Name: "two", Before: []NIC{{Tap: "t1", MAC: "zz"}}})
 	assert.ErrorIs(t, err, ErrConfig)
 
+	args, _, err = Args(Config{Name: "h", Tap: "t", Disk: "/d", Firmware: "uefi", HTTPBoot: true})
+	require.NoError(t, err)
+	line = strings.Join(args, " ")
+	assert.Contains(t, line, "-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=n -fw_cfg name=opt/org.tianocore/IPv6PXESupport,string=n")
+
 	args, _, err = Args(Config{Name: "b", Disk: "/d", DiskBus: "ahci"})
 	require.NoError(t, err)
 	line = strings.Join(args, " ")
@@ -93,6 +98,7 @@ func TestArgsRefusesBadConfigs(t *testing.T) {
 		"bad firmware":     {Name: "a", Firmware: "coreboot"},
 		"bad NIC model":    {Name: "a", Tap: "t", NIC: "ne2k,x=1"},
 		"bad disk bus":     {Name: "a", Disk: "d", DiskBus: "floppy"},
+		"HTTP boot BIOS":   {Name: "a", Tap: "t", HTTPBoot: true},
 	} {
 		_, _, err := Args(c)
 		assert.ErrorIs(t, err, ErrConfig, name)

@@ -1,6 +1,7 @@
 package pxee2e
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -120,6 +121,60 @@ var _ = Describe("herd deploy to UEFI machines", func() {
 		Expect(vm.Count("Kernel is locked down from EFI Secure Boot")).To(Equal(2), "both kernels ran under Secure Boot")
 		Expect(vm.Count("Verification failed")).To(BeZero())
 		GinkgoWriter.Printf("the clone booted under Secure Boot %.1fs after power on\n", time.Since(start).Seconds())
+		res := d.result(1)
+		Expect(res.Machines[0].MAC).To(Equal(mac))
+	})
+})
+
+var _ = Describe("UEFI HTTP boot", func() {
+	It("clones to a UEFI machine that boots its disk first: the disk empty, its firmware HTTP boots iPXE from herd (no TFTP), the agent clones it, and it then boots its clone from its disk", func() {
+		if _, err := os.Stat(qemu.FirmwareFiles("uefi")[0]); err != nil {
+			Skip("UEFI firmware is missing (Debian ovmf)")
+		}
+		const ipxeEFI = "/usr/lib/ipxe/ipxe.efi"
+		ipxe, err := os.ReadFile(ipxeEFI)
+		if err != nil {
+			Skip("iPXE for UEFI is missing (Debian ipxe)")
+		}
+		dir := GinkgoT().TempDir()
+		marker := fmt.Sprintf("HERD-HTTPBOOT-MARKER-%d", rand.IntN(1e9))
+		golden := filepath.Join(dir, "golden.img")
+		uefiGolden(golden, 64, marker)
+		Expect(os.MkdirAll(filepath.Join(dir, "boot"), 0o755)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(dir, "boot", "ipxe.efi"), ipxe, 0o644)).To(Succeed())
+
+		l := newLAN()
+		mac := randomMAC()
+		// TFTP stays off (startDeploy): everything comes over HTTP.
+		d := startDeploy(l, dir, 1, "--macs", mac, "--image", golden, "--disk", "auto")
+		disk := filepath.Join(dir, "node.img")
+		Expect(os.WriteFile(disk, nil, 0o644)).To(Succeed())
+		Expect(os.Truncate(disk, 80<<20)).To(Succeed())
+		vm, err := qemu.Start(context.Background(), qemu.Config{
+			Name: fmt.Sprintf("http-%d-%d", os.Getpid(), rand.IntN(1e6)), Netns: l.ns, Tap: l.addTap(), MAC: mac,
+			Disk: disk, DiskBus: "nvme", Firmware: "uefi", HTTPBoot: true, MemoryMB: 512, SocketDir: GinkgoT().TempDir(),
+		})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() {
+			vm.Kill()
+			if CurrentSpecReport().Failed() {
+				GinkgoWriter.Printf("console of %s:\n%s\n", vm.Name(), vm.Console())
+			}
+		})
+		start := time.Now()
+		expectLine(vm, "Start HTTP Boot over IPv4", 3*time.Minute)
+		expectLine(vm, "iPXE", 2*time.Minute)
+		expectLine(vm, "herd: agent starting", 3*time.Minute)
+		expectLine(vm, "herd: disk auto: /dev/nvme0n1", 2*time.Minute)
+		GinkgoWriter.Printf("agent started after HTTP boot %.1fs after power on\n", time.Since(start).Seconds())
+		expectLine(vm, "herd: clone verified (", 4*time.Minute)
+		expectLine(vm, "reboot: Restarting system", time.Minute)
+		// Its disk comes first now that it holds a system.
+		expectLine(vm, marker+" ", 3*time.Minute)
+		expectLine(vm, "herd.golden=1", 10*time.Second)
+		Expect(vm.Count("Start HTTP Boot over IPv4")).To(Equal(1), "the second boot did not ask the network")
+		Expect(vm.Count("Start PXE")).To(BeZero(), "PXE is off in this firmware")
+		GinkgoWriter.Printf("the clone booted %.1fs after power on\n", time.Since(start).Seconds())
 		res := d.result(1)
 		Expect(res.Machines[0].MAC).To(Equal(mac))
 	})
