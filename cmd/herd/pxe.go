@@ -26,7 +26,7 @@ func newPXECmd() *cobra.Command {
 		Use:   "pxe",
 		Short: "PXE services: DHCP (server or proxy), TFTP, HTTP boot and per-machine boot state",
 	}
-	cmd.AddCommand(newPXEServeCmd(), newPXEListCmd(), newPXESetCmd(), newPXEMenuCmd(), newPXEInitCmd())
+	cmd.AddCommand(newPXEServeCmd(), newPXEListCmd(), newPXELogsCmd(), newPXESetCmd(), newPXEMenuCmd(), newPXEInitCmd())
 	return cmd
 }
 
@@ -105,26 +105,9 @@ fresh key). A running server answers only requests signed with its session
 key: give --key-file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var ms []state.Machine
-			switch {
-			case server != "":
-				key, err := operatorKey(keyFile)
-				if err != nil {
-					return err
-				}
-				if ms, err = (&httpboot.OperatorClient{Server: server, Cred: key}).Machines(cmd.Context()); err != nil {
-					return operatorError(err)
-				}
-			case statePath != "":
-				b, err := os.ReadFile(statePath)
-				if err != nil {
-					return fmt.Errorf("read state %s: %w", statePath, err)
-				}
-				if ms, err = state.Load(b); err != nil {
-					return fmt.Errorf("state %s: %w", statePath, err)
-				}
-			default:
-				return usagef("give --state FILE or --server URL")
+			ms, err := loadMachines(cmd.Context(), statePath, server, keyFile)
+			if err != nil {
+				return err
 			}
 			return printMachines(cmd.OutOrStdout(), ms, asJSON)
 		},
@@ -134,6 +117,84 @@ key: give --key-file.`,
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "session key file of the server (with --server)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+func newPXELogsCmd() *cobra.Command {
+	var statePath, server, keyFile string
+	cmd := &cobra.Command{
+		Use:   "logs MAC (--state FILE | --server http://IP:PORT --key-file FILE)",
+		Short: "Show a machine's state, reason and the kernel log its agent sent with its failure",
+		Long: `Logs prints what the server knows of one machine: its state and reason, and
+the tail of the kernel log its agent sent with its last failure (kept until it
+registers again), e.g. a disk controller's errors or a driver that did not
+load.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mac, err := state.NormalizeMAC(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			ms, err := loadMachines(cmd.Context(), statePath, server, keyFile)
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				if m.MAC != mac {
+					continue
+				}
+				w := cmd.OutOrStdout()
+				fmt.Fprintf(w, "%s %s %s", m.MAC, m.Name, m.State)
+				if m.Reason != "" {
+					fmt.Fprintf(w, ": %s", m.Reason)
+				}
+				if m.Alarm != "" {
+					fmt.Fprintf(w, " (ALARM: %s)", m.Alarm)
+				}
+				fmt.Fprintln(w)
+				if len(m.Log) == 0 {
+					fmt.Fprintln(w, "no kernel log: its agent sent none (it sends one with a failure)")
+					return nil
+				}
+				fmt.Fprintf(w, "kernel log, the last %d lines its agent sent with its failure:\n", len(m.Log))
+				for _, l := range m.Log {
+					fmt.Fprintln(w, "  "+l)
+				}
+				return nil
+			}
+			return exitError{ExitFailed, fmt.Errorf("no machine %s", mac)}
+		},
+	}
+	cmd.Flags().StringVar(&statePath, "state", "", "machine state file")
+	cmd.Flags().StringVar(&server, "server", "", "running herd pxe server, http://IP:PORT")
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "session key file of the server (with --server)")
+	return cmd
+}
+
+// loadMachines reads the machines from a running server or a state file.
+func loadMachines(ctx context.Context, statePath, server, keyFile string) ([]state.Machine, error) {
+	switch {
+	case server != "":
+		key, err := operatorKey(keyFile)
+		if err != nil {
+			return nil, err
+		}
+		ms, err := (&httpboot.OperatorClient{Server: server, Cred: key}).Machines(ctx)
+		if err != nil {
+			return nil, operatorError(err)
+		}
+		return ms, nil
+	case statePath != "":
+		b, err := os.ReadFile(statePath)
+		if err != nil {
+			return nil, fmt.Errorf("read state %s: %w", statePath, err)
+		}
+		ms, err := state.Load(b)
+		if err != nil {
+			return nil, fmt.Errorf("state %s: %w", statePath, err)
+		}
+		return ms, nil
+	}
+	return nil, usagef("give --state FILE or --server URL")
 }
 
 // operatorKey reads the session key file an operator command signs with.

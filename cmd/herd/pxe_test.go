@@ -301,3 +301,31 @@ func TestPXEInit(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(want, got))
 }
+
+// herd pxe logs prints a machine's reason and the kernel log its agent
+// sent with its failure.
+func TestPXELogs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.json")
+	st, err := state.Open(path)
+	require.NoError(t, err)
+	const mac = "52:54:00:00:0a:01"
+	_, err = st.Add(mac, "node01")
+	require.NoError(t, err)
+	_, err = st.Register(mac, "10.0.0.9", 9998, "s")
+	require.NoError(t, err)
+	_, err = st.SetLog(mac, []string{"[    3.1] megaraid_sas 0000:00:04.0: FW in FAULT state", "[    3.2] sd 0:2:0:0: rejecting I/O"})
+	require.NoError(t, err)
+	_, err = st.Report(mac, false, "disk error", 0)
+	require.NoError(t, err)
+
+	code, out, stderr := runHerd(t, "pxe", "logs", "52-54-00-00-0A-01", "--state", path)
+	require.Equal(t, ExitOK, code, stderr)
+	assert.Equal(t, "52:54:00:00:0a:01 node01 failed: disk error\nkernel log, the last 2 lines its agent sent with its failure:\n"+
+		"  [    3.1] megaraid_sas 0000:00:04.0: FW in FAULT state\n  [    3.2] sd 0:2:0:0: rejecting I/O\n", out)
+	code, _, _ = runHerd(t, "pxe", "logs", "52:54:00:00:0a:02", "--state", path)
+	assert.Equal(t, ExitFailed, code)
+	code, _, _ = runHerd(t, "pxe", "logs", "nope", "--state", path)
+	assert.Equal(t, ExitUsage, code)
+	code, _, _ = runHerd(t, "pxe", "logs", mac)
+	assert.Equal(t, ExitUsage, code)
+}

@@ -71,6 +71,9 @@ type Agent struct {
 	// NetUp brings the network up; default NetUp: the NIC it booted
 	// from (Config.BootMAC) first, herd's own DHCP client.
 	NetUp func(ctx context.Context) (Lease, error)
+	// KernelLog returns the last n lines of the kernel log, sent with
+	// a failure's report; default KernelLog.
+	KernelLog func(n int) []string
 	// RecvCommand returns the command that receives the image, given
 	// herd recv's arguments; default: this executable with those args.
 	// Its stdout must carry herd recv's --json lines.
@@ -370,7 +373,14 @@ func (a *Agent) attempt(ctx context.Context, lease Lease, step string, signer ht
 }
 
 // report sends rep signed with the machine key.
+// ReportLogLines is how much of the kernel log a failure's report
+// carries.
+const ReportLogLines = 30
+
 func (a *Agent) report(ctx context.Context, rep httpboot.ReportRequest) error {
+	if !rep.OK && rep.Log == nil {
+		rep.Log = a.KernelLog(ReportLogLines)
+	}
 	rctx, cancel := context.WithTimeout(ctx, a.Config.Timeout)
 	defer cancel()
 	return a.client.Report(rctx, rep, a.machine)
@@ -554,6 +564,9 @@ func (a *Agent) defaults() {
 	}
 	if a.NetUp == nil {
 		a.NetUp = func(ctx context.Context) (Lease, error) { return NetUp(ctx, a.Config.BootMAC, a.Console) }
+	}
+	if a.KernelLog == nil {
+		a.KernelLog = KernelLog
 	}
 	if a.RecvCommand == nil {
 		a.RecvCommand = func(ctx context.Context, args []string) *exec.Cmd {

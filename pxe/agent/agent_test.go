@@ -140,6 +140,7 @@ func (h *harness) agentFor(t *testing.T, server string, line string, code int) *
 		NetUp: func(ctx context.Context) (Lease, error) {
 			return Lease{Interface: "eth0", MAC: "52:54:00:00:00:01", IP: "10.0.0.5"}, nil
 		},
+		KernelLog: func(n int) []string { return []string{fmt.Sprintf("the last %d kernel lines", n)} },
 		RecvCommand: func(ctx context.Context, args []string) *exec.Cmd {
 			h.recv = args
 			if i := indexOf(args, "--key-file"); i >= 0 {
@@ -246,6 +247,7 @@ func TestAgentWithoutADiskReportsWhy(t *testing.T) {
 	require.Len(t, fs.reports, 1)
 	assert.False(t, fs.reports[0].OK)
 	assert.Contains(t, fs.reports[0].Error, `disks: /dev/sda 80.0MiB model="QEMU HARDDISK"`, "the server learns which disks the machine has")
+	assert.Equal(t, []string{"the last 30 kernel lines"}, fs.reports[0].Log, "and the kernel log's tail")
 	assert.Contains(t, h.console.String(), "nothing was written")
 }
 

@@ -55,3 +55,18 @@ func TestFindDiskReason(t *testing.T) {
 		t.Fatalf("auto = %q, %v", d, err)
 	}
 }
+
+func TestTailLines(t *testing.T) {
+	got := tailLines("<6>[    0.1] a\n<4>[    0.2] b\n\n<3>[    0.3] c\nplain\n", 3)
+	want := []string{"[    0.2] b", "[    0.3] c", "plain"}
+	if len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("tailLines = %q", got)
+	}
+	if len(tailLines("", 5)) != 0 {
+		t.Fatal("lines from nothing")
+	}
+	// As root on Linux the kernel's own log can be read.
+	if os.Geteuid() == 0 && len(KernelLog(5)) == 0 {
+		t.Fatal("no kernel log read as root")
+	}
+}

@@ -84,6 +84,10 @@ type ReportRequest struct {
 	// Step is state.StepStage2 for the outcome of the stage-2 transfer,
 	// empty for the image's.
 	Step string `json:"step,omitempty"`
+	// Log is, with a failure, the tail of the machine's kernel log
+	// (state.MaxLogLines lines at most are kept, each cut to
+	// state.MaxLogLine bytes).
+	Log []string `json:"log,omitempty"`
 }
 
 // SetRequest is the body of POST /api/v1/machines/{mac}: an operator
@@ -433,6 +437,12 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var m state.Machine
+	if len(req.Log) > 0 && !req.OK {
+		// Before the report: a machine decided failed has its log.
+		if _, err := s.Store.SetLog(mac, req.Log); err != nil {
+			s.logf("http: %s: keep its log: %v", mac, err)
+		}
+	}
 	switch req.Step {
 	case "":
 		m, err = s.Store.Report(mac, req.OK, req.Error, req.Bytes)

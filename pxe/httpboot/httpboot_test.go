@@ -354,3 +354,27 @@ func TestStage2ReRegistersWithTheMachineKey(t *testing.T) {
 	m, _ = s.Store.Get(mac)
 	assert.Equal(t, state.Done, m.State)
 }
+
+// A failure's report carries the kernel log's tail, which the server
+// keeps (bounded, cleaned) with the machine until it registers again.
+func TestReportKeepsTheLogOfAFailure(t *testing.T) {
+	ts, s, _ := setup(t, nil)
+	const mac = "52:54:00:aa:03:01"
+	agent := approve(t, s, mac)
+	a, creds := register(t, ts.URL, agent, newRegistration(t, mac, "10.9.0.3", ""))
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	lines := make([]string, 0, 50)
+	for i := 0; i < 50; i++ {
+		lines = append(lines, fmt.Sprintf("[%d.0] line %d", i, i))
+	}
+	lines[49] = "ata1: COMRESET failed\x1b[31m" + strings.Repeat("x", 400)
+	body, _ := json.Marshal(ReportRequest{MAC: mac, OK: false, Error: "disk error", Log: lines})
+	a = call(t, ts.URL, "POST", PathReport, machineOf(creds), string(body), time.Time{})
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	m, _ := s.Store.Get(mac)
+	assert.Equal(t, state.Failed, m.State)
+	require.Len(t, m.Log, state.MaxLogLines)
+	assert.Equal(t, "[10.0] line 10", m.Log[0], "the tail is kept")
+	assert.Equal(t, "ata1: COMRESET failed?[31m", m.Log[39][:26], "control characters replaced")
+	assert.Len(t, m.Log[39], state.MaxLogLine)
+}

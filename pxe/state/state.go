@@ -96,6 +96,9 @@ const MaxDiscovered = 1024
 type Machine struct {
 	MAC     string `json:"mac"`
 	Name    string `json:"name,omitempty"`
+	// Log is the tail of the kernel log its agent sent with its last
+	// failure (cleared when it registers again).
+	Log []string `json:"log,omitempty"`
 	State   Phase  `json:"state"`
 	IP      string `json:"ip,omitempty"`
 	Port    int    `json:"port,omitempty"`
@@ -453,7 +456,7 @@ func (s *Store) RegisterStep(mac, ip string, port int, session, step string) (Ma
 		return Machine{}, fmt.Errorf("state: register %s: unknown step %q", mac, step)
 	}
 	return s.update(mac, true, func(m *Machine, _ bool) error {
-		m.State, m.IP, m.Port, m.Session, m.Reason, m.Bytes, m.Step = Cloning, ip, port, session, "", 0, step
+		m.State, m.IP, m.Port, m.Session, m.Reason, m.Bytes, m.Step, m.Log = Cloning, ip, port, session, "", 0, step, nil
 		return nil
 	})
 }
@@ -477,6 +480,37 @@ func (s *Store) ReportStage2(mac string, ok bool, reason string, bytes int64) (M
 		}
 		m.State, m.Step, m.Reason = Failed, "", "stage 2: "+reason
 		issueKey(m)
+		return nil
+	})
+}
+
+// Bounds of a machine's Log.
+const (
+	MaxLogLines = 40
+	MaxLogLine  = 300
+)
+
+// SetLog keeps lines as mac's Log: the last MaxLogLines, each cut to
+// MaxLogLine bytes, control characters replaced, valid UTF-8.
+func (s *Store) SetLog(mac string, lines []string) (Machine, error) {
+	if len(lines) > MaxLogLines {
+		lines = lines[len(lines)-MaxLogLines:]
+	}
+	clean := make([]string, 0, len(lines))
+	for _, l := range lines {
+		l = strings.ToValidUTF8(l, "?")
+		if len(l) > MaxLogLine {
+			l = strings.ToValidUTF8(l[:MaxLogLine], "")
+		}
+		clean = append(clean, strings.Map(func(r rune) rune {
+			if r < 0x20 && r != '\t' || r == 0x7f {
+				return '?'
+			}
+			return r
+		}, l))
+	}
+	return s.update(mac, false, func(m *Machine, _ bool) error {
+		m.Log = clean
 		return nil
 	})
 }

@@ -1,11 +1,14 @@
 package state
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -391,4 +394,28 @@ func TestLoadKeyFields(t *testing.T) {
 	ms, err = Load([]byte(`{"version":1,"machines":[{"mac":"52:54:00:00:00:01","state":"discovered"}]}`))
 	require.NoError(t, err)
 	assert.Equal(t, Discovered, ms[0].State)
+}
+
+// A machine's log is bounded and cleaned when kept, and forgotten when
+// it registers again.
+func TestSetLog(t *testing.T) {
+	st, err := Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:00:0b:01"
+	if _, err := st.SetLog(mac, []string{"x"}); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("unknown machine: %v", err)
+	}
+	st.Add(mac, "")
+	m, err := st.SetLog(mac, []string{"ok\tline", "bad\x00\x07line\xff", strings.Repeat("é", 200)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Log[0] != "ok\tline" || m.Log[1] != "bad??line?" || len(m.Log[2]) > MaxLogLine || !utf8.ValidString(m.Log[2]) {
+		t.Fatalf("log = %q", m.Log)
+	}
+	if m, _ = st.Register(mac, "10.0.0.1", 9998, "s"); m.Log != nil {
+		t.Fatalf("log kept after a new registration: %q", m.Log)
+	}
 }
