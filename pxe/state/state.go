@@ -94,17 +94,17 @@ const MaxDiscovered = 1024
 
 // Machine is what the server knows about one machine.
 type Machine struct {
-	MAC  string `json:"mac"`
-	Name string `json:"name,omitempty"`
+	MAC     string `json:"mac"`
+	Name    string `json:"name,omitempty"`
+	State   Phase  `json:"state"`
+	IP      string `json:"ip,omitempty"`
+	Port    int    `json:"port,omitempty"`
+	Session string `json:"session,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Bytes   int64  `json:"bytes,omitempty"`
 	// Log is the tail of the kernel log its agent sent with its last
 	// failure (cleared when it registers again).
-	Log     []string `json:"log,omitempty"`
-	State   Phase    `json:"state"`
-	IP      string   `json:"ip,omitempty"`
-	Port    int      `json:"port,omitempty"`
-	Session string   `json:"session,omitempty"`
-	Reason  string   `json:"reason,omitempty"`
-	Bytes   int64    `json:"bytes,omitempty"`
+	Log []string `json:"log,omitempty"`
 	// Step says where a cloning machine is in a flow with a stage 2
 	// (see the Step constants); empty when it waits for the image.
 	Step    string    `json:"step,omitempty"`
