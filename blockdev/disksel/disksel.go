@@ -53,6 +53,9 @@ type Disk struct {
 	Size int64
 	// Model and Serial as the device reports them (may be empty).
 	Model, Serial string
+	// Paths are its names under /dev/disk/by-path, as udev would make
+	// them (none when herd does not know its bus).
+	Paths []string
 	// Removable, ReadOnly and Mounted (the disk or one of its
 	// partitions is mounted) exclude the disk from any rule.
 	Removable, ReadOnly, Mounted bool
@@ -66,6 +69,9 @@ func (d Disk) String() string {
 	}
 	if d.Serial != "" {
 		s += " serial=" + quoteIfSpace(d.Serial)
+	}
+	if len(d.Paths) > 0 {
+		s += " path=" + d.Paths[0]
 	}
 	for _, f := range []struct {
 		on   bool
@@ -106,6 +112,7 @@ type Rule struct {
 	// path, when set, names the device; the other fields are unused.
 	path          string
 	model, serial string // shell patterns, case-insensitive
+	byPath        string // a shell pattern matched against Disk.Paths
 	minSize       int64
 	maxSize       int64 // 0: no bound
 	pick          string
@@ -117,11 +124,14 @@ func (r Rule) String() string { return r.text }
 // MaxRuleLen bounds a rule (it travels on the kernel command line).
 const MaxRuleLen = 256
 
-// Parse reads a rule: "auto" (or ""), a path under /dev, or terms joined
-// by commas: model=PATTERN, serial=PATTERN (shell patterns, no commas
-// or spaces, case-insensitive), size>=SIZE, size<=SIZE (units.ParseSize:
-// 100G, 1T, 500GB), and at most one of largest or smallest, which picks
-// among the disks the other terms leave.
+// Parse reads a rule: "auto" (or ""), a path under /dev (a
+// /dev/disk/by-path/NAME is matched against the names herd works out
+// for each disk, since the agent has no udev), or terms joined by
+// commas: model=PATTERN, serial=PATTERN, path=PATTERN (a by-path name;
+// shell patterns, no commas or spaces, case-insensitive), size>=SIZE,
+// size<=SIZE (units.ParseSize: 100G, 1T, 500GB), and at most one of
+// largest or smallest, which picks among the disks the other terms
+// leave.
 func Parse(s string) (Rule, error) {
 	r := Rule{text: s}
 	if s == "" || s == Auto {
@@ -138,6 +148,16 @@ func Parse(s string) (Rule, error) {
 		if !strings.HasPrefix(s, "/dev/") || path.Clean(s) != s {
 			return Rule{}, fmt.Errorf("%w: %q: a path must be a clean path under /dev", ErrBadRule, s)
 		}
+		if name, ok := strings.CutPrefix(s, "/dev/disk/by-path/"); ok {
+			if name == "" || strings.Contains(name, "/") {
+				return Rule{}, fmt.Errorf("%w: %q: want /dev/disk/by-path/NAME", ErrBadRule, s)
+			}
+			r.byPath = strings.ToLower(name)
+			if _, err := path.Match(r.byPath, ""); err != nil || strings.ContainsAny(name, "*?[") {
+				return Rule{}, fmt.Errorf("%w: %q: a by-path name has no pattern characters (use path=PATTERN)", ErrBadRule, s)
+			}
+			return r, nil
+		}
 		r.path = s
 		return r, nil
 	}
@@ -153,12 +173,14 @@ func Parse(s string) (Rule, error) {
 			r.model, err = pattern(s, t)
 		case strings.HasPrefix(t, "serial="):
 			r.serial, err = pattern(s, t)
+		case strings.HasPrefix(t, "path="):
+			r.byPath, err = pattern(s, t)
 		case strings.HasPrefix(t, "size>="):
 			r.minSize, err = size(s, t)
 		case strings.HasPrefix(t, "size<="):
 			r.maxSize, err = size(s, t)
 		default:
-			return Rule{}, fmt.Errorf("%w: %q: unknown term %q (want a /dev path, auto, model=, serial=, size>=, size<=, largest or smallest)", ErrBadRule, s, t)
+			return Rule{}, fmt.Errorf("%w: %q: unknown term %q (want a /dev path, auto, model=, serial=, path=, size>=, size<=, largest or smallest)", ErrBadRule, s, t)
 		}
 		if err != nil {
 			return Rule{}, err
@@ -243,6 +265,17 @@ func (r Rule) matches(d Disk) bool {
 	}
 	if r.serial != "" {
 		if ok, _ := path.Match(r.serial, strings.ToLower(d.Serial)); !ok {
+			return false
+		}
+	}
+	if r.byPath != "" {
+		found := false
+		for _, p := range d.Paths {
+			if ok, _ := path.Match(r.byPath, strings.ToLower(p)); ok {
+				found = true
+			}
+		}
+		if !found {
 			return false
 		}
 	}

@@ -42,6 +42,7 @@ func Scan(sys string, mounts []byte) ([]Disk, error) {
 		if d.Serial == "" {
 			d.Serial = vpdSerial(filepath.Join(dir, "device", "vpd_pg80")) // SCSI, SATA
 		}
+		d.Paths = byPath(sys, e.Name())
 		d.Mounted = mounted[d.Name]
 		if !d.Mounted {
 			parts, _ := os.ReadDir(dir)

@@ -236,6 +236,12 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 			expectLine(vm, "herd: drivers loaded for this machine", time.Minute)
 			expectLine(vm, []string{" e1000e", " e1000e", " virtio_net"}[i], time.Second)
 			expectLine(vm, "herd: disk auto: "+[]string{"/dev/sda", "/dev/sda", "/dev/vda"}[i], 2*time.Minute)
+			// Its /dev/disk/by-path name, worked out from sysfs
+			// (no udev in the agent): SATA port 1, a SCSI target
+			// behind the RAID controller, virtio on its PCI slot.
+			line, err := vm.ExpectString("\n", time.Second)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(line).To(MatchRegexp([]string{` path=pci-0000:00:[0-9a-f]{2}\.0-ata-1\.0`, ` path=pci-0000:00:[0-9a-f]{2}\.0-scsi-0:\d+:\d+:0`, ` path=pci-0000:00:[0-9a-f]{2}\.0\s`}[i]))
 			expectLine(vm, "herd: clone verified (", 4*time.Minute)
 			expectLine(vm, "reboot: Restarting system", time.Minute)
 		}

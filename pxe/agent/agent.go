@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herd-cluster/herd/blockdev/disksel"
 	"github.com/herd-cluster/herd/internal/syncio"
 	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/ring/report"
@@ -67,7 +68,7 @@ type Agent struct {
 	// FindDisk turns the disk rule (Config.Disk: a path or a
 	// disksel rule) into the device to write; default FindDisk on this
 	// machine, waiting up to 20 s for disks to appear.
-	FindDisk func(ctx context.Context, rule string) (string, error)
+	FindDisk func(ctx context.Context, rule string) (disksel.Disk, error)
 	// NetUp brings the network up; default NetUp: the NIC it booted
 	// from (Config.BootMAC) first, herd's own DHCP client.
 	NetUp func(ctx context.Context) (Lease, error)
@@ -191,7 +192,8 @@ func (a *Agent) clone(ctx context.Context) error {
 	}
 	// The disk first: a machine without one must not join the chain.
 	// It registers all the same, to tell the server why.
-	disk, derr := a.FindDisk(ctx, c.Disk)
+	found, derr := a.FindDisk(ctx, c.Disk)
+	disk := found.Path
 	lease, err := a.join(ctx, "")
 	if err != nil {
 		return err
@@ -211,9 +213,7 @@ func (a *Agent) clone(ctx context.Context) error {
 		}
 		return err
 	}
-	if disk != c.Disk {
-		a.say("disk %s: %s", c.Disk, disk)
-	}
+	a.say("disk %s: %s", c.Disk, found)
 	var methodArgs []string
 	switch c.Method {
 	case "raw":
@@ -560,7 +560,9 @@ func (a *Agent) defaults() {
 		a.Drivers = func(ctx context.Context) error { return LoadDrivers(ctx, ModuleIndex, a.Console) }
 	}
 	if a.FindDisk == nil {
-		a.FindDisk = func(ctx context.Context, rule string) (string, error) { return FindDisk(ctx, rule, 20*time.Second) }
+		a.FindDisk = func(ctx context.Context, rule string) (disksel.Disk, error) {
+			return FindDisk(ctx, rule, 20*time.Second)
+		}
 	}
 	if a.NetUp == nil {
 		a.NetUp = func(ctx context.Context) (Lease, error) { return NetUp(ctx, a.Config.BootMAC, a.Console) }

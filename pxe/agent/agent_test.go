@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herd-cluster/herd/blockdev/disksel"
 	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/pxe/state"
 )
@@ -130,12 +131,12 @@ func (h *harness) agentFor(t *testing.T, server string, line string, code int) *
 		Config:  Config{Server: server, Session: "s1", Port: 9998, Method: "raw", Disk: "/dev/vda", Timeout: 300 * time.Millisecond, Retries: 3, AgentKey: testAgentKey},
 		Console: &h.console,
 		Drivers: func(context.Context) error { return nil },
-		FindDisk: func(_ context.Context, rule string) (string, error) {
+		FindDisk: func(_ context.Context, rule string) (disksel.Disk, error) {
 			h.rules = append(h.rules, rule)
 			if h.noDisk != nil {
-				return "", h.noDisk
+				return disksel.Disk{}, h.noDisk
 			}
-			return cmp.Or(h.disk, rule), nil
+			return disksel.Disk{Path: cmp.Or(h.disk, rule), Size: 80 << 20}, nil
 		},
 		NetUp: func(ctx context.Context) (Lease, error) {
 			return Lease{Interface: "eth0", MAC: "52:54:00:00:00:01", IP: "10.0.0.5"}, nil

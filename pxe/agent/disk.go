@@ -26,32 +26,32 @@ var ErrNoDisk = errors.New("agent: no disk to write")
 // disks (sysfs and /proc/mounts). Disks appear some time after their
 // driver loads, so while none fits it looks again every second for up
 // to wait; several that fit is an error at once.
-func FindDisk(ctx context.Context, rule string, wait time.Duration) (string, error) {
+func FindDisk(ctx context.Context, rule string, wait time.Duration) (disksel.Disk, error) {
 	return findDisk(ctx, "/sys", "/proc/mounts", rule, wait)
 }
 
-func findDisk(ctx context.Context, sys, mountsFile, rule string, wait time.Duration) (string, error) {
+func findDisk(ctx context.Context, sys, mountsFile, rule string, wait time.Duration) (disksel.Disk, error) {
 	r, err := disksel.Parse(rule)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrNoDisk, err)
+		return disksel.Disk{}, fmt.Errorf("%w: %v", ErrNoDisk, err)
 	}
 	deadline := time.Now().Add(wait)
 	for {
 		mounts, _ := os.ReadFile(mountsFile)
 		disks, err := disksel.Scan(sys, mounts)
 		if err != nil {
-			return "", fmt.Errorf("%w: %v", ErrNoDisk, err)
+			return disksel.Disk{}, fmt.Errorf("%w: %v", ErrNoDisk, err)
 		}
 		d, err := r.Select(disks)
 		if err == nil {
-			return d.Path, nil
+			return d, nil
 		}
 		if !errors.Is(err, disksel.ErrNoDisk) || time.Now().After(deadline) {
-			return "", fmt.Errorf("%w: %v; %s", ErrNoDisk, err, storageControllers(sys))
+			return disksel.Disk{}, fmt.Errorf("%w: %v; %s", ErrNoDisk, err, storageControllers(sys))
 		}
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return disksel.Disk{}, ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}

@@ -51,7 +51,7 @@ func TestFindDiskReason(t *testing.T) {
 		t.Fatalf("err = %v\nwant  %s", err, want)
 	}
 	d, err := findDisk(context.Background(), sys, mounts, "auto", 0)
-	if err != nil || d != "/dev/sda" {
+	if err != nil || d.Path != "/dev/sda" {
 		t.Fatalf("auto = %q, %v", d, err)
 	}
 }
