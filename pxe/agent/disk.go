@@ -61,10 +61,16 @@ func findDisk(ctx context.Context, sys, mountsFile, rule string, wait time.Durat
 // (class 01xxxx) and the driver of each, for the reason of a machine
 // without a disk: a controller with no driver is the usual cause.
 func storageControllers(sys string) string {
+	return pciControllers(sys, "01", "storage controllers")
+}
+
+// pciControllers describes the PCI devices whose class starts with
+// class (two hex digits), each with its vendor:device and driver.
+func pciControllers(sys, class, label string) string {
 	devs, _ := kmod.Devices(sys)
 	var parts []string
 	for _, d := range devs {
-		if d.Bus != "pci" || !strings.HasPrefix(strings.TrimPrefix(d.Class, "0x"), "01") {
+		if d.Bus != "pci" || !strings.HasPrefix(strings.TrimPrefix(d.Class, "0x"), class) {
 			continue
 		}
 		drv := d.Driver
@@ -74,7 +80,7 @@ func storageControllers(sys string) string {
 		parts = append(parts, fmt.Sprintf("%s %s:%s %s", d.Name, strings.TrimPrefix(d.Vendor, "0x"), strings.TrimPrefix(d.DeviceID, "0x"), drv))
 	}
 	if len(parts) == 0 {
-		return "storage controllers: none found"
+		return label + ": none found"
 	}
-	return "storage controllers: " + strings.Join(parts, ", ")
+	return label + ": " + strings.Join(parts, ", ")
 }

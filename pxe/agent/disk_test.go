@@ -50,6 +50,9 @@ func TestFindDiskReason(t *testing.T) {
 	if err.Error() != want {
 		t.Fatalf("err = %v\nwant  %s", err, want)
 	}
+	if got := pciControllers(sys, "02", "network controllers"); got != "network controllers: 0000:00:02.0 8086:10d3 NO DRIVER in this image" {
+		t.Fatalf("network controllers: %s", got)
+	}
 	d, err := findDisk(context.Background(), sys, mounts, "auto", 0)
 	if err != nil || d.Path != "/dev/sda" {
 		t.Fatalf("auto = %q, %v", d, err)

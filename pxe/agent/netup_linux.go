@@ -65,7 +65,7 @@ func NetUp(ctx context.Context, bootMAC string, console io.Writer) (Lease, error
 	if len(tried) == 0 {
 		tried = append(tried, "no network interface at all (no driver for the NIC? see the lines above)")
 	}
-	return Lease{}, fmt.Errorf("%w: %s", ErrNoNetwork, strings.Join(tried, "; "))
+	return Lease{}, fmt.Errorf("%w: %s; %s", ErrNoNetwork, strings.Join(tried, "; "), pciControllers("/sys", "02", "network controllers"))
 }
 
 func hasBootIfc(ifcs []net.Interface, mac string) bool {
