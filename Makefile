@@ -7,7 +7,7 @@ DEBS := fdisk e2fsprogs xfsprogs dosfstools zstd ncompress cpio tar gzip \
 	nftables iproute2 udpcast busybox-static qemu-system-x86 ipxe-qemu ipxe \
 	pxelinux syslinux-common extlinux partclone iputils-ping gnuplot-nox psmisc \
 	util-linux kmod ovmf shim-signed grub-efi-amd64-signed mtools \
-	openipmi ipmitool
+	openipmi ipmitool chromium
 
 # Packages whose tests also run under the race detector (concurrent code).
 RACE_PKGS := ./ring/... ./blockdev/... ./pxe/deploy/... ./bmc/...

@@ -133,6 +133,10 @@ type Options struct {
 	// Alarmf receives alarms (an agent key presented a second time),
 	// also when Logf is nil (default Logf).
 	Alarmf func(format string, args ...any)
+	// Count, if set, is called once per request answered, with the
+	// service (dhcp, tftp, http) and the outcome (ok, error): for
+	// metrics. It must not block.
+	Count func(service, outcome string)
 }
 
 // Server is a running set of PXE services. Create it with New.
@@ -269,11 +273,11 @@ func New(opts Options) (*Server, error) {
 	s.pool = dhcp.NewPool(s.dcfg.Start, s.dcfg.End)
 	s.pool.Lease = opts.LeaseTime
 	s.http = &httpboot.Server{Dir: opts.BootDir, Store: st, BaseURL: base, Script: s.ipxeScript, Session: opts.Agent.Session,
-		Key: opts.Key, Logf: opts.Logf, Alarmf: opts.Alarmf}
+		Key: opts.Key, Logf: opts.Logf, Alarmf: opts.Alarmf, Count: opts.Count}
 	if opts.KnownOnly {
 		s.http.Allow = s.allowed
 	}
-	s.tftp = &tftp.Server{Dir: opts.BootDir, Dynamic: s.bootConfig, Logf: opts.Logf}
+	s.tftp = &tftp.Server{Dir: opts.BootDir, Dynamic: s.bootConfig, Logf: opts.Logf, Count: opts.Count}
 	return s, nil
 }
 
@@ -291,6 +295,13 @@ func (s *Server) BaseURL() string {
 func (s *Server) logf(format string, args ...any) {
 	if s.opts.Logf != nil {
 		s.opts.Logf(format, args...)
+	}
+}
+
+// count reports one request answered to Options.Count.
+func (s *Server) count(service, outcome string) {
+	if s.opts.Count != nil {
+		s.opts.Count(service, outcome)
 	}
 }
 
@@ -557,12 +568,16 @@ func (s *Server) serveDHCP(ctx context.Context, conn net.PacketConn, port int) e
 		req, err := dhcpv4.FromBytes(buf[:n])
 		if err != nil {
 			s.logf("dhcp: bad packet from %v: %v", peer, err)
+			s.count("dhcp", "error")
 			continue
 		}
 		reply, err := dhcp.Handle(s.dcfg, s.pool, req, port)
 		if err != nil {
 			if !errors.Is(err, dhcp.ErrIgnore) || req.MessageType() == dhcpv4.MessageTypeDiscover {
 				s.logf("dhcp: %s %v: %v", req.ClientHWAddr, req.MessageType(), err)
+			}
+			if !errors.Is(err, dhcp.ErrIgnore) {
+				s.count("dhcp", "error")
 			}
 			continue
 		}
@@ -572,8 +587,10 @@ func (s *Server) serveDHCP(ctx context.Context, conn net.PacketConn, port int) e
 		dst := replyAddr(req, reply, peer, port)
 		if _, err := conn.WriteTo(reply.ToBytes(), dst); err != nil {
 			s.logf("dhcp: send %v to %s (%v): %v", reply.MessageType(), req.ClientHWAddr, dst, err)
+			s.count("dhcp", "error")
 			continue
 		}
+		s.count("dhcp", "ok")
 		s.logf("dhcp: %v to %s ip=%v file=%q", reply.MessageType(), req.ClientHWAddr, reply.YourIPAddr, reply.BootFileName)
 	}
 }

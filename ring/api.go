@@ -331,7 +331,14 @@ type Snapshot struct {
 	Total   int64 // bytes of all items, -1 unknown
 	Sent    int64
 	Nodes   []NodeStatus
+	// Route is the chain as the source knows it now: the nodes still
+	// fed, in order (failed ones bypassed, slow ones moved to the tail
+	// or fed aside by the source). For display only.
+	Route []Slot
 }
+
+// Slot is a node's place in the chain (see Snapshot.Route).
+type Slot = core.Slot
 
 // Report is the outcome of a session, as seen by the source.
 type Report struct {

@@ -104,7 +104,7 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 		return out
 	}
 	snapshot := func() Snapshot {
-		return Snapshot{Elapsed: lp.now(), Total: total, Sent: sender.Bytes(), Nodes: sender.Nodes()}
+		return Snapshot{Elapsed: lp.now(), Total: total, Sent: sender.Bytes(), Nodes: sender.Nodes(), Route: sender.Route()}
 	}
 	var lastProgress time.Time
 	lp.onTick = func() {

@@ -138,6 +138,9 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	if err := o.pxe.live.check(); err != nil {
+		return err
+	}
 	if o.pxe.keyFile == "" {
 		// Never an open API or an unkeyed chain: a fresh key for this run.
 		kf, err := freshKeyFile()
@@ -155,6 +158,14 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	popts, err := o.pxe.options(svcLog, logf)
 	if err != nil {
 		return err
+	}
+	hub, endLive, err := o.pxe.live.start(ctx, "deploy", stderr)
+	if err != nil {
+		return err
+	}
+	defer endLive()
+	if hub != nil {
+		popts.Count = hub.Count
 	}
 	srv, err := pxe.New(popts)
 	if err != nil {
@@ -175,10 +186,11 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 		<-served
 	}()
 	logf("deploy: PXE services up, agents register at %s", srv.BaseURL())
+	go hub.WatchStore(sctx, srv.Store())
 	d := &deploy.Deployer{
 		Plan:    plan,
 		Store:   srv.Store(),
-		Runner:  &deploy.Sender{Key: key, ConnectTimeout: o.connTimeout},
+		Runner:  liveRunner{&deploy.Sender{Key: key, ConnectTimeout: o.connTimeout}, hub},
 		Logf:    logf,
 		Stopped: served,
 	}
@@ -201,6 +213,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	}
 	printDeploy(stdout, res, o.json)
 	ok, ko := res.Counts()
+	hub.Finish(ok > 0 && ko == 0)
 	switch {
 	case res.Registered == 0 && o.bmc && res.Started == 0:
 		return exitError{ExitFailed, errors.New("no machine could be powered through its BMC")}

@@ -79,14 +79,26 @@ func runPXEServe(ctx context.Context, p *pxeFlags, logw io.Writer) error {
 	if p.quiet {
 		logf = nil
 	}
+	if err := p.live.check(); err != nil {
+		return err
+	}
 	o, err := p.options(logf, alarmf)
 	if err != nil {
 		return err
+	}
+	hub, endLive, err := p.live.start(ctx, "pxe", logw)
+	if err != nil {
+		return err
+	}
+	defer endLive()
+	if hub != nil {
+		o.Count = hub.Count
 	}
 	srv, err := pxe.New(o)
 	if err != nil {
 		return usageError{err}
 	}
+	go hub.WatchStore(ctx, srv.Store())
 	return srv.Run(ctx)
 }
 

@@ -33,11 +33,13 @@ type pxeFlags struct {
 	macs, inventory, machines                                        string
 	inv                                                              *inventory.Inventory
 	selected                                                         []inventory.Machine // of inv, by --machines
+	live                                                             liveOptions
 	quiet                                                            bool
 	ra, raPrefix, tftpServer                                         string
 }
 
 func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
+	addLiveFlags(f, &p.live)
 	f.StringVarP(&p.iface, "iface", "i", "", "network interface of the provisioning network (DHCP binds to it)")
 	f.StringVarP(&p.serverIP, "server-ip", "p", "", "address nodes reach this server at (default: first IPv4 of --iface)")
 	f.StringVar(&p.dhcpMode, "dhcp", "server", "DHCP mode: server (only DHCP server of the network), proxy (beside an existing one: PXE clients only, no addresses) or off")

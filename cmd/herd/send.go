@@ -37,6 +37,7 @@ type sendOptions struct {
 	chunkSize      string
 	source         sourceOptions
 	files          filesSendOptions
+	live           liveOptions
 }
 
 func newSendCmd() *cobra.Command {
@@ -85,6 +86,7 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 	f.StringVar(&o.resume, "resume", "", "session file: when it exists (this source stopped before the end), take up that session again and send nodes only what they lack; else start a new session and keep it there (removed once every node verified)")
 	addSourceFlags(f, &o.source)
 	addFilesSendFlags(f, &o.files)
+	addLiveFlags(f, &o.live)
 	return cmd
 }
 
@@ -165,6 +167,9 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	if _, err := ring.ParseCompressMode(o.compress); err != nil {
 		return usageError{err}
 	}
+	if err := o.live.check(); err != nil {
+		return err
+	}
 	// Open every source once before connecting: an unreadable infile is
 	// reported before anyone is disturbed.
 	items := make([]ring.SendItem, 0, len(s.items))
@@ -217,6 +222,12 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	if !o.json {
 		fmt.Fprintf(stderr, "herd: sending %d item(s) to %d node(s): %s\n", len(items), len(s.clients), strings.Join(s.clients, " "))
 	}
+	hub, endLive, err := o.live.start(ctx, "send", stderr)
+	if err != nil {
+		return err
+	}
+	defer endLive()
+	hub.Plan(s.clients, nil)
 	var session ring.SessionID
 	var dataKey []byte
 	if o.resume != "" {
@@ -246,16 +257,22 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		Compress:       ring.CompressMode(o.compress),
 		ChunkSize:      int(chunk),
 		SlowAfter:      o.slowAfter,
-		Progress:       progress,
-		Logf:           logf,
+		Progress: func(sn ring.Snapshot) {
+			progress(sn)
+			hub.Progress(sn)
+		},
+		Logf: logf,
 	})
 	if err != nil {
+		hub.Finish(false)
 		if errors.Is(err, ring.ErrConfig) {
 			return usageError{err}
 		}
 		return err
 	}
 	ok, failed := outcome(rep)
+	hub.Outcome(verdicts(rep))
+	hub.Finish(failed == 0 && ok > 0)
 	if o.json {
 		okAll := failed == 0 && ok > 0
 		ev := report.Event{Event: report.Summary, OK: &okAll, Seconds: rep.Elapsed.Seconds(), Bytes: rep.Bytes, Items: toJSONItems(rep.Items), Stats: stats, Compress: compressName(rep.Compress), WireBytes: rep.WireBytes, Insecure: o.insecure}

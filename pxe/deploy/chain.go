@@ -24,6 +24,10 @@ type Job struct {
 type Progress struct {
 	Sent, Total int64 // bytes; Total -1 when unknown
 	Elapsed     time.Duration
+	// Nodes and Route are every node's progress and the chain as its
+	// source knows it, when the runner knows them (for a live view).
+	Nodes []ring.NodeStatus
+	Route []ring.Slot
 }
 
 // String renders p for a log line.
@@ -102,7 +106,7 @@ func (s *Sender) RunChain(ctx context.Context, job Job, progress func(Progress))
 		Logf:           s.Logf,
 	}
 	if progress != nil {
-		cfg.Progress = func(sn ring.Snapshot) { progress(Progress{Sent: sn.Sent, Total: sn.Total, Elapsed: sn.Elapsed}) }
+		cfg.Progress = func(sn ring.Snapshot) { progress(Progress{Sent: sn.Sent, Total: sn.Total, Elapsed: sn.Elapsed, Nodes: sn.Nodes, Route: sn.Route}) }
 	}
 	rep, err := ring.Send(ctx, cfg)
 	if err != nil {

@@ -135,6 +135,9 @@ type Server struct {
 	// Alarmf receives alarms (a used agent key presented again), also
 	// when Logf is nil; default Logf.
 	Alarmf func(format string, args ...any)
+	// Count, if set, is called once per request answered: service
+	// "http", outcome "ok" or "error" (a status of 400 or more).
+	Count func(service, outcome string)
 
 	once    sync.Once
 	auth    *verifier
@@ -176,7 +179,29 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+PathChain, s.chain)
 	mux.HandleFunc("GET "+PathIPXE+"{mac}", s.ipxe)
 	mux.HandleFunc("GET /", s.file)
-	return mux
+	if s.Count == nil {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		mux.ServeHTTP(sw, r)
+		outcome := "ok"
+		if sw.code >= 400 {
+			outcome = "error"
+		}
+		s.Count("http", outcome)
+	})
+}
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // Serve answers HTTP requests on l until Shutdown.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -377,4 +378,23 @@ func TestReportKeepsTheLogOfAFailure(t *testing.T) {
 	assert.Equal(t, "[10.0] line 10", m.Log[0], "the tail is kept")
 	assert.Equal(t, "ata1: COMRESET failed?[31m", m.Log[39][:26], "control characters replaced")
 	assert.Len(t, m.Log[39], state.MaxLogLine)
+}
+
+// Count hears of every request once, by outcome.
+func TestCount(t *testing.T) {
+	var mu sync.Mutex
+	counts := map[string]int{}
+	ts, _, _ := setup(t, func(s *Server) {
+		s.Count = func(service, outcome string) {
+			mu.Lock()
+			counts[service+" "+outcome]++
+			mu.Unlock()
+		}
+	})
+	for _, p := range []string{"/vmlinuz", "/vmlinuz", "/missing", "/escape"} {
+		get(t, ts.URL+p)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, map[string]int{"http ok": 2, "http error": 2}, counts)
 }

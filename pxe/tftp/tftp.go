@@ -45,6 +45,9 @@ type Server struct {
 	Dynamic func(name string, client net.IP) (data []byte, ok bool)
 	// Logf receives one line per transfer and per refusal (optional).
 	Logf func(format string, args ...any)
+	// Count, if set, is called once per read request: service "tftp",
+	// outcome "ok" (sent in full) or "error" (refused or failed).
+	Count func(service, outcome string)
 	// Timeout per packet (default 2 s).
 	Timeout time.Duration
 
@@ -129,7 +132,16 @@ func (s *Server) Shutdown() {
 	}
 }
 
-func (s *Server) read(name string, rf io.ReaderFrom) error {
+func (s *Server) read(name string, rf io.ReaderFrom) (err error) {
+	if s.Count != nil {
+		defer func() {
+			outcome := "ok"
+			if err != nil {
+				outcome = "error"
+			}
+			s.Count("tftp", outcome)
+		}()
+	}
 	var client net.IP
 	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
 		addr := ot.RemoteAddr()

@@ -73,9 +73,14 @@ func TestServeFilesAndRefuseEscapes(t *testing.T) {
 	dir, payload := bootDir(t)
 	var mu sync.Mutex
 	var logs []string
+	counts := map[string]int{}
 	s := &Server{Dir: dir, Logf: func(f string, a ...any) {
 		mu.Lock()
 		logs = append(logs, fmt.Sprintf(f, a...))
+		mu.Unlock()
+	}, Count: func(service, outcome string) {
+		mu.Lock()
+		counts[service+" "+outcome]++
 		mu.Unlock()
 	}}
 	addr := startServer(t, s)
@@ -93,9 +98,17 @@ func TestServeFilesAndRefuseEscapes(t *testing.T) {
 		assert.Error(t, err, "%s must be refused", name)
 		assert.NotContains(t, string(got), "top secret")
 	}
+	// A transfer is counted once the server is done with it, which may
+	// be just after the client got its last block.
+	assert.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return counts["tftp ok"]+counts["tftp error"] >= 9
+	}, 5*time.Second, 10*time.Millisecond)
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Contains(t, strings.Join(logs, "\n"), `refused "../secret"`)
+	assert.Equal(t, map[string]int{"tftp ok": 2, "tftp error": 7}, counts, "every request counted once, by outcome")
 }
 
 func TestDynamic(t *testing.T) {

@@ -438,3 +438,34 @@ func (s *Sender) maybeFinish(out *[]Action) {
 	}
 	*out = append(*out, Action{Kind: ActDone, Err: s.err})
 }
+
+// Route returns the nodes still fed, in chain order as the source knows
+// it now: the chain from the source's current target on, then the nodes
+// moved to its tail (by the source or, as their acks say, by any node),
+// then the nodes the source feeds aside. Failed nodes are left out: the
+// chain bypasses them. It is for display; the protocol does not use it.
+func (s *Sender) Route() []Slot {
+	d := &s.down
+	var chain, tail []Slot
+	if d.pos < len(d.order) {
+		for _, j := range d.order[d.pos:] {
+			if s.asides[j] != nil || d.view[j].State == StateFailed {
+				continue
+			}
+			if (d.flags[j]|d.sl.flagsOf(j))&wire.AckTail != 0 {
+				tail = append(tail, Slot{Index: j, Tail: true})
+				continue
+			}
+			chain = append(chain, Slot{Index: j})
+		}
+	}
+	out := append(chain, tail...)
+	for j := range d.view {
+		if a := s.asides[j]; a != nil && !a.cut {
+			if st, ok := s.asideStatus(j); ok && st.State != StateFailed {
+				out = append(out, Slot{Index: j, Aside: true})
+			}
+		}
+	}
+	return out
+}

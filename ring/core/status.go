@@ -34,3 +34,15 @@ type ItemStatus struct {
 	Digest     string // BLAKE3 hex of the item's data runs, once complete
 	Verified   bool   // digest and layout equal the source's
 }
+
+// Slot is one node's place in the chain as the source knows it (see
+// Sender.Route).
+type Slot struct {
+	Index int
+	// Tail: the node was moved to the tail of the chain for being slow
+	// (its disk or its link); it is fed by the last node at its pace.
+	Tail bool
+	// Aside: the source feeds the node itself, off the chain (a slow
+	// node of a session with cooked items, or one that rejoined).
+	Aside bool
+}
