@@ -4,24 +4,21 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/vishvananda/netns"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/internal/testenv"
 )
 
 // Issue #16: the live view, seen by a real browser. herd send --http runs
@@ -187,54 +184,10 @@ var _ = Describe("the live view (issue #16)", func() {
 // its URL. It stops when the spec ends.
 func forwardInto(n *harness.Node, addr string) string {
 	GinkgoHelper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	local, stop, err := testenv.Forward(n.NetNS(), addr)
 	Expect(err).NotTo(HaveOccurred())
-	var wg sync.WaitGroup
-	DeferCleanup(func() { l.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer in.Close()
-				out, err := dialIn(n.NetNS(), addr)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				go func() { io.Copy(out, in); out.Close() }()
-				io.Copy(in, out)
-			}()
-		}
-	}()
-	return "http://" + l.Addr().String() + "/"
-}
-
-// dialIn connects to addr from inside the network namespace at nsPath.
-func dialIn(nsPath, addr string) (net.Conn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer orig.Close()
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return nil, err
-	}
-	defer ns.Close()
-	if err := netns.Set(ns); err != nil {
-		return nil, err
-	}
-	defer netns.Set(orig)
-	return net.DialTimeout("tcp", addr, 5*time.Second)
+	DeferCleanup(stop)
+	return "http://" + local + "/"
 }
 
 // browser starts Debian's Chromium headless, with nothing that reaches

@@ -224,7 +224,8 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		// --disk auto: each agent writes the one disk its machine has,
 		// whatever its controller calls it.
 		macs := []string{randomMAC(), randomMAC(), randomMAC()}
-		d := startDeploy(l, dir, 3, "--macs", strings.Join(macs, ","), "--image", golden, "--used-only", "--disk", "auto")
+		// With its live view (issue #16): scraped at the end.
+		d := startDeploy(l, dir, 3, "--macs", strings.Join(macs, ","), "--image", golden, "--used-only", "--disk", "auto", "--http", "127.0.0.1:18081")
 		vms := netbootMachines(l, dir, macs, qemu.Config{NIC: "e1000e", DiskBus: "ahci"}, qemu.Config{NIC: "e1000e", DiskBus: "megasas"}, qemu.Config{})
 		start := time.Now()
 		for _, vm := range vms {
@@ -248,6 +249,27 @@ var _ = Describe("herd deploy with PXE-booted QEMU machines", func() {
 		Expect(vms[1].Console()).To(ContainSubstring(" megaraid_sas"), "the MegaRAID machine loaded its driver")
 		Expect(vms[0].Console()).To(ContainSubstring(" ahci"), "the AHCI machine loaded its driver")
 		GinkgoWriter.Printf("all clones verified %.1fs after power on\n", time.Since(start).Seconds())
+		// Every machine went local before it rebooted: the live view
+		// says so, and /metrics counts what was served (herd deploy
+		// lingers 30 s after the last one).
+		view := liveView(l, "127.0.0.1:18081")
+		Expect(view.Machines).To(HaveLen(3))
+		for _, m := range view.Machines {
+			Expect(macs).To(ContainElement(m.ID))
+			Expect(m.State).To(Equal("local"), "%+v", m)
+		}
+		Expect(view.Failures).To(BeEmpty())
+		metrics := scrapeMetrics(l, "127.0.0.1:18081")
+		Expect(metrics).To(HaveKeyWithValue(`herd_machines{state="local"}`, 3.0))
+		Expect(metrics).To(HaveKeyWithValue(`herd_machines{state="ko"}`, 0.0))
+		Expect(metrics).To(HaveKeyWithValue(`herd_failures_total{reason="other"}`, 0.0))
+		// Each machine so far: DHCP offer and ack at least once (its
+		// ROM; the agent asks again); HTTP the chain script, its own
+		// script, kernel, initramfs, then the agent's register and
+		// report. No TFTP: this deploy serves HTTP only.
+		Expect(metrics[`herd_pxe_requests_total{outcome="ok",service="dhcp"}`]).To(BeNumerically(">=", 3*2))
+		Expect(metrics[`herd_pxe_requests_total{outcome="ok",service="http"}`]).To(BeNumerically(">=", 3*6))
+		Expect(metrics).NotTo(HaveKey(`herd_pxe_requests_total{outcome="ok",service="tftp"}`))
 		for _, vm := range vms {
 			// Back in the firmware: iPXE asks again, the server sends the
 			// machine to its disk, extlinux boots the golden system.

@@ -14,7 +14,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +27,8 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/herd-cluster/herd/harness"
+	"github.com/herd-cluster/herd/internal/testenv"
+	"github.com/herd-cluster/herd/live"
 	"github.com/herd-cluster/herd/pxe"
 	"github.com/herd-cluster/herd/pxe/httpboot"
 	"github.com/herd-cluster/herd/pxe/state"
@@ -280,4 +284,43 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 		s.code = http.StatusOK
 	}
 	return s.ResponseWriter.Write(b)
+}
+
+// liveView reads the live view's JSON at addr inside l's namespace.
+func liveView(l *lan, addr string) live.View {
+	GinkgoHelper()
+	var v live.View
+	Expect(json.Unmarshal(httpGetIn(l, addr, "/api/v1/view"), &v)).To(Succeed())
+	return v
+}
+
+// scrapeMetrics reads /metrics at addr inside l's namespace into
+// name{labels} → value.
+func scrapeMetrics(l *lan, addr string) map[string]float64 {
+	GinkgoHelper()
+	out := map[string]float64{}
+	line := regexp.MustCompile(`^([a-z_]+(?:\{[^}]*\})?) (\S+)$`)
+	for _, s := range strings.Split(string(httpGetIn(l, addr, "/metrics")), "\n") {
+		if m := line.FindStringSubmatch(s); m != nil {
+			v, err := strconv.ParseFloat(m[2], 64)
+			Expect(err).NotTo(HaveOccurred(), s)
+			out[m[1]] = v
+		}
+	}
+	return out
+}
+
+// httpGetIn GETs path from addr inside l's namespace.
+func httpGetIn(l *lan, addr, path string) []byte {
+	GinkgoHelper()
+	local, stop, err := testenv.Forward(l.c.Golden().NetNS(), addr)
+	Expect(err).NotTo(HaveOccurred())
+	defer stop()
+	r, err := http.Get("http://" + local + path)
+	Expect(err).NotTo(HaveOccurred())
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(r.StatusCode).To(Equal(http.StatusOK), "%s: %s", path, b)
+	return b
 }
