@@ -197,7 +197,10 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	notHeldBy := func(cfg string, slow int, size int64) {
 		GinkgoHelper()
 		recvs := startRecv(c, "--memory", "16M")
-		p := startSend(c, cfg, "--slow-after", "2s")
+		// -v: the ring's log (who moved whom, and why) is in herd
+		// send's stderr, reported if the spec fails.
+		p := startSend(c, cfg, "--slow-after", "2s", "-v")
+		reportOnFailure(&p, nil)
 		code, s := finishSend(p, 3*time.Minute)
 		allOK(code, s, p, size)
 		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0))
