@@ -197,10 +197,15 @@ var _ = Describe("slow node and rejoin (issue #4)", func() {
 	notHeldBy := func(cfg string, slow int, size int64) {
 		GinkgoHelper()
 		recvs := startRecv(c, "--memory", "16M")
-		// -v: the ring's log (who moved whom, and why) is in herd
-		// send's stderr, reported if the spec fails.
+		// -v: the source's ring log in herd send's stderr; the nodes'
+		// (who moved whom, and why) in herd recv's: all reported if the
+		// spec fails.
 		p := startSend(c, cfg, "--slow-after", "2s", "-v")
-		reportOnFailure(&p, nil)
+		logs := map[string]**harness.Proc{}
+		for i := range recvs {
+			logs[fmt.Sprintf("herd recv on node%d", i+1)] = &recvs[i]
+		}
+		reportOnFailure(&p, logs)
 		code, s := finishSend(p, 3*time.Minute)
 		allOK(code, s, p, size)
 		Expect(exitCodes(recvs, time.Minute)).To(HaveEach(0))
