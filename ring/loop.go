@@ -206,6 +206,10 @@ func (l *loop) perform(acts []core.Action) (reason string, done bool) {
 			w.q.push(a)
 		case core.ActCloseDown:
 			w := l.downFor(a)
+			if a.Err != "" {
+				// A move, a drop or a bypass: say why, once.
+				l.logf("ring: leaving node %d: %s", a.Index, a.Err)
+			}
 			if a.Err != "" && !w.detaching.Load() {
 				w.abort()
 			}
