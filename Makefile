@@ -136,3 +136,18 @@ fuzz:
 
 clean:
 	rm -rf bin results
+
+help:
+	@echo 'make deps       install the Debian packages herd'"'"'s tests, demo and packaging use'
+	@echo 'make build      build bin/herd (version, commit and its time from git)'
+	@echo 'make test       go vet, the race detector on concurrent packages, every test'
+	@echo 'make e2e        only the end-to-end suites, verbose'
+	@echo 'make bench      benchmarks against peers, results under results/'
+	@echo 'make soak       verdicts under faults and load (ROUNDS=50 SEED=0)'
+	@echo 'make soak-sim   the timing property test (SCHEDULES=10000)'
+	@echo 'make demo       the Quick start demo'
+	@echo 'make install    binary, man pages, completions, systemd units, /etc/herd/herd.yaml'
+	@echo '                (PREFIX=/usr/local, DESTDIR=; an existing herd.yaml is kept)'
+	@echo 'make uninstall  remove what make install put, but /etc/herd'
+	@echo 'make deb        bin/herd_VERSION_ARCH.deb (dpkg-deb)'
+	@echo 'make clean      remove bin/ and results/'

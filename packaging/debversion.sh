@@ -2,6 +2,7 @@
 # debversion.sh [DESCRIBE]: the Debian version of herd built from this
 # checkout, made from "git describe --tags --always --dirty" (or DESCRIBE):
 #   v1.2.0             -> 1.2.0
+#   v1.3-rc1           -> 1.3~rc1
 #   v1.2.0-5-gabc1234  -> 1.2.0+git5.abc1234
 #   abc1234 (no tag)   -> 0~gitYYYYMMDDhhmmss.abc1234 (the commit's time)
 # with "+dirty" when the tree had changes. Prints 0~unknown outside git.
@@ -22,7 +23,8 @@ case $d in
 		v=0~git$t.$d
 	fi ;;
 esac
-# A Debian version starts with a digit and holds only [A-Za-z0-9.+~-].
-v=$(printf '%s' "$v" | tr -c 'A-Za-z0-9.+~-' '.')
+# A Debian version (without a revision) starts with a digit and holds only
+# [A-Za-z0-9.+~]; a hyphen in a tag becomes ~ (1.3-rc1 sorts before 1.3).
+v=$(printf '%s' "$v" | tr '-' '~' | tr -c 'A-Za-z0-9.+~' '.')
 case $v in [0-9]*) ;; *) v=0~$v ;; esac
 echo "$v$dirty"
