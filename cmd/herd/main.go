@@ -54,6 +54,8 @@ func newRootCmd() *cobra.Command {
 		newDescCmd(),
 		newInitramfsCmd(), newAgentCmd(),
 		newPowerCmd(),
+		newVersionCmd(), newGenCmd(),
 	)
+	setVersion(root)
 	return root
 }
