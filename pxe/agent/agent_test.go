@@ -190,7 +190,12 @@ func TestAgentClonesReportsAndReboots(t *testing.T) {
 	assert.Equal(t, fs.registers[0].Pub, pub, "one answer key for the retries of one registration")
 	assert.Equal(t, []httpboot.Role{httpboot.RoleAgent, httpboot.RoleAgent, httpboot.RoleMachine}, fs.roles, "registered with the agent key, reported with the machine key")
 	require.Len(t, fs.reports, 1)
+	agentLog := fs.reports[0].AgentLog
+	fs.reports[0].AgentLog = nil
 	assert.Equal(t, httpboot.ReportRequest{MAC: "52:54:00:00:00:01", OK: true, Bytes: 4096}, fs.reports[0])
+	require.NotEmpty(t, agentLog, "a verified clone's report carries the agent's log")
+	assert.Contains(t, agentLog[0], "herd: agent starting: server")
+	assert.Equal(t, "herd: disk /dev/vda: /dev/vda 80.0MiB", agentLog[len(agentLog)-1], "the lines printed up to the report, in order")
 	out := h.console.String()
 	assert.NotContains(t, out, "cannot reach", "a refusal retried in time is not a failed attempt")
 	assert.Contains(t, out, "recv says hi", "herd recv's stderr goes to the console")
