@@ -155,6 +155,10 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	fixups, err := deployFixups(o, &plan)
+	if err != nil {
+		return err
+	}
 	if o.pxe.keyFile == "" {
 		// Never an open API or an unkeyed chain: a fresh key for this run.
 		kf, err := freshKeyFile()
@@ -173,9 +177,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	if popts.Fixups, err = deployFixups(o, &plan); err != nil {
-		return err
-	}
+	popts.Fixups = fixups
 	srv, err := pxe.New(popts)
 	if err != nil {
 		return usageError{err}
@@ -340,6 +342,17 @@ func deployFixups(o *deployOptions, plan *deploy.Plan) (httpboot.Fixups, error) 
 	case "no":
 	default:
 		return f, usagef("--identity %q: want yes or no", o.identity)
+	}
+	if f.Identity {
+		var bad []string
+		for _, mac := range plan.MACs {
+			if name := plan.Names[mac]; name != "" && !httpboot.ValidHostname(name) {
+				bad = append(bad, name)
+			}
+		}
+		if len(bad) > 0 {
+			return f, usagef("--identity: %s: not a host name (RFC 1123: letters, digits, hyphens, dots between labels); rename, or --identity no", strings.Join(bad, ", "))
+		}
 	}
 	if o.hookTimeout <= 0 || o.hookTimeout > httpboot.MaxHookTimeout {
 		return f, usagef("--hook-timeout %v: want more than 0 and at most %v", o.hookTimeout, httpboot.MaxHookTimeout)

@@ -171,7 +171,12 @@ func MountClone(ctx context.Context, disk, tmp string, say func(string, ...any))
 	if err := rereadPartitions(real); err != nil {
 		say("re-read the partition table of %s: %v (using what the kernel knows)", real, err)
 	}
-	parts := waitPartitions(ctx, filepath.Base(real), 5*time.Second)
+	wait := time.Duration(0)
+	if hasPartitions(real) {
+		// The kernel lists them a moment after the re-read.
+		wait = 5 * time.Second
+	}
+	parts := waitPartitions(ctx, filepath.Base(real), wait)
 	if len(parts) == 0 {
 		parts = []string{filepath.Base(real)}
 	}
@@ -247,6 +252,22 @@ func rereadPartitions(dev string) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// hasPartitions reports whether dev holds a partition table with
+// partitions.
+func hasPartitions(dev string) bool {
+	size, _, err := desc.DeviceSize(dev)
+	if err != nil {
+		return false
+	}
+	f, err := os.Open(dev)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	p, err := desc.ReadTable(f, size)
+	return err == nil && len(p.Parts) > 0
 }
 
 // waitPartitions returns the partitions of disk (names in

@@ -148,3 +148,35 @@ func TestFitReportKeepsTheBodyLimit(t *testing.T) {
 	small := httpboot.ReportRequest{MAC: "52:54:00:00:00:01", AgentLog: []string{"a", "b"}}
 	assert.Equal(t, small, FitReport(small, httpboot.MaxBody))
 }
+
+func FuzzHostsWithName(f *testing.F) {
+	f.Add("127.0.0.1 localhost\n127.0.1.1 golden.example.org golden\n::1 localhost\n", "node07.rack1")
+	f.Add("127.0.1.1\tgolden", "n")
+	f.Add("", "node")
+	f.Add("  127.0.1.1 x\r\n#127.0.1.1 y\n", "a-b")
+	f.Fuzz(func(t *testing.T, hosts, name string) {
+		if !httpboot.ValidHostname(name) {
+			return
+		}
+		out, found := hostsWithName([]byte(hosts), name)
+		in, got := strings.SplitAfter(hosts, "\n"), strings.SplitAfter(string(out), "\n")
+		if len(in) != len(got) {
+			t.Fatalf("%d lines became %d", len(in), len(got))
+		}
+		seen := false
+		for i := range in {
+			f := strings.Fields(in[i])
+			if len(f) > 0 && f[0] == "127.0.1.1" {
+				seen = true
+				if g := strings.Fields(got[i]); len(g) < 2 || g[0] != "127.0.1.1" || g[1] != name {
+					t.Fatalf("line %q became %q", in[i], got[i])
+				}
+			} else if in[i] != got[i] {
+				t.Fatalf("line %q changed to %q", in[i], got[i])
+			}
+		}
+		if seen != found {
+			t.Fatalf("found %v, want %v", found, seen)
+		}
+	})
+}
