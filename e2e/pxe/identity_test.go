@@ -123,7 +123,7 @@ var _ = Describe("herd deploy with an inventory, identity and hooks", func() {
 			// them before "clone verified").
 			con := vm.Console()
 			Expect(con).To(ContainSubstring("herd: identity: hostname "+names[i]), "console:\n%s", con)
-			Expect(con).To(ContainSubstring("herd: hook stamp.sh: stamped "+names[i]))
+			Expect(con).To(ContainSubstring("herd: hook stamp.sh: stamped " + names[i]))
 			expectLine(vm, "reboot: Restarting system", time.Minute)
 		}
 		GinkgoWriter.Printf("both clones verified and fixed %.1fs after power on\n", time.Since(start).Seconds())

@@ -82,9 +82,9 @@ func TestFixIdentityRefuses(t *testing.T) {
 		setup func(root string)
 		want  string
 	}{
-		"a name that is not a host name": {"node_1;rm -rf", nil, "not a host name"},
+		"a name that is not a host name":    {"node_1;rm -rf", nil, "not a host name"},
 		"a dotted name with an empty label": {"node..a", nil, "not a host name"},
-		"no /etc": {"node1", func(root string) { os.RemoveAll(filepath.Join(root, "etc")) }, "no /etc"},
+		"no /etc":                           {"node1", func(root string) { os.RemoveAll(filepath.Join(root, "etc")) }, "no /etc"},
 		"a hostname link out of the clone": {"node1", func(root string) {
 			os.Remove(filepath.Join(root, "etc/hostname"))
 			os.Symlink("../../../../../../../../tmp/herd-escape", filepath.Join(root, "etc/hostname"))
