@@ -134,6 +134,9 @@ type Agent struct {
 
 	// log keeps the last AgentLogLines lines printed, for the reports.
 	log *tailBuffer
+	// filesRoot is the UUID of the root file system herd recv --files
+	// made (from its closing line), "" otherwise.
+	filesRoot string
 
 	client *Client
 	// creds are the chain key and machine key from the registration.
@@ -506,7 +509,14 @@ func (a *Agent) receive(ctx context.Context, lease Lease, extra ...string) (*Sum
 	defer os.Remove(kf)
 	args := append([]string{"recv", "--listen", ":" + strconv.Itoa(c.Port), "--json", "--key-file", kf}, extra...)
 	cmd := a.RecvCommand(ctx, args)
-	cmd.Stderr = a.Console
+	// herd recv's messages go to the console and the agent's log; the
+	// files method's closing line names the root file system.
+	a.filesRoot = ""
+	cmd.Stderr = io.MultiWriter(a.Console, a.log, &lineWatcher{fn: func(l string) {
+		if u := ParseFilesRoot(l); u != "" {
+			a.filesRoot = u
+		}
+	}})
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("agent: recv: %w", err)

@@ -199,7 +199,7 @@ func TestAgentClonesReportsAndReboots(t *testing.T) {
 	assert.Equal(t, httpboot.ReportRequest{MAC: "52:54:00:00:00:01", OK: true, Bytes: 4096}, fs.reports[0])
 	require.NotEmpty(t, agentLog, "a verified clone's report carries the agent's log")
 	assert.Contains(t, agentLog[0], "herd: agent starting: server")
-	assert.Equal(t, "herd: disk /dev/vda: /dev/vda 80.0MiB", agentLog[len(agentLog)-1], "the lines printed up to the report, in order")
+	assert.Equal(t, []string{"herd: disk /dev/vda: /dev/vda 80.0MiB", "recv says hi"}, agentLog[len(agentLog)-2:], "the lines printed up to the report, in order, herd recv's messages too")
 	out := h.console.String()
 	assert.NotContains(t, out, "cannot reach", "a refusal retried in time is not a failed attempt")
 	assert.Contains(t, out, "recv says hi", "herd recv's stderr goes to the console")

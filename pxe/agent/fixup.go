@@ -273,3 +273,57 @@ func truncateBytes(s string, n int) string {
 	}
 	return s
 }
+
+// FilesRootPrefix starts the line herd recv --files prints on its
+// standard error when the copy ends: the file systems it made, as
+// MOUNT=FS(UUID) words (see cmd/herd reportFiles).
+const FilesRootPrefix = "herd recv: file-level copy "
+
+// ParseFilesRoot returns the UUID of the file system mounted at "/" in
+// the desc, from herd recv --files's closing line; "" when the line is
+// not that line or names no root.
+func ParseFilesRoot(line string) string {
+	rest, ok := strings.CutPrefix(strings.TrimSpace(line), FilesRootPrefix)
+	if !ok {
+		return ""
+	}
+	for _, w := range strings.Fields(rest) {
+		fs, ok := strings.CutPrefix(strings.TrimSuffix(w, ";"), "/=")
+		if !ok {
+			continue
+		}
+		open := strings.IndexByte(fs, '(')
+		if open < 0 || !strings.HasSuffix(fs, ")") {
+			return ""
+		}
+		uuid := fs[open+1 : len(fs)-1]
+		for _, c := range uuid {
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '-') {
+				return ""
+			}
+		}
+		return uuid
+	}
+	return ""
+}
+
+// lineWatcher calls fn with every complete line written to it (lines
+// longer than 4 KiB are cut).
+type lineWatcher struct {
+	fn  func(string)
+	buf []byte
+}
+
+func (w *lineWatcher) Write(p []byte) (int, error) {
+	for _, c := range p {
+		if c == '\n' {
+			w.fn(string(w.buf))
+			w.buf = w.buf[:0]
+			continue
+		}
+		if len(w.buf) < 4096 {
+			w.buf = append(w.buf, c)
+		}
+	}
+	return len(p), nil
+}

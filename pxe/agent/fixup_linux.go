@@ -160,19 +160,24 @@ func RegenerateHostKeys(ctx context.Context, root string) (bool, error) {
 
 // MountClone finds the root file system of the system just written to
 // disk and mounts it read-write on a new folder under tmp: it has the
-// kernel read the partition table again, then probes each partition (or
-// the whole disk when it has none) read-only for /etc/os-release or
-// /etc/fstab. unmount unmounts it, removes the folder and syncs.
-func MountClone(ctx context.Context, disk, tmp string, say func(string, ...any)) (root string, unmount func() error, err error) {
+// kernel read the partition table again, then takes the partition
+// whose file system has the UUID rootUUID (the desc's "/" with the
+// files method) or, without one, probes each partition (or the whole
+// disk when it has none) read-only for /etc/os-release or /etc/fstab.
+// unmount unmounts it, removes the folder and syncs.
+func MountClone(ctx context.Context, disk, tmp, rootUUID string, say func(string, ...any)) (root string, unmount func() error, err error) {
 	real, err := filepath.EvalSymlinks(disk)
 	if err != nil {
 		return "", nil, fmt.Errorf("mount the clone: %w", err)
 	}
-	if err := rereadPartitions(real); err != nil {
-		say("re-read the partition table of %s: %v (using what the kernel knows)", real, err)
-	}
+	// Always re-read: a whole-disk image may have replaced a table
+	// whose old partitions the kernel still lists.
+	rerr := rereadPartitions(real)
 	wait := time.Duration(0)
 	if hasPartitions(real) {
+		if rerr != nil {
+			say("re-read the partition table of %s: %v (using what the kernel knows)", real, rerr)
+		}
 		// The kernel lists them a moment after the re-read.
 		wait = 5 * time.Second
 	}
@@ -184,9 +189,23 @@ func MountClone(ctx context.Context, disk, tmp string, say func(string, ...any))
 	if err != nil {
 		return "", nil, fmt.Errorf("mount the clone: %w", err)
 	}
+	if rootUUID != "" {
+		// The desc's root, by its UUID: first, without probing.
+		var byUUID []string
+		for _, p := range parts {
+			if _, _, uuid, err := partitionDevice(p, tmp); err == nil && strings.EqualFold(uuid, rootUUID) {
+				byUUID = append(byUUID, p)
+			}
+		}
+		if len(byUUID) == 1 {
+			parts = byUUID
+		} else {
+			say("no single partition of %s holds the desc's root file system %s; looking for one with /etc", real, rootUUID)
+		}
+	}
 	var tried []string
 	for _, p := range parts {
-		dev, fs, err := partitionDevice(p, tmp)
+		dev, fs, _, err := partitionDevice(p, tmp)
 		if err != nil {
 			tried = append(tried, p+": "+err.Error())
 			continue
@@ -316,33 +335,33 @@ func listPartitions(sys, disk string) []string {
 
 // partitionDevice returns the device node of the block device name
 // (/dev/NAME, made under tmp from its sysfs numbers when /dev lacks it)
-// and the file system on it.
-func partitionDevice(name, tmp string) (dev, fs string, err error) {
+// and the file system on it with its UUID.
+func partitionDevice(name, tmp string) (dev, fs, uuid string, err error) {
 	dev = "/dev/" + name
 	if _, err := os.Stat(dev); err != nil {
 		b, rerr := os.ReadFile(filepath.Join("/sys/class/block", name, "dev"))
 		if rerr != nil {
-			return "", "", err
+			return "", "", "", err
 		}
 		maj, min, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
 		ma, err1 := strconv.ParseUint(maj, 10, 32)
 		mi, err2 := strconv.ParseUint(min, 10, 32)
 		if !ok || err1 != nil || err2 != nil {
-			return "", "", fmt.Errorf("device numbers %q", b)
+			return "", "", "", fmt.Errorf("device numbers %q", b)
 		}
 		dev = filepath.Join(tmp, "herd-dev-"+name)
 		os.Remove(dev)
 		if err := unix.Mknod(dev, unix.S_IFBLK|0o600, int(unix.Mkdev(uint32(ma), uint32(mi)))); err != nil {
-			return "", "", fmt.Errorf("make %s: %w", dev, err)
+			return "", "", "", fmt.Errorf("make %s: %w", dev, err)
 		}
 	}
 	f, err := os.Open(dev)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	defer f.Close()
-	fs, _, _ = desc.ProbeFS(f)
-	return dev, fs, nil
+	fs, _, uuid = desc.ProbeFS(f)
+	return dev, fs, uuid, nil
 }
 
 // mountFS mounts dev on dir, loading the file system's module if the
@@ -362,7 +381,7 @@ func mountFS(ctx context.Context, dev, dir, fs string, flags uintptr) error {
 // fixupDisk is the default Agent.Fixup: mount the clone's root from
 // disk, fix its identity, run the hooks, unmount.
 func (a *Agent) fixupDisk(ctx context.Context, disk string, job FixupJob) (summary string, err error) {
-	root, unmount, err := MountClone(ctx, disk, a.TempDir, a.say)
+	root, unmount, err := MountClone(ctx, disk, a.TempDir, a.filesRoot, a.say)
 	if err != nil {
 		return "", err
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herd-cluster/herd/desc"
 	"github.com/herd-cluster/herd/pxe/httpboot"
 )
 
@@ -203,4 +205,28 @@ func TestListPartitions(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(sys, "nvme0n1", "queue"), 0o755))
 	assert.Equal(t, []string{"nvme0n1p1", "nvme0n1p2", "nvme0n1p10"}, listPartitions(sys, "nvme0n1"))
 	assert.Empty(t, listPartitions(sys, "vda"))
+}
+
+func TestMountCloneByTheDescsRootUUID(t *testing.T) {
+	loop := ext4Disk(t, map[string]string{"etc/fstab": "UUID=x / ext4 defaults 0 1\n"})
+	f, err := os.Open(loop)
+	require.NoError(t, err)
+	_, _, uuid := desc.ProbeFS(f)
+	f.Close()
+	require.NotEmpty(t, uuid)
+	for _, c := range []struct{ uuid, said string }{
+		{uuid, ""},
+		{"00000000-0000-0000-0000-000000000000", "no single partition of " + loop + " holds the desc's root file system 00000000-0000-0000-0000-000000000000"},
+	} {
+		var said []string
+		root, unmount, err := MountClone(context.Background(), loop, t.TempDir(), c.uuid, func(f string, a ...any) { said = append(said, fmt.Sprintf(f, a...)) })
+		require.NoError(t, err)
+		assert.Equal(t, "UUID=x / ext4 defaults 0 1\n", readString(t, filepath.Join(root, "etc/fstab")))
+		require.NoError(t, unmount())
+		if c.said != "" {
+			assert.Contains(t, strings.Join(said, "\n"), c.said)
+		} else {
+			assert.NotContains(t, strings.Join(said, "\n"), "no single partition", "found by its UUID")
+		}
+	}
 }

@@ -180,3 +180,38 @@ func FuzzHostsWithName(f *testing.F) {
 		}
 	})
 }
+
+func TestParseFilesRoot(t *testing.T) {
+	for line, want := range map[string]string{
+		"herd recv: file-level copy done: /=ext4(0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0) /boot=vfat(1234-ABCD) swap=swap(aa-bb); 12 files verified (disk); 3 fix-ups; boot loader: /boot; hooks: 0": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+		"herd recv: file-level copy NOT finished: /boot=vfat(1234-ABCD) /=xfs(ABCD-12); 0 files":                                                                                                  "ABCD-12",
+		"herd recv: file-level copy done: /boot=vfat(1234-ABCD); 0 files":                                                                                                                         "",
+		"herd recv: file-level copy done: /=ext4(../../etc) x":                                                                                                                                    "",
+		"herd recv: file-level copy done: /=ext4(abc":                                                                                                                                             "",
+		"something else /=ext4(abcd)": "",
+		"":                            "",
+	} {
+		assert.Equal(t, want, ParseFilesRoot(line), "%q", line)
+	}
+}
+
+func FuzzParseFilesRoot(f *testing.F) {
+	f.Add("herd recv: file-level copy done: /=ext4(0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0) /boot=vfat(1234-ABCD); 1 files")
+	f.Add("herd recv: file-level copy done: /=ext4(")
+	f.Fuzz(func(t *testing.T, line string) {
+		u := ParseFilesRoot(line)
+		if strings.Trim(u, "0123456789abcdefABCDEF-") != "" || !strings.Contains(line, u) {
+			t.Fatalf("%q gave %q", line, u)
+		}
+	})
+}
+
+func TestLineWatcher(t *testing.T) {
+	var got []string
+	w := &lineWatcher{fn: func(l string) { got = append(got, l) }}
+	w.Write([]byte("one\ntw"))
+	w.Write([]byte("o\n" + strings.Repeat("x", 5000) + "\nunfinished"))
+	require.Len(t, got, 3)
+	assert.Equal(t, []string{"one", "two"}, got[:2])
+	assert.Len(t, got[2], 4096)
+}
