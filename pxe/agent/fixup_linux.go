@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -43,15 +42,17 @@ func HookEnv(name, mac, ip string) []string {
 	}
 }
 
-// RunHook runs h's script with /bin/sh -s in a chroot of root (the
-// script on its standard input, env as its environment, / as its working
-// folder), in a process group of its own that is killed when timeout
-// (DefaultHookTimeout if 0) passes or ctx ends. It returns the last
-// HookTailLines lines of its output (standard output and error) and,
-// unless it exited 0, an error that names the hook and holds the last
-// HookReasonLines lines. The caller mounts what the hook needs (see
-// BindSystem).
-func RunHook(ctx context.Context, root string, h httpboot.Hook, env []string, timeout time.Duration) ([]string, error) {
+// RunHook runs h's script in a chroot of root: copied to
+// /run/herd-hook-PID-NAME in the clone (made 0700, removed afterwards;
+// /run is made for it, and removed, when the clone lacks it), run as
+// /bin/sh FILE with standard input from /dev/null, env as its
+// environment and / as its working folder, in a process group of its
+// own that is killed when timeout (DefaultHookTimeout if 0) passes or
+// ctx ends. It returns the last HookTailLines lines of its output
+// (standard output and error) and, unless it exited 0, an error that
+// names the hook and holds the last HookReasonLines lines. The caller
+// mounts what the hook needs (see BindSystem).
+func RunHook(ctx context.Context, root string, h httpboot.Hook, env []string, timeout time.Duration) (lines []string, err error) {
 	if timeout <= 0 {
 		timeout = DefaultHookTimeout
 	}
@@ -60,19 +61,50 @@ func RunHook(ctx context.Context, root string, h httpboot.Hook, env []string, ti
 	} else if fi.IsDir() {
 		return nil, fmt.Errorf("hook %s: the clone's /bin/sh is a folder", h.Name)
 	}
+	if err := httpboot.CheckHookName(h.Name); err != nil {
+		return nil, err
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("hook %s: %w", h.Name, err)
+	}
+	defer r.Close()
+	if _, err := r.Lstat("run"); errors.Is(err, os.ErrNotExist) {
+		if err := r.Mkdir("run", 0o755); err != nil {
+			return nil, fmt.Errorf("hook %s: /run in the clone: %w", h.Name, err)
+		}
+		defer r.Remove("run")
+	}
+	name := fmt.Sprintf("run/herd-hook-%d-%s", os.Getpid(), strings.Map(func(c rune) rune {
+		if c == ' ' || c > 0x7e {
+			return '_'
+		}
+		return c
+	}, h.Name))
+	f, err := r.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o700)
+	if err != nil {
+		return nil, fmt.Errorf("hook %s: copy into the clone: %w", h.Name, err)
+	}
+	_, werr := f.Write(h.Script)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	defer r.Remove(name)
+	if werr != nil {
+		return nil, fmt.Errorf("hook %s: copy into the clone: %w", h.Name, werr)
+	}
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	out := newTailBuffer(HookTailLines, HookLine)
-	cmd := exec.CommandContext(tctx, "/bin/sh", "-s")
+	cmd := exec.CommandContext(tctx, "/bin/sh", "/"+name)
 	cmd.Dir = "/"
 	cmd.Env = env
-	cmd.Stdin = bytes.NewReader(h.Script)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root, Setpgid: true}
 	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	lines := out.Lines()
+	err = cmd.Run()
+	lines = out.Lines()
 	if err == nil {
 		return lines, nil
 	}

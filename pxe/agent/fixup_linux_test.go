@@ -49,6 +49,21 @@ func TestRunHookInAChroot(t *testing.T) {
 	assert.Equal(t, []string{"to stdout", "to stderr"}, lines)
 	assert.Equal(t, "node07 52:54:00:00:00:07 10.0.0.7 /\n", readString(t, filepath.Join(root, "etc/stamp")), "the hook ran in the chroot with its environment")
 
+	// A hook reading its standard input reads nothing (not its own
+	// script); its copy and the /run made for it are gone afterwards.
+	lines, err = RunHook(context.Background(), root, httpboot.Hook{Name: "reads.sh", Script: []byte("cat\necho after \"$0\"\n")}, env, time.Minute)
+	require.NoError(t, err)
+	assert.Len(t, lines, 1)
+	assert.Regexp(t, `^after /run/herd-hook-\d+-reads\.sh$`, lines[0])
+	_, err = os.Lstat(filepath.Join(root, "run"))
+	assert.ErrorIs(t, err, os.ErrNotExist)
+	require.NoError(t, os.Mkdir(filepath.Join(root, "run"), 0o755))
+	_, err = RunHook(context.Background(), root, httpboot.Hook{Name: "a b.sh", Script: []byte("true")}, env, time.Minute)
+	require.NoError(t, err)
+	left, err := os.ReadDir(filepath.Join(root, "run"))
+	require.NoError(t, err)
+	assert.Empty(t, left, "the clone's own /run stays, without the hook")
+
 	var many strings.Builder
 	for i := range 100 {
 		many.WriteString("echo line" + strings.Repeat("x", i%3) + "-" + string(rune('a'+i%26)) + "\n")

@@ -30,7 +30,7 @@ type Hook struct {
 	// Name is what the operator knows it by (the file's base name): it
 	// names the hook in logs and in a failure's reason.
 	Name string `json:"name"`
-	// Script is the script, fed to /bin/sh -s in the chroot.
+	// Script is the script, run by the clone's /bin/sh in the chroot.
 	Script []byte `json:"script"`
 }
 
