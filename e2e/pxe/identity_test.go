@@ -11,6 +11,9 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/herd-cluster/herd/desc"
+	"github.com/herd-cluster/herd/pxe/initramfs"
 )
 
 // goldenMachineID is the machine-id every raw clone of identityGolden
@@ -41,8 +44,6 @@ func partLoop(image string, sizeMiB int, ro bool) string {
 func identityGolden(path string, sizeMiB int, marker string) {
 	GinkgoHelper()
 	bootableGolden(path, sizeMiB, marker)
-	bb, err := exec.LookPath("busybox")
-	Expect(err).NotTo(HaveOccurred())
 	loop := partLoop(path, sizeMiB, false)
 	mnt := GinkgoT().TempDir()
 	run("mount", loop, mnt)
@@ -54,6 +55,17 @@ func identityGolden(path string, sizeMiB int, marker string) {
 		}
 	}
 	DeferCleanup(unmount)
+	identityFiles(mnt)
+	run("sync")
+	unmount()
+}
+
+// identityFiles writes under mnt what makes a golden system's identity
+// (see identityGolden) and a static busybox as /bin/sh.
+func identityFiles(mnt string) {
+	GinkgoHelper()
+	bb, err := exec.LookPath("busybox")
+	Expect(err).NotTo(HaveOccurred())
 	for _, d := range []string{"etc/ssh", "bin", "var/lib/dbus"} {
 		Expect(os.MkdirAll(filepath.Join(mnt, d), 0o755)).To(Succeed())
 	}
@@ -74,8 +86,26 @@ func identityGolden(path string, sizeMiB int, marker string) {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(os.WriteFile(filepath.Join(mnt, "bin/busybox"), b, 0o755)).To(Succeed())
 	Expect(os.Symlink("busybox", filepath.Join(mnt, "bin/sh"))).To(Succeed())
-	run("sync")
-	unmount()
+}
+
+// diskPartLoop attaches a read-only loop device to the first partition
+// of the disk image, as its partition table says, until the spec ends.
+func diskPartLoop(image string) string {
+	GinkgoHelper()
+	f, err := os.Open(image)
+	Expect(err).NotTo(HaveOccurred())
+	defer f.Close()
+	fi, err := f.Stat()
+	Expect(err).NotTo(HaveOccurred())
+	p, err := desc.ReadTable(f, fi.Size())
+	Expect(err).NotTo(HaveOccurred())
+	Expect(p.Parts).NotTo(BeEmpty())
+	pp := p.Parts[0]
+	out, err := exec.Command("losetup", "--find", "--show", "--read-only", "--offset", fmt.Sprint(pp.Offset(p.SectorSize)), "--sizelimit", fmt.Sprint(pp.Bytes(p.SectorSize)), image).Output()
+	Expect(err).NotTo(HaveOccurred())
+	loop := strings.TrimSpace(string(out))
+	DeferCleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	return loop
 }
 
 // debugfsCat returns the contents of file in the ext2 file system on
@@ -91,6 +121,33 @@ func debugfsCat(dev, file string) (string, bool) {
 		return "", false
 	}
 	return string(out), true
+}
+
+// expectFixedClone checks the clone's root file system on dev (read
+// by debugfs, unmounted): the identity of machine name, none of the
+// golden's, and the stamp of the hook.
+func expectFixedClone(dev, name, mac, ip string) {
+	GinkgoHelper()
+	host, ok := debugfsCat(dev, "/etc/hostname")
+	Expect(ok).To(BeTrue())
+	Expect(host).To(Equal(name+"\n"), "the host name is the inventory's")
+	hosts, _ := debugfsCat(dev, "/etc/hosts")
+	Expect(hosts).To(Equal("127.0.0.1\tlocalhost\n127.0.1.1\t" + name + "\n"))
+	id, ok := debugfsCat(dev, "/etc/machine-id")
+	Expect(ok).To(BeTrue(), "the machine-id file stays, for systemd to fill")
+	Expect(id).To(BeEmpty())
+	_, ok = debugfsCat(dev, "/var/lib/dbus/machine-id")
+	Expect(ok).To(BeFalse(), "dbus's copy of the golden's machine-id is gone")
+	for _, k := range []string{"ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"} {
+		_, ok = debugfsCat(dev, "/etc/ssh/"+k)
+		Expect(ok).To(BeFalse(), "the golden's %s is gone (no ssh-keygen in the clone: made at first boot)", k)
+	}
+	cfg, ok := debugfsCat(dev, "/etc/ssh/sshd_config")
+	Expect(ok).To(BeTrue())
+	Expect(cfg).To(Equal("# not a host key: stays\n"))
+	stamp, ok := debugfsCat(dev, "/etc/herd-hook")
+	Expect(ok).To(BeTrue(), "the hook ran in the clone")
+	Expect(stamp).To(Equal(fmt.Sprintf("%s %s %s\n", name, mac, ip)))
 }
 
 var _ = Describe("herd deploy with an inventory, identity and hooks", func() {
@@ -149,26 +206,7 @@ var _ = Describe("herd deploy with an inventory, identity and hooks", func() {
 		// Read each clone's disk back without mounting it.
 		for i, mac := range macs {
 			dev := partLoop(filepath.Join(dir, fmt.Sprintf("node%d.img", i)), goldenMiB, true)
-			host, ok := debugfsCat(dev, "/etc/hostname")
-			Expect(ok).To(BeTrue())
-			Expect(host).To(Equal(names[i]+"\n"), "the host name is the inventory's")
-			hosts, _ := debugfsCat(dev, "/etc/hosts")
-			Expect(hosts).To(Equal("127.0.0.1\tlocalhost\n127.0.1.1\t" + names[i] + "\n"))
-			id, ok := debugfsCat(dev, "/etc/machine-id")
-			Expect(ok).To(BeTrue(), "the machine-id file stays, for systemd to fill")
-			Expect(id).To(BeEmpty())
-			_, ok = debugfsCat(dev, "/var/lib/dbus/machine-id")
-			Expect(ok).To(BeFalse(), "dbus's copy of the golden's machine-id is gone")
-			for _, k := range []string{"ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"} {
-				_, ok = debugfsCat(dev, "/etc/ssh/"+k)
-				Expect(ok).To(BeFalse(), "the golden's %s is gone (no ssh-keygen in the clone: made at first boot)", k)
-			}
-			cfg, ok := debugfsCat(dev, "/etc/ssh/sshd_config")
-			Expect(ok).To(BeTrue())
-			Expect(cfg).To(Equal("# not a host key: stays\n"))
-			stamp, ok := debugfsCat(dev, "/etc/herd-hook")
-			Expect(ok).To(BeTrue(), "the hook ran in the clone")
-			Expect(stamp).To(Equal(fmt.Sprintf("%s %s %s\n", names[i], mac, ips[mac])))
+			expectFixedClone(dev, names[i], mac, ips[mac])
 
 			// The server kept each agent's log: herd pxe logs prints it.
 			out, err := exec.Command(herdBin, "pxe", "logs", mac, "--state", filepath.Join(dir, "machines.json")).CombinedOutput()
@@ -176,6 +214,71 @@ var _ = Describe("herd deploy with an inventory, identity and hooks", func() {
 			Expect(string(out)).To(ContainSubstring("fix-ups: identity: hostname " + names[i]))
 			Expect(string(out)).To(ContainSubstring("agent log, the last"))
 			Expect(string(out)).To(ContainSubstring("herd: hook stamp.sh: stamped " + names[i]))
+		}
+	})
+
+	It("fixes the identity of file-level clones too, on the root file system their desc made, and runs the hook there", func() {
+		needIPXEROM()
+		for _, tool := range []string{"mkfs.ext4", "losetup", "extlinux", "debugfs"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				Skip("the file-level stage 2 carries this machine's " + tool + "; the clones are read with debugfs (Debian e2fsprogs, mount, extlinux)")
+			}
+		}
+		mbr, err := os.ReadFile("/usr/lib/EXTLINUX/mbr.bin")
+		if err != nil {
+			Skip("extlinux's mbr.bin is missing (Debian extlinux)")
+		}
+		dir := GinkgoT().TempDir()
+		marker := fmt.Sprintf("HERD-GOLDEN-MARKER-%d", rand.IntN(1e9))
+		golden := filepath.Join(dir, "golden")
+		Expect(os.MkdirAll(golden, 0o755)).To(Succeed())
+		goldenTree(golden, marker)
+		identityFiles(golden)
+		descFile := filepath.Join(dir, "golden.desc")
+		Expect(os.WriteFile(descFile, []byte("linux fill fs=ext4 mount=/ label=golden boot\n"), 0o644)).To(Succeed())
+		s2, err := initramfs.BuildStage2(initramfs.Stage2Options{
+			Tools: []string{"mkfs.ext4", "losetup", "extlinux"},
+			Files: map[string][]byte{"usr/lib/EXTLINUX/mbr.bin": mbr},
+			Init:  []byte("#!/bin/sh\nexport PATH=/bin\nexec /bin/herd agent\n")})
+		Expect(err).NotTo(HaveOccurred())
+		stage2 := filepath.Join(dir, "stage2.cpio.gz")
+		Expect(os.WriteFile(stage2, s2, 0o644)).To(Succeed())
+
+		l := newLAN()
+		macs := []string{randomMAC(), randomMAC()}
+		names := []string{"files-a", "files-b"}
+		inv := filepath.Join(dir, "inventory.yaml")
+		Expect(os.WriteFile(inv, []byte(fmt.Sprintf("machines:\n  - name: %s\n    mac: %s\n  - name: %s\n    mac: %s\n", names[0], macs[0], names[1], macs[1])), 0o644)).To(Succeed())
+		hook := filepath.Join(dir, "stamp.sh")
+		Expect(os.WriteFile(hook, []byte("echo \"$HERD_NAME $HERD_MAC $HERD_IP\" > /etc/herd-hook\n"), 0o644)).To(Succeed())
+
+		d := startDeploy(l, dir, 2, "--inventory", inv, "--identity", "yes", "--hook", hook,
+			"--stage2", stage2, "--method", "files", "--desc", descFile, "--from", golden)
+		vms := netbootVMs(l, dir, macs)
+		start := time.Now()
+		for i, vm := range vms {
+			expectLine(vm, "herd: running in the stage 2", 6*time.Minute)
+			expectLine(vm, "herd: clone verified (", 4*time.Minute)
+			con := vm.Console()
+			// The root by the desc: the UUID herd recv made, not a probe.
+			Expect(con).To(MatchRegexp(`herd: the desc's root file system [0-9a-f-]+ is vda1`), "console:\n%s", con)
+			Expect(con).To(ContainSubstring("herd: identity: hostname " + names[i]))
+			expectLine(vm, "reboot: Restarting system", time.Minute)
+		}
+		for _, vm := range vms {
+			expectLine(vm, marker+" ", 3*time.Minute)
+		}
+		GinkgoWriter.Printf("both file-level clones fixed and booted %.1fs after power on\n", time.Since(start).Seconds())
+		res := d.result(2)
+		ips := map[string]string{}
+		for _, m := range res.Machines {
+			ips[m.MAC] = m.IP
+		}
+		for _, vm := range vms {
+			vm.Kill()
+		}
+		for i, mac := range macs {
+			expectFixedClone(diskPartLoop(filepath.Join(dir, fmt.Sprintf("node%d.img", i))), names[i], mac, ips[mac])
 		}
 	})
 })

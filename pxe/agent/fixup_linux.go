@@ -231,6 +231,7 @@ func MountClone(ctx context.Context, disk, tmp, rootUUID string, say func(string
 		}
 		if len(byUUID) == 1 {
 			parts = byUUID
+			say("the desc's root file system %s is %s", rootUUID, byUUID[0])
 		} else {
 			say("no single partition of %s holds the desc's root file system %s; looking for one with /etc", real, rootUUID)
 		}
