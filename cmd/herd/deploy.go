@@ -83,6 +83,7 @@ archive of a root file system) through the chain into RAM, switches to it,
 and the stage 2's own herd agent registers again and receives the image.
 The result lists both chains (stage2, then image or files) with every node's
 state.
+
 Identity and hooks: after a verified copy each agent mounts its clone's root
 file system and, with --identity yes (the default when the machines have
 names, from --inventory), writes the machine's name to /etc/hostname (and the
@@ -92,6 +93,7 @@ it). Each --hook FILE (at most 16 of 64 KiB) then runs by /bin/sh in a chroot
 of the clone with HERD_NAME, HERD_MAC and HERD_IP set, within --hook-timeout;
 the orders and hooks reach the agents only sealed in their registration
 answers. A failed fix-up or hook fails the machine with the reason.
+
 --linger keeps DHCP, TFTP and HTTP up after the reboots so that the machines
 get their local-boot answer.
 
