@@ -164,16 +164,22 @@ func BindSystem(root string) (undo func() error, err error) {
 	return undo, nil
 }
 
-// RegenerateHostKeys runs ssh-keygen -A in a chroot of root when the
-// clone has ssh-keygen; it reports whether it ran.
-func RegenerateHostKeys(ctx context.Context, root string) (bool, error) {
-	found := ""
+// sshKeygen returns the clone's ssh-keygen (its path in the clone), ""
+// when it has none.
+func sshKeygen(root string) string {
 	for _, p := range []string{"usr/bin/ssh-keygen", "bin/ssh-keygen", "usr/local/bin/ssh-keygen"} {
 		if _, err := os.Lstat(filepath.Join(root, p)); err == nil {
-			found = "/" + p
-			break
+			return "/" + p
 		}
 	}
+	return ""
+}
+
+// RegenerateHostKeys runs ssh-keygen -A in a chroot of root when the
+// clone has ssh-keygen; it reports whether it ran. The caller mounts
+// what it needs (see BindSystem).
+func RegenerateHostKeys(ctx context.Context, root string) (bool, error) {
+	found := sshKeygen(root)
 	if found == "" {
 		return false, nil
 	}
@@ -455,8 +461,10 @@ func (a *Agent) fixupRoot(ctx context.Context, root string, job FixupJob) (strin
 		if err != nil {
 			return "", err
 		}
-		if err := bind(); err != nil {
-			return "", fmt.Errorf("identity: %w", err)
+		if sshKeygen(root) != "" {
+			if err := bind(); err != nil {
+				return "", fmt.Errorf("identity: %w", err)
+			}
 		}
 		ran, err := RegenerateHostKeys(ctx, root)
 		if err != nil {
