@@ -128,6 +128,11 @@ type Options struct {
 	RA       bool
 	RAPrefix netip.Prefix
 
+	// Fixups are what every agent is ordered, in its sealed
+	// registration answer, to do to its clone after a verified copy
+	// (see httpboot.Fixups); names come from the machine state.
+	Fixups httpboot.Fixups
+
 	// Logf receives one line per event (optional).
 	Logf func(format string, args ...any)
 	// Alarmf receives alarms (an agent key presented a second time),
@@ -273,7 +278,10 @@ func New(opts Options) (*Server, error) {
 	s.pool = dhcp.NewPool(s.dcfg.Start, s.dcfg.End)
 	s.pool.Lease = opts.LeaseTime
 	s.http = &httpboot.Server{Dir: opts.BootDir, Store: st, BaseURL: base, Script: s.ipxeScript, Session: opts.Agent.Session,
-		Key: opts.Key, Logf: opts.Logf, Alarmf: opts.Alarmf, Count: opts.Count}
+		Key: opts.Key, Logf: opts.Logf, Alarmf: opts.Alarmf, Count: opts.Count, Fixups: opts.Fixups}
+	if err := opts.Fixups.Check(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	if opts.KnownOnly {
 		s.http.Allow = s.allowed
 	}

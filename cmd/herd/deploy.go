@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/herd-cluster/herd/pxe"
 	"github.com/herd-cluster/herd/pxe/agent"
 	"github.com/herd-cluster/herd/pxe/deploy"
+	"github.com/herd-cluster/herd/pxe/httpboot"
 )
 
 type deployOptions struct {
@@ -36,6 +38,9 @@ type deployOptions struct {
 	desc          string
 	from          string
 	keepUUIDs     bool
+	identity      string
+	hooks         []string
+	hookTimeout   time.Duration
 }
 
 func newDeployCmd() *cobra.Command {
@@ -78,6 +83,17 @@ archive of a root file system) through the chain into RAM, switches to it,
 and the stage 2's own herd agent registers again and receives the image.
 The result lists both chains (stage2, then image or files) with every node's
 state.
+
+Identity and hooks: after a verified copy each agent mounts its clone's root
+file system and, with --identity yes (the default when the machines have
+names, from --inventory), writes the machine's name to /etc/hostname (and the
+127.0.1.1 line of /etc/hosts), empties /etc/machine-id and removes the
+golden's SSH host keys (regenerated with ssh-keygen -A when the clone has
+it). Each --hook FILE (at most 16 of 64 KiB) then runs by /bin/sh in a chroot
+of the clone with HERD_NAME, HERD_MAC and HERD_IP set, within --hook-timeout;
+the orders and hooks reach the agents only sealed in their registration
+answers. A failed fix-up or hook fails the machine with the reason.
+
 --linger keeps DHCP, TFTP and HTTP up after the reboots so that the machines
 get their local-boot answer.
 
@@ -120,6 +136,9 @@ then raises the alarm. See docs/security.md.
 	f.StringVar(&o.desc, "desc", "", "with --method files: partition description of the golden disk (see herd desc)")
 	f.StringVar(&o.from, "from", "", "with --method files: where the golden system's filesystems are mounted on this machine")
 	f.BoolVar(&o.keepUUIDs, "keep-uuids", false, "with --method files: new filesystems keep the golden fstab's UUIDs")
+	f.StringVar(&o.identity, "identity", "", "yes or no: each agent gives its clone its machine's name as host name, an empty machine-id and no golden SSH host keys (default: yes when the machines have names)")
+	f.StringArrayVar(&o.hooks, "hook", nil, "script run by /bin/sh in a chroot of each clone after a verified copy, with HERD_NAME, HERD_MAC, HERD_IP (repeatable, at most 16 of 64 KiB)")
+	f.DurationVar(&o.hookTimeout, "hook-timeout", 5*time.Minute, "time limit of each --hook")
 	f.BoolVar(&o.usedOnly, "used-only", false, "send only the blocks in use by the image's file systems (herd send --used-only); the nodes' disks must read unused blocks as zeros or not care")
 	return cmd
 }
@@ -141,6 +160,10 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if err := o.pxe.live.check(); err != nil {
 		return err
 	}
+	fixups, err := deployFixups(o, &plan)
+	if err != nil {
+		return err
+	}
 	if o.pxe.keyFile == "" {
 		// Never an open API or an unkeyed chain: a fresh key for this run.
 		kf, err := freshKeyFile()
@@ -159,6 +182,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	popts.Fixups = fixups
 	hub, endLive, err := o.pxe.live.start(ctx, "deploy", stderr)
 	if err != nil {
 		return err
@@ -317,6 +341,66 @@ func deployPlan(o *deployOptions, logf func(string, ...any)) (deploy.Plan, error
 		return p, usagef("--nodes %d but only %d --macs", p.Nodes, len(p.MACs))
 	}
 	return p, nil
+}
+
+// deployFixups reads --identity and the --hook files into the orders the
+// PXE services seal into the answers, and notes them in plan. Its errors
+// are usage errors.
+func deployFixups(o *deployOptions, plan *deploy.Plan) (httpboot.Fixups, error) {
+	var f httpboot.Fixups
+	named := len(plan.Names) > 0
+	switch o.identity {
+	case "":
+		f.Identity = named
+	case "yes":
+		f.Identity = true
+	case "no":
+	default:
+		return f, usagef("--identity %q: want yes or no", o.identity)
+	}
+	if f.Identity {
+		var bad []string
+		for _, mac := range plan.MACs {
+			if name := plan.Names[mac]; name != "" && !httpboot.ValidHostname(name) {
+				bad = append(bad, name)
+			}
+		}
+		if len(bad) > 0 {
+			return f, usagef("--identity: %s: not a host name (RFC 1123: letters, digits, hyphens, dots between labels); rename, or --identity no", strings.Join(bad, ", "))
+		}
+	}
+	if o.hookTimeout <= 0 || o.hookTimeout > httpboot.MaxHookTimeout {
+		return f, usagef("--hook-timeout %v: want more than 0 and at most %v", o.hookTimeout, httpboot.MaxHookTimeout)
+	}
+	if len(o.hooks) > httpboot.MaxHooks {
+		return f, usagef("--hook: %d hooks, at most %d", len(o.hooks), httpboot.MaxHooks)
+	}
+	for _, path := range o.hooks {
+		fi, err := os.Stat(path)
+		if err != nil || !fi.Mode().IsRegular() {
+			return f, usagef("--hook %s: not a file", path)
+		}
+		if fi.Size() > httpboot.MaxHookSize {
+			return f, usagef("--hook %s: %d bytes, at most %d", path, fi.Size(), httpboot.MaxHookSize)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return f, usagef("--hook: %v", err)
+		}
+		h := httpboot.Hook{Name: filepath.Base(path), Script: b}
+		if err := httpboot.CheckHookName(h.Name); err != nil {
+			return f, usagef("--hook %s: %v", path, err)
+		}
+		f.Hooks = append(f.Hooks, h)
+		plan.Hooks = append(plan.Hooks, h.Name)
+	}
+	if len(f.Hooks) > 0 {
+		f.HookTimeout = o.hookTimeout
+		// The agents report after their hooks.
+		plan.ReportTimeout += time.Duration(len(f.Hooks)) * o.hookTimeout
+	}
+	plan.Identity = f.Identity
+	return f, nil
 }
 
 // printDeploy prints the ok/ko list and the chains, or with asJSON the

@@ -135,11 +135,12 @@ func newPXELogsCmd() *cobra.Command {
 	var statePath, server, keyFile string
 	cmd := &cobra.Command{
 		Use:   "logs MAC (--state FILE | --server http://IP:PORT --key-file FILE)",
-		Short: "Show a machine's state, reason and the kernel log its agent sent with its failure",
-		Long: `Logs prints what the server knows of one machine: its state and reason, and
-the tail of the kernel log its agent sent with its last failure (kept until it
-registers again), e.g. a disk controller's errors or a driver that did not
-load.`,
+		Short: "Show a machine's state, reason, its agent's log and the kernel log its agent sent with its failure",
+		Long: `Logs prints what the server knows of one machine: its state and reason, what
+its agent did to the clone (identity, hooks), the last lines its agent printed
+(sent with its report, success or failure), and the tail of the kernel log its
+agent sent with its last failure (all kept until it registers again), e.g. a
+disk controller's errors or a driver that did not load.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mac, err := state.NormalizeMAC(args[0])
@@ -163,6 +164,17 @@ load.`,
 					fmt.Fprintf(w, " (ALARM: %s)", m.Alarm)
 				}
 				fmt.Fprintln(w)
+				if m.Fixups != "" {
+					fmt.Fprintf(w, "fix-ups: %s\n", m.Fixups)
+				}
+				if len(m.AgentLog) == 0 {
+					fmt.Fprintln(w, "no agent log: its agent has not reported yet")
+				} else {
+					fmt.Fprintf(w, "agent log, the last %d lines its agent printed before its report:\n", len(m.AgentLog))
+					for _, l := range m.AgentLog {
+						fmt.Fprintln(w, "  "+l)
+					}
+				}
 				if len(m.Log) == 0 {
 					fmt.Fprintln(w, "no kernel log: its agent sent none (it sends one with a failure)")
 					return nil

@@ -320,7 +320,7 @@ func TestPXELogs(t *testing.T) {
 
 	code, out, stderr := runHerd(t, "pxe", "logs", "52-54-00-00-0A-01", "--state", path)
 	require.Equal(t, ExitOK, code, stderr)
-	assert.Equal(t, "52:54:00:00:0a:01 node01 failed: disk error\nkernel log, the last 2 lines its agent sent with its failure:\n"+
+	assert.Equal(t, "52:54:00:00:0a:01 node01 failed: disk error\nno agent log: its agent has not reported yet\nkernel log, the last 2 lines its agent sent with its failure:\n"+
 		"  [    3.1] megaraid_sas 0000:00:04.0: FW in FAULT state\n  [    3.2] sd 0:2:0:0: rejecting I/O\n", out)
 	code, _, _ = runHerd(t, "pxe", "logs", "52:54:00:00:0a:02", "--state", path)
 	assert.Equal(t, ExitFailed, code)

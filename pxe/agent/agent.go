@@ -125,6 +125,19 @@ type Agent struct {
 	// the first agent writes it under the stage 2's root).
 	Stage2Credentials string
 
+	// Fixup does the server's fix-up orders on the clone written to
+	// disk once its copy verified and returns what it did in one line;
+	// default: mount the clone's root from disk (MountClone), fix its
+	// identity (FixIdentity, RegenerateHostKeys), run the hooks
+	// (RunHook), unmount. It is not called when nothing is ordered.
+	Fixup func(ctx context.Context, disk string, job FixupJob) (string, error)
+
+	// log keeps the last AgentLogLines lines printed, for the reports.
+	log *tailBuffer
+	// filesRoot is the UUID of the root file system herd recv --files
+	// made (from its closing line), "" otherwise.
+	filesRoot string
+
 	client *Client
 	// creds are the chain key and machine key from the registration.
 	creds *httpboot.Credentials
@@ -133,7 +146,11 @@ type Agent struct {
 }
 
 func (a *Agent) say(format string, args ...any) {
-	fmt.Fprintf(a.Console, "herd: "+format+"\n", args...)
+	line := fmt.Sprintf("herd: "+format+"\n", args...)
+	io.WriteString(a.Console, line)
+	if a.log != nil {
+		a.log.Write([]byte(line))
+	}
 }
 
 // Run executes the flow and reboots at the end, whatever happened: the
@@ -233,7 +250,11 @@ func (a *Agent) clone(ctx context.Context) error {
 	if sum != nil {
 		bytes = sum.Bytes
 	}
-	rep := httpboot.ReportRequest{MAC: lease.MAC, OK: err == nil, Bytes: bytes}
+	var fixups string
+	if err == nil {
+		fixups, err = a.fixup(ctx, disk, lease)
+	}
+	rep := httpboot.ReportRequest{MAC: lease.MAC, OK: err == nil, Bytes: bytes, Fixups: fixups}
 	if err != nil {
 		rep.Error = err.Error()
 	}
@@ -248,6 +269,33 @@ func (a *Agent) clone(ctx context.Context) error {
 	}
 	a.say("clone verified (%d bytes), rebooting", bytes)
 	return nil
+}
+
+// fixup does the fix-ups the registration's answer ordered on the
+// clone just written to disk; an error wraps ErrFixup.
+func (a *Agent) fixup(ctx context.Context, disk string, lease Lease) (string, error) {
+	if a.creds == nil {
+		return "", nil
+	}
+	job := FixupJob{Orders: a.creds.Orders(), Name: a.creds.Name, MAC: lease.MAC, IP: lease.IP}
+	if job.empty() {
+		return "", nil
+	}
+	if job.Name != "" && !httpboot.ValidHostname(job.Name) {
+		return "", fmt.Errorf("%w: machine name %q from the server is not a host name, refused", ErrFixup, job.Name)
+	}
+	what := fmt.Sprintf("%d hook(s)", len(job.Orders.Hooks))
+	if job.Orders.Identity {
+		what = fmt.Sprintf("identity (name %q) and %s", job.Name, what)
+	}
+	a.say("fix-ups of the clone on %s: %s", disk, what)
+	done, err := a.Fixup(ctx, disk, job)
+	if err != nil {
+		a.say("fix-ups failed: %v", err)
+		return "", fmt.Errorf("%w: %v", ErrFixup, err)
+	}
+	a.say("fix-ups done: %s", done)
+	return done, nil
 }
 
 // join brings the network up and registers. An attempt lasts up to
@@ -372,15 +420,21 @@ func (a *Agent) attempt(ctx context.Context, lease Lease, step string, signer ht
 	}
 }
 
-// report sends rep signed with the machine key.
 // ReportLogLines is how much of the kernel log a failure's report
 // carries.
 const ReportLogLines = 30
 
+// report sends rep signed with the machine key, with the agent's log
+// (and with a failure the kernel log's tail) cut to fit the API's body
+// limit.
 func (a *Agent) report(ctx context.Context, rep httpboot.ReportRequest) error {
 	if !rep.OK && rep.Log == nil {
 		rep.Log = a.KernelLog(ReportLogLines)
 	}
+	if rep.AgentLog == nil && a.log != nil {
+		rep.AgentLog = a.log.Lines()
+	}
+	rep = FitReport(rep, httpboot.MaxBody-1024)
 	rctx, cancel := context.WithTimeout(ctx, a.Config.Timeout)
 	defer cancel()
 	return a.client.Report(rctx, rep, a.machine)
@@ -455,7 +509,14 @@ func (a *Agent) receive(ctx context.Context, lease Lease, extra ...string) (*Sum
 	defer os.Remove(kf)
 	args := append([]string{"recv", "--listen", ":" + strconv.Itoa(c.Port), "--json", "--key-file", kf}, extra...)
 	cmd := a.RecvCommand(ctx, args)
-	cmd.Stderr = a.Console
+	// herd recv's messages go to the console and the agent's log; the
+	// files method's closing line names the root file system.
+	a.filesRoot = ""
+	cmd.Stderr = io.MultiWriter(a.Console, a.log, &lineWatcher{fn: func(l string) {
+		if u := ParseFilesRoot(l); u != "" {
+			a.filesRoot = u
+		}
+	}})
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("agent: recv: %w", err)
@@ -556,6 +617,10 @@ func (a *Agent) defaults() {
 		a.Console = io.Discard
 	}
 	a.Console = syncio.NewWriter(a.Console)
+	a.log = newTailBuffer(AgentLogLines, AgentLogLine)
+	if a.Fixup == nil {
+		a.Fixup = a.fixupDisk
+	}
 	if a.Drivers == nil {
 		a.Drivers = func(ctx context.Context) error { return LoadDrivers(ctx, ModuleIndex, a.Console) }
 	}

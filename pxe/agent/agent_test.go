@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -44,6 +45,8 @@ type fakeServer struct {
 	reports    []httpboot.ReportRequest
 	failFirstN int
 	checks     int
+	// orders are the fix-up fields sealed into every answer.
+	orders httpboot.Credentials
 }
 
 func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -76,8 +79,9 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			json.NewEncoder(w).Encode(httpboot.Reply{Error: err.Error()})
 			return
 		}
-		ans, err := httpboot.SealAnswer(httpboot.Credential{Role: h.Role, Key: key}, pub, req.MAC, h.Nonce,
-			httpboot.Credentials{ChainKey: testChainKey, MachineKey: testMachineKey})
+		c := f.orders
+		c.ChainKey, c.MachineKey = testChainKey, testMachineKey
+		ans, err := httpboot.SealAnswer(httpboot.Credential{Role: h.Role, Key: key}, pub, req.MAC, h.Nonce, c)
 		if err != nil {
 			panic(err)
 		}
@@ -190,7 +194,12 @@ func TestAgentClonesReportsAndReboots(t *testing.T) {
 	assert.Equal(t, fs.registers[0].Pub, pub, "one answer key for the retries of one registration")
 	assert.Equal(t, []httpboot.Role{httpboot.RoleAgent, httpboot.RoleAgent, httpboot.RoleMachine}, fs.roles, "registered with the agent key, reported with the machine key")
 	require.Len(t, fs.reports, 1)
+	agentLog := fs.reports[0].AgentLog
+	fs.reports[0].AgentLog = nil
 	assert.Equal(t, httpboot.ReportRequest{MAC: "52:54:00:00:00:01", OK: true, Bytes: 4096}, fs.reports[0])
+	require.NotEmpty(t, agentLog, "a verified clone's report carries the agent's log")
+	assert.Contains(t, agentLog[0], "herd: agent starting: server")
+	assert.Equal(t, []string{"herd: disk /dev/vda: /dev/vda 80.0MiB", "recv says hi"}, agentLog[len(agentLog)-2:], "the lines printed up to the report, in order, herd recv's messages too")
 	out := h.console.String()
 	assert.NotContains(t, out, "cannot reach", "a refusal retried in time is not a failed attempt")
 	assert.Contains(t, out, "recv says hi", "herd recv's stderr goes to the console")
@@ -211,6 +220,56 @@ func TestAgentReportsAFailedClone(t *testing.T) {
 	assert.Contains(t, fs.reports[0].Error, "digest mismatch")
 	assert.Contains(t, h.console.String(), "clone failed, rebooting")
 	assert.NotContains(t, h.console.String(), "clone verified")
+}
+
+func TestAgentFixesTheCloneBeforeItReports(t *testing.T) {
+	hooks := []httpboot.Hook{{Name: "a.sh", Script: []byte("true")}}
+	fs := &fakeServer{orders: httpboot.Credentials{Name: "node07", Identity: true, Hooks: hooks, HookTimeout: 30}}
+	h := &harness{}
+	a := h.agentFor(t, newTestServer(t, fs), `{"event":"summary","ok":true,"bytes":4096,"nodes":[]}`, 0)
+	var jobs []FixupJob
+	var disks []string
+	a.Fixup = func(_ context.Context, disk string, job FixupJob) (string, error) {
+		jobs, disks = append(jobs, job), append(disks, disk)
+		return "identity: hostname node07; hooks ran: a.sh", nil
+	}
+	require.NoError(t, a.Run(context.Background()))
+	require.Len(t, jobs, 1)
+	assert.Equal(t, []string{"/dev/vda"}, disks)
+	assert.Equal(t, FixupJob{Orders: httpboot.Fixups{Identity: true, Hooks: hooks, HookTimeout: 30 * time.Second}, Name: "node07", MAC: "52:54:00:00:00:01", IP: "10.0.0.5"}, jobs[0],
+		"the orders of the sealed answer, this machine's name and addresses")
+	require.Len(t, fs.reports, 1)
+	assert.True(t, fs.reports[0].OK)
+	assert.Equal(t, "identity: hostname node07; hooks ran: a.sh", fs.reports[0].Fixups)
+	assert.Contains(t, fs.reports[0].AgentLog, `herd: fix-ups of the clone on /dev/vda: identity (name "node07") and 1 hook(s)`)
+	assert.Equal(t, "herd: fix-ups done: identity: hostname node07; hooks ran: a.sh", fs.reports[0].AgentLog[len(fs.reports[0].AgentLog)-1])
+
+	// A failed fix-up fails the machine with the reason.
+	fs = &fakeServer{orders: httpboot.Credentials{Hooks: hooks}}
+	h = &harness{}
+	a = h.agentFor(t, newTestServer(t, fs), `{"event":"summary","ok":true,"bytes":4096,"nodes":[]}`, 0)
+	a.Fixup = func(context.Context, string, FixupJob) (string, error) {
+		return "", errors.New("hook a.sh: exit status 2: no such user")
+	}
+	err := a.Run(context.Background())
+	assert.ErrorIs(t, err, ErrFixup)
+	require.Len(t, fs.reports, 1)
+	assert.False(t, fs.reports[0].OK)
+	assert.Equal(t, "agent: fix-ups failed: hook a.sh: exit status 2: no such user", fs.reports[0].Error)
+	assert.Empty(t, fs.reports[0].Fixups)
+	assert.Contains(t, h.console.String(), "clone failed, rebooting")
+
+	// Nothing ordered: no fix-ups at all.
+	fs = &fakeServer{orders: httpboot.Credentials{Name: "node07"}}
+	h = &harness{}
+	a = h.agentFor(t, newTestServer(t, fs), `{"event":"summary","ok":true,"bytes":4096,"nodes":[]}`, 0)
+	a.Fixup = func(context.Context, string, FixupJob) (string, error) {
+		t.Error("fix-ups without orders")
+		return "", nil
+	}
+	require.NoError(t, a.Run(context.Background()))
+	require.Len(t, fs.reports, 1)
+	assert.True(t, fs.reports[0].OK)
 }
 
 // TestAgentDiskRule checks that the rule on the kernel line is turned

@@ -51,7 +51,7 @@ func (c *Client) Register(ctx context.Context, req httpboot.RegisterRequest, sig
 	if err != nil {
 		return httpboot.Credentials{}, err
 	}
-	rep, nonce, err := c.call(ctx, http.MethodPost, httpboot.PathRegister, b, signer)
+	rep, nonce, err := c.call(ctx, http.MethodPost, httpboot.PathRegister, b, signer, httpboot.MaxReply)
 	if err != nil {
 		return httpboot.Credentials{}, err
 	}
@@ -68,20 +68,21 @@ func (c *Client) Report(ctx context.Context, rep httpboot.ReportRequest, machine
 	if err != nil {
 		return err
 	}
-	_, _, err = c.call(ctx, http.MethodPost, httpboot.PathReport, b, machine)
+	_, _, err = c.call(ctx, http.MethodPost, httpboot.PathReport, b, machine, 1<<16)
 	return err
 }
 
 // Known asks the server whether it still knows mac, signed with that
 // machine's key: nil when it answers with the machine.
 func (c *Client) Known(ctx context.Context, mac string, machine httpboot.Credential) error {
-	_, _, err := c.call(ctx, http.MethodGet, httpboot.PathMachines+"/"+mac, nil, machine)
+	_, _, err := c.call(ctx, http.MethodGet, httpboot.PathMachines+"/"+mac, nil, machine, 1<<16)
 	return err
 }
 
 // call sends one signed request and checks its Reply. It returns the
-// reply and the request's nonce.
-func (c *Client) call(ctx context.Context, method, path string, body []byte, cred httpboot.Credential) (httpboot.Reply, string, error) {
+// reply and the request's nonce. It reads at most limit bytes of the
+// reply.
+func (c *Client) call(ctx context.Context, method, path string, body []byte, cred httpboot.Credential, limit int64) (httpboot.Reply, string, error) {
 	for retried := false; ; retried = true {
 		req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Server+path, bytes.NewReader(body))
 		if err != nil {
@@ -104,7 +105,7 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, cre
 		if err != nil {
 			return httpboot.Reply{}, "", err
 		}
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, limit))
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusUnauthorized && !retried && c.followClock(resp.Header.Get("Date")) {
 			continue

@@ -61,6 +61,8 @@ func TestAgentReceivesAStage2AndSwitchesToIt(t *testing.T) {
 	require.Len(t, fs.registers, 1)
 	assert.Equal(t, state.StepStage2, fs.registers[0].Step)
 	require.Len(t, fs.reports, 1)
+	assert.Contains(t, fs.reports[0].AgentLog, "herd: the stage 2 has no /bin/herd, gave it this agent's", "the stage 2's report carries the agent's log")
+	fs.reports[0].AgentLog = nil
 	assert.Equal(t, httpboot.ReportRequest{MAC: "52:54:00:00:00:01", OK: true, Bytes: 2048, Step: state.StepStage2}, fs.reports[0])
 
 	// The tree got this agent's herd and the marker its agent looks for.

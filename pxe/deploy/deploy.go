@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +65,15 @@ type Plan struct {
 	Stage2 string
 	// System is what the second chain sends.
 	System Payload
+	// Identity and Hooks say which fix-ups the agents were ordered to
+	// do on their clones after a verified copy (the PXE services seal
+	// the orders into the registration answers, see httpboot.Fixups):
+	// the deploy logs them and, per machine, what its agent reported
+	// doing. Hooks are the hooks' names. With Identity, the names of
+	// Names are recorded in the machine state, where the answers take
+	// them from.
+	Identity bool
+	Hooks    []string
 }
 
 // Payload is what a chain sends: one item (Image written at Dest,
@@ -203,7 +213,20 @@ func (d *Deployer) Run(ctx context.Context) (*Result, error) {
 		if cur.State != state.New {
 			d.Logf("deploy: %s was %s, set to new to be cloned again", mac, cur.State)
 		}
+		if name := p.Names[mac]; name != "" && name != cur.Name {
+			if _, err := d.Store.Add(mac, name); err != nil {
+				return nil, err
+			}
+		}
 		r.results[mac] = &report.Machine{MAC: mac, Name: p.Names[mac], State: string(state.New), Reason: "did not register"}
+	}
+	switch {
+	case p.Identity && len(p.Hooks) > 0:
+		d.Logf("deploy: after a verified copy each agent fixes its clone's identity (host name from the machine's name, machine-id, ssh host keys) and runs the hooks %s", strings.Join(p.Hooks, ", "))
+	case p.Identity:
+		d.Logf("deploy: after a verified copy each agent fixes its clone's identity (host name from the machine's name, machine-id, ssh host keys)")
+	case len(p.Hooks) > 0:
+		d.Logf("deploy: after a verified copy each agent runs the hooks %s in its clone", strings.Join(p.Hooks, ", "))
 	}
 	started := r.start(ctx)
 

@@ -96,8 +96,16 @@ func systemPhase(r *run, p *Plan) phase {
 			}
 			return pending, "", ""
 		},
-		finish: r.goLocal,
-		late:   fmt.Sprintf("agent did not report within %v", p.ReportTimeout),
+		finish: func(m state.Machine) {
+			switch {
+			case m.Fixups != "":
+				r.Logf("deploy: %s %s: %s", m.MAC, firstNonEmpty(m.Name, "(no name)"), m.Fixups)
+			case p.Identity || len(p.Hooks) > 0:
+				r.Logf("deploy: %s: its agent reported no fix-ups (an agent older than this server?)", m.MAC)
+			}
+			r.goLocal(m)
+		},
+		late: fmt.Sprintf("agent did not report within %v", p.ReportTimeout),
 	}
 }
 

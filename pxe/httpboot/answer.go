@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/herd-cluster/herd/pxe/state"
 )
@@ -62,6 +63,19 @@ type Credentials struct {
 	ChainKey []byte `json:"chain_key"`
 	// MachineKey signs the agent's later calls (RoleMachine).
 	MachineKey []byte `json:"machine_key"`
+
+	// The fix-ups of the cloned system (see Fixups), for an agent
+	// waiting for the system (not for a stage 2).
+
+	// Name is the machine's name (state.Machine.Name), a host name
+	// (ValidHostname) or empty.
+	Name string `json:"name,omitempty"`
+	// Identity orders the identity fix-ups.
+	Identity bool `json:"identity,omitempty"`
+	// Hooks are run in a chroot of the clone (MaxHooks of MaxHookSize).
+	Hooks []Hook `json:"hooks,omitempty"`
+	// HookTimeout bounds each hook, in seconds (0: the agent's default).
+	HookTimeout int64 `json:"hook_timeout,omitempty"`
 }
 
 // Limits on what an answer may hold.
@@ -69,8 +83,15 @@ const (
 	minChainKey = 16
 	maxChainKey = 4096
 	answerHead  = 1 + sha256.Size + 32 // version, tag, enc
-	maxAnswer   = answerHead + 2*maxChainKey + 1024
+	// maxAnswer bounds the sealed answer: the keys and the hooks, each
+	// base64 in the JSON, and room for the rest.
+	maxAnswer = answerHead + 2*maxChainKey + MaxHooks*(MaxHookSize*4/3+4+MaxHookName*6+32) + 4096
 )
+
+// MaxReply bounds the body of a registration's reply: the base64 of the
+// largest answer and room for the rest. Every other reply is under
+// 64 KiB.
+const MaxReply = (maxAnswer+2)/3*4 + 1024
 
 var (
 	answerKDF  = hpke.HKDFSHA256()
@@ -116,10 +137,19 @@ func ParseAnswerKey(s string) (*ecdh.PublicKey, error) {
 // answer key pub and the nonce, and was signed with signer. It returns
 // Reply.Answer.
 func SealAnswer(signer Credential, pub *ecdh.PublicKey, mac, nonce string, c Credentials) (string, error) {
-	c.V, c.MAC = AnswerVersion, mac
 	if len(c.ChainKey) < minChainKey || len(c.ChainKey) > maxChainKey || len(c.MachineKey) != KeySize {
 		return "", fmt.Errorf("httpboot: seal answer: chain key of %d bytes, machine key of %d", len(c.ChainKey), len(c.MachineKey))
 	}
+	if err := c.checkOrders(); err != nil {
+		return "", fmt.Errorf("httpboot: seal answer: %w", err)
+	}
+	return seal(signer, pub, mac, nonce, c)
+}
+
+// seal is SealAnswer without the checks of c (tests seal what a forger
+// would).
+func seal(signer Credential, pub *ecdh.PublicKey, mac, nonce string, c Credentials) (string, error) {
+	c.V, c.MAC = AnswerVersion, mac
 	plain, err := json.Marshal(c)
 	if err != nil {
 		return "", err
@@ -195,6 +225,9 @@ func OpenAnswer(priv *ecdh.PrivateKey, signer Credential, mac, nonce, answer str
 		return bad(fmt.Sprintf("chain key of %d bytes", len(c.ChainKey)))
 	case len(c.MachineKey) != KeySize:
 		return bad(fmt.Sprintf("machine key of %d bytes", len(c.MachineKey)))
+	}
+	if err := c.checkOrders(); err != nil {
+		return bad(strings.TrimPrefix(err.Error(), "httpboot: "))
 	}
 	return c, nil
 }

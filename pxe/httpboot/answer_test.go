@@ -98,6 +98,11 @@ func FuzzOpenAnswer(f *testing.F) {
 	f.Add("")
 	f.Add("AQ==")
 	f.Add(ans[:len(ans)-4])
+	// An answer with orders, sealed for the same request.
+	c := Credentials{ChainKey: want.ChainKey, MachineKey: want.MachineKey, Name: "node01", Identity: true, Hooks: []Hook{{Name: "a.sh", Script: []byte("true")}}, HookTimeout: 60}
+	if orders, err := SealAnswer(agent, r.priv.PublicKey(), answerMAC, answerNonce, c); err == nil {
+		f.Add(orders)
+	}
 	f.Fuzz(func(t *testing.T, s string) {
 		got, err := OpenAnswer(r.priv, agent, answerMAC, answerNonce, s)
 		if err != nil {
@@ -105,6 +110,9 @@ func FuzzOpenAnswer(f *testing.F) {
 		}
 		if got.MAC != want.MAC || string(got.ChainKey) != string(want.ChainKey) || string(got.MachineKey) != string(want.MachineKey) {
 			t.Fatalf("opened a forged answer %q as %+v", s, got)
+		}
+		if got.Name != "" && !ValidHostname(got.Name) || got.Orders().Check() != nil {
+			t.Fatalf("opened orders out of bounds: %+v", got)
 		}
 	})
 }

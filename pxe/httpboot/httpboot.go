@@ -5,7 +5,7 @@
 // the herd agent and the operator call:
 //
 //	POST /api/v1/register  {"mac":"52:54:00:..","ip":"10.0.0.5","port":9998,"session":"lab","step":"","pub":"BASE64"} → {"ok":true,"answer":"BASE64"}
-//	POST /api/v1/report    {"mac":"..","ok":true,"error":"","bytes":N,"step":""}                                   → {"ok":true}
+//	POST /api/v1/report    {"mac":"..","ok":true,"error":"","bytes":N,"step":"","log":[..],"agent_log":[..],"fixups":".."} → {"ok":true}
 //	GET  /api/v1/machines  → [{"mac":..,"state":..,"ip":..,"reason":..,"updated":..}, ...]
 //	GET  /api/v1/machines/{mac}  → {"mac":..,"state":..,...} or 404 (an agent checking that its server is still there)
 //	POST /api/v1/machines/{mac}  {"state":"local","reason":""} → {"ok":true} (operator override)
@@ -88,7 +88,18 @@ type ReportRequest struct {
 	// (state.MaxLogLines lines at most are kept, each cut to
 	// state.MaxLogLine bytes).
 	Log []string `json:"log,omitempty"`
+	// AgentLog is the tail of what the agent printed (success or
+	// failure; state.MaxAgentLogLines lines of state.MaxLogLine bytes
+	// are kept). The agent keeps the whole body under MaxBody.
+	AgentLog []string `json:"agent_log,omitempty"`
+	// Fixups says what the agent did to the cloned system after its
+	// copy verified (identity, hooks), in one line; empty when it was
+	// ordered to do nothing (state.MaxFixups bytes are kept).
+	Fixups string `json:"fixups,omitempty"`
 }
+
+// MaxBody bounds the body of every API request.
+const MaxBody = 64 << 10
 
 // SetRequest is the body of POST /api/v1/machines/{mac}: an operator
 // forcing a machine's state (for example back to new to clone it again).
@@ -138,6 +149,12 @@ type Server struct {
 	// Count, if set, is called once per request answered: service
 	// "http", outcome "ok" or "error" (a status of 400 or more).
 	Count func(service, outcome string)
+	// Fixups are sealed into the answer to every registration for the
+	// system (not for a stage 2), with the machine's name
+	// (state.Machine.Name) when Fixups.Identity is set. They must pass
+	// Fixups.Check; a machine whose name is not a host name gets none
+	// and cannot register (the server logs why).
+	Fixups Fixups
 
 	once    sync.Once
 	auth    *verifier
@@ -278,8 +295,8 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, what string, err e
 // readBody reads a POST's body; on failure it answers 400 and returns
 // false.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, op string) ([]byte, bool) {
-	b, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
-	if err != nil || len(b) > 64<<10 {
+	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil || len(b) > MaxBody {
 		s.fail(w, http.StatusBadRequest, "%s: body unreadable or larger than 64 KiB", op)
 		return nil, false
 	}
@@ -391,8 +408,15 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	}
 	// Sealed before the key is spent: an answer key that cannot be
 	// sealed to must not cost the machine its registration.
-	answer, err := SealAnswer(Credential{Role: h.Role, Key: key}, pub, mac, h.Nonce,
-		Credentials{ChainKey: s.Key, MachineKey: MachineKey(s.Key, mac, m.KeyID)})
+	creds := Credentials{ChainKey: s.Key, MachineKey: MachineKey(s.Key, mac, m.KeyID)}
+	if req.Step == "" {
+		f := s.Fixups
+		creds.Identity, creds.Hooks, creds.HookTimeout = f.Identity, f.Hooks, int64(f.HookTimeout/time.Second)
+		if f.Identity {
+			creds.Name = m.Name
+		}
+	}
+	answer, err := SealAnswer(Credential{Role: h.Role, Key: key}, pub, mac, h.Nonce, creds)
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, "register: %s: %v", mac, err)
 		return
@@ -466,6 +490,12 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		// Before the report: a machine decided failed has its log.
 		if _, err := s.Store.SetLog(mac, req.Log); err != nil {
 			s.logf("http: %s: keep its log: %v", mac, err)
+		}
+	}
+	if len(req.AgentLog) > 0 || req.Fixups != "" {
+		// Before the report too: a machine decided done has them.
+		if _, err := s.Store.SetAgentLog(mac, req.AgentLog, req.Fixups); err != nil {
+			s.logf("http: %s: keep its agent's log: %v", mac, err)
 		}
 	}
 	switch req.Step {

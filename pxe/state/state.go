@@ -105,6 +105,12 @@ type Machine struct {
 	// Log is the tail of the kernel log its agent sent with its last
 	// failure (cleared when it registers again).
 	Log []string `json:"log,omitempty"`
+	// AgentLog is the tail of what its agent printed, sent with its
+	// last report (cleared when it registers again).
+	AgentLog []string `json:"agent_log,omitempty"`
+	// Fixups is what its agent did to the clone after the copy
+	// verified (identity, hooks), from its last report.
+	Fixups string `json:"fixups,omitempty"`
 	// Step says where a cloning machine is in a flow with a stage 2
 	// (see the Step constants); empty when it waits for the image.
 	Step    string    `json:"step,omitempty"`
@@ -386,6 +392,7 @@ func (s *Store) RegisterAgent(mac, keyID string, r Registration) (m Machine, rep
 			return fmt.Errorf("%w: %s registered from %s at %s (key %d)", ErrKeyUsed, m.MAC, m.IP, m.Updated.Format(time.RFC3339), m.KeyGen)
 		}
 		m.State, m.IP, m.Port, m.Session, m.Reason, m.Bytes, m.Step = Cloning, r.IP, r.Port, r.Session, "", 0, r.Step
+		m.Log, m.AgentLog, m.Fixups = nil, nil, ""
 		m.KeyUsed, m.RegPub = true, r.Pub
 		return nil
 	})
@@ -457,6 +464,7 @@ func (s *Store) RegisterStep(mac, ip string, port int, session, step string) (Ma
 	}
 	return s.update(mac, true, func(m *Machine, _ bool) error {
 		m.State, m.IP, m.Port, m.Session, m.Reason, m.Bytes, m.Step, m.Log = Cloning, ip, port, session, "", 0, step, nil
+		m.AgentLog, m.Fixups = nil, ""
 		return nil
 	})
 }
@@ -490,29 +498,60 @@ const (
 	MaxLogLine  = 300
 )
 
+// Bounds of a machine's AgentLog and Fixups.
+const (
+	MaxAgentLogLines = 200
+	MaxFixups        = 1024
+)
+
 // SetLog keeps lines as mac's Log: the last MaxLogLines, each cut to
 // MaxLogLine bytes, control characters replaced, valid UTF-8.
 func (s *Store) SetLog(mac string, lines []string) (Machine, error) {
-	if len(lines) > MaxLogLines {
-		lines = lines[len(lines)-MaxLogLines:]
-	}
-	clean := make([]string, 0, len(lines))
-	for _, l := range lines {
-		l = strings.ToValidUTF8(l, "?")
-		if len(l) > MaxLogLine {
-			l = strings.ToValidUTF8(l[:MaxLogLine], "")
-		}
-		clean = append(clean, strings.Map(func(r rune) rune {
-			if r < 0x20 && r != '\t' || r == 0x7f {
-				return '?'
-			}
-			return r
-		}, l))
-	}
+	clean := cleanLines(lines, MaxLogLines)
 	return s.update(mac, false, func(m *Machine, _ bool) error {
 		m.Log = clean
 		return nil
 	})
+}
+
+// SetAgentLog keeps lines as mac's AgentLog (the last MaxAgentLogLines,
+// cleaned as by SetLog) and fixups as its Fixups (cut to MaxFixups
+// bytes, cleaned).
+func (s *Store) SetAgentLog(mac string, lines []string, fixups string) (Machine, error) {
+	clean := cleanLines(lines, MaxAgentLogLines)
+	fixups = cleanLine(fixups, MaxFixups)
+	return s.update(mac, false, func(m *Machine, _ bool) error {
+		m.AgentLog, m.Fixups = clean, fixups
+		return nil
+	})
+}
+
+// cleanLines returns the last max lines, each cleaned by cleanLine to
+// MaxLogLine bytes.
+func cleanLines(lines []string, max int) []string {
+	if len(lines) > max {
+		lines = lines[len(lines)-max:]
+	}
+	clean := make([]string, 0, len(lines))
+	for _, l := range lines {
+		clean = append(clean, cleanLine(l, MaxLogLine))
+	}
+	return clean
+}
+
+// cleanLine makes l valid UTF-8 of at most n bytes with its control
+// characters (but tabs) replaced by '?'.
+func cleanLine(l string, n int) string {
+	l = strings.ToValidUTF8(l, "?")
+	if len(l) > n {
+		l = strings.ToValidUTF8(l[:n], "")
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, l)
 }
 
 // Report records the outcome of the clone of mac: done when ok, failed

@@ -419,3 +419,39 @@ func TestSetLog(t *testing.T) {
 		t.Fatalf("log kept after a new registration: %q", m.Log)
 	}
 }
+
+func TestSetAgentLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.json")
+	st, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:00:0b:02"
+	if _, err := st.SetAgentLog(mac, []string{"x"}, ""); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("unknown machine: %v", err)
+	}
+	st.Add(mac, "node02")
+	lines := make([]string, MaxAgentLogLines+5)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("herd: %d", i)
+	}
+	lines[len(lines)-1] = "bad\x1b[0m\xff" + strings.Repeat("é", 300)
+	if _, err := st.SetAgentLog(mac, lines, "identity: hostname node02\n"+strings.Repeat("x", 2*MaxFixups)); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := again.Get(mac)
+	if len(m.AgentLog) != MaxAgentLogLines || m.AgentLog[0] != "herd: 5" || !strings.HasPrefix(m.AgentLog[MaxAgentLogLines-1], "bad?[0m?é") ||
+		len(m.AgentLog[MaxAgentLogLines-1]) > MaxLogLine || !utf8.ValidString(m.AgentLog[MaxAgentLogLines-1]) {
+		t.Fatalf("agent log kept in the file = %q", m.AgentLog)
+	}
+	if !strings.HasPrefix(m.Fixups, "identity: hostname node02?x") || len(m.Fixups) != MaxFixups {
+		t.Fatalf("fixups = %q", m.Fixups)
+	}
+	if m, _ = st.Register(mac, "10.0.0.2", 9998, "s"); m.AgentLog != nil || m.Fixups != "" {
+		t.Fatalf("agent log kept after a new registration: %q %q", m.AgentLog, m.Fixups)
+	}
+}
