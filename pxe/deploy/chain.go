@@ -106,7 +106,9 @@ func (s *Sender) RunChain(ctx context.Context, job Job, progress func(Progress))
 		Logf:           s.Logf,
 	}
 	if progress != nil {
-		cfg.Progress = func(sn ring.Snapshot) { progress(Progress{Sent: sn.Sent, Total: sn.Total, Elapsed: sn.Elapsed, Nodes: sn.Nodes, Route: sn.Route}) }
+		cfg.Progress = func(sn ring.Snapshot) {
+			progress(Progress{Sent: sn.Sent, Total: sn.Total, Elapsed: sn.Elapsed, Nodes: sn.Nodes, Route: sn.Route})
+		}
 	}
 	rep, err := ring.Send(ctx, cfg)
 	if err != nil {
