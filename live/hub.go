@@ -427,10 +427,19 @@ func (h *Hub) Machines(ms []state.Machine) {
 		if sm.State == state.Failed || sm.Alarm != "" {
 			m.Reason = clean(firstNonEmpty(sm.Reason, sm.Alarm), maxLineLen)
 		}
-		if len(sm.Log) > 0 {
-			m.log = cleanLines(sm.Log)
-			m.LogLines = len(m.log)
+		// Its log: what its agent printed, what it did to the clone,
+		// and the kernel log tail it sent with a failure.
+		var lines []string
+		lines = append(lines, sm.AgentLog...)
+		if sm.Fixups != "" {
+			lines = append(lines, "fix-ups: "+sm.Fixups)
 		}
+		if len(sm.Log) > 0 {
+			lines = append(lines, "kernel log:")
+			lines = append(lines, sm.Log...)
+		}
+		m.log = cleanLines(lines)
+		m.LogLines = len(m.log)
 		h.derive(m)
 	}
 	h.changed()

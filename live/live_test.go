@@ -81,10 +81,14 @@ func TestHubJoinsPXEStateAndChain(t *testing.T) {
 	}
 	h.Machines([]state.Machine{{MAC: "52:54:00:00:00:01", Name: "a", State: state.Failed, Reason: "no disk fits: sda 1 GiB", Log: []string{"line\x1b[31m one"}}})
 	lines, ok := h.MachineLog("52:54:00:00:00:01")
-	if !ok || len(lines) != 2 || lines[0] != "line [31m one" || !strings.Contains(lines[1], "no disk fits") {
+	if !ok || len(lines) != 3 || lines[0] != "kernel log:" || lines[1] != "line [31m one" || !strings.Contains(lines[2], "no disk fits") {
 		t.Fatalf("log %q", lines)
 	}
-	h.Machines([]state.Machine{{MAC: "52:54:00:00:00:02", Name: "b", State: state.Local, IP: "10.0.0.2", Port: 9998}})
+	h.Machines([]state.Machine{{MAC: "52:54:00:00:00:02", Name: "b", State: state.Local, IP: "10.0.0.2", Port: 9998,
+		AgentLog: []string{"herd: clone verified"}, Fixups: "hostname b"}})
+	if l, _ := h.MachineLog("52:54:00:00:00:02"); strings.Join(l, "|") != "herd: clone verified|fix-ups: hostname b" {
+		t.Fatalf("log of b: %q", l)
+	}
 	if v := h.View(); v.Counts[Local] != 1 || v.Counts[KO] != 1 || len(v.Failures) != 1 {
 		t.Fatalf("counts %v failures %+v", v.Counts, v.Failures)
 	}
