@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+
+	"github.com/herd-cluster/herd/internal/ipmitool"
 )
 
 // ipmiBMC drives a BMC over IPMI-over-LAN (RMCP+, "lanplus") with
@@ -37,7 +39,7 @@ func (b *ipmiBMC) run(ctx context.Context, args ...string) (string, error) {
 	cmd.Stdout = &limitedWriter{w: &out, n: MaxResponse}
 	cmd.Stderr = &limitedWriter{w: &errb, n: 4096}
 	err := cmd.Run()
-	if err == nil && ipmitoolFailed(errb.String()) {
+	if err == nil && ipmitool.Failed(errb.String()) {
 		// ipmitool exits 0 after some refused requests (a boot
 		// device the BMC does not take, among them).
 		err = errors.New("failure reported")
@@ -106,19 +108,6 @@ func (b *ipmiBMC) SetBoot(ctx context.Context, bt Boot) error {
 	}
 	_, err := b.run(ctx, args...)
 	return err
-}
-
-// ipmitoolFailed reports whether ipmitool's standard error tells of a
-// failure: a line with "failed", or one that starts with "error" or
-// "unable". Other messages there are no failure.
-func ipmitoolFailed(stderr string) bool {
-	for _, line := range strings.Split(stderr, "\n") {
-		l := strings.ToLower(strings.TrimSpace(line))
-		if strings.Contains(l, "failed") || strings.HasPrefix(l, "error") || strings.HasPrefix(l, "unable") {
-			return true
-		}
-	}
-	return false
 }
 
 // parseIPMIPower reads ipmitool's "Chassis Power is on|off".

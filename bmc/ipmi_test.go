@@ -98,17 +98,3 @@ func TestIPMIAgainstIPMISim(t *testing.T) {
 	}
 	t.Logf("wrong password: %v", err)
 }
-
-func TestIPMIToolFailed(t *testing.T) {
-	for in, want := range map[string]bool{
-		"Error: Unable to establish IPMI v2 / RMCP+ session\n": true,
-		"Set Boot Device to floppy failed: Unspecified error":  true,
-		"Unable to set Chassis Power Control to Cycle":         true,
-		"SEL has no entries\n":                                 false,
-		"":                                                     false,
-	} {
-		if got := ipmitoolFailed(in); got != want {
-			t.Errorf("%q: %v", in, got)
-		}
-	}
-}

@@ -17,6 +17,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/herd-cluster/herd/internal/ipmitool"
+	"github.com/herd-cluster/herd/internal/sh"
 )
 
 // The BMC's programs (Debian openipmi and ipmitool).
@@ -183,7 +186,7 @@ endlan
 serial 15 127.0.0.1 %[5]d codec VM
 chassis_control "%[6]s"
 user 2 true "%[7]s" "%[8]s" admin 10 md2 md5 straight
-`, c.Name, ip, p.port, h.Sum(nil), p.vmPort, shellQuote(control), b.User, b.Password)
+`, c.Name, ip, p.port, h.Sum(nil), p.vmPort, sh.Quote(control), b.User, b.Password)
 	p.emu = `# ipmi_sim commands of the BMC, written by herd's qemu.StartBMC: one
 # management controller at 0x20, the BMC, with a SEL.
 mc_setbmc 0x20
@@ -198,7 +201,7 @@ mc_enable 0x20
 # and reads "power:1" or "boot:pxe" from it, or its exit status. It hands
 # the request to the Go process that owns the VM through two FIFOs and
 # waits for the answer that carries its own number.
-dir=` + shellQuote(b.Dir) + `
+dir=` + sh.Quote(b.Dir) + `
 id=$$
 printf '%s %s\n' "$id" "$*" >"$dir/` + bmcReq + `" || exit 1
 while read -r rid status answer; do
@@ -224,11 +227,6 @@ func bmcWord(s string, max int) bool {
 		}
 	}
 	return true
-}
-
-// shellQuote quotes s for sh.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // bootConfig returns the VM's config for a power on with the BMC's boot
@@ -678,22 +676,10 @@ func (v *BMCVM) IPMITool(ctx context.Context, args ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	if err != nil || ipmitoolFailed(stderr.String()) {
+	if err != nil || ipmitool.Failed(stderr.String()) {
 		return stdout.String(), fmt.Errorf("%w: %s: ipmitool %s: %v: %s", ErrBMC, v.cfg.Name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
-}
-
-// ipmitoolFailed reports whether ipmitool's standard error tells of a
-// failure.
-func ipmitoolFailed(stderr string) bool {
-	for _, line := range strings.Split(stderr, "\n") {
-		l := strings.ToLower(strings.TrimSpace(line))
-		if strings.Contains(l, "failed") || strings.HasPrefix(l, "error") || strings.HasPrefix(l, "unable") {
-			return true
-		}
-	}
-	return false
 }
 
 // FreeBMCAddr returns 127.0.0.1:PORT, a free UDP port for a BMCConfig's

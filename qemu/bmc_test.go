@@ -138,14 +138,6 @@ func TestProcListens(t *testing.T) {
 	assert.False(t, procListens("", 9623, false))
 }
 
-func TestIPMIToolFailed(t *testing.T) {
-	assert.True(t, ipmitoolFailed("Set Chassis Boot Parameter 5 failed: Unspecified error\n"))
-	assert.True(t, ipmitoolFailed("Error: Unable to establish IPMI v2 / RMCP+ session\n"))
-	assert.True(t, ipmitoolFailed("Unable to Get Channel Cipher Suites\n"))
-	assert.False(t, ipmitoolFailed("SEL has no entries\n"))
-	assert.False(t, ipmitoolFailed(""))
-}
-
 // bmcTools skips a test when the BMC's programs are missing.
 func bmcTools(t *testing.T) {
 	t.Helper()

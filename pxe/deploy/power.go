@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herd-cluster/herd/bmc"
+	"github.com/herd-cluster/herd/internal/sh"
 	"github.com/herd-cluster/herd/inventory"
 	"github.com/herd-cluster/herd/pxe/state"
 )
@@ -46,12 +47,7 @@ func PowerCommand(tmpl string, m state.Machine) string {
 	if name == "" {
 		name = strings.ReplaceAll(m.MAC, ":", "-")
 	}
-	return strings.NewReplacer("{mac}", shellQuote(m.MAC), "{ip}", shellQuote(m.IP), "{name}", shellQuote(name)).Replace(tmpl)
-}
-
-// shellQuote quotes s for sh.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return strings.NewReplacer("{mac}", sh.Quote(m.MAC), "{ip}", sh.Quote(m.IP), "{name}", sh.Quote(name)).Replace(tmpl)
 }
 
 // StartParallel bounds how many machines Start powers at once.
