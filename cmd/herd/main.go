@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -44,6 +45,12 @@ func newRootCmd() *cobra.Command {
 		Short:         "Clone an operating system from one golden node to a whole cluster",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			for _, w := range deprecationWarnings(cmd.Flags()) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "herd: warning: %s\n", w)
+			}
+			return nil
+		},
 	}
 	// One constructor per subcommand file.
 	root.AddCommand(

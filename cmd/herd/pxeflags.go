@@ -27,7 +27,8 @@ type pxeFlags struct {
 	httpPort, tftpPort                                               int
 	biosFile, efiFile, kernel, initrd                                string
 	session, method, disk, keyFile, console, appendArgs              string
-	agentPort, agentTimeout, agentRetries                            int
+	agentPort, agentRetries                                          int
+	agentTimeout                                                     time.Duration
 	menu, knownOnly, allowUnknown, noIPXEScript                      bool
 	stage2                                                           bool // set by herd deploy --stage2: herd.stage2=1
 	macs, inventory, machines                                        string
@@ -42,7 +43,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.StringVarP(&p.serverIP, "server-ip", "p", "", "address nodes reach this server at (default: first IPv4 of --iface)")
 	f.StringVar(&p.dhcpMode, "dhcp", "server", "DHCP mode: server (only DHCP server of the network), proxy (beside an existing one: PXE clients only, no addresses) or off")
 	f.StringVar(&p.rangeS, "range", "", "addresses to hand out in server mode, FIRST-LAST")
-	f.StringVarP(&p.netBase, "net", "n", "", "network base like clone_script -n (10.0.1: range 10.0.1.100-10.0.1.199, netmask /24)")
+	f.StringVar(&p.netBase, "net", "", "network base like clone_script -n (10.0.1: range 10.0.1.100-10.0.1.199, netmask /24)")
 	f.StringVar(&p.subnet, "netmask", "", "netmask in server mode (default: the interface's)")
 	f.StringVarP(&p.gateway, "gateway", "w", "", "default gateway handed out in server mode")
 	f.StringVarP(&p.dns, "dns", "s", "", "comma-separated DNS servers handed out in server mode")
@@ -60,7 +61,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.IntVar(&p.agentPort, "agent-port", 9998, "port the agents listen on for the chain")
 	f.StringVar(&p.method, "method", "raw", "duplication method the agents run")
 	f.StringVar(&p.disk, "disk", "auto", "disk the nodes write: a /dev path or a rule (auto: the one disk that may be written; model=PAT, serial=PAT, size>=100G, size<=2T, largest, smallest, joined by commas)")
-	f.IntVar(&p.agentTimeout, "agent-timeout", 300, "seconds an agent waits for the server")
+	newDurationFlag(f, &p.agentTimeout, "agent-timeout", 5*time.Minute, "how long an agent waits for the server, a duration like 5m or 90s (a bare number of seconds still works but is deprecated)")
 	f.IntVar(&p.agentRetries, "agent-retries", 3, "attempts before an agent reboots")
 	f.StringVar(&p.console, "console", "ttyS0", "kernel console of the nodes (- for none)")
 	f.StringVar(&p.appendArgs, "append", "", "extra kernel parameters")
@@ -143,6 +144,9 @@ func (p *pxeFlags) options(logf, alarmf func(string, ...any)) (pxe.Options, erro
 	if p.knownOnly && p.allowUnknown {
 		return o, usagef("--known-only and --allow-unknown exclude each other")
 	}
+	if err := p.checkPorts(); err != nil {
+		return o, err
+	}
 	if p.bootDir == "" {
 		return o, usagef("--boot-dir is required")
 	}
@@ -155,7 +159,7 @@ func (p *pxeFlags) options(logf, alarmf func(string, ...any)) (pxe.Options, erro
 		BIOSFile: p.biosFile, EFIFile: p.efiFile, Kernel: p.kernel, Initrd: p.initrd, Menu: p.menu, NoIPXEScript: p.noIPXEScript,
 		KnownOnly: p.knownOnly, AllowUnknown: p.allowUnknown, Logf: logf, Alarmf: alarmf, Key: key,
 		Agent: bootcfg.Agent{Session: p.session, Port: p.agentPort, Method: p.method, Disk: p.disk,
-			Timeout: p.agentTimeout, Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs, Stage2: p.stage2},
+			Timeout: wholeSeconds(p.agentTimeout), Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs, Stage2: p.stage2},
 	}
 	if o.MACs, err = p.macList(); err != nil {
 		return o, err
@@ -241,6 +245,17 @@ func (p *pxeFlags) options(logf, alarmf func(string, ...any)) (pxe.Options, erro
 		return o, usagef("--dhcp server needs --range FIRST-LAST or --net A.B.C (or use --dhcp proxy beside an existing DHCP server)")
 	}
 	return o, nil
+}
+
+// checkPorts checks the port flags before anything listens.
+func (p *pxeFlags) checkPorts() error {
+	if err := checkPort("http-port", p.httpPort, 1); err != nil {
+		return err
+	}
+	if err := checkPort("tftp-port", p.tftpPort, 0); err != nil {
+		return err
+	}
+	return checkPort("agent-port", p.agentPort, 1)
 }
 
 // lineLogger serializes log lines from the services onto w.

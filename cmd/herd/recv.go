@@ -79,7 +79,19 @@ Exit codes:
 	return cmd
 }
 
-func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error {
+func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) (err error) {
+	// --json ends with a summary line whatever happens: when no session
+	// ran, one with ok=false and the reason.
+	summarized := false
+	if o.json {
+		defer func() {
+			if err != nil && !summarized {
+				no := false
+				writeJSON(stdout, report.Event{Event: report.Summary, OK: &no, Error: err.Error(), Insecure: o.insecure,
+					Nodes: []report.Node{{Index: -1, Addr: o.listen, State: string(ring.StateFailed), Error: err.Error()}}})
+			}
+		}()
+	}
 	// Every usage error comes before anything listens.
 	key, err := recvKey(o)
 	if err != nil {
@@ -98,8 +110,8 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	if o.sink.conf.AllowsNothing() && !o.files.enabled {
 		return usagef("herd recv would write nothing: say what this node may write with --allow PATTERN (like --allow /dev/sda or --allow '/srv/images/**'), --root DIR, or --files --disk DEV")
 	}
-	if _, _, err := net.SplitHostPort(o.listen); err != nil {
-		return usagef("--listen %q: %v (want ADDR:PORT or :PORT)", o.listen, err)
+	if err := checkListen("listen", o.listen); err != nil {
+		return err
 	}
 	mem, err := units.ParseSize(o.memory)
 	if err != nil {
@@ -125,7 +137,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	}
 	l, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return exitError{code: ExitFailed, err: fmt.Errorf("listen: %w", err)}
+		return exitError{code: ExitFailed, err: err} // "listen tcp ADDR: why"
 	}
 	defer l.Close()
 	logf := func(format string, args ...any) {
@@ -164,7 +176,12 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	if st != nil {
 		if o.json {
 			ok := err == nil && st.State == ring.StateDone
-			writeJSON(stdout, report.Event{Event: report.Summary, OK: &ok, Bytes: st.Bytes, Nodes: []report.Node{toJSONNode(*st)}, Insecure: o.insecure})
+			ev := report.Event{Event: report.Summary, OK: &ok, Bytes: st.Bytes, Nodes: []report.Node{toJSONNode(*st)}, Insecure: o.insecure}
+			if err != nil {
+				ev.Error = err.Error()
+			}
+			writeJSON(stdout, ev)
+			summarized = true
 		} else {
 			var parts []string
 			for _, it := range st.Items {

@@ -143,11 +143,23 @@ func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
 	return s, nil
 }
 
-func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error {
+func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) (err error) {
+	// --json ends with a summary line whatever happens: when the session
+	// did not run, one with ok=false, every node and the reason.
+	var clients []string
+	summarized := false
+	if o.json {
+		defer func() {
+			if err != nil && !summarized {
+				writeJSON(stdout, failedSendSummary(clients, nil, err, o.insecure))
+			}
+		}()
+	}
 	s, err := buildSession(o, stderr)
 	if err != nil {
 		return err
 	}
+	clients = s.clients
 	key, err := sendKey(o)
 	if err != nil {
 		return err
@@ -250,6 +262,10 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		Logf:           logf,
 	})
 	if err != nil {
+		if o.json {
+			writeJSON(stdout, failedSendSummary(clients, rep, err, o.insecure))
+			summarized = true
+		}
 		if errors.Is(err, ring.ErrConfig) {
 			return usageError{err}
 		}
@@ -257,6 +273,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	}
 	ok, failed := outcome(rep)
 	if o.json {
+		summarized = true
 		okAll := failed == 0 && ok > 0
 		ev := report.Event{Event: report.Summary, OK: &okAll, Seconds: rep.Elapsed.Seconds(), Bytes: rep.Bytes, Items: toJSONItems(rep.Items), Stats: stats, Compress: compressName(rep.Compress), WireBytes: rep.WireBytes, Insecure: o.insecure}
 		for _, n := range rep.Nodes {
@@ -299,4 +316,24 @@ func parseTo(to string) ([]string, error) {
 		clients = append(clients, c.Addr())
 	}
 	return clients, nil
+}
+
+// failedSendSummary is the --json summary of a session that did not run to
+// its end: ok=false, err as the reason, every node of rep (or, without a
+// report, every client, failed with err).
+func failedSendSummary(clients []string, rep *ring.Report, err error, insecure bool) report.Event {
+	no := false
+	ev := report.Event{Event: report.Summary, OK: &no, Error: err.Error(), Insecure: insecure}
+	if rep != nil {
+		ev.Seconds, ev.Bytes, ev.Items = rep.Elapsed.Seconds(), rep.Bytes, toJSONItems(rep.Items)
+		ev.Compress, ev.WireBytes = compressName(rep.Compress), rep.WireBytes
+		for _, n := range rep.Nodes {
+			ev.Nodes = append(ev.Nodes, toJSONNode(n))
+		}
+		return ev
+	}
+	for i, c := range clients {
+		ev.Nodes = append(ev.Nodes, report.Node{Index: i, Addr: c, State: string(ring.StateFailed), Error: "not sent: " + err.Error()})
+	}
+	return ev
 }
