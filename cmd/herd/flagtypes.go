@@ -94,11 +94,26 @@ func shortDuration(d time.Duration) string {
 // deprecatedValue is a flag value that can say its value is deprecated.
 type deprecatedValue interface{ Deprecation() string }
 
-// deprecationWarnings returns a warning for each flag of fs whose value
-// uses a deprecated syntax.
+// deprecatedAnnotation marks a flag deprecateFlag hid; its value is what
+// to use instead.
+const deprecatedAnnotation = "herd-deprecated"
+
+// deprecateFlag hides flag name of fs and has deprecationWarnings say msg
+// when it is used. (cobra's MarkDeprecated prints on stdout, which would
+// break --json output.)
+func deprecateFlag(fs *pflag.FlagSet, name, msg string) {
+	_ = fs.MarkHidden(name)
+	_ = fs.SetAnnotation(name, deprecatedAnnotation, []string{msg})
+}
+
+// deprecationWarnings returns a warning for each deprecated flag given in
+// fs and each flag whose value uses a deprecated syntax.
 func deprecationWarnings(fs *pflag.FlagSet) []string {
 	var out []string
 	fs.VisitAll(func(f *pflag.Flag) {
+		if msg := f.Annotations[deprecatedAnnotation]; f.Changed && len(msg) > 0 {
+			out = append(out, fmt.Sprintf("--%s is deprecated: %s", f.Name, msg[0]))
+		}
 		if d, ok := f.Value.(deprecatedValue); ok {
 			if w := d.Deprecation(); w != "" {
 				out = append(out, w)

@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -45,13 +46,28 @@ func newRootCmd() *cobra.Command {
 		Short:         "Clone an operating system from one golden node to a whole cluster",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Before every command: the config file's values for the flags
+		// its command line left alone, then warnings for deprecated
+		// values.
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Name() != "help" && !strings.HasPrefix(cmd.Name(), "__complete") {
+				cfg, err := loadConfig(cmd.Root())
+				if err != nil {
+					return err
+				}
+				if cfg != nil {
+					if err := applyConfig(cmd.Root(), cmd, cfg); err != nil {
+						return err
+					}
+				}
+			}
 			for _, w := range deprecationWarnings(cmd.Flags()) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "herd: warning: %s\n", w)
 			}
 			return nil
 		},
 	}
+	root.PersistentFlags().String("config", defaultConfigPath, "config file holding flag defaults for every command (YAML, see docs/config.md; also $"+configEnv+"); the default file is read only if it exists")
 	// One constructor per subcommand file.
 	root.AddCommand(
 		newPXECmd(), newDeployCmd(),

@@ -42,17 +42,19 @@ type sendOptions struct {
 func newSendCmd() *cobra.Command {
 	var o sendOptions
 	cmd := &cobra.Command{
-		Use:   "send -f CONFIG | send --to HOST[:PORT],... --in SRC --out DST",
+		Use:   "send -f DOLLYCFG | send --to HOST[:PORT],... --in SRC --out DST",
 		Short: "Send items from this (golden) node down the chain to every client",
 		Long: `Send streams one or more items (disk, partition, image or archive) from this
 node to every client listed, through a pipelined TCP chain: this node sends to
 the first client, which writes and forwards to the next, and so on. Every node
 checks a BLAKE3 digest of what it wrote against this node's.
 
-CONFIG is a Dolly config (infile/outfile) or a Dolly+ config (iofiles N with
-"SRC > DST" copied raw and "SRC >> DST" cooked: decompressed or unpacked), then
-server, firstclient, lastclient, clients N, one client per line (host or
-host:port, default port 9998) and endconfig. Without -f, --to, --in and --out
+DOLLYCFG (-f, --dolly) is a Dolly config (infile/outfile) or a Dolly+ config
+(iofiles N with "SRC > DST" copied raw and "SRC >> DST" cooked: decompressed or
+unpacked), then server, firstclient, lastclient, clients N, one client per line
+(host or host:port, default port 9998) and endconfig. (--config is its old,
+deprecated name: herd send reads herd's own config file from $HERD_CONFIG or
+/etc/herd/herd.yaml.) Without -f, --to, --in and --out
 describe one item.
 
 Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
@@ -67,7 +69,11 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.config, "config", "f", "", "Dolly or Dolly+ config file")
+	f.StringVarP(&o.config, "dolly", "f", "", "Dolly or Dolly+ config file")
+	// --config was the Dolly config's long name before herd had a config
+	// file of its own; it still works here, deprecated.
+	f.StringVar(&o.config, "config", "", "deprecated name of --dolly")
+	deprecateFlag(f, "config", "use -f/--dolly FILE for a Dolly config; herd send reads herd's own config file from $"+configEnv+" or "+defaultConfigPath)
 	f.StringVar(&o.keyFile, "key-file", "", "file holding the session key (every node must use the same; herd key new FILE makes one); nodes without it write nothing")
 	f.BoolVar(&o.insecure, "insecure", false, "send without a key, to nodes started with herd recv --insecure (anyone on the network can read and alter the session; nodes with a key refuse it)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "print progress every second, one line per node")
@@ -97,7 +103,7 @@ type session struct {
 	clients []string
 }
 
-// buildSession turns -f CONFIG or --to/--in/--out into a session. Errors
+// buildSession turns -f DOLLYCFG or --to/--in/--out into a session. Errors
 // are usage errors: nothing has been opened or sent yet.
 func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
 	if o.files.enabled {
@@ -105,7 +111,7 @@ func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
 	}
 	if o.config != "" {
 		if o.to != "" || o.in != "" || o.out != "" {
-			return nil, usagef("use either -f CONFIG or --to/--in/--out, not both")
+			return nil, usagef("use either -f DOLLYCFG or --to/--in/--out, not both")
 		}
 		data, err := os.ReadFile(o.config)
 		if err != nil {
@@ -126,7 +132,7 @@ func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
 	}
 	switch {
 	case o.to == "" && o.in == "" && o.out == "":
-		return nil, usagef("nothing to send: give -f CONFIG, or --to, --in and --out")
+		return nil, usagef("nothing to send: give -f DOLLYCFG, or --to, --in and --out")
 	case o.to == "":
 		return nil, usagef("--to is required: the clients in chain order")
 	case o.in == "":
