@@ -69,7 +69,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.BoolVar(&p.menu, "menu", false, "pxelinux shows the seed's menu (local, herd, kamethod, dolly) instead of booting the agent at once")
 	f.StringVar(&p.macs, "macs", "", "comma-separated MACs of the machines to provision")
 	f.StringVar(&p.inventory, "inventory", "", "inventory file (YAML: name, mac, bmc, credentials, disk… per machine; see docs/bmc.md): its machines are the ones to provision, each with its own disk rule")
-	f.StringVar(&p.machines, "machines", "", "with --inventory: comma-separated names (or MACs) of the machines to provision (default: all of the inventory)")
+	f.StringVar(&p.machines, "machines", "", "with --inventory: the names (or MACs) of the machines to provision, a hostlist like node[01-32],gpu[1-4] (default: all of the inventory)")
 	f.BoolVar(&p.knownOnly, "known-only", false, "answer only the --macs machines and those approved in the state file (DHCP ignores the others)")
 	f.BoolVar(&p.allowUnknown, "allow-unknown", false, "give every machine that PXE-boots here an agent key (without it, machines not in --macs nor approved are listed as discovered and boot their disk); anyone on the provisioning network can then get the chain key")
 	f.BoolVarP(&p.quiet, "quiet", "q", false, "do not log every DHCP, TFTP and HTTP event")
@@ -94,7 +94,11 @@ func (p *pxeFlags) macList() ([]string, error) {
 		if err != nil {
 			return nil, usageError{err}
 		}
-		sel, err := inv.Select(splitList(p.machines))
+		names, err := inventory.ExpandHostlist(p.machines)
+		if err != nil {
+			return nil, usagef("--machines: %v", err)
+		}
+		sel, err := inv.Select(names)
 		if err != nil {
 			return nil, usageError{err}
 		}
