@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -116,7 +117,7 @@ func TestAgentTimeoutIsADuration(t *testing.T) {
 			d := e.startDeploy(t, ctx, "--macs", "52:54:00:00:00:01", "--wait", "1s", "--image", image, "--agent-timeout", tc.flag)
 			assert.Contains(t, bootScript(t, e.base, "52:54:00:00:00:01"), tc.want)
 			assert.Equal(t, ExitFailed, d.wait(t, ctx))
-			const warning = "herd: warning: --agent-timeout 90: a bare number of seconds is deprecated; write a duration, like 1m30s"
+			const warning = "WARN --agent-timeout 90: a bare number of seconds is deprecated; write a duration, like 1m30s"
 			if tc.warn {
 				assert.Contains(t, d.stderr.String(), warning)
 			} else {
@@ -247,4 +248,57 @@ func TestDeployJSONEndsWithItsLineWhenTheServicesFail(t *testing.T) {
 	assert.False(t, *ev.OK)
 	assert.Contains(t, ev.Error, "address already in use")
 	assert.Equal(t, 1, strings.Count(stdout, "\n"), "one line: %s", stdout)
+}
+
+// TestLogFormatJSON: --log-format json makes every stderr line a JSON
+// object with time, level and msg (and the session where it is known),
+// the final error included; stdout keeps the report.
+func TestLogFormatJSON(t *testing.T) {
+	e := newServerEnv(t)
+	code, stdout, stderr := runHerd(t, append([]string{"--log-format", "json", "deploy", "--key-file", e.keyFile, "--image", e.keyFile,
+		"--macs", "52:54:00:00:00:01", "--wait", "1s", "--linger", "0s", "--session", "rack9", "--agent-timeout", "60"}, e.args()...)...)
+	assert.Equal(t, ExitFailed, code, stderr)
+	assert.Regexp(t, `52:54:00:00:00:01\s+KO\s+new\s+did not register`, stdout)
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	require.GreaterOrEqual(t, len(lines), 4, stderr)
+	levels := map[string]int{}
+	for _, l := range lines {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &rec), "not JSON: %s", l)
+		ts, _ := rec["time"].(string)
+		_, err := time.Parse(time.RFC3339Nano, ts)
+		require.NoError(t, err, "time in %s", l)
+		require.NotEmpty(t, rec["msg"], l)
+		levels[rec["level"].(string)]++
+		if strings.HasPrefix(rec["msg"].(string), "deploy: waiting") {
+			assert.Equal(t, "rack9", rec["session"], l)
+		}
+	}
+	assert.Equal(t, 1, levels["WARN"], "the deprecated --agent-timeout 60: %s", stderr)
+	assert.Equal(t, 1, levels["ERROR"], "the final error: %s", stderr)
+	assert.GreaterOrEqual(t, levels["INFO"], 2)
+	assert.Contains(t, lines[len(lines)-1], `"msg":"no machine registered within 1s"`)
+}
+
+// TestLogFormatText: the text format keeps one readable line with date,
+// time and level; --log-level warn keeps only warnings and errors.
+func TestLogFormatText(t *testing.T) {
+	e := newServerEnv(t)
+	args := append([]string{"deploy", "--key-file", e.keyFile, "--image", e.keyFile, "--macs", "52:54:00:00:00:01", "--wait", "1s", "--linger", "0s", "--agent-timeout", "60"}, e.args()...)
+	code, _, stderr := runHerd(t, args...)
+	assert.Equal(t, ExitFailed, code, stderr)
+	assert.Regexp(t, `(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO deploy: waiting up to 1s for 1 machine\(s\) to register session=herd$`, stderr)
+	assert.Regexp(t, `(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d WARN --agent-timeout 60: a bare number of seconds is deprecated; write a duration, like 1m$`, stderr)
+	assert.Equal(t, "herd: no machine registered within 1s", lastLine(stderr))
+
+	code, _, stderr = runHerd(t, append([]string{"--log-level", "warn"}, args...)...)
+	assert.Equal(t, ExitFailed, code, stderr)
+	assert.NotContains(t, stderr, " INFO ")
+	assert.Contains(t, stderr, " WARN --agent-timeout 60")
+
+	for _, bad := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}} {
+		code, _, stderr = runHerd(t, append(bad, "key", "show-id", e.keyFile)...)
+		assert.Equal(t, ExitUsage, code, stderr)
+		assert.Contains(t, stderr, bad[0])
+	}
 }

@@ -191,7 +191,7 @@ func TestSendDollyFlag(t *testing.T) {
 		assert.Equal(t, ExitUsage, code, flag)
 		assert.Contains(t, stderr, cfg+":8: 'clients 2' on line 6 but only 1 client lines", flag)
 		if flag == "--config" {
-			assert.Contains(t, stderr, "herd: warning: --config is deprecated: use -f/--dolly")
+			assert.Contains(t, stderr, "WARN --config is deprecated: use -f/--dolly")
 		}
 	}
 }

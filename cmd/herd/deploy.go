@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -142,7 +143,8 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	}
 	// Log lines and power command output share stderr.
 	stderr = syncio.NewWriter(stderr)
-	logf := lineLogger(stderr)
+	log := loggerFrom(ctx, stderr).With("session", o.pxe.session)
+	logf := printfAt(log, slog.LevelInfo)
 	svcLog := logf
 	if o.pxe.quiet {
 		svcLog = nil
@@ -165,7 +167,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	popts, err := o.pxe.options(svcLog, logf)
+	popts, err := o.pxe.options(svcLog, printfAt(log, slog.LevelWarn))
 	if err != nil {
 		return err
 	}

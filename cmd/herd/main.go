@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -37,10 +36,15 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
-	return exitCode(err, stderr)
+	errOut := stderr
+	if f := root.PersistentFlags().Lookup("log-format"); f != nil && f.Value.String() == "json" {
+		errOut = jsonErrorWriter{stderr}
+	}
+	return exitCode(err, errOut)
 }
 
 func newRootCmd() *cobra.Command {
+	var lf logFlags
 	root := &cobra.Command{
 		Use:           "herd",
 		Short:         "Clone an operating system from one golden node to a whole cluster",
@@ -61,12 +65,19 @@ func newRootCmd() *cobra.Command {
 					}
 				}
 			}
+			logger, err := lf.newLogger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			cmd.SetContext(withLogFlags(cmd.Context(), lf))
 			for _, w := range deprecationWarnings(cmd.Flags()) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "herd: warning: %s\n", w)
+				logger.Warn(w)
 			}
 			return nil
 		},
 	}
+	root.PersistentFlags().StringVar(&lf.format, "log-format", "text", "log lines on stderr: text (date, time, level, message, key=value) or json (one object per line: time, level, msg, session, node, ...)")
+	root.PersistentFlags().StringVar(&lf.level, "log-level", "info", "least level of the log lines shown: debug, info, warn or error")
 	root.PersistentFlags().String("config", defaultConfigPath, "config file holding flag defaults for every command (YAML, see docs/config.md; also $"+configEnv+"); the default file is read only if it exists")
 	// One constructor per subcommand file.
 	root.AddCommand(

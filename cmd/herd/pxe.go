@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strconv"
@@ -74,8 +75,9 @@ chain of their own: herd send --in STAGE2.cpio.gz --out /stage2 --cook.`,
 }
 
 func runPXEServe(ctx context.Context, p *pxeFlags, logw io.Writer) error {
-	alarmf := lineLogger(logw)
-	logf := alarmf
+	log := loggerFrom(ctx, logw).With("session", p.session)
+	alarmf := printfAt(log, slog.LevelWarn)
+	logf := printfAt(log, slog.LevelInfo)
 	if p.quiet {
 		logf = nil
 	}

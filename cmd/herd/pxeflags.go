@@ -1,14 +1,11 @@
 package main
 
 import (
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -260,14 +257,4 @@ func (p *pxeFlags) checkPorts() error {
 		return err
 	}
 	return checkPort("agent-port", p.agentPort, 1)
-}
-
-// lineLogger serializes log lines from the services onto w.
-func lineLogger(w io.Writer) func(string, ...any) {
-	var mu sync.Mutex
-	return func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(w, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -133,23 +134,23 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) (err 
 		writes = "disk " + o.files.disk + " (--files)"
 	}
 	if o.insecure {
-		fmt.Fprintf(stderr, "herd recv: WARNING: --insecure: any machine that reaches %s can write here (%s), unauthenticated and in clear\n", o.listen, writes)
+		loggerFrom(ctx, stderr).Warn(fmt.Sprintf("recv: --insecure: any machine that reaches %s can write here (%s), unauthenticated and in clear", o.listen, writes))
 	}
 	l, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return exitError{code: ExitFailed, err: err} // "listen tcp ADDR: why"
 	}
 	defer l.Close()
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(stderr, "herd recv: "+format+"\n", args...)
-	}
+	log := loggerFrom(ctx, stderr)
+	recvLogf := printfAt(log, slog.LevelInfo)
+	logf := func(format string, args ...any) { recvLogf("recv: "+format, args...) }
 	o.sink.ctx, o.sink.logf = ctx, logf // cooked items stop with the receiver and say what they left out
 	if !o.json {
 		id := "NO KEY (--insecure)"
 		if key != nil {
 			id = "key " + keyID(key)
 		}
-		fmt.Fprintf(stderr, "herd recv: waiting for a session on %s; %s; writes: %s\n", l.Addr(), id, writes)
+		log.Info(fmt.Sprintf("recv: waiting for a session on %s; %s; writes: %s", l.Addr(), id, writes))
 	}
 	var lastPrint time.Time
 	progress := func(st ring.NodeStatus) {
@@ -157,7 +158,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) (err 
 			return
 		}
 		lastPrint = time.Now()
-		fmt.Fprintf(stderr, "herd recv: node %d %s %s %s\n", st.Index+1, st.State, humanBytes(st.Bytes), humanRate(st.Rate))
+		log.Info(fmt.Sprintf("recv: node %d %s %s %s", st.Index+1, st.State, humanBytes(st.Bytes), humanRate(st.Rate)), "node", st.Index+1)
 	}
 	open := refuseFileLevel(func(it ring.Item) (ring.Sink, error) { return openReadableSink(it, o.sink) })
 	if fr != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -95,7 +96,7 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 }
 
 // insecureSendWarning is printed on stderr by every herd send --insecure.
-const insecureSendWarning = "herd: WARNING: --insecure: no key: anyone on the network can read and alter this session; only nodes started with herd recv --insecure take it"
+const insecureSendWarning = "--insecure: no key: anyone on the network can read and alter this session; only nodes started with herd recv --insecure take it"
 
 // session is what a config or the flags describe, checked but not opened.
 type session struct {
@@ -105,7 +106,7 @@ type session struct {
 
 // buildSession turns -f DOLLYCFG or --to/--in/--out into a session. Errors
 // are usage errors: nothing has been opened or sent yet.
-func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
+func buildSession(ctx context.Context, o sendOptions, stderr io.Writer) (*session, error) {
 	if o.files.enabled {
 		return buildFilesSession(o)
 	}
@@ -122,7 +123,7 @@ func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
 			return nil, usageError{err}
 		}
 		for _, w := range cfg.Warnings {
-			fmt.Fprintf(stderr, "herd: %s: %s\n", o.config, w)
+			loggerFrom(ctx, stderr).Warn(fmt.Sprintf("%s: %s", o.config, w))
 		}
 		s := &session{items: cfg.Items}
 		for _, c := range cfg.Clients {
@@ -161,7 +162,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) (err 
 			}
 		}()
 	}
-	s, err := buildSession(o, stderr)
+	s, err := buildSession(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
@@ -224,16 +225,17 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) (err 
 		progressOut = stdout
 	}
 	progress := newProgress(progressOut, tty && !o.json, o.json, o.verbose)
-	logf := func(format string, args ...any) {
-		if o.verbose {
-			fmt.Fprintf(stderr, "herd: "+format+"\n", args...)
-		}
+	log := loggerFrom(ctx, stderr)
+	// The chain's events: shown with --verbose, else at --log-level debug.
+	logf := printfAt(log, slog.LevelDebug)
+	if o.verbose {
+		logf = printfAt(log, slog.LevelInfo)
 	}
 	if o.insecure {
-		fmt.Fprintln(stderr, insecureSendWarning)
+		log.Warn(insecureSendWarning)
 	}
 	if !o.json {
-		fmt.Fprintf(stderr, "herd: sending %d item(s) to %d node(s): %s\n", len(items), len(s.clients), strings.Join(s.clients, " "))
+		log.Info(fmt.Sprintf("sending %d item(s) to %d node(s): %s", len(items), len(s.clients), strings.Join(s.clients, " ")))
 	}
 	var session ring.SessionID
 	var dataKey []byte
@@ -248,7 +250,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) (err 
 		}
 		session, dataKey = r.Session, r.DataKey
 		if r.Resumed && !o.json {
-			fmt.Fprintf(stderr, "herd: resuming session %x from %s\n", r.Session[:4], o.resume)
+			log.Info(fmt.Sprintf("resuming session %x from %s", r.Session[:4], o.resume), "session", fmt.Sprintf("%x", r.Session[:4]))
 		}
 	}
 	rep, err := ring.Send(ctx, ring.SenderConfig{
