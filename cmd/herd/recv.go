@@ -173,7 +173,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) (err 
 		Progress:    progress,
 		Logf:        logf,
 	})
-	reportFiles(fr, stderr)
+	reportFiles(ctx, fr, stderr)
 	if st != nil {
 		if o.json {
 			ok := err == nil && st.State == ring.StateDone
