@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -301,4 +302,27 @@ func TestLogFormatText(t *testing.T) {
 		assert.Equal(t, ExitUsage, code, stderr)
 		assert.Contains(t, stderr, bad[0])
 	}
+}
+
+func TestPrintfAtLevelsAndMAC(t *testing.T) {
+	var buf strings.Builder
+	l, err := logFlags{format: "json", level: "debug"}.newLogger(&buf)
+	require.NoError(t, err)
+	info := printfAt(l.With("session", "s1"), slog.LevelInfo)
+	info("deploy: %s registered from %s", "52:54:00:AB:00:01", "10.0.0.5")
+	info("deploy: warning: --allow-unknown: anyone can join")
+	info("chain 52:54:00:00:00:01 then 52:54:00:00:00:02")
+	var recs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var r map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &r), line)
+		recs = append(recs, r)
+	}
+	require.Len(t, recs, 3)
+	assert.Equal(t, "INFO", recs[0]["level"])
+	assert.Equal(t, "52:54:00:ab:00:01", recs[0]["mac"])
+	assert.Equal(t, "s1", recs[0]["session"])
+	assert.Equal(t, "WARN", recs[1]["level"])
+	assert.NotContains(t, recs[1], "mac")
+	assert.NotContains(t, recs[2], "mac", "two machines: no one mac")
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -69,11 +70,35 @@ func loggerFrom(ctx context.Context, w io.Writer) *slog.Logger {
 }
 
 // printfAt adapts l to the printf-style log functions the packages take
-// (ring, pxe, deploy): each call is one record at level.
+// (ring, pxe, deploy): each call is one record at level, raised to warn
+// when the message says it is a warning. A message that names one
+// machine by its MAC gets it as the attribute mac, so a collector can
+// follow one machine.
 func printfAt(l *slog.Logger, level slog.Level) func(string, ...any) {
 	return func(format string, args ...any) {
-		l.Log(context.Background(), level, fmt.Sprintf(format, args...))
+		msg := fmt.Sprintf(format, args...)
+		lv := level
+		if lv < slog.LevelWarn && (strings.Contains(msg, "warning:") || strings.Contains(msg, "WARNING")) {
+			lv = slog.LevelWarn
+		}
+		l.Log(context.Background(), lv, msg, macAttr(msg)...)
 	}
+}
+
+var macRE = regexp.MustCompile(`\b[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\b`)
+
+// macAttr returns the attribute mac when msg names exactly one MAC.
+func macAttr(msg string) []any {
+	ms := macRE.FindAllString(msg, -1)
+	if len(ms) == 0 {
+		return nil
+	}
+	for _, m := range ms[1:] {
+		if !strings.EqualFold(m, ms[0]) {
+			return nil
+		}
+	}
+	return []any{"mac", strings.ToLower(ms[0])}
 }
 
 // textHandler writes one readable line per record: date and time, level,
