@@ -224,3 +224,23 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestConfigDocSample: the example of docs/config.md is a valid config
+// for every command it names.
+func TestConfigDocSample(t *testing.T) {
+	noDefaultConfig(t)
+	doc, err := os.ReadFile("../../docs/config.md")
+	require.NoError(t, err)
+	text := string(doc)
+	i := strings.Index(text, "```yaml\n# /etc/herd/herd.yaml")
+	require.GreaterOrEqual(t, i, 0, "the example")
+	body := text[i+len("```yaml\n"):]
+	body = body[:strings.Index(body, "```")]
+	cfg := writeConfig(t, body)
+	t.Setenv(configEnv, cfg) // herd send's --config is its Dolly config
+	for _, c := range [][]string{{"deploy"}, {"pxe", "serve"}, {"recv"}, {"send"}, {"pxe", "list"}} {
+		code, stderr, got := flagsAfterConfig(t, c, "session", "image", "known-only", "allow", "key-file")
+		require.Equal(t, ExitOK, code, "%v: %s", c, stderr)
+		assert.Equal(t, "/etc/herd/key", got["key-file"], "%v", c)
+	}
+}
