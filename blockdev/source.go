@@ -112,7 +112,7 @@ type Source struct {
 func OpenSource(path string, opts SourceOptions) (*Source, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open source %s: %w", path, err)
+		return nil, err // a *fs.PathError: "open PATH: why"
 	}
 	s, err := newSource(f, opts)
 	if err != nil {

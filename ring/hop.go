@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -417,7 +418,7 @@ func dialOnce(ctx context.Context, dial func(context.Context, string, string) (n
 			return nil, ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect %s: %w", addr, err)
+			return nil, &dialError{addr: addr, err: err}
 		}
 		select {
 		case <-time.After(dialRetry):
@@ -426,6 +427,30 @@ func dialOnce(ctx context.Context, dial func(context.Context, string, string) (n
 		}
 	}
 }
+
+// dialError is a failed connection to addr. Its text names the address
+// and the cause once ("connect 10.0.0.1:9998: connection refused"), where
+// the net package's error would repeat both; Unwrap gives that error, so
+// errors.Is and errors.As still see everything it holds.
+type dialError struct {
+	addr string
+	err  error
+}
+
+func (e *dialError) Error() string {
+	cause := e.err
+	var op *net.OpError
+	if errors.As(cause, &op) && op.Err != nil {
+		cause = op.Err
+		var sys *os.SyscallError
+		if errors.As(cause, &sys) && sys.Err != nil {
+			cause = sys.Err
+		}
+	}
+	return fmt.Sprintf("connect %s: %v", e.addr, cause)
+}
+
+func (e *dialError) Unwrap() error { return e.err }
 
 // isAuthFailure reports whether err says a peer failed authentication.
 func isAuthFailure(err error) bool {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/herd-cluster/herd/ring/core"
@@ -160,7 +161,9 @@ func Send(ctx context.Context, cfg SenderConfig) (*Report, error) {
 		return rep, fmt.Errorf("send session: %s", reason)
 	}
 	if !sender.Reached() {
-		return rep, fmt.Errorf("%w: %s", ErrUnreachable, rep.Nodes[0].Err)
+		// The node's reason starts with "unreachable", which the
+		// sentinel already says.
+		return rep, fmt.Errorf("%w: %s", ErrUnreachable, strings.TrimPrefix(rep.Nodes[0].Err, "unreachable: "))
 	}
 	return rep, nil
 }

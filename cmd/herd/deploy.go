@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/herd-cluster/herd/pxe/agent"
 	"github.com/herd-cluster/herd/pxe/deploy"
 	"github.com/herd-cluster/herd/pxe/httpboot"
+	"github.com/herd-cluster/herd/ring/report"
 )
 
 type deployOptions struct {
@@ -111,7 +113,7 @@ who asks for a listed machine's boot file before that machine boots can still
 register in its place and get the chain key; the real machine's registration
 then raises the alarm. See docs/security.md.
 ` + exitHelp,
-		Example: `  herd deploy -i eth1 -n 10.0.1 --boot-dir /srv/herd/boot --nodes 8 --image golden.img.zst --disk /dev/sda
+		Example: `  herd deploy -i eth1 --net 10.0.1 --boot-dir /srv/herd/boot --nodes 8 --image golden.img.zst --disk /dev/sda
   herd deploy -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --macs 52:54:00:00:00:01,52:54:00:00:00:02 --image golden.img --disk /dev/vda --power-cmd 'virsh reset {name}'
   herd deploy -i eth1 --boot-dir /srv/herd/boot --inventory /etc/herd/inventory.yaml --bmc --image golden.img.zst`,
 		Args: cobra.NoArgs,
@@ -121,7 +123,7 @@ then raises the alarm. See docs/security.md.
 	}
 	f := cmd.Flags()
 	addPXEFlags(f, &o.pxe)
-	f.IntVar(&o.nodes, "nodes", 0, "number of machines to wait for (default: the number of --macs)")
+	f.IntVarP(&o.nodes, "nodes", "n", 0, "number of machines to wait for (default: the number of --macs)")
 	f.StringVar(&o.image, "image", "", "raw image (or compressed image) every node writes to --disk")
 	f.StringVar(&o.pxe.keyFile, "key-file", "", "session key file for the chain and the agent API; it reaches the agents only sealed in the answers to their registrations (default: a fresh random key for this run)")
 	f.DurationVar(&o.wait, "wait", 10*time.Minute, "how long to wait for the machines to register")
@@ -145,10 +147,23 @@ then raises the alarm. See docs/security.md.
 
 // runDeploy checks the flags, starts the PXE services, runs a
 // deploy.Deployer with the in-process chain and prints its result.
-func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) error {
+func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) (err error) {
+	if o.json {
+		// --json ends with the deploy line, also when the deploy stopped
+		// before it had a result.
+		printed := false
+		stdout = onWrite(stdout, func() { printed = true })
+		defer func() {
+			if err != nil && !printed {
+				no := false
+				writeJSON(stdout, report.Event{Event: report.Deploy, OK: &no, Error: err.Error()})
+			}
+		}()
+	}
 	// Log lines and power command output share stderr.
 	stderr = syncio.NewWriter(stderr)
-	logf := lineLogger(stderr)
+	log := loggerFrom(ctx, stderr).With("session", o.pxe.session)
+	logf := printfAt(log, slog.LevelInfo)
 	svcLog := logf
 	if o.pxe.quiet {
 		svcLog = nil
@@ -178,7 +193,7 @@ func runDeploy(ctx context.Context, o *deployOptions, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	popts, err := o.pxe.options(svcLog, logf)
+	popts, err := o.pxe.options(svcLog, printfAt(log, slog.LevelWarn))
 	if err != nil {
 		return err
 	}

@@ -4,12 +4,15 @@ package main
 // glue between the commands and package filelevel.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/spf13/pflag"
@@ -66,9 +69,10 @@ func filesItems(ctx context.Context, o filesSendOptions, stderr io.Writer, repor
 	if err != nil {
 		return nil, nil, usageError{fmt.Errorf("read desc: %w", err)}
 	}
+	log := loggerFrom(ctx, stderr)
 	s, err := filelevel.NewSender(ctx, string(text), filelevel.SendOptions{
 		From: o.from, Excludes: o.excludes, KeepUUIDs: o.keepUUIDs, NoVerify: o.noDigests,
-		Logf: func(format string, args ...any) { fmt.Fprintf(stderr, "herd: "+format+"\n", args...) },
+		Logf: printfAt(log, slog.LevelInfo),
 	})
 	if err != nil {
 		return nil, nil, usageError{fmt.Errorf("%s: %w", o.desc, err)}
@@ -77,7 +81,7 @@ func filesItems(ctx context.Context, o filesSendOptions, stderr io.Writer, repor
 	stats := make([]sourceStats, len(items))
 	stats[0] = sourceStats{Item: items[0].Name, Method: "header"}
 	if report {
-		fmt.Fprintf(stderr, "herd: file-level copy of %s (%s) from %s\n", o.desc, strings.Join(s.Header.Mounts, " "), o.from)
+		log.Info(fmt.Sprintf("file-level copy of %s (%s) from %s", o.desc, strings.Join(s.Header.Mounts, " "), o.from))
 	}
 	for i := range items[1:] {
 		it, st := &items[i+1], &stats[i+1]
@@ -92,8 +96,8 @@ func filesItems(ctx context.Context, o filesSendOptions, stderr io.Writer, repor
 				ts := s.Stats()[m]
 				st.UsedBytes, st.DeviceBytes = ts.Bytes, ts.Bytes+ts.SparseHoles
 				if report {
-					fmt.Fprintf(stderr, "herd: %s: %d files, %d dirs, %d links, %d symlinks, %s of data (%s of holes not sent), %d excluded, %d mount points sent empty\n",
-						m, ts.Files, ts.Dirs, ts.Links, ts.Symlinks, humanBytes(ts.Bytes), humanBytes(ts.SparseHoles), ts.Excluded, ts.Skipped)
+					log.Info(fmt.Sprintf("%s: %d files, %d dirs, %d links, %d symlinks, %s of data (%s of holes not sent), %d excluded, %d mount points sent empty",
+						m, ts.Files, ts.Dirs, ts.Links, ts.Symlinks, humanBytes(ts.Bytes), humanBytes(ts.SparseHoles), ts.Excluded, ts.Skipped))
 				}
 			}}, nil
 		}
@@ -157,7 +161,7 @@ func (o filesRecvOptions) receiver(ctx context.Context, root string, verify bool
 	}
 	r, err := filelevel.NewReceiver(ctx, filelevel.ReceiverOptions{
 		Disk: o.disk, Hooks: o.hooks, Staging: o.staging, NoBootloader: o.noBootloader, DropCache: verify,
-		Log: prefixWriter{w: stderr, prefix: "herd recv: "},
+		Log: &logLineWriter{log: loggerFrom(ctx, stderr), prefix: "recv: "},
 	})
 	if err != nil {
 		return nil, exitError{code: ExitFailed, err: err}
@@ -177,7 +181,7 @@ func refuseFileLevel(open func(ring.Item) (ring.Sink, error)) func(ring.Item) (r
 }
 
 // reportFiles prints what the file-level receiver did.
-func reportFiles(r *filelevel.Receiver, stderr io.Writer) {
+func reportFiles(ctx context.Context, r *filelevel.Receiver, stderr io.Writer) {
 	if r == nil {
 		return
 	}
@@ -202,8 +206,8 @@ func reportFiles(r *filelevel.Receiver, stderr io.Writer) {
 	if res.FromDisk {
 		from = "disk"
 	}
-	fmt.Fprintf(stderr, "herd recv: file-level copy %s: %s; %d files verified (%s); %d fix-ups; boot loader: %s; hooks: %d\n",
-		state, strings.Join(fs, " "), res.Verified, from, len(res.Changes), orNone(res.Bootloader), len(res.Hooks))
+	loggerFrom(ctx, stderr).Info(fmt.Sprintf("recv: file-level copy %s: %s; %d files verified (%s); %d fix-ups; boot loader: %s; hooks: %d",
+		state, strings.Join(fs, " "), res.Verified, from, len(res.Changes), orNone(res.Bootloader), len(res.Hooks)))
 }
 
 func orNone(s string) string {
@@ -213,20 +217,30 @@ func orNone(s string) string {
 	return s
 }
 
-// prefixWriter writes every line with a prefix.
-type prefixWriter struct {
-	w      io.Writer
+// logLineWriter logs every line written to it (a hook's output, the
+// file-level receiver's messages) as one record, with a prefix.
+type logLineWriter struct {
+	log    *slog.Logger
 	prefix string
+	mu     sync.Mutex
+	buf    []byte
 }
 
-func (p prefixWriter) Write(b []byte) (int, error) {
-	for _, l := range strings.SplitAfter(string(b), "\n") {
-		if l == "" {
-			continue
+func (w *logLineWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, b...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
 		}
-		if _, err := io.WriteString(p.w, p.prefix+l); err != nil {
-			return 0, err
-		}
+		w.log.Info(w.prefix + string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+	if len(w.buf) > 64<<10 { // a very long line without an end
+		w.log.Info(w.prefix + string(w.buf))
+		w.buf = nil
 	}
 	return len(b), nil
 }

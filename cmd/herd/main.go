@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -35,16 +36,49 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
-	return exitCode(err, stderr)
+	errOut := stderr
+	if f := root.PersistentFlags().Lookup("log-format"); f != nil && f.Value.String() == "json" {
+		errOut = jsonErrorWriter{stderr}
+	}
+	return exitCode(err, errOut)
 }
 
 func newRootCmd() *cobra.Command {
+	var lf logFlags
 	root := &cobra.Command{
 		Use:           "herd",
 		Short:         "Clone an operating system from one golden node to a whole cluster",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Before every command: the config file's values for the flags
+		// its command line left alone, then warnings for deprecated
+		// values.
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Name() != "help" && !strings.HasPrefix(cmd.Name(), "__complete") {
+				cfg, err := loadConfig(cmd.Root())
+				if err != nil {
+					return err
+				}
+				if cfg != nil {
+					if err := applyConfig(cmd.Root(), cmd, cfg); err != nil {
+						return err
+					}
+				}
+			}
+			logger, err := lf.newLogger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			cmd.SetContext(withLogFlags(cmd.Context(), lf))
+			for _, w := range deprecationWarnings(cmd.Flags()) {
+				logger.Warn(w)
+			}
+			return nil
+		},
 	}
+	root.PersistentFlags().StringVar(&lf.format, "log-format", "text", "log lines on stderr: text (date, time, level, message, key=value) or json (one object per line: time, level, msg, session, node, ...)")
+	root.PersistentFlags().StringVar(&lf.level, "log-level", "info", "least level of the log lines shown: debug, info, warn or error")
+	root.PersistentFlags().String("config", defaultConfigPath, "config file holding flag defaults for every command (YAML, see docs/config.md; also $"+configEnv+"); the default file is read only if it exists")
 	// One constructor per subcommand file.
 	root.AddCommand(
 		newPXECmd(), newDeployCmd(),

@@ -23,10 +23,11 @@ type powerOptions struct {
 func newPowerCmd() *cobra.Command {
 	var o powerOptions
 	cmd := &cobra.Command{
-		Use:   "power (on|off|cycle|status|pxe-once|disk) (MACHINE... | --all) --inventory FILE",
+		Use:   "power (on|off|cycle|status|pxe-once|disk) (HOSTLIST... | --all) --inventory FILE",
 		Short: "Power machines on, off or through a cycle, or set what they boot, through their BMCs",
 		Long: `Power drives the BMCs of the machines named (by name or MAC) in --inventory,
-or of one BMC given by --bmc ADDR --credentials FILE, all at once:
+or of one BMC given by --bmc ADDR --credentials FILE, all at once. Names may
+be hostlists: node[01-16], node[1-3,7],gpu[1-2], rack[1-2]-n[01-04].
 
   on, off, cycle  power (cycle powers on a machine that is off)
   status          print each machine's power state
@@ -42,6 +43,7 @@ inventory entry says firmware: uefi get UEFI boot overrides.
 Exit codes: 0 every machine done, 1 some failed, 2 usage, 3 all failed.`,
 		Example: `  herd power status --all --inventory /etc/herd/inventory.yaml
   herd power cycle node01 node02 --inventory /etc/herd/inventory.yaml
+  herd power on 'node[01-16]' --inventory /etc/herd/inventory.yaml
   herd power pxe-once --bmc ipmi://10.0.1.101 --credentials /etc/herd/bmc.cred`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -159,7 +161,15 @@ func powerTargets(o *powerOptions, names []string) ([]powerTarget, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	ms, err := inv.Select(names)
+	var expanded []string
+	for _, n := range names {
+		e, err := inventory.ExpandHostlist(n)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		expanded = append(expanded, e...)
+	}
+	ms, err := inv.Select(expanded)
 	if err != nil {
 		return nil, usageError{err}
 	}

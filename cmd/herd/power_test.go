@@ -73,6 +73,11 @@ func TestPower(t *testing.T) {
 	assert.Equal(t, [2]string{"Hdd", "Continuous"}, [2]string{l.bmc1.Target, l.bmc1.Enabled})
 	l.bmc1.Unlock()
 
+	// Hostlists name several machines.
+	code, out, _ = runHerd(t, "power", "status", "node[01-02]", "--inventory", l.inv)
+	assert.Equal(t, ExitPartial, code, out)
+	assert.Regexp(t, `^node01\s+on\nnode02\s+KO\s+bmc: .*401 Unauthorized`, out)
+
 	// One BMC without an inventory.
 	code, out, stderr = runHerd(t, "power", "status", "--bmc", "redfish://127.0.0.1:1", "--credentials", filepath.Join(l.dir, "redfish.cred"))
 	assert.Equal(t, ExitFailed, code, stderr)
@@ -90,6 +95,8 @@ func TestPowerUsage(t *testing.T) {
 		"names and all":      {"status", "node01", "--all", "--inventory", l.inv},
 		"no inventory":       {"status", "node01"},
 		"unknown machine":    {"status", "node09", "--inventory", l.inv},
+		"hostlist beyond":    {"status", "node[01-09]", "--inventory", l.inv},
+		"bad hostlist":       {"status", "node[1-", "--inventory", l.inv},
 		"machine no bmc":     {"on", "node01", "node03", "--inventory", l.inv},
 		"all has no-bmc one": {"on", "--all", "--inventory", l.inv},
 		"bad bmc":            {"on", "--bmc", "http://x", "--credentials", open},
@@ -118,7 +125,7 @@ func TestDeployBMC(t *testing.T) {
 	require.NoError(t, os.WriteFile(image, []byte("image"), 0o644))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d := e.startDeploy(t, ctx, "--inventory", l.inv, "--machines", "node01,node02", "--bmc", "--image", image, "--wait", "3s")
+	d := e.startDeploy(t, ctx, "--inventory", l.inv, "--machines", "node[01-02]", "--bmc", "--image", image, "--wait", "3s")
 	assert.Equal(t, ExitFailed, d.wait(t, ctx), d.stderr.String())
 	assert.Regexp(t, `52:54:00:00:01:01\s+KO\s+new\s+did not register`, d.stdout.String())
 	assert.Regexp(t, `52:54:00:00:01:02\s+KO\s+failed\s+power: boot from pxe: bmc: .*401 Unauthorized`, d.stdout.String())
@@ -139,6 +146,8 @@ func TestDeployBMCUsage(t *testing.T) {
 		"macs and inventory":    {"--inventory", l.inv, "--macs", "52:54:00:00:00:01"},
 		"machines alone":        {"--machines", "node01", "--macs", "52:54:00:00:00:01"},
 		"unknown machine":       {"--inventory", l.inv, "--machines", "node09"},
+		"hostlist beyond":       {"--inventory", l.inv, "--machines", "node[01-04]"},
+		"bad hostlist":          {"--inventory", l.inv, "--machines", "node[02-01]"},
 		"bad inventory":         {"--inventory", e.keyFile},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -150,4 +159,20 @@ func TestDeployBMCUsage(t *testing.T) {
 	l.bmc1.Lock()
 	defer l.bmc1.Unlock()
 	assert.Empty(t, l.bmc1.Requests)
+}
+
+// TestMachinesHostlist: --machines of herd deploy and herd pxe serve is a
+// hostlist of the inventory's names.
+func TestMachinesHostlist(t *testing.T) {
+	l := newBMCLab(t)
+	p := pxeFlags{inventory: l.inv, machines: "node[02-03],node01"}
+	macs, err := p.macList()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"52:54:00:00:01:02", "52:54:00:00:01:03", "52:54:00:00:01:01"}, macs)
+
+	p = pxeFlags{inventory: l.inv, machines: "node[3-1]"}
+	_, err = p.macList()
+	var ue usageError
+	require.ErrorAs(t, err, &ue)
+	assert.Contains(t, err.Error(), "--machines: inventory: bad hostlist: \"node[3-1]\": range 3-1 goes down")
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strconv"
@@ -61,7 +62,7 @@ and get the chain key: a warning says so). See docs/security.md.
 
 With a stage 2 (--append herd.stage2=1) the agents first receive it through a
 chain of their own: herd send --in STAGE2.cpio.gz --out /stage2 --cook.`,
-		Example: `  herd pxe serve -i eth1 -p 10.0.1.21 -n 10.0.1 -w 10.0.1.253 -s 10.0.1.253 --boot-dir /srv/herd/boot --key-file /etc/herd/key --macs 52:54:00:12:34:56,52:54:00:12:34:57
+		Example: `  herd pxe serve -i eth1 -p 10.0.1.21 --net 10.0.1 -w 10.0.1.253 -s 10.0.1.253 --boot-dir /srv/herd/boot --key-file /etc/herd/key --macs 52:54:00:12:34:56,52:54:00:12:34:57
   herd pxe serve -i eth0 --dhcp proxy --boot-dir /srv/herd/boot --key-file /etc/herd/key --known-only --macs 52:54:00:12:34:56`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -74,8 +75,9 @@ chain of their own: herd send --in STAGE2.cpio.gz --out /stage2 --cook.`,
 }
 
 func runPXEServe(ctx context.Context, p *pxeFlags, logw io.Writer) error {
-	alarmf := lineLogger(logw)
-	logf := alarmf
+	log := loggerFrom(ctx, logw).With("session", p.session)
+	alarmf := printfAt(log, slog.LevelWarn)
+	logf := printfAt(log, slog.LevelInfo)
 	if p.quiet {
 		logf = nil
 	}
@@ -198,6 +200,9 @@ disk controller's errors or a driver that did not load.`,
 func loadMachines(ctx context.Context, statePath, server, keyFile string) ([]state.Machine, error) {
 	switch {
 	case server != "":
+		if err := checkServerURL("server", server); err != nil {
+			return nil, err
+		}
 		key, err := operatorKey(keyFile)
 		if err != nil {
 			return nil, err
@@ -270,6 +275,11 @@ want to choose at the boot prompt. herd pxe serve does not need it: it answers
 each machine with its own generated configuration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if a.Server != "" {
+				if err := checkListen("server", a.Server); err != nil {
+					return err
+				}
+			}
 			if err := a.Validate(); err != nil {
 				return usageError{err}
 			}
@@ -353,6 +363,9 @@ key), discovered (its key is withdrawn).`,
 			}
 			switch {
 			case server != "":
+				if err := checkServerURL("server", server); err != nil {
+					return err
+				}
 				op, err := operatorKey(keyFile)
 				if err != nil {
 					return err

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -27,7 +24,8 @@ type pxeFlags struct {
 	httpPort, tftpPort                                               int
 	biosFile, efiFile, kernel, initrd                                string
 	session, method, disk, keyFile, console, appendArgs              string
-	agentPort, agentTimeout, agentRetries                            int
+	agentPort, agentRetries                                          int
+	agentTimeout                                                     time.Duration
 	menu, knownOnly, allowUnknown, noIPXEScript                      bool
 	stage2                                                           bool // set by herd deploy --stage2: herd.stage2=1
 	macs, inventory, machines                                        string
@@ -44,7 +42,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.StringVarP(&p.serverIP, "server-ip", "p", "", "address nodes reach this server at (default: first IPv4 of --iface)")
 	f.StringVar(&p.dhcpMode, "dhcp", "server", "DHCP mode: server (only DHCP server of the network), proxy (beside an existing one: PXE clients only, no addresses) or off")
 	f.StringVar(&p.rangeS, "range", "", "addresses to hand out in server mode, FIRST-LAST")
-	f.StringVarP(&p.netBase, "net", "n", "", "network base like clone_script -n (10.0.1: range 10.0.1.100-10.0.1.199, netmask /24)")
+	f.StringVar(&p.netBase, "net", "", "network base like clone_script -n (10.0.1: range 10.0.1.100-10.0.1.199, netmask /24)")
 	f.StringVar(&p.subnet, "netmask", "", "netmask in server mode (default: the interface's)")
 	f.StringVarP(&p.gateway, "gateway", "w", "", "default gateway handed out in server mode")
 	f.StringVarP(&p.dns, "dns", "s", "", "comma-separated DNS servers handed out in server mode")
@@ -62,7 +60,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.IntVar(&p.agentPort, "agent-port", 9998, "port the agents listen on for the chain")
 	f.StringVar(&p.method, "method", "raw", "duplication method the agents run")
 	f.StringVar(&p.disk, "disk", "auto", "disk the nodes write: a /dev path or a rule (auto: the one disk that may be written; model=PAT, serial=PAT, size>=100G, size<=2T, largest, smallest, joined by commas)")
-	f.IntVar(&p.agentTimeout, "agent-timeout", 300, "seconds an agent waits for the server")
+	newDurationFlag(f, &p.agentTimeout, "agent-timeout", 5*time.Minute, "how long an agent waits for the server, a duration like 5m or 90s (a bare number of seconds still works but is deprecated)")
 	f.IntVar(&p.agentRetries, "agent-retries", 3, "attempts before an agent reboots")
 	f.StringVar(&p.console, "console", "ttyS0", "kernel console of the nodes (- for none)")
 	f.StringVar(&p.appendArgs, "append", "", "extra kernel parameters")
@@ -70,7 +68,7 @@ func addPXEFlags(f *pflag.FlagSet, p *pxeFlags) {
 	f.BoolVar(&p.menu, "menu", false, "pxelinux shows the seed's menu (local, herd, kamethod, dolly) instead of booting the agent at once")
 	f.StringVar(&p.macs, "macs", "", "comma-separated MACs of the machines to provision")
 	f.StringVar(&p.inventory, "inventory", "", "inventory file (YAML: name, mac, bmc, credentials, disk… per machine; see docs/bmc.md): its machines are the ones to provision, each with its own disk rule")
-	f.StringVar(&p.machines, "machines", "", "with --inventory: comma-separated names (or MACs) of the machines to provision (default: all of the inventory)")
+	f.StringVar(&p.machines, "machines", "", "with --inventory: the names (or MACs) of the machines to provision, a hostlist like node[01-32],gpu[1-4] (default: all of the inventory)")
 	f.BoolVar(&p.knownOnly, "known-only", false, "answer only the --macs machines and those approved in the state file (DHCP ignores the others)")
 	f.BoolVar(&p.allowUnknown, "allow-unknown", false, "give every machine that PXE-boots here an agent key (without it, machines not in --macs nor approved are listed as discovered and boot their disk); anyone on the provisioning network can then get the chain key")
 	f.BoolVarP(&p.quiet, "quiet", "q", false, "do not log every DHCP, TFTP and HTTP event")
@@ -95,7 +93,11 @@ func (p *pxeFlags) macList() ([]string, error) {
 		if err != nil {
 			return nil, usageError{err}
 		}
-		sel, err := inv.Select(splitList(p.machines))
+		names, err := inventory.ExpandHostlist(p.machines)
+		if err != nil {
+			return nil, usagef("--machines: %v", err)
+		}
+		sel, err := inv.Select(names)
 		if err != nil {
 			return nil, usageError{err}
 		}
@@ -145,6 +147,9 @@ func (p *pxeFlags) options(logf, alarmf func(string, ...any)) (pxe.Options, erro
 	if p.knownOnly && p.allowUnknown {
 		return o, usagef("--known-only and --allow-unknown exclude each other")
 	}
+	if err := p.checkPorts(); err != nil {
+		return o, err
+	}
 	if p.bootDir == "" {
 		return o, usagef("--boot-dir is required")
 	}
@@ -157,7 +162,7 @@ func (p *pxeFlags) options(logf, alarmf func(string, ...any)) (pxe.Options, erro
 		BIOSFile: p.biosFile, EFIFile: p.efiFile, Kernel: p.kernel, Initrd: p.initrd, Menu: p.menu, NoIPXEScript: p.noIPXEScript,
 		KnownOnly: p.knownOnly, AllowUnknown: p.allowUnknown, Logf: logf, Alarmf: alarmf, Key: key,
 		Agent: bootcfg.Agent{Session: p.session, Port: p.agentPort, Method: p.method, Disk: p.disk,
-			Timeout: p.agentTimeout, Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs, Stage2: p.stage2},
+			Timeout: wholeSeconds(p.agentTimeout), Retries: p.agentRetries, Console: p.console, Extra: p.appendArgs, Stage2: p.stage2},
 	}
 	if o.MACs, err = p.macList(); err != nil {
 		return o, err
@@ -245,12 +250,13 @@ func (p *pxeFlags) options(logf, alarmf func(string, ...any)) (pxe.Options, erro
 	return o, nil
 }
 
-// lineLogger serializes log lines from the services onto w.
-func lineLogger(w io.Writer) func(string, ...any) {
-	var mu sync.Mutex
-	return func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(w, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+// checkPorts checks the port flags before anything listens.
+func (p *pxeFlags) checkPorts() error {
+	if err := checkPort("http-port", p.httpPort, 1); err != nil {
+		return err
 	}
+	if err := checkPort("tftp-port", p.tftpPort, 0); err != nil {
+		return err
+	}
+	return checkPort("agent-port", p.agentPort, 1)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -79,7 +80,19 @@ Exit codes:
 	return cmd
 }
 
-func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error {
+func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) (err error) {
+	// --json ends with a summary line whatever happens: when no session
+	// ran, one with ok=false and the reason.
+	summarized := false
+	if o.json {
+		defer func() {
+			if err != nil && !summarized {
+				no := false
+				writeJSON(stdout, report.Event{Event: report.Summary, OK: &no, Error: err.Error(), Insecure: o.insecure,
+					Nodes: []report.Node{{Index: -1, Addr: o.listen, State: string(ring.StateFailed), Error: err.Error()}}})
+			}
+		}()
+	}
 	// Every usage error comes before anything listens.
 	key, err := recvKey(o)
 	if err != nil {
@@ -98,8 +111,8 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 	if o.sink.conf.AllowsNothing() && !o.files.enabled {
 		return usagef("herd recv would write nothing: say what this node may write with --allow PATTERN (like --allow /dev/sda or --allow '/srv/images/**'), --root DIR, or --files --disk DEV")
 	}
-	if _, _, err := net.SplitHostPort(o.listen); err != nil {
-		return usagef("--listen %q: %v (want ADDR:PORT or :PORT)", o.listen, err)
+	if err := checkListen("listen", o.listen); err != nil {
+		return err
 	}
 	mem, err := units.ParseSize(o.memory)
 	if err != nil {
@@ -121,23 +134,23 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 		writes = "disk " + o.files.disk + " (--files)"
 	}
 	if o.insecure {
-		fmt.Fprintf(stderr, "herd recv: WARNING: --insecure: any machine that reaches %s can write here (%s), unauthenticated and in clear\n", o.listen, writes)
+		loggerFrom(ctx, stderr).Warn(fmt.Sprintf("recv: --insecure: any machine that reaches %s can write here (%s), unauthenticated and in clear", o.listen, writes))
 	}
 	l, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return exitError{code: ExitFailed, err: fmt.Errorf("listen: %w", err)}
+		return exitError{code: ExitFailed, err: err} // "listen tcp ADDR: why"
 	}
 	defer l.Close()
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(stderr, "herd recv: "+format+"\n", args...)
-	}
+	log := loggerFrom(ctx, stderr)
+	recvLogf := printfAt(log, slog.LevelInfo)
+	logf := func(format string, args ...any) { recvLogf("recv: "+format, args...) }
 	o.sink.ctx, o.sink.logf = ctx, logf // cooked items stop with the receiver and say what they left out
 	if !o.json {
 		id := "NO KEY (--insecure)"
 		if key != nil {
 			id = "key " + keyID(key)
 		}
-		fmt.Fprintf(stderr, "herd recv: waiting for a session on %s; %s; writes: %s\n", l.Addr(), id, writes)
+		log.Info(fmt.Sprintf("recv: waiting for a session on %s; %s; writes: %s", l.Addr(), id, writes))
 	}
 	var lastPrint time.Time
 	progress := func(st ring.NodeStatus) {
@@ -145,7 +158,7 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 			return
 		}
 		lastPrint = time.Now()
-		fmt.Fprintf(stderr, "herd recv: node %d %s %s %s\n", st.Index+1, st.State, humanBytes(st.Bytes), humanRate(st.Rate))
+		log.Info(fmt.Sprintf("recv: node %d %s %s %s", st.Index+1, st.State, humanBytes(st.Bytes), humanRate(st.Rate)), "node", st.Index+1)
 	}
 	open := refuseFileLevel(func(it ring.Item) (ring.Sink, error) { return openReadableSink(it, o.sink) })
 	if fr != nil {
@@ -160,11 +173,16 @@ func runRecv(ctx context.Context, o recvOptions, stdout, stderr io.Writer) error
 		Progress:    progress,
 		Logf:        logf,
 	})
-	reportFiles(fr, stderr)
+	reportFiles(ctx, fr, stderr)
 	if st != nil {
 		if o.json {
 			ok := err == nil && st.State == ring.StateDone
-			writeJSON(stdout, report.Event{Event: report.Summary, OK: &ok, Bytes: st.Bytes, Nodes: []report.Node{toJSONNode(*st)}, Insecure: o.insecure})
+			ev := report.Event{Event: report.Summary, OK: &ok, Bytes: st.Bytes, Nodes: []report.Node{toJSONNode(*st)}, Insecure: o.insecure}
+			if err != nil {
+				ev.Error = err.Error()
+			}
+			writeJSON(stdout, ev)
+			summarized = true
 		} else {
 			var parts []string
 			for _, it := range st.Items {

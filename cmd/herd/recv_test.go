@@ -183,7 +183,7 @@ func attack(t *testing.T, insecure bool, allow []string, src, dest string, cook 
 	}
 	code, stdout, stderr := runHerd(t, args...)
 	if insecure {
-		assert.Contains(t, stderr, "WARNING: --insecure")
+		assert.Contains(t, stderr, "WARN --insecure: no key")
 	}
 	return code, lastSummary(t, stdout), guard, other
 }
@@ -251,7 +251,7 @@ func TestRecvAllowListHoldsAgainstTheSender(t *testing.T) {
 				assert.Equal(t, 0, exitOf(t, other))
 				if insecure {
 					assert.Contains(t, guard.stdout.String(), `"insecure":true`, "the node's summary says it")
-					assert.Contains(t, guard.stderr.String(), "WARNING: --insecure: any machine that reaches")
+					assert.Contains(t, guard.stderr.String(), "--insecure: any machine that reaches")
 				}
 			})
 		}

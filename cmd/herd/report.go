@@ -129,3 +129,17 @@ func compressName(c string) string {
 	}
 	return c
 }
+
+// onWrite returns w, calling fn before every write: a command with --json
+// knows from it whether its final line was written.
+func onWrite(w io.Writer, fn func()) io.Writer { return &notifyWriter{w, fn} }
+
+type notifyWriter struct {
+	w  io.Writer
+	fn func()
+}
+
+func (n *notifyWriter) Write(p []byte) (int, error) {
+	n.fn()
+	return n.w.Write(p)
+}

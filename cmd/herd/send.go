@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -43,17 +44,19 @@ type sendOptions struct {
 func newSendCmd() *cobra.Command {
 	var o sendOptions
 	cmd := &cobra.Command{
-		Use:   "send -f CONFIG | send --to HOST[:PORT],... --in SRC --out DST",
+		Use:   "send -f DOLLYCFG | send --to HOST[:PORT],... --in SRC --out DST",
 		Short: "Send items from this (golden) node down the chain to every client",
 		Long: `Send streams one or more items (disk, partition, image or archive) from this
 node to every client listed, through a pipelined TCP chain: this node sends to
 the first client, which writes and forwards to the next, and so on. Every node
 checks a BLAKE3 digest of what it wrote against this node's.
 
-CONFIG is a Dolly config (infile/outfile) or a Dolly+ config (iofiles N with
-"SRC > DST" copied raw and "SRC >> DST" cooked: decompressed or unpacked), then
-server, firstclient, lastclient, clients N, one client per line (host or
-host:port, default port 9998) and endconfig. Without -f, --to, --in and --out
+DOLLYCFG (-f, --dolly) is a Dolly config (infile/outfile) or a Dolly+ config
+(iofiles N with "SRC > DST" copied raw and "SRC >> DST" cooked: decompressed or
+unpacked), then server, firstclient, lastclient, clients N, one client per line
+(host or host:port, default port 9998) and endconfig. (--config is its old,
+deprecated name: herd send reads herd's own config file from $HERD_CONFIG or
+/etc/herd/herd.yaml.) Without -f, --to, --in and --out
 describe one item.
 
 Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
@@ -68,7 +71,11 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.config, "config", "f", "", "Dolly or Dolly+ config file")
+	f.StringVarP(&o.config, "dolly", "f", "", "Dolly or Dolly+ config file")
+	// --config was the Dolly config's long name before herd had a config
+	// file of its own; it still works here, deprecated.
+	f.StringVar(&o.config, "config", "", "deprecated name of --dolly")
+	deprecateFlag(f, "config", "use -f/--dolly FILE for a Dolly config; herd send reads herd's own config file from $"+configEnv+" or "+defaultConfigPath)
 	f.StringVar(&o.keyFile, "key-file", "", "file holding the session key (every node must use the same; herd key new FILE makes one); nodes without it write nothing")
 	f.BoolVar(&o.insecure, "insecure", false, "send without a key, to nodes started with herd recv --insecure (anyone on the network can read and alter the session; nodes with a key refuse it)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "print progress every second, one line per node")
@@ -91,7 +98,7 @@ Progress: bars on a terminal, periodic lines otherwise, JSON lines with --json
 }
 
 // insecureSendWarning is printed on stderr by every herd send --insecure.
-const insecureSendWarning = "herd: WARNING: --insecure: no key: anyone on the network can read and alter this session; only nodes started with herd recv --insecure take it"
+const insecureSendWarning = "--insecure: no key: anyone on the network can read and alter this session; only nodes started with herd recv --insecure take it"
 
 // session is what a config or the flags describe, checked but not opened.
 type session struct {
@@ -99,15 +106,15 @@ type session struct {
 	clients []string
 }
 
-// buildSession turns -f CONFIG or --to/--in/--out into a session. Errors
+// buildSession turns -f DOLLYCFG or --to/--in/--out into a session. Errors
 // are usage errors: nothing has been opened or sent yet.
-func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
+func buildSession(ctx context.Context, o sendOptions, stderr io.Writer) (*session, error) {
 	if o.files.enabled {
 		return buildFilesSession(o)
 	}
 	if o.config != "" {
 		if o.to != "" || o.in != "" || o.out != "" {
-			return nil, usagef("use either -f CONFIG or --to/--in/--out, not both")
+			return nil, usagef("use either -f DOLLYCFG or --to/--in/--out, not both")
 		}
 		data, err := os.ReadFile(o.config)
 		if err != nil {
@@ -118,7 +125,7 @@ func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
 			return nil, usageError{err}
 		}
 		for _, w := range cfg.Warnings {
-			fmt.Fprintf(stderr, "herd: %s: %s\n", o.config, w)
+			loggerFrom(ctx, stderr).Warn(fmt.Sprintf("%s: %s", o.config, w))
 		}
 		s := &session{items: cfg.Items}
 		for _, c := range cfg.Clients {
@@ -128,7 +135,7 @@ func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
 	}
 	switch {
 	case o.to == "" && o.in == "" && o.out == "":
-		return nil, usagef("nothing to send: give -f CONFIG, or --to, --in and --out")
+		return nil, usagef("nothing to send: give -f DOLLYCFG, or --to, --in and --out")
 	case o.to == "":
 		return nil, usagef("--to is required: the clients in chain order")
 	case o.in == "":
@@ -145,11 +152,23 @@ func buildSession(o sendOptions, stderr io.Writer) (*session, error) {
 	return s, nil
 }
 
-func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error {
-	s, err := buildSession(o, stderr)
+func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) (err error) {
+	// --json ends with a summary line whatever happens: when the session
+	// did not run, one with ok=false, every node and the reason.
+	var clients []string
+	summarized := false
+	if o.json {
+		defer func() {
+			if err != nil && !summarized {
+				writeJSON(stdout, failedSendSummary(clients, nil, err, o.insecure))
+			}
+		}()
+	}
+	s, err := buildSession(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
+	clients = s.clients
 	key, err := sendKey(o)
 	if err != nil {
 		return err
@@ -211,16 +230,17 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		progressOut = stdout
 	}
 	progress := newProgress(progressOut, tty && !o.json, o.json, o.verbose)
-	logf := func(format string, args ...any) {
-		if o.verbose {
-			fmt.Fprintf(stderr, "herd: "+format+"\n", args...)
-		}
+	log := loggerFrom(ctx, stderr)
+	// The chain's events: shown with --verbose, else at --log-level debug.
+	logf := printfAt(log, slog.LevelDebug)
+	if o.verbose {
+		logf = printfAt(log, slog.LevelInfo)
 	}
 	if o.insecure {
-		fmt.Fprintln(stderr, insecureSendWarning)
+		log.Warn(insecureSendWarning)
 	}
 	if !o.json {
-		fmt.Fprintf(stderr, "herd: sending %d item(s) to %d node(s): %s\n", len(items), len(s.clients), strings.Join(s.clients, " "))
+		log.Info(fmt.Sprintf("sending %d item(s) to %d node(s): %s", len(items), len(s.clients), strings.Join(s.clients, " ")))
 	}
 	hub, endLive, err := o.live.start(ctx, "send", stderr)
 	if err != nil {
@@ -241,7 +261,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 		}
 		session, dataKey = r.Session, r.DataKey
 		if r.Resumed && !o.json {
-			fmt.Fprintf(stderr, "herd: resuming session %x from %s\n", r.Session[:4], o.resume)
+			log.Info(fmt.Sprintf("resuming session %x from %s", r.Session[:4], o.resume), "session", fmt.Sprintf("%x", r.Session[:4]))
 		}
 	}
 	rep, err := ring.Send(ctx, ring.SenderConfig{
@@ -265,6 +285,10 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	})
 	if err != nil {
 		hub.Finish(false)
+		if o.json {
+			writeJSON(stdout, failedSendSummary(clients, rep, err, o.insecure))
+			summarized = true
+		}
 		if errors.Is(err, ring.ErrConfig) {
 			return usageError{err}
 		}
@@ -274,6 +298,7 @@ func runSend(ctx context.Context, o sendOptions, stdout, stderr io.Writer) error
 	hub.Outcome(verdicts(rep))
 	hub.Finish(failed == 0 && ok > 0)
 	if o.json {
+		summarized = true
 		okAll := failed == 0 && ok > 0
 		ev := report.Event{Event: report.Summary, OK: &okAll, Seconds: rep.Elapsed.Seconds(), Bytes: rep.Bytes, Items: toJSONItems(rep.Items), Stats: stats, Compress: compressName(rep.Compress), WireBytes: rep.WireBytes, Insecure: o.insecure}
 		for _, n := range rep.Nodes {
@@ -316,4 +341,24 @@ func parseTo(to string) ([]string, error) {
 		clients = append(clients, c.Addr())
 	}
 	return clients, nil
+}
+
+// failedSendSummary is the --json summary of a session that did not run to
+// its end: ok=false, err as the reason, every node of rep (or, without a
+// report, every client, failed with err).
+func failedSendSummary(clients []string, rep *ring.Report, err error, insecure bool) report.Event {
+	no := false
+	ev := report.Event{Event: report.Summary, OK: &no, Error: err.Error(), Insecure: insecure}
+	if rep != nil {
+		ev.Seconds, ev.Bytes, ev.Items = rep.Elapsed.Seconds(), rep.Bytes, toJSONItems(rep.Items)
+		ev.Compress, ev.WireBytes = compressName(rep.Compress), rep.WireBytes
+		for _, n := range rep.Nodes {
+			ev.Nodes = append(ev.Nodes, toJSONNode(n))
+		}
+		return ev
+	}
+	for i, c := range clients {
+		ev.Nodes = append(ev.Nodes, report.Node{Index: i, Addr: c, State: string(ring.StateFailed), Error: "not sent: " + err.Error()})
+	}
+	return ev
 }

@@ -130,7 +130,7 @@ func startDeploy(l *lan, dir string, nodes int, extra ...string) *deployRun {
 		"-i", l.bridge, "--server-ip", l.ip, "--range", "10.79.0.100-10.79.0.150", "--netmask", "255.255.255.0",
 		"--tftp-port", "0", "--boot-dir", bootFolder(dir), "--state", filepath.Join(dir, "machines.json"),
 		"--nodes", fmt.Sprint(nodes), "--settle", "5s", "--disk", "/dev/vda", "--session", "e2e",
-		"--agent-timeout", "10", "--agent-retries", "10", "--connect-timeout", "60s",
+		"--agent-timeout", "10s", "--agent-retries", "10", "--connect-timeout", "60s",
 		"--wait", "4m", "--linger", "30s", "--json"}, extra...)
 	d := &deployRun{cmd: exec.Command("ip", args...), done: make(chan struct{})}
 	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.errb

@@ -108,6 +108,10 @@ type Event struct {
 	// the order the chains ran.
 	Machines []Machine `json:"machines,omitempty"`
 	Chains   []Chain   `json:"chains,omitempty"`
+	// Error is why a summary or deploy line says ok=false when the job
+	// stopped before any node could be judged (nothing sent, nothing
+	// listened, the services did not start); "" otherwise.
+	Error string `json:"error,omitempty"`
 }
 
 // IsSummary reports whether ev is a summary (of herd send or herd recv)
