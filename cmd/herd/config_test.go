@@ -244,3 +244,49 @@ func TestConfigDocSample(t *testing.T) {
 		assert.Equal(t, "/etc/herd/key", got["key-file"], "%v", c)
 	}
 }
+
+// TestConfigPackagedSample: the /etc/herd/herd.yaml the package installs
+// is valid as shipped (all commented out) and with every setting
+// uncommented, for every command it names.
+func TestConfigPackagedSample(t *testing.T) {
+	noDefaultConfig(t)
+	raw, err := os.ReadFile("../../packaging/herd.yaml")
+	require.NoError(t, err)
+	// The header (up to the first empty line) is prose; every commented
+	// line after it is a setting.
+	var on []string
+	header := true
+	for _, l := range strings.Split(string(raw), "\n") {
+		if l == "" {
+			header = false
+		}
+		if rest, ok := strings.CutPrefix(l, "# "); ok && !header {
+			l = rest
+		}
+		on = append(on, l)
+	}
+	for name, body := range map[string]string{"as shipped": string(raw), "uncommented": strings.Join(on, "\n")} {
+		cfg := writeConfig(t, body)
+		t.Setenv(configEnv, cfg)
+		for _, c := range [][]string{{"deploy"}, {"pxe", "serve"}, {"recv"}, {"send"}} {
+			code, stderr, got := flagsAfterConfig(t, c, "key-file")
+			require.Equal(t, ExitOK, code, "%s, %v: %s", name, c, stderr)
+			if name == "uncommented" {
+				assert.Equal(t, "/etc/herd/key", got["key-file"], "%v", c)
+			}
+		}
+	}
+}
+
+// herd version and herd gen read no config file: they work whatever the
+// site's file holds (packaging runs them), while other commands refuse it.
+func TestVersionAndGenIgnoreABrokenConfig(t *testing.T) {
+	noDefaultConfig(t)
+	t.Setenv(configEnv, writeConfig(t, "nosuch: 1\n"))
+	var out, errb bytes.Buffer
+	require.Equal(t, ExitOK, run(context.Background(), []string{"version", "--json"}, nil, &out, &errb), errb.String())
+	require.Equal(t, ExitOK, run(context.Background(), []string{"gen", "man", t.TempDir()}, nil, &out, &errb), errb.String())
+	errb.Reset()
+	assert.Equal(t, ExitUsage, run(context.Background(), []string{"key", "show-id", "/nonexistent"}, nil, &out, &errb))
+	assert.Contains(t, errb.String(), `unknown key "nosuch"`)
+}

@@ -22,9 +22,10 @@ const manExitStatus = `0  success
 // write the man pages and shell completions from the command tree.
 func newGenCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:    "gen",
-		Short:  "Write man pages and shell completions (for packaging)",
-		Hidden: true,
+		Annotations: map[string]string{noConfigAnnotation: "yes"},
+		Use:         "gen",
+		Short:       "Write man pages and shell completions (for packaging)",
+		Hidden:      true,
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "man DIR",

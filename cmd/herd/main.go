@@ -54,7 +54,7 @@ func newRootCmd() *cobra.Command {
 		// its command line left alone, then warnings for deprecated
 		// values.
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Name() != "help" && !strings.HasPrefix(cmd.Name(), "__complete") {
+			if cmd.Name() != "help" && !strings.HasPrefix(cmd.Name(), "__complete") && !noConfig(cmd) {
 				cfg, err := loadConfig(cmd.Root())
 				if err != nil {
 					return err
@@ -92,4 +92,19 @@ func newRootCmd() *cobra.Command {
 	)
 	setVersion(root)
 	return root
+}
+
+// noConfigAnnotation marks a command that reads no config file (herd
+// version, herd gen): it must work whatever state the site's file is in,
+// as the packaging runs it to build man pages and completions.
+const noConfigAnnotation = "herd/no-config"
+
+// noConfig reports whether cmd or one of its parents is so marked.
+func noConfig(cmd *cobra.Command) bool {
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Annotations[noConfigAnnotation] != "" {
+			return true
+		}
+	}
+	return false
 }

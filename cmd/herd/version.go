@@ -105,8 +105,9 @@ func setVersion(root *cobra.Command) {
 func newVersionCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "version [--json]",
-		Short: "Print herd's version, commit, commit time and Go version",
+		Annotations: map[string]string{noConfigAnnotation: "yes"},
+		Use:         "version [--json]",
+		Short:       "Print herd's version, commit, commit time and Go version",
 		Long: `Version prints the version of this binary (git describe of the tree it was
 built from, or devel), the commit (with -dirty when the tree had uncommitted
 changes), the commit's time and the Go toolchain that built it. herd --version
