@@ -126,13 +126,19 @@ func bootFolder(dir string) string {
 // ends.
 func startDeploy(l *lan, dir string, nodes int, extra ...string) *deployRun {
 	GinkgoHelper()
-	args := append([]string{"netns", "exec", l.ns, herdBin, "deploy",
+	return runHerdDeploy(l, append([]string{"deploy",
 		"-i", l.bridge, "--server-ip", l.ip, "--range", "10.79.0.100-10.79.0.150", "--netmask", "255.255.255.0",
 		"--tftp-port", "0", "--boot-dir", bootFolder(dir), "--state", filepath.Join(dir, "machines.json"),
 		"--nodes", fmt.Sprint(nodes), "--settle", "5s", "--disk", "/dev/vda", "--session", "e2e",
 		"--agent-timeout", "10s", "--agent-retries", "10", "--connect-timeout", "60s",
-		"--wait", "4m", "--linger", "30s", "--json"}, extra...)
-	d := &deployRun{cmd: exec.Command("ip", args...), done: make(chan struct{})}
+		"--wait", "4m", "--linger", "30s", "--json"}, extra...)...)
+}
+
+// runHerdDeploy runs herd with args (a deploy) in l's namespace until the
+// spec ends.
+func runHerdDeploy(l *lan, args ...string) *deployRun {
+	GinkgoHelper()
+	d := &deployRun{cmd: exec.Command("ip", append([]string{"netns", "exec", l.ns, herdBin}, args...)...), done: make(chan struct{})}
 	d.cmd.Stdout, d.cmd.Stderr = &d.out, &d.errb
 	// Its own process group, so cleanup also ends what it runs.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -151,7 +151,7 @@ func expectFixedClone(dev, name, mac, ip string) {
 }
 
 var _ = Describe("herd deploy with an inventory, identity and hooks", func() {
-	It("gives each raw clone of a golden its inventory name as host name, an empty machine-id and none of the golden's SSH host keys, and runs a hook in each clone with its name, MAC and IP", func() {
+	It("driven only by an inventory and a config file, gives each raw clone of a golden its inventory name as host name, an empty machine-id and none of the golden's SSH host keys, and runs a hook in each clone with its name, MAC and IP", func() {
 		needIPXEROM()
 		if _, err := exec.LookPath("debugfs"); err != nil {
 			Skip("reading the clones needs debugfs (Debian e2fsprogs)")
@@ -170,8 +170,33 @@ var _ = Describe("herd deploy with an inventory, identity and hooks", func() {
 		hook := filepath.Join(dir, "stamp.sh")
 		Expect(os.WriteFile(hook, []byte("echo \"$HERD_NAME $HERD_MAC $HERD_IP\" > /etc/herd-hook\necho stamped $HERD_NAME\n"), 0o644)).To(Succeed())
 
-		// Identity is on by default: the inventory names the machines.
-		d := startDeploy(l, dir, 2, "--inventory", inv, "--image", golden, "--used-only", "--hook", hook)
+		// Driven by the inventory and a site config file alone (issue
+		// #16): no flag on the command line. Identity is on by default:
+		// the inventory names the machines; each finds its disk itself.
+		cfg := filepath.Join(dir, "herd.yaml")
+		Expect(os.WriteFile(cfg, []byte(fmt.Sprintf(`# the lab's provisioning network
+iface: %s
+server-ip: %s
+range: 10.79.0.100-10.79.0.150
+netmask: 255.255.255.0
+tftp-port: 0
+boot-dir: %s
+state: %s
+session: e2e
+agent-timeout: 10s
+agent-retries: 10
+inventory: %s
+deploy:
+  image: %s
+  used-only: true
+  hook: [%s]
+  settle: 5s
+  connect-timeout: 60s
+  wait: 4m
+  linger: 30s
+  json: true
+`, l.bridge, l.ip, bootFolder(dir), filepath.Join(dir, "machines.json"), inv, golden, hook)), 0o644)).To(Succeed())
+		d := runHerdDeploy(l, "--config", cfg, "deploy")
 		vms := netbootVMs(l, dir, macs)
 		start := time.Now()
 		for i, vm := range vms {
