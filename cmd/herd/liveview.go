@@ -54,10 +54,11 @@ func (o liveOptions) start(ctx context.Context, kind string, stderr io.Writer) (
 	if err != nil {
 		return nil, nil, err
 	}
-	fmt.Fprintf(stderr, "herd: live view at %s (metrics at %smetrics)\n", srv.URL(), srv.URL())
+	log := loggerFrom(ctx, stderr)
+	log.Info("live view at "+srv.URL(), "metrics", srv.URL()+"metrics")
 	return hub, func() {
 		if o.linger > 0 {
-			fmt.Fprintf(stderr, "herd: live view stays up %v (Ctrl-C ends it)\n", o.linger)
+			log.Info(fmt.Sprintf("live view stays up %v (Ctrl-C ends it)", o.linger))
 			select {
 			case <-time.After(o.linger):
 			case <-ctx.Done():
