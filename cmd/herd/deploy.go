@@ -88,7 +88,8 @@ state.
 
 Identity and hooks: after a verified copy each agent mounts its clone's root
 file system and, with --identity yes (the default when the machines have
-names, from --inventory), writes the machine's name to /etc/hostname (and the
+names, from --inventory; by default a clone with no root file system, a data
+disk, is left as it is, while an explicit --identity yes fails it), writes the machine's name to /etc/hostname (and the
 127.0.1.1 line of /etc/hosts), empties /etc/machine-id and removes the
 golden's SSH host keys (regenerated with ssh-keygen -A when the clone has
 it). Each --hook FILE (at most 16 of 64 KiB) then runs by /bin/sh in a chroot
@@ -366,7 +367,9 @@ func deployFixups(o *deployOptions, plan *deploy.Plan) (httpboot.Fixups, error) 
 	named := len(plan.Names) > 0
 	switch o.identity {
 	case "":
-		f.Identity = named
+		// By default a clone that holds no system (a data disk) keeps
+		// its content as it is; --identity yes fails it instead.
+		f.Identity, f.IdentityIfRoot = named, named
 	case "yes":
 		f.Identity = true
 	case "no":

@@ -15,6 +15,7 @@ import (
 
 	"github.com/herd-cluster/herd/desc"
 	"github.com/herd-cluster/herd/internal/testenv"
+	"github.com/herd-cluster/herd/pxe/agent"
 )
 
 func TestFilesUsageErrorsExit2(t *testing.T) {
@@ -111,6 +112,14 @@ func TestFilesSendRecvProcesses(t *testing.T) {
 		}
 		out := n.stderr.String()
 		assert.Contains(t, out, "file-level copy done")
+		// The agent finds the clone's root by that line (its fix-ups).
+		root := ""
+		for _, l := range strings.Split(out, "\n") {
+			if u := agent.ParseFilesRoot(l); u != "" {
+				root = u
+			}
+		}
+		assert.Regexp(t, `^[0-9a-f-]{36}$`, root, "the agent reads the root file system's UUID in herd recv's log")
 		assert.Contains(t, out, "2 files verified (disk)", "/etc/fstab and /var/log/messages")
 		assert.Contains(t, out, "fix-up: /etc/fstab:1: /dev/sda1 -> UUID=")
 		f, err := os.Open(n.img)

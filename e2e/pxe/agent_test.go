@@ -126,6 +126,9 @@ var _ = Describe("the agent in QEMU receiving a disk image", func() {
 
 		var rep httpboot.ReportRequest
 		Eventually(api.rep, 60*time.Second).Should(Receive(&rep), "no report; console:\n%s", vm.Console())
+		// The agent's own log travels with its report (issue #16).
+		Expect(rep.AgentLog).To(ContainElement(ContainSubstring("herd: registered with 10.79.0.1:8080")), "the agent's log")
+		rep.AgentLog = nil
 		Expect(rep).To(Equal(httpboot.ReportRequest{MAC: reg.MAC, OK: true, Bytes: size}))
 		expectLine(vm, "herd: clone verified (", 30*time.Second)
 		expectLine(vm, "reboot: Restarting system", 30*time.Second)

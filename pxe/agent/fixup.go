@@ -19,6 +19,9 @@ import (
 // the reason, not done.
 var ErrFixup = errors.New("agent: fix-ups failed")
 
+// errNoRoot: no partition of the clone holds a system's root.
+var errNoRoot = errors.New("no root file system found")
+
 // FixupJob is what the agent does to its clone after a verified copy:
 // the server's orders and this machine's name and addresses.
 type FixupJob struct {
@@ -274,19 +277,21 @@ func truncateBytes(s string, n int) string {
 	return s
 }
 
-// FilesRootPrefix starts the line herd recv --files prints on its
-// standard error when the copy ends: the file systems it made, as
-// MOUNT=FS(UUID) words (see cmd/herd reportFiles).
-const FilesRootPrefix = "herd recv: file-level copy "
+// FilesRootPrefix is in the line herd recv --files logs on its standard
+// error when the copy ends: the file systems it made, as MOUNT=FS(UUID)
+// words (see cmd/herd reportFiles). What comes before it is the log's
+// (date, time, level; or "herd " from older herds).
+const FilesRootPrefix = "recv: file-level copy "
 
 // ParseFilesRoot returns the UUID of the file system mounted at "/" in
 // the desc, from herd recv --files's closing line; "" when the line is
 // not that line or names no root.
 func ParseFilesRoot(line string) string {
-	rest, ok := strings.CutPrefix(strings.TrimSpace(line), FilesRootPrefix)
-	if !ok {
+	i := strings.Index(line, FilesRootPrefix)
+	if i < 0 {
 		return ""
 	}
+	rest := line[i+len(FilesRootPrefix):]
 	for _, w := range strings.Fields(rest) {
 		fs, ok := strings.CutPrefix(strings.TrimSuffix(w, ";"), "/=")
 		if !ok {

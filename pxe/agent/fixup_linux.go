@@ -289,7 +289,7 @@ func MountClone(ctx context.Context, disk, tmp, rootUUID string, say func(string
 		return dir, unmount, nil
 	}
 	os.Remove(dir)
-	return "", nil, fmt.Errorf("no root file system found on %s (%s)", real, strings.Join(tried, "; "))
+	return "", nil, fmt.Errorf("%w on %s (%s)", errNoRoot, real, strings.Join(tried, "; "))
 }
 
 // rereadPartitions asks the kernel to read dev's partition table again
@@ -421,6 +421,10 @@ func mountFS(ctx context.Context, dev, dir, fs string, flags uintptr) error {
 // disk, fix its identity, run the hooks, unmount.
 func (a *Agent) fixupDisk(ctx context.Context, disk string, job FixupJob) (summary string, err error) {
 	root, unmount, err := MountClone(ctx, disk, a.TempDir, a.filesRoot, a.say)
+	if errors.Is(err, errNoRoot) && job.Orders.IdentityIfRoot && len(job.Orders.Hooks) == 0 {
+		a.say("identity skipped: %v", err)
+		return "identity skipped: " + err.Error(), nil
+	}
 	if err != nil {
 		return "", err
 	}

@@ -176,6 +176,18 @@ func TestFixupDiskFindsNoRoot(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "no root file system found on "+loop)
 	assert.Contains(t, err.Error(), "(ext4): no /etc/os-release nor /etc/fstab")
+
+	// Identity by default (not asked for explicitly): a data disk is
+	// left as it is, and the summary says why.
+	done, err := a.fixupDisk(context.Background(), loop, FixupJob{Orders: httpboot.Fixups{Identity: true, IdentityIfRoot: true}})
+	require.NoError(t, err)
+	assert.Contains(t, done, "identity skipped: no root file system found on "+loop)
+	got, _ := debugfsCat(t, loop, "/data/file")
+	assert.Equal(t, "not a system\n", got, "the disk is untouched")
+	// With a hook there is nothing to run it in: that fails.
+	_, err = a.fixupDisk(context.Background(), loop, FixupJob{Orders: httpboot.Fixups{Identity: true, IdentityIfRoot: true,
+		Hooks: []httpboot.Hook{{Name: "h.sh", Script: []byte("true\n")}}}})
+	require.Error(t, err)
 }
 
 func TestFixupRootRegeneratesHostKeysAndRunsHooks(t *testing.T) {

@@ -188,6 +188,7 @@ func TestParseFilesRoot(t *testing.T) {
 		"herd recv: file-level copy done: /boot=vfat(1234-ABCD); 0 files":                                                                                                                         "",
 		"herd recv: file-level copy done: /=ext4(../../etc) x":                                                                                                                                    "",
 		"herd recv: file-level copy done: /=ext4(abc":                                                                                                                                             "",
+		"2026-12-04 09:12:48 INFO recv: file-level copy done: /=ext4(cccab47c-cf1e-4ae8-91e9-2259d68c9e0f); 12 files verified (page cache); 0 fix-ups; boot loader: /; hooks: 0 session=e2e":      "cccab47c-cf1e-4ae8-91e9-2259d68c9e0f",
 		"something else /=ext4(abcd)": "",
 		"":                            "",
 	} {

@@ -72,6 +72,9 @@ type Credentials struct {
 	Name string `json:"name,omitempty"`
 	// Identity orders the identity fix-ups.
 	Identity bool `json:"identity,omitempty"`
+	// IdentityIfRoot: skip the identity on a clone with no root file
+	// system (see Fixups.IdentityIfRoot).
+	IdentityIfRoot bool `json:"identity_if_root,omitempty"`
 	// Hooks are run in a chroot of the clone (MaxHooks of MaxHookSize).
 	Hooks []Hook `json:"hooks,omitempty"`
 	// HookTimeout bounds each hook, in seconds (0: the agent's default).

@@ -41,6 +41,11 @@ type Fixups struct {
 	// machine's name as host name (when it has one), an empty
 	// /etc/machine-id, no SSH host keys of the golden's.
 	Identity bool
+	// IdentityIfRoot, with Identity and no hooks, makes a clone without
+	// a root file system (a data disk, a system herd cannot recognize)
+	// skip the identity, saying so, rather than fail: the default of
+	// herd deploy, where identity was not asked for explicitly.
+	IdentityIfRoot bool
 	// Hooks run in order in a chroot of the clone, after the identity.
 	Hooks []Hook
 	// HookTimeout bounds each hook (0: the agent's default).
@@ -115,5 +120,5 @@ func (c Credentials) checkOrders() error {
 
 // Orders returns the fix-ups the answer orders.
 func (c Credentials) Orders() Fixups {
-	return Fixups{Identity: c.Identity, Hooks: c.Hooks, HookTimeout: time.Duration(c.HookTimeout) * time.Second}
+	return Fixups{Identity: c.Identity, IdentityIfRoot: c.IdentityIfRoot, Hooks: c.Hooks, HookTimeout: time.Duration(c.HookTimeout) * time.Second}
 }

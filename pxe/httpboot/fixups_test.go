@@ -114,7 +114,7 @@ func TestAnswerRefusesBadFixups(t *testing.T) {
 func TestRegisterSealsTheFixups(t *testing.T) {
 	ts, s, _ := setup(t, nil)
 	hooks := []Hook{{Name: "a.sh", Script: []byte("echo $HERD_NAME")}}
-	s.Fixups = Fixups{Identity: true, Hooks: hooks, HookTimeout: 90 * time.Second}
+	s.Fixups = Fixups{Identity: true, IdentityIfRoot: true, Hooks: hooks, HookTimeout: 90 * time.Second}
 	const mac, mac2 = "52:54:00:aa:05:01", "52:54:00:aa:05:02"
 	agent := approve(t, s, mac)
 	_, err := s.Store.Add(mac, "node01")
@@ -122,7 +122,7 @@ func TestRegisterSealsTheFixups(t *testing.T) {
 	a, creds := register(t, ts.URL, agent, newRegistration(t, mac, "10.9.0.5", ""))
 	require.Equal(t, http.StatusOK, a.code, a.body)
 	assert.Equal(t, "node01", creds.Name)
-	assert.Equal(t, Fixups{Identity: true, Hooks: hooks, HookTimeout: 90 * time.Second}, creds.Orders())
+	assert.Equal(t, Fixups{Identity: true, IdentityIfRoot: true, Hooks: hooks, HookTimeout: 90 * time.Second}, creds.Orders())
 
 	// An agent waiting for a stage 2 gets no orders: they are for the system.
 	agent2 := approve(t, s, mac2)

@@ -411,7 +411,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	creds := Credentials{ChainKey: s.Key, MachineKey: MachineKey(s.Key, mac, m.KeyID)}
 	if req.Step == "" {
 		f := s.Fixups
-		creds.Identity, creds.Hooks, creds.HookTimeout = f.Identity, f.Hooks, int64(f.HookTimeout/time.Second)
+		creds.Identity, creds.IdentityIfRoot, creds.Hooks, creds.HookTimeout = f.Identity, f.IdentityIfRoot, f.Hooks, int64(f.HookTimeout/time.Second)
 		if f.Identity {
 			creds.Name = m.Name
 		}
