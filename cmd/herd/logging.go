@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/herd-cluster/herd/internal/syncio"
 )
 
 // logKey is the context key of the command's logger.
@@ -44,7 +46,7 @@ func (lf logFlags) newLogger(w io.Writer) (*slog.Logger, error) {
 	case "text", "":
 		return slog.New(&textHandler{w: w, level: level, mu: &sync.Mutex{}}), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(&lockedWriter{w: w}, &slog.HandlerOptions{Level: level})), nil
+		return slog.New(slog.NewJSONHandler(syncio.NewWriter(w), &slog.HandlerOptions{Level: level})), nil
 	}
 	return nil, usagef("--log-format %q: want text or json", lf.format)
 }
@@ -179,19 +181,6 @@ func (h *textHandler) WithGroup(name string) slog.Handler {
 	}
 	h2.group = name
 	return &h2
-}
-
-// lockedWriter serializes writes: the JSON handler writes each record in
-// one call, from any goroutine.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // jsonErrorWriter turns the one error line a command ends with
