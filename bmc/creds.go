@@ -143,3 +143,28 @@ func certPool(path string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
+
+// Opener opens the BMCs of many machines, reading each credentials file
+// once (an inventory names the same file for a whole rack). The zero
+// Opener is ready to use.
+type Opener struct {
+	creds map[string]Credentials
+}
+
+// Open opens the BMC at a with the credentials in the file at credPath.
+// A credentials file herd cannot use is an error wrapping
+// ErrCredentials.
+func (o *Opener) Open(a Addr, credPath string) (Controller, error) {
+	c, ok := o.creds[credPath]
+	if !ok {
+		var err error
+		if c, err = LoadCredentials(credPath); err != nil {
+			return nil, err
+		}
+		if o.creds == nil {
+			o.creds = map[string]Credentials{}
+		}
+		o.creds[credPath] = c
+	}
+	return Open(a, c)
+}

@@ -145,7 +145,7 @@ func powerTargets(o *powerOptions, names []string) ([]powerTarget, error) {
 		if err != nil {
 			return nil, usageError{err}
 		}
-		t, err := openTarget(o.bmcAddr, a, o.credentials, o.firmware == "uefi", nil)
+		t, err := openTarget(&bmc.Opener{}, o.bmcAddr, a, o.credentials, o.firmware == "uefi")
 		if err != nil {
 			return nil, err
 		}
@@ -173,7 +173,7 @@ func powerTargets(o *powerOptions, names []string) ([]powerTarget, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	creds := map[string]bmc.Credentials{}
+	var op bmc.Opener
 	var targets []powerTarget
 	var none []string
 	for _, m := range ms {
@@ -181,7 +181,7 @@ func powerTargets(o *powerOptions, names []string) ([]powerTarget, error) {
 			none = append(none, m.Name)
 			continue
 		}
-		t, err := openTarget(m.Name, m.BMC, m.Credentials, m.Firmware == "uefi", creds)
+		t, err := openTarget(&op, m.Name, m.BMC, m.Credentials, m.Firmware == "uefi")
 		if err != nil {
 			return nil, err
 		}
@@ -193,20 +193,10 @@ func powerTargets(o *powerOptions, names []string) ([]powerTarget, error) {
 	return targets, nil
 }
 
-// openTarget loads a credentials file (once, through cache) and opens
-// the BMC.
-func openTarget(name string, a bmc.Addr, credPath string, efi bool, cache map[string]bmc.Credentials) (powerTarget, error) {
-	c, ok := cache[credPath]
-	if !ok {
-		var err error
-		if c, err = bmc.LoadCredentials(credPath); err != nil {
-			return powerTarget{}, usageError{fmt.Errorf("%s: %w", name, err)}
-		}
-		if cache != nil {
-			cache[credPath] = c
-		}
-	}
-	ctl, err := bmc.Open(a, c)
+// openTarget opens the BMC at a with the credentials at credPath (read
+// once per file through op).
+func openTarget(op *bmc.Opener, name string, a bmc.Addr, credPath string, efi bool) (powerTarget, error) {
+	ctl, err := op.Open(a, credPath)
 	if err != nil {
 		if errors.Is(err, bmc.ErrCredentials) {
 			return powerTarget{}, usageError{fmt.Errorf("%s: %w", name, err)}

@@ -114,20 +114,12 @@ type bmcOf struct {
 // its credentials file must be usable).
 func NewBMCPower(machines []inventory.Machine) (*BMCPower, error) {
 	b := &BMCPower{bmcs: map[string]bmcOf{}}
-	creds := map[string]bmc.Credentials{}
+	var op bmc.Opener
 	for _, m := range machines {
 		if !m.HasBMC() {
 			return nil, fmt.Errorf("machine %s has no bmc in the inventory", m.Name)
 		}
-		c, ok := creds[m.Credentials]
-		if !ok {
-			var err error
-			if c, err = bmc.LoadCredentials(m.Credentials); err != nil {
-				return nil, fmt.Errorf("machine %s: %w", m.Name, err)
-			}
-			creds[m.Credentials] = c
-		}
-		ctl, err := bmc.Open(m.BMC, c)
+		ctl, err := op.Open(m.BMC, m.Credentials)
 		if err != nil {
 			return nil, fmt.Errorf("machine %s: %w", m.Name, err)
 		}
