@@ -29,8 +29,8 @@ func TestDeployFixups(t *testing.T) {
 	f, err := deployFixups(&deployOptions{hooks: []string{hook, hook}, hookTimeout: time.Minute}, &p)
 	require.NoError(t, err)
 	script := []byte("echo $HERD_NAME > /etc/stamp\n")
-	assert.Equal(t, httpboot.Fixups{Identity: true, Hooks: []httpboot.Hook{{Name: "stamp.sh", Script: script}, {Name: "stamp.sh", Script: script}}, HookTimeout: time.Minute}, f,
-		"identity by default when the machines have names")
+	assert.Equal(t, httpboot.Fixups{Identity: true, IdentityIfRoot: true, Hooks: []httpboot.Hook{{Name: "stamp.sh", Script: script}, {Name: "stamp.sh", Script: script}}, HookTimeout: time.Minute}, f,
+		"identity by default when the machines have names, skipped on a clone with no root file system")
 	assert.True(t, p.Identity)
 	assert.Equal(t, []string{"stamp.sh", "stamp.sh"}, p.Hooks)
 	assert.Equal(t, 4*time.Minute, p.ReportTimeout, "the report waits for the hooks too")
@@ -42,7 +42,7 @@ func TestDeployFixups(t *testing.T) {
 	p = deploy.Plan{MACs: []string{"52:54:00:00:00:01"}}
 	f, err = deployFixups(&deployOptions{identity: "yes", hookTimeout: time.Minute}, &p)
 	require.NoError(t, err)
-	assert.Equal(t, httpboot.Fixups{Identity: true}, f, "--identity yes without names: machine-id and host keys")
+	assert.Equal(t, httpboot.Fixups{Identity: true}, f, "--identity yes without names: machine-id and host keys, a clone with no root file system fails")
 	p = named()
 	f, err = deployFixups(&deployOptions{identity: "no", hookTimeout: time.Minute}, &p)
 	require.NoError(t, err)
